@@ -1,0 +1,1 @@
+//! Kademlia DHT as a sans-IO core (placeholder; see issue 3).

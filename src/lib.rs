@@ -1,0 +1,4 @@
+//! FuryMesh: a thread-per-core peer-to-peer seed server.
+#![deny(unsafe_code)]
+
+pub mod dht;
