@@ -1,1 +1,23 @@
-fn main() {}
+//! `furymesh`: parse the command line, run it, report a failure as one line.
+
+use clap::Parser;
+
+fn main() {
+    let cli = furymesh::cli::Cli::parse();
+    let code = match furymesh::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the error and its causes, outermost first, skipping causes the
+            // message above them already spells out.
+            let mut line = String::new();
+            for cause in e.chain().map(ToString::to_string) {
+                if !line.contains(&cause) {
+                    line = if line.is_empty() { cause } else { format!("{line}: {cause}") };
+                }
+            }
+            eprintln!("furymesh: {line}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,92 @@
+//! Load generation and the limits figures are compared against.
+//!
+//! `raw_tcp_copy` is the ceiling for `get` over loopback: the same bytes, sent straight from
+//! a memory map over plain TCP and written to a file, with no framing, hashing or
+//! FlatBuffers. Public API only; no protocol logic.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::storage::MappedFile;
+
+/// Bytes per read/write call of the raw copy.
+const RAW_IO_BYTES: usize = 1 << 20;
+
+/// Result of one raw copy.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawTcpReport {
+    pub bytes: u64,
+    pub connections: usize,
+    pub seconds: f64,
+    pub bytes_per_sec: f64,
+    pub cpu_seconds: f64,
+}
+
+/// Copies `src` to `dst` over `connections` loopback TCP connections (equal byte ranges),
+/// sender and receiver threads in this process, and fdatasyncs `dst` before the clock stops.
+pub fn raw_tcp_copy(src: &Path, dst: &Path, connections: usize) -> Result<RawTcpReport> {
+    let connections = connections.max(1);
+    let map = Arc::new(MappedFile::open(
+        File::open(src).with_context(|| format!("cannot open {}", src.display()))?,
+    )?);
+    let size = map.bytes().len() as u64;
+    let out = OpenOptions::new().create(true).write(true).truncate(true).open(dst)?;
+    out.set_len(size)?;
+    let out = Arc::new(out);
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let per = size.div_ceil(connections as u64);
+    let cpu0 = crate::node::process_cpu_seconds();
+    let started = Instant::now();
+    let mut threads = Vec::new();
+    for i in 0..connections as u64 {
+        let (start, end) = ((i * per).min(size), ((i + 1) * per).min(size));
+        let map = map.clone();
+        threads.push(std::thread::spawn(move || -> io::Result<()> {
+            let mut s = TcpStream::connect(addr)?;
+            s.write_all(&start.to_le_bytes())?;
+            for piece in map.bytes()[start as usize..end as usize].chunks(RAW_IO_BYTES) {
+                s.write_all(piece)?;
+            }
+            Ok(())
+        }));
+    }
+    for _ in 0..connections {
+        let (mut s, _) = listener.accept()?;
+        let out = out.clone();
+        threads.push(std::thread::spawn(move || -> io::Result<()> {
+            let mut off = [0u8; 8];
+            s.read_exact(&mut off)?;
+            let mut pos = u64::from_le_bytes(off);
+            let mut buf = vec![0u8; RAW_IO_BYTES];
+            loop {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                out.write_all_at(&buf[..n], pos)?;
+                pos += n as u64;
+            }
+        }));
+    }
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("a copy thread panicked"))??;
+    }
+    out.sync_data()?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(RawTcpReport {
+        bytes: size,
+        connections,
+        seconds,
+        bytes_per_sec: size as f64 / seconds,
+        cpu_seconds: crate::node::process_cpu_seconds() - cpu0,
+    })
+}

@@ -1,0 +1,376 @@
+//! The command line: clap arguments and human/JSON output. No protocol or storage logic.
+
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::config::{self, CHUNK_SIZE_DEFAULT_BYTES, LISTEN_DEFAULT, REQUESTS_INFLIGHT_DEFAULT};
+use crate::crypto::FileId;
+use crate::node::{self, GetError, GetOptions, SeedOptions, Seeder};
+use crate::storage::{self, Catalog};
+
+/// FuryMesh: a thread-per-core peer-to-peer seed server.
+#[derive(Debug, Parser)]
+#[command(name = "furymesh", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Data directory (catalog of published files, resume state). Default: $FURYMESH_HOME,
+    /// else the platform data directory.
+    #[arg(long, global = true, env = "FURYMESH_HOME", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout instead of human output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data directory.
+    Init,
+    /// Chunk and hash files (directories recursively) and add them to the catalog. Files are
+    /// served in place, never copied.
+    Publish(PublishArgs),
+    /// List published files.
+    Ls,
+    /// Serve every published file until SIGINT/SIGTERM.
+    Seed(SeedArgs),
+    /// Download a file from a peer, verifying every chunk; rerun to resume.
+    Get(GetArgs),
+    /// Publish, seed and download a generated 256 MiB file on loopback, and check it.
+    Demo(DemoArgs),
+    /// Measurements that other figures are compared against.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Files or directories to publish.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Chunk size, a multiple of 4 KiB between 4 KiB and 16 MiB (e.g. 512KiB, 1MiB).
+    #[arg(long, value_parser = parse_chunk_size, default_value_t = CHUNK_SIZE_DEFAULT_BYTES)]
+    pub chunk_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Address to listen on (every shard listens on it with SO_REUSEPORT).
+    #[arg(long, default_value = LISTEN_DEFAULT, value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub listen: SocketAddr,
+    /// Number of shards (pinned executors). Default: the available cores.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The file ID (64 hex characters) printed by `publish`.
+    #[arg(value_parser = parse_file_id, value_name = "FILE_ID")]
+    pub file_id: FileId,
+    /// Peer to download from.
+    #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub peer: SocketAddr,
+    /// Where to write the file. It appears only once the whole file is verified; until then
+    /// the data lives in PATH.furymesh-partial and the resume state in PATH.furymesh-resume.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+    /// Replace PATH if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Connections to the peer, one per shard. Default: the available cores.
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Chunk requests in flight per connection.
+    #[arg(long, default_value_t = REQUESTS_INFLIGHT_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=config::REQUESTS_INFLIGHT_MAX as i64))]
+    pub window: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Size of the generated file.
+    #[arg(long, default_value = "256MiB", value_parser = config::parse_bytes)]
+    pub size: u64,
+    /// Shards for the seeder and connections for the downloader. Default: available cores.
+    #[arg(long)]
+    pub shards: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Copy a file over plain loopback TCP (no framing, hashing or FlatBuffers) into an
+    /// output file: the ceiling `get` is measured against.
+    RawTcp {
+        /// File to send.
+        file: PathBuf,
+        /// Where the receiver writes it.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Parallel connections (the file is split into equal ranges).
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+    },
+}
+
+fn parse_chunk_size(s: &str) -> Result<u32, String> {
+    config::validate_chunk_size(config::parse_bytes(s)?)
+}
+
+fn parse_file_id(s: &str) -> Result<FileId, String> {
+    s.parse().map_err(|e: crate::crypto::ParseFileIdError| e.to_string())
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+/// The data directory: `--data-dir`, else `$FURYMESH_HOME` (both via clap), else the
+/// platform's data directory.
+fn data_dir(cli: &Cli) -> Result<PathBuf> {
+    if let Some(d) = &cli.data_dir {
+        return Ok(d.clone());
+    }
+    dirs::data_dir()
+        .map(|d| d.join("furymesh"))
+        .context("no data directory: pass --data-dir or set FURYMESH_HOME")
+}
+
+/// Runs a parsed command line. Returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    match &cli.command {
+        Command::Init => init(&data_dir(&cli)?, cli.json),
+        Command::Publish(a) => publish(&data_dir(&cli)?, a, cli.json),
+        Command::Ls => ls(&data_dir(&cli)?, cli.json),
+        Command::Seed(a) => seed(&data_dir(&cli)?, a, cli.json),
+        Command::Get(a) => get(a, cli.json),
+        Command::Demo(a) => {
+            crate::demo::run(a.size, a.shards.unwrap_or_else(node::available_cores), cli.json)
+        }
+        Command::Bench(BenchCommand::RawTcp { file, output, connections }) => {
+            let r = crate::bench::raw_tcp_copy(file, output, *connections)?;
+            print_json_or(cli.json, &r, || {
+                format!(
+                    "raw loopback TCP: {} bytes in {:.3} s = {:.1} MB/s",
+                    r.bytes,
+                    r.seconds,
+                    r.bytes_per_sec / 1e6
+                )
+            });
+            Ok(0)
+        }
+    }
+}
+
+fn print_json_or<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
+    if json {
+        // Serializing plain data structs cannot fail.
+        println!("{}", serde_json::to_string(value).expect("serializable"));
+    } else {
+        println!("{}", human());
+    }
+}
+
+fn init(dir: &Path, json: bool) -> Result<i32> {
+    std::fs::create_dir_all(Catalog::dir_in(dir))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    print_json_or(json, &serde_json::json!({ "data_dir": dir }), || {
+        format!("data directory ready: {}", dir.display())
+    });
+    Ok(0)
+}
+
+/// A bar on stderr when it is a terminal, nothing otherwise.
+fn progress_bar(total: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+#[derive(Serialize)]
+struct PublishedJson {
+    file_id: String,
+    path: PathBuf,
+    size: u64,
+    chunk_size: u32,
+    chunks: u32,
+}
+
+fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
+    let mut catalog =
+        Catalog::load(dir).with_context(|| format!("cannot read catalog in {}", dir.display()))?;
+    let bar = progress_bar(storage::total_bytes(&a.paths), "hashing");
+    let started = Instant::now();
+    let results = storage::publish(&mut catalog, &a.paths, a.chunk_size, &|n| bar.inc(n));
+    bar.finish_and_clear();
+    let (mut out, mut failed, mut hashed, mut reused) = (Vec::new(), 0, 0u64, 0);
+    for r in results {
+        match r {
+            Ok(p) => {
+                if p.reused {
+                    reused += 1;
+                } else {
+                    hashed += p.entry.info.size;
+                }
+                out.push(PublishedJson {
+                    file_id: p.entry.info.file_id.to_hex(),
+                    path: p.entry.path.clone(),
+                    size: p.entry.info.size,
+                    chunk_size: p.entry.info.chunk_size,
+                    chunks: p.entry.info.chunk_count(),
+                });
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("furymesh publish: {e}");
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    print_json_or(json, &out, || {
+        let mut s: String = out
+            .iter()
+            .map(|p| format!("{}  {:>12}  {}\n", p.file_id, p.size, p.path.display()))
+            .collect();
+        s.push_str(&format!(
+            "published {} files ({} unchanged), hashed {:.1} MiB in {:.2} s ({:.0} MB/s)",
+            out.len(),
+            reused,
+            hashed as f64 / (1 << 20) as f64,
+            secs,
+            hashed as f64 / secs.max(1e-9) / 1e6
+        ));
+        s
+    });
+    if out.is_empty() && failed == 0 {
+        bail!("no regular files found under the given paths");
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+fn ls(dir: &Path, json: bool) -> Result<i32> {
+    let catalog = Catalog::load(dir)?;
+    for (p, why) in &catalog.skipped {
+        eprintln!("furymesh ls: skipping unreadable manifest {}: {why}", p.display());
+    }
+    let mut rows: Vec<PublishedJson> = catalog
+        .entries()
+        .map(|e| PublishedJson {
+            file_id: e.info.file_id.to_hex(),
+            path: e.path.clone(),
+            size: e.info.size,
+            chunk_size: e.info.chunk_size,
+            chunks: e.info.chunk_count(),
+        })
+        .collect();
+    rows.sort_by(|a, b| a.path.cmp(&b.path));
+    print_json_or(json, &rows, || {
+        rows.iter()
+            .map(|p| format!("{}  {:>12}  {}", p.file_id, p.size, p.path.display()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(0)
+}
+
+/// A flag that turns true on SIGINT or SIGTERM.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone()).context("cannot install signal handler")?;
+    }
+    Ok(flag)
+}
+
+fn seed(dir: &Path, a: &SeedArgs, json: bool) -> Result<i32> {
+    let catalog =
+        Catalog::load(dir).with_context(|| format!("cannot read catalog in {}", dir.display()))?;
+    for (p, why) in &catalog.skipped {
+        eprintln!("furymesh seed: skipping unreadable manifest {}: {why}", p.display());
+    }
+    if catalog.is_empty() {
+        eprintln!(
+            "furymesh seed: warning: nothing published in {}; run `furymesh publish` first",
+            dir.display()
+        );
+    }
+    let shards = a.shards.unwrap_or_else(node::available_cores).max(1);
+    let stop = stop_on_signals()?;
+    let files = catalog.entries().cloned().collect::<Vec<_>>();
+    let n = files.len();
+    let seeder = Seeder::start(files, &SeedOptions { listen: a.listen, shards }, stop)?;
+    eprintln!("furymesh seed: listening on {} ({shards} shards, {n} files)", seeder.addr());
+    let cpu0 = node::process_cpu_seconds();
+    let stats = seeder.wait();
+    let cpu = node::process_cpu_seconds() - cpu0;
+    let mut v = serde_json::to_value(&stats)?;
+    v["cpu_seconds"] = cpu.into();
+    print_json_or(json, &v, || {
+        format!(
+            "furymesh seed: stopped after {} connections, {} chunks ({} bytes from maps, {} copied), {} errors",
+            stats.connections, stats.chunks_served, stats.payload_bytes_from_map, stats.payload_bytes_copied, stats.error_replies
+        )
+    });
+    Ok(0)
+}
+
+fn get(a: &GetArgs, json: bool) -> Result<i32> {
+    let opts = GetOptions {
+        file_id: a.file_id,
+        peer: a.peer,
+        output: a.output.clone(),
+        force: a.force,
+        connections: a.connections.unwrap_or_else(node::available_cores).max(1),
+        window: a.window,
+    };
+    let stop = stop_on_signals()?;
+    let bar = progress_bar(0, "downloading");
+    let result = node::get(&opts, &stop, &|p| {
+        bar.set_length(p.total_bytes);
+        bar.set_position(p.done_bytes);
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(r) => {
+            print_json_or(json, &r, || {
+                format!(
+                    "{} -> {}: {} bytes fetched in {:.2} s ({:.1} MB/s), {} chunks fetched, {} reused",
+                    r.file_id,
+                    a.output.display(),
+                    r.bytes,
+                    r.seconds,
+                    r.bytes_per_sec / 1e6,
+                    r.chunks_fetched,
+                    r.chunks_reused
+                )
+            });
+            Ok(0)
+        }
+        Err(e @ GetError::Interrupted) => {
+            eprintln!("furymesh get: {e}");
+            Ok(130)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

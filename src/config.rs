@@ -1,0 +1,112 @@
+//! Every tunable and every hard bound, in one place, with its unit last in its name.
+//!
+//! Defaults are what `furymesh` uses when a flag is not given; `tuning.md` documents each
+//! one with its measured effect (a test checks that every knob appears there).
+
+use std::time::Duration;
+
+/// Default chunk size in bytes (whitepaper: 512 KiB).
+pub const CHUNK_SIZE_DEFAULT_BYTES: u32 = 512 * 1024;
+/// Smallest accepted chunk size: 4 KiB keeps per-chunk overhead (a request, a header, a
+/// hash) below 2%.
+pub const CHUNK_SIZE_MIN_BYTES: u32 = 4 * 1024;
+/// Largest accepted chunk size. A chunk is the unit of verification, so a receiver buffers a
+/// whole one per request in flight.
+pub const CHUNK_SIZE_MAX_BYTES: u32 = 16 * 1024 * 1024;
+/// Most chunks one file may have: bounds a manifest to 32 MiB of hashes.
+pub const CHUNKS_PER_FILE_MAX: u32 = 1 << 20;
+
+/// Largest frame body (the FlatBuffer, not a chunk payload) a downloader accepts: a
+/// manifest with `CHUNKS_PER_FILE_MAX` hashes plus room for its other fields.
+pub const RESPONSE_BODY_MAX_BYTES: u32 = CHUNKS_PER_FILE_MAX * 32 + 64 * 1024;
+/// Largest frame body a seeder accepts from a client. Requests are tiny; anything bigger is
+/// an attack or a bug and closes the connection.
+pub const REQUEST_BODY_MAX_BYTES: u32 = 4 * 1024;
+
+/// Default TCP (and later UDP) listen address of `furymesh seed`.
+pub const LISTEN_DEFAULT: &str = "0.0.0.0:7420";
+
+/// Connections one seeder shard serves at once; more are closed at accept. Keep
+/// shards × this below the file-descriptor limit (`ulimit -n`).
+pub const CONNECTIONS_PER_SHARD_MAX: usize = 4096;
+/// Files one seeder shard keeps mapped; beyond this, maps no connection uses are dropped.
+pub const OPEN_FILES_PER_SHARD_MAX: usize = 1024;
+
+/// Chunk requests a downloader keeps in flight per connection by default. At 512 KiB chunks
+/// 16 requests are 8 MiB in flight, well above loopback's bandwidth-delay product.
+pub const REQUESTS_INFLIGHT_DEFAULT: u32 = 16;
+/// Most chunk requests a downloader may ask for in flight per connection (`--window`).
+pub const REQUESTS_INFLIGHT_MAX: u32 = 256;
+
+/// How often `get` persists its resume state (after an fdatasync of the data), at most.
+pub const RESUME_SAVE_INTERVAL: Duration = Duration::from_millis(250);
+/// Verified bytes after which `get` persists its resume state even inside the interval.
+pub const RESUME_SAVE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How long a downloader waits for a peer to connect or answer before giving up on it.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a seeder lets a connection sit idle (no request) before closing it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Memory glommio may register for I/O per executor. Small because the default memlock
+/// limit on many hosts is 8 MiB for the whole process (see tuning.md).
+pub const IO_MEMORY_PER_SHARD_BYTES: usize = 512 * 1024;
+
+/// Checks a chunk size given on the command line.
+pub fn validate_chunk_size(bytes: u64) -> Result<u32, String> {
+    if !(CHUNK_SIZE_MIN_BYTES as u64..=CHUNK_SIZE_MAX_BYTES as u64).contains(&bytes) {
+        return Err(format!(
+            "chunk size must be between {} and {} bytes, got {bytes}",
+            CHUNK_SIZE_MIN_BYTES, CHUNK_SIZE_MAX_BYTES
+        ));
+    }
+    if bytes % 4096 != 0 {
+        return Err(format!("chunk size must be a multiple of 4096 bytes, got {bytes}"));
+    }
+    Ok(bytes as u32)
+}
+
+/// Parses a byte count with an optional unit: `512KiB`, `8MiB`, `100KB`, `1G`, `4096`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("not a byte count: {s:?}"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!("unknown unit {other:?} in {s:?} (use KiB, MiB, GiB, KB, MB, GB)"))
+        }
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("byte count too large: {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_units_parse() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_bytes("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_bytes("100KB"), Ok(100_000));
+        assert!(parse_bytes("12XB").is_err());
+        assert!(parse_bytes("").is_err());
+        assert!(parse_bytes("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn chunk_size_bounds() {
+        assert_eq!(validate_chunk_size(524288), Ok(524288));
+        assert!(validate_chunk_size(4095).is_err());
+        assert!(validate_chunk_size(5000).is_err());
+        assert!(validate_chunk_size(32 << 20).is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! Content hashes and identifiers.
+//!
+//! Owns the file ID and chunk hash definitions. Pure functions: no I/O, no logging. Key
+//! material (identities, session keys) lands here with the identity work.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+/// Bytes in a SHA-256 digest.
+pub const DIGEST_BYTES: usize = 32;
+
+/// Domain separator that starts the canonical manifest encoding hashed into a file ID.
+const FILE_ID_DOMAIN: &[u8] = b"furymesh-file-v1\0";
+
+/// SHA-256 of one chunk.
+pub type ChunkHash = [u8; DIGEST_BYTES];
+
+/// The identity of a published file: SHA-256 over its canonical manifest encoding, so the ID
+/// authenticates every chunk hash (see [`FileId::from_manifest`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId(pub [u8; DIGEST_BYTES]);
+
+impl FileId {
+    /// Computes the file ID of a manifest. The canonical encoding is
+    /// `"furymesh-file-v1\0" || size (u64 LE) || chunk_size (u32 LE) || chunk_count (u32 LE)
+    /// || chunk_hash[0] || … || chunk_hash[n-1]`, hashed with SHA-256.
+    pub fn from_manifest(size: u64, chunk_size: u32, chunk_hashes: &[ChunkHash]) -> Self {
+        let mut h = Sha256::new();
+        h.update(FILE_ID_DOMAIN);
+        h.update(size.to_le_bytes());
+        h.update(chunk_size.to_le_bytes());
+        // Chunk counts are bounded by `config::CHUNKS_PER_FILE_MAX`, far below u32::MAX.
+        h.update((chunk_hashes.len() as u32).to_le_bytes());
+        for c in chunk_hashes {
+            h.update(c);
+        }
+        Self(h.finalize().into())
+    }
+
+    /// The 64 lowercase hex characters users see.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The DHT key of the file: the first 160 bits of its ID.
+    pub fn dht_key(&self) -> [u8; 20] {
+        let mut k = [0u8; 20];
+        k.copy_from_slice(&self.0[..20]);
+        k
+    }
+}
+
+impl fmt::Display for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FileId({})", self.to_hex())
+    }
+}
+
+/// Why a string is not a file ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a file ID is 64 lowercase hex characters")]
+pub struct ParseFileIdError;
+
+impl FromStr for FileId {
+    type Err = ParseFileIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let b = s.as_bytes();
+        if b.len() != 2 * DIGEST_BYTES || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(ParseFileIdError);
+        }
+        let mut out = [0u8; DIGEST_BYTES];
+        hex::decode_to_slice(b, &mut out).map_err(|_| ParseFileIdError)?;
+        Ok(Self(out))
+    }
+}
+
+/// SHA-256 of a chunk's bytes.
+pub fn chunk_hash(data: &[u8]) -> ChunkHash {
+    Sha256::digest(data).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_id_is_canonical_and_hex_round_trips() {
+        let hashes = [chunk_hash(b"a"), chunk_hash(b"b")];
+        let id = FileId::from_manifest(3, 2, &hashes);
+        // Same inputs, same ID; any field change, another ID.
+        assert_eq!(id, FileId::from_manifest(3, 2, &hashes));
+        assert_ne!(id, FileId::from_manifest(4, 2, &hashes));
+        assert_ne!(id, FileId::from_manifest(3, 4, &hashes));
+        assert_ne!(id, FileId::from_manifest(3, 2, &hashes[..1]));
+        let hex = id.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(hex.parse::<FileId>(), Ok(id));
+        assert!(hex.to_uppercase().parse::<FileId>().is_err());
+        assert!(hex[1..].parse::<FileId>().is_err());
+    }
+
+    #[test]
+    fn empty_file_has_a_stable_id() {
+        // Pins the canonical encoding: changing it changes every published ID.
+        let mut h = Sha256::new();
+        h.update(b"furymesh-file-v1\0");
+        h.update(0u64.to_le_bytes());
+        h.update(524288u32.to_le_bytes());
+        h.update(0u32.to_le_bytes());
+        let want: [u8; 32] = h.finalize().into();
+        assert_eq!(FileId::from_manifest(0, 524288, &[]).0, want);
+    }
+}

@@ -1,0 +1,95 @@
+//! The node: executors, pinning, sockets, timers and the clock — the only impure pump.
+//!
+//! A node runs N shards, one glommio executor pinned per core. A connection lives its whole
+//! life on the shard that accepted it; shards share nothing mutable on the data path (the
+//! catalog snapshot they read is immutable). Protocol decisions live in `wire` and
+//! `transfer`; this module moves bytes and time between them and the OS.
+//!
+//! - `seed`: the seeder (per-shard listeners with SO_REUSEPORT, zero-copy chunk serving).
+//! - `fetch`: the downloader behind `furymesh get`.
+
+mod fetch;
+mod frame;
+mod seed;
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
+
+pub use fetch::{get, GetError, GetOptions, GetProgress, GetReport};
+pub use seed::{SeedError, SeedOptions, SeedStats, Seeder};
+
+use crate::config::IO_MEMORY_PER_SHARD_BYTES;
+
+/// Index of a shard within its node, `0..shards`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShardId(pub usize);
+
+/// Number of CPUs this process may run on: the default shard count.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Starts `shards` executors, each pinned to its own CPU when there are enough CPUs (else
+/// fenced to all of them), and runs `f(shard_id)` on each.
+pub fn spawn_shards<G, F, T>(name: &str, shards: usize, f: G) -> io::Result<PoolThreadHandles<T>>
+where
+    G: FnOnce(ShardId) -> F + Clone + Send + 'static,
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let placement = match glommio::CpuSet::online() {
+        Ok(cpus) if cpus.len() >= shards => PoolPlacement::MaxSpread(shards, Some(cpus)),
+        Ok(cpus) if !cpus.is_empty() => PoolPlacement::Fenced(shards, cpus),
+        _ => PoolPlacement::Unbound(shards),
+    };
+    let next = Arc::new(AtomicUsize::new(0));
+    LocalExecutorPoolBuilder::new(placement)
+        .name(name)
+        .io_memory(IO_MEMORY_PER_SHARD_BYTES)
+        .on_all_shards(move || {
+            let id = ShardId(next.fetch_add(1, Ordering::Relaxed));
+            f(id)
+        })
+        .map_err(glommio_io)
+}
+
+/// Runs one future on a fresh single executor on the calling thread (control work such as
+/// fetching a manifest before the shards start).
+pub fn run_local<F, T>(fut: F) -> io::Result<T>
+where
+    F: Future<Output = T>,
+{
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(IO_MEMORY_PER_SHARD_BYTES)
+        .make()
+        .map_err(glommio_io)?;
+    Ok(ex.run(fut))
+}
+
+fn glommio_io<T>(e: glommio::GlommioError<T>) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Waits until `stop` returns true, checking every `every`.
+async fn wait_until(every: Duration, stop: impl Fn() -> bool) {
+    while !stop() {
+        glommio::timer::sleep(every).await;
+    }
+}
+
+/// CPU seconds (user + system, all threads) this process has used so far.
+pub fn process_cpu_seconds() -> f64 {
+    // Fields 14 and 15 of /proc/self/stat are utime and stime in clock ticks, which Linux
+    // fixes at 100 per second for user space (USER_HZ).
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let Some(after_comm) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return 0.0 };
+    let f: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // after_comm starts at field 3 (state): utime is field 14 → index 11.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}

@@ -1,0 +1,392 @@
+//! The seeder: per-shard TCP listeners and zero-copy chunk serving.
+//!
+//! Every shard binds its own listener on the same address with SO_REUSEPORT, so the kernel
+//! spreads connections over the shards and a connection never leaves the shard that
+//! accepted it. Each shard maps the files it serves itself (`OpenFiles`), and sends a chunk
+//! as a small FlatBuffers header followed by a slice of the map handed straight to `send(2)`:
+//! no user-space copy of the payload. `SeedStats::payload_bytes_from_map` and
+//! `payload_bytes_copied` count which path every payload byte took.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::{future, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::PoolThreadHandles;
+use serde::Serialize;
+
+use super::frame::{read_frame, FrameError};
+use super::{spawn_shards, wait_until, ShardId};
+use crate::config::{
+    CONNECTIONS_PER_SHARD_MAX, IDLE_TIMEOUT, OPEN_FILES_PER_SHARD_MAX, PEER_TIMEOUT,
+    REQUEST_BODY_MAX_BYTES,
+};
+use crate::crypto::FileId;
+use crate::storage::{CatalogEntry, FileStamp, MappedFile};
+use crate::wire::{self, Encoder, ErrorCode, Message};
+
+/// How often an idle shard checks for shutdown.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// What `furymesh seed` needs to run.
+#[derive(Debug, Clone)]
+pub struct SeedOptions {
+    pub listen: SocketAddr,
+    pub shards: usize,
+}
+
+/// Why the seeder could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("cannot start shards: {0}")]
+    Shards(io::Error),
+}
+
+/// Counters of one shard, summed over shards at shutdown.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SeedStats {
+    pub connections: u64,
+    pub connections_refused: u64,
+    pub requests: u64,
+    pub chunks_served: u64,
+    /// Payload bytes handed to the socket straight from a memory map (no user-space copy).
+    pub payload_bytes_from_map: u64,
+    /// Payload bytes that went through a user-space buffer first. Zero on the plaintext path.
+    pub payload_bytes_copied: u64,
+    pub manifests_served: u64,
+    pub error_replies: u64,
+    /// Connections closed because the peer sent something undecodable or oversized.
+    pub bad_frames: u64,
+}
+
+impl SeedStats {
+    fn add(&mut self, o: &Self) {
+        self.connections += o.connections;
+        self.connections_refused += o.connections_refused;
+        self.requests += o.requests;
+        self.chunks_served += o.chunks_served;
+        self.payload_bytes_from_map += o.payload_bytes_from_map;
+        self.payload_bytes_copied += o.payload_bytes_copied;
+        self.manifests_served += o.manifests_served;
+        self.error_replies += o.error_replies;
+        self.bad_frames += o.bad_frames;
+    }
+}
+
+/// A running seeder. Stop it with [`Seeder::stop`] (or let `stop_flag` go true).
+pub struct Seeder {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    handles: PoolThreadHandles<SeedStats>,
+}
+
+impl Seeder {
+    /// Binds every shard's listener and starts serving `files`. Returns once all shards
+    /// listen. `stop` ends the seeder when it becomes true (e.g. from a signal handler).
+    pub fn start(
+        files: Vec<CatalogEntry>,
+        opts: &SeedOptions,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Self, SeedError> {
+        // Bind once without SO_REUSEPORT: this fails if anyone else holds the port (shards
+        // bind with SO_REUSEPORT and would otherwise silently share it with a stranger), and
+        // resolves port 0 to a real port for all shards.
+        let addr = StdListener::bind(opts.listen)
+            .and_then(|l| l.local_addr())
+            .map_err(|source| SeedError::Listen { addr: opts.listen, source })?;
+        let catalog: Arc<HashMap<FileId, CatalogEntry>> =
+            Arc::new(files.into_iter().map(|e| (e.info.file_id, e)).collect());
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(opts.shards);
+        let stop2 = stop.clone();
+        let handles = spawn_shards("furymesh-seed", opts.shards, move |id| {
+            run_shard(id, addr, catalog, stop2, ready_tx)
+        })
+        .map_err(SeedError::Shards)?;
+        let mut failure = None;
+        for _ in 0..opts.shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = Some(e),
+                Err(_) => failure = Some(io::Error::other("a shard exited during start-up")),
+            }
+        }
+        let seeder = Self { addr, stop, handles };
+        if let Some(source) = failure {
+            seeder.stop();
+            return Err(SeedError::Listen { addr, source });
+        }
+        Ok(seeder)
+    }
+
+    /// The address every shard listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops all shards and returns the summed counters.
+    pub fn stop(self) -> SeedStats {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wait()
+    }
+
+    /// Waits until the shards stop (after the stop flag is set) and returns the counters.
+    pub fn wait(self) -> SeedStats {
+        let mut total = SeedStats::default();
+        for s in self.handles.join_all().into_iter().flatten() {
+            total.add(&s);
+        }
+        total
+    }
+}
+
+/// A file one shard has mapped.
+struct OpenFile {
+    map: MappedFile,
+    stamp: FileStamp,
+}
+
+/// State owned by one shard.
+struct Shard {
+    id: ShardId,
+    catalog: Arc<HashMap<FileId, CatalogEntry>>,
+    open: RefCell<HashMap<FileId, Rc<OpenFile>>>,
+    stats: RefCell<SeedStats>,
+    connections: Cell<usize>,
+}
+
+/// A request the seeder refuses, with the code and text the client gets.
+struct Refusal(ErrorCode, String);
+
+impl Shard {
+    fn entry(&self, id: &FileId) -> Result<&CatalogEntry, Refusal> {
+        self.catalog
+            .get(id)
+            .ok_or_else(|| Refusal(ErrorCode::UnknownFile, format!("file {id} is not served here")))
+    }
+
+    /// The shard's map of `id`, opened on first use, checked against the size and mtime
+    /// recorded at publish time on every call (one fstat).
+    fn open_file(&self, id: &FileId) -> Result<Rc<OpenFile>, Refusal> {
+        let entry = self.entry(id)?;
+        let cached = self.open.borrow().get(id).cloned();
+        let file = match cached {
+            Some(f) => f,
+            None => {
+                let f = File::open(&entry.path).map_err(|e| {
+                    Refusal(ErrorCode::Io, format!("cannot open file {id}: {}", e.kind()))
+                })?;
+                // Size and mtime are checked below and before every chunk (see storage::mmap).
+                let map = MappedFile::open(f).map_err(|e| {
+                    Refusal(ErrorCode::Io, format!("cannot map file {id}: {}", e.kind()))
+                })?;
+                let f = Rc::new(OpenFile { map, stamp: entry.stamp });
+                let mut open = self.open.borrow_mut();
+                if open.len() >= OPEN_FILES_PER_SHARD_MAX {
+                    // Drop maps no connection is using right now.
+                    open.retain(|_, f| Rc::strong_count(f) > 1);
+                }
+                open.insert(*id, f.clone());
+                f
+            }
+        };
+        let now = file.map.file().metadata().map(|m| FileStamp::of(&m));
+        if now.ok() != Some(file.stamp) || file.map.bytes().len() as u64 != file.stamp.size {
+            self.open.borrow_mut().remove(id);
+            return Err(Refusal(
+                ErrorCode::FileChanged,
+                format!("file {id} changed on disk since it was published; not serving it"),
+            ));
+        }
+        Ok(file)
+    }
+
+    fn chunk(&self, id: &FileId, index: u32) -> Result<(Rc<OpenFile>, Range<usize>), Refusal> {
+        let info = &self.entry(id)?.info;
+        if index >= info.chunk_count() {
+            return Err(Refusal(
+                ErrorCode::ChunkOutOfRange,
+                format!("chunk {index} out of range: file {id} has {} chunks", info.chunk_count()),
+            ));
+        }
+        let r = info.chunk_range(index);
+        let file = self.open_file(id)?;
+        Ok((file, r.start as usize..r.end as usize))
+    }
+}
+
+async fn run_shard(
+    id: ShardId,
+    addr: SocketAddr,
+    catalog: Arc<HashMap<FileId, CatalogEntry>>,
+    stop: Arc<AtomicBool>,
+    ready: crossbeam_channel::Sender<io::Result<()>>,
+) -> SeedStats {
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => {
+            let _ = ready.send(Ok(()));
+            l
+        }
+        Err(e) => {
+            let _ = ready.send(Err(io::Error::other(e.to_string())));
+            return SeedStats::default();
+        }
+    };
+    drop(ready);
+    let shard = Rc::new(Shard {
+        id,
+        catalog,
+        open: RefCell::new(HashMap::new()),
+        stats: RefCell::new(SeedStats::default()),
+        connections: Cell::new(0),
+    });
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            wait_until(STOP_POLL, || stop.load(Ordering::Relaxed)).await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                // EMFILE and friends: back off instead of spinning; the listener stays up.
+                eprintln!("furymesh seed: shard {}: accept failed: {e}", shard.id.0);
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if shard.connections.get() >= CONNECTIONS_PER_SHARD_MAX {
+            shard.stats.borrow_mut().connections_refused += 1;
+            continue;
+        }
+        shard.stats.borrow_mut().connections += 1;
+        shard.connections.set(shard.connections.get() + 1);
+        let shard2 = shard.clone();
+        glommio::spawn_local(async move {
+            // Per-connection failures (resets, timeouts) end that connection only.
+            let _ = serve_connection(&shard2, stream).await;
+            shard2.connections.set(shard2.connections.get() - 1);
+        })
+        .detach();
+    }
+    shard.stats.take()
+}
+
+/// Serves one connection until the peer closes it, sends something malformed, or idles out.
+/// Requests are answered in order; the client pipelines as many as it likes, and the
+/// shard reads ahead at most one receive buffer of them (the rest waits in the kernel's
+/// socket buffer: TCP back-pressure is the per-connection bound).
+async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    stream.set_write_timeout(Some(PEER_TIMEOUT))?;
+    let mut stream = stream.buffered();
+    let mut enc = Encoder::default();
+    let mut body = Vec::new();
+    loop {
+        match read_frame(&mut stream, &mut body, REQUEST_BODY_MAX_BYTES).await {
+            Ok(true) => {}
+            Ok(false) | Err(FrameError::Io(_)) | Err(FrameError::Truncated) => return Ok(()),
+            Err(e @ FrameError::TooLarge { .. }) => {
+                shard.stats.borrow_mut().bad_frames += 1;
+                return send_refusal(
+                    shard,
+                    &mut stream,
+                    &mut enc,
+                    Refusal(ErrorCode::Malformed, e.to_string()),
+                    None,
+                    0,
+                )
+                .await;
+            }
+        }
+        shard.stats.borrow_mut().requests += 1;
+        let msg = match wire::decode(&body) {
+            Ok(m) => m,
+            Err(e) => {
+                shard.stats.borrow_mut().bad_frames += 1;
+                let r = Refusal(ErrorCode::Malformed, format!("undecodable request: {e}"));
+                return send_refusal(shard, &mut stream, &mut enc, r, None, 0).await;
+            }
+        };
+        match msg {
+            Message::ChunkRequest { file_id, chunk_index, .. } => {
+                match shard.chunk(&file_id, chunk_index) {
+                    Ok((file, range)) => {
+                        let payload = &file.map.bytes()[range.clone()];
+                        let header = enc.frame(&Message::ChunkResponse {
+                            file_id,
+                            chunk_index,
+                            // A chunk is at most CHUNK_SIZE_MAX_BYTES (checked at decode).
+                            payload_len: payload.len() as u32,
+                        });
+                        stream.write_all(header).await?;
+                        // Zero copy: the slice points into the shard's map; glommio hands it to
+                        // send(2) directly (MSG_DONTWAIT, waiting for POLLOUT through io_uring).
+                        stream.write_all(payload).await?;
+                        let mut st = shard.stats.borrow_mut();
+                        st.chunks_served += 1;
+                        st.payload_bytes_from_map += payload.len() as u64;
+                        drop(st);
+                        // Start reading the next chunk from disk while this one drains.
+                        let next = range.end..range.end + range.len();
+                        file.map.prefetch(next);
+                    }
+                    Err(r) => {
+                        send_refusal(shard, &mut stream, &mut enc, r, Some(file_id), chunk_index)
+                            .await?
+                    }
+                }
+            }
+            Message::FileInfoRequest { file_id } => match shard.entry(&file_id) {
+                Ok(entry) => {
+                    let frame = enc.frame(&Message::FileInfo(entry.info.clone()));
+                    stream.write_all(frame).await?;
+                    shard.stats.borrow_mut().manifests_served += 1;
+                }
+                Err(r) => send_refusal(shard, &mut stream, &mut enc, r, Some(file_id), 0).await?,
+            },
+            other => {
+                shard.stats.borrow_mut().bad_frames += 1;
+                let r = Refusal(
+                    ErrorCode::Malformed,
+                    format!("unexpected message from a client: {}", kind(&other)),
+                );
+                return send_refusal(shard, &mut stream, &mut enc, r, None, 0).await;
+            }
+        }
+    }
+}
+
+fn kind(m: &Message) -> &'static str {
+    match m {
+        Message::ChunkRequest { .. } => "chunk request",
+        Message::ChunkResponse { .. } => "chunk response",
+        Message::FileInfoRequest { .. } => "file info request",
+        Message::FileInfo(_) => "file info",
+        Message::Error { .. } => "error",
+    }
+}
+
+async fn send_refusal(
+    shard: &Shard,
+    stream: &mut TcpStream<glommio::net::Preallocated>,
+    enc: &mut Encoder,
+    Refusal(code, message): Refusal,
+    file_id: Option<FileId>,
+    chunk_index: u32,
+) -> io::Result<()> {
+    shard.stats.borrow_mut().error_replies += 1;
+    let frame = enc.frame(&Message::Error { code, message, file_id, chunk_index });
+    stream.write_all(frame).await
+}

@@ -1,0 +1,75 @@
+//! Transfer logic as sans-IO: which chunks a download has, and (with the swarm work) which
+//! to ask whom for. May not touch storage or sockets directly.
+
+/// One bit per chunk, least significant bit first within each byte: the persisted form of
+/// "chunk verified and durable".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bitfield {
+    bytes: Vec<u8>,
+    len: u32,
+}
+
+impl Bitfield {
+    /// All clear, for `len` chunks.
+    pub fn new(len: u32) -> Self {
+        Self { bytes: vec![0; (len as usize).div_ceil(8)], len }
+    }
+
+    /// From persisted bytes; `None` if the length does not fit `len` chunks or bits past the
+    /// end are set (a corrupt or foreign state).
+    pub fn from_bytes(bytes: Vec<u8>, len: u32) -> Option<Self> {
+        if bytes.len() != (len as usize).div_ceil(8) {
+            return None;
+        }
+        let tail = len % 8;
+        if tail != 0 && bytes.last().is_some_and(|b| b >> tail != 0) {
+            return None;
+        }
+        Some(Self { bytes, len })
+    }
+
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, i: u32) -> bool {
+        i < self.len && self.bytes[(i / 8) as usize] & (1 << (i % 8)) != 0
+    }
+
+    /// Sets bit `i`. Panics if `i` is out of range: callers index chunks of this file only.
+    pub fn set(&mut self, i: u32) {
+        assert!(i < self.len, "chunk {i} out of range for {} chunks", self.len);
+        self.bytes[(i / 8) as usize] |= 1 << (i % 8);
+    }
+
+    pub fn count_ones(&self) -> u32 {
+        self.bytes.iter().map(|b| b.count_ones()).sum()
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_round_trip_and_reject_garbage() {
+        let mut b = Bitfield::new(10);
+        b.set(0);
+        b.set(9);
+        assert!(b.get(0) && b.get(9) && !b.get(5) && !b.get(10));
+        assert_eq!(b.count_ones(), 2);
+        let back = Bitfield::from_bytes(b.as_bytes().to_vec(), 10).unwrap();
+        assert_eq!(back, b);
+        assert!(Bitfield::from_bytes(vec![0; 3], 10).is_none());
+        assert!(Bitfield::from_bytes(vec![0, 0b100], 10).is_none());
+        assert!(Bitfield::new(0).is_empty());
+    }
+}
