@@ -93,6 +93,10 @@ pub struct GetArgs {
     /// Chunk requests in flight per connection.
     #[arg(long, default_value_t = REQUESTS_INFLIGHT_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=config::REQUESTS_INFLIGHT_MAX as i64))]
     pub window: u32,
+    /// Make verified data durable and save the resume state after this many bytes (and at
+    /// least every 250 ms). Smaller: less to fetch again after a crash, more fsyncs.
+    #[arg(long, default_value = "16MiB", value_parser = config::parse_bytes, value_name = "BYTES")]
+    pub save_every: u64,
 }
 
 #[derive(Debug, Args)]
@@ -343,6 +347,7 @@ fn get(a: &GetArgs, json: bool) -> Result<i32> {
         force: a.force,
         connections: a.connections.unwrap_or_else(node::available_cores).max(1),
         window: a.window,
+        save_every_bytes: a.save_every.max(1),
     };
     let stop = stop_on_signals()?;
     let bar = progress_bar(0, "downloading");

@@ -40,8 +40,11 @@ pub const REQUESTS_INFLIGHT_MAX: u32 = 256;
 
 /// How often `get` persists its resume state (after an fdatasync of the data), at most.
 pub const RESUME_SAVE_INTERVAL: Duration = Duration::from_millis(250);
-/// Verified bytes after which `get` persists its resume state even inside the interval.
-pub const RESUME_SAVE_BYTES: u64 = 64 * 1024 * 1024;
+/// Default of `get --save-every`: verified bytes after which `get` makes its data durable
+/// and persists its resume state (also at least every `RESUME_SAVE_INTERVAL`). Shards pause
+/// when twice this is verified but not yet durable, so a `kill -9` makes a download fetch
+/// again at most `2 × save_every + connections × window × chunk size`.
+pub const RESUME_SAVE_DEFAULT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How long a downloader waits for a peer to connect or answer before giving up on it.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);

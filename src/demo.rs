@@ -10,7 +10,9 @@ use anyhow::{bail, Context, Result};
 use rand::{RngCore, SeedableRng};
 use serde_json::json;
 
-use crate::config::{CHUNK_SIZE_DEFAULT_BYTES, REQUESTS_INFLIGHT_DEFAULT};
+use crate::config::{
+    CHUNK_SIZE_DEFAULT_BYTES, REQUESTS_INFLIGHT_DEFAULT, RESUME_SAVE_DEFAULT_BYTES,
+};
 use crate::node::{self, GetOptions, SeedOptions, Seeder};
 use crate::storage::{self, Catalog};
 
@@ -57,6 +59,7 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
         force: false,
         connections: shards,
         window: REQUESTS_INFLIGHT_DEFAULT,
+        save_every_bytes: RESUME_SAVE_DEFAULT_BYTES,
     };
     let report = node::get(&get_opts, &AtomicBool::new(false), &|_| {});
     let stats = seeder.stop();

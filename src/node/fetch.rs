@@ -11,7 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,7 @@ use serde::Serialize;
 
 use super::frame::{read_frame, read_payload, FrameError};
 use super::{run_local, spawn_shards};
-use crate::config::{
-    PEER_TIMEOUT, RESPONSE_BODY_MAX_BYTES, RESUME_SAVE_BYTES, RESUME_SAVE_INTERVAL,
-};
+use crate::config::{PEER_TIMEOUT, RESPONSE_BODY_MAX_BYTES, RESUME_SAVE_INTERVAL};
 use crate::crypto::{chunk_hash, FileId};
 use crate::storage::write_atomic;
 use crate::transfer::Bitfield;
@@ -43,6 +41,9 @@ pub struct GetOptions {
     pub connections: usize,
     /// Chunk requests in flight per connection.
     pub window: u32,
+    /// Persist the resume state after this many verified bytes (and at least every
+    /// `RESUME_SAVE_INTERVAL`).
+    pub save_every_bytes: u64,
 }
 
 /// The outcome of a download (`--json`).
@@ -198,6 +199,9 @@ async fn create_partial(partial: &Path, size: u64) -> Result<(), GetError> {
     f.close().await.map_err(|e| GetError::io(partial, e.into()))
 }
 
+/// How long a shard that may not claim more chunks waits before looking again.
+const DURABILITY_WAIT: Duration = Duration::from_millis(1);
+
 /// Shared, read-only context of the shards of one download.
 struct FetchCtx {
     info: FileInfo,
@@ -208,6 +212,12 @@ struct FetchCtx {
     missing: Vec<u32>,
     cursor: AtomicUsize,
     stop: AtomicBool,
+    /// Verified bytes after which the coordinator makes them durable.
+    save_every_bytes: u64,
+    /// Verified bytes not yet durable. Shards stop claiming chunks while this is at
+    /// `unsaved_max_bytes`, so a crash never loses more than that plus the requests in flight.
+    unsaved_bytes: AtomicU64,
+    unsaved_max_bytes: u64,
 }
 
 enum ShardMsg {
@@ -242,7 +252,10 @@ async fn fetch_chunks(ctx: &FetchCtx, tx: &Sender<ShardMsg>) -> Result<(), GetEr
     loop {
         // Top up the window with one write for all new requests.
         requests.clear();
-        while inflight.len() < ctx.window as usize && !ctx.stop.load(Ordering::Relaxed) {
+        while inflight.len() < ctx.window as usize
+            && !ctx.stop.load(Ordering::Relaxed)
+            && ctx.unsaved_bytes.load(Ordering::Acquire) < ctx.unsaved_max_bytes
+        {
             let k = ctx.cursor.fetch_add(1, Ordering::Relaxed);
             let Some(&index) = ctx.missing.get(k) else { break };
             requests.extend_from_slice(enc.frame(&Message::ChunkRequest {
@@ -258,7 +271,14 @@ async fn fetch_chunks(ctx: &FetchCtx, tx: &Sender<ShardMsg>) -> Result<(), GetEr
         if ctx.stop.load(Ordering::Relaxed) {
             return Err(GetError::Interrupted);
         }
-        let Some(index) = inflight.pop_front() else { return Ok(()) };
+        let Some(index) = inflight.pop_front() else {
+            if ctx.cursor.load(Ordering::Relaxed) >= ctx.missing.len() {
+                return Ok(());
+            }
+            // Everything claimable waits for the coordinator to make earlier chunks durable.
+            glommio::timer::sleep(DURABILITY_WAIT).await;
+            continue;
+        };
         match read_frame(&mut s, &mut body, RESPONSE_BODY_MAX_BYTES).await {
             Ok(true) => {}
             Ok(false) => {
@@ -310,6 +330,7 @@ async fn fetch_chunks(ctx: &FetchCtx, tx: &Sender<ShardMsg>) -> Result<(), GetEr
         if written as u64 != want {
             return Err(GetError::io(&ctx.partial, io::Error::other("short write")));
         }
+        ctx.unsaved_bytes.fetch_add(want, Ordering::AcqRel);
         let _ = tx.send(ShardMsg::Verified { index, len: want });
     }
 }
@@ -319,22 +340,25 @@ struct Durability {
     info: FileInfo,
     bits: Bitfield,
     pending: Vec<u32>,
+    pending_bytes: u64,
     data: File,
     partial: PathBuf,
     resume: PathBuf,
 }
 
 impl Durability {
-    fn save(&mut self) -> Result<(), GetError> {
+    /// Returns the number of bytes that became durable.
+    fn save(&mut self) -> Result<u64, GetError> {
         if self.pending.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         self.data.sync_data().map_err(|e| GetError::io(&self.partial, e))?;
         for i in self.pending.drain(..) {
             self.bits.set(i);
         }
         write_atomic(&self.resume, &wire::encode_resume(&self.info, self.bits.as_bytes()))
-            .map_err(|e| GetError::io(&self.resume, e))
+            .map_err(|e| GetError::io(&self.resume, e))?;
+        Ok(std::mem::take(&mut self.pending_bytes))
     }
 }
 
@@ -376,6 +400,7 @@ pub fn get(
         info: info.clone(),
         bits,
         pending: Vec::new(),
+        pending_bytes: 0,
         data,
         partial: partial.clone(),
         resume: resume.clone(),
@@ -392,6 +417,10 @@ pub fn get(
             missing,
             cursor: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            save_every_bytes: opts.save_every_bytes,
+            unsaved_bytes: AtomicU64::new(0),
+            // Saving starts at save_every; the second half keeps shards busy meanwhile.
+            unsaved_max_bytes: opts.save_every_bytes.saturating_mul(2),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         let ctx2 = ctx.clone();
@@ -400,15 +429,7 @@ pub fn get(
                 peer: opts.peer,
                 what: format!("cannot start shards: {e}"),
             })?;
-        let outcome = coordinate(
-            &ctx,
-            &rx,
-            connections,
-            &mut dur,
-            interrupt,
-            progress,
-            reused * info.chunk_size as u64,
-        );
+        let outcome = coordinate(&ctx, &rx, connections, &mut dur, interrupt, progress);
         ctx.stop.store(true, Ordering::SeqCst);
         handles.join_all();
         let (n, b) = outcome?;
@@ -446,18 +467,22 @@ fn coordinate(
     dur: &mut Durability,
     interrupt: &AtomicBool,
     progress: &dyn Fn(GetProgress),
-    mut done_bytes: u64,
 ) -> Result<(u64, u64), GetError> {
+    let info = &ctx.info;
+    let mut done_bytes: u64 = (0..info.chunk_count())
+        .filter(|&i| dur.bits.get(i))
+        .map(|i| info.chunk_range(i).end - info.chunk_range(i).start)
+        .sum();
     let mut error: Option<GetError> = None;
-    let (mut done, mut chunks, mut bytes, mut unsaved) = (0, 0u64, 0u64, 0u64);
+    let (mut done, mut chunks, mut bytes) = (0, 0u64, 0u64);
     let mut last_save = Instant::now();
     while done < shards {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(ShardMsg::Verified { index, len }) => {
                 dur.pending.push(index);
+                dur.pending_bytes += len;
                 chunks += 1;
                 bytes += len;
-                unsaved += len;
                 done_bytes += len;
             }
             Ok(ShardMsg::Done(r)) => {
@@ -474,9 +499,10 @@ fn coordinate(
         if interrupt.load(Ordering::Relaxed) {
             ctx.stop.store(true, Ordering::SeqCst);
         }
-        if unsaved >= RESUME_SAVE_BYTES || last_save.elapsed() >= RESUME_SAVE_INTERVAL {
-            dur.save()?;
-            unsaved = 0;
+        if dur.pending_bytes >= ctx.save_every_bytes || last_save.elapsed() >= RESUME_SAVE_INTERVAL
+        {
+            let saved = dur.save()?;
+            ctx.unsaved_bytes.fetch_sub(saved, Ordering::AcqRel);
             last_save = Instant::now();
             progress(GetProgress { done_bytes, total_bytes: dur.info.size });
         }

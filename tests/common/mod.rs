@@ -1,0 +1,153 @@
+//! Helpers for tests that drive the real `furymesh` binary over loopback.
+#![allow(dead_code, unreachable_pub)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_furymesh");
+
+/// A `furymesh` command with its own data directory.
+pub fn fm(data_dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--data-dir").arg(data_dir);
+    c.env_remove("FURYMESH_HOME");
+    c
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn furymesh");
+    assert!(
+        out.status.success(),
+        "command failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different per seed.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+pub fn write_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    let data = pattern(len, seed);
+    if let Some(d) = path.parent() {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::write(path, &data).unwrap();
+    data
+}
+
+/// Publishes `paths` and returns the JSON array.
+pub fn publish(data_dir: &Path, paths: &[&Path], extra: &[&str]) -> Vec<serde_json::Value> {
+    let out = run_ok(fm(data_dir).arg("--json").arg("publish").args(extra).args(paths));
+    json(&out).as_array().expect("array").clone()
+}
+
+/// A running `furymesh seed` process on 127.0.0.1 with an OS-chosen port.
+pub struct Seeder {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+}
+
+impl Seeder {
+    pub fn start(data_dir: &Path, shards: usize) -> Self {
+        let mut child = fm(data_dir)
+            .args(["--json", "seed", "--listen", "127.0.0.1:0", "--shards"])
+            .arg(shards.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn seeder");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap().to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("seeder did not start");
+        Self { child: Some(child), addr: addr.parse().unwrap() }
+    }
+
+    pub fn peer(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM, wait, and return the stats JSON it prints.
+    pub fn stop(mut self) -> serde_json::Value {
+        let child = self.child.take().unwrap();
+        signal(child.id(), "TERM");
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "seeder exited with {}", out.status);
+        serde_json::from_slice(&out.stdout).expect("seeder stats JSON")
+    }
+}
+
+impl Drop for Seeder {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    assert!(ok.success());
+}
+
+/// `furymesh get` command for `id` from `peer` into `out`.
+pub fn get_cmd(data_dir: &Path, id: &str, peer: &str, out: &Path) -> Command {
+    let mut c = fm(data_dir);
+    c.args(["--json", "get", id, "--peer", peer, "-o"]).arg(out);
+    c
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("furymesh-test").tempdir().unwrap()
+}
+
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn paths_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    v.sort();
+    v
+}
+
+pub fn append(path: &Path, bytes: &[u8]) {
+    fs::OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
+}

@@ -1,0 +1,176 @@
+//! `kill -9` of `get` at random instants, then resume: byte-identical result, and chunks the
+//! resume state marks verified are really on disk and are never fetched again.
+
+mod common;
+
+use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use furymesh::crypto::chunk_hash;
+
+const CHUNK: u64 = 64 * 1024;
+const CONNECTIONS: u64 = 2;
+const WINDOW: u64 = 4;
+const SAVE_EVERY: u64 = 1 << 20;
+
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Chunks the resume state at `path` marks verified (0 if it does not exist yet).
+fn verified_in(path: &std::path::Path) -> u64 {
+    fs::read(path)
+        .ok()
+        .and_then(|b| furymesh::wire::decode_resume(&b).ok())
+        .map(|(_, bits)| bits.iter().map(|b| b.count_ones() as u64).sum())
+        .unwrap_or(0)
+}
+
+#[test]
+fn kill_9_at_random_points_then_resume_gives_an_identical_file() {
+    let mut seed = std::env::var("RESUME_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::process::id() as u64 * 0x9e37_79b9 + 1);
+    eprintln!("RESUME_SEED={seed}");
+    let t = tempdir();
+    let data = t.path().join("data");
+    let f = t.path().join("big.bin");
+    let size = 96u64 << 20;
+    let original = write_file(&f, size as usize, 77);
+    let id = publish(&data, &[&f], &["--chunk-size", "64KiB"])[0]["file_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seeder = Seeder::start(&data, 2);
+    let out = t.path().join("out.bin");
+    let resume = t.path().join("out.bin.furymesh-resume");
+    let partial = t.path().join("out.bin.furymesh-partial");
+    let get = || {
+        let mut c = get_cmd(&data, &id, &seeder.peer(), &out);
+        c.args(["--connections", &CONNECTIONS.to_string(), "--window", &WINDOW.to_string()]);
+        c.args(["--save-every", &SAVE_EVERY.to_string()]);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    };
+
+    // Time one full run to aim the kills inside a download.
+    let started = Instant::now();
+    run_ok(&mut get());
+    let full = started.elapsed().max(Duration::from_millis(50));
+    fs::remove_file(&out).unwrap();
+    let served_before = size;
+
+    let chunks = size / CHUNK;
+    let mut kills = 0u64;
+    let mut verified_before_last = 0u64;
+    let mut finished = None;
+    while kills < 8 {
+        let mut child = get().spawn().unwrap();
+        // Kill at a random point of what is left: once the resume state has reached a
+        // random share of the remaining chunks, plus a random sub-interval delay.
+        let left = chunks - verified_before_last;
+        let target = verified_before_last + next(&mut seed) % (left / 2).max(1);
+        let deadline = Instant::now() + full * 4;
+        while verified_in(&resume) < target && Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_micros(next(&mut seed) % 5_000));
+        if child.try_wait().unwrap().is_some() {
+            finished = Some(child.wait_with_output().unwrap());
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        if status.success() {
+            // It finished between the check and the signal.
+            finished = Some(get().output().unwrap());
+            break;
+        }
+        kills += 1;
+        assert!(!out.exists(), "final name must not appear before the whole file verified");
+        // Whatever the resume state calls verified must be on disk and correct.
+        if let Ok(state) = fs::read(&resume) {
+            let (info, bits) = furymesh::wire::decode_resume(&state).expect("resume state decodes");
+            let disk = fs::read(&partial).unwrap();
+            let mut n = 0;
+            for i in 0..info.chunk_count() {
+                if bits[(i / 8) as usize] & (1 << (i % 8)) != 0 {
+                    let r = info.chunk_range(i);
+                    let got = chunk_hash(&disk[r.start as usize..r.end as usize]);
+                    assert_eq!(got, info.chunk_hashes[i as usize], "chunk {i} marked verified");
+                    n += 1;
+                }
+            }
+            verified_before_last = n;
+        }
+    }
+    eprintln!("killed {kills} times; {verified_before_last} chunks verified before the last run");
+    let last = match finished {
+        Some(out) => out,
+        None => get().output().unwrap(),
+    };
+    assert!(last.status.success(), "{}", stderr_of(&last));
+    let report = json(&last);
+    assert!(kills >= 3, "too few kills landed inside the download to mean anything");
+    assert!(fs::read(&out).unwrap() == original, "resumed file differs");
+    assert!(!resume.exists() && !partial.exists());
+    // The last run fetched exactly what was not yet verified, nothing more.
+    assert_eq!(report["chunks_reused"], verified_before_last);
+    assert_eq!(report["chunks_fetched"].as_u64().unwrap() + verified_before_last, chunks);
+
+    // Across all runs, each kill cost at most the unsaved bytes plus the requests in flight.
+    let stats = seeder.stop();
+    let served = stats["payload_bytes_from_map"].as_u64().unwrap() - served_before;
+    let per_kill = 2 * SAVE_EVERY + CONNECTIONS * WINDOW * CHUNK;
+    assert!(
+        served <= size + kills * per_kill,
+        "served {served} bytes for a {size}-byte file with {kills} kills (bound {per_kill} per kill)"
+    );
+}
+
+#[test]
+fn ctrl_c_saves_state_and_the_same_command_resumes() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    let f = t.path().join("f.bin");
+    let original = write_file(&f, 64 << 20, 8);
+    let id = publish(&data, &[&f], &["--chunk-size", "64KiB"])[0]["file_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seeder = Seeder::start(&data, 2);
+    let out = t.path().join("out.bin");
+    let resume = t.path().join("out.bin.furymesh-resume");
+    let get = || {
+        let mut c = get_cmd(&data, &id, &seeder.peer(), &out);
+        c.args(["--connections", "1", "--window", "2", "--save-every", "1MiB"]);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    };
+    let child = get().spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while verified_in(&resume) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    signal(child.id(), "INT");
+    let r = child.wait_with_output().unwrap();
+    if r.status.success() {
+        return; // finished before the signal landed: nothing to resume (rare on fast hosts)
+    }
+    assert_eq!(r.status.code(), Some(130), "{}", stderr_of(&r));
+    assert!(stderr_of(&r).contains("interrupted"), "{}", stderr_of(&r));
+    let saved = verified_in(&resume);
+    assert!(saved > 0);
+    let report = json(&run_ok(&mut get()));
+    assert_eq!(report["chunks_reused"], saved);
+    assert!(fs::read(&out).unwrap() == original);
+}

@@ -1,0 +1,181 @@
+//! End to end through the real binary: publish, seed, get over loopback.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+
+const CHUNK: usize = 64 * 1024;
+
+/// Edge sizes around the chunk boundary plus a large file, each downloaded byte-identical
+/// from one seeder with two shards, with the seeder's zero-copy counters checked.
+#[test]
+fn files_of_every_edge_size_download_identical() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    let src = t.path().join("src");
+    let sizes = [0, 1, CHUNK, CHUNK + 1, 64 << 20];
+    let mut files = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let p = src.join(format!("f{size}"));
+        let bytes = write_file(&p, size, i as u64);
+        files.push((p, bytes));
+    }
+    let paths: Vec<&Path> = files.iter().map(|(p, _)| p.as_path()).collect();
+    let published = publish(&data, &paths, &["--chunk-size", "64KiB"]);
+    assert_eq!(published.len(), sizes.len());
+    for (entry, &size) in published.iter().zip(&sizes) {
+        // The JSON contract of `publish --json`.
+        let id = entry["file_id"].as_str().unwrap();
+        assert_eq!(id.len(), 64);
+        assert!(id.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(entry["size"], size as u64);
+        assert_eq!(entry["chunk_size"], CHUNK as u64);
+        assert_eq!(entry["chunks"], size.div_ceil(CHUNK) as u64);
+        assert!(Path::new(entry["path"].as_str().unwrap()).is_absolute());
+    }
+    let seeder = Seeder::start(&data, 2);
+    let dl = t.path().join("dl");
+    fs::create_dir_all(&dl).unwrap();
+    let mut total = 0u64;
+    for (entry, (_, bytes)) in published.iter().zip(&files) {
+        let id = entry["file_id"].as_str().unwrap();
+        let out_path = dl.join(id);
+        let out = run_ok(&mut get_cmd(&data, id, &seeder.peer(), &out_path));
+        let report = json(&out);
+        assert_eq!(report["file_id"], id);
+        assert_eq!(report["bytes"], bytes.len() as u64);
+        assert_eq!(report["chunks_fetched"], bytes.len().div_ceil(CHUNK) as u64);
+        assert_eq!(report["chunks_reused"], 0);
+        assert!(report["seconds"].as_f64().unwrap() >= 0.0);
+        assert!(report["bytes_per_sec"].as_f64().is_some());
+        assert!(fs::read(&out_path).unwrap() == *bytes, "{id} differs");
+        // Nothing left next to the output.
+        assert_eq!(
+            paths_in(&dl).iter().filter(|p| p.to_string_lossy().contains(".furymesh-")).count(),
+            0
+        );
+        total += bytes.len() as u64;
+    }
+    let stats = seeder.stop();
+    assert_eq!(stats["payload_bytes_from_map"], total, "every payload byte leaves from a map");
+    assert_eq!(stats["payload_bytes_copied"], 0);
+    assert_eq!(stats["bad_frames"], 0);
+}
+
+#[test]
+fn a_directory_of_200_small_files_publishes_and_downloads() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    let tree = t.path().join("tree");
+    let mut originals = std::collections::HashMap::new();
+    for i in 0..200u64 {
+        let p = tree.join(format!("d{}", i % 7)).join(format!("file-{i}.bin"));
+        let bytes = write_file(&p, (i as usize * 977) % 20_000 + 1, 1000 + i);
+        originals.insert(fs::canonicalize(&p).unwrap(), bytes);
+    }
+    let published = publish(&data, &[&tree], &[]);
+    assert_eq!(published.len(), 200);
+    let seeder = Seeder::start(&data, 2);
+    for (n, e) in published.iter().enumerate() {
+        let id = e["file_id"].as_str().unwrap();
+        let out = t.path().join(format!("out-{n}"));
+        run_ok(&mut get_cmd(&data, id, &seeder.peer(), &out));
+        let want = &originals[Path::new(e["path"].as_str().unwrap())];
+        assert!(fs::read(&out).unwrap() == *want);
+    }
+    let stats = seeder.stop();
+    assert_eq!(stats["manifests_served"], 200);
+}
+
+#[test]
+fn republishing_an_unchanged_file_reuses_its_id_and_a_changed_one_gets_a_new_id() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    let f = t.path().join("a.bin");
+    write_file(&f, 300_000, 5);
+    let first = publish(&data, &[&f], &[]);
+    let again = run_ok(fm(&data).args(["publish"]).arg(&f));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("(1 unchanged)"));
+    let second = publish(&data, &[&f], &[]);
+    assert_eq!(first[0]["file_id"], second[0]["file_id"]);
+    append(&f, b"more");
+    let third = publish(&data, &[&f], &[]);
+    assert_ne!(first[0]["file_id"], third[0]["file_id"]);
+    // `ls` shows both manifests.
+    let ls = json(&run_ok(fm(&data).args(["--json", "ls"])));
+    assert_eq!(ls.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn get_fails_clearly_for_unknown_files_unreachable_peers_and_existing_outputs() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    let f = t.path().join("a.bin");
+    let bytes = write_file(&f, 100_000, 9);
+    let id = publish(&data, &[&f], &[])[0]["file_id"].as_str().unwrap().to_owned();
+    let seeder = Seeder::start(&data, 1);
+    let out = t.path().join("out");
+
+    let unknown = "ab".repeat(32);
+    let r = get_cmd(&data, &unknown, &seeder.peer(), &out).output().unwrap();
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("does not have file"), "{}", stderr_of(&r));
+    assert!(!out.exists());
+
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let r = get_cmd(&data, &id, &closed.to_string(), &out).output().unwrap();
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("cannot connect"), "{}", stderr_of(&r));
+    assert_eq!(stderr_of(&r).lines().count(), 1, "one line: {}", stderr_of(&r));
+
+    let r = get_cmd(&data, "not-an-id", &seeder.peer(), &out).output().unwrap();
+    assert!(!r.status.success());
+
+    fs::write(&out, b"precious").unwrap();
+    let r = get_cmd(&data, &id, &seeder.peer(), &out).output().unwrap();
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("already exists"), "{}", stderr_of(&r));
+    assert_eq!(fs::read(&out).unwrap(), b"precious");
+    run_ok(get_cmd(&data, &id, &seeder.peer(), &out).arg("--force"));
+    assert!(fs::read(&out).unwrap() == bytes);
+}
+
+/// A seeder whose file was altered in place after publishing, with size and mtime put back:
+/// the downloader's hash check refuses the chunk and nothing appears under the final name.
+#[test]
+fn corruption_behind_the_seeders_back_fails_the_download_cleanly() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    let f = t.path().join("a.bin");
+    write_file(&f, 5 * CHUNK + 123, 3);
+    let id = publish(&data, &[&f], &["--chunk-size", "64KiB"])[0]["file_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mtime = fs::metadata(&f).unwrap().modified().unwrap();
+    let mut bytes = fs::read(&f).unwrap();
+    bytes[3 * CHUNK + 7] ^= 0x40;
+    fs::write(&f, &bytes).unwrap();
+    fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+
+    let seeder = Seeder::start(&data, 2);
+    let out = t.path().join("out.bin");
+    let r = get_cmd(&data, &id, &seeder.peer(), &out).output().unwrap();
+    assert!(!r.status.success());
+    let err = stderr_of(&r);
+    assert!(err.contains("chunk 3") && err.contains("failed verification"), "{err}");
+    assert!(!out.exists(), "nothing under the final name");
+
+    // Changing the size or mtime instead makes the seeder refuse to serve it at all.
+    append(&f, b"x");
+    fs::remove_file(out.with_extension("bin.furymesh-resume")).ok();
+    let out2 = t.path().join("out2.bin");
+    let r = get_cmd(&data, &id, &seeder.peer(), &out2).output().unwrap();
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("changed on disk"), "{}", stderr_of(&r));
+    assert!(!out2.exists());
+}
