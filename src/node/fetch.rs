@@ -7,10 +7,12 @@
 //! verified chunks durable (fdatasync of the data, then an atomic rewrite of the resume
 //! state) at intervals, so the resume state never claims a chunk that is not on disk.
 
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use futures_lite::AsyncWriteExt;
 use glommio::io::BufferedFile;
 use glommio::net::{Preallocated, TcpStream};
+use glommio::sync::Semaphore;
 use serde::Serialize;
 
 use super::frame::{read_frame, read_payload, FrameError};
@@ -199,6 +202,9 @@ async fn create_partial(partial: &Path, size: u64) -> Result<(), GetError> {
     f.close().await.map_err(|e| GetError::io(partial, e.into()))
 }
 
+/// Chunk writes one shard keeps in flight while it receives the next chunks.
+const WRITES_INFLIGHT_MAX: u64 = 4;
+
 /// How long a shard that may not claim more chunks waits before looking again.
 const DURABILITY_WAIT: Duration = Duration::from_millis(1);
 
@@ -233,17 +239,13 @@ async fn fetch_shard(ctx: Arc<FetchCtx>, tx: Sender<ShardMsg>) {
     let _ = tx.send(ShardMsg::Done(result));
 }
 
-async fn fetch_chunks(ctx: &FetchCtx, tx: &Sender<ShardMsg>) -> Result<(), GetError> {
+async fn fetch_chunks(ctx: &Arc<FetchCtx>, tx: &Sender<ShardMsg>) -> Result<(), GetError> {
     let peer = ctx.peer;
     if ctx.cursor.load(Ordering::Relaxed) >= ctx.missing.len() {
         return Ok(());
     }
     let mut s = connect(peer).await?;
-    let file = glommio::io::OpenOptions::new()
-        .write(true)
-        .buffered_open(&ctx.partial)
-        .await
-        .map_err(|e| GetError::io(&ctx.partial, e.into()))?;
+    let writer = ChunkWriter::open(&ctx.partial).await?;
     let mut enc = Encoder::default();
     let mut requests = Vec::new();
     let mut inflight = std::collections::VecDeque::new();
@@ -273,7 +275,7 @@ async fn fetch_chunks(ctx: &FetchCtx, tx: &Sender<ShardMsg>) -> Result<(), GetEr
         }
         let Some(index) = inflight.pop_front() else {
             if ctx.cursor.load(Ordering::Relaxed) >= ctx.missing.len() {
-                return Ok(());
+                return writer.finish().await;
             }
             // Everything claimable waits for the coordinator to make earlier chunks durable.
             glommio::timer::sleep(DURABILITY_WAIT).await;
@@ -323,15 +325,74 @@ async fn fetch_chunks(ctx: &FetchCtx, tx: &Sender<ShardMsg>) -> Result<(), GetEr
         if chunk_hash(&buf) != ctx.info.chunk_hashes[index as usize] {
             return Err(GetError::HashMismatch { peer, chunk_index: index });
         }
-        let written = file
-            .write_at(buf, range.start)
+        writer.start(ctx.clone(), tx.clone(), index, range.start, buf).await?;
+    }
+}
+
+/// Writes verified chunks in the background (at most `WRITES_INFLIGHT_MAX` at once, so the
+/// shard receives and hashes the next chunk while the kernel copies this one), and reports
+/// each to the coordinator once it is written.
+struct ChunkWriter {
+    file: Rc<BufferedFile>,
+    permits: Rc<Semaphore>,
+    failed: Rc<RefCell<Option<GetError>>>,
+}
+
+impl ChunkWriter {
+    async fn open(path: &Path) -> Result<Self, GetError> {
+        let file = glommio::io::OpenOptions::new()
+            .write(true)
+            .buffered_open(path)
             .await
-            .map_err(|e| GetError::io(&ctx.partial, e.into()))?;
-        if written as u64 != want {
-            return Err(GetError::io(&ctx.partial, io::Error::other("short write")));
-        }
-        ctx.unsaved_bytes.fetch_add(want, Ordering::AcqRel);
-        let _ = tx.send(ShardMsg::Verified { index, len: want });
+            .map_err(|e| GetError::io(path, e.into()))?;
+        Ok(Self {
+            file: Rc::new(file),
+            permits: Rc::new(Semaphore::new(WRITES_INFLIGHT_MAX)),
+            failed: Rc::new(RefCell::new(None)),
+        })
+    }
+
+    fn check(&self) -> Result<(), GetError> {
+        self.failed.borrow_mut().take().map_or(Ok(()), Err)
+    }
+
+    async fn start(
+        &self,
+        ctx: Arc<FetchCtx>,
+        tx: Sender<ShardMsg>,
+        index: u32,
+        offset: u64,
+        buf: Vec<u8>,
+    ) -> Result<(), GetError> {
+        self.check()?;
+        let closed = |_| GetError::io(&ctx.partial, io::Error::other("writer closed"));
+        let permit = self.permits.acquire_static_permit(1).await.map_err(closed)?;
+        let (file, failed) = (self.file.clone(), self.failed.clone());
+        glommio::spawn_local(async move {
+            let len = buf.len() as u64;
+            let fail = match file.write_at(buf, offset).await {
+                Ok(n) if n as u64 == len => {
+                    ctx.unsaved_bytes.fetch_add(len, Ordering::AcqRel);
+                    let _ = tx.send(ShardMsg::Verified { index, len });
+                    None
+                }
+                Ok(_) => Some(io::Error::other("short write")),
+                Err(e) => Some(e.into()),
+            };
+            if let Some(e) = fail {
+                failed.borrow_mut().get_or_insert(GetError::io(&ctx.partial, e));
+            }
+            drop(permit);
+        })
+        .detach();
+        Ok(())
+    }
+
+    /// Waits for every started write and reports the first failure.
+    async fn finish(&self) -> Result<(), GetError> {
+        // The semaphore is never closed while we hold the writer.
+        let _ = self.permits.acquire(WRITES_INFLIGHT_MAX).await;
+        self.check()
     }
 }
 
