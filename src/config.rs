@@ -38,6 +38,10 @@ pub const REQUESTS_INFLIGHT_DEFAULT: u32 = 16;
 /// Most chunk requests a downloader may ask for in flight per connection (`--window`).
 pub const REQUESTS_INFLIGHT_MAX: u32 = 256;
 
+/// Chunk writes one downloader shard keeps in flight (io_uring) while it receives and hashes
+/// the next chunks. Each holds one chunk buffer.
+pub const WRITES_INFLIGHT_MAX: u64 = 4;
+
 /// How often `get` persists its resume state (after an fdatasync of the data), at most.
 pub const RESUME_SAVE_INTERVAL: Duration = Duration::from_millis(250);
 /// Default of `get --save-every`: verified bytes after which `get` makes its data durable

@@ -179,3 +179,62 @@ fn corruption_behind_the_seeders_back_fails_the_download_cleanly() {
     assert!(stderr_of(&r).contains("changed on disk"), "{}", stderr_of(&r));
     assert!(!out2.exists());
 }
+
+#[test]
+fn init_creates_the_data_dir_and_seed_refuses_a_taken_port() {
+    let t = tempdir();
+    let data = t.path().join("nested").join("data");
+    let out = run_ok(fm(&data).arg("init"));
+    assert!(data.join("catalog").is_dir(), "{}", String::from_utf8_lossy(&out.stdout));
+    // The data dir may also come from the environment.
+    let env_dir = t.path().join("env-home");
+    let out = std::process::Command::new(BIN)
+        .env("FURYMESH_HOME", &env_dir)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(env_dir.join("catalog").is_dir());
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let r = fm(&data).args(["seed", "--listen", &addr]).output().unwrap();
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("cannot listen on"), "{}", stderr_of(&r));
+}
+
+/// A download onto a full filesystem fails with "disk full" and leaves nothing under the
+/// final name. Needs root to mount a tiny tmpfs; says so and passes vacuously otherwise.
+#[test]
+fn disk_full_is_reported_clearly() {
+    let t = tempdir();
+    let mnt = t.path().join("small");
+    fs::create_dir_all(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&mnt);
+    let data = t.path().join("data");
+    let f = t.path().join("big.bin");
+    write_file(&f, 4 << 20, 2);
+    let id = publish(&data, &[&f], &[])[0]["file_id"].as_str().unwrap().to_owned();
+    let seeder = Seeder::start(&data, 1);
+    let out = mnt.join("big.bin");
+    let r = get_cmd(&data, &id, &seeder.peer(), &out).output().unwrap();
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("disk full"), "{}", stderr_of(&r));
+    assert!(!out.exists());
+}

@@ -26,7 +26,9 @@ use serde::Serialize;
 
 use super::frame::{read_frame, read_payload, FrameError};
 use super::{run_local, spawn_shards};
-use crate::config::{PEER_TIMEOUT, RESPONSE_BODY_MAX_BYTES, RESUME_SAVE_INTERVAL};
+use crate::config::{
+    PEER_TIMEOUT, RESPONSE_BODY_MAX_BYTES, RESUME_SAVE_INTERVAL, WRITES_INFLIGHT_MAX,
+};
 use crate::crypto::{chunk_hash, FileId};
 use crate::storage::write_atomic;
 use crate::transfer::Bitfield;
@@ -102,6 +104,15 @@ impl GetError {
             Self::DiskFull { path: path.into() }
         } else {
             Self::Io { path: path.into(), source }
+        }
+    }
+
+    /// glommio wraps the OS error; unwrap it so ENOSPC is recognised and messages stay short.
+    fn glommio<T>(path: &Path, e: glommio::GlommioError<T>) -> Self {
+        match e {
+            glommio::GlommioError::IoError(source)
+            | glommio::GlommioError::EnhancedIoError { source, .. } => Self::io(path, source),
+            other => Self::io(path, io::Error::other(other.to_string())),
         }
     }
 
@@ -195,15 +206,12 @@ async fn fetch_manifest(peer: SocketAddr, file_id: FileId) -> Result<FileInfo, G
 
 /// Creates the partial file at full size (so a full disk shows now, not at 90%).
 async fn create_partial(partial: &Path, size: u64) -> Result<(), GetError> {
-    let f = BufferedFile::create(partial).await.map_err(|e| GetError::io(partial, e.into()))?;
+    let f = BufferedFile::create(partial).await.map_err(|e| GetError::glommio(partial, e))?;
     if size > 0 {
-        f.pre_allocate(size, false).await.map_err(|e| GetError::io(partial, e.into()))?;
+        f.pre_allocate(size, false).await.map_err(|e| GetError::glommio(partial, e))?;
     }
-    f.close().await.map_err(|e| GetError::io(partial, e.into()))
+    f.close().await.map_err(|e| GetError::glommio(partial, e))
 }
-
-/// Chunk writes one shard keeps in flight while it receives the next chunks.
-const WRITES_INFLIGHT_MAX: u64 = 4;
 
 /// How long a shard that may not claim more chunks waits before looking again.
 const DURABILITY_WAIT: Duration = Duration::from_millis(1);
@@ -344,7 +352,7 @@ impl ChunkWriter {
             .write(true)
             .buffered_open(path)
             .await
-            .map_err(|e| GetError::io(path, e.into()))?;
+            .map_err(|e| GetError::glommio(path, e))?;
         Ok(Self {
             file: Rc::new(file),
             permits: Rc::new(Semaphore::new(WRITES_INFLIGHT_MAX)),
@@ -376,11 +384,11 @@ impl ChunkWriter {
                     let _ = tx.send(ShardMsg::Verified { index, len });
                     None
                 }
-                Ok(_) => Some(io::Error::other("short write")),
-                Err(e) => Some(e.into()),
+                Ok(_) => Some(GetError::io(&ctx.partial, io::Error::other("short write"))),
+                Err(e) => Some(GetError::glommio(&ctx.partial, e)),
             };
             if let Some(e) = fail {
-                failed.borrow_mut().get_or_insert(GetError::io(&ctx.partial, e));
+                failed.borrow_mut().get_or_insert(e);
             }
             drop(permit);
         })

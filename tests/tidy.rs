@@ -1,0 +1,81 @@
+//! Tidy rules (after TigerBeetle's tidy.zig): cheap checks that keep the layout honest.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            if p.file_name().unwrap() != "generated" {
+                out.extend(rust_files(&p));
+            }
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn sans_io_modules_touch_no_io() {
+    let banned = ["glommio", "std::fs", "TcpStream", "UdpSocket", "TcpListener", "Instant::now"];
+    for m in ["dht", "transfer", "wire", "crypto"] {
+        let dir = root().join("src").join(m);
+        let files = if dir.is_dir() { rust_files(&dir) } else { vec![dir.with_extension("rs")] };
+        for f in files {
+            let text = fs::read_to_string(&f).unwrap();
+            for b in banned {
+                assert!(
+                    !text.contains(b),
+                    "{} mentions `{b}`: sans-IO modules do no I/O",
+                    f.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn unsafe_lives_only_in_the_allowlist() {
+    let allowed = ["src/storage/mmap.rs"];
+    for f in rust_files(&root().join("src")) {
+        let rel = f.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+        let text = fs::read_to_string(&f).unwrap();
+        let uses = text.lines().any(|l| {
+            let code = l.split("//").next().unwrap();
+            code.contains("unsafe {") || code.contains("unsafe fn") || code.contains("unsafe impl")
+        });
+        assert!(
+            !uses || allowed.contains(&rel.as_str()),
+            "{rel} uses unsafe outside the allowlist"
+        );
+    }
+}
+
+#[test]
+fn every_config_knob_is_documented_in_tuning_md() {
+    let config = fs::read_to_string(root().join("src/config.rs")).unwrap();
+    let tuning = fs::read_to_string(root().join("tuning.md")).unwrap();
+    for line in config.lines() {
+        if let Some(rest) = line.strip_prefix("pub const ") {
+            let name = rest.split(':').next().unwrap();
+            assert!(tuning.contains(name), "config::{name} is not documented in tuning.md");
+        }
+    }
+}
+
+#[test]
+fn no_leftover_debugging() {
+    for f in rust_files(&root().join("src")) {
+        let text = fs::read_to_string(&f).unwrap();
+        for bad in ["dbg!(", "FIXME", "todo!("] {
+            assert!(!text.contains(bad), "{} contains {bad}", f.display());
+        }
+    }
+}
