@@ -2,3 +2,5 @@
 #![deny(unsafe_code)]
 
 pub mod dht;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
