@@ -68,7 +68,8 @@ fn main() -> ExitCode {
         percentile(&report.messages, 99.0)
     );
     println!(
-        "stored/announce median={} | table_len_mean={:.1} | datagrams={} | virtual={:.0}s wall={:.1}s",
+        "stored/announce median={} | table_len_mean={:.1} | datagrams={} | virtual={:.0}s \
+         wall={:.1}s",
         percentile(&report.stored_per_announce, 50.0),
         report.table_len_mean,
         report.datagrams_sent,

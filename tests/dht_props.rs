@@ -129,7 +129,8 @@ proptest! {
                 }
                 Op::Closest(target, n) => {
                     let snapshot = table.snapshot();
-                    prop_assert_eq!(table.closest(&target, n), brute_force_closest(&snapshot, &target, n));
+                    let expected = brute_force_closest(&snapshot, &target, n);
+                    prop_assert_eq!(table.closest(&target, n), expected);
                 }
             }
             table.assert_invariants();
@@ -151,7 +152,11 @@ proptest! {
     }
 
     #[test]
-    fn xor_distance_is_a_metric(a in any::<[u8; 20]>(), b in any::<[u8; 20]>(), c in any::<[u8; 20]>()) {
+    fn xor_distance_is_a_metric(
+        a in any::<[u8; 20]>(),
+        b in any::<[u8; 20]>(),
+        c in any::<[u8; 20]>(),
+    ) {
         let (a, b, c) = (NodeId::from_bytes(a), NodeId::from_bytes(b), NodeId::from_bytes(c));
         prop_assert_eq!(a.distance(&b), b.distance(&a));
         prop_assert_eq!(a.distance(&a).leading_zeros(), 160);

@@ -77,3 +77,27 @@ fn same_seed_same_run() {
         assert_eq!(a.datagrams_sent, b.datagrams_sent, "SIM_SEED={seed}");
     }
 }
+
+#[test]
+fn heavy_churn_and_loss_keep_invariants() {
+    for seed in seeds() {
+        let report = run(SimConfig {
+            keys: 50,
+            packet_loss_probability: 0.05,
+            unresponsive_fraction: 0.1,
+            settle: Duration::from_secs(60),
+            ..SimConfig::new(400, 0.4, seed)
+        });
+        // The run itself checks every node's invariants; lookups must all end, and most succeed.
+        assert_eq!(
+            report.rounds.len(),
+            report.lookups,
+            "every lookup finishes; SIM_SEED={seed}"
+        );
+        assert!(
+            report.success_rate() >= 0.95,
+            "success {}; SIM_SEED={seed}",
+            report.success_rate()
+        );
+    }
+}
