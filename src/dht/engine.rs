@@ -347,7 +347,11 @@ impl Dht {
         [
             self.deadlines.first().map(|(at, _)| *at),
             self.maintenance_at,
-            self.publisher.poll_at(),
+            // Only a wake-up that can start an announcement; otherwise the end of whatever
+            // unblocks the queue starts it, and a past instant here would spin the caller.
+            self.publisher
+                .poll_at()
+                .filter(|_| !self.announces_blocked()),
         ]
         .into_iter()
         .flatten()
@@ -764,11 +768,7 @@ impl Dht {
                 self.drive_lookup(now, id);
             }
         }
-        let bootstrapping = self
-            .lookups
-            .values()
-            .any(|l| l.purpose == Purpose::Bootstrap);
-        while !bootstrapping
+        while !self.bootstrapping()
             && self.refreshes_inflight < self.config.refresh_lookups_inflight_max
             && self.lookups.len() < self.config.lookups_inflight_max
         {
@@ -782,12 +782,26 @@ impl Dht {
             self.refreshes_inflight += 1;
             self.start_lookup(now, Purpose::Refresh, target, &[]);
         }
-        while self.lookups.len() < self.config.lookups_inflight_max {
+        while !self.announces_blocked() {
             let Some(key) = self.publisher.next_to_start(now) else {
                 break;
             };
             self.start_lookup(now, Purpose::Announce(key), key.target(), &[]);
         }
+    }
+
+    fn bootstrapping(&self) -> bool {
+        self.lookups
+            .values()
+            .any(|l| l.purpose == Purpose::Bootstrap)
+    }
+
+    /// Announcements wait for a joined table (an announcement through an empty table would
+    /// store nowhere and not be retried until the next republish) and for lookup capacity.
+    fn announces_blocked(&self) -> bool {
+        self.table.is_empty()
+            || self.bootstrapping()
+            || self.lookups.len() >= self.config.lookups_inflight_max
     }
 }
 
@@ -882,6 +896,30 @@ mod tests {
         for n in &nodes {
             n.assert_invariants();
         }
+    }
+
+    #[test]
+    fn announce_waits_for_bootstrap() {
+        let now = crate::sim::epoch();
+        let mut nodes: Vec<Dht> = (0..3).map(|n| node(n, DhtConfig::default())).collect();
+        let key = Key::from_bytes([9; 20]);
+        nodes[1].handle_command(now, DhtCommand::Announce(key));
+        assert_eq!(
+            drain(&mut nodes[1]),
+            (vec![], vec![]),
+            "nothing to announce to yet"
+        );
+        assert!(
+            nodes[1].poll_timeout().is_some_and(|at| at > now),
+            "no busy wake-up"
+        );
+        nodes[2].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
+        nodes[1].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
+        let events = pump(now, &mut nodes);
+        assert!(
+            events.contains(&DhtEvent::Announced { key, stored: 2 }),
+            "{events:?}"
+        );
     }
 
     #[test]

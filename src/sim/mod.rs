@@ -248,6 +248,8 @@ impl Sim {
                     }
                     node.wake_at = None;
                     node.dht.handle_timeout(now);
+                    let next = node.dht.poll_timeout();
+                    assert!(next.is_none_or(|at| at > now), "node {index} wants to spin");
                     self.flush(index);
                 }
                 Action::Command(index, cmd) => {
