@@ -1,4 +1,20 @@
-//! FuryMesh: a thread-per-core peer-to-peer seed server.
+//! FuryMesh: a thread-per-core peer-to-peer seed server, throughput harness and bulk
+//! publishing CLI.
+//!
+//! - [`node`] runs the shards (one pinned glommio executor per core) and is the only module
+//!   that touches sockets, files on the data path, timers and the clock. The seeder serves
+//!   chunks from memory maps without user-space copies; `get` downloads, verifies and
+//!   persists resumable state.
+//! - [`wire`] turns `schemas/furymesh.fbs` FlatBuffers into verified, owned messages.
+//! - [`storage`] owns the data directory: the catalog of published files, chunking and
+//!   hashing, memory maps (the crate's only `unsafe`), atomic writes.
+//! - [`crypto`] defines file IDs and chunk hashes.
+//! - [`transfer`] and [`dht`] are sans-IO state machines: bytes and time in, messages,
+//!   timers and events out. `sim` (feature `sim`) runs thousands of DHT nodes on virtual
+//!   time.
+//! - [`cli`], [`demo`] and [`bench`] are the binary's front ends.
+//!
+//! ARCHITECTURE.md records each design decision and why.
 #![deny(unsafe_code)]
 
 pub mod bench;
@@ -8,6 +24,8 @@ pub mod crypto;
 pub mod demo;
 pub mod dht;
 pub mod node;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod storage;
 pub mod transfer;
 pub mod wire;

@@ -1,0 +1,1023 @@
+//! [`Dht`]: the sans-IO node that ties routing table, lookups, RPC timeouts, provider store
+//! and announce queue together behind the `handle_*` / `poll_*` vocabulary.
+
+use core::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::dht::announce::Publisher;
+use crate::dht::config::DhtConfig;
+use crate::dht::id::{Contact, Key, NodeId};
+use crate::dht::lookup::{Lookup, LookupStats, Purpose};
+use crate::dht::message::{
+    DhtBody, DhtMessage, CONTACTS_PER_MESSAGE_MAX, PROVIDERS_PER_MESSAGE_MAX,
+};
+use crate::dht::rate::RateLimiter;
+use crate::dht::routing::{ip_of, Insertion, RoutingTable};
+use crate::dht::store::{ProviderStore, Put};
+
+/// What the application asks of the DHT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DhtCommand {
+    /// Join through these addresses (node ids unknown): a self-lookup seeded by them and by
+    /// the table. Ends with [`DhtEvent::Bootstrapped`]. At most `k` addresses are used.
+    Bootstrap(Vec<SocketAddr>),
+    /// Rejoin from a [`Dht::snapshot`] saved before a restart: the contacts go into the table
+    /// unverified (failures evict them) and a self-lookup runs through them.
+    Restore(Vec<Contact>),
+    /// Find the k closest nodes to an id. Ends with [`DhtEvent::LookupFinished`].
+    FindNode(NodeId),
+    /// Find providers of a key. Ends with [`DhtEvent::ProvidersFound`].
+    FindProviders(Key),
+    /// Provide a key: announce it now (paced) and republish it until withdrawn. Each
+    /// announcement ends with [`DhtEvent::Announced`].
+    Announce(Key),
+    /// Stop republishing a key; records elsewhere expire after `provider_ttl`.
+    Withdraw(Key),
+}
+
+/// What the DHT reports to the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DhtEvent {
+    /// A `Bootstrap` or `Restore` self-lookup finished.
+    Bootstrapped {
+        /// Contacts in the routing table afterwards.
+        table_len: usize,
+    },
+    /// A `FindNode` lookup finished.
+    LookupFinished {
+        /// The id looked up.
+        target: NodeId,
+        /// Up to k closest nodes that answered, closest first.
+        closest: Vec<Contact>,
+        /// Cost of the lookup.
+        stats: LookupStats,
+    },
+    /// A `FindProviders` lookup finished (possibly with no providers).
+    ProvidersFound {
+        /// The key looked up.
+        key: Key,
+        /// Distinct providers found, at most `lookup_providers_wanted`.
+        providers: Vec<Contact>,
+        /// Cost of the lookup.
+        stats: LookupStats,
+    },
+    /// An announcement (or republish) of a provided key finished.
+    Announced {
+        /// The key.
+        key: Key,
+        /// Nodes that acknowledged storing the record.
+        stored: u32,
+    },
+    /// A peer sent something invalid; it was dropped. The node may penalise the address.
+    PeerMisbehaved {
+        /// Source address of the datagram.
+        addr: SocketAddr,
+        /// What it did.
+        misbehavior: Misbehavior,
+    },
+    /// A command was refused because a bound was reached; the app may retry later.
+    Rejected(Rejection),
+}
+
+/// Kinds of invalid peer input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misbehavior {
+    /// The sender claimed our own node id.
+    LocalIdClaimed,
+    /// A reply with a valid transaction id is not the kind of reply the request wants.
+    WrongReplyKind,
+    /// A list was longer than its bound (it was truncated).
+    ListTooLong,
+    /// A contact with an unusable address (unspecified IP, port 0, multicast).
+    InvalidContact,
+    /// An `AnnounceProvider` whose provider is not the sender.
+    ForeignProvider,
+}
+
+/// Commands refused because a bound was reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// `lookups_inflight_max` lookups are running.
+    LookupsFull {
+        /// The target of the refused lookup.
+        target: NodeId,
+    },
+    /// `published_keys_max` keys are provided already.
+    PublishedKeysFull {
+        /// The refused key.
+        key: Key,
+    },
+}
+
+/// Counters of everything the core did or absorbed. Monotonic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DhtStats {
+    /// Datagrams past the rate limiter.
+    pub datagrams_accepted: u64,
+    /// Datagrams dropped by the per-source-IP rate limiter.
+    pub rate_limited: u64,
+    /// Requests answered.
+    pub requests_answered: u64,
+    /// Replies matched to a pending request.
+    pub responses_accepted: u64,
+    /// Replies with no pending transaction (late after a timeout, or forged).
+    pub responses_unknown_tx: u64,
+    /// Replies with a pending transaction id from an address the request did not go to.
+    pub responses_wrong_source: u64,
+    /// Replies of the wrong kind, or from a node id other than the one asked.
+    pub responses_mismatched: u64,
+    /// Invalid peer input of any kind (each also emits `PeerMisbehaved`).
+    pub misbehaviors: u64,
+    /// Requests sent (first transmissions).
+    pub rpcs_sent: u64,
+    /// Requests resent after a timeout.
+    pub rpcs_resent: u64,
+    /// Requests that failed after their resends.
+    pub rpcs_failed: u64,
+    /// Times a request had to wait because `rpcs_inflight_max` requests were pending.
+    pub rpcs_deferred: u64,
+    /// Lookups started (all purposes).
+    pub lookups_started: u64,
+    /// Contacts evicted from the table after failing to answer.
+    pub contacts_evicted: u64,
+    /// Contacts the table refused (caps, address conflicts).
+    pub table_rejections: u64,
+    /// Provider records stored or refreshed for others.
+    pub provider_records_stored: u64,
+    /// Provider records refused (caps or invalid announcement).
+    pub provider_records_refused: u64,
+    /// Outgoing datagrams dropped because `transmits_queued_max` were queued.
+    pub transmits_dropped: u64,
+    /// Misbehaviour events dropped because `events_queued_max` were queued.
+    pub events_dropped: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RpcPurpose {
+    Lookup(u64),
+    /// Liveness check of a bucket's least-recently-seen contact.
+    Ping,
+    /// Store phase of an announcement.
+    Announce(u64),
+}
+
+#[derive(Debug)]
+struct Rpc {
+    to: SocketAddr,
+    /// The node id asked; `None` for bootstrap addresses.
+    expect: Option<NodeId>,
+    request: DhtBody,
+    purpose: RpcPurpose,
+    deadline: Instant,
+    resends_left: u8,
+}
+
+impl Rpc {
+    fn contact(&self) -> Option<Contact> {
+        self.expect.map(|id| Contact { id, addr: self.to })
+    }
+}
+
+/// A Kademlia node without I/O. Feed it datagrams, commands and timeouts with the current
+/// time; drain `poll_transmit` and `poll_event` after each call; call `handle_timeout` at
+/// `poll_timeout`.
+#[derive(Debug)]
+pub struct Dht {
+    config: DhtConfig,
+    local: Contact,
+    rng: SmallRng,
+    table: RoutingTable,
+    rpcs: BTreeMap<u64, Rpc>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    lookups: BTreeMap<u64, Lookup>,
+    next_lookup: u64,
+    refreshes_inflight: usize,
+    lrs_pings: BTreeSet<NodeId>,
+    store: ProviderStore,
+    publisher: Publisher,
+    limiter: RateLimiter,
+    transmits: VecDeque<(SocketAddr, DhtMessage)>,
+    events: VecDeque<DhtEvent>,
+    stats: DhtStats,
+    maintenance_at: Option<Instant>,
+    /// Some lookup could not send because the RPC table was full.
+    starved: bool,
+}
+
+impl Dht {
+    /// A node with identity `local`; `seed` drives every random choice (transaction ids,
+    /// refresh targets).
+    ///
+    /// # Panics
+    /// If `config` fails [`DhtConfig::validate`] (a local configuration bug).
+    pub fn new(config: DhtConfig, local: Contact, seed: u64) -> Self {
+        if let Err(e) = config.validate() {
+            panic!("invalid DhtConfig: {e}");
+        }
+        Self {
+            table: RoutingTable::new(local.id, &config),
+            store: ProviderStore::new(&config),
+            publisher: Publisher::new(&config),
+            limiter: RateLimiter::new(&config),
+            config,
+            local,
+            rng: SmallRng::seed_from_u64(seed),
+            rpcs: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            lookups: BTreeMap::new(),
+            next_lookup: 0,
+            refreshes_inflight: 0,
+            lrs_pings: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: DhtStats::default(),
+            maintenance_at: None,
+            starved: false,
+        }
+    }
+
+    /// This node's contact, as sent in every message.
+    pub fn local(&self) -> Contact {
+        self.local
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &DhtStats {
+        &self.stats
+    }
+
+    /// The routing table (read-only).
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// Routing-table contacts to persist; feed them to [`DhtCommand::Restore`] on restart.
+    pub fn snapshot(&self) -> Vec<Contact> {
+        self.table.snapshot()
+    }
+
+    /// Provider records stored for other nodes.
+    pub fn stored_records(&self) -> usize {
+        self.store.len()
+    }
+
+    /// A datagram from `from` arrived.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, msg: DhtMessage) {
+        if !self.limiter.allow(now, ip_of(&from)) {
+            self.stats.rate_limited += 1;
+            return;
+        }
+        self.stats.datagrams_accepted += 1;
+        self.start_clock(now);
+        if msg.sender.id == self.local.id {
+            self.misbehaved(from, Misbehavior::LocalIdClaimed);
+        } else if msg.body.is_request() {
+            self.handle_request(now, from, msg);
+        } else {
+            self.handle_response(now, from, msg);
+        }
+        self.start_background(now);
+    }
+
+    /// An application command.
+    pub fn handle_command(&mut self, now: Instant, cmd: DhtCommand) {
+        self.start_clock(now);
+        match cmd {
+            DhtCommand::Bootstrap(addrs) => {
+                let addrs: Vec<SocketAddr> = addrs
+                    .into_iter()
+                    .filter(|a| *a != self.local.addr)
+                    .take(self.config.k)
+                    .collect();
+                self.start_lookup(now, Purpose::Bootstrap, self.local.id, &addrs);
+            }
+            DhtCommand::Restore(contacts) => {
+                for contact in contacts {
+                    self.table.insert(now, contact);
+                }
+                self.start_lookup(now, Purpose::Bootstrap, self.local.id, &[]);
+            }
+            DhtCommand::FindNode(target) => {
+                self.start_lookup(now, Purpose::FindNode, target, &[]);
+            }
+            DhtCommand::FindProviders(key) => {
+                self.start_lookup(now, Purpose::FindProviders(key), key.target(), &[]);
+            }
+            DhtCommand::Announce(key) => {
+                if !self.publisher.publish(now, key) {
+                    self.events.push_back(DhtEvent::Rejected(Rejection::PublishedKeysFull { key }));
+                }
+            }
+            DhtCommand::Withdraw(key) => self.publisher.withdraw(&key),
+        }
+        self.start_background(now);
+    }
+
+    /// Time passed; call at (or after) [`Self::poll_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.start_clock(now);
+        while let Some(&(deadline, tx)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.expire_rpc(now, tx);
+        }
+        if self.maintenance_at.is_some_and(|at| at <= now) {
+            self.maintenance_at = Some(now + self.config.maintenance_interval);
+            self.store.expire(now);
+            self.limiter.purge(now);
+            self.publisher.schedule_due(now);
+        }
+        self.start_background(now);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, DhtMessage)> {
+        self.transmits.pop_front()
+    }
+
+    /// When to call [`Self::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.deadlines.first().map(|(at, _)| *at),
+            self.maintenance_at,
+            // Only a wake-up that can start an announcement; otherwise the end of whatever
+            // unblocks the queue starts it, and a past instant here would spin the caller.
+            self.publisher.poll_at().filter(|_| !self.announces_blocked()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<DhtEvent> {
+        self.events.pop_front()
+    }
+
+    /// Panics if an internal invariant or bound is broken (the simulation calls this).
+    pub fn assert_invariants(&self) {
+        self.table.assert_invariants();
+        self.store.assert_invariants();
+        assert!(self.rpcs.len() <= self.config.rpcs_inflight_max);
+        assert_eq!(self.rpcs.len(), self.deadlines.len());
+        for (deadline, tx) in &self.deadlines {
+            assert_eq!(self.rpcs.get(tx).map(|r| r.deadline), Some(*deadline));
+        }
+        assert!(self.lookups.len() <= self.config.lookups_inflight_max);
+        assert!(self.transmits.len() <= self.config.transmits_queued_max);
+        assert!(!self.table.snapshot().iter().any(|c| c.id == self.local.id));
+    }
+
+    fn start_clock(&mut self, now: Instant) {
+        if self.maintenance_at.is_none() {
+            self.maintenance_at = Some(now + self.config.maintenance_interval);
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, from: SocketAddr, msg: DhtMessage) {
+        let sender = Contact { id: msg.sender.id, addr: from };
+        self.observe(now, sender);
+        let k = self.config.k;
+        let reply = match msg.body {
+            DhtBody::Ping => DhtBody::Pong,
+            DhtBody::FindNode { target } => {
+                DhtBody::Nodes { contacts: self.table.closest(&target, k) }
+            }
+            DhtBody::GetProviders { key } => DhtBody::Providers {
+                providers: self.store.providers(now, &key, PROVIDERS_PER_MESSAGE_MAX),
+                closer: self.table.closest(&key.target(), k),
+            },
+            DhtBody::AnnounceProvider { key, provider } => {
+                let stored = if provider.id == sender.id {
+                    match self.store.put(now, key, sender) {
+                        Put::Stored | Put::Refreshed => true,
+                        Put::KeyFull | Put::ProviderFull | Put::StoreFull => false,
+                    }
+                } else {
+                    self.misbehaved(from, Misbehavior::ForeignProvider);
+                    false
+                };
+                if stored {
+                    self.stats.provider_records_stored += 1;
+                } else {
+                    self.stats.provider_records_refused += 1;
+                }
+                DhtBody::AnnounceAck { stored }
+            }
+            DhtBody::Pong
+            | DhtBody::Nodes { .. }
+            | DhtBody::Providers { .. }
+            | DhtBody::AnnounceAck { .. } => {
+                return; // unreachable: the caller routes replies to handle_response
+            }
+        };
+        self.stats.requests_answered += 1;
+        let msg = DhtMessage { tx: msg.tx, sender: self.local, body: reply };
+        self.transmit(from, msg);
+    }
+
+    fn handle_response(&mut self, now: Instant, from: SocketAddr, msg: DhtMessage) {
+        let Some(rpc) = self.rpcs.get(&msg.tx) else {
+            self.stats.responses_unknown_tx += 1;
+            return;
+        };
+        if rpc.to != from {
+            self.stats.responses_wrong_source += 1;
+            return;
+        }
+        if !msg.body.answers(&rpc.request) {
+            self.stats.responses_mismatched += 1;
+            self.misbehaved(from, Misbehavior::WrongReplyKind);
+            return;
+        }
+        let Some(rpc) = self.take_rpc(msg.tx) else {
+            return;
+        };
+        if rpc.expect.is_some_and(|id| id != msg.sender.id) {
+            // Another node now answers at this address: the one we asked is gone.
+            self.stats.responses_mismatched += 1;
+            self.fail_rpc(now, rpc);
+            return;
+        }
+        self.stats.responses_accepted += 1;
+        let sender = Contact { id: msg.sender.id, addr: from };
+        self.observe(now, sender);
+        self.lrs_pings.remove(&sender.id);
+        let (contacts, providers, stored) = match msg.body {
+            DhtBody::Nodes { contacts } => (contacts, Vec::new(), false),
+            DhtBody::Providers { providers, closer } => (closer, providers, false),
+            DhtBody::AnnounceAck { stored } => (Vec::new(), Vec::new(), stored),
+            _ => (Vec::new(), Vec::new(), false),
+        };
+        let contacts = self.sanitize(from, contacts, CONTACTS_PER_MESSAGE_MAX);
+        let providers = self.sanitize(from, providers, PROVIDERS_PER_MESSAGE_MAX);
+        match rpc.purpose {
+            RpcPurpose::Lookup(id) => {
+                if let Some(lookup) = self.lookups.get_mut(&id) {
+                    lookup.on_response(sender, rpc.expect.is_none(), &contacts, &providers);
+                    self.drive_lookup(now, id);
+                }
+            }
+            RpcPurpose::Announce(phase) => self.store_done(phase, stored),
+            RpcPurpose::Ping => {}
+        }
+    }
+
+    /// Drops invalid contacts and truncates to `max`, reporting either as misbehaviour.
+    fn sanitize(
+        &mut self,
+        from: SocketAddr,
+        mut contacts: Vec<Contact>,
+        max: usize,
+    ) -> Vec<Contact> {
+        if contacts.len() > max {
+            contacts.truncate(max);
+            self.misbehaved(from, Misbehavior::ListTooLong);
+        }
+        let before = contacts.len();
+        contacts.retain(|c| {
+            let ip = c.addr.ip();
+            c.addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast()
+        });
+        if contacts.len() != before {
+            self.misbehaved(from, Misbehavior::InvalidContact);
+        }
+        contacts
+    }
+
+    /// A node was heard from: update the table, pinging a full bucket's LRS contact.
+    fn observe(&mut self, now: Instant, contact: Contact) {
+        match self.table.insert(now, contact) {
+            Insertion::Added | Insertion::Refreshed => {}
+            Insertion::Full { lrs } => {
+                if !self.lrs_pings.contains(&lrs.id)
+                    && self.send_request(
+                        now,
+                        lrs.addr,
+                        Some(lrs.id),
+                        DhtBody::Ping,
+                        RpcPurpose::Ping,
+                    )
+                {
+                    self.lrs_pings.insert(lrs.id);
+                }
+            }
+            Insertion::Rejected(_) => self.stats.table_rejections += 1,
+        }
+    }
+
+    fn misbehaved(&mut self, addr: SocketAddr, misbehavior: Misbehavior) {
+        self.stats.misbehaviors += 1;
+        if self.events.len() >= self.config.events_queued_max {
+            self.stats.events_dropped += 1;
+        } else {
+            self.events.push_back(DhtEvent::PeerMisbehaved { addr, misbehavior });
+        }
+    }
+
+    fn transmit(&mut self, to: SocketAddr, msg: DhtMessage) {
+        if self.transmits.len() >= self.config.transmits_queued_max {
+            self.stats.transmits_dropped += 1;
+        } else {
+            self.transmits.push_back((to, msg));
+        }
+    }
+
+    /// Sends a request and tracks it; `false` if `rpcs_inflight_max` requests are pending.
+    fn send_request(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        expect: Option<NodeId>,
+        request: DhtBody,
+        purpose: RpcPurpose,
+    ) -> bool {
+        if self.rpcs.len() >= self.config.rpcs_inflight_max {
+            self.stats.rpcs_deferred += 1;
+            self.starved = true;
+            return false;
+        }
+        let mut tx = self.rng.random::<u64>();
+        while self.rpcs.contains_key(&tx) {
+            tx = self.rng.random::<u64>();
+        }
+        let deadline = now + self.config.rpc_timeout;
+        let msg = DhtMessage { tx, sender: self.local, body: request.clone() };
+        self.rpcs.insert(
+            tx,
+            Rpc {
+                to,
+                expect,
+                request,
+                purpose,
+                deadline,
+                resends_left: self.config.rpc_retries_max,
+            },
+        );
+        self.deadlines.insert((deadline, tx));
+        self.stats.rpcs_sent += 1;
+        self.transmit(to, msg);
+        true
+    }
+
+    fn take_rpc(&mut self, tx: u64) -> Option<Rpc> {
+        let rpc = self.rpcs.remove(&tx)?;
+        self.deadlines.remove(&(rpc.deadline, tx));
+        Some(rpc)
+    }
+
+    /// The deadline of `tx` passed (its deadline entry is already removed): resend or fail.
+    fn expire_rpc(&mut self, now: Instant, tx: u64) {
+        let Some(rpc) = self.rpcs.get_mut(&tx) else {
+            return;
+        };
+        if rpc.resends_left == 0 {
+            if let Some(rpc) = self.rpcs.remove(&tx) {
+                self.fail_rpc(now, rpc);
+            }
+            return;
+        }
+        rpc.resends_left -= 1;
+        rpc.deadline = now + self.config.rpc_timeout;
+        self.deadlines.insert((rpc.deadline, tx));
+        let (to, purpose, contact) = (rpc.to, rpc.purpose, rpc.contact());
+        let msg = DhtMessage { tx, sender: self.local, body: rpc.request.clone() };
+        self.stats.rpcs_resent += 1;
+        self.transmit(to, msg);
+        if let (RpcPurpose::Lookup(id), Some(contact)) = (purpose, contact) {
+            if let Some(lookup) = self.lookups.get_mut(&id) {
+                lookup.on_slow(&contact);
+                self.drive_lookup(now, id);
+            }
+        }
+    }
+
+    /// A request failed for good: evict the contact and tell whoever waited.
+    fn fail_rpc(&mut self, now: Instant, rpc: Rpc) {
+        self.stats.rpcs_failed += 1;
+        let contact = rpc.contact();
+        if let Some(contact) = contact {
+            self.lrs_pings.remove(&contact.id);
+            if self.table.remove(&contact) {
+                self.stats.contacts_evicted += 1;
+            }
+        }
+        match rpc.purpose {
+            RpcPurpose::Lookup(id) => {
+                if let Some(lookup) = self.lookups.get_mut(&id) {
+                    lookup.on_failure(contact.as_ref());
+                    self.drive_lookup(now, id);
+                }
+            }
+            RpcPurpose::Announce(phase) => self.store_done(phase, false),
+            RpcPurpose::Ping => {}
+        }
+    }
+
+    fn store_done(&mut self, phase: u64, stored: bool) {
+        if let Some((key, stored)) = self.publisher.on_store_done(phase, stored) {
+            self.events.push_back(DhtEvent::Announced { key, stored });
+        }
+    }
+
+    /// Starts a lookup, or emits `Rejected` if `lookups_inflight_max` are running (background
+    /// work checks the bound before calling).
+    fn start_lookup(
+        &mut self,
+        now: Instant,
+        purpose: Purpose,
+        target: NodeId,
+        addrs: &[SocketAddr],
+    ) {
+        if self.lookups.len() >= self.config.lookups_inflight_max {
+            self.events.push_back(DhtEvent::Rejected(Rejection::LookupsFull { target }));
+            return;
+        }
+        let id = self.next_lookup;
+        self.next_lookup += 1;
+        self.stats.lookups_started += 1;
+        let seeds = self.table.closest(&target, self.config.k);
+        let mut lookup = Lookup::new(purpose, target, self.local.id, &seeds, &self.config);
+        for addr in addrs {
+            let request = DhtBody::FindNode { target };
+            if self.send_request(now, *addr, None, request, RpcPurpose::Lookup(id)) {
+                lookup.add_anonymous();
+            }
+        }
+        self.lookups.insert(id, lookup);
+        self.drive_lookup(now, id);
+    }
+
+    /// Sends what lookup `id` wants to send, or finishes it.
+    fn drive_lookup(&mut self, now: Instant, id: u64) {
+        loop {
+            let Some(lookup) = self.lookups.get_mut(&id) else {
+                return;
+            };
+            if lookup.is_finished() {
+                if let Some(lookup) = self.lookups.remove(&id) {
+                    self.finish_lookup(now, lookup);
+                }
+                return;
+            }
+            if self.rpcs.len() >= self.config.rpcs_inflight_max {
+                self.stats.rpcs_deferred += 1;
+                self.starved = true;
+                return;
+            }
+            let Some(contact) = lookup.next_query() else {
+                return;
+            };
+            let request = match lookup.purpose {
+                Purpose::FindProviders(key) => DhtBody::GetProviders { key },
+                _ => DhtBody::FindNode { target: lookup.target },
+            };
+            // Cannot fail: capacity was checked above.
+            self.send_request(now, contact.addr, Some(contact.id), request, RpcPurpose::Lookup(id));
+        }
+    }
+
+    fn finish_lookup(&mut self, now: Instant, lookup: Lookup) {
+        match lookup.purpose {
+            Purpose::FindNode => self.events.push_back(DhtEvent::LookupFinished {
+                target: lookup.target,
+                closest: lookup.closest_responded(),
+                stats: lookup.stats,
+            }),
+            Purpose::FindProviders(key) => self.events.push_back(DhtEvent::ProvidersFound {
+                key,
+                providers: lookup.providers,
+                stats: lookup.stats,
+            }),
+            Purpose::Bootstrap => {
+                self.events.push_back(DhtEvent::Bootstrapped { table_len: self.table.len() })
+            }
+            Purpose::Refresh => self.refreshes_inflight -= 1,
+            Purpose::Announce(key) => {
+                let targets = lookup.closest_responded();
+                let phase = self.publisher.begin_stores(key, targets.len() as u32);
+                let mut sent = 0;
+                for target in &targets {
+                    let request = DhtBody::AnnounceProvider { key, provider: self.local };
+                    let purpose = RpcPurpose::Announce(phase);
+                    sent += u32::from(self.send_request(
+                        now,
+                        target.addr,
+                        Some(target.id),
+                        request,
+                        purpose,
+                    ));
+                }
+                for _ in sent..targets.len() as u32 {
+                    self.store_done(phase, false);
+                }
+                if targets.is_empty() {
+                    let (key, stored) = self.publisher.finish(key, 0);
+                    self.events.push_back(DhtEvent::Announced { key, stored });
+                }
+            }
+        }
+    }
+
+    /// Work that waits for capacity: starved lookups, bucket refreshes, queued announcements.
+    fn start_background(&mut self, now: Instant) {
+        if self.starved && self.rpcs.len() < self.config.rpcs_inflight_max {
+            self.starved = false;
+            let ids: Vec<u64> = self.lookups.keys().copied().collect();
+            for id in ids {
+                self.drive_lookup(now, id);
+            }
+        }
+        while !self.bootstrapping()
+            && self.refreshes_inflight < self.config.refresh_lookups_inflight_max
+            && self.lookups.len() < self.config.lookups_inflight_max
+        {
+            let Some(index) = self.table.take_refresh_due(now, self.config.bucket_refresh_interval)
+            else {
+                break;
+            };
+            let target = self.local.id.random_in_bucket(index, &mut self.rng);
+            self.refreshes_inflight += 1;
+            self.start_lookup(now, Purpose::Refresh, target, &[]);
+        }
+        while !self.announces_blocked() {
+            let Some(key) = self.publisher.next_to_start(now) else {
+                break;
+            };
+            self.start_lookup(now, Purpose::Announce(key), key.target(), &[]);
+        }
+    }
+
+    fn bootstrapping(&self) -> bool {
+        self.lookups.values().any(|l| l.purpose == Purpose::Bootstrap)
+    }
+
+    /// Announcements wait for a joined table (an announcement through an empty table would
+    /// store nowhere and not be retried until the next republish) and for lookup capacity.
+    fn announces_blocked(&self) -> bool {
+        self.table.is_empty()
+            || self.bootstrapping()
+            || self.lookups.len() >= self.config.lookups_inflight_max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn contact(n: u16) -> Contact {
+        let mut id = [0x55; 20];
+        id[..2].copy_from_slice(&n.to_be_bytes());
+        Contact { id: NodeId::from_bytes(id), addr: crate::sim::node_addr(usize::from(n)) }
+    }
+
+    fn node(n: u16, config: DhtConfig) -> Dht {
+        Dht::new(config, contact(n), u64::from(n))
+    }
+
+    fn request(from: Contact, tx: u64, body: DhtBody) -> DhtMessage {
+        DhtMessage { tx, sender: from, body }
+    }
+
+    fn drain(dht: &mut Dht) -> (Vec<(SocketAddr, DhtMessage)>, Vec<DhtEvent>) {
+        let sent = std::iter::from_fn(|| dht.poll_transmit()).collect();
+        let events = std::iter::from_fn(|| dht.poll_event()).collect();
+        (sent, events)
+    }
+
+    /// Delivers every queued datagram between `nodes` (no loss, no delay) until quiet.
+    fn pump(now: Instant, nodes: &mut [Dht]) -> Vec<DhtEvent> {
+        let mut events = Vec::new();
+        loop {
+            let mut moved = false;
+            for i in 0..nodes.len() {
+                let from = nodes[i].local().addr;
+                let (sent, evs) = drain(&mut nodes[i]);
+                events.extend(evs);
+                for (to, msg) in sent {
+                    if let Some(dest) = nodes.iter_mut().find(|n| n.local().addr == to) {
+                        dest.handle_datagram(now, from, msg);
+                        moved = true;
+                    }
+                }
+            }
+            if !moved {
+                return events;
+            }
+        }
+    }
+
+    #[test]
+    fn bootstrap_announce_and_find_providers() {
+        let now = crate::sim::epoch();
+        let mut nodes: Vec<Dht> = (0..5).map(|n| node(n, DhtConfig::default())).collect();
+        for i in 1..5 {
+            nodes[i].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
+            let events = pump(now, &mut nodes);
+            assert!(events.contains(&DhtEvent::Bootstrapped { table_len: i }), "{events:?}");
+        }
+        let key = Key::from_bytes([9; 20]);
+        nodes[1].handle_command(now, DhtCommand::Announce(key));
+        let events = pump(now, &mut nodes);
+        assert!(events.contains(&DhtEvent::Announced { key, stored: 4 }), "{events:?}");
+        nodes[3].handle_command(now, DhtCommand::FindProviders(key));
+        let events = pump(now, &mut nodes);
+        let found = events.iter().find_map(|e| match e {
+            DhtEvent::ProvidersFound { providers, stats, .. } => Some((providers.clone(), *stats)),
+            _ => None,
+        });
+        let (providers, stats) = found.expect("lookup finished");
+        assert_eq!(providers, vec![contact(1)]);
+        assert_eq!(stats.rounds, 1, "everyone knows everyone in a 5-node network");
+        for n in &nodes {
+            n.assert_invariants();
+        }
+    }
+
+    #[test]
+    fn announce_waits_for_bootstrap() {
+        let now = crate::sim::epoch();
+        let mut nodes: Vec<Dht> = (0..3).map(|n| node(n, DhtConfig::default())).collect();
+        let key = Key::from_bytes([9; 20]);
+        nodes[1].handle_command(now, DhtCommand::Announce(key));
+        assert_eq!(drain(&mut nodes[1]), (vec![], vec![]), "nothing to announce to yet");
+        assert!(nodes[1].poll_timeout().is_some_and(|at| at > now), "no busy wake-up");
+        nodes[2].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
+        nodes[1].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
+        let events = pump(now, &mut nodes);
+        assert!(events.contains(&DhtEvent::Announced { key, stored: 2 }), "{events:?}");
+    }
+
+    #[test]
+    fn bad_replies_are_dropped_counted_and_reported() {
+        let now = crate::sim::epoch();
+        let mut a = node(1, DhtConfig::default());
+        let b = contact(2);
+        a.handle_command(now, DhtCommand::Bootstrap(vec![b.addr]));
+        let (sent, _) = drain(&mut a);
+        let [(to, find)] = sent.as_slice() else {
+            panic!("one bootstrap request expected: {sent:?}");
+        };
+        assert_eq!(*to, b.addr);
+        let nodes = DhtBody::Nodes { contacts: vec![] };
+        a.handle_datagram(now, b.addr, request(b, find.tx ^ 1, nodes.clone()));
+        a.handle_datagram(now, contact(3).addr, request(b, find.tx, nodes));
+        a.handle_datagram(now, b.addr, request(b, find.tx, DhtBody::Pong));
+        a.handle_datagram(now, b.addr, request(contact(1), 7, DhtBody::Ping));
+        let stats = a.stats().clone();
+        assert_eq!(stats.responses_unknown_tx, 1);
+        assert_eq!(stats.responses_wrong_source, 1);
+        assert_eq!(stats.responses_mismatched, 1);
+        assert_eq!(stats.responses_accepted, 0);
+        let mut contacts: Vec<Contact> = (10..40).map(contact).collect();
+        contacts[0].addr.set_port(0);
+        a.handle_datagram(now, b.addr, request(b, find.tx, DhtBody::Nodes { contacts }));
+        assert_eq!(a.stats().responses_accepted, 1);
+        let (_, events) = drain(&mut a);
+        let misbehaviors: Vec<Misbehavior> = events
+            .iter()
+            .filter_map(|e| match e {
+                DhtEvent::PeerMisbehaved { misbehavior, .. } => Some(*misbehavior),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            misbehaviors,
+            vec![
+                Misbehavior::WrongReplyKind,
+                Misbehavior::LocalIdClaimed,
+                Misbehavior::ListTooLong,
+                Misbehavior::InvalidContact
+            ]
+        );
+        assert!(a.table().contains(&b));
+    }
+
+    #[test]
+    fn rate_limit_applies_before_anything_else() {
+        let now = crate::sim::epoch();
+        let config = DhtConfig::default();
+        let burst = config.source_burst_messages as usize;
+        let mut a = node(1, config);
+        for tx in 0..1_000 {
+            a.handle_datagram(now, contact(2).addr, request(contact(2), tx, DhtBody::Ping));
+        }
+        assert_eq!(a.stats().rate_limited, 1_000 - burst as u64);
+        assert_eq!(a.stats().requests_answered, burst as u64);
+        let later = now + Duration::from_secs(1);
+        a.handle_datagram(later, contact(2).addr, request(contact(2), 0, DhtBody::Ping));
+        assert_eq!(a.stats().requests_answered, burst as u64 + 1, "tokens refill");
+    }
+
+    #[test]
+    fn flood_from_many_sources_stays_bounded() {
+        let now = crate::sim::epoch();
+        let config = DhtConfig {
+            provider_records_max: 100,
+            transmits_queued_max: 50,
+            events_queued_max: 20,
+            rate_limited_sources_max: 64,
+            ..DhtConfig::default()
+        };
+        let mut a = node(0, config);
+        for n in 1..5_000u16 {
+            let from = contact(n);
+            let key = Key::from_bytes([n as u8; 20]);
+            let body = DhtBody::AnnounceProvider { key, provider: from };
+            a.handle_datagram(now, from.addr, request(from, u64::from(n), body));
+            let foreign = DhtBody::AnnounceProvider { key, provider: contact(n + 1) };
+            a.handle_datagram(now, from.addr, request(from, 0, foreign));
+        }
+        assert_eq!(a.stored_records(), 100);
+        assert_eq!(a.stats().provider_records_stored, 100);
+        assert!(a.stats().transmits_dropped > 0);
+        assert!(a.stats().events_dropped > 0);
+        a.assert_invariants();
+        let (sent, events) = drain(&mut a);
+        assert_eq!(sent.len(), 50);
+        assert_eq!(events.len(), 20);
+        assert!(a.stats().rate_limited > 0, "sources beyond 64 share one bucket");
+    }
+
+    #[test]
+    fn lrs_is_evicted_only_after_failing_its_ping() {
+        let now = crate::sim::epoch();
+        let config = DhtConfig { k: 1, ..DhtConfig::default() };
+        let rpc_timeout = config.rpc_timeout;
+        let mut a = node(0x0000, config);
+        let (x, y) = (contact(0x8000), contact(0x8001));
+        a.handle_datagram(now, x.addr, request(x, 1, DhtBody::Ping));
+        a.handle_datagram(now, y.addr, request(y, 2, DhtBody::Ping));
+        let (sent, _) = drain(&mut a);
+        let ping = sent
+            .iter()
+            .find(|(to, m)| *to == x.addr && m.body == DhtBody::Ping)
+            .map(|(_, m)| m.tx)
+            .expect("LRS pinged");
+        assert!(a.table().contains(&x) && !a.table().contains(&y));
+        // x answers: it stays, y waits.
+        a.handle_datagram(now, x.addr, request(x, ping, DhtBody::Pong));
+        assert!(a.table().contains(&x) && !a.table().contains(&y));
+        // y again: x pinged again, and this time stays silent through the resend.
+        a.handle_datagram(now, y.addr, request(y, 3, DhtBody::Ping));
+        let mut t = now;
+        for _ in 0..3 {
+            t += rpc_timeout;
+            a.handle_timeout(t);
+        }
+        assert!(!a.table().contains(&x) && a.table().contains(&y));
+        assert_eq!(a.stats().contacts_evicted, 1);
+        assert_eq!(a.stats().rpcs_resent, 1);
+    }
+
+    #[test]
+    fn pending_rpcs_are_bounded_and_lookups_still_finish() {
+        let now = crate::sim::epoch();
+        let config =
+            DhtConfig { rpcs_inflight_max: 4, lookups_inflight_max: 8, ..DhtConfig::default() };
+        let mut a = node(0, config);
+        let known: Vec<Contact> = (1..40).map(contact).collect();
+        a.handle_command(now, DhtCommand::Restore(known));
+        for n in 0..10u8 {
+            a.handle_command(now, DhtCommand::FindNode(NodeId::from_bytes([n; 20])));
+        }
+        let mut t = now;
+        let mut events = Vec::new();
+        while let Some(at) = a.poll_timeout().filter(|at| *at < now + Duration::from_secs(600)) {
+            a.assert_invariants();
+            t = t.max(at);
+            a.handle_timeout(t);
+            events.extend(drain(&mut a).1);
+        }
+        let finished =
+            events.iter().filter(|e| matches!(e, DhtEvent::LookupFinished { .. })).count();
+        let rejected = events.iter().filter(|e| matches!(e, DhtEvent::Rejected(_))).count();
+        assert_eq!(rejected, 3, "1 bootstrap + 10 lookups against a bound of 8");
+        assert_eq!(finished, 7);
+        assert!(a.stats().rpcs_deferred > 0);
+        assert!(a.table().is_empty(), "silent contacts were evicted");
+    }
+
+    #[test]
+    fn restore_rejoins_through_saved_contacts() {
+        let now = crate::sim::epoch();
+        let mut nodes: Vec<Dht> = (0..3).map(|n| node(n, DhtConfig::default())).collect();
+        nodes[1].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
+        nodes[2].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
+        pump(now, &mut nodes);
+        let saved = nodes[2].snapshot();
+        assert_eq!(saved.len(), 2);
+        nodes[2] = node(2, DhtConfig::default());
+        nodes[2].handle_command(now, DhtCommand::Restore(saved));
+        let events = pump(now, &mut nodes);
+        assert!(events.contains(&DhtEvent::Bootstrapped { table_len: 2 }), "{events:?}");
+    }
+}

@@ -1,0 +1,113 @@
+//! Per-source-IP token buckets, consulted before any other work on an incoming datagram.
+//!
+//! Memory is bounded by `rate_limited_sources_max`: once that many sources are tracked, new
+//! sources share one overflow bucket until housekeeping forgets sources whose buckets have
+//! refilled (a full bucket carries no information).
+
+use core::net::IpAddr;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::dht::config::DhtConfig;
+
+#[derive(Clone, Copy, Debug)]
+struct TokenBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    rate_per_s: f64,
+    burst: f64,
+    sources_max: usize,
+    sources: BTreeMap<IpAddr, TokenBucket>,
+    overflow: Option<TokenBucket>,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(config: &DhtConfig) -> Self {
+        Self {
+            rate_per_s: f64::from(config.source_messages_per_s),
+            burst: f64::from(config.source_burst_messages),
+            sources_max: config.rate_limited_sources_max,
+            sources: BTreeMap::new(),
+            overflow: None,
+        }
+    }
+
+    /// Takes one token from `ip`'s bucket; `false` if it is empty.
+    pub(crate) fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
+        let fresh = TokenBucket { tokens: self.burst, at: now };
+        let bucket = if let Some(bucket) = self.sources.get_mut(&ip) {
+            bucket
+        } else if self.sources.len() < self.sources_max {
+            self.sources.entry(ip).or_insert(fresh)
+        } else {
+            self.overflow.get_or_insert(fresh)
+        };
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.rate_per_s).min(self.burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets sources whose buckets have refilled.
+    pub(crate) fn purge(&mut self, now: Instant) {
+        let (rate, burst) = (self.rate_per_s, self.burst);
+        self.sources.retain(|_, b| {
+            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
+        });
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.sources.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn limiter(sources_max: usize) -> RateLimiter {
+        RateLimiter::new(&DhtConfig {
+            source_messages_per_s: 10,
+            source_burst_messages: 5,
+            rate_limited_sources_max: sources_max,
+            ..DhtConfig::default()
+        })
+    }
+
+    #[test]
+    fn burst_then_refill() {
+        let now = crate::sim::epoch();
+        let mut limiter = limiter(8);
+        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        assert_eq!((0..10).filter(|_| limiter.allow(now, ip)).count(), 5);
+        let later = now + Duration::from_millis(200);
+        assert_eq!((0..10).filter(|_| limiter.allow(later, ip)).count(), 2);
+        let other: IpAddr = "10.0.0.2".parse().expect("ip");
+        assert!(limiter.allow(later, other), "sources are independent");
+    }
+
+    #[test]
+    fn bounded_sources_share_overflow_and_purge() {
+        let now = crate::sim::epoch();
+        let mut limiter = limiter(2);
+        let allowed =
+            (1..=20u8).filter(|i| limiter.allow(now, IpAddr::from([10, 0, 1, *i]))).count();
+        // Two tracked sources get one each; the other 18 share the 5-token overflow bucket.
+        assert_eq!(allowed, 2 + 5);
+        assert_eq!(limiter.tracked(), 2);
+        limiter.purge(now + Duration::from_secs(1));
+        assert_eq!(limiter.tracked(), 0);
+    }
+}

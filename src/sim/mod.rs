@@ -1,0 +1,496 @@
+//! Deterministic simulation of thousands of [`Dht`] nodes in one process.
+//!
+//! **Owns** a fake network (seeded latency and loss), a virtual clock and a scenario runner.
+//! **May not touch** sockets, threads or the wall clock beyond [`epoch`]. Everything random
+//! comes from one `u64` seed, so a failing run is replayed exactly from `SIM_SEED`.
+//!
+//! Events (datagram deliveries, node wake-ups, scheduled commands) sit in a queue ordered by
+//! virtual time, then by insertion; the virtual `now` jumps to the next one (quinn's `Pair`
+//! pattern, TigerBeetle's VOPR). Node `i` lives at `10.{i / 256}.{i % 256}.1:4000`, one node
+//! per /24, so the routing table's IP caps do not bite.
+
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::dht::{Contact, Dht, DhtCommand, DhtConfig, DhtEvent, DhtMessage, Key, NodeId};
+
+/// The base of every virtual instant: the only read of the real clock in the simulation
+/// (`std::time::Instant` has no other constructor). Virtual time is `epoch() + offset`.
+#[allow(clippy::disallowed_methods)]
+pub fn epoch() -> Instant {
+    Instant::now()
+}
+
+/// Port every simulated node listens on.
+const PORT: u16 = 4000;
+
+/// Network faults and scenario shape. All randomness derives from `seed`.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Number of nodes (at most 65,536).
+    pub nodes: usize,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Smallest one-way delay.
+    pub one_way_delay_min: Duration,
+    /// Mean one-way delay; delays are `min` plus an exponential tail, capped at 10 × mean.
+    pub one_way_delay_mean: Duration,
+    /// Probability that a datagram is lost.
+    pub packet_loss_probability: f64,
+    /// Fraction of nodes that go silent (crash without a goodbye) after the announcements,
+    /// before the provider lookups. Their entries stay in other nodes' tables.
+    pub churn_fraction: f64,
+    /// Fraction of nodes that never answer requests (they still send their own), from the
+    /// start: behind a NAT, overloaded or free-riding.
+    pub unresponsive_fraction: f64,
+    /// Keys announced (by distinct random nodes), then looked up once each.
+    pub keys: usize,
+    /// Virtual time between two nodes joining.
+    pub join_interval: Duration,
+    /// Virtual time after the last join for refreshes to fill the tables.
+    pub settle: Duration,
+    /// Configuration of every node.
+    pub dht: DhtConfig,
+}
+
+impl SimConfig {
+    /// A scenario of `nodes` nodes with `churn_fraction` churn and defaults for the rest:
+    /// 5–40 ms one-way delay, 1% loss, 2% unresponsive nodes.
+    pub fn new(nodes: usize, churn_fraction: f64, seed: u64) -> Self {
+        Self {
+            nodes,
+            seed,
+            one_way_delay_min: Duration::from_millis(5),
+            one_way_delay_mean: Duration::from_millis(40),
+            packet_loss_probability: 0.01,
+            churn_fraction,
+            unresponsive_fraction: 0.02,
+            keys: 200,
+            join_interval: Duration::from_millis(20),
+            settle: Duration::from_secs(120),
+            dht: DhtConfig::default(),
+        }
+    }
+}
+
+/// The address of simulated node `index`.
+pub fn node_addr(index: usize) -> SocketAddr {
+    assert!(index < 1 << 16, "at most 65,536 simulated nodes");
+    let ip = Ipv4Addr::new(10, (index >> 8) as u8, (index & 0xff) as u8, 1);
+    SocketAddr::new(IpAddr::V4(ip), PORT)
+}
+
+fn node_index(addr: &SocketAddr) -> Option<usize> {
+    match addr.ip() {
+        IpAddr::V4(ip) if addr.port() == PORT => {
+            let [a, b, c, d] = ip.octets();
+            (a == 10 && d == 1).then_some((usize::from(b) << 8) | usize::from(c))
+        }
+        _ => None,
+    }
+}
+
+enum Action {
+    Deliver { to: usize, from: SocketAddr, msg: DhtMessage },
+    Wake(usize),
+    Command(usize, DhtCommand),
+}
+
+struct Scheduled {
+    at: Duration,
+    seq: u64,
+    action: Action,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+struct SimNode {
+    dht: Dht,
+    alive: bool,
+    responsive: bool,
+    wake_at: Option<Instant>,
+}
+
+/// A simulated network of DHT nodes on virtual time.
+pub struct Sim {
+    config: SimConfig,
+    base: Instant,
+    now: Duration,
+    rng: SmallRng,
+    nodes: Vec<SimNode>,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    events: Vec<(usize, DhtEvent)>,
+    /// Datagrams handed to the network.
+    pub datagrams_sent: u64,
+    /// Datagrams lost or addressed to silent or unknown nodes.
+    pub datagrams_dropped: u64,
+}
+
+impl Sim {
+    /// Creates the nodes (none has joined yet).
+    pub fn new(config: SimConfig) -> Self {
+        let mut rng = SmallRng::seed_from_u64(config.seed);
+        let nodes = (0..config.nodes)
+            .map(|index| {
+                let mut id = [0u8; 20];
+                rng.fill(&mut id[..]);
+                let local = Contact { id: NodeId::from_bytes(id), addr: node_addr(index) };
+                SimNode {
+                    dht: Dht::new(config.dht.clone(), local, rng.random()),
+                    alive: true,
+                    responsive: true,
+                    wake_at: None,
+                }
+            })
+            .collect();
+        Self {
+            config,
+            base: epoch(),
+            now: Duration::ZERO,
+            rng,
+            nodes,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            events: Vec::new(),
+            datagrams_sent: 0,
+            datagrams_dropped: 0,
+        }
+    }
+
+    /// The current virtual instant.
+    pub fn now(&self) -> Instant {
+        self.base + self.now
+    }
+
+    /// Node `index`.
+    pub fn node(&self, index: usize) -> &Dht {
+        &self.nodes[index].dht
+    }
+
+    /// Whether node `index` still runs.
+    pub fn is_alive(&self, index: usize) -> bool {
+        self.nodes[index].alive
+    }
+
+    /// Schedules `cmd` for node `index` after `delay`.
+    pub fn command_after(&mut self, delay: Duration, index: usize, cmd: DhtCommand) {
+        self.schedule(self.now + delay, Action::Command(index, cmd));
+    }
+
+    /// Node `index` stops sending, answering and waking (a crash without goodbye).
+    pub fn silence(&mut self, index: usize) {
+        self.nodes[index].alive = false;
+    }
+
+    /// Node `index` keeps sending its own requests but never answers others'.
+    pub fn make_unresponsive(&mut self, index: usize) {
+        self.nodes[index].responsive = false;
+    }
+
+    /// Events emitted since the last call, with the index of the node that emitted them.
+    pub fn take_events(&mut self) -> Vec<(usize, DhtEvent)> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Runs every scheduled action up to virtual offset `until`, then sets the clock there.
+    pub fn run_until(&mut self, until: Duration) {
+        while self.queue.peek().is_some_and(|Reverse(s)| s.at <= until) {
+            let Some(Reverse(scheduled)) = self.queue.pop() else {
+                break;
+            };
+            self.now = self.now.max(scheduled.at);
+            let now = self.now();
+            match scheduled.action {
+                Action::Deliver { to, from, msg } => {
+                    let node = &mut self.nodes[to];
+                    if !node.alive || (!node.responsive && msg.body.is_request()) {
+                        self.datagrams_dropped += 1;
+                        continue;
+                    }
+                    node.dht.handle_datagram(now, from, msg);
+                    self.flush(to);
+                }
+                Action::Wake(index) => {
+                    let node = &mut self.nodes[index];
+                    if !node.alive || node.wake_at != Some(now) {
+                        continue; // stale wake-up: the node rescheduled since
+                    }
+                    node.wake_at = None;
+                    node.dht.handle_timeout(now);
+                    let next = node.dht.poll_timeout();
+                    assert!(next.is_none_or(|at| at > now), "node {index} wants to spin");
+                    self.flush(index);
+                }
+                Action::Command(index, cmd) => {
+                    if self.nodes[index].alive {
+                        self.nodes[index].dht.handle_command(now, cmd);
+                        self.flush(index);
+                    }
+                }
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Runs `run_until(now + step)` until `done` holds or `limit` of virtual time passed.
+    /// Returns whether `done` held.
+    pub fn run_while(
+        &mut self,
+        step: Duration,
+        limit: Duration,
+        mut done: impl FnMut(&mut Self) -> bool,
+    ) -> bool {
+        let end = self.now + limit;
+        while self.now < end {
+            self.run_until(self.now + step);
+            if done(self) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Checks every live node's invariants (panics on a broken one).
+    pub fn assert_invariants(&self) {
+        for node in self.nodes.iter().filter(|n| n.alive) {
+            node.dht.assert_invariants();
+            let now = self.now();
+            assert!(node.wake_at.is_none_or(|at| at >= now), "a due wake-up was skipped");
+        }
+    }
+
+    fn schedule(&mut self, at: Duration, action: Action) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled { at, seq: self.seq, action }));
+    }
+
+    /// Moves node `index`'s output into the network and its event list, and re-arms its timer.
+    fn flush(&mut self, index: usize) {
+        let from = node_addr(index);
+        while let Some((to, msg)) = self.nodes[index].dht.poll_transmit() {
+            self.datagrams_sent += 1;
+            let lost = self.rng.random_bool(self.config.packet_loss_probability);
+            let Some(to) = node_index(&to).filter(|&to| to < self.nodes.len() && !lost) else {
+                self.datagrams_dropped += 1;
+                continue;
+            };
+            let at = self.now + self.one_way_delay();
+            self.schedule(at, Action::Deliver { to, from, msg });
+        }
+        while let Some(event) = self.nodes[index].dht.poll_event() {
+            self.events.push((index, event));
+        }
+        let next = self.nodes[index].dht.poll_timeout().map(|at| at.max(self.now()));
+        if next.is_some() && next != self.nodes[index].wake_at {
+            self.nodes[index].wake_at = next;
+            if let Some(at) = next {
+                self.schedule(at - self.base, Action::Wake(index));
+            }
+        }
+    }
+
+    fn one_way_delay(&mut self) -> Duration {
+        let min = self.config.one_way_delay_min;
+        let tail = self.config.one_way_delay_mean.saturating_sub(min).as_secs_f64();
+        let u: f64 = self.rng.random();
+        let sample =
+            (-(1.0 - u).ln() * tail).min(10.0 * self.config.one_way_delay_mean.as_secs_f64());
+        min + Duration::from_secs_f64(sample)
+    }
+}
+
+/// Outcome of [`run_provider_scenario`].
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// Provider lookups issued.
+    pub lookups: usize,
+    /// Lookups that found the key's announcer among the providers.
+    pub successes: usize,
+    /// Rounds of each finished provider lookup.
+    pub rounds: Vec<u32>,
+    /// Datagrams (requests sent plus replies received) of each finished provider lookup.
+    pub messages: Vec<u32>,
+    /// Nodes that stored each announcement.
+    pub stored_per_announce: Vec<u32>,
+    /// Mean routing-table size over live nodes before the lookups.
+    pub table_len_mean: f64,
+    /// Datagrams the network carried in the whole run.
+    pub datagrams_sent: u64,
+    /// Virtual time the run took.
+    pub virtual_time: Duration,
+}
+
+impl SimReport {
+    /// Fraction of provider lookups that found the provider.
+    pub fn success_rate(&self) -> f64 {
+        if self.lookups == 0 {
+            return 0.0;
+        }
+        self.successes as f64 / self.lookups as f64
+    }
+}
+
+/// The `p`-th percentile (0–100, nearest rank) of `values`; 0 if empty.
+pub fn percentile(values: &[u32], p: f64) -> u32 {
+    if values.is_empty() {
+        return 0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The standard experiment: nodes join one by one through node 0 and a random earlier
+/// node, settle, `keys` random nodes announce one key each, `churn_fraction` of the other
+/// nodes go silent, then one random live node per key looks its providers up.
+pub fn run_provider_scenario(config: SimConfig) -> SimReport {
+    let mut sim = Sim::new(config.clone());
+    let n = config.nodes;
+    let mut rng = SmallRng::seed_from_u64(config.seed ^ 0x5eed);
+
+    // Roles: unresponsive nodes from the start; node 0 is the bootstrap node.
+    let mut order: Vec<usize> = (1..n).collect();
+    shuffle(&mut order, &mut rng);
+    let unresponsive_count = (config.unresponsive_fraction * n as f64) as usize;
+    let (unresponsive, rest) = order.split_at(unresponsive_count.min(order.len()));
+    for &index in unresponsive {
+        sim.make_unresponsive(index);
+    }
+    let mut candidates = rest.to_vec();
+
+    for index in 1..n {
+        let mut seeds = vec![node_addr(0)];
+        if index > 1 {
+            seeds.push(node_addr(rng.random_range(1..index)));
+        }
+        sim.command_after(config.join_interval * index as u32, index, DhtCommand::Bootstrap(seeds));
+    }
+    let joined = config.join_interval * n as u32 + config.settle;
+    sim.run_until(joined);
+    sim.assert_invariants();
+
+    // Announce one key from each of `keys` distinct responsive nodes.
+    let keys = config.keys.min(candidates.len() / 2);
+    let publishers: Vec<usize> = candidates.drain(..keys).collect();
+    let mut announced: BTreeMap<Key, usize> = BTreeMap::new();
+    for &publisher in &publishers {
+        let mut key = [0u8; 20];
+        rng.fill(&mut key[..]);
+        let key = Key::from_bytes(key);
+        announced.insert(key, publisher);
+        sim.command_after(Duration::ZERO, publisher, DhtCommand::Announce(key));
+    }
+    let mut report = SimReport::default();
+    let mut pending = keys;
+    sim.run_while(Duration::from_secs(1), Duration::from_secs(120), |sim| {
+        for (_, event) in sim.take_events() {
+            if let DhtEvent::Announced { stored, .. } = event {
+                report.stored_per_announce.push(stored);
+                pending -= 1;
+            }
+        }
+        pending == 0
+    });
+
+    // Churn: silence a fraction of all nodes, never a publisher or a looker.
+    let lookers: Vec<usize> = candidates.drain(..keys.min(candidates.len())).collect();
+    let churn_count = ((config.churn_fraction * n as f64) as usize).min(candidates.len());
+    for &index in &candidates[..churn_count] {
+        sim.silence(index);
+    }
+    let live: Vec<usize> = (0..n).filter(|&i| sim.is_alive(i)).collect();
+    report.table_len_mean = live.iter().map(|&i| sim.node(i).table().len() as f64).sum::<f64>()
+        / live.len().max(1) as f64;
+
+    let mut expected: BTreeMap<(usize, Key), Contact> = BTreeMap::new();
+    for (i, (key, publisher)) in announced.iter().enumerate() {
+        let looker = lookers[i % lookers.len().max(1)];
+        expected.insert((looker, *key), sim.node(*publisher).local());
+        sim.command_after(
+            Duration::from_millis(10 * i as u64),
+            looker,
+            DhtCommand::FindProviders(*key),
+        );
+    }
+    report.lookups = expected.len();
+    let mut pending = expected.len();
+    sim.run_while(Duration::from_secs(1), Duration::from_secs(300), |sim| {
+        for (index, event) in sim.take_events() {
+            if let DhtEvent::ProvidersFound { key, providers, stats } = event {
+                if let Some(provider) = expected.remove(&(index, key)) {
+                    pending -= 1;
+                    report.successes += usize::from(providers.contains(&provider));
+                    report.rounds.push(stats.rounds);
+                    report.messages.push(stats.requests_sent + stats.responses_received);
+                }
+            }
+        }
+        pending == 0
+    });
+    sim.assert_invariants();
+    report.datagrams_sent = sim.datagrams_sent;
+    report.virtual_time = sim.now;
+    report
+}
+
+fn shuffle<T>(items: &mut [T], rng: &mut SmallRng) {
+    for i in (1..items.len()).rev() {
+        items.swap(i, rng.random_range(0..=i));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_map_back_to_indices() {
+        for index in [0, 1, 255, 256, 9_999, 65_535] {
+            assert_eq!(node_index(&node_addr(index)), Some(index));
+        }
+        assert_eq!(node_index(&"10.0.0.2:4000".parse().expect("addr")), None);
+    }
+
+    #[test]
+    fn percentile_is_nearest_rank() {
+        assert_eq!(percentile(&[], 50.0), 0);
+        assert_eq!(percentile(&[3, 1, 2], 50.0), 2);
+        assert_eq!(percentile(&[1, 2, 3, 4], 50.0), 2);
+        assert_eq!(percentile(&(1..=100).collect::<Vec<_>>(), 99.0), 99);
+    }
+
+    #[test]
+    fn small_network_finds_providers() {
+        let config =
+            SimConfig { keys: 10, settle: Duration::from_secs(30), ..SimConfig::new(60, 0.2, 7) };
+        let report = run_provider_scenario(config);
+        assert_eq!(report.lookups, 10);
+        assert_eq!(report.rounds.len(), 10, "every lookup finished");
+        assert_eq!(report.successes, 10, "{report:?}");
+    }
+}
