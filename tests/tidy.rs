@@ -30,12 +30,15 @@ fn sans_io_modules_touch_no_io() {
         let files = if dir.is_dir() { rust_files(&dir) } else { vec![dir.with_extension("rs")] };
         for f in files {
             let text = fs::read_to_string(&f).unwrap();
-            for b in banned {
-                assert!(
-                    !text.contains(b),
-                    "{} mentions `{b}`: sans-IO modules do no I/O",
-                    f.display()
-                );
+            // Code only: docs may say what the module does not touch.
+            for line in text.lines().map(|l| l.split("//").next().unwrap()) {
+                for b in banned {
+                    assert!(
+                        !line.contains(b),
+                        "{} uses `{b}`: sans-IO modules do no I/O",
+                        f.display()
+                    );
+                }
             }
         }
     }
