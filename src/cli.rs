@@ -123,6 +123,12 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2)]
         connections: usize,
     },
+    /// SHA-256 throughput of one core over 512 KiB chunks (the chunk verification limit).
+    Sha256 {
+        /// Bytes to hash.
+        #[arg(long, default_value = "1GiB", value_parser = config::parse_bytes)]
+        bytes: u64,
+    },
 }
 
 fn parse_chunk_size(s: &str) -> Result<u32, String> {
@@ -167,6 +173,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             print_json_or(cli.json, &r, || {
                 format!(
                     "raw loopback TCP: {} bytes in {:.3} s = {:.1} MB/s",
+                    r.bytes,
+                    r.seconds,
+                    r.bytes_per_sec / 1e6
+                )
+            });
+            Ok(0)
+        }
+        Command::Bench(BenchCommand::Sha256 { bytes }) => {
+            let r = crate::bench::sha256_throughput(*bytes);
+            print_json_or(cli.json, &r, || {
+                format!(
+                    "sha256: {} bytes in {:.3} s = {:.1} MB/s on one core",
                     r.bytes,
                     r.seconds,
                     r.bytes_per_sec / 1e6

@@ -20,6 +20,31 @@ use crate::storage::MappedFile;
 /// Bytes per read/write call of the raw copy.
 const RAW_IO_BYTES: usize = 1 << 20;
 
+/// Throughput of one primitive on one core.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrimitiveReport {
+    pub name: &'static str,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub bytes_per_sec: f64,
+}
+
+/// SHA-256 (the chunk hash) over `total` bytes in 512 KiB chunks on the calling thread: the
+/// per-core limit of chunk verification.
+pub fn sha256_throughput(total: u64) -> PrimitiveReport {
+    let chunk = vec![0x5au8; crate::config::CHUNK_SIZE_DEFAULT_BYTES as usize];
+    let rounds = total.div_ceil(chunk.len() as u64).max(1);
+    let started = Instant::now();
+    let mut acc = 0u8;
+    for _ in 0..rounds {
+        acc ^= crate::crypto::chunk_hash(std::hint::black_box(&chunk))[0];
+    }
+    std::hint::black_box(acc);
+    let seconds = started.elapsed().as_secs_f64();
+    let bytes = rounds * chunk.len() as u64;
+    PrimitiveReport { name: "sha256", bytes, seconds, bytes_per_sec: bytes as f64 / seconds }
+}
+
 /// Result of one raw copy.
 #[derive(Debug, Clone, Serialize)]
 pub struct RawTcpReport {
