@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use crate::config::{self, CHUNK_SIZE_DEFAULT_BYTES, LISTEN_DEFAULT, REQUESTS_INFLIGHT_DEFAULT};
 use crate::crypto::FileId;
-use crate::node::{self, GetError, GetOptions, SeedOptions, Seeder};
+use crate::dht::{Key, NodeId};
+use crate::node::{self, DhtQuery, DhtServerOptions, GetError, GetOptions, SeedOptions, Seeder};
 use crate::storage::{self, Catalog};
 
 /// FuryMesh: a thread-per-core peer-to-peer seed server.
@@ -50,6 +51,42 @@ pub enum Command {
     /// Measurements that other figures are compared against.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Operator tools for the DHT.
+    #[command(subcommand)]
+    Dht(DhtCommandArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DhtCommandArgs {
+    /// Send a DHT PING to a node and print its node ID and the round-trip time.
+    Ping {
+        #[arg(value_parser = parse_addr, value_name = "HOST:PORT")]
+        addr: SocketAddr,
+    },
+    /// Find the providers of a file through the DHT.
+    FindProviders {
+        #[arg(value_parser = parse_file_id, value_name = "FILE_ID")]
+        file_id: FileId,
+        #[command(flatten)]
+        bootstrap: BootstrapArgs,
+    },
+    /// Find the nodes closest to a node ID (40 hex characters).
+    FindNode {
+        #[arg(value_name = "ID")]
+        id: NodeId,
+        #[command(flatten)]
+        bootstrap: BootstrapArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    /// A DHT node to join through (repeatable).
+    #[arg(long = "bootstrap", required = true, value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub addrs: Vec<SocketAddr>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +107,10 @@ pub struct SeedArgs {
     /// Number of shards (pinned executors). Default: the available cores.
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
+    /// A DHT node to join through (repeatable). Without one, the node starts a network (or
+    /// rejoins through the routing table it saved last time).
+    #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub bootstrap: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -78,8 +119,12 @@ pub struct GetArgs {
     #[arg(value_parser = parse_file_id, value_name = "FILE_ID")]
     pub file_id: FileId,
     /// Peer to download from.
+    #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT", required_unless_present = "bootstrap")]
+    pub peer: Option<SocketAddr>,
+    /// Find providers through the DHT, joining through this node (repeatable); used when
+    /// --peer is not given.
     #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
-    pub peer: SocketAddr,
+    pub bootstrap: Vec<SocketAddr>,
     /// Where to write the file. It appears only once the whole file is verified; until then
     /// the data lives in PATH.furymesh-partial and the resume state in PATH.furymesh-resume.
     #[arg(short, long, value_name = "PATH")]
@@ -165,6 +210,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Ls => ls(&data_dir(&cli)?, cli.json),
         Command::Seed(a) => seed(&data_dir(&cli)?, a, cli.json),
         Command::Get(a) => get(a, cli.json),
+        Command::Dht(d) => dht(d, cli.json),
         Command::Demo(a) => {
             crate::demo::run(a.size, a.shards.unwrap_or_else(node::available_cores), cli.json)
         }
@@ -341,8 +387,19 @@ fn seed(dir: &Path, a: &SeedArgs, json: bool) -> Result<i32> {
     let stop = stop_on_signals()?;
     let files = catalog.entries().cloned().collect::<Vec<_>>();
     let n = files.len();
-    let seeder = Seeder::start(files, &SeedOptions { listen: a.listen, shards }, stop)?;
-    eprintln!("furymesh seed: listening on {} ({shards} shards, {n} files)", seeder.addr());
+    let node_id = node_id(dir)?;
+    let dht = DhtServerOptions {
+        node_id,
+        bootstrap: a.bootstrap.clone(),
+        table_path: Some(dir.join("dht-table.fmt")),
+        provide: files.iter().map(|e| dht_key(&e.info.file_id)).collect(),
+    };
+    let opts = SeedOptions { listen: a.listen, shards, dht: Some(dht) };
+    let seeder = Seeder::start(files, &opts, stop)?;
+    eprintln!(
+        "furymesh seed: listening on {} ({shards} shards, {n} files, node {node_id})",
+        seeder.addr()
+    );
     let cpu0 = node::process_cpu_seconds();
     let stats = seeder.wait();
     let cpu = node::process_cpu_seconds() - cpu0;
@@ -357,19 +414,107 @@ fn seed(dir: &Path, a: &SeedArgs, json: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// The DHT key of a file: the first 160 bits of its ID.
+pub fn dht_key(id: &FileId) -> Key {
+    Key::from_bytes(id.dht_key())
+}
+
+/// This node's DHT ID, from the key in its data directory (created on first use).
+pub fn node_id(dir: &Path) -> Result<NodeId> {
+    let key = storage::node_key(dir, rand::random)
+        .with_context(|| format!("cannot read or create the node key in {}", dir.display()))?;
+    Ok(NodeId::from_public_key(&key))
+}
+
+fn dht(d: &DhtCommandArgs, json: bool) -> Result<i32> {
+    let (q, b) = match d {
+        DhtCommandArgs::Ping { addr } => {
+            let p = node::ping(*addr)?;
+            print_json_or(json, &p, || {
+                format!("{} is node {} (rtt {:.2} ms)", p.addr, p.node_id, p.rtt_ms)
+            });
+            return Ok(0);
+        }
+        DhtCommandArgs::FindProviders { file_id, bootstrap } => {
+            (DhtQuery::FindProviders(dht_key(file_id)), bootstrap)
+        }
+        DhtCommandArgs::FindNode { id, bootstrap } => (DhtQuery::FindNode(*id), bootstrap),
+    };
+    let answer = node::query(&b.addrs, q, std::time::Duration::from_secs(b.timeout_secs))?;
+    print_json_or(json, &answer, || {
+        let mut s: String =
+            answer.contacts.iter().map(|c| format!("{}  {}\n", c.node_id, c.addr)).collect();
+        s.push_str(&format!(
+            "{} found in {} rounds ({} requests, {} responses)",
+            answer.contacts.len(),
+            answer.rounds,
+            answer.requests_sent,
+            answer.responses_received
+        ));
+        s
+    });
+    Ok(if answer.contacts.is_empty() { 1 } else { 0 })
+}
+
+/// Errors after which `get` tries the next provider: the fault is that peer's.
+fn try_next_provider(e: &GetError) -> bool {
+    matches!(
+        e,
+        GetError::UnknownFile { .. }
+            | GetError::Connect { .. }
+            | GetError::Connection { .. }
+            | GetError::Refused { .. }
+            | GetError::Protocol { .. }
+            | GetError::HashMismatch { .. }
+    )
+}
+
 fn get(a: &GetArgs, json: bool) -> Result<i32> {
+    let peers = match a.peer {
+        Some(p) => vec![p],
+        None => {
+            let q = DhtQuery::FindProviders(dht_key(&a.file_id));
+            let found = node::query(&a.bootstrap, q, std::time::Duration::from_secs(15))
+                .context("cannot find providers through the DHT")?;
+            if found.contacts.is_empty() {
+                bail!("no provider of {} found through the DHT", a.file_id);
+            }
+            found.contacts.iter().map(|c| c.addr).collect()
+        }
+    };
+    let stop = stop_on_signals()?;
+    let (last, others) = peers.split_last().context("no peer to download from")?;
+    for &peer in others {
+        match get_from(a, peer, &stop, json)? {
+            Ok(code) => return Ok(code),
+            Err(e) if try_next_provider(&e) => {
+                eprintln!("furymesh get: {e}; trying the next provider");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(get_from(a, *last, &stop, json)??)
+}
+
+/// One attempt from one peer: `Ok(Ok(code))` when done, `Ok(Err(e))` when the download
+/// failed with `e`.
+fn get_from(
+    a: &GetArgs,
+    peer: SocketAddr,
+    stop: &AtomicBool,
+    json: bool,
+) -> Result<Result<i32, GetError>> {
     let opts = GetOptions {
         file_id: a.file_id,
-        peer: a.peer,
+        peer,
         output: a.output.clone(),
         force: a.force,
         connections: a.connections.unwrap_or_else(node::available_cores).max(1),
         window: a.window,
         save_every_bytes: a.save_every.max(1),
     };
-    let stop = stop_on_signals()?;
     let bar = progress_bar(0, "downloading");
-    let result = node::get(&opts, &stop, &|p| {
+    let result = node::get(&opts, stop, &|p| {
         bar.set_length(p.total_bytes);
         bar.set_position(p.done_bytes);
     });
@@ -388,12 +533,12 @@ fn get(a: &GetArgs, json: bool) -> Result<i32> {
                     r.chunks_reused
                 )
             });
-            Ok(0)
+            Ok(Ok(0))
         }
         Err(e @ GetError::Interrupted) => {
             eprintln!("furymesh get: {e}");
-            Ok(130)
+            Ok(Ok(130))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Ok(Err(e)),
     }
 }

@@ -47,7 +47,7 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
     say(format!("   file ID {file_id}"));
 
     let stop = Arc::new(AtomicBool::new(false));
-    let opts = SeedOptions { listen: "127.0.0.1:0".parse()?, shards };
+    let opts = SeedOptions { listen: "127.0.0.1:0".parse()?, shards, dht: None };
     let seeder = Seeder::start(vec![entry], &opts, stop)?;
     say(format!("3. seeding on {} with {shards} shards", seeder.addr()));
 

@@ -84,6 +84,9 @@ pub struct DhtConfig {
     /// dropped and counted (lookup results are bounded by `lookups_inflight_max`).
     /// Default 1,024.
     pub events_queued_max: usize,
+    /// A client-only node: it queries but is never added to others' routing tables (it
+    /// marks its messages read-only). For `get` and the operator tools.
+    pub read_only: bool,
 }
 
 impl Default for DhtConfig {
@@ -116,6 +119,7 @@ impl Default for DhtConfig {
             rate_limited_sources_max: 4_096,
             transmits_queued_max: 1_024,
             events_queued_max: 1_024,
+            read_only: false,
         }
     }
 }

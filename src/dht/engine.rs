@@ -382,7 +382,9 @@ impl Dht {
 
     fn handle_request(&mut self, now: Instant, from: SocketAddr, msg: DhtMessage) {
         let sender = Contact { id: msg.sender.id, addr: from };
-        self.observe(now, sender);
+        if !msg.read_only {
+            self.observe(now, sender);
+        }
         let k = self.config.k;
         let reply = match msg.body {
             DhtBody::Ping => DhtBody::Pong,
@@ -418,7 +420,12 @@ impl Dht {
             }
         };
         self.stats.requests_answered += 1;
-        let msg = DhtMessage { tx: msg.tx, sender: self.local, body: reply };
+        let msg = DhtMessage {
+            tx: msg.tx,
+            sender: self.local,
+            body: reply,
+            read_only: self.config.read_only,
+        };
         self.transmit(from, msg);
     }
 
@@ -548,7 +555,12 @@ impl Dht {
             tx = self.rng.random::<u64>();
         }
         let deadline = now + self.config.rpc_timeout;
-        let msg = DhtMessage { tx, sender: self.local, body: request.clone() };
+        let msg = DhtMessage {
+            tx,
+            sender: self.local,
+            body: request.clone(),
+            read_only: self.config.read_only,
+        };
         self.rpcs.insert(
             tx,
             Rpc {
@@ -587,7 +599,12 @@ impl Dht {
         rpc.deadline = now + self.config.rpc_timeout;
         self.deadlines.insert((rpc.deadline, tx));
         let (to, purpose, contact) = (rpc.to, rpc.purpose, rpc.contact());
-        let msg = DhtMessage { tx, sender: self.local, body: rpc.request.clone() };
+        let msg = DhtMessage {
+            tx,
+            sender: self.local,
+            body: rpc.request.clone(),
+            read_only: self.config.read_only,
+        };
         self.stats.rpcs_resent += 1;
         self.transmit(to, msg);
         if let (RpcPurpose::Lookup(id), Some(contact)) = (purpose, contact) {
@@ -784,7 +801,7 @@ mod tests {
     }
 
     fn request(from: Contact, tx: u64, body: DhtBody) -> DhtMessage {
-        DhtMessage { tx, sender: from, body }
+        DhtMessage { tx, sender: from, body, read_only: false }
     }
 
     fn drain(dht: &mut Dht) -> (Vec<(SocketAddr, DhtMessage)>, Vec<DhtEvent>) {
@@ -840,6 +857,21 @@ mod tests {
         for n in &nodes {
             n.assert_invariants();
         }
+    }
+
+    #[test]
+    fn read_only_clients_are_answered_but_never_stored() {
+        let now = crate::sim::epoch();
+        let client_config = DhtConfig { read_only: true, ..DhtConfig::default() };
+        let mut nodes = vec![node(0, DhtConfig::default()), node(1, DhtConfig::default())];
+        nodes.push(node(2, client_config));
+        nodes[1].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
+        nodes[2].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
+        let events = pump(now, &mut nodes);
+        // The client learned both servers; the servers learned each other, not the client.
+        assert!(events.contains(&DhtEvent::Bootstrapped { table_len: 2 }), "{events:?}");
+        assert_eq!(nodes[0].table().len(), 1);
+        assert_eq!(nodes[1].table().len(), 1);
     }
 
     #[test]

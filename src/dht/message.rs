@@ -23,6 +23,11 @@ pub struct DhtMessage {
     pub sender: Contact,
     /// What the message asks or answers.
     pub body: DhtBody,
+    /// The sender is a short-lived client (a downloader or an operator tool) that answers
+    /// no queries: receivers answer it but never add it to their routing tables (as in
+    /// BitTorrent's BEP 43), so clients that come and go do not fill tables with dead
+    /// entries.
+    pub read_only: bool,
 }
 
 /// Requests and their replies.

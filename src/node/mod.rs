@@ -8,6 +8,7 @@
 //! - `seed`: the seeder (per-shard listeners with SO_REUSEPORT, zero-copy chunk serving).
 //! - `fetch`: the downloader behind `furymesh get`.
 
+mod dht;
 mod fetch;
 mod frame;
 mod seed;
@@ -20,6 +21,10 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 
+pub use dht::{
+    config_for, ping, query, ContactJson, DhtAnswer, DhtError, DhtNodeStats, DhtQuery,
+    DhtServerOptions, PingAnswer,
+};
 pub use fetch::{get, GetError, GetOptions, GetProgress, GetReport};
 pub use seed::{SeedError, SeedOptions, SeedStats, Seeder};
 

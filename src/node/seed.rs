@@ -23,6 +23,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::PoolThreadHandles;
 use serde::Serialize;
 
+use super::dht::{self, DhtNodeStats, DhtServerOptions};
 use super::frame::{read_frame, FrameError};
 use super::{spawn_shards, wait_until, ShardId};
 use crate::config::{
@@ -41,6 +42,8 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 pub struct SeedOptions {
     pub listen: SocketAddr,
     pub shards: usize,
+    /// The DHT, run by shard 0 on the listen address (UDP). `None`: no DHT.
+    pub dht: Option<DhtServerOptions>,
 }
 
 /// Why the seeder could not start.
@@ -67,6 +70,8 @@ pub struct SeedStats {
     pub error_replies: u64,
     /// Connections closed because the peer sent something undecodable or oversized.
     pub bad_frames: u64,
+    /// The DHT's counters (shard 0), when it ran.
+    pub dht: Option<DhtNodeStats>,
 }
 
 impl SeedStats {
@@ -80,6 +85,9 @@ impl SeedStats {
         self.manifests_served += o.manifests_served;
         self.error_replies += o.error_replies;
         self.bad_frames += o.bad_frames;
+        if o.dht.is_some() {
+            self.dht.clone_from(&o.dht);
+        }
     }
 }
 
@@ -108,8 +116,9 @@ impl Seeder {
             Arc::new(files.into_iter().map(|e| (e.info.file_id, e)).collect());
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(opts.shards);
         let stop2 = stop.clone();
+        let dht = opts.dht.clone();
         let handles = spawn_shards("furymesh-seed", opts.shards, move |id| {
-            run_shard(id, addr, catalog, stop2, ready_tx)
+            run_shard(id, addr, catalog, dht, stop2, ready_tx)
         })
         .map_err(SeedError::Shards)?;
         let mut failure = None;
@@ -228,19 +237,29 @@ async fn run_shard(
     id: ShardId,
     addr: SocketAddr,
     catalog: Arc<HashMap<FileId, CatalogEntry>>,
+    dht: Option<DhtServerOptions>,
     stop: Arc<AtomicBool>,
     ready: crossbeam_channel::Sender<io::Result<()>>,
 ) -> SeedStats {
     let listener = match TcpListener::bind(addr) {
-        Ok(l) => {
-            let _ = ready.send(Ok(()));
-            l
-        }
+        Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(io::Error::other(e.to_string())));
             return SeedStats::default();
         }
     };
+    // Shard 0 owns the DHT: the control plane is small, one owner keeps it lock-free.
+    let dht_task = match dht.filter(|_| id.0 == 0) {
+        None => None,
+        Some(opts) => match dht::bind_server(addr) {
+            Ok(socket) => Some(glommio::spawn_local(dht::serve(socket, addr, opts, stop.clone()))),
+            Err(e) => {
+                let _ = ready.send(Err(io::Error::other(e.to_string())));
+                return SeedStats::default();
+            }
+        },
+    };
+    let _ = ready.send(Ok(()));
     drop(ready);
     let shard = Rc::new(Shard {
         id,
@@ -279,7 +298,11 @@ async fn run_shard(
         })
         .detach();
     }
-    shard.stats.take()
+    let mut stats = shard.stats.take();
+    if let Some(task) = dht_task {
+        stats.dht = Some(task.await);
+    }
+    stats
 }
 
 /// Serves one connection until the peer closes it, sends something malformed, or idles out.

@@ -17,6 +17,11 @@
 #[path = "generated/furymesh_generated.rs"]
 mod generated;
 
+mod dht;
+
+pub use dht::{
+    decode_dht, decode_dht_table, encode_dht, encode_dht_table, DHT_DATAGRAM_MAX_BYTES, DHT_MAGIC,
+};
 use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
 
 use crate::crypto::{ChunkHash, FileId, DIGEST_BYTES};

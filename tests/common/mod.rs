@@ -74,29 +74,54 @@ pub struct Seeder {
 
 impl Seeder {
     pub fn start(data_dir: &Path, shards: usize) -> Self {
-        let mut child = fm(data_dir)
-            .args(["--json", "seed", "--listen", "127.0.0.1:0", "--shards"])
-            .arg(shards.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn seeder");
+        Self::start_with(data_dir, shards, "127.0.0.1:0", &[])
+    }
+
+    /// A seeder on `listen` that joins the DHT through `bootstrap`.
+    pub fn start_with(data_dir: &Path, shards: usize, listen: &str, bootstrap: &[String]) -> Self {
+        let mut cmd = fm(data_dir);
+        cmd.args(["--json", "seed", "--listen", listen, "--shards"]).arg(shards.to_string());
+        for b in bootstrap {
+            cmd.args(["--bootstrap", b]);
+        }
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn seeder");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut seen = String::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap().to_owned();
-                    let _ = tx.send(addr);
+                    let _ = tx.send(Ok(addr));
+                } else {
+                    seen.push_str(&line);
+                    seen.push('\n');
                 }
             }
+            let _ = tx.send(Err(seen));
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("seeder did not start");
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(stderr)) => panic!("seeder did not start: {stderr}"),
+            Err(e) => panic!("seeder did not start: {e}"),
+        };
         Self { child: Some(child), addr: addr.parse().unwrap() }
     }
 
     pub fn peer(&self) -> String {
         self.addr.to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill9(mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
     }
 
     pub fn is_running(&mut self) -> bool {

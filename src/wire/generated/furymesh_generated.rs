@@ -215,6 +215,323 @@ impl<'a> ::flatbuffers::Verifiable for ErrorCode {
 }
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_DHT_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_DHT_KIND: u8 = 7;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_DHT_KIND: [DhtKind; 8] = [
+  DhtKind::PING,
+  DhtKind::PONG,
+  DhtKind::FIND_NODE,
+  DhtKind::NODES,
+  DhtKind::GET_PROVIDERS,
+  DhtKind::PROVIDERS,
+  DhtKind::ANNOUNCE_PROVIDER,
+  DhtKind::ANNOUNCE_ACK,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct DhtKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl DhtKind {
+  pub const PING: Self = Self(0);
+  pub const PONG: Self = Self(1);
+  pub const FIND_NODE: Self = Self(2);
+  pub const NODES: Self = Self(3);
+  pub const GET_PROVIDERS: Self = Self(4);
+  pub const PROVIDERS: Self = Self(5);
+  pub const ANNOUNCE_PROVIDER: Self = Self(6);
+  pub const ANNOUNCE_ACK: Self = Self(7);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::PING,
+    Self::PONG,
+    Self::FIND_NODE,
+    Self::NODES,
+    Self::GET_PROVIDERS,
+    Self::PROVIDERS,
+    Self::ANNOUNCE_PROVIDER,
+    Self::ANNOUNCE_ACK,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::PING => Some("PING"),
+      Self::PONG => Some("PONG"),
+      Self::FIND_NODE => Some("FIND_NODE"),
+      Self::NODES => Some("NODES"),
+      Self::GET_PROVIDERS => Some("GET_PROVIDERS"),
+      Self::PROVIDERS => Some("PROVIDERS"),
+      Self::ANNOUNCE_PROVIDER => Some("ANNOUNCE_PROVIDER"),
+      Self::ANNOUNCE_ACK => Some("ANNOUNCE_ACK"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for DhtKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for DhtKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for DhtKind {
+    type Output = DhtKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for DhtKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for DhtKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for DhtKind {}
+// struct DhtId, aligned to 1
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct DhtId(pub [u8; 20]);
+impl Default for DhtId { 
+  fn default() -> Self { 
+    Self([0; 20])
+  }
+}
+impl ::core::fmt::Debug for DhtId {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("DhtId")
+      .field("bytes", &self.bytes())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for DhtId {}
+impl<'a> ::flatbuffers::Follow<'a> for DhtId {
+  type Inner = &'a DhtId;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a DhtId>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a DhtId {
+  type Inner = &'a DhtId;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<DhtId>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for DhtId {
+    type Output = DhtId;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const DhtId as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(1)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for DhtId {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> DhtId {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    bytes: &[u8; 20],
+  ) -> Self {
+    let mut s = Self([0; 20]);
+    s.set_bytes(bytes);
+    s
+  }
+
+  pub fn bytes(&'a self) -> ::flatbuffers::Array<'a, u8, 20> {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid array in this slot
+    use ::flatbuffers::Follow;
+    unsafe { ::flatbuffers::Array::follow(&self.0, 0) }
+  }
+
+  pub fn set_bytes(&mut self, items: &[u8; 20]) {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid array in this slot
+    unsafe { ::flatbuffers::emplace_scalar_array(&mut self.0, 0, items) };
+  }
+
+}
+
+// struct DhtContact, aligned to 2
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct DhtContact(pub [u8; 38]);
+impl Default for DhtContact { 
+  fn default() -> Self { 
+    Self([0; 38])
+  }
+}
+impl ::core::fmt::Debug for DhtContact {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("DhtContact")
+      .field("id", &self.id())
+      .field("ip", &self.ip())
+      .field("port", &self.port())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for DhtContact {}
+impl<'a> ::flatbuffers::Follow<'a> for DhtContact {
+  type Inner = &'a DhtContact;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a DhtContact>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a DhtContact {
+  type Inner = &'a DhtContact;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<DhtContact>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for DhtContact {
+    type Output = DhtContact;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const DhtContact as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(2)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for DhtContact {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> DhtContact {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    id: &DhtId,
+    ip: &[u8; 16],
+    port: u16,
+  ) -> Self {
+    let mut s = Self([0; 38]);
+    s.set_id(id);
+    s.set_ip(ip);
+    s.set_port(port);
+    s
+  }
+
+  pub fn id(&self) -> &DhtId {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid struct in this slot
+    unsafe { &*(self.0[0..].as_ptr() as *const DhtId) }
+  }
+
+  #[allow(clippy::identity_op)]
+  pub fn set_id(&mut self, x: &DhtId) {
+    self.0[0..0 + 20].copy_from_slice(&x.0)
+  }
+
+  pub fn ip(&'a self) -> ::flatbuffers::Array<'a, u8, 16> {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid array in this slot
+    use ::flatbuffers::Follow;
+    unsafe { ::flatbuffers::Array::follow(&self.0, 20) }
+  }
+
+  pub fn set_ip(&mut self, items: &[u8; 16]) {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid array in this slot
+    unsafe { ::flatbuffers::emplace_scalar_array(&mut self.0, 20, items) };
+  }
+
+  pub fn port(&self) -> u16 {
+    let mut mem = ::core::mem::MaybeUninit::<<u16 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[36..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u16 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_port(&mut self, x: u16) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[36..].as_mut_ptr(),
+        ::core::mem::size_of::<<u16 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
 pub enum ChunkRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1750,6 +2067,334 @@ impl ::core::fmt::Debug for ResumeState<'_> {
     let mut ds = f.debug_struct("ResumeState");
       ds.field("info", &self.info());
       ds.field("verified", &self.verified());
+      ds.finish()
+  }
+}
+pub enum DhtPacketOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DhtPacket<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DhtPacket<'a> {
+  type Inner = DhtPacket<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DhtPacket<'a> {
+  pub const VT_TX: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SENDER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TARGET: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CONTACTS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PROVIDERS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_PROVIDER: ::flatbuffers::VOffsetT = 16;
+  pub const VT_STORED: ::flatbuffers::VOffsetT = 18;
+  pub const VT_READ_ONLY: ::flatbuffers::VOffsetT = 20;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DhtPacket { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DhtPacketArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DhtPacket<'bldr>> {
+    let mut builder = DhtPacketBuilder::new(_fbb);
+    builder.add_tx(args.tx);
+    if let Some(x) = args.provider { builder.add_provider(x); }
+    if let Some(x) = args.providers { builder.add_providers(x); }
+    if let Some(x) = args.contacts { builder.add_contacts(x); }
+    if let Some(x) = args.target { builder.add_target(x); }
+    if let Some(x) = args.sender { builder.add_sender(x); }
+    builder.add_read_only(args.read_only);
+    builder.add_stored(args.stored);
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn tx(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DhtPacket::VT_TX, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn sender(&self) -> Option<&'a DhtContact> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<DhtContact>(DhtPacket::VT_SENDER, None)}
+  }
+  #[inline]
+  pub fn kind(&self) -> DhtKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<DhtKind>(DhtPacket::VT_KIND, Some(DhtKind::PING)).unwrap()}
+  }
+  #[inline]
+  pub fn target(&self) -> Option<&'a DhtId> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<DhtId>(DhtPacket::VT_TARGET, None)}
+  }
+  #[inline]
+  pub fn contacts(&self) -> Option<::flatbuffers::Vector<'a, DhtContact>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, DhtContact>>>(DhtPacket::VT_CONTACTS, None)}
+  }
+  #[inline]
+  pub fn providers(&self) -> Option<::flatbuffers::Vector<'a, DhtContact>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, DhtContact>>>(DhtPacket::VT_PROVIDERS, None)}
+  }
+  #[inline]
+  pub fn provider(&self) -> Option<&'a DhtContact> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<DhtContact>(DhtPacket::VT_PROVIDER, None)}
+  }
+  #[inline]
+  pub fn stored(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(DhtPacket::VT_STORED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn read_only(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(DhtPacket::VT_READ_ONLY, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DhtPacket<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("tx", Self::VT_TX, false)?
+     .visit_field::<DhtContact>("sender", Self::VT_SENDER, false)?
+     .visit_field::<DhtKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<DhtId>("target", Self::VT_TARGET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, DhtContact>>>("contacts", Self::VT_CONTACTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, DhtContact>>>("providers", Self::VT_PROVIDERS, false)?
+     .visit_field::<DhtContact>("provider", Self::VT_PROVIDER, false)?
+     .visit_field::<bool>("stored", Self::VT_STORED, false)?
+     .visit_field::<bool>("read_only", Self::VT_READ_ONLY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DhtPacketArgs<'a> {
+    pub tx: u64,
+    pub sender: Option<&'a DhtContact>,
+    pub kind: DhtKind,
+    pub target: Option<&'a DhtId>,
+    pub contacts: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, DhtContact>>>,
+    pub providers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, DhtContact>>>,
+    pub provider: Option<&'a DhtContact>,
+    pub stored: bool,
+    pub read_only: bool,
+}
+impl<'a> Default for DhtPacketArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DhtPacketArgs {
+      tx: 0,
+      sender: None,
+      kind: DhtKind::PING,
+      target: None,
+      contacts: None,
+      providers: None,
+      provider: None,
+      stored: false,
+      read_only: false,
+    }
+  }
+}
+
+pub struct DhtPacketBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DhtPacketBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_tx(&mut self, tx: u64) {
+    self.fbb_.push_slot::<u64>(DhtPacket::VT_TX, tx, 0);
+  }
+  #[inline]
+  pub fn add_sender(&mut self, sender: &DhtContact) {
+    self.fbb_.push_slot_always::<&DhtContact>(DhtPacket::VT_SENDER, sender);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: DhtKind) {
+    self.fbb_.push_slot::<DhtKind>(DhtPacket::VT_KIND, kind, DhtKind::PING);
+  }
+  #[inline]
+  pub fn add_target(&mut self, target: &DhtId) {
+    self.fbb_.push_slot_always::<&DhtId>(DhtPacket::VT_TARGET, target);
+  }
+  #[inline]
+  pub fn add_contacts(&mut self, contacts: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , DhtContact>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DhtPacket::VT_CONTACTS, contacts);
+  }
+  #[inline]
+  pub fn add_providers(&mut self, providers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , DhtContact>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DhtPacket::VT_PROVIDERS, providers);
+  }
+  #[inline]
+  pub fn add_provider(&mut self, provider: &DhtContact) {
+    self.fbb_.push_slot_always::<&DhtContact>(DhtPacket::VT_PROVIDER, provider);
+  }
+  #[inline]
+  pub fn add_stored(&mut self, stored: bool) {
+    self.fbb_.push_slot::<bool>(DhtPacket::VT_STORED, stored, false);
+  }
+  #[inline]
+  pub fn add_read_only(&mut self, read_only: bool) {
+    self.fbb_.push_slot::<bool>(DhtPacket::VT_READ_ONLY, read_only, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DhtPacketBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DhtPacketBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DhtPacket<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DhtPacket<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DhtPacket");
+      ds.field("tx", &self.tx());
+      ds.field("sender", &self.sender());
+      ds.field("kind", &self.kind());
+      ds.field("target", &self.target());
+      ds.field("contacts", &self.contacts());
+      ds.field("providers", &self.providers());
+      ds.field("provider", &self.provider());
+      ds.field("stored", &self.stored());
+      ds.field("read_only", &self.read_only());
+      ds.finish()
+  }
+}
+pub enum DhtTableOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DhtTable<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DhtTable<'a> {
+  type Inner = DhtTable<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DhtTable<'a> {
+  pub const VT_CONTACTS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DhtTable { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DhtTableArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DhtTable<'bldr>> {
+    let mut builder = DhtTableBuilder::new(_fbb);
+    if let Some(x) = args.contacts { builder.add_contacts(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn contacts(&self) -> Option<::flatbuffers::Vector<'a, DhtContact>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, DhtContact>>>(DhtTable::VT_CONTACTS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DhtTable<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, DhtContact>>>("contacts", Self::VT_CONTACTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DhtTableArgs<'a> {
+    pub contacts: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, DhtContact>>>,
+}
+impl<'a> Default for DhtTableArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DhtTableArgs {
+      contacts: None,
+    }
+  }
+}
+
+pub struct DhtTableBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DhtTableBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_contacts(&mut self, contacts: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , DhtContact>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DhtTable::VT_CONTACTS, contacts);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DhtTableBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DhtTableBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DhtTable<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DhtTable<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DhtTable");
+      ds.field("contacts", &self.contacts());
       ds.finish()
   }
 }

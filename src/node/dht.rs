@@ -1,0 +1,395 @@
+//! The DHT on a node: one UDP socket on the node's address, driving the sans-IO
+//! [`crate::dht::Dht`].
+//!
+//! In `seed`, shard 0 owns the DHT (control plane: a few datagrams per second, no reason to
+//! spread it). It binds UDP on the same address and port as the TCP listeners, so one
+//! `HOST:PORT` names a node for both, announces every published file, answers queries and
+//! saves its routing table so a restart rejoins without a bootstrap. Other shards never
+//! touch it; when they need it (swarm downloads) they will send it commands over a channel.
+//!
+//! `get --bootstrap` and the `dht` operator commands run a short-lived client node on an
+//! ephemeral port with the same driver.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::net::UdpSocket;
+use serde::Serialize;
+
+use super::run_local;
+use crate::dht::{
+    Contact, Dht, DhtBody, DhtCommand, DhtConfig, DhtEvent, DhtMessage, Key, LookupStats, NodeId,
+};
+use crate::storage::write_atomic;
+use crate::wire::{self, DHT_DATAGRAM_MAX_BYTES};
+
+/// How often the driver checks the core's timers, its commands and the stop flag. DHT
+/// timeouts are around a second, so 20 ms of slack is noise.
+const TICK: Duration = Duration::from_millis(20);
+/// How often a seeder saves its routing table.
+const TABLE_SAVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why a DHT operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DhtError {
+    #[error("cannot bind a UDP socket on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("no DHT node answered at {0}")]
+    NoAnswer(String),
+    #[error("DHT lookup did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot start the DHT executor: {0}")]
+    Executor(io::Error),
+}
+
+/// The DHT configuration for a node bound to `ip`: loopback-only nodes lift the per-IP caps
+/// (every node there shares 127.0.0.1); everything else keeps them.
+pub fn config_for(ip: IpAddr) -> DhtConfig {
+    if ip.is_loopback() {
+        DhtConfig::default().for_loopback()
+    } else {
+        DhtConfig::default()
+    }
+}
+
+/// Counters of the glue (the core counts the rest in `DhtStats`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DhtNodeStats {
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    /// Datagrams that failed decoding (dropped before the core saw them).
+    pub bad_datagrams: u64,
+    pub send_errors: u64,
+    pub table_len: usize,
+    pub provider_records: usize,
+    pub announcements: u64,
+}
+
+/// A sans-IO core plus its socket.
+struct Driver {
+    dht: RefCell<Dht>,
+    socket: UdpSocket,
+    events: RefCell<VecDeque<DhtEvent>>,
+    stats: RefCell<DhtNodeStats>,
+}
+
+impl Driver {
+    fn new(socket: UdpSocket, dht: Dht) -> Rc<Self> {
+        Rc::new(Self {
+            dht: RefCell::new(dht),
+            socket,
+            events: RefCell::new(VecDeque::new()),
+            stats: RefCell::new(DhtNodeStats::default()),
+        })
+    }
+
+    fn command(&self, cmd: DhtCommand) {
+        self.dht.borrow_mut().handle_command(Instant::now(), cmd);
+    }
+
+    /// Runs due timers, sends everything queued and collects events.
+    async fn pump(&self) {
+        {
+            let mut dht = self.dht.borrow_mut();
+            let now = Instant::now();
+            if dht.poll_timeout().is_some_and(|t| t <= now) {
+                dht.handle_timeout(now);
+            }
+        }
+        let out: Vec<(SocketAddr, DhtMessage)> =
+            std::iter::from_fn(|| self.dht.borrow_mut().poll_transmit()).collect();
+        let mut buf = Vec::with_capacity(DHT_DATAGRAM_MAX_BYTES);
+        for (addr, msg) in out {
+            wire::encode_dht(&msg, &mut buf);
+            let sent = self.socket.send_to(&buf, addr).await;
+            let mut st = self.stats.borrow_mut();
+            match sent {
+                Ok(_) => st.datagrams_out += 1,
+                Err(_) => st.send_errors += 1,
+            }
+        }
+        let mut dht = self.dht.borrow_mut();
+        let mut events = self.events.borrow_mut();
+        while let Some(ev) = dht.poll_event() {
+            if let DhtEvent::Announced { .. } = ev {
+                self.stats.borrow_mut().announcements += 1;
+            }
+            events.push_back(ev);
+        }
+        // Nobody reads events on a seeder except for counting: keep the queue bounded.
+        while events.len() > 1024 {
+            events.pop_front();
+        }
+    }
+
+    /// Receives datagrams forever (one long-lived receive future: dropping a pending
+    /// `recv_from` could lose a datagram). Runs as its own task.
+    async fn receive(self: Rc<Self>) {
+        let mut buf = vec![0u8; DHT_DATAGRAM_MAX_BYTES + 1];
+        loop {
+            let Ok((n, from)) = self.socket.recv_from(&mut buf).await else {
+                glommio::timer::sleep(TICK).await;
+                continue;
+            };
+            self.stats.borrow_mut().datagrams_in += 1;
+            match wire::decode_dht(&buf[..n]) {
+                Ok(msg) => {
+                    self.dht.borrow_mut().handle_datagram(Instant::now(), from, msg);
+                    // Answer now rather than at the next tick.
+                    self.pump().await;
+                }
+                Err(_) => self.stats.borrow_mut().bad_datagrams += 1,
+            }
+        }
+    }
+
+    /// Pumps every tick until `done` says stop. (Datagrams are answered as they arrive by
+    /// the receive task; the tick serves timers and commands.)
+    async fn run_until(&self, mut done: impl FnMut(&Self) -> bool) {
+        loop {
+            self.pump().await;
+            if done(self) {
+                return;
+            }
+            glommio::timer::sleep(TICK).await;
+        }
+    }
+
+    fn snapshot_stats(&self) -> DhtNodeStats {
+        let dht = self.dht.borrow();
+        let mut st = self.stats.borrow().clone();
+        st.table_len = dht.table().len();
+        st.provider_records = dht.stored_records();
+        st
+    }
+}
+
+/// What a seeder's DHT does.
+#[derive(Debug, Clone)]
+pub struct DhtServerOptions {
+    pub node_id: NodeId,
+    pub bootstrap: Vec<SocketAddr>,
+    /// Where the routing table is saved and restored from.
+    pub table_path: Option<PathBuf>,
+    /// Keys this node provides (one per published file).
+    pub provide: Vec<Key>,
+}
+
+/// Binds the DHT socket of a seeder on `addr` (same address and port as its TCP listener).
+pub(super) fn bind_server(addr: SocketAddr) -> Result<UdpSocket, DhtError> {
+    UdpSocket::bind(addr)
+        .map_err(|e| DhtError::Bind { addr, source: io::Error::other(e.to_string()) })
+}
+
+/// Runs a seeder's DHT until `stop`, then saves the routing table. Returns its counters.
+pub(super) async fn serve(
+    socket: UdpSocket,
+    addr: SocketAddr,
+    opts: DhtServerOptions,
+    stop: Arc<AtomicBool>,
+) -> DhtNodeStats {
+    let local = Contact { id: opts.node_id, addr };
+    let dht = Dht::new(config_for(addr.ip()), local, rand::random());
+    let driver = Driver::new(socket, dht);
+    let receiver = glommio::spawn_local(driver.clone().receive());
+    let saved = opts.table_path.as_ref().and_then(|p| std::fs::read(p).ok());
+    if let Some(contacts) = saved.and_then(|b| wire::decode_dht_table(&b).ok()) {
+        if !contacts.is_empty() {
+            driver.command(DhtCommand::Restore(contacts));
+        }
+    }
+    if !opts.bootstrap.is_empty() {
+        driver.command(DhtCommand::Bootstrap(opts.bootstrap.clone()));
+    }
+    for key in &opts.provide {
+        driver.command(DhtCommand::Announce(*key));
+    }
+    let save = |driver: &Driver| {
+        if let Some(p) = &opts.table_path {
+            let table = wire::encode_dht_table(&driver.dht.borrow().snapshot());
+            if let Err(e) = write_atomic(p, &table) {
+                eprintln!("furymesh seed: cannot save DHT table to {}: {e}", p.display());
+            }
+        }
+    };
+    let mut last_save = Instant::now();
+    driver
+        .run_until(|d| {
+            if last_save.elapsed() >= TABLE_SAVE_INTERVAL {
+                save(d);
+                last_save = Instant::now();
+            }
+            stop.load(Ordering::Relaxed)
+        })
+        .await;
+    save(&driver);
+    drop(receiver);
+    driver.snapshot_stats()
+}
+
+/// A one-shot lookup through the DHT.
+#[derive(Debug, Clone, Copy)]
+pub enum DhtQuery {
+    FindProviders(Key),
+    FindNode(NodeId),
+}
+
+/// What a one-shot lookup found.
+#[derive(Debug, Clone, Serialize)]
+pub struct DhtAnswer {
+    /// Providers (FindProviders) or the closest nodes (FindNode).
+    pub contacts: Vec<ContactJson>,
+    pub rounds: u32,
+    pub requests_sent: u32,
+    pub responses_received: u32,
+    pub table_len: usize,
+}
+
+/// A contact as users see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContactJson {
+    pub node_id: String,
+    pub addr: SocketAddr,
+}
+
+impl From<&Contact> for ContactJson {
+    fn from(c: &Contact) -> Self {
+        Self { node_id: c.id.to_string(), addr: c.addr }
+    }
+}
+
+fn client_bind_addr(toward: SocketAddr) -> SocketAddr {
+    let ip = match toward.ip() {
+        IpAddr::V4(v4) if v4.is_loopback() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(v6) if v6.is_loopback() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(ip, 0)
+}
+
+/// Joins the DHT through `bootstrap` as a short-lived client and runs `query`.
+pub fn query(
+    bootstrap: &[SocketAddr],
+    query: DhtQuery,
+    limit: Duration,
+) -> Result<DhtAnswer, DhtError> {
+    let first =
+        *bootstrap.first().ok_or_else(|| DhtError::NoAnswer("(no bootstrap given)".into()))?;
+    let bootstrap = bootstrap.to_vec();
+    run_local(async move {
+        let bind = client_bind_addr(first);
+        let socket = UdpSocket::bind(bind)
+            .map_err(|e| DhtError::Bind { addr: bind, source: io::Error::other(e.to_string()) })?;
+        let local_addr = socket.local_addr().unwrap_or(bind);
+        let local = Contact { id: NodeId::from_bytes(rand::random()), addr: local_addr };
+        let config = DhtConfig { read_only: true, ..config_for(first.ip()) };
+        let driver = Driver::new(socket, Dht::new(config, local, rand::random()));
+        let _receiver = glommio::spawn_local(driver.clone().receive());
+        driver.command(DhtCommand::Bootstrap(bootstrap.clone()));
+        let deadline = Instant::now() + limit;
+        let mut answer: Option<Result<DhtAnswer, DhtError>> = None;
+        let names = || bootstrap.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        driver
+            .run_until(|d| {
+                while let Some(ev) = d.events.borrow_mut().pop_front() {
+                    let table_len = d.dht.borrow().table().len();
+                    let done = |contacts: &[Contact], s: LookupStats| {
+                        Some(Ok(DhtAnswer {
+                            contacts: contacts.iter().map(ContactJson::from).collect(),
+                            rounds: s.rounds,
+                            requests_sent: s.requests_sent,
+                            responses_received: s.responses_received,
+                            table_len,
+                        }))
+                    };
+                    match ev {
+                        DhtEvent::Bootstrapped { table_len: 0 } => {
+                            answer = Some(Err(DhtError::NoAnswer(names())));
+                        }
+                        DhtEvent::Bootstrapped { .. } => d.dht.borrow_mut().handle_command(
+                            Instant::now(),
+                            match query {
+                                DhtQuery::FindProviders(k) => DhtCommand::FindProviders(k),
+                                DhtQuery::FindNode(id) => DhtCommand::FindNode(id),
+                            },
+                        ),
+                        DhtEvent::ProvidersFound { providers, stats, .. } => {
+                            answer = done(&providers, stats);
+                        }
+                        DhtEvent::LookupFinished { target, closest, stats }
+                            if matches!(query, DhtQuery::FindNode(t) if t == target) =>
+                        {
+                            answer = done(&closest, stats);
+                        }
+                        _ => {}
+                    }
+                }
+                if answer.is_none() && Instant::now() >= deadline {
+                    answer = Some(Err(DhtError::Timeout(limit)));
+                }
+                answer.is_some()
+            })
+            .await;
+        answer.unwrap_or(Err(DhtError::Timeout(limit)))
+    })
+    .map_err(DhtError::Executor)?
+}
+
+/// Result of a ping.
+#[derive(Debug, Clone, Serialize)]
+pub struct PingAnswer {
+    pub node_id: String,
+    pub addr: SocketAddr,
+    pub rtt_ms: f64,
+}
+
+/// Sends a DHT PING to `addr` (up to 3 tries, 1 s each) and waits for the PONG.
+pub fn ping(addr: SocketAddr) -> Result<PingAnswer, DhtError> {
+    run_local(async move {
+        let bind = client_bind_addr(addr);
+        let socket = UdpSocket::bind(bind)
+            .map_err(|e| DhtError::Bind { addr: bind, source: io::Error::other(e.to_string()) })?;
+        let me = Contact {
+            id: NodeId::from_bytes(rand::random()),
+            addr: socket.local_addr().unwrap_or(bind),
+        };
+        let mut buf = Vec::new();
+        let mut rx = vec![0u8; DHT_DATAGRAM_MAX_BYTES + 1];
+        for _ in 0..3 {
+            let tx: u64 = rand::random();
+            let ping = DhtMessage { tx, sender: me, body: DhtBody::Ping, read_only: true };
+            wire::encode_dht(&ping, &mut buf);
+            let started = Instant::now();
+            if socket.send_to(&buf, addr).await.is_err() {
+                continue;
+            }
+            let deadline = started + Duration::from_secs(1);
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                // A pong that arrives after the timeout is useless, so dropping the pending
+                // receive here loses nothing.
+                let got = glommio::timer::timeout(left, socket.recv_from(&mut rx)).await;
+                let Ok((n, from)) = got else { break };
+                match wire::decode_dht(&rx[..n]) {
+                    Ok(m) if from == addr && m.tx == tx && m.body == DhtBody::Pong => {
+                        return Ok(PingAnswer {
+                            node_id: m.sender.id.to_string(),
+                            addr,
+                            rtt_ms: started.elapsed().as_secs_f64() * 1000.0,
+                        });
+                    }
+                    _ => continue,
+                }
+            }
+        }
+        Err(DhtError::NoAnswer(addr.to_string()))
+    })
+    .map_err(DhtError::Executor)?
+}

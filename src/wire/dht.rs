@@ -1,0 +1,237 @@
+//! DHT datagrams: `dht::DhtMessage` ⇄ magic + `DhtPacket` FlatBuffer, and the persisted
+//! routing table.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use flatbuffers::FlatBufferBuilder;
+
+use super::generated::furymesh as fb;
+use super::{verifier_options, DecodeError};
+use crate::dht::{
+    Contact, DhtBody, DhtMessage, Key, NodeId, CONTACTS_PER_MESSAGE_MAX, PROVIDERS_PER_MESSAGE_MAX,
+};
+
+/// First bytes of every DHT datagram. 0xFD keeps it apart from STUN, DTLS and TURN on a
+/// shared port (RFC 7983); the last byte is the version.
+pub const DHT_MAGIC: [u8; 4] = [0xFD, b'F', b'M', 1];
+/// Largest DHT datagram we send or accept: a full reply (20 contacts and 10 providers at 38
+/// bytes each) is about 1.2 KB, under a 1,400-byte path MTU budget.
+pub const DHT_DATAGRAM_MAX_BYTES: usize = 1400;
+/// Most contacts in a persisted routing table (160 buckets of k = 20).
+const DHT_TABLE_CONTACTS_MAX: usize = 160 * CONTACTS_PER_MESSAGE_MAX;
+
+fn contact_to_fb(c: &Contact) -> fb::DhtContact {
+    let ip = match c.addr.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    fb::DhtContact::new(&fb::DhtId(*c.id.as_bytes()), &ip.octets(), c.addr.port())
+}
+
+fn contact_from_fb(c: &fb::DhtContact) -> Contact {
+    let v6 = Ipv6Addr::from(<[u8; 16]>::from(c.ip()));
+    let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
+    Contact { id: NodeId::from_bytes(c.id().0), addr: SocketAddr::new(ip, c.port()) }
+}
+
+fn contacts_from_fb(
+    v: Option<flatbuffers::Vector<'_, fb::DhtContact>>,
+    max: usize,
+    field: &'static str,
+) -> Result<Vec<Contact>, DecodeError> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    if v.len() > max {
+        return Err(DecodeError::TooLong(field));
+    }
+    Ok(v.iter().map(contact_from_fb).collect())
+}
+
+/// Encodes `msg` as a datagram (magic + FlatBuffer) into `out`.
+pub fn encode_dht(msg: &DhtMessage, out: &mut Vec<u8>) {
+    let mut fbb = FlatBufferBuilder::with_capacity(512);
+    let (kind, target, contacts, providers, provider, stored) = match &msg.body {
+        DhtBody::Ping => (fb::DhtKind::PING, None, None, None, None, false),
+        DhtBody::Pong => (fb::DhtKind::PONG, None, None, None, None, false),
+        DhtBody::FindNode { target } => {
+            (fb::DhtKind::FIND_NODE, Some(*target.as_bytes()), None, None, None, false)
+        }
+        DhtBody::Nodes { contacts } => {
+            (fb::DhtKind::NODES, None, Some(contacts.as_slice()), None, None, false)
+        }
+        DhtBody::GetProviders { key } => {
+            (fb::DhtKind::GET_PROVIDERS, Some(*key.as_bytes()), None, None, None, false)
+        }
+        DhtBody::Providers { providers, closer } => (
+            fb::DhtKind::PROVIDERS,
+            None,
+            Some(closer.as_slice()),
+            Some(providers.as_slice()),
+            None,
+            false,
+        ),
+        DhtBody::AnnounceProvider { key, provider } => (
+            fb::DhtKind::ANNOUNCE_PROVIDER,
+            Some(*key.as_bytes()),
+            None,
+            None,
+            Some(provider),
+            false,
+        ),
+        DhtBody::AnnounceAck { stored } => {
+            (fb::DhtKind::ANNOUNCE_ACK, None, None, None, None, *stored)
+        }
+    };
+    let mut vector = |list: Option<&[Contact]>| {
+        list.map(|l| {
+            let items: Vec<fb::DhtContact> = l.iter().map(contact_to_fb).collect();
+            fbb.create_vector(&items)
+        })
+    };
+    let contacts = vector(contacts);
+    let providers = vector(providers);
+    let sender = contact_to_fb(&msg.sender);
+    let provider = provider.map(contact_to_fb);
+    let target = target.map(fb::DhtId);
+    let root = fb::DhtPacket::create(
+        &mut fbb,
+        &fb::DhtPacketArgs {
+            tx: msg.tx,
+            sender: Some(&sender),
+            kind,
+            target: target.as_ref(),
+            contacts,
+            providers,
+            provider: provider.as_ref(),
+            stored,
+            read_only: msg.read_only,
+        },
+    );
+    fbb.finish_minimal(root);
+    out.clear();
+    out.extend_from_slice(&DHT_MAGIC);
+    out.extend_from_slice(fbb.finished_data());
+}
+
+/// Verifies and decodes one datagram. Never panics on any input.
+pub fn decode_dht(datagram: &[u8]) -> Result<DhtMessage, DecodeError> {
+    if datagram.len() > DHT_DATAGRAM_MAX_BYTES {
+        return Err(DecodeError::TooLong("datagram"));
+    }
+    let body = datagram.strip_prefix(&DHT_MAGIC[..]).ok_or(DecodeError::Unverifiable)?;
+    let p = flatbuffers::root_with_opts::<fb::DhtPacket>(&verifier_options(body.len()), body)
+        .map_err(|_| DecodeError::Unverifiable)?;
+    let sender = contact_from_fb(p.sender().ok_or(DecodeError::MissingField("sender"))?);
+    let target = || p.target().map(|t| t.0).ok_or(DecodeError::MissingField("target"));
+    let body = match p.kind() {
+        fb::DhtKind::PING => DhtBody::Ping,
+        fb::DhtKind::PONG => DhtBody::Pong,
+        fb::DhtKind::FIND_NODE => DhtBody::FindNode { target: NodeId::from_bytes(target()?) },
+        fb::DhtKind::NODES => DhtBody::Nodes {
+            contacts: contacts_from_fb(p.contacts(), CONTACTS_PER_MESSAGE_MAX, "contacts")?,
+        },
+        fb::DhtKind::GET_PROVIDERS => DhtBody::GetProviders { key: Key::from_bytes(target()?) },
+        fb::DhtKind::PROVIDERS => DhtBody::Providers {
+            providers: contacts_from_fb(p.providers(), PROVIDERS_PER_MESSAGE_MAX, "providers")?,
+            closer: contacts_from_fb(p.contacts(), CONTACTS_PER_MESSAGE_MAX, "contacts")?,
+        },
+        fb::DhtKind::ANNOUNCE_PROVIDER => DhtBody::AnnounceProvider {
+            key: Key::from_bytes(target()?),
+            provider: contact_from_fb(p.provider().ok_or(DecodeError::MissingField("provider"))?),
+        },
+        fb::DhtKind::ANNOUNCE_ACK => DhtBody::AnnounceAck { stored: p.stored() },
+        other => return Err(DecodeError::UnknownType(other.0 as i8)),
+    };
+    Ok(DhtMessage { tx: p.tx(), sender, body, read_only: p.read_only() })
+}
+
+/// Encodes a routing-table snapshot for `DATA_DIR/dht-table.fmt`.
+pub fn encode_dht_table(contacts: &[Contact]) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(64 + contacts.len() * 40);
+    let items: Vec<fb::DhtContact> =
+        contacts.iter().take(DHT_TABLE_CONTACTS_MAX).map(contact_to_fb).collect();
+    let v = fbb.create_vector(&items);
+    let root = fb::DhtTable::create(&mut fbb, &fb::DhtTableArgs { contacts: Some(v) });
+    fbb.finish_minimal(root);
+    fbb.finished_data().to_vec()
+}
+
+/// Decodes a routing-table snapshot.
+pub fn decode_dht_table(buf: &[u8]) -> Result<Vec<Contact>, DecodeError> {
+    let t = flatbuffers::root_with_opts::<fb::DhtTable>(&verifier_options(buf.len()), buf)
+        .map_err(|_| DecodeError::Unverifiable)?;
+    contacts_from_fb(t.contacts(), DHT_TABLE_CONTACTS_MAX, "contacts")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact(n: u8, addr: &str) -> Contact {
+        Contact { id: NodeId::from_bytes([n; 20]), addr: addr.parse().unwrap() }
+    }
+
+    #[test]
+    fn every_dht_message_round_trips() {
+        let a = contact(1, "127.0.0.1:7420");
+        let b = contact(2, "[2001:db8::1]:9");
+        let key = Key::from_bytes([7; 20]);
+        let bodies = [
+            DhtBody::Ping,
+            DhtBody::Pong,
+            DhtBody::FindNode { target: NodeId::from_bytes([3; 20]) },
+            DhtBody::Nodes { contacts: vec![a, b] },
+            DhtBody::GetProviders { key },
+            DhtBody::Providers { providers: vec![b], closer: vec![a, b] },
+            DhtBody::AnnounceProvider { key, provider: a },
+            DhtBody::AnnounceAck { stored: true },
+        ];
+        let mut buf = Vec::new();
+        for body in bodies {
+            let msg = DhtMessage { tx: 0xdead_beef, sender: a, body, read_only: true };
+            encode_dht(&msg, &mut buf);
+            assert!(buf.len() <= DHT_DATAGRAM_MAX_BYTES);
+            assert_eq!(decode_dht(&buf), Ok(msg));
+        }
+    }
+
+    #[test]
+    fn a_full_reply_fits_one_datagram() {
+        let c = contact(9, "[2001:db8::1]:65535");
+        let body = DhtBody::Providers {
+            providers: vec![c; PROVIDERS_PER_MESSAGE_MAX],
+            closer: vec![c; CONTACTS_PER_MESSAGE_MAX],
+        };
+        let mut buf = Vec::new();
+        encode_dht(&DhtMessage { tx: u64::MAX, sender: c, body, read_only: false }, &mut buf);
+        assert!(buf.len() <= DHT_DATAGRAM_MAX_BYTES, "{} bytes", buf.len());
+        assert!(decode_dht(&buf).is_ok());
+    }
+
+    #[test]
+    fn hostile_datagrams_are_rejected_without_panicking() {
+        let mut buf = Vec::new();
+        let msg = DhtMessage {
+            tx: 1,
+            sender: contact(1, "10.0.0.1:1"),
+            body: DhtBody::Nodes { contacts: vec![contact(2, "10.0.0.2:2"); 20] },
+            read_only: false,
+        };
+        encode_dht(&msg, &mut buf);
+        for cut in 0..buf.len() {
+            let _ = decode_dht(&buf[..cut]);
+        }
+        for i in 0..buf.len() {
+            let mut b = buf.clone();
+            b[i] ^= 0x5a;
+            let _ = decode_dht(&b);
+        }
+        assert!(decode_dht(&buf[4..]).is_err(), "no magic");
+        assert!(decode_dht(&[0u8; 2000]).is_err(), "oversized");
+    }
+
+    #[test]
+    fn table_snapshot_round_trips() {
+        let cs = vec![contact(1, "127.0.0.1:1"), contact(2, "[::1]:2")];
+        assert_eq!(decode_dht_table(&encode_dht_table(&cs)), Ok(cs));
+    }
+}
