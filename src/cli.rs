@@ -456,19 +456,6 @@ fn dht(d: &DhtCommandArgs, json: bool) -> Result<i32> {
     Ok(if answer.contacts.is_empty() { 1 } else { 0 })
 }
 
-/// Errors after which `get` tries the next provider: the fault is that peer's.
-fn try_next_provider(e: &GetError) -> bool {
-    matches!(
-        e,
-        GetError::UnknownFile { .. }
-            | GetError::Connect { .. }
-            | GetError::Connection { .. }
-            | GetError::Refused { .. }
-            | GetError::Protocol { .. }
-            | GetError::HashMismatch { .. }
-    )
-}
-
 fn get(a: &GetArgs, json: bool) -> Result<i32> {
     let peers = match a.peer {
         Some(p) => vec![p],
@@ -482,42 +469,27 @@ fn get(a: &GetArgs, json: bool) -> Result<i32> {
             found.contacts.iter().map(|c| c.addr).collect()
         }
     };
-    let stop = stop_on_signals()?;
-    let (last, others) = peers.split_last().context("no peer to download from")?;
-    for &peer in others {
-        match get_from(a, peer, &stop, json)? {
-            Ok(code) => return Ok(code),
-            Err(e) if try_next_provider(&e) => {
-                eprintln!("furymesh get: {e}; trying the next provider");
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(get_from(a, *last, &stop, json)??)
-}
-
-/// One attempt from one peer: `Ok(Ok(code))` when done, `Ok(Err(e))` when the download
-/// failed with `e`.
-fn get_from(
-    a: &GetArgs,
-    peer: SocketAddr,
-    stop: &AtomicBool,
-    json: bool,
-) -> Result<Result<i32, GetError>> {
     let opts = GetOptions {
         file_id: a.file_id,
-        peer,
+        peer: peers[0],
         output: a.output.clone(),
         force: a.force,
         connections: a.connections.unwrap_or_else(node::available_cores).max(1),
         window: a.window,
         save_every_bytes: a.save_every.max(1),
     };
+    let stop = stop_on_signals()?;
     let bar = progress_bar(0, "downloading");
-    let result = node::get(&opts, stop, &|p| {
-        bar.set_length(p.total_bytes);
-        bar.set_position(p.done_bytes);
-    });
+    let result = node::get_from_any(
+        &opts,
+        &peers,
+        &stop,
+        &|p| {
+            bar.set_length(p.total_bytes);
+            bar.set_position(p.done_bytes);
+        },
+        &|e| bar.suspend(|| eprintln!("furymesh get: {e}; trying the next provider")),
+    );
     bar.finish_and_clear();
     match result {
         Ok(r) => {
@@ -533,12 +505,12 @@ fn get_from(
                     r.chunks_reused
                 )
             });
-            Ok(Ok(0))
+            Ok(0)
         }
         Err(e @ GetError::Interrupted) => {
             eprintln!("furymesh get: {e}");
-            Ok(Ok(130))
+            Ok(130)
         }
-        Err(e) => Ok(Err(e)),
+        Err(e) => Err(e.into()),
     }
 }

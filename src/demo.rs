@@ -3,8 +3,11 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rand::{RngCore, SeedableRng};
@@ -13,26 +16,40 @@ use serde_json::json;
 use crate::config::{
     CHUNK_SIZE_DEFAULT_BYTES, REQUESTS_INFLIGHT_DEFAULT, RESUME_SAVE_DEFAULT_BYTES,
 };
-use crate::node::{self, GetOptions, SeedOptions, Seeder};
+use crate::dht::{Key, NodeId};
+use crate::node::{
+    self, ContactJson, DhtQuery, DhtServerOptions, GetOptions, SeedOptions, SeedStats, Seeder,
+};
 use crate::storage::{self, Catalog};
 
 /// Runs the demo with a generated file of `size` bytes and `shards` shards per side.
 pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
     let shards = shards.max(1);
-    let tmp = tempfile::Builder::new()
-        .prefix("furymesh-demo")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
     let say = |s: String| {
         if !json {
             println!("{s}");
         }
     };
+    // Memory-backed when the host has /dev/shm with room, so the demo shows the network
+    // path rather than the disk; otherwise the usual temporary directory.
+    let mut tmp = None;
+    for dir in [Path::new("/dev/shm"), &std::env::temp_dir()] {
+        let Ok(t) = tempfile::Builder::new().prefix("furymesh-demo").tempdir_in(dir) else {
+            continue;
+        };
+        say(format!("1. generating a {} MiB file in {}", size >> 20, t.path().display()));
+        match generate(&t.path().join("release.img"), size) {
+            Ok(()) => {
+                tmp = Some(t);
+                break;
+            }
+            Err(e) => say(format!("   cannot use {}: {e}", dir.display())),
+        }
+    }
+    let tmp = tmp.context("no temporary directory with room for the demo file")?;
     let data_dir = tmp.path().join("data");
     let src = tmp.path().join("release.img");
     let dst = tmp.path().join("downloaded.img");
-    say(format!("1. generating a {} MiB file in {}", size >> 20, tmp.path().display()));
-    generate(&src, size)?;
 
     say("2. publishing it (SHA-256 per 512 KiB chunk, all cores)".into());
     let mut catalog = Catalog::load(&data_dir)?;
@@ -46,26 +63,53 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
     let file_id = entry.info.file_id;
     say(format!("   file ID {file_id}"));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let opts = SeedOptions { listen: "127.0.0.1:0".parse()?, shards, dht: None };
-    let seeder = Seeder::start(vec![entry], &opts, stop)?;
-    say(format!("3. seeding on {} with {shards} shards", seeder.addr()));
+    say(format!(
+        "3. starting {SEEDERS} seeders ({shards} shards each) on loopback; each joins the DHT \
+         through the previous one and announces the file"
+    ));
+    let key = crate::cli::dht_key(&file_id);
+    let mut seeders: Vec<Seeder> = Vec::new();
+    for _ in 0..SEEDERS {
+        let dht = DhtServerOptions {
+            node_id: NodeId::from_bytes(rand::random()),
+            bootstrap: seeders.last().map(|s| vec![s.addr()]).unwrap_or_default(),
+            table_path: None,
+            provide: vec![key],
+        };
+        let opts = SeedOptions { listen: "127.0.0.1:0".parse()?, shards, dht: Some(dht) };
+        let seeder = Seeder::start(vec![entry.clone()], &opts, Arc::new(AtomicBool::new(false)))?;
+        say(format!("   seeder on {}", seeder.addr()));
+        seeders.push(seeder);
+    }
+    let bootstrap = seeders.last().map(Seeder::addr).context("no seeder")?;
 
-    say("4. downloading it with `get` (verify every chunk, write through io_uring)".into());
+    say(format!("4. finding providers through the DHT, knowing only {bootstrap}"));
+    let providers = discover(bootstrap, key)?;
+    for p in &providers {
+        say(format!("   provider {} at {}", p.node_id, p.addr));
+    }
+
+    say("5. downloading with `get` (verify every chunk, write through io_uring)".into());
     let get_opts = GetOptions {
         file_id,
-        peer: seeder.addr(),
+        peer: bootstrap,
         output: dst.clone(),
         force: false,
         connections: shards,
         window: REQUESTS_INFLIGHT_DEFAULT,
         save_every_bytes: RESUME_SAVE_DEFAULT_BYTES,
     };
-    let report = node::get(&get_opts, &AtomicBool::new(false), &|_| {});
-    let stats = seeder.stop();
+    let peers: Vec<_> = providers.iter().map(|p| p.addr).collect();
+    let report = node::get_from_any(&get_opts, &peers, &AtomicBool::new(false), &|_| {}, &|e| {
+        say(format!("   {e}; trying the next provider"))
+    });
+    let mut stats = SeedStats::default();
+    for s in seeders {
+        stats.add(&s.stop());
+    }
     let report = report?;
 
-    say("5. comparing the two files byte for byte".into());
+    say("6. comparing the two files byte for byte".into());
     if !same_bytes(&src, &dst)? {
         bail!("downloaded file differs from the original");
     }
@@ -74,7 +118,14 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
     if json {
         println!(
             "{}",
-            json!({ "get": report, "seeder": stats, "raw_tcp": raw, "ratio_to_raw_tcp": ratio, "identical": true })
+            json!({
+                "get": report,
+                "providers": providers,
+                "seeders": stats,
+                "raw_tcp": raw,
+                "ratio_to_raw_tcp": ratio,
+                "identical": true
+            })
         );
     } else {
         println!("   identical: yes");
@@ -95,8 +146,28 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// Seeders the demo starts.
+const SEEDERS: usize = 3;
+
+/// Asks the DHT for providers of `key` until the announcements have landed (they are paced,
+/// so the first seconds may find none).
+fn discover(bootstrap: SocketAddr, key: Key) -> Result<Vec<ContactJson>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer =
+            node::query(&[bootstrap], DhtQuery::FindProviders(key), Duration::from_secs(5))?;
+        if !answer.contacts.is_empty() {
+            return Ok(answer.contacts);
+        }
+        if Instant::now() >= deadline {
+            bail!("no provider announced itself within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Writes `size` pseudo-random bytes (fixed seed: every demo serves the same file).
-fn generate(path: &std::path::Path, size: u64) -> Result<()> {
+fn generate(path: &Path, size: u64) -> Result<()> {
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
     let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
     let mut block = vec![0u8; 1 << 20];
@@ -111,7 +182,7 @@ fn generate(path: &std::path::Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-fn same_bytes(a: &std::path::Path, b: &std::path::Path) -> Result<bool> {
+fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
     let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
     if fa.metadata()?.len() != fb.metadata()?.len() {
         return Ok(false);

@@ -96,6 +96,8 @@ pub enum GetError {
     Io { path: PathBuf, source: io::Error },
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
+    #[error("no peer to download from")]
+    NoPeers,
 }
 
 impl GetError {
@@ -429,6 +431,44 @@ impl Durability {
             .map_err(|e| GetError::io(&self.resume, e))?;
         Ok(std::mem::take(&mut self.pending_bytes))
     }
+}
+
+impl GetError {
+    /// Whether the fault lies with the peer, so another provider may do better.
+    pub fn is_peer_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownFile { .. }
+                | Self::Connect { .. }
+                | Self::Connection { .. }
+                | Self::Refused { .. }
+                | Self::Protocol { .. }
+                | Self::HashMismatch { .. }
+        )
+    }
+}
+
+/// Downloads from the first of `peers` that works: on a peer's fault (see
+/// [`GetError::is_peer_fault`]) `failover` hears why and the next peer continues where the
+/// last one stopped (verified chunks are kept). `opts.peer` is ignored.
+pub fn get_from_any(
+    opts: &GetOptions,
+    peers: &[SocketAddr],
+    interrupt: &AtomicBool,
+    progress: &dyn Fn(GetProgress),
+    failover: &dyn Fn(&GetError),
+) -> Result<GetReport, GetError> {
+    let mut opts = opts.clone();
+    let (last, others) = peers.split_last().ok_or(GetError::NoPeers)?;
+    for &peer in others {
+        opts.peer = peer;
+        match get(&opts, interrupt, progress) {
+            Err(e) if e.is_peer_fault() => failover(&e),
+            done => return done,
+        }
+    }
+    opts.peer = *last;
+    get(&opts, interrupt, progress)
 }
 
 /// Downloads a file. `interrupt` stops the download cleanly (state saved) when it becomes

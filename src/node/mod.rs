@@ -25,7 +25,7 @@ pub use dht::{
     config_for, ping, query, ContactJson, DhtAnswer, DhtError, DhtNodeStats, DhtQuery,
     DhtServerOptions, PingAnswer,
 };
-pub use fetch::{get, GetError, GetOptions, GetProgress, GetReport};
+pub use fetch::{get, get_from_any, GetError, GetOptions, GetProgress, GetReport};
 pub use seed::{SeedError, SeedOptions, SeedStats, Seeder};
 
 use crate::config::IO_MEMORY_PER_SHARD_BYTES;

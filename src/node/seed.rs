@@ -75,7 +75,9 @@ pub struct SeedStats {
 }
 
 impl SeedStats {
-    fn add(&mut self, o: &Self) {
+    /// Adds another shard's or seeder's counters (the DHT counters of the last one that
+    /// had them win).
+    pub fn add(&mut self, o: &Self) {
         self.connections += o.connections;
         self.connections_refused += o.connections_refused;
         self.requests += o.requests;

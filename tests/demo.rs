@@ -1,0 +1,17 @@
+//! `furymesh demo` end to end: several seeders, discovery through the DHT, a verified
+//! download. (The default 256 MiB run is the README's first command; this uses a small file.)
+
+mod common;
+
+use common::*;
+
+#[test]
+fn demo_discovers_providers_and_downloads_an_identical_file() {
+    let out = run_ok(std::process::Command::new(BIN).args(["demo", "--size", "16MiB", "--json"]));
+    let v = json(&out);
+    assert_eq!(v["identical"], true);
+    assert_eq!(v["providers"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["get"]["bytes"], 16u64 << 20);
+    assert_eq!(v["seeders"]["payload_bytes_from_map"], 16u64 << 20);
+    assert!(v["ratio_to_raw_tcp"].as_f64().unwrap() > 0.0);
+}
