@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::config::{self, CHUNK_SIZE_DEFAULT_BYTES, LISTEN_DEFAULT, REQUESTS_INFLIGHT_DEFAULT};
+use crate::config::{self, LISTEN_DEFAULT, REQUESTS_INFLIGHT_DEFAULT};
 use crate::crypto::FileId;
 use crate::dht::{Key, NodeId};
 use crate::node::{self, DhtQuery, DhtServerOptions, GetError, GetOptions, SeedOptions, Seeder};
@@ -95,8 +95,9 @@ pub struct PublishArgs {
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Chunk size, a multiple of 4 KiB between 4 KiB and 16 MiB (e.g. 512KiB, 1MiB).
-    #[arg(long, value_parser = parse_chunk_size, default_value_t = CHUNK_SIZE_DEFAULT_BYTES)]
-    pub chunk_size: u32,
+    /// Default: picked per file, about 2,048 chunks, 256 KiB to 16 MiB (1 GiB → 512 KiB).
+    #[arg(long, value_parser = parse_chunk_size)]
+    pub chunk_size: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +112,12 @@ pub struct SeedArgs {
     /// rejoins through the routing table it saved last time).
     #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
     pub bootstrap: Vec<SocketAddr>,
+    /// Upload limit for the whole node, in bytes per second (8MiB, 100KB, …).
+    #[arg(long, value_parser = parse_rate, value_name = "BYTES")]
+    pub max_upload_rate: Option<u64>,
+    /// Upload limit per connection, in bytes per second.
+    #[arg(long, value_parser = parse_rate, value_name = "BYTES")]
+    pub max_peer_upload_rate: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +149,9 @@ pub struct GetArgs {
     /// least every 250 ms). Smaller: less to fetch again after a crash, more fsyncs.
     #[arg(long, default_value = "16MiB", value_parser = config::parse_bytes, value_name = "BYTES")]
     pub save_every: u64,
+    /// Download limit in bytes per second (8MiB, 100KB, …).
+    #[arg(long, value_parser = parse_rate, value_name = "BYTES")]
+    pub max_download_rate: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +188,13 @@ pub enum BenchCommand {
 
 fn parse_chunk_size(s: &str) -> Result<u32, String> {
     config::validate_chunk_size(config::parse_bytes(s)?)
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    match config::parse_bytes(s.trim_end_matches("/s"))? {
+        0 => Err("a rate must be above zero".into()),
+        n => Ok(n),
+    }
 }
 
 fn parse_file_id(s: &str) -> Result<FileId, String> {
@@ -394,7 +411,13 @@ fn seed(dir: &Path, a: &SeedArgs, json: bool) -> Result<i32> {
         table_path: Some(dir.join("dht-table.fmt")),
         provide: files.iter().map(|e| dht_key(&e.info.file_id)).collect(),
     };
-    let opts = SeedOptions { listen: a.listen, shards, dht: Some(dht) };
+    let opts = SeedOptions {
+        listen: a.listen,
+        shards,
+        dht: Some(dht),
+        upload_rate_bytes: a.max_upload_rate,
+        peer_upload_rate_bytes: a.max_peer_upload_rate,
+    };
     let seeder = Seeder::start(files, &opts, stop)?;
     eprintln!(
         "furymesh seed: listening on {} ({shards} shards, {n} files, node {node_id})",
@@ -477,6 +500,7 @@ fn get(a: &GetArgs, json: bool) -> Result<i32> {
         connections: a.connections.unwrap_or_else(node::available_cores).max(1),
         window: a.window,
         save_every_bytes: a.save_every.max(1),
+        download_rate_bytes: a.max_download_rate,
     };
     let stop = stop_on_signals()?;
     let bar = progress_bar(0, "downloading");

@@ -56,7 +56,7 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
     let published = storage::publish(
         &mut catalog,
         std::slice::from_ref(&src),
-        CHUNK_SIZE_DEFAULT_BYTES,
+        Some(CHUNK_SIZE_DEFAULT_BYTES),
         &|_| {},
     );
     let entry = published.into_iter().next().context("publish returned nothing")??.entry;
@@ -76,7 +76,13 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
             table_path: None,
             provide: vec![key],
         };
-        let opts = SeedOptions { listen: "127.0.0.1:0".parse()?, shards, dht: Some(dht) };
+        let opts = SeedOptions {
+            listen: "127.0.0.1:0".parse()?,
+            shards,
+            dht: Some(dht),
+            upload_rate_bytes: None,
+            peer_upload_rate_bytes: None,
+        };
         let seeder = Seeder::start(vec![entry.clone()], &opts, Arc::new(AtomicBool::new(false)))?;
         say(format!("   seeder on {}", seeder.addr()));
         seeders.push(seeder);
@@ -98,6 +104,7 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
         connections: shards,
         window: REQUESTS_INFLIGHT_DEFAULT,
         save_every_bytes: RESUME_SAVE_DEFAULT_BYTES,
+        download_rate_bytes: None,
     };
     let peers: Vec<_> = providers.iter().map(|p| p.addr).collect();
     let report = node::get_from_any(&get_opts, &peers, &AtomicBool::new(false), &|_| {}, &|e| {

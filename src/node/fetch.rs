@@ -27,10 +27,12 @@ use serde::Serialize;
 use super::frame::{read_frame, read_payload, FrameError};
 use super::{run_local, spawn_shards};
 use crate::config::{
-    PEER_TIMEOUT, RESPONSE_BODY_MAX_BYTES, RESUME_SAVE_INTERVAL, WRITES_INFLIGHT_MAX,
+    PEER_TIMEOUT, RESPONSE_BODY_MAX_BYTES, RESUME_SAVE_INTERVAL, THROTTLE_BURST_BYTES,
+    WRITES_INFLIGHT_MAX,
 };
 use crate::crypto::{chunk_hash, FileId};
 use crate::storage::write_atomic;
+use crate::transfer::throttle::Throttle;
 use crate::transfer::Bitfield;
 use crate::wire::{self, Encoder, ErrorCode, FileInfo, Message};
 
@@ -49,6 +51,8 @@ pub struct GetOptions {
     /// Persist the resume state after this many verified bytes (and at least every
     /// `RESUME_SAVE_INTERVAL`).
     pub save_every_bytes: u64,
+    /// Download limit, shared by all connections.
+    pub download_rate_bytes: Option<u64>,
 }
 
 /// The outcome of a download (`--json`).
@@ -230,6 +234,8 @@ struct FetchCtx {
     stop: AtomicBool,
     /// Verified bytes after which the coordinator makes them durable.
     save_every_bytes: u64,
+    /// Download limit shared by every shard (charged when a chunk is requested).
+    throttle: Option<Throttle>,
     /// Verified bytes not yet durable. Shards stop claiming chunks while this is at
     /// `unsaved_max_bytes`, so a crash never loses more than that plus the requests in flight.
     unsaved_bytes: AtomicU64,
@@ -270,6 +276,13 @@ async fn fetch_chunks(ctx: &Arc<FetchCtx>, tx: &Sender<ShardMsg>) -> Result<(), 
         {
             let k = ctx.cursor.fetch_add(1, Ordering::Relaxed);
             let Some(&index) = ctx.missing.get(k) else { break };
+            if let Some(t) = &ctx.throttle {
+                let r = ctx.info.chunk_range(index);
+                let wait = t.reserve(Instant::now(), r.end - r.start);
+                if !wait.is_zero() {
+                    glommio::timer::sleep(wait).await;
+                }
+            }
             requests.extend_from_slice(enc.frame(&Message::ChunkRequest {
                 file_id: ctx.info.file_id,
                 chunk_index: index,
@@ -527,6 +540,9 @@ pub fn get(
             cursor: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             save_every_bytes: opts.save_every_bytes,
+            throttle: opts
+                .download_rate_bytes
+                .map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, Instant::now())),
             unsaved_bytes: AtomicU64::new(0),
             // Saving starts at save_every; the second half keeps shards busy meanwhile.
             unsaved_max_bytes: opts.save_every_bytes.saturating_mul(2),

@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
@@ -28,10 +28,11 @@ use super::frame::{read_frame, FrameError};
 use super::{spawn_shards, wait_until, ShardId};
 use crate::config::{
     CONNECTIONS_PER_SHARD_MAX, IDLE_TIMEOUT, OPEN_FILES_PER_SHARD_MAX, PEER_TIMEOUT,
-    REQUEST_BODY_MAX_BYTES,
+    REQUEST_BODY_MAX_BYTES, THROTTLE_BURST_BYTES,
 };
 use crate::crypto::FileId;
 use crate::storage::{CatalogEntry, FileStamp, MappedFile};
+use crate::transfer::throttle::Throttle;
 use crate::wire::{self, Encoder, ErrorCode, Message};
 
 /// How often an idle shard checks for shutdown.
@@ -44,6 +45,10 @@ pub struct SeedOptions {
     pub shards: usize,
     /// The DHT, run by shard 0 on the listen address (UDP). `None`: no DHT.
     pub dht: Option<DhtServerOptions>,
+    /// Upload limit for the whole node, shared by all shards.
+    pub upload_rate_bytes: Option<u64>,
+    /// Upload limit per connection.
+    pub peer_upload_rate_bytes: Option<u64>,
 }
 
 /// Why the seeder could not start.
@@ -118,9 +123,15 @@ impl Seeder {
             Arc::new(files.into_iter().map(|e| (e.info.file_id, e)).collect());
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(opts.shards);
         let stop2 = stop.clone();
+        let limits = Limits {
+            node: opts
+                .upload_rate_bytes
+                .map(|r| Arc::new(Throttle::new(r, THROTTLE_BURST_BYTES, Instant::now()))),
+            peer_rate_bytes: opts.peer_upload_rate_bytes,
+        };
         let dht = opts.dht.clone();
         let handles = spawn_shards("furymesh-seed", opts.shards, move |id| {
-            run_shard(id, addr, catalog, dht, stop2, ready_tx)
+            run_shard(id, addr, catalog, dht, limits, stop2, ready_tx)
         })
         .map_err(SeedError::Shards)?;
         let mut failure = None;
@@ -160,6 +171,14 @@ impl Seeder {
     }
 }
 
+/// Upload limits: one bucket for the node (an atomic word every shard charges) and a rate
+/// for each connection's own bucket.
+#[derive(Clone)]
+struct Limits {
+    node: Option<Arc<Throttle>>,
+    peer_rate_bytes: Option<u64>,
+}
+
 /// A file one shard has mapped.
 struct OpenFile {
     map: MappedFile,
@@ -173,6 +192,7 @@ struct Shard {
     open: RefCell<HashMap<FileId, Rc<OpenFile>>>,
     stats: RefCell<SeedStats>,
     connections: Cell<usize>,
+    limits: Limits,
 }
 
 /// A request the seeder refuses, with the code and text the client gets.
@@ -240,6 +260,7 @@ async fn run_shard(
     addr: SocketAddr,
     catalog: Arc<HashMap<FileId, CatalogEntry>>,
     dht: Option<DhtServerOptions>,
+    limits: Limits,
     stop: Arc<AtomicBool>,
     ready: crossbeam_channel::Sender<io::Result<()>>,
 ) -> SeedStats {
@@ -269,6 +290,7 @@ async fn run_shard(
         open: RefCell::new(HashMap::new()),
         stats: RefCell::new(SeedStats::default()),
         connections: Cell::new(0),
+        limits,
     });
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -318,6 +340,10 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
     let mut stream = stream.buffered();
     let mut enc = Encoder::default();
     let mut body = Vec::new();
+    let peer_limit = shard
+        .limits
+        .peer_rate_bytes
+        .map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, Instant::now()));
     loop {
         match read_frame(&mut stream, &mut body, REQUEST_BODY_MAX_BYTES).await {
             Ok(true) => {}
@@ -348,6 +374,17 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
             Message::ChunkRequest { file_id, chunk_index, .. } => {
                 match shard.chunk(&file_id, chunk_index) {
                     Ok((file, range)) => {
+                        let n = range.len() as u64;
+                        let now = Instant::now();
+                        let wait = [shard.limits.node.as_deref(), peer_limit.as_ref()]
+                            .into_iter()
+                            .flatten()
+                            .map(|t| t.reserve(now, n))
+                            .max()
+                            .unwrap_or_default();
+                        if !wait.is_zero() {
+                            glommio::timer::sleep(wait).await;
+                        }
                         let payload = &file.map.bytes()[range.clone()];
                         let header = enc.frame(&Message::ChunkResponse {
                             file_id,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::{Catalog, CatalogEntry, CatalogError, FileStamp};
-use crate::config::CHUNKS_PER_FILE_MAX;
+use crate::config::{auto_chunk_size, CHUNKS_PER_FILE_MAX};
 use crate::crypto::{chunk_hash, ChunkHash, FileId};
 use crate::wire::FileInfo;
 
@@ -85,11 +85,12 @@ fn hash_file(
 fn publish_one(
     catalog: &Catalog,
     path: &Path,
-    chunk_size: u32,
+    chunk_size: Option<u32>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Published, PublishError> {
     let io_err = |source| PublishError::Io { path: path.into(), source };
     let stamp = FileStamp::of(&fs::metadata(path).map_err(io_err)?);
+    let chunk_size = chunk_size.unwrap_or_else(|| auto_chunk_size(stamp.size));
     if let Some(e) = catalog.find_unchanged(path, stamp, chunk_size) {
         progress(stamp.size);
         return Ok(Published { entry: e.clone(), reused: true });
@@ -119,12 +120,13 @@ fn publish_one(
 }
 
 /// Publishes every regular file under `paths`: hashes what changed (all cores), records the
-/// manifests in the catalog, and returns one result per file in a stable order. `progress`
+/// manifests in the catalog, and returns one result per file in a stable order. Chunks are
+/// `chunk_size` bytes, or [`auto_chunk_size`] of each file when `None`. `progress`
 /// receives the number of bytes each finished piece covered.
 pub fn publish(
     catalog: &mut Catalog,
     paths: &[PathBuf],
-    chunk_size: u32,
+    chunk_size: Option<u32>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Vec<Result<Published, PublishError>> {
     let files = expand(paths);

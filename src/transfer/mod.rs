@@ -1,6 +1,8 @@
 //! Transfer logic as sans-IO: which chunks a download has, and (with the swarm work) which
 //! to ask whom for. May not touch storage or sockets directly.
 
+pub mod throttle;
+
 /// One bit per chunk, least significant bit first within each byte: the persisted form of
 /// "chunk verified and durable".
 #[derive(Debug, Clone, PartialEq, Eq)]
