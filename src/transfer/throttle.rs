@@ -53,7 +53,7 @@ mod tests {
 
     /// Simulates senders that sleep exactly as told and counts what got through in 10 s.
     fn bytes_sent_in_10s(rate: u64, burst: u64, chunk: u64, senders: usize) -> u64 {
-        let epoch = Instant::now();
+        let epoch = crate::sim::epoch();
         let t = Throttle::new(rate, burst, epoch);
         let horizon = Duration::from_secs(10);
         let mut clocks = vec![Duration::ZERO; senders];
@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn burst_passes_at_once_then_waits() {
-        let epoch = Instant::now();
+        let epoch = crate::sim::epoch();
         let t = Throttle::new(1000, 3000, epoch);
         assert_eq!(t.reserve(epoch, 1000), Duration::ZERO);
         assert_eq!(t.reserve(epoch, 1000), Duration::ZERO);
