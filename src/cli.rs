@@ -418,7 +418,7 @@ fn seed(dir: &Path, a: &SeedArgs, json: bool) -> Result<i32> {
         upload_rate_bytes: a.max_upload_rate,
         peer_upload_rate_bytes: a.max_peer_upload_rate,
     };
-    let seeder = Seeder::start(files, &opts, stop)?;
+    let seeder = Seeder::start(files.into_iter().map(Into::into).collect(), &opts, stop)?;
     eprintln!(
         "furymesh seed: listening on {} ({shards} shards, {n} files, node {node_id})",
         seeder.addr()

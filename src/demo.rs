@@ -83,7 +83,8 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
             upload_rate_bytes: None,
             peer_upload_rate_bytes: None,
         };
-        let seeder = Seeder::start(vec![entry.clone()], &opts, Arc::new(AtomicBool::new(false)))?;
+        let seeder =
+            Seeder::start(vec![entry.clone().into()], &opts, Arc::new(AtomicBool::new(false)))?;
         say(format!("   seeder on {}", seeder.addr()));
         seeders.push(seeder);
     }

@@ -26,7 +26,7 @@ pub use dht::{
     DhtServerOptions, PingAnswer,
 };
 pub use fetch::{get, get_from_any, GetError, GetOptions, GetProgress, GetReport};
-pub use seed::{SeedError, SeedOptions, SeedStats, Seeder};
+pub use seed::{SeedError, SeedOptions, SeedStats, Seeder, ServedFile};
 
 use crate::config::IO_MEMORY_PER_SHARD_BYTES;
 

@@ -33,6 +33,7 @@ use crate::config::{
 use crate::crypto::FileId;
 use crate::storage::{CatalogEntry, FileStamp, MappedFile};
 use crate::transfer::throttle::Throttle;
+use crate::transfer::SharedBitfield;
 use crate::wire::{self, Encoder, ErrorCode, Message};
 
 /// How often an idle shard checks for shutdown.
@@ -109,7 +110,7 @@ impl Seeder {
     /// Binds every shard's listener and starts serving `files`. Returns once all shards
     /// listen. `stop` ends the seeder when it becomes true (e.g. from a signal handler).
     pub fn start(
-        files: Vec<CatalogEntry>,
+        files: Vec<ServedFile>,
         opts: &SeedOptions,
         stop: Arc<AtomicBool>,
     ) -> Result<Self, SeedError> {
@@ -119,8 +120,8 @@ impl Seeder {
         let addr = StdListener::bind(opts.listen)
             .and_then(|l| l.local_addr())
             .map_err(|source| SeedError::Listen { addr: opts.listen, source })?;
-        let catalog: Arc<HashMap<FileId, CatalogEntry>> =
-            Arc::new(files.into_iter().map(|e| (e.info.file_id, e)).collect());
+        let catalog: Arc<HashMap<FileId, ServedFile>> =
+            Arc::new(files.into_iter().map(|f| (f.entry.info.file_id, f)).collect());
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(opts.shards);
         let stop2 = stop.clone();
         let limits = Limits {
@@ -179,6 +180,20 @@ struct Limits {
     peer_rate_bytes: Option<u64>,
 }
 
+/// A file the seeder serves: a published one, or one this node is still downloading (then
+/// `have` says which chunks are verified and written, and only those are served).
+#[derive(Debug, Clone)]
+pub struct ServedFile {
+    pub entry: CatalogEntry,
+    pub have: Option<Arc<SharedBitfield>>,
+}
+
+impl From<CatalogEntry> for ServedFile {
+    fn from(entry: CatalogEntry) -> Self {
+        Self { entry, have: None }
+    }
+}
+
 /// A file one shard has mapped.
 struct OpenFile {
     map: MappedFile,
@@ -188,7 +203,7 @@ struct OpenFile {
 /// State owned by one shard.
 struct Shard {
     id: ShardId,
-    catalog: Arc<HashMap<FileId, CatalogEntry>>,
+    catalog: Arc<HashMap<FileId, ServedFile>>,
     open: RefCell<HashMap<FileId, Rc<OpenFile>>>,
     stats: RefCell<SeedStats>,
     connections: Cell<usize>,
@@ -199,7 +214,7 @@ struct Shard {
 struct Refusal(ErrorCode, String);
 
 impl Shard {
-    fn entry(&self, id: &FileId) -> Result<&CatalogEntry, Refusal> {
+    fn entry(&self, id: &FileId) -> Result<&ServedFile, Refusal> {
         self.catalog
             .get(id)
             .ok_or_else(|| Refusal(ErrorCode::UnknownFile, format!("file {id} is not served here")))
@@ -208,7 +223,8 @@ impl Shard {
     /// The shard's map of `id`, opened on first use, checked against the size and mtime
     /// recorded at publish time on every call (one fstat).
     fn open_file(&self, id: &FileId) -> Result<Rc<OpenFile>, Refusal> {
-        let entry = self.entry(id)?;
+        let served = self.entry(id)?;
+        let entry = &served.entry;
         let cached = self.open.borrow().get(id).cloned();
         let file = match cached {
             Some(f) => f,
@@ -230,6 +246,10 @@ impl Shard {
                 f
             }
         };
+        if served.have.is_some() {
+            // Our own partial download: it changes as chunks land; only set bits are served.
+            return Ok(file);
+        }
         let now = file.map.file().metadata().map(|m| FileStamp::of(&m));
         if now.ok() != Some(file.stamp) || file.map.bytes().len() as u64 != file.stamp.size {
             self.open.borrow_mut().remove(id);
@@ -242,11 +262,18 @@ impl Shard {
     }
 
     fn chunk(&self, id: &FileId, index: u32) -> Result<(Rc<OpenFile>, Range<usize>), Refusal> {
-        let info = &self.entry(id)?.info;
+        let served = self.entry(id)?;
+        let info = &served.entry.info;
         if index >= info.chunk_count() {
             return Err(Refusal(
                 ErrorCode::ChunkOutOfRange,
                 format!("chunk {index} out of range: file {id} has {} chunks", info.chunk_count()),
+            ));
+        }
+        if served.have.as_ref().is_some_and(|h| !h.get(index)) {
+            return Err(Refusal(
+                ErrorCode::ChunkNotAvailable,
+                format!("chunk {index} of file {id} is not downloaded here yet"),
             ));
         }
         let r = info.chunk_range(index);
@@ -258,7 +285,7 @@ impl Shard {
 async fn run_shard(
     id: ShardId,
     addr: SocketAddr,
-    catalog: Arc<HashMap<FileId, CatalogEntry>>,
+    catalog: Arc<HashMap<FileId, ServedFile>>,
     dht: Option<DhtServerOptions>,
     limits: Limits,
     stop: Arc<AtomicBool>,
@@ -411,10 +438,17 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
                 }
             }
             Message::FileInfoRequest { file_id } => match shard.entry(&file_id) {
-                Ok(entry) => {
-                    let frame = enc.frame(&Message::FileInfo(entry.info.clone()));
+                Ok(served) => {
+                    let frame = enc.frame(&Message::FileInfo(served.entry.info.clone()));
                     stream.write_all(frame).await?;
                     shard.stats.borrow_mut().manifests_served += 1;
+                }
+                Err(r) => send_refusal(shard, &mut stream, &mut enc, r, Some(file_id), 0).await?,
+            },
+            Message::BitfieldRequest { file_id } => match shard.entry(&file_id) {
+                Ok(served) => {
+                    let bits = served.have.as_ref().map(|h| h.snapshot().as_bytes().to_vec());
+                    stream.write_all(enc.frame(&Message::Bitfield { file_id, bits })).await?;
                 }
                 Err(r) => send_refusal(shard, &mut stream, &mut enc, r, Some(file_id), 0).await?,
             },
@@ -437,6 +471,8 @@ fn kind(m: &Message) -> &'static str {
         Message::FileInfoRequest { .. } => "file info request",
         Message::FileInfo(_) => "file info",
         Message::Error { .. } => "error",
+        Message::BitfieldRequest { .. } => "bitfield request",
+        Message::Bitfield { .. } => "bitfield",
     }
 }
 

@@ -57,6 +57,43 @@ impl Bitfield {
     }
 }
 
+/// A bitfield several threads read and one sets, lock-free: what a downloader that also
+/// seeds (partial seeding) has verified and written so far.
+#[derive(Debug)]
+pub struct SharedBitfield {
+    bytes: Vec<std::sync::atomic::AtomicU8>,
+    len: u32,
+}
+
+impl SharedBitfield {
+    pub fn new(from: &Bitfield) -> Self {
+        let bytes = from.as_bytes().iter().map(|&b| std::sync::atomic::AtomicU8::new(b)).collect();
+        Self { bytes, len: from.len() }
+    }
+
+    pub fn get(&self, i: u32) -> bool {
+        i < self.len
+            && self.bytes[(i / 8) as usize].load(std::sync::atomic::Ordering::Acquire)
+                & (1 << (i % 8))
+                != 0
+    }
+
+    /// Sets bit `i` (ignored when out of range). Release ordering: a reader that sees the
+    /// bit also sees the chunk's bytes written before it.
+    pub fn set(&self, i: u32) {
+        if i < self.len {
+            self.bytes[(i / 8) as usize]
+                .fetch_or(1 << (i % 8), std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    pub fn snapshot(&self) -> Bitfield {
+        let bytes =
+            self.bytes.iter().map(|b| b.load(std::sync::atomic::Ordering::Acquire)).collect();
+        Bitfield { bytes, len: self.len }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +110,10 @@ mod tests {
         assert!(Bitfield::from_bytes(vec![0; 3], 10).is_none());
         assert!(Bitfield::from_bytes(vec![0, 0b100], 10).is_none());
         assert!(Bitfield::new(0).is_empty());
+        let shared = SharedBitfield::new(&b);
+        shared.set(5);
+        shared.set(99);
+        assert!(shared.get(5) && shared.get(0) && !shared.get(99));
+        assert_eq!(shared.snapshot().count_ones(), 3);
     }
 }

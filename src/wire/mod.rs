@@ -62,6 +62,7 @@ pub enum ErrorCode {
     FileChanged,
     Io,
     Overloaded,
+    ChunkNotAvailable,
 }
 
 /// A manifest: everything a downloader needs to fetch and verify a file.
@@ -131,6 +132,14 @@ pub enum Message {
         message: String,
         file_id: Option<FileId>,
         chunk_index: u32,
+    },
+    BitfieldRequest {
+        file_id: FileId,
+    },
+    /// `bits` is `None` when the peer has every chunk.
+    Bitfield {
+        file_id: FileId,
+        bits: Option<Vec<u8>>,
     },
 }
 
@@ -246,6 +255,23 @@ fn build_message<'a>(fbb: &mut FlatBufferBuilder<'a>, msg: &Message) -> WIPOffse
             args.type_ = fb::MessageType::FILE_INFO;
             args.file_info = Some(build_file_info(fbb, info));
         }
+        Message::BitfieldRequest { file_id } => {
+            let id = id_string(fbb, file_id);
+            args.type_ = fb::MessageType::BITFIELD_REQUEST;
+            args.bitfield_request = Some(fb::BitfieldRequest::create(
+                fbb,
+                &fb::BitfieldRequestArgs { file_id: Some(id) },
+            ));
+        }
+        Message::Bitfield { file_id, bits } => {
+            let v = bits.as_ref().map(|b| fbb.create_vector(b));
+            let id = id_string(fbb, file_id);
+            args.type_ = fb::MessageType::BITFIELD;
+            args.bitfield = Some(fb::Bitfield::create(
+                fbb,
+                &fb::BitfieldArgs { file_id: Some(id), complete: bits.is_none(), bits: v },
+            ));
+        }
         Message::Error { code, message, file_id, chunk_index } => {
             let text = fbb.create_string(message);
             let id = file_id.as_ref().map(|id| id_string(fbb, id));
@@ -273,6 +299,7 @@ fn code_to_fb(code: ErrorCode) -> fb::ErrorCode {
         ErrorCode::FileChanged => fb::ErrorCode::FILE_CHANGED,
         ErrorCode::Io => fb::ErrorCode::IO,
         ErrorCode::Overloaded => fb::ErrorCode::OVERLOADED,
+        ErrorCode::ChunkNotAvailable => fb::ErrorCode::CHUNK_NOT_AVAILABLE,
     }
 }
 
@@ -284,6 +311,7 @@ fn code_from_fb(code: fb::ErrorCode) -> ErrorCode {
         fb::ErrorCode::FILE_CHANGED => ErrorCode::FileChanged,
         fb::ErrorCode::IO => ErrorCode::Io,
         fb::ErrorCode::OVERLOADED => ErrorCode::Overloaded,
+        fb::ErrorCode::CHUNK_NOT_AVAILABLE => ErrorCode::ChunkNotAvailable,
         // Codes from newer peers read as Unknown.
         _ => ErrorCode::Unknown,
     }
@@ -372,6 +400,24 @@ pub fn decode(body: &[u8]) -> Result<Message, DecodeError> {
                 chunk_index: e.chunk_index(),
             }
         }
+        fb::MessageType::BITFIELD_REQUEST => {
+            let r = m.bitfield_request().ok_or(DecodeError::MissingField("bitfield_request"))?;
+            Message::BitfieldRequest { file_id: parse_id(r.file_id(), "bitfield_request.file_id")? }
+        }
+        fb::MessageType::BITFIELD => {
+            let b = m.bitfield().ok_or(DecodeError::MissingField("bitfield"))?;
+            let bits = match (b.complete(), b.bits()) {
+                (true, _) => None,
+                (false, Some(v))
+                    if v.len() <= (crate::config::CHUNKS_PER_FILE_MAX / 8) as usize =>
+                {
+                    Some(v.bytes().to_vec())
+                }
+                (false, Some(_)) => return Err(DecodeError::TooLong("bitfield.bits")),
+                (false, None) => return Err(DecodeError::MissingField("bitfield.bits")),
+            };
+            Message::Bitfield { file_id: parse_id(b.file_id(), "bitfield.file_id")?, bits }
+        }
         other => return Err(DecodeError::UnknownType(other.0)),
     })
 }
@@ -456,6 +502,9 @@ mod tests {
         round_trip(Message::ChunkRequest { file_id: id, chunk_index: 3, priority: 1 });
         round_trip(Message::ChunkResponse { file_id: id, chunk_index: 3, payload_len: 99 });
         round_trip(Message::FileInfoRequest { file_id: id });
+        round_trip(Message::BitfieldRequest { file_id: id });
+        round_trip(Message::Bitfield { file_id: id, bits: None });
+        round_trip(Message::Bitfield { file_id: id, bits: Some(vec![0b101, 0]) });
         round_trip(Message::FileInfo(sample_info(5)));
         round_trip(Message::Error {
             code: ErrorCode::ChunkOutOfRange,

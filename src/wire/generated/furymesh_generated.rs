@@ -10,10 +10,10 @@ pub mod furymesh {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_MESSAGE_TYPE: i8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_MESSAGE_TYPE: i8 = 6;
+pub const ENUM_MAX_MESSAGE_TYPE: i8 = 8;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_MESSAGE_TYPE: [MessageType; 7] = [
+pub const ENUM_VALUES_MESSAGE_TYPE: [MessageType; 9] = [
   MessageType::CHUNK_REQUEST,
   MessageType::CHUNK_RESPONSE,
   MessageType::FILE_INFO,
@@ -21,6 +21,8 @@ pub const ENUM_VALUES_MESSAGE_TYPE: [MessageType; 7] = [
   MessageType::TRANSFER_STATUS,
   MessageType::FILE_INFO_REQUEST,
   MessageType::ERROR,
+  MessageType::BITFIELD_REQUEST,
+  MessageType::BITFIELD,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -35,9 +37,11 @@ impl MessageType {
   pub const TRANSFER_STATUS: Self = Self(4);
   pub const FILE_INFO_REQUEST: Self = Self(5);
   pub const ERROR: Self = Self(6);
+  pub const BITFIELD_REQUEST: Self = Self(7);
+  pub const BITFIELD: Self = Self(8);
 
   pub const ENUM_MIN: i8 = 0;
-  pub const ENUM_MAX: i8 = 6;
+  pub const ENUM_MAX: i8 = 8;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::CHUNK_REQUEST,
     Self::CHUNK_RESPONSE,
@@ -46,6 +50,8 @@ impl MessageType {
     Self::TRANSFER_STATUS,
     Self::FILE_INFO_REQUEST,
     Self::ERROR,
+    Self::BITFIELD_REQUEST,
+    Self::BITFIELD,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -57,6 +63,8 @@ impl MessageType {
       Self::TRANSFER_STATUS => Some("TRANSFER_STATUS"),
       Self::FILE_INFO_REQUEST => Some("FILE_INFO_REQUEST"),
       Self::ERROR => Some("ERROR"),
+      Self::BITFIELD_REQUEST => Some("BITFIELD_REQUEST"),
+      Self::BITFIELD => Some("BITFIELD"),
       _ => None,
     }
   }
@@ -114,10 +122,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for MessageType {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 6;
+pub const ENUM_MAX_ERROR_CODE: u16 = 7;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 7] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 8] = [
   ErrorCode::UNKNOWN,
   ErrorCode::UNKNOWN_FILE,
   ErrorCode::CHUNK_OUT_OF_RANGE,
@@ -125,6 +133,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 7] = [
   ErrorCode::FILE_CHANGED,
   ErrorCode::IO,
   ErrorCode::OVERLOADED,
+  ErrorCode::CHUNK_NOT_AVAILABLE,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -139,9 +148,10 @@ impl ErrorCode {
   pub const FILE_CHANGED: Self = Self(4);
   pub const IO: Self = Self(5);
   pub const OVERLOADED: Self = Self(6);
+  pub const CHUNK_NOT_AVAILABLE: Self = Self(7);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 6;
+  pub const ENUM_MAX: u16 = 7;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::UNKNOWN,
     Self::UNKNOWN_FILE,
@@ -150,6 +160,7 @@ impl ErrorCode {
     Self::FILE_CHANGED,
     Self::IO,
     Self::OVERLOADED,
+    Self::CHUNK_NOT_AVAILABLE,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -161,6 +172,7 @@ impl ErrorCode {
       Self::FILE_CHANGED => Some("FILE_CHANGED"),
       Self::IO => Some("IO"),
       Self::OVERLOADED => Some("OVERLOADED"),
+      Self::CHUNK_NOT_AVAILABLE => Some("CHUNK_NOT_AVAILABLE"),
       _ => None,
     }
   }
@@ -1595,6 +1607,232 @@ impl ::core::fmt::Debug for ErrorReply<'_> {
       ds.finish()
   }
 }
+pub enum BitfieldRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct BitfieldRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for BitfieldRequest<'a> {
+  type Inner = BitfieldRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> BitfieldRequest<'a> {
+  pub const VT_FILE_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    BitfieldRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BitfieldRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<BitfieldRequest<'bldr>> {
+    let mut builder = BitfieldRequestBuilder::new(_fbb);
+    if let Some(x) = args.file_id { builder.add_file_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn file_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BitfieldRequest::VT_FILE_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for BitfieldRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("file_id", Self::VT_FILE_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BitfieldRequestArgs<'a> {
+    pub file_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for BitfieldRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BitfieldRequestArgs {
+      file_id: None,
+    }
+  }
+}
+
+pub struct BitfieldRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BitfieldRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_file_id(&mut self, file_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BitfieldRequest::VT_FILE_ID, file_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BitfieldRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BitfieldRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<BitfieldRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for BitfieldRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("BitfieldRequest");
+      ds.field("file_id", &self.file_id());
+      ds.finish()
+  }
+}
+pub enum BitfieldOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Bitfield<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Bitfield<'a> {
+  type Inner = Bitfield<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Bitfield<'a> {
+  pub const VT_FILE_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_COMPLETE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BITS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Bitfield { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BitfieldArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Bitfield<'bldr>> {
+    let mut builder = BitfieldBuilder::new(_fbb);
+    if let Some(x) = args.bits { builder.add_bits(x); }
+    if let Some(x) = args.file_id { builder.add_file_id(x); }
+    builder.add_complete(args.complete);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn file_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Bitfield::VT_FILE_ID, None)}
+  }
+  #[inline]
+  pub fn complete(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Bitfield::VT_COMPLETE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn bits(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Bitfield::VT_BITS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Bitfield<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("file_id", Self::VT_FILE_ID, false)?
+     .visit_field::<bool>("complete", Self::VT_COMPLETE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("bits", Self::VT_BITS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BitfieldArgs<'a> {
+    pub file_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub complete: bool,
+    pub bits: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for BitfieldArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BitfieldArgs {
+      file_id: None,
+      complete: false,
+      bits: None,
+    }
+  }
+}
+
+pub struct BitfieldBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BitfieldBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_file_id(&mut self, file_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Bitfield::VT_FILE_ID, file_id);
+  }
+  #[inline]
+  pub fn add_complete(&mut self, complete: bool) {
+    self.fbb_.push_slot::<bool>(Bitfield::VT_COMPLETE, complete, false);
+  }
+  #[inline]
+  pub fn add_bits(&mut self, bits: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Bitfield::VT_BITS, bits);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BitfieldBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BitfieldBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Bitfield<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Bitfield<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Bitfield");
+      ds.field("file_id", &self.file_id());
+      ds.field("complete", &self.complete());
+      ds.field("bits", &self.bits());
+      ds.finish()
+  }
+}
 pub enum MessageOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1620,6 +1858,8 @@ impl<'a> Message<'a> {
   pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 16;
   pub const VT_FILE_INFO_REQUEST: ::flatbuffers::VOffsetT = 18;
   pub const VT_ERROR: ::flatbuffers::VOffsetT = 20;
+  pub const VT_BITFIELD_REQUEST: ::flatbuffers::VOffsetT = 22;
+  pub const VT_BITFIELD: ::flatbuffers::VOffsetT = 24;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1632,6 +1872,8 @@ impl<'a> Message<'a> {
   ) -> ::flatbuffers::WIPOffset<Message<'bldr>> {
     let mut builder = MessageBuilder::new(_fbb);
     builder.add_timestamp(args.timestamp);
+    if let Some(x) = args.bitfield { builder.add_bitfield(x); }
+    if let Some(x) = args.bitfield_request { builder.add_bitfield_request(x); }
     if let Some(x) = args.error { builder.add_error(x); }
     if let Some(x) = args.file_info_request { builder.add_file_info_request(x); }
     if let Some(x) = args.transfer_status { builder.add_transfer_status(x); }
@@ -1707,6 +1949,20 @@ impl<'a> Message<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ErrorReply>>(Message::VT_ERROR, None)}
   }
+  #[inline]
+  pub fn bitfield_request(&self) -> Option<BitfieldRequest<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<BitfieldRequest>>(Message::VT_BITFIELD_REQUEST, None)}
+  }
+  #[inline]
+  pub fn bitfield(&self) -> Option<Bitfield<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Bitfield>>(Message::VT_BITFIELD, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Message<'_> {
@@ -1724,6 +1980,8 @@ impl ::flatbuffers::Verifiable for Message<'_> {
      .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<FileInfoRequest>>("file_info_request", Self::VT_FILE_INFO_REQUEST, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<ErrorReply>>("error", Self::VT_ERROR, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<BitfieldRequest>>("bitfield_request", Self::VT_BITFIELD_REQUEST, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Bitfield>>("bitfield", Self::VT_BITFIELD, false)?
      .finish();
     Ok(())
   }
@@ -1738,6 +1996,8 @@ pub struct MessageArgs<'a> {
     pub timestamp: i64,
     pub file_info_request: Option<::flatbuffers::WIPOffset<FileInfoRequest<'a>>>,
     pub error: Option<::flatbuffers::WIPOffset<ErrorReply<'a>>>,
+    pub bitfield_request: Option<::flatbuffers::WIPOffset<BitfieldRequest<'a>>>,
+    pub bitfield: Option<::flatbuffers::WIPOffset<Bitfield<'a>>>,
 }
 impl<'a> Default for MessageArgs<'a> {
   #[inline]
@@ -1752,6 +2012,8 @@ impl<'a> Default for MessageArgs<'a> {
       timestamp: 0,
       file_info_request: None,
       error: None,
+      bitfield_request: None,
+      bitfield: None,
     }
   }
 }
@@ -1798,6 +2060,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MessageBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ErrorReply>>(Message::VT_ERROR, error);
   }
   #[inline]
+  pub fn add_bitfield_request(&mut self, bitfield_request: ::flatbuffers::WIPOffset<BitfieldRequest<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<BitfieldRequest>>(Message::VT_BITFIELD_REQUEST, bitfield_request);
+  }
+  #[inline]
+  pub fn add_bitfield(&mut self, bitfield: ::flatbuffers::WIPOffset<Bitfield<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Bitfield>>(Message::VT_BITFIELD, bitfield);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MessageBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     MessageBuilder {
@@ -1824,6 +2094,8 @@ impl ::core::fmt::Debug for Message<'_> {
       ds.field("timestamp", &self.timestamp());
       ds.field("file_info_request", &self.file_info_request());
       ds.field("error", &self.error());
+      ds.field("bitfield_request", &self.bitfield_request());
+      ds.field("bitfield", &self.bitfield());
       ds.finish()
   }
 }
