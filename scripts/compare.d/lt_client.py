@@ -11,10 +11,10 @@ libtorrent's C++ code. Run with Debian's /usr/bin/python3 (the bindings live the
 Both ends use libtorrent's `high_performance_seed` preset, with DHT, LSD, UPnP, NAT-PMP and
 encryption off, several connections per IP allowed (every peer is 127.0.0.1) and peers
 found through the torrent's tracker. The seeder prints "seeding on ..." on stderr once it
-has checked its data; `get` exits once every piece has passed libtorrent's SHA-1 check and the
-files are closed (the torrent is removed from the session first).
+has checked its data; `get` exits once every piece has passed libtorrent's SHA-1 check, the
+disk threads have written everything and the files are closed.
 """
-import argparse, os, signal, sys, time
+import argparse, signal, sys, time
 
 import libtorrent as lt
 
@@ -32,6 +32,14 @@ def settings(port):
         "user_agent": "furymesh-compare/libtorrent-" + lt.__version__,
     })
     return s
+
+
+def wait_for(ses, alert_type, deadline):
+    while time.monotonic() < deadline:
+        ses.wait_for_alert(200)
+        if any(isinstance(x, alert_type) for x in ses.pop_alerts()):
+            return
+    raise SystemExit(f"lt_client: timed out waiting for {alert_type.__name__}")
 
 
 def main():
@@ -74,11 +82,16 @@ def main():
                 print(f"seeding on 127.0.0.1:{a.port}", file=sys.stderr, flush=True)
                 announced = True
         elif st.is_seeding:
-            ses.remove_torrent(h)  # closes the files
-            while not any(isinstance(x, lt.torrent_removed_alert) for x in ses.pop_alerts()):
-                ses.wait_for_alert(200)
-            sys.stdout.flush()
-            os._exit(0)  # skip the session's shutdown (tracker "stopped" event)
+            # Every piece has passed its hash check, but writes may still be queued in
+            # libtorrent's disk threads: wait for them before saying done, then remove the
+            # torrent (closes the files) and let the session shut down normally (it sends
+            # the tracker its "stopped" event).
+            h.flush_cache()
+            wait_for(ses, lt.cache_flushed_alert, deadline)
+            ses.remove_torrent(h)
+            wait_for(ses, lt.torrent_removed_alert, deadline)
+            del ses
+            return 0
     return 0
 
 
