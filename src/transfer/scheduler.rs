@@ -934,7 +934,7 @@ impl Scheduler {
 
     /// In the endgame (pool dry, at most `endgame_chunks` in flight): a chunk in flight
     /// elsewhere with fewest copies (oldest request first), if `peer` has it and is not
-    /// slower than its slowest holder.
+    /// slower than its fastest measured holder (a slower copy would rarely win the race).
     fn pick_endgame(&mut self, peer: PeerId) -> Option<u32> {
         if self.holders.len() as u64 > u64::from(self.config.endgame_chunks) {
             return None;
@@ -949,12 +949,11 @@ impl Scheduler {
             {
                 continue;
             }
-            let holders: Vec<&Peer> = list.iter().filter_map(|q| self.peers.get(q)).collect();
-            let slowest = holders.iter().map(|h| h.throughput).try_fold(f64::INFINITY, |m, t| {
-                t.map(|t| m.min(t)) // an unmeasured holder: no comparison
-            });
-            if let (Some(mine), Some(slowest)) = (me.throughput, slowest) {
-                if mine < slowest {
+            // Prefer faster peers: a copy must have a chance to beat the fastest holder.
+            let fastest =
+                list.iter().filter_map(|q| self.peers.get(q)?.throughput).reduce(f64::max);
+            if let (Some(mine), Some(fastest)) = (me.throughput, fastest) {
+                if mine < fastest {
                     continue;
                 }
             }
@@ -1215,6 +1214,43 @@ mod tests {
         assert_eq!(s.stats().duplicate_chunks, 1);
         assert_eq!(events(&mut s), vec![SchedulerEvent::Complete]);
         assert!(s.is_complete() && s.poll_timeout().is_none());
+        s.assert_invariants();
+    }
+
+    #[test]
+    fn endgame_duplicates_go_to_peers_at_least_as_fast_as_the_holder() {
+        let config = SchedulerConfig { endgame_chunks: 8, ..cfg(1) };
+        let all = bits(3, 0..3);
+        let mut s = swarm(config, 3, &[(A, all.clone()), (B, all.clone()), (C, all)]);
+        let t0 = crate::sim::epoch();
+        // Measure: A 1 chunk in 10 ms, B in 100 ms; C holds the last chunk, unanswered.
+        let (a, b) = (s.poll_request(t0, A).unwrap(), s.poll_request(t0, B).unwrap());
+        let c = s.poll_request(t0, C).unwrap();
+        s.handle_chunk_verified(ms(t0, 10), A, a);
+        s.handle_chunk_verified(ms(t0, 100), B, b);
+        // C is unmeasured: both may duplicate; the faster A asks first and takes the copy.
+        assert_eq!(s.poll_request(ms(t0, 100), A), Some(c));
+        assert_eq!(s.poll_request(ms(t0, 100), B), None, "endgame_copies_max = 2");
+        // Now A holds it: B, ten times slower, gets no third copy even with room for it.
+        s.config.endgame_copies_max = 3;
+        s.invalidate(); // as any event would: B's empty-handed poll no longer counts
+        assert_eq!(s.poll_request(ms(t0, 101), B), None, "slower than the holder A");
+        assert_eq!(s.stats().endgame_requests, 1);
+        s.assert_invariants();
+    }
+
+    #[test]
+    fn peers_max_evicts_gone_peers_and_refuses_beyond() {
+        let config = SchedulerConfig { peers_max: 2, max_peers: 2, ..cfg(1) };
+        let mut s = swarm(config, 4, &[(A, bits(4, 0..4)), (B, bits(4, 0..4))]);
+        let now = crate::sim::epoch();
+        s.handle_peer_added(now, C);
+        assert!(s.peer_stats(C).is_none());
+        assert_eq!(s.stats().peers_refused, 1);
+        s.handle_peer_removed(now, A);
+        s.handle_peer_added(now, C);
+        assert!(s.peer_stats(C).is_some() && s.peer_stats(A).is_none());
+        assert_eq!(s.peers().collect::<Vec<_>>(), vec![B, C]);
         s.assert_invariants();
     }
 
