@@ -88,6 +88,8 @@ struct Model {
     banned: Vec<PeerId>,
     asked: BTreeMap<PeerId, Vec<u32>>,
     completes: u32,
+    /// Every output, in order: a replay with the same seed must produce the same.
+    trace: Vec<String>,
 }
 
 impl Model {
@@ -101,11 +103,13 @@ impl Model {
 /// Drains cancels and events, checking what each event claims.
 fn drain(s: &mut Scheduler, m: &mut Model) -> Result<(), TestCaseError> {
     while let Some((p, c)) = s.poll_cancel() {
+        m.trace.push(format!("cancel {p:?} {c}"));
         if let Some(list) = m.asked.get_mut(&p) {
             list.retain(|&x| x != c);
         }
     }
     while let Some(e) = s.poll_event() {
+        m.trace.push(format!("{e:?}"));
         match e {
             SchedulerEvent::Complete => {
                 m.completes += 1;
@@ -133,6 +137,7 @@ fn poll(
 ) -> Result<Option<u32>, TestCaseError> {
     let before = s.peer_stats(peer);
     let got = s.poll_request(now, peer);
+    m.trace.push(format!("poll {peer:?} {got:?}"));
     if let Some(c) = got {
         let before = before.expect("a request for an unknown peer");
         prop_assert!(c < m.n, "chunk {} out of range", c);
@@ -158,7 +163,7 @@ fn run(
     initial: u64,
     seed: u64,
     ops: Vec<Op>,
-) -> Result<(), TestCaseError> {
+) -> Result<Vec<String>, TestCaseError> {
     let have = mask_bits(n, initial & (initial >> 7)); // about a quarter already had
     let mut s = Scheduler::new(config.clone(), n, &have, seed);
     let mut m = Model {
@@ -169,6 +174,7 @@ fn run(
         banned: Vec::new(),
         asked: BTreeMap::new(),
         completes: 0,
+        trace: Vec::new(),
     };
     #[allow(clippy::disallowed_methods)] // the test's virtual epoch
     let mut now = Instant::now();
@@ -311,7 +317,7 @@ fn run(
     drain(&mut s, &mut m)?;
     prop_assert_eq!(m.completes, 1, "Complete must be emitted exactly once");
     prop_assert_eq!(s.poll_request(now, SEEDER), None);
-    Ok(())
+    Ok(m.trace)
 }
 
 proptest! {
@@ -325,6 +331,8 @@ proptest! {
         seed in any::<u64>(),
         ops in prop::collection::vec(op(), 0..200),
     ) {
-        run(config, n, initial, seed, ops)?;
+        let first = run(config.clone(), n, initial, seed, ops.clone())?;
+        let again = run(config, n, initial, seed, ops)?;
+        prop_assert!(first == again, "same seed and inputs, different decisions");
     }
 }
