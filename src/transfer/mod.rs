@@ -1,5 +1,22 @@
-//! Transfer logic as sans-IO: which chunks a download has, and (with the swarm work) which
-//! to ask whom for. May not touch storage or sockets directly.
+//! Transfer logic as sans-IO: which chunks a download has ([`Bitfield`]) and which chunk to
+//! ask which peer for ([`Scheduler`]).
+//!
+//! **Owns** chunk availability, per-peer request windows and measurements, endgame and the
+//! decisions to ban or sideline a peer. **May not touch** storage, sockets, glommio, the
+//! clock or the OS RNG: time enters as the `now` argument of every `handle_*`/`poll_*` call
+//! and randomness as the `seed` of [`Scheduler::new`], so a test replays any run exactly.
+//!
+//! Files: `scheduler` ([`Scheduler`], its config and events), `peer` (per-peer state and
+//! estimators), `picker` (the ordered pool of chunks nobody has been asked for).
+
+mod peer;
+mod picker;
+mod scheduler;
+
+pub use scheduler::{
+    BanReason, ParseStrategyError, PeerId, PeerStats, Scheduler, SchedulerConfig,
+    SchedulerConfigError, SchedulerEvent, SchedulerStats, Strategy, WINDOW_MAX_LIMIT,
+};
 
 pub mod throttle;
 
@@ -46,6 +63,20 @@ impl Bitfield {
     pub fn set(&mut self, i: u32) {
         assert!(i < self.len, "chunk {i} out of range for {} chunks", self.len);
         self.bytes[(i / 8) as usize] |= 1 << (i % 8);
+    }
+
+    /// Clears bit `i`; out of range is a no-op (a peer retracting a chunk it never had).
+    pub fn clear(&mut self, i: u32) {
+        if i < self.len {
+            self.bytes[(i / 8) as usize] &= !(1 << (i % 8));
+        }
+    }
+
+    /// Indices of the set bits, ascending; skips zero bytes, so sparse fields iterate fast.
+    pub fn ones(&self) -> impl Iterator<Item = u32> + '_ {
+        self.bytes.iter().enumerate().filter(|(_, b)| **b != 0).flat_map(|(i, &b)| {
+            (0..8u32).filter(move |k| b & (1 << k) != 0).map(move |k| i as u32 * 8 + k)
+        })
     }
 
     pub fn count_ones(&self) -> u32 {
@@ -115,5 +146,19 @@ mod tests {
         shared.set(99);
         assert!(shared.get(5) && shared.get(0) && !shared.get(99));
         assert_eq!(shared.snapshot().count_ones(), 3);
+    }
+
+    #[test]
+    fn clear_and_ones() {
+        let mut b = Bitfield::new(20);
+        for i in [0, 7, 8, 19] {
+            b.set(i);
+        }
+        assert_eq!(b.ones().collect::<Vec<_>>(), vec![0, 7, 8, 19]);
+        b.clear(7);
+        b.clear(25); // out of range: ignored
+        assert_eq!(b.ones().collect::<Vec<_>>(), vec![0, 8, 19]);
+        assert_eq!(b.count_ones(), 3);
+        assert_eq!(Bitfield::new(0).ones().count(), 0);
     }
 }
