@@ -17,6 +17,7 @@ use crate::crypto::FileId;
 use crate::dht::{Key, NodeId};
 use crate::node::{self, DhtQuery, DhtServerOptions, GetError, GetOptions, SeedOptions, Seeder};
 use crate::storage::{self, Catalog};
+use crate::transfer::Strategy;
 
 /// FuryMesh: a thread-per-core peer-to-peer seed server.
 #[derive(Debug, Parser)]
@@ -125,13 +126,23 @@ pub struct GetArgs {
     /// The file ID (64 hex characters) printed by `publish`.
     #[arg(value_parser = parse_file_id, value_name = "FILE_ID")]
     pub file_id: FileId,
-    /// Peer to download from.
+    /// A peer to download from (repeatable: all of them at once).
     #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT", required_unless_present = "bootstrap")]
-    pub peer: Option<SocketAddr>,
-    /// Find providers through the DHT, joining through this node (repeatable); used when
-    /// --peer is not given.
+    pub peer: Vec<SocketAddr>,
+    /// Find providers through the DHT, joining through this node (repeatable), and download
+    /// from all of them (with any --peer given too).
     #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
     pub bootstrap: Vec<SocketAddr>,
+    /// Chunk order: rarest-first or round-robin.
+    #[arg(long, default_value = "rarest-first", value_name = "STRATEGY")]
+    pub strategy: Strategy,
+    /// Peers that get requests at once, the best by measured throughput, latency and errors.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_peers: usize,
+    /// Serve the chunks verified so far on this address while downloading, so other
+    /// downloaders can fetch from this one (partial seeding).
+    #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
     /// Where to write the file. It appears only once the whole file is verified; until then
     /// the data lives in PATH.furymesh-partial and the resume state in PATH.furymesh-resume.
     #[arg(short, long, value_name = "PATH")]
@@ -139,10 +150,12 @@ pub struct GetArgs {
     /// Replace PATH if it exists.
     #[arg(long)]
     pub force: bool,
-    /// Connections to the peer, one per shard. Default: the available cores.
+    /// Connections: one per peer, or this many spread over the peers if more. Default: the
+    /// available cores.
     #[arg(long, value_name = "N")]
     pub connections: Option<usize>,
-    /// Chunk requests in flight per connection.
+    /// Most chunk requests in flight per connection (each window grows from 2 to the
+    /// measured bandwidth-delay product, up to this).
     #[arg(long, default_value_t = REQUESTS_INFLIGHT_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=config::REQUESTS_INFLIGHT_MAX as i64))]
     pub window: u32,
     /// Make verified data durable and save the resume state after this many bytes (and at
@@ -226,7 +239,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Publish(a) => publish(&data_dir(&cli)?, a, cli.json),
         Command::Ls => ls(&data_dir(&cli)?, cli.json),
         Command::Seed(a) => seed(&data_dir(&cli)?, a, cli.json),
-        Command::Get(a) => get(a, cli.json),
+        Command::Get(a) => get(data_dir(&cli).ok(), a, cli.json),
         Command::Dht(d) => dht(d, cli.json),
         Command::Demo(a) => {
             crate::demo::run(a.size, a.shards.unwrap_or_else(node::available_cores), cli.json)
@@ -479,46 +492,45 @@ fn dht(d: &DhtCommandArgs, json: bool) -> Result<i32> {
     Ok(if answer.contacts.is_empty() { 1 } else { 0 })
 }
 
-fn get(a: &GetArgs, json: bool) -> Result<i32> {
-    let peers = match a.peer {
-        Some(p) => vec![p],
-        None => {
-            let q = DhtQuery::FindProviders(dht_key(&a.file_id));
-            let found = node::query(&a.bootstrap, q, std::time::Duration::from_secs(15))
-                .context("cannot find providers through the DHT")?;
-            if found.contacts.is_empty() {
-                bail!("no provider of {} found through the DHT", a.file_id);
-            }
-            found.contacts.iter().map(|c| c.addr).collect()
+fn get(dir: Option<PathBuf>, a: &GetArgs, json: bool) -> Result<i32> {
+    let mut peers = a.peer.clone();
+    if !a.bootstrap.is_empty() {
+        let q = DhtQuery::FindProviders(dht_key(&a.file_id));
+        let found = node::query(&a.bootstrap, q, std::time::Duration::from_secs(15))
+            .context("cannot find providers through the DHT")?;
+        peers.extend(found.contacts.iter().map(|c| c.addr).filter(|p| Some(*p) != a.listen));
+        if peers.is_empty() {
+            bail!("no provider of {} found through the DHT", a.file_id);
         }
-    };
+    }
+    peers.dedup();
     let opts = GetOptions {
         file_id: a.file_id,
-        peer: peers[0],
+        peers,
         output: a.output.clone(),
         force: a.force,
         connections: a.connections.unwrap_or_else(node::available_cores).max(1),
         window: a.window,
+        strategy: a.strategy,
+        max_peers: a.max_peers,
+        listen: a.listen,
         save_every_bytes: a.save_every.max(1),
         download_rate_bytes: a.max_download_rate,
     };
     let stop = stop_on_signals()?;
     let bar = progress_bar(0, "downloading");
-    let result = node::get_from_any(
-        &opts,
-        &peers,
-        &stop,
-        &|p| {
-            bar.set_length(p.total_bytes);
-            bar.set_position(p.done_bytes);
-        },
-        &|e| bar.suspend(|| eprintln!("furymesh get: {e}; trying the next provider")),
-    );
+    let result = node::get(&opts, &stop, &|p| {
+        bar.set_length(p.total_bytes);
+        bar.set_position(p.done_bytes);
+    });
     bar.finish_and_clear();
     match result {
         Ok(r) => {
+            if let (Some(dir), Some(info)) = (dir, r.info.clone()) {
+                remember_download(&dir, info, &a.output);
+            }
             print_json_or(json, &r, || {
-                format!(
+                let mut s = format!(
                     "{} -> {}: {} bytes fetched in {:.2} s ({:.1} MB/s), {} chunks fetched, {} reused",
                     r.file_id,
                     a.output.display(),
@@ -527,7 +539,18 @@ fn get(a: &GetArgs, json: bool) -> Result<i32> {
                     r.bytes_per_sec / 1e6,
                     r.chunks_fetched,
                     r.chunks_reused
-                )
+                );
+                for p in &r.peers {
+                    s.push_str(&format!(
+                        "\n  {}: {} bytes, {} corrupt chunks{}{}",
+                        p.addr,
+                        p.bytes,
+                        p.corrupt_chunks,
+                        if p.banned { ", banned" } else { "" },
+                        p.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+                    ));
+                }
+                s
             });
             Ok(0)
         }
@@ -536,5 +559,20 @@ fn get(a: &GetArgs, json: bool) -> Result<i32> {
             Ok(130)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Records a finished download in the catalog so `seed` serves it too. Best effort: the
+/// download itself succeeded, so a catalog problem is a warning.
+fn remember_download(dir: &Path, info: crate::wire::FileInfo, output: &Path) {
+    let record = || -> Result<()> {
+        let path = std::fs::canonicalize(output)?;
+        let stamp = storage::FileStamp::of(&std::fs::metadata(&path)?);
+        let mut catalog = Catalog::load(dir)?;
+        catalog.insert(storage::CatalogEntry { info, path, stamp })?;
+        Ok(())
+    };
+    if let Err(e) = record() {
+        eprintln!("furymesh get: warning: not recorded in the catalog of {}: {e:#}", dir.display());
     }
 }

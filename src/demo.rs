@@ -21,6 +21,7 @@ use crate::node::{
     self, ContactJson, DhtQuery, DhtServerOptions, GetOptions, SeedOptions, SeedStats, Seeder,
 };
 use crate::storage::{self, Catalog};
+use crate::transfer::Strategy;
 
 /// Runs the demo with a generated file of `size` bytes and `shards` shards per side.
 pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
@@ -96,21 +97,25 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
         say(format!("   provider {} at {}", p.node_id, p.addr));
     }
 
-    say("5. downloading with `get` (verify every chunk, write through io_uring)".into());
+    say(format!(
+        "5. downloading from all {} providers at once with `get` (rarest first, verify every \
+         chunk, write through io_uring)",
+        providers.len()
+    ));
     let get_opts = GetOptions {
         file_id,
-        peer: bootstrap,
+        peers: providers.iter().map(|p| p.addr).collect(),
         output: dst.clone(),
         force: false,
         connections: shards,
         window: REQUESTS_INFLIGHT_DEFAULT,
+        strategy: Strategy::RarestFirst,
+        max_peers: SEEDERS,
+        listen: None,
         save_every_bytes: RESUME_SAVE_DEFAULT_BYTES,
         download_rate_bytes: None,
     };
-    let peers: Vec<_> = providers.iter().map(|p| p.addr).collect();
-    let report = node::get_from_any(&get_opts, &peers, &AtomicBool::new(false), &|_| {}, &|e| {
-        say(format!("   {e}; trying the next provider"))
-    });
+    let report = node::get(&get_opts, &AtomicBool::new(false), &|_| {});
     let mut stats = SeedStats::default();
     for s in seeders {
         stats.add(&s.stop());
@@ -157,18 +162,25 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
 /// Seeders the demo starts.
 const SEEDERS: usize = 3;
 
-/// Asks the DHT for providers of `key` until the announcements have landed (they are paced,
-/// so the first seconds may find none).
+/// Asks the DHT for providers of `key` until every seeder's announcement has landed (they
+/// are paced, so the first seconds may find fewer), or 20 s have passed with at least one.
 fn discover(bootstrap: SocketAddr, key: Key) -> Result<Vec<ContactJson>> {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut best = Vec::new();
     loop {
         let answer =
             node::query(&[bootstrap], DhtQuery::FindProviders(key), Duration::from_secs(5))?;
-        if !answer.contacts.is_empty() {
-            return Ok(answer.contacts);
+        if answer.contacts.len() > best.len() {
+            best = answer.contacts;
+        }
+        if best.len() >= SEEDERS {
+            return Ok(best);
         }
         if Instant::now() >= deadline {
-            bail!("no provider announced itself within 20 s");
+            if best.is_empty() {
+                bail!("no provider announced itself within 20 s");
+            }
+            return Ok(best);
         }
         std::thread::sleep(Duration::from_millis(200));
     }

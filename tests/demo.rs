@@ -12,6 +12,11 @@ fn demo_discovers_providers_and_downloads_an_identical_file() {
     assert_eq!(v["identical"], true);
     assert_eq!(v["providers"].as_array().unwrap().len(), 3, "{v}");
     assert_eq!(v["get"]["bytes"], 16u64 << 20);
-    assert_eq!(v["seeders"]["payload_bytes_from_map"], 16u64 << 20);
+    // From all three at once (endgame duplicates may add a little).
+    let peers = v["get"]["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 3, "{v}");
+    let total: u64 = peers.iter().map(|p| p["bytes"].as_u64().unwrap()).sum();
+    assert!(total >= 16 << 20);
+    assert!(v["seeders"]["payload_bytes_from_map"].as_u64().unwrap() >= 16 << 20);
     assert!(v["ratio_to_raw_tcp"].as_f64().unwrap() > 0.0);
 }

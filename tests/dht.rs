@@ -77,11 +77,11 @@ fn twelve_nodes_in_a_chain_find_and_serve_a_file_even_after_one_dies() {
 
     // A restarted node rejoins through the routing table it saved, with no bootstrap.
     let n3 = nodes[3].take().unwrap();
-    let n3_addr = n3.peer();
     let stats = n3.stop();
     assert!(stats["dht"]["table_len"].as_u64().unwrap() > 0, "{stats}");
     assert!(dirs[3].join("dht-table.fmt").exists());
-    let n3 = Seeder::start_with(&dirs[3], 1, &n3_addr, &[]);
+    // (On a fresh port: the old one may have been taken by a client meanwhile.)
+    let n3 = Seeder::start_with(&dirs[3], 1, "127.0.0.1:0", &[]);
     wait_for_provider(&dirs[3], &id, &n3.peer(), &provider);
     drop(n3);
 

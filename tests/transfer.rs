@@ -60,7 +60,8 @@ fn files_of_every_edge_size_download_identical() {
         total += bytes.len() as u64;
     }
     let stats = seeder.stop();
-    assert_eq!(stats["payload_bytes_from_map"], total, "every payload byte leaves from a map");
+    // Every payload byte left from a map (endgame duplicates included, hence ≥).
+    assert!(stats["payload_bytes_from_map"].as_u64().unwrap() >= total, "{stats}");
     assert_eq!(stats["payload_bytes_copied"], 0);
     assert_eq!(stats["bad_frames"], 0);
 }

@@ -184,8 +184,7 @@ pub struct DhtServerOptions {
 
 /// Binds the DHT socket of a seeder on `addr` (same address and port as its TCP listener).
 pub(super) fn bind_server(addr: SocketAddr) -> Result<UdpSocket, DhtError> {
-    UdpSocket::bind(addr)
-        .map_err(|e| DhtError::Bind { addr, source: io::Error::other(e.to_string()) })
+    super::sys::udp_socket(addr).map_err(|source| DhtError::Bind { addr, source })
 }
 
 /// Runs a seeder's DHT until `stop`, then saves the routing table. Returns its counters.

@@ -8,13 +8,14 @@
 //! state) at intervals, so the resume state never claims a chunk that is not on disk.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -25,29 +26,39 @@ use glommio::sync::Semaphore;
 use serde::Serialize;
 
 use super::frame::{read_frame, read_payload, FrameError};
-use super::{run_local, spawn_shards};
+use super::seed::{SeedOptions, Seeder, ServedFile};
+use super::{run_local, spawn_shards, ShardId};
 use crate::config::{
     PEER_TIMEOUT, RESPONSE_BODY_MAX_BYTES, RESUME_SAVE_INTERVAL, THROTTLE_BURST_BYTES,
     WRITES_INFLIGHT_MAX,
 };
 use crate::crypto::{chunk_hash, FileId};
-use crate::storage::write_atomic;
+use crate::storage::{write_atomic, CatalogEntry, FileStamp};
 use crate::transfer::throttle::Throttle;
-use crate::transfer::Bitfield;
+use crate::transfer::{Bitfield, SharedBitfield};
+use crate::transfer::{PeerId, Scheduler, SchedulerConfig, Strategy};
 use crate::wire::{self, Encoder, ErrorCode, FileInfo, Message};
 
 /// What to download, from where, to where.
 #[derive(Debug, Clone)]
 pub struct GetOptions {
     pub file_id: FileId,
-    pub peer: SocketAddr,
+    /// Peers to download from, all at once.
+    pub peers: Vec<SocketAddr>,
     pub output: PathBuf,
     /// Replace `output` if it exists.
     pub force: bool,
-    /// Connections (one per shard) to open to the peer.
+    /// Connections to open: one per peer, or this many spread over the peers if more.
     pub connections: usize,
-    /// Chunk requests in flight per connection.
+    /// Largest window of chunk requests in flight per connection (the scheduler sizes each
+    /// window from the measured bandwidth-delay product, up to this).
     pub window: u32,
+    /// Chunk order.
+    pub strategy: Strategy,
+    /// Peers that get requests at once, the best by measured performance.
+    pub max_peers: usize,
+    /// Serve verified chunks on this address while downloading (partial seeding).
+    pub listen: Option<SocketAddr>,
     /// Persist the resume state after this many verified bytes (and at least every
     /// `RESUME_SAVE_INTERVAL`).
     pub save_every_bytes: u64,
@@ -68,6 +79,41 @@ pub struct GetReport {
     /// Chunks already verified by an earlier, interrupted run.
     pub chunks_reused: u64,
     pub cpu_seconds: f64,
+    /// What each peer delivered.
+    pub peers: Vec<PeerReport>,
+    /// Payload bytes served to other downloaders while downloading (`--listen`).
+    pub uploaded_bytes: u64,
+    /// The manifest (for recording the file in the catalog).
+    #[serde(skip)]
+    pub info: Option<FileInfo>,
+}
+
+/// One peer's part in a download.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerReport {
+    pub addr: SocketAddr,
+    /// Verified payload bytes it sent (endgame duplicates included).
+    pub bytes: u64,
+    pub chunks: u64,
+    /// Chunks from it that failed verification (never written).
+    pub corrupt_chunks: u64,
+    /// Dropped for this transfer after repeated corrupt chunks.
+    pub banned: bool,
+    /// Why its connection ended early, if it did.
+    pub error: Option<String>,
+}
+
+impl Default for PeerReport {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            bytes: 0,
+            chunks: 0,
+            corrupt_chunks: 0,
+            banned: false,
+            error: None,
+        }
+    }
 }
 
 /// Progress reported to the caller while downloading.
@@ -102,6 +148,8 @@ pub enum GetError {
     Interrupted,
     #[error("no peer to download from")]
     NoPeers,
+    #[error("cannot serve while downloading: {what}")]
+    Listen { what: String },
 }
 
 impl GetError {
@@ -131,12 +179,6 @@ impl GetError {
             },
             _ => Self::Connection { peer, what: e.to_string() },
         }
-    }
-
-    /// Cheap ordering of errors when several shards fail at once: the first real cause wins
-    /// over the "interrupted" that the others report after being told to stop.
-    fn is_secondary(&self) -> bool {
-        matches!(self, Self::Interrupted)
     }
 }
 
@@ -219,89 +261,203 @@ async fn create_partial(partial: &Path, size: u64) -> Result<(), GetError> {
     f.close().await.map_err(|e| GetError::glommio(partial, e))
 }
 
-/// How long a shard that may not claim more chunks waits before looking again.
-const DURABILITY_WAIT: Duration = Duration::from_millis(1);
+/// How long a connection with nothing to ask waits before looking again.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
+/// How often a connection asks a peer that is still downloading for its bitfield.
+const BITFIELD_REFRESH: Duration = Duration::from_millis(500);
+/// Tries to connect to a peer before giving up on it (it may not listen yet).
+const CONNECT_TRIES: u32 = 4;
 
-/// Shared, read-only context of the shards of one download.
+/// One connection of a download: which peer, and its id in the scheduler. Several
+/// connections to one peer are several scheduler peers (each with its own window).
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    id: PeerId,
+    addr: SocketAddr,
+}
+
+/// State shared by the shards of one download. The scheduler is the one decision point of
+/// the transfer: connections lock it for a few microseconds per chunk (see ARCHITECTURE.md).
 struct FetchCtx {
     info: FileInfo,
-    peer: SocketAddr,
     partial: PathBuf,
-    window: u32,
-    /// Chunks to fetch; shards claim them in order through `cursor`.
-    missing: Vec<u32>,
-    cursor: AtomicUsize,
+    conns: Vec<Conn>,
+    sched: Mutex<Scheduler>,
+    /// Chunks verified and written (what partial seeding serves).
+    have: Arc<SharedBitfield>,
+    /// Chunks some connection has started writing (so an endgame duplicate is not written
+    /// or counted twice).
+    claimed: SharedBitfield,
     stop: AtomicBool,
     /// Verified bytes after which the coordinator makes them durable.
     save_every_bytes: u64,
     /// Download limit shared by every shard (charged when a chunk is requested).
     throttle: Option<Throttle>,
-    /// Verified bytes not yet durable. Shards stop claiming chunks while this is at
+    /// Verified bytes not yet durable. Connections stop asking for chunks while this is at
     /// `unsaved_max_bytes`, so a crash never loses more than that plus the requests in flight.
     unsaved_bytes: AtomicU64,
     unsaved_max_bytes: u64,
+    /// Milliseconds since `epoch` of the last verified chunk (for giving up on idle peers).
+    last_progress_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl FetchCtx {
+    fn sched(&self) -> std::sync::MutexGuard<'_, Scheduler> {
+        // A panic while holding the lock is a bug that already aborts the download.
+        self.sched.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
 }
 
 enum ShardMsg {
     Verified { index: u32, len: u64 },
-    Done(Result<(), GetError>),
+    ConnDone { conn: usize, result: Result<(), GetError> },
+    ShardDone(Result<(), GetError>),
 }
 
-async fn fetch_shard(ctx: Arc<FetchCtx>, tx: Sender<ShardMsg>) {
-    let result = fetch_chunks(&ctx, &tx).await;
-    if result.is_err() {
-        ctx.stop.store(true, Ordering::SeqCst);
-    }
-    let _ = tx.send(ShardMsg::Done(result));
+/// What a connection waits for, in the order the peer answers.
+enum Pending {
+    Chunk(u32),
+    Bitfield,
 }
 
-async fn fetch_chunks(ctx: &Arc<FetchCtx>, tx: &Sender<ShardMsg>) -> Result<(), GetError> {
-    let peer = ctx.peer;
-    if ctx.cursor.load(Ordering::Relaxed) >= ctx.missing.len() {
-        return Ok(());
+async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Sender<ShardMsg>) {
+    let writer = match ChunkWriter::open(&ctx.partial).await {
+        Ok(w) => Rc::new(w),
+        Err(e) => {
+            ctx.stop.store(true, Ordering::SeqCst);
+            let _ = tx.send(ShardMsg::ShardDone(Err(e)));
+            return;
+        }
+    };
+    let tasks: Vec<_> = (0..ctx.conns.len())
+        .filter(|i| i % shards == shard.0)
+        .map(|i| {
+            let (ctx, writer, tx) = (ctx.clone(), writer.clone(), tx.clone());
+            glommio::spawn_local(async move {
+                let result = run_conn(&ctx, ctx.conns[i], &writer, &tx).await;
+                if result.is_err() {
+                    ctx.sched().handle_peer_removed(Instant::now(), ctx.conns[i].id);
+                }
+                let _ = tx.send(ShardMsg::ConnDone { conn: i, result });
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await;
     }
-    let mut s = connect(peer).await?;
-    let writer = ChunkWriter::open(&ctx.partial).await?;
+    let _ = tx.send(ShardMsg::ShardDone(writer.finish().await));
+}
+
+async fn connect_retrying(
+    peer: SocketAddr,
+    tries: u32,
+) -> Result<TcpStream<Preallocated>, GetError> {
+    let mut wait = Duration::from_millis(250);
+    for _ in 1..tries {
+        match connect(peer).await {
+            Err(GetError::Connect { .. }) => {
+                glommio::timer::sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+    connect(peer).await
+}
+
+/// Drives one connection until the download completes, the peer fails or is banned, or
+/// the download stops.
+async fn run_conn(
+    ctx: &Arc<FetchCtx>,
+    c: Conn,
+    writer: &ChunkWriter,
+    tx: &Sender<ShardMsg>,
+) -> Result<(), GetError> {
+    let peer = c.addr;
+    let tries = if ctx.conns.iter().any(|o| o.addr != peer) { CONNECT_TRIES } else { 1 };
+    let mut s = connect_retrying(peer, tries).await?;
+    ctx.sched().handle_peer_added(Instant::now(), c.id);
+    let n = ctx.info.chunk_count();
+    let file_id = ctx.info.file_id;
     let mut enc = Encoder::default();
-    let mut requests = Vec::new();
-    let mut inflight = std::collections::VecDeque::new();
+    let mut out = Vec::new();
+    let mut pending = VecDeque::new();
     let mut body = Vec::new();
+    let mut peer_is_partial = true;
+    let mut bitfield_due = Instant::now();
+    let mut last_corrupt = None;
     let io_err = |e: io::Error| GetError::Connection { peer, what: e.to_string() };
     loop {
-        // Top up the window with one write for all new requests.
-        requests.clear();
-        while inflight.len() < ctx.window as usize
-            && !ctx.stop.load(Ordering::Relaxed)
-            && ctx.unsaved_bytes.load(Ordering::Acquire) < ctx.unsaved_max_bytes
+        if ctx.stop.load(Ordering::Relaxed) {
+            return Err(GetError::Interrupted);
+        }
+        let now = Instant::now();
+        out.clear();
+        if peer_is_partial
+            && now >= bitfield_due
+            && !pending.iter().any(|p| matches!(p, Pending::Bitfield))
         {
-            let k = ctx.cursor.fetch_add(1, Ordering::Relaxed);
-            let Some(&index) = ctx.missing.get(k) else { break };
+            out.extend_from_slice(enc.frame(&Message::BitfieldRequest { file_id }));
+            pending.push_back(Pending::Bitfield);
+            bitfield_due = now + BITFIELD_REFRESH;
+        }
+        let mut asked = Vec::new();
+        let (complete, banned) = {
+            let mut sched = ctx.sched();
+            sched.handle_timeout(now);
+            // Requests are answered in order on a connection; a cancelled request's answer is
+            // read and dropped as a duplicate, so cancels need no message.
+            while sched.poll_cancel().is_some() {}
+            let in_flight = pending.iter().filter(|p| matches!(p, Pending::Chunk(_))).count();
+            let window = sched.window(c.id) as usize;
+            while in_flight + asked.len() < window
+                && ctx.unsaved_bytes.load(Ordering::Acquire) < ctx.unsaved_max_bytes
+            {
+                match sched.poll_request(now, c.id) {
+                    Some(chunk) => asked.push(chunk),
+                    None => break,
+                }
+            }
+            (sched.is_complete(), sched.peer_stats(c.id).is_some_and(|p| p.banned))
+        };
+        if banned {
+            return Err(GetError::HashMismatch { peer, chunk_index: last_corrupt.unwrap_or(0) });
+        }
+        for &chunk in &asked {
             if let Some(t) = &ctx.throttle {
-                let r = ctx.info.chunk_range(index);
+                let r = ctx.info.chunk_range(chunk);
                 let wait = t.reserve(Instant::now(), r.end - r.start);
                 if !wait.is_zero() {
                     glommio::timer::sleep(wait).await;
                 }
             }
-            requests.extend_from_slice(enc.frame(&Message::ChunkRequest {
-                file_id: ctx.info.file_id,
-                chunk_index: index,
+            out.extend_from_slice(enc.frame(&Message::ChunkRequest {
+                file_id,
+                chunk_index: chunk,
                 priority: 0,
             }));
-            inflight.push_back(index);
+            pending.push_back(Pending::Chunk(chunk));
         }
-        if !requests.is_empty() {
-            s.write_all(&requests).await.map_err(io_err)?;
+        if !out.is_empty() {
+            s.write_all(&out).await.map_err(io_err)?;
         }
-        if ctx.stop.load(Ordering::Relaxed) {
-            return Err(GetError::Interrupted);
-        }
-        let Some(index) = inflight.pop_front() else {
-            if ctx.cursor.load(Ordering::Relaxed) >= ctx.missing.len() {
-                return writer.finish().await;
+        let Some(waiting) = pending.pop_front() else {
+            if complete {
+                return Ok(());
             }
-            // Everything claimable waits for the coordinator to make earlier chunks durable.
-            glommio::timer::sleep(DURABILITY_WAIT).await;
+            let idle_ms = ctx.now_ms().saturating_sub(ctx.last_progress_ms.load(Ordering::Relaxed));
+            if idle_ms > PEER_TIMEOUT.as_millis() as u64 {
+                return Err(GetError::Connection {
+                    peer,
+                    what: "nothing left to ask this peer for, and no progress elsewhere".into(),
+                });
+            }
+            glommio::timer::sleep(IDLE_WAIT).await;
             continue;
         };
         match read_frame(&mut s, &mut body, RESPONSE_BODY_MAX_BYTES).await {
@@ -314,14 +470,60 @@ async fn fetch_chunks(ctx: &Arc<FetchCtx>, tx: &Sender<ShardMsg>) -> Result<(), 
             }
             Err(e) => return Err(GetError::frame(peer, e)),
         }
-        let range = ctx.info.chunk_range(index);
-        let want = range.end - range.start;
-        match wire::decode(&body) {
-            Ok(Message::ChunkResponse { file_id, chunk_index, payload_len })
-                if file_id == ctx.info.file_id
-                    && chunk_index == index
-                    && payload_len as u64 == want => {}
-            Ok(Message::ChunkResponse { chunk_index, payload_len, .. }) => {
+        let msg = wire::decode(&body)
+            .map_err(|e| GetError::Protocol { peer, what: format!("undecodable reply: {e}") })?;
+        let now = Instant::now();
+        match (waiting, msg) {
+            (Pending::Bitfield, Message::Bitfield { file_id: f, bits }) if f == file_id => {
+                let bits = match bits {
+                    None => {
+                        peer_is_partial = false;
+                        let mut all = Bitfield::new(n);
+                        (0..n).for_each(|i| all.set(i));
+                        all
+                    }
+                    Some(v) => Bitfield::from_bytes(v, n).ok_or_else(|| GetError::Protocol {
+                        peer,
+                        what: "bitfield of the wrong length".into(),
+                    })?,
+                };
+                ctx.sched().handle_bitfield(now, c.id, &bits);
+            }
+            (
+                Pending::Chunk(index),
+                Message::ChunkResponse { file_id: f, chunk_index, payload_len },
+            ) if f == file_id
+                && chunk_index == index
+                && payload_len as u64
+                    == ctx.info.chunk_range(index).end - ctx.info.chunk_range(index).start =>
+            {
+                let range = ctx.info.chunk_range(index);
+                let mut buf = vec![0u8; payload_len as usize];
+                read_payload(&mut s, &mut buf).await.map_err(|e| GetError::frame(peer, e))?;
+                // Verify before the bytes count for anything.
+                if chunk_hash(&buf) != ctx.info.chunk_hashes[index as usize] {
+                    last_corrupt = Some(index);
+                    ctx.sched().handle_chunk_corrupt(now, c.id, index);
+                    continue;
+                }
+                if !ctx.claimed.test_and_set(index) {
+                    writer.start(ctx.clone(), tx.clone(), index, range.start, buf).await?;
+                }
+                ctx.last_progress_ms.store(ctx.now_ms(), Ordering::Relaxed);
+                ctx.sched().handle_chunk_verified(now, c.id, index);
+            }
+            (Pending::Chunk(index), Message::Error { code, message, .. }) => match code {
+                ErrorCode::ChunkNotAvailable
+                | ErrorCode::ChunkOutOfRange
+                | ErrorCode::Overloaded => {
+                    ctx.sched().handle_request_failed(now, c.id, index);
+                }
+                _ => return Err(refused(peer, file_id, code, message)),
+            },
+            (Pending::Bitfield, Message::Error { code, message, .. }) => {
+                return Err(refused(peer, file_id, code, message))
+            }
+            (Pending::Chunk(index), Message::ChunkResponse { chunk_index, payload_len, .. }) => {
                 return Err(GetError::Protocol {
                     peer,
                     what: format!(
@@ -329,26 +531,8 @@ async fn fetch_chunks(ctx: &Arc<FetchCtx>, tx: &Sender<ShardMsg>) -> Result<(), 
                     ),
                 })
             }
-            Ok(Message::Error { code, message, .. }) => {
-                return Err(refused(peer, ctx.info.file_id, code, message))
-            }
-            Ok(_) => {
-                return Err(GetError::Protocol {
-                    peer,
-                    what: "unexpected reply to a chunk request".into(),
-                })
-            }
-            Err(e) => {
-                return Err(GetError::Protocol { peer, what: format!("bad chunk header: {e}") })
-            }
+            _ => return Err(GetError::Protocol { peer, what: "unexpected reply".into() }),
         }
-        let mut buf = vec![0u8; want as usize];
-        read_payload(&mut s, &mut buf).await.map_err(|e| GetError::frame(peer, e))?;
-        // Verify before the bytes count for anything.
-        if chunk_hash(&buf) != ctx.info.chunk_hashes[index as usize] {
-            return Err(GetError::HashMismatch { peer, chunk_index: index });
-        }
-        writer.start(ctx.clone(), tx.clone(), index, range.start, buf).await?;
     }
 }
 
@@ -396,6 +580,8 @@ impl ChunkWriter {
             let fail = match file.write_at(buf, offset).await {
                 Ok(n) if n as u64 == len => {
                     ctx.unsaved_bytes.fetch_add(len, Ordering::AcqRel);
+                    // Written: partial seeding may serve it from now on.
+                    ctx.have.set(index);
                     let _ = tx.send(ShardMsg::Verified { index, len });
                     None
                 }
@@ -446,46 +632,20 @@ impl Durability {
     }
 }
 
-impl GetError {
-    /// Whether the fault lies with the peer, so another provider may do better.
-    pub fn is_peer_fault(&self) -> bool {
-        matches!(
-            self,
-            Self::UnknownFile { .. }
-                | Self::Connect { .. }
-                | Self::Connection { .. }
-                | Self::Refused { .. }
-                | Self::Protocol { .. }
-                | Self::HashMismatch { .. }
-        )
-    }
-}
-
-/// Downloads from the first of `peers` that works: on a peer's fault (see
-/// [`GetError::is_peer_fault`]) `failover` hears why and the next peer continues where the
-/// last one stopped (verified chunks are kept). `opts.peer` is ignored.
-pub fn get_from_any(
-    opts: &GetOptions,
-    peers: &[SocketAddr],
-    interrupt: &AtomicBool,
-    progress: &dyn Fn(GetProgress),
-    failover: &dyn Fn(&GetError),
-) -> Result<GetReport, GetError> {
-    let mut opts = opts.clone();
-    let (last, others) = peers.split_last().ok_or(GetError::NoPeers)?;
-    for &peer in others {
-        opts.peer = peer;
-        match get(&opts, interrupt, progress) {
-            Err(e) if e.is_peer_fault() => failover(&e),
-            done => return done,
+/// Fetches the manifest from the first of `peers` that has it.
+async fn fetch_manifest_any(peers: &[SocketAddr], file_id: FileId) -> Result<FileInfo, GetError> {
+    let mut last = GetError::NoPeers;
+    for &peer in peers {
+        match fetch_manifest(peer, file_id).await {
+            Ok(info) => return Ok(info),
+            Err(e) => last = e,
         }
     }
-    opts.peer = *last;
-    get(&opts, interrupt, progress)
+    Err(last)
 }
 
-/// Downloads a file. `interrupt` stops the download cleanly (state saved) when it becomes
-/// true; `progress` is called a few times per second.
+/// Downloads a file from `opts.peers` at once. `interrupt` stops the download cleanly
+/// (state saved) when it becomes true; `progress` is called a few times per second.
 pub fn get(
     opts: &GetOptions,
     interrupt: &AtomicBool,
@@ -497,13 +657,16 @@ pub fn get(
     if !opts.force && fs::symlink_metadata(output).is_ok() {
         return Err(GetError::OutputExists { path: output.clone() });
     }
+    if opts.peers.is_empty() {
+        return Err(GetError::NoPeers);
+    }
     let (partial, resume) = side_paths(output);
     let (info, bits) = match load_resume(&opts.file_id, &partial, &resume) {
         Some(state) => state,
         None => {
-            let (peer, id, p) = (opts.peer, opts.file_id, partial.clone());
+            let (peers, id, p) = (opts.peers.clone(), opts.file_id, partial.clone());
             let info = run_local(async move {
-                let info = fetch_manifest(peer, id).await?;
+                let info = fetch_manifest_any(&peers, id).await?;
                 create_partial(&p, info.size).await?;
                 Ok::<_, GetError>(info)
             })
@@ -515,9 +678,67 @@ pub fn get(
         }
     };
     let reused = bits.count_ones() as u64;
-    let missing: Vec<u32> = (0..info.chunk_count()).filter(|&i| !bits.get(i)).collect();
     let data =
         OpenOptions::new().write(true).open(&partial).map_err(|e| GetError::io(&partial, e))?;
+    // One connection per peer, or `connections` spread over the peers if that is more.
+    let total = opts.connections.max(opts.peers.len());
+    let conns: Vec<Conn> = (0..total)
+        .map(|i| Conn { id: PeerId(i as u32), addr: opts.peers[i % opts.peers.len()] })
+        .collect();
+    let sched_config = SchedulerConfig {
+        strategy: opts.strategy,
+        chunk_size_bytes: info.chunk_size,
+        file_size_bytes: Some(info.size),
+        max_peers: opts.max_peers.max(1),
+        window_max: opts.window.max(2),
+        peers_max: conns.len().max(opts.max_peers).max(1),
+        // Duplicates only help when they can come from another host.
+        endgame_copies_max: if opts.peers.len() > 1 { 2 } else { 1 },
+        ..SchedulerConfig::default()
+    };
+    let scheduler = Scheduler::new(sched_config, info.chunk_count(), &bits, rand::random());
+    let have = Arc::new(SharedBitfield::new(&bits));
+    let ctx = Arc::new(FetchCtx {
+        info: info.clone(),
+        partial: partial.clone(),
+        conns,
+        sched: Mutex::new(scheduler),
+        have: have.clone(),
+        claimed: SharedBitfield::new(&bits),
+        stop: AtomicBool::new(false),
+        save_every_bytes: opts.save_every_bytes,
+        throttle: opts
+            .download_rate_bytes
+            .map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, Instant::now())),
+        unsaved_bytes: AtomicU64::new(0),
+        // Saving starts at save_every; the second half keeps connections busy meanwhile.
+        unsaved_max_bytes: opts.save_every_bytes.saturating_mul(2),
+        last_progress_ms: AtomicU64::new(0),
+        epoch: Instant::now(),
+    });
+    // Partial seeding: serve what is verified while downloading.
+    let seeder = match opts.listen {
+        Some(listen) => {
+            let entry = CatalogEntry {
+                info: info.clone(),
+                path: partial.clone(),
+                stamp: FileStamp { size: info.size, mtime_ns: 0 },
+            };
+            let served = ServedFile { entry, have: Some(have.clone()) };
+            let seed_opts = SeedOptions {
+                listen,
+                shards: 1,
+                dht: None,
+                upload_rate_bytes: None,
+                peer_upload_rate_bytes: None,
+            };
+            Some(
+                Seeder::start(vec![served], &seed_opts, Arc::new(AtomicBool::new(false)))
+                    .map_err(|e| GetError::Listen { what: e.to_string() })?,
+            )
+        }
+        None => None,
+    };
     let mut dur = Durability {
         info: info.clone(),
         bits,
@@ -527,40 +748,17 @@ pub fn get(
         partial: partial.clone(),
         resume: resume.clone(),
     };
-    let mut fetched = 0u64;
-    let mut fetched_bytes = 0u64;
-    if !missing.is_empty() {
-        let connections = opts.connections.clamp(1, missing.len());
-        let ctx = Arc::new(FetchCtx {
-            info: info.clone(),
-            peer: opts.peer,
-            partial: partial.clone(),
-            window: opts.window.max(1),
-            missing,
-            cursor: AtomicUsize::new(0),
-            stop: AtomicBool::new(false),
-            save_every_bytes: opts.save_every_bytes,
-            throttle: opts
-                .download_rate_bytes
-                .map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, Instant::now())),
-            unsaved_bytes: AtomicU64::new(0),
-            // Saving starts at save_every; the second half keeps shards busy meanwhile.
-            unsaved_max_bytes: opts.save_every_bytes.saturating_mul(2),
-        });
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let ctx2 = ctx.clone();
-        let handles = spawn_shards("furymesh-get", connections, move |_| fetch_shard(ctx2, tx))
-            .map_err(|e| GetError::Connection {
-                peer: opts.peer,
-                what: format!("cannot start shards: {e}"),
-            })?;
-        let outcome = coordinate(&ctx, &rx, connections, &mut dur, interrupt, progress);
-        ctx.stop.store(true, Ordering::SeqCst);
-        handles.join_all();
-        let (n, b) = outcome?;
-        fetched = n;
-        fetched_bytes = b;
-    }
+    let shards = ctx.conns.len().min(super::available_cores()).max(1);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let ctx2 = ctx.clone();
+    let handles = spawn_shards("furymesh-get", shards, move |id| fetch_shard(ctx2, id, shards, tx))
+        .map_err(|e| GetError::Listen { what: format!("cannot start shards: {e}") })?;
+    let outcome = coordinate(&ctx, &rx, shards, &mut dur, interrupt, progress);
+    ctx.stop.store(true, Ordering::SeqCst);
+    handles.join_all();
+    let peers = peer_reports(&ctx, &outcome.conn_errors);
+    let served = seeder.map(Seeder::stop);
+    let (fetched, fetched_bytes) = outcome.result?;
     dur.save()?;
     if dur.bits.count_ones() != info.chunk_count() {
         return Err(GetError::Io {
@@ -579,12 +777,47 @@ pub fn get(
         chunks_fetched: fetched,
         chunks_reused: reused,
         cpu_seconds: super::process_cpu_seconds() - cpu_start,
+        peers,
+        uploaded_bytes: served.map_or(0, |s| s.payload_bytes_from_map),
+        info: Some(info),
     })
 }
 
+/// Per-peer figures for the report, summed over the connections to each address.
+fn peer_reports(ctx: &FetchCtx, errors: &[(usize, String)]) -> Vec<PeerReport> {
+    let sched = ctx.sched();
+    let mut out: Vec<PeerReport> = Vec::new();
+    for (i, c) in ctx.conns.iter().enumerate() {
+        let idx = match out.iter().position(|p| p.addr == c.addr) {
+            Some(idx) => idx,
+            None => {
+                out.push(PeerReport { addr: c.addr, ..PeerReport::default() });
+                out.len() - 1
+            }
+        };
+        let r = &mut out[idx];
+        if let Some(st) = sched.peer_stats(c.id) {
+            r.bytes += st.bytes_verified;
+            r.chunks += st.chunks_verified;
+            r.corrupt_chunks += u64::from(st.corrupt_chunks);
+            r.banned |= st.banned;
+        }
+        if let Some((_, e)) = errors.iter().find(|(conn, _)| *conn == i) {
+            r.error.get_or_insert_with(|| e.clone());
+        }
+    }
+    out
+}
+
+/// What the coordinator saw: the outcome, and each connection's error.
+struct Outcome {
+    result: Result<(u64, u64), GetError>,
+    conn_errors: Vec<(usize, String)>,
+}
+
 /// Runs on the calling thread while the shards fetch: collects verified chunks, persists
-/// them at intervals, reports progress, and returns (chunks, bytes) fetched or the first
-/// real error.
+/// them at intervals, reports progress, and returns (chunks, bytes) fetched or the error
+/// that best explains why the download could not finish.
 fn coordinate(
     ctx: &FetchCtx,
     rx: &Receiver<ShardMsg>,
@@ -592,16 +825,20 @@ fn coordinate(
     dur: &mut Durability,
     interrupt: &AtomicBool,
     progress: &dyn Fn(GetProgress),
-) -> Result<(u64, u64), GetError> {
+) -> Outcome {
     let info = &ctx.info;
     let mut done_bytes: u64 = (0..info.chunk_count())
         .filter(|&i| dur.bits.get(i))
         .map(|i| info.chunk_range(i).end - info.chunk_range(i).start)
         .sum();
-    let mut error: Option<GetError> = None;
+    let mut errors: Vec<(usize, GetError)> = Vec::new();
+    let mut fatal: Option<GetError> = None;
     let (mut done, mut chunks, mut bytes) = (0, 0u64, 0u64);
     let mut last_save = Instant::now();
-    while done < shards {
+    let result = loop {
+        if done >= shards {
+            break Ok(());
+        }
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(ShardMsg::Verified { index, len }) => {
                 dur.pending.push(index);
@@ -610,37 +847,67 @@ fn coordinate(
                 bytes += len;
                 done_bytes += len;
             }
-            Ok(ShardMsg::Done(r)) => {
+            Ok(ShardMsg::ConnDone { conn, result: Err(e) }) => errors.push((conn, e)),
+            Ok(ShardMsg::ConnDone { result: Ok(()), .. }) => {}
+            Ok(ShardMsg::ShardDone(r)) => {
                 done += 1;
                 if let Err(e) = r {
-                    if error.as_ref().is_none_or(GetError::is_secondary) {
-                        error = Some(e);
-                    }
+                    fatal.get_or_insert(e);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Disconnected) => break Ok(()),
         }
         if interrupt.load(Ordering::Relaxed) {
             ctx.stop.store(true, Ordering::SeqCst);
+            fatal.get_or_insert(GetError::Interrupted);
         }
+        // Bans and stalls are visible in the per-peer report; drain the queue.
+        while ctx.sched().poll_event().is_some() {}
         if dur.pending_bytes >= ctx.save_every_bytes || last_save.elapsed() >= RESUME_SAVE_INTERVAL
         {
-            let saved = dur.save()?;
-            ctx.unsaved_bytes.fetch_sub(saved, Ordering::AcqRel);
+            match dur.save() {
+                Ok(saved) => {
+                    ctx.unsaved_bytes.fetch_sub(saved, Ordering::AcqRel);
+                }
+                Err(e) => {
+                    ctx.stop.store(true, Ordering::SeqCst);
+                    break Err(e);
+                }
+            }
             last_save = Instant::now();
-            progress(GetProgress { done_bytes, total_bytes: dur.info.size });
+            progress(GetProgress { done_bytes, total_bytes: info.size });
+        }
+    };
+    progress(GetProgress { done_bytes, total_bytes: info.size });
+    let conn_errors = errors.iter().map(|(c, e)| (*c, e.to_string())).collect();
+    let complete = ctx.sched().is_complete();
+    let result = match (result, fatal) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(e)) if !complete || matches!(e, GetError::Interrupted) => Err(e),
+        (Ok(()), _) if complete => Ok((chunks, bytes)),
+        // Every connection ended and chunks are still missing: the most telling peer error.
+        (Ok(()), _) => Err(pick_error(errors)),
+    };
+    if result.is_err() {
+        // Keep what verified before failing.
+        if let Err(e) = dur.save() {
+            return Outcome { result: Err(e), conn_errors };
         }
     }
-    progress(GetProgress { done_bytes, total_bytes: dur.info.size });
-    match error {
-        Some(e) => {
-            // Keep what verified before failing.
-            dur.save()?;
-            Err(e)
-        }
-        None => Ok((chunks, bytes)),
-    }
+    Outcome { result, conn_errors }
+}
+
+/// Of the connections' errors, the one that explains a failed download best: bad data
+/// first, then refusals, then anything but an interruption.
+fn pick_error(errors: Vec<(usize, GetError)>) -> GetError {
+    let rank = |e: &GetError| match e {
+        GetError::HashMismatch { .. } => 0,
+        GetError::UnknownFile { .. } | GetError::Refused { .. } => 1,
+        GetError::Interrupted => 3,
+        _ => 2,
+    };
+    errors.into_iter().map(|(_, e)| e).min_by_key(rank).unwrap_or(GetError::NoPeers)
 }
 
 /// Gives the verified file its final name and removes the resume state. Without `force`

@@ -12,6 +12,8 @@ mod dht;
 mod fetch;
 mod frame;
 mod seed;
+#[allow(unsafe_code)]
+mod sys;
 
 use std::future::Future;
 use std::io;
@@ -25,7 +27,7 @@ pub use dht::{
     config_for, ping, query, ContactJson, DhtAnswer, DhtError, DhtNodeStats, DhtQuery,
     DhtServerOptions, PingAnswer,
 };
-pub use fetch::{get, get_from_any, GetError, GetOptions, GetProgress, GetReport};
+pub use fetch::{get, GetError, GetOptions, GetProgress, GetReport, PeerReport};
 pub use seed::{SeedError, SeedOptions, SeedStats, Seeder, ServedFile};
 
 use crate::config::IO_MEMORY_PER_SHARD_BYTES;

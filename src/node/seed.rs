@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 use glommio::PoolThreadHandles;
 use serde::Serialize;
 
@@ -291,7 +291,7 @@ async fn run_shard(
     stop: Arc<AtomicBool>,
     ready: crossbeam_channel::Sender<io::Result<()>>,
 ) -> SeedStats {
-    let listener = match TcpListener::bind(addr) {
+    let listener = match super::sys::tcp_listener(addr) {
         Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(io::Error::other(e.to_string())));

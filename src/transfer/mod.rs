@@ -118,6 +118,15 @@ impl SharedBitfield {
         }
     }
 
+    /// Sets bit `i` and says whether it was already set (false when out of range).
+    pub fn test_and_set(&self, i: u32) -> bool {
+        i < self.len
+            && self.bytes[(i / 8) as usize]
+                .fetch_or(1 << (i % 8), std::sync::atomic::Ordering::AcqRel)
+                & (1 << (i % 8))
+                != 0
+    }
+
     pub fn snapshot(&self) -> Bitfield {
         let bytes =
             self.bytes.iter().map(|b| b.load(std::sync::atomic::Ordering::Acquire)).collect();
