@@ -580,6 +580,11 @@ impl Scheduler {
     /// chunk we need that nobody else is fetching (or, once the pool is dry, one it can
     /// take over from a much slower peer or duplicate in the endgame). The caller sends the
     /// request; calling again gives the next one.
+    ///
+    /// `None` is not final: after any `handle_*` call, or once `poll_timeout` passes, poll
+    /// every connected peer again until each says `None`. A peer that came away empty sits
+    /// out of the `max_peers` ranking until the next `handle_*` call, so the slot goes to a
+    /// peer that can use it.
     pub fn poll_request(&mut self, now: Instant, peer: PeerId) -> Option<u32> {
         if self.missing == 0 {
             return None;
