@@ -58,6 +58,14 @@ impl Pending {
         }
     }
 
+    /// Replaces the pool with `items` (chunk, availability): one sort and a bulk build,
+    /// for changes that touch most chunks at once.
+    pub(super) fn rebuild(&mut self, items: impl Iterator<Item = (u32, u32)>) {
+        let mut keys: Vec<Key> = items.map(|(c, a)| self.key(c, a)).collect();
+        keys.sort_unstable();
+        self.set = keys.into_iter().collect();
+    }
+
     /// Chunks some usable peer has, best first.
     pub(super) fn requestable(&self) -> impl Iterator<Item = u32> + '_ {
         self.set.range((1, 0, 0)..).map(|k| k.2)
@@ -120,5 +128,8 @@ mod tests {
         p.rekey(5, 2, 9); // same class: no move needed
         assert_eq!(p.requestable().collect::<Vec<_>>(), vec![0, 1, 3, 5]);
         assert!(p.has_requestable());
+        p.rebuild([(9, 0), (4, 3)].into_iter());
+        assert_eq!(p.requestable().collect::<Vec<_>>(), vec![4]);
+        assert_eq!(p.len(), 2);
     }
 }

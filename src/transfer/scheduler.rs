@@ -417,12 +417,7 @@ impl Scheduler {
         }
         let Some(p) = self.live_peer(peer) else { return };
         let old = std::mem::replace(&mut p.has, bits.clone());
-        for c in old.ones().filter(|&c| !bits.get(c)) {
-            self.change_avail(peer, c, false);
-        }
-        for c in bits.ones().filter(|&c| !old.get(c)) {
-            self.change_avail(peer, c, true);
-        }
+        self.apply_bits(peer, &old, bits);
         self.invalidate();
     }
 
@@ -434,7 +429,7 @@ impl Scheduler {
         let Some(p) = self.live_peer(peer) else { return };
         if !p.has.get(chunk) {
             p.has.set(chunk);
-            self.change_avail(peer, chunk, true);
+            self.change_avail(peer, chunk, true, true);
             self.invalidate();
         }
     }
@@ -535,7 +530,7 @@ impl Scheduler {
             self.unhold(chunk, peer);
         }
         if had {
-            self.change_avail(peer, chunk, false);
+            self.change_avail(peer, chunk, false, true);
         }
         self.invalidate();
     }
@@ -580,6 +575,11 @@ impl Scheduler {
     /// chunk we need that nobody else is fetching (or, once the pool is dry, one it can
     /// take over from a much slower peer or duplicate in the endgame). The caller sends the
     /// request; calling again gives the next one.
+    ///
+    /// `None` is not final: after any `handle_*` call, or once `poll_timeout` passes, poll
+    /// every connected peer again until each says `None`. A peer that came away empty sits
+    /// out of the `max_peers` ranking until the next `handle_*` call, so the slot goes to a
+    /// peer that can use it.
     pub fn poll_request(&mut self, now: Instant, peer: PeerId) -> Option<u32> {
         if self.missing == 0 {
             return None;
@@ -782,12 +782,13 @@ impl Scheduler {
     }
 
     /// `peer` (connected, not banned) gained or lost `chunk`; its `has` is already updated.
-    fn change_avail(&mut self, peer: PeerId, chunk: u32, gained: bool) {
+    /// Without `rekey` the pool is left stale and the caller must rebuild it.
+    fn change_avail(&mut self, peer: PeerId, chunk: u32, gained: bool, rekey: bool) {
         let old = self.avail[chunk as usize];
         let new = if gained { old + 1 } else { old - 1 };
         self.avail[chunk as usize] = new;
         if !self.have.get(chunk) {
-            if !self.holders.contains_key(&chunk) {
+            if rekey && !self.holders.contains_key(&chunk) {
                 self.pending.rekey(chunk, old, new);
             }
             if let Some(p) = self.peers.get_mut(&peer) {
@@ -797,6 +798,25 @@ impl Scheduler {
                     p.useful -= 1;
                 }
             }
+        }
+    }
+
+    /// `peer`'s chunks went from `old` to `new` (its `has` is already `new` or dropped). A
+    /// big change (a seeder's full bitfield) re-sorts the pool in one pass instead of moving
+    /// each chunk: several times faster at a million chunks.
+    fn apply_bits(&mut self, peer: PeerId, old: &Bitfield, new: &Bitfield) {
+        let bulk = old.count_ones() + new.count_ones() > (self.chunk_count / 16).max(16);
+        for c in old.ones().filter(|&c| !new.get(c)) {
+            self.change_avail(peer, c, false, !bulk);
+        }
+        for c in new.ones().filter(|&c| !old.get(c)) {
+            self.change_avail(peer, c, true, !bulk);
+        }
+        if bulk {
+            let pending = (0..self.chunk_count)
+                .filter(|&c| !self.have.get(c) && !self.holders.contains_key(&c))
+                .map(|c| (c, self.avail[c as usize]));
+            self.pending.rebuild(pending);
         }
     }
 
@@ -822,9 +842,7 @@ impl Scheduler {
         for c in chunks {
             self.unhold(c, peer);
         }
-        for c in has.ones() {
-            self.change_avail(peer, c, false);
-        }
+        self.apply_bits(peer, &has, &Bitfield::new(self.chunk_count));
         self.invalidate();
     }
 
