@@ -12,6 +12,8 @@
 //! - `flatbuffers_view`: verify, then read every field in place without building owned
 //!   values: the zero-copy access FlatBuffers is designed for (and what the whitepaper's
 //!   claim assumes). Not a full decode: no hex parsing, no manifest check.
+//!   `flatbuffers_view_unverified` skips the verifier (`root_unchecked`, bench only) so the
+//!   difference is the verifier's cost.
 //! - `json`: `serde_json` with borrowed strings where possible, file IDs and chunk hashes as
 //!   hex strings (JSON has no bytes type; the whitepaper's `checksums:[string]`).
 //! - `prost`: protobuf through hand-written `#[derive(prost::Message)]` structs with the
@@ -280,7 +282,21 @@ impl Codec<TransferStatus> for FlatLocal {
 /// Zero-copy access: verify, then touch every field in place (string lengths, scalars, the
 /// hash bytes) and fold them into a number so nothing is optimised away. Allocates nothing.
 fn view(bytes: &[u8]) -> u64 {
-    let m = verified(bytes);
+    view_fields(verified(bytes))
+}
+
+/// The same access without the verifier, only to measure what verification costs
+/// (`view` minus this). The node never does this: STYLE.md requires `root_with_opts`.
+#[allow(unsafe_code)]
+fn view_unverified(bytes: &[u8]) -> u64 {
+    // SAFETY: `bytes` is always a body this bench just built with the generated builder
+    // and that `view` has verified once before the measurement (see `bench_view`).
+    let m = unsafe { flatbuffers::root_unchecked::<fb::Message>(bytes) };
+    view_fields(m)
+}
+
+/// Reads every field of the table the message carries.
+fn view_fields(m: fb::Message<'_>) -> u64 {
     let len = |s: Option<&str>| s.map_or(0, |s| s.len() as u64);
     match m.type_() {
         fb::MessageType::CHUNK_REQUEST => {
@@ -832,10 +848,15 @@ fn bench_codec<T: PartialEq + Debug, C: Codec<T> + Default>(
     });
 }
 
-/// Measures the zero-copy view of an encoded FlatBuffers body.
+/// Measures the zero-copy view of an encoded FlatBuffers body, with and without the
+/// verifier.
 fn bench_view(g: &mut BenchmarkGroup<'_, WallTime>, body: &[u8]) {
+    assert_eq!(view(body), view_unverified(body), "the body verifies");
     g.bench_function(BenchmarkId::new("decode", "flatbuffers_view"), |b| {
         b.iter(|| view(black_box(body)))
+    });
+    g.bench_function(BenchmarkId::new("decode", "flatbuffers_view_unverified"), |b| {
+        b.iter(|| view_unverified(black_box(body)))
     });
 }
 
@@ -885,9 +906,9 @@ fn wire_messages(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // 51 benchmarks × (0.5 s warm-up + 1 s measurement) ≈ 90 s for a full run.
+    // 56 benchmarks × (0.3 s warm-up + 1 s measurement) ≈ 100 s for a full run.
     config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
+        .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
         .sample_size(50);
     targets = wire_messages
