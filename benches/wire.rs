@@ -20,9 +20,10 @@
 //!   schema's fields and field order (no protoc); chunk hashes as one `bytes` field.
 //!
 //! JSON and prost decodes end with the same checks as `wire::decode` (file-ID parse,
-//! `FileInfo::check`), so all three produce the same guarantees. Sizes are printed before the
-//! measurements. Run with `cargo bench --bench wire` (under 2 minutes); results and analysis
-//! in docs/microbench-results.md.
+//! `FileInfo::check`), so all three produce the same guarantees. Each format's size is printed
+//! as `size <message> <format> <n> bytes` before its measurements. Run with
+//! `cargo bench --bench wire` (about 2 minutes on the shared 2-core machine); results and
+//! analysis in docs/microbench-results.md.
 
 use std::borrow::Cow;
 use std::fmt::Debug;
