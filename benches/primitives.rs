@@ -1,0 +1,101 @@
+//! Throughput of the per-byte primitives on the data path, against memcpy as the limit.
+//!
+//! - SHA-256 through `furymesh::crypto::chunk_hash`: every chunk is verified with it.
+//! - xxh3-64 (`xxhash-rust`): the non-adversarial checksum the crate already depends on.
+//! - AES-256-GCM seal and open (`aes-gcm`): the AEAD planned for encrypted transfers.
+//! - `memcpy` (`copy_from_slice`) of the same bytes: the reference limit; every other
+//!   primitive must at least read each byte once.
+//!
+//! Each runs over a 512 KiB buffer (the default chunk) and a 16 KiB buffer (a typical
+//! record or SCTP message size), reported as bytes per second. Run with
+//! `cargo bench --bench primitives` (about a minute); see docs/microbench-results.md.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use aes_gcm::aead::inout::InOutBuf;
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+use furymesh::crypto::chunk_hash;
+
+/// Buffer sizes measured: the default chunk and a small record.
+const SIZES_BYTES: [usize; 2] = [512 * 1024, 16 * 1024];
+/// Associated data for the AEAD: roughly a chunk header (file ID + chunk index).
+const AAD: &[u8] = &[7u8; 36];
+
+/// Deterministic, incompressible-looking bytes (the primitives do not care, but a buffer of
+/// zeros could hide page-sharing effects on the first touch).
+fn input(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn primitives(c: &mut Criterion) {
+    // A fixed key and nonce: fine for timing, never for real traffic (a nonce must not be
+    // reused under one key).
+    let cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from([0x42; 32]));
+    let nonce = Nonce::from([0x24; 12]);
+
+    for len in SIZES_BYTES {
+        let mut g = c.benchmark_group(format!("primitives/{}KiB", len / 1024));
+        g.throughput(Throughput::Bytes(len as u64));
+        let data = input(len);
+        let mut out = vec![0u8; len];
+
+        g.bench_function(BenchmarkId::from_parameter("memcpy"), |b| {
+            b.iter(|| {
+                out.copy_from_slice(black_box(&data));
+                black_box(&mut out);
+            })
+        });
+        g.bench_function(BenchmarkId::from_parameter("sha256"), |b| {
+            b.iter(|| chunk_hash(black_box(&data)))
+        });
+        g.bench_function(BenchmarkId::from_parameter("xxh3_64"), |b| {
+            b.iter(|| xxhash_rust::xxh3::xxh3_64(black_box(&data)))
+        });
+
+        // Seal out of place (plaintext → separate ciphertext buffer), as a sender encrypting
+        // straight from a memory map would.
+        g.bench_function(BenchmarkId::from_parameter("aes256gcm_seal"), |b| {
+            b.iter(|| {
+                let io = InOutBuf::new(black_box(&data), &mut out).expect("equal lengths");
+                cipher.encrypt_inout_detached(&nonce, AAD, io).expect("seal")
+            })
+        });
+
+        // Open out of place from a fixed ciphertext so every iteration checks a valid tag
+        // (GCM checks the tag before decrypting: a failing open would skip the CTR pass).
+        let mut sealed = data.clone();
+        let tag =
+            cipher.encrypt_inout_detached(&nonce, AAD, sealed.as_mut_slice().into()).expect("seal");
+        g.bench_function(BenchmarkId::from_parameter("aes256gcm_open"), |b| {
+            b.iter(|| {
+                let io = InOutBuf::new(black_box(&sealed), &mut out).expect("equal lengths");
+                cipher.decrypt_inout_detached(&nonce, AAD, io, &tag).expect("valid tag")
+            })
+        });
+        assert_eq!(out, data, "open must restore the plaintext");
+        g.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    // 10 benchmarks × (1 s warm-up + 3 s measurement) ≈ 45 s for a full run.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = primitives
+}
+criterion_main!(benches);
