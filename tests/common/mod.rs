@@ -79,11 +79,22 @@ impl Seeder {
 
     /// A seeder on `listen` that joins the DHT through `bootstrap`.
     pub fn start_with(data_dir: &Path, shards: usize, listen: &str, bootstrap: &[String]) -> Self {
+        let mut extra = Vec::new();
+        for b in bootstrap {
+            extra.extend(["--bootstrap", b.as_str()]);
+        }
+        Self::spawn(data_dir, shards, listen, &extra)
+    }
+
+    /// A seeder on an OS-chosen port with extra `seed` flags.
+    pub fn start_with_args(data_dir: &Path, shards: usize, args: &[&str]) -> Self {
+        Self::spawn(data_dir, shards, "127.0.0.1:0", args)
+    }
+
+    fn spawn(data_dir: &Path, shards: usize, listen: &str, args: &[&str]) -> Self {
         let mut cmd = fm(data_dir);
         cmd.args(["--json", "seed", "--listen", listen, "--shards"]).arg(shards.to_string());
-        for b in bootstrap {
-            cmd.args(["--bootstrap", b]);
-        }
+        cmd.args(args);
         let mut child =
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn seeder");
         let stderr = child.stderr.take().unwrap();

@@ -1,0 +1,205 @@
+//! Downloads from many peers at once: a corrupt peer among good ones, downloaders that
+//! serve each other while downloading, and kill -9 during a multi-peer download.
+
+mod common;
+
+use std::fs;
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CHUNK: usize = 64 * 1024;
+
+fn free_port() -> String {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+}
+
+fn peer_entry<'a>(report: &'a serde_json::Value, addr: &str) -> &'a serde_json::Value {
+    report["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["addr"] == addr)
+        .unwrap_or_else(|| panic!("no peer {addr} in {report}"))
+}
+
+/// One seeder's copy was altered in place after publishing (size and mtime put back). The
+/// download from it and two honest seeders completes byte-identical; only the liar is
+/// banned, and its failed chunks are reported.
+#[test]
+fn a_corrupt_seeder_among_good_ones_is_banned_and_the_file_still_arrives_intact() {
+    let t = tempdir();
+    let f = t.path().join("f.bin");
+    let bytes = write_file(&f, 48 * CHUNK + 5, 21);
+    let (good1, good2, bad) = (t.path().join("g1"), t.path().join("g2"), t.path().join("bad"));
+    let id = publish(&good1, &[&f], &["--chunk-size", "64KiB"])[0]["file_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    publish(&good2, &[&f], &["--chunk-size", "64KiB"]);
+    // The bad seeder serves its own copy, corrupted in many chunks behind its back.
+    let fb = t.path().join("bad-copy.bin");
+    fs::copy(&f, &fb).unwrap();
+    publish(&bad, &[&fb], &["--chunk-size", "64KiB"]);
+    let mtime = fs::metadata(&fb).unwrap().modified().unwrap();
+    let mut corrupt = bytes.clone();
+    for c in 0..48 {
+        corrupt[c * CHUNK + 100] ^= 0xff;
+    }
+    fs::write(&fb, &corrupt).unwrap();
+    fs::File::options().write(true).open(&fb).unwrap().set_modified(mtime).unwrap();
+
+    let seeders = [Seeder::start(&good1, 1), Seeder::start(&good2, 1), Seeder::start(&bad, 1)];
+    let out = t.path().join("out.bin");
+    let mut cmd = fm(&good1);
+    cmd.args(["--json", "get", &id, "-o"]).arg(&out);
+    for s in &seeders {
+        cmd.args(["--peer", &s.peer()]);
+    }
+    let report = json(&run_ok(&mut cmd));
+    assert!(fs::read(&out).unwrap() == bytes, "download differs");
+    let liar = peer_entry(&report, &seeders[2].peer());
+    assert_eq!(liar["banned"], true, "{report}");
+    assert!(liar["corrupt_chunks"].as_u64().unwrap() >= 1, "{report}");
+    for honest in &seeders[..2] {
+        let p = peer_entry(&report, &honest.peer());
+        assert_eq!(p["banned"], false, "{report}");
+        assert_eq!(p["corrupt_chunks"], 0, "{report}");
+    }
+}
+
+/// Two downloaders start at once from one slow seeder and list each other as peers: each
+/// serves what it has verified (partial seeding), and each gets chunks from the other.
+#[test]
+fn two_downloaders_exchange_chunks_while_downloading() {
+    let t = tempdir();
+    let f = t.path().join("f.bin");
+    let bytes = write_file(&f, 16 << 20, 22);
+    let data = t.path().join("seed");
+    let id = publish(&data, &[&f], &["--chunk-size", "64KiB"])[0]["file_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A seeder capped at 4 MiB/s: about four seconds for the whole file on its own.
+    let s = Seeder::start_with_args(&data, 1, &["--max-upload-rate", "4MiB"]);
+    let (p1, p2) = (free_port(), free_port());
+    let spawn = |me: &str, other: &str, out: &std::path::Path, dir: &std::path::Path| {
+        let mut c = fm(dir);
+        c.args(["--json", "get", &id, "--listen", me, "--peer", &s.peer(), "--peer", other, "-o"])
+            .arg(out)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let (o1, o2) = (t.path().join("o1"), t.path().join("o2"));
+    let d1 = spawn(&p1, &p2, &o1, &t.path().join("d1"));
+    let d2 = spawn(&p2, &p1, &o2, &t.path().join("d2"));
+    let (r1, r2) = (d1.wait_with_output().unwrap(), d2.wait_with_output().unwrap());
+    assert!(r1.status.success(), "{}", stderr_of(&r1));
+    assert!(r2.status.success(), "{}", stderr_of(&r2));
+    assert!(fs::read(&o1).unwrap() == bytes && fs::read(&o2).unwrap() == bytes);
+    let (j1, j2) = (json(&r1), json(&r2));
+    let from2 = peer_entry(&j1, &p2)["bytes"].as_u64().unwrap();
+    let from1 = peer_entry(&j2, &p1)["bytes"].as_u64().unwrap();
+    assert!(from2 > 0 && from1 > 0, "no exchange: d1 got {from2} from d2, d2 got {from1} from d1");
+    assert!(
+        j1["uploaded_bytes"].as_u64().unwrap() > 0 && j2["uploaded_bytes"].as_u64().unwrap() > 0
+    );
+}
+
+/// Chunks the resume state marks verified.
+fn verified_in(path: &std::path::Path) -> u64 {
+    fs::read(path)
+        .ok()
+        .and_then(|b| furymesh::wire::decode_resume(&b).ok())
+        .map(|(_, bits)| bits.iter().map(|b| b.count_ones() as u64).sum())
+        .unwrap_or(0)
+}
+
+/// kill -9 twenty times at random points of a download from three seeders: the file ends
+/// byte-identical and the seeders served at most the file plus, per kill, the requests in
+/// flight and the bytes not yet durable.
+#[test]
+fn kill_9_twenty_times_during_a_multi_peer_download() {
+    const WINDOW: u64 = 4;
+    const SAVE_EVERY: u64 = 1 << 20;
+    let mut seed = std::process::id() as u64 * 2_654_435_761 + 7;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let t = tempdir();
+    let f = t.path().join("f.bin");
+    let size = 64u64 << 20;
+    let bytes = write_file(&f, size as usize, 23);
+    let dirs: Vec<_> = (0..3).map(|i| t.path().join(format!("s{i}"))).collect();
+    let mut id = String::new();
+    for d in &dirs {
+        id = publish(d, &[&f], &["--chunk-size", "64KiB"])[0]["file_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    // Capped so a download takes a few seconds and the kills land inside it.
+    let seeders: Vec<_> = dirs
+        .iter()
+        .map(|d| Seeder::start_with_args(d, 1, &["--max-upload-rate", "8MiB"]))
+        .collect();
+    let out = t.path().join("out.bin");
+    let resume = t.path().join("out.bin.furymesh-resume");
+    let get = || {
+        let mut c = fm(&dirs[0]);
+        c.args(["--json", "get", &id, "-o"]).arg(&out);
+        c.args(["--window", &WINDOW.to_string(), "--save-every", &SAVE_EVERY.to_string()]);
+        for s in &seeders {
+            c.args(["--peer", &s.peer()]);
+        }
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    };
+    let chunks = size / CHUNK as u64;
+    let mut kills = 0u64;
+    let mut finished = None;
+    while kills < 20 {
+        let mut child = get().spawn().unwrap();
+        let before = verified_in(&resume);
+        let target = before + next() % ((chunks - before) / 8).max(1);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while verified_in(&resume) < target && Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_micros(next() % 20_000));
+        if child.try_wait().unwrap().is_some() {
+            finished = Some(child.wait_with_output().unwrap());
+            break;
+        }
+        child.kill().unwrap();
+        if child.wait().unwrap().success() {
+            finished = Some(get().output().unwrap());
+            break;
+        }
+        kills += 1;
+        assert!(!out.exists());
+    }
+    let last = finished.unwrap_or_else(|| get().output().unwrap());
+    assert!(last.status.success(), "{}", stderr_of(&last));
+    assert!(kills >= 10, "only {kills} kills landed inside the download");
+    assert!(fs::read(&out).unwrap() == bytes, "resumed multi-peer download differs");
+    let served: u64 =
+        seeders.into_iter().map(|s| s.stop()["payload_bytes_from_map"].as_u64().unwrap()).sum();
+    // Per kill: every connection's window in flight, plus what was verified but not durable.
+    let per_kill = 3 * WINDOW * CHUNK as u64 + 2 * SAVE_EVERY;
+    let endgame = 16 * CHUNK as u64 * (kills + 1);
+    assert!(
+        served <= size + kills * per_kill + endgame,
+        "served {served} for {size} bytes with {kills} kills (bound {per_kill}/kill + endgame {endgame})"
+    );
+    eprintln!("kills: {kills}; served {served} for a {size}-byte file");
+}
