@@ -765,9 +765,9 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
     const LATER: u64 = NOW + 3_600;
 
-    fn config(der: &[u8], tag: u8) -> HandshakeConfig {
+    fn config(der: &'static [u8], tag: u8) -> HandshakeConfig {
         HandshakeConfig {
-            local: Arc::new(session(der, tag, LATER)),
+            local: session(der, tag, LATER),
             network: None,
             encryption: Encryption::On,
             expected_peer: None,
@@ -878,7 +878,7 @@ mod tests {
     fn network_secrets_must_match() {
         let secret = NetworkSecret::from_bytes(b"sixteen byte key, and more").unwrap();
         let other = NetworkSecret::from_bytes(b"another sixteen-byte secret").unwrap();
-        let with = |der, tag, n: Option<&NetworkSecret>| {
+        let with = |der: &'static [u8], tag, n: Option<&NetworkSecret>| {
             let mut c = config(der, tag);
             c.network = n.cloned();
             c
@@ -980,7 +980,7 @@ mod tests {
     #[test]
     fn expired_certificates_are_refused() {
         let mut old = config(BOB, 2);
-        old.local = Arc::new(session(BOB, 2, NOW - 1));
+        old.local = session(BOB, 2, NOW - 1);
         // The responder notices its own expiry (a local error)...
         let (_, ch) = Initiator::start(config(ALICE, 1), random(1), NOW).unwrap();
         let err = Responder::handle_client_hello(old.clone(), random(2), &ch, NOW).unwrap_err();

@@ -470,6 +470,9 @@ impl<'a> Reader<'a> {
 /// Fixture identities shared by the crypto unit tests (see scripts/gen-fixture-identities).
 #[cfg(test)]
 pub(crate) mod fixtures {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+
     use super::*;
 
     pub(crate) const ALICE: &[u8] = include_bytes!("../../tests/fixtures/identities/alice.pk8.der");
@@ -504,9 +507,19 @@ pub(crate) mod fixtures {
         Identity::from_pkcs8_der(der).unwrap()
     }
 
-    /// A session identity valid until `not_after`, with a seed derived from `tag`.
-    pub(crate) fn session(der: &[u8], tag: u8, not_after: u64) -> SessionIdentity {
-        identity(der).issue_session(&mut rng(), [tag; 32], not_after).unwrap()
+    /// A session identity valid until `not_after`, with a seed derived from `tag`. Cached:
+    /// each RSA-4096 signature costs milliseconds, and tests ask for the same ones often.
+    pub(crate) fn session(der: &'static [u8], tag: u8, not_after: u64) -> Arc<SessionIdentity> {
+        type Cache = Mutex<HashMap<(usize, u8, u64), Arc<SessionIdentity>>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let key = (der.as_ptr() as usize, tag, not_after);
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(s) = cache.lock().unwrap().get(&key) {
+            return s.clone();
+        }
+        let s = Arc::new(identity(der).issue_session(&mut rng(), [tag; 32], not_after).unwrap());
+        cache.lock().unwrap().insert(key, s.clone());
+        s
     }
 }
 
