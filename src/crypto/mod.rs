@@ -1,12 +1,32 @@
-//! Content hashes and identifiers.
+//! Content hashes, identities, the authenticated handshake and the record layer.
 //!
-//! Owns the file ID and chunk hash definitions. Pure functions: no I/O, no logging. Key
-//! material (identities, session keys) lands here with the identity work.
+//! Owns the file ID and chunk hash definitions, node identities ([`identity`]), the sans-IO
+//! handshake ([`handshake`]) and AES-256-GCM records ([`record`]). Pure functions and state
+//! machines: no I/O (callers read and write key files), no logging, no clock (time comes in
+//! as `now_unix`), no OS randomness (callers pass random bytes or an RNG). `Debug` of every
+//! secret is redacted.
 
 use std::fmt;
 use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
+
+pub mod handshake;
+pub mod identity;
+pub mod record;
+
+pub use handshake::{
+    network_tag, verify_network_tag, Encryption, HandshakeConfig, HandshakeError, HandshakeRandom,
+    Initiator, NetworkSecret, Responder, ResponderAwaitingFinish, Session,
+};
+pub use identity::{
+    sign_provider_record, verify_provider_record, Certificate, Identity, IdentityError,
+    SessionIdentity, VerifiedCertificate,
+};
+pub use record::{Opener, RecordAad, RecordError, RecordKind, RekeyLimits, Sealer};
+/// The RNG traits (rand_core 0.6) that [`Identity::generate`] and
+/// [`Identity::issue_session`] take; `rand_core::OsRng` is the one to pass.
+pub use rsa::rand_core;
 
 /// Bytes in a SHA-256 digest.
 pub const DIGEST_BYTES: usize = 32;
