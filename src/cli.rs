@@ -49,9 +49,9 @@ pub enum Command {
     Get(GetArgs),
     /// Publish, seed and download a generated 256 MiB file on loopback, and check it.
     Demo(DemoArgs),
-    /// Measurements that other figures are compared against.
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    /// Run a swarm scenario on loopback and measure it against this machine's limits
+    /// (raw loopback TCP, memcpy, SHA-256, AES-256-GCM), all in the same run.
+    Bench(BenchArgs),
     /// Operator tools for the DHT.
     #[command(subcommand)]
     Dht(DhtCommandArgs),
@@ -177,6 +177,49 @@ pub struct DemoArgs {
     pub shards: Option<usize>,
 }
 
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub tool: Option<BenchCommand>,
+    /// Seeders, each its own node on loopback.
+    #[arg(long, default_value_t = 1)]
+    pub seeders: usize,
+    /// Downloaders, each fetching the whole file from every seeder at once.
+    #[arg(long, default_value_t = 1)]
+    pub downloaders: usize,
+    /// File size.
+    #[arg(long, default_value = "256MiB", value_parser = config::parse_bytes)]
+    pub size: u64,
+    /// Chunk size (default: automatic for the file size).
+    #[arg(long, value_parser = parse_chunk_size)]
+    pub chunk_size: Option<u32>,
+    /// Shards per seeder. Default: the available cores.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Connections per downloader. Default: the available cores.
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Most chunk requests in flight per connection.
+    #[arg(long, default_value_t = REQUESTS_INFLIGHT_DEFAULT)]
+    pub window: u32,
+    /// Chunk order: rarest-first or round-robin.
+    #[arg(long, default_value = "rarest-first")]
+    pub strategy: Strategy,
+    /// Upload limit of each seeder, in bytes per second.
+    #[arg(long, value_parser = parse_rate, value_name = "BYTES")]
+    pub max_upload_rate: Option<u64>,
+    /// Transport between peers (only tcp so far).
+    #[arg(long, default_value = "tcp", value_parser = ["tcp"])]
+    pub transport: String,
+    /// Encrypt transfers (not wired into connections yet: only `off` runs).
+    #[arg(long, default_value = "off", value_parser = ["on", "off"])]
+    pub encryption: String,
+    /// Also write result.json, throughput.svg and latency.svg into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Copy a file over plain loopback TCP (no framing, hashing or FlatBuffers) into an
@@ -244,7 +287,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Demo(a) => {
             crate::demo::run(a.size, a.shards.unwrap_or_else(node::available_cores), cli.json)
         }
-        Command::Bench(BenchCommand::RawTcp { file, output, connections }) => {
+        Command::Bench(BenchArgs { tool: None, .. }) => {
+            let Command::Bench(b) = &cli.command else { unreachable!("matched above") };
+            bench(b, cli.json)
+        }
+        Command::Bench(BenchArgs {
+            tool: Some(BenchCommand::RawTcp { file, output, connections }),
+            ..
+        }) => {
             let r = crate::bench::raw_tcp_copy(file, output, *connections)?;
             print_json_or(cli.json, &r, || {
                 format!(
@@ -256,7 +306,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             });
             Ok(0)
         }
-        Command::Bench(BenchCommand::Sha256 { bytes }) => {
+        Command::Bench(BenchArgs { tool: Some(BenchCommand::Sha256 { bytes }), .. }) => {
             let r = crate::bench::sha256_throughput(*bytes);
             print_json_or(cli.json, &r, || {
                 format!(
@@ -269,6 +319,38 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn bench(b: &BenchArgs, json: bool) -> Result<i32> {
+    let cores = node::available_cores();
+    let scenario = crate::bench::Scenario {
+        seeders: b.seeders,
+        downloaders: b.downloaders,
+        file_bytes: b.size,
+        chunk_size_bytes: b.chunk_size,
+        seeder_shards: b.shards.unwrap_or(cores).max(1),
+        connections_per_downloader: b.connections.unwrap_or(cores).max(1),
+        window: b.window,
+        strategy: b.strategy.to_string(),
+        max_upload_rate_bytes: b.max_upload_rate,
+        transport: "tcp",
+        encryption: b.encryption == "on",
+    };
+    let quiet = json || !std::io::stderr().is_terminal();
+    let report = crate::bench::run_scenario(scenario, &|line| {
+        if !quiet {
+            eprintln!("bench: {line}");
+        }
+    })?;
+    if let Some(dir) = &b.out {
+        for f in crate::bench::write_out(&report, dir)? {
+            if !json {
+                eprintln!("bench: wrote {}", f.display());
+            }
+        }
+    }
+    print_json_or(json, &report, || crate::bench::table(&report));
+    Ok(0)
 }
 
 fn print_json_or<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {

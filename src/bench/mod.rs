@@ -17,6 +17,10 @@ use serde::Serialize;
 
 use crate::storage::MappedFile;
 
+mod harness;
+
+pub use harness::{run as run_scenario, table, write_out, BenchReport, Scenario};
+
 /// Bytes per read/write call of the raw copy.
 const RAW_IO_BYTES: usize = 1 << 20;
 

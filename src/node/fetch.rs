@@ -23,6 +23,7 @@ use futures_lite::AsyncWriteExt;
 use glommio::io::BufferedFile;
 use glommio::net::{Preallocated, TcpStream};
 use glommio::sync::Semaphore;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::frame::{read_frame, read_payload, FrameError};
@@ -81,11 +82,40 @@ pub struct GetReport {
     pub cpu_seconds: f64,
     /// What each peer delivered.
     pub peers: Vec<PeerReport>,
+    /// Request-to-verified latency of the chunks fetched, in microseconds.
+    pub latency_us: LatencyReport,
+    /// The whole latency distribution (for merging several downloads).
+    #[serde(skip)]
+    pub latency_histogram: Option<Histogram<u64>>,
     /// Payload bytes served to other downloaders while downloading (`--listen`).
     pub uploaded_bytes: u64,
     /// The manifest (for recording the file in the catalog).
     #[serde(skip)]
     pub info: Option<FileInfo>,
+}
+
+/// Percentiles of a latency distribution, in microseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LatencyReport {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub count: u64,
+}
+
+impl LatencyReport {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            count: h.len(),
+        }
+    }
 }
 
 /// One peer's part in a download.
@@ -300,6 +330,8 @@ struct FetchCtx {
     /// Milliseconds since `epoch` of the last verified chunk (for giving up on idle peers).
     last_progress_ms: AtomicU64,
     epoch: Instant,
+    /// Request-to-verified latency of every chunk, merged from the connections at their end.
+    latency: Mutex<Histogram<u64>>,
 }
 
 impl FetchCtx {
@@ -321,7 +353,8 @@ enum ShardMsg {
 
 /// What a connection waits for, in the order the peer answers.
 enum Pending {
-    Chunk(u32),
+    /// A chunk, and when it was requested.
+    Chunk(u32, Instant),
     Bitfield,
 }
 
@@ -378,6 +411,27 @@ async fn run_conn(
     writer: &ChunkWriter,
     tx: &Sender<ShardMsg>,
 ) -> Result<(), GetError> {
+    let mut latency = new_latency_histogram();
+    let result = conn_loop(ctx, c, writer, tx, &mut latency).await;
+    if let Ok(mut all) = ctx.latency.lock() {
+        let _ = all.add(&latency);
+    }
+    result
+}
+
+/// Request-to-verified latency of chunks, in microseconds (1 µs to 10 min, 3 digits).
+fn new_latency_histogram() -> Histogram<u64> {
+    // The bounds are constants that hdrhistogram accepts.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+async fn conn_loop(
+    ctx: &Arc<FetchCtx>,
+    c: Conn,
+    writer: &ChunkWriter,
+    tx: &Sender<ShardMsg>,
+    latency: &mut Histogram<u64>,
+) -> Result<(), GetError> {
     let peer = c.addr;
     let tries = if ctx.conns.iter().any(|o| o.addr != peer) { CONNECT_TRIES } else { 1 };
     let mut s = connect_retrying(peer, tries).await?;
@@ -413,7 +467,7 @@ async fn run_conn(
             // Requests are answered in order on a connection; a cancelled request's answer is
             // read and dropped as a duplicate, so cancels need no message.
             while sched.poll_cancel().is_some() {}
-            let in_flight = pending.iter().filter(|p| matches!(p, Pending::Chunk(_))).count();
+            let in_flight = pending.iter().filter(|p| matches!(p, Pending::Chunk(..))).count();
             let window = sched.window(c.id) as usize;
             while in_flight + asked.len() < window
                 && ctx.unsaved_bytes.load(Ordering::Acquire) < ctx.unsaved_max_bytes
@@ -441,7 +495,7 @@ async fn run_conn(
                 chunk_index: chunk,
                 priority: 0,
             }));
-            pending.push_back(Pending::Chunk(chunk));
+            pending.push_back(Pending::Chunk(chunk, Instant::now()));
         }
         if !out.is_empty() {
             s.write_all(&out).await.map_err(io_err)?;
@@ -490,7 +544,7 @@ async fn run_conn(
                 ctx.sched().handle_bitfield(now, c.id, &bits);
             }
             (
-                Pending::Chunk(index),
+                Pending::Chunk(index, sent),
                 Message::ChunkResponse { file_id: f, chunk_index, payload_len },
             ) if f == file_id
                 && chunk_index == index
@@ -510,9 +564,10 @@ async fn run_conn(
                     writer.start(ctx.clone(), tx.clone(), index, range.start, buf).await?;
                 }
                 ctx.last_progress_ms.store(ctx.now_ms(), Ordering::Relaxed);
+                latency.saturating_record(sent.elapsed().as_micros() as u64);
                 ctx.sched().handle_chunk_verified(now, c.id, index);
             }
-            (Pending::Chunk(index), Message::Error { code, message, .. }) => match code {
+            (Pending::Chunk(index, _), Message::Error { code, message, .. }) => match code {
                 ErrorCode::ChunkNotAvailable
                 | ErrorCode::ChunkOutOfRange
                 | ErrorCode::Overloaded => {
@@ -523,7 +578,7 @@ async fn run_conn(
             (Pending::Bitfield, Message::Error { code, message, .. }) => {
                 return Err(refused(peer, file_id, code, message))
             }
-            (Pending::Chunk(index), Message::ChunkResponse { chunk_index, payload_len, .. }) => {
+            (Pending::Chunk(index, _), Message::ChunkResponse { chunk_index, payload_len, .. }) => {
                 return Err(GetError::Protocol {
                     peer,
                     what: format!(
@@ -715,6 +770,7 @@ pub fn get(
         unsaved_max_bytes: opts.save_every_bytes.saturating_mul(2),
         last_progress_ms: AtomicU64::new(0),
         epoch: Instant::now(),
+        latency: Mutex::new(new_latency_histogram()),
     });
     // Partial seeding: serve what is verified while downloading.
     let seeder = match opts.listen {
@@ -767,6 +823,7 @@ pub fn get(
         });
     }
     finish(&partial, &resume, output, opts.force)?;
+    let latency = ctx.latency.lock().map(|h| h.clone()).unwrap_or_else(|_| new_latency_histogram());
     let seconds = started.elapsed().as_secs_f64();
     Ok(GetReport {
         file_id: info.file_id.to_hex(),
@@ -778,6 +835,8 @@ pub fn get(
         chunks_reused: reused,
         cpu_seconds: super::process_cpu_seconds() - cpu_start,
         peers,
+        latency_us: LatencyReport::of(&latency),
+        latency_histogram: Some(latency),
         uploaded_bytes: served.map_or(0, |s| s.payload_bytes_from_map),
         info: Some(info),
     })

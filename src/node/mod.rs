@@ -27,7 +27,7 @@ pub use dht::{
     config_for, ping, query, ContactJson, DhtAnswer, DhtError, DhtNodeStats, DhtQuery,
     DhtServerOptions, PingAnswer,
 };
-pub use fetch::{get, GetError, GetOptions, GetProgress, GetReport, PeerReport};
+pub use fetch::{get, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerReport};
 pub use seed::{SeedError, SeedOptions, SeedStats, Seeder, ServedFile};
 
 use crate::config::IO_MEMORY_PER_SHARD_BYTES;

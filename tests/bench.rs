@@ -1,0 +1,80 @@
+//! `furymesh bench --json`: the documented fields are all there and consistent.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn bench_json_has_every_documented_field() {
+    let out_dir = tempdir();
+    let out = run_ok(
+        std::process::Command::new(BIN)
+            .args(["bench", "--size", "8MiB", "--json", "--out"])
+            .arg(out_dir.path()),
+    );
+    let v = json(&out);
+    let tp = v["throughput_bytes_per_sec"].as_f64().unwrap();
+    assert!(tp > 0.0, "{v}");
+    for limit in
+        ["raw_loopback_tcp", "memcpy_per_core", "sha256_per_core", "aes256gcm_seal_per_core"]
+    {
+        assert!(v["limits"][limit].as_f64().unwrap() > 0.0, "limit {limit}: {v}");
+    }
+    let ratio = v["ratios"]["raw_loopback_tcp"].as_f64().unwrap();
+    assert!((ratio - tp / v["limits"]["raw_loopback_tcp"].as_f64().unwrap()).abs() < 1e-9);
+    let l = &v["latency_us"];
+    let (p50, p90, p99, p999, max) = (
+        l["p50"].as_u64().unwrap(),
+        l["p90"].as_u64().unwrap(),
+        l["p99"].as_u64().unwrap(),
+        l["p999"].as_u64().unwrap(),
+        l["max"].as_u64().unwrap(),
+    );
+    assert!(p50 > 0 && p50 <= p90 && p90 <= p99 && p99 <= p999 && p999 <= max, "{l}");
+    // 8 MiB at the automatic 256 KiB chunk size: 32 chunks measured.
+    assert_eq!(l["count"], 32);
+    assert!(v["cpu_seconds_per_gib"].as_f64().unwrap() > 0.0);
+    assert!(v["peak_rss_bytes"].as_u64().unwrap() > 0);
+    let s = &v["scenario"];
+    assert_eq!(s["seeders"], 1);
+    assert_eq!(s["downloaders"], 1);
+    assert_eq!(s["file_bytes"], 8u64 << 20);
+    assert_eq!(s["transport"], "tcp");
+    assert_eq!(s["encryption"], false);
+    for k in [
+        "seeder_shards",
+        "connections_per_downloader",
+        "window",
+        "strategy",
+        "chunk_size_bytes",
+        "max_upload_rate_bytes",
+    ] {
+        assert!(s.get(k).is_some(), "scenario.{k} missing: {s}");
+    }
+    let m = &v["machine"];
+    assert!(m["cores"].as_u64().unwrap() >= 1);
+    assert!(m["cpu_flags"].is_array() && m["kernel"].is_string() && m["cpu_model"].is_string());
+    assert_eq!(v["downloaders"].as_array().unwrap().len(), 1);
+    assert_eq!(v["seeder_payload_bytes_copied"], 0);
+    for f in ["result.json", "throughput.svg", "latency.svg"] {
+        let p = out_dir.path().join(f);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(!text.is_empty(), "{f}");
+    }
+    assert!(std::fs::read_to_string(out_dir.path().join("latency.svg"))
+        .unwrap()
+        .contains("<polyline"));
+}
+
+#[test]
+fn bench_refuses_scenarios_it_cannot_run() {
+    let r = std::process::Command::new(BIN).args(["bench", "--seeders", "0"]).output().unwrap();
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("at least one seeder"), "{}", stderr_of(&r));
+    let r = std::process::Command::new(BIN)
+        .args(["bench", "--encryption", "on", "--size", "1MiB"])
+        .output()
+        .unwrap();
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("not wired"), "{}", stderr_of(&r));
+}
