@@ -197,8 +197,12 @@ pub fn run(scenario: Scenario, say: &dyn Fn(&str)) -> Result<BenchReport> {
 
     say("publishing");
     let mut catalog = Catalog::load(&tmp.path().join("data"))?;
-    let published =
-        storage::publish(&mut catalog, &[src.clone()], scenario.chunk_size_bytes, &|_| {});
+    let published = storage::publish(
+        &mut catalog,
+        std::slice::from_ref(&src),
+        scenario.chunk_size_bytes,
+        &|_| {},
+    );
     let entry = published.into_iter().next().context("publish returned nothing")??.entry;
 
     say(&format!("starting {} seeder(s)", scenario.seeders));
