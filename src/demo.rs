@@ -2,7 +2,7 @@
 //! temporary directory, through the real publish, seed and get paths.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use rand::{RngCore, SeedableRng};
 use serde_json::json;
 
 use crate::config::{
@@ -39,7 +38,7 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
             continue;
         };
         say(format!("1. generating a {} MiB file in {}", size >> 20, t.path().display()));
-        match generate(&t.path().join("release.img"), size) {
+        match crate::bench::generate_file(&t.path().join("release.img"), size, 0x5eed) {
             Ok(()) => {
                 tmp = Some(t);
                 break;
@@ -184,22 +183,6 @@ fn discover(bootstrap: SocketAddr, key: Key) -> Result<Vec<ContactJson>> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// Writes `size` pseudo-random bytes (fixed seed: every demo serves the same file).
-fn generate(path: &Path, size: u64) -> Result<()> {
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
-    let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
-    let mut block = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(block.len() as u64) as usize;
-        rng.fill_bytes(&mut block[..n]);
-        w.write_all(&block[..n])?;
-        left -= n as u64;
-    }
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    Ok(())
 }
 
 fn same_bytes(a: &Path, b: &Path) -> Result<bool> {

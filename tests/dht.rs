@@ -98,15 +98,7 @@ fn hostile_datagrams_are_dropped_and_counted_and_the_node_keeps_answering() {
     let mut x = 0x9e37_79b9_u64;
     for i in 0..300 {
         let len = (i * 37) % 1600 + 1;
-        let junk: Vec<u8> = (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        sock.send_to(&junk, node.addr).unwrap();
+        sock.send_to(&junk(len, &mut x), node.addr).unwrap();
         // Paced so the kernel's receive buffer does not drop them before the node sees them.
         std::thread::sleep(Duration::from_micros(300));
     }

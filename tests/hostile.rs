@@ -104,15 +104,7 @@ fn bad_input_is_refused_and_the_seeder_keeps_serving() {
     let mut x = 0x1234_5678_u64;
     for _ in 0..50 {
         let mut s = connect(seeder.addr);
-        let junk: Vec<u8> = (0..64)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        let _ = s.write_all(&junk);
+        let _ = s.write_all(&junk(64, &mut x));
     }
 
     // Through all of that, a normal download still works.

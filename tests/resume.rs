@@ -22,15 +22,6 @@ fn next(x: &mut u64) -> u64 {
     *x
 }
 
-/// Chunks the resume state at `path` marks verified (0 if it does not exist yet).
-fn verified_in(path: &std::path::Path) -> u64 {
-    fs::read(path)
-        .ok()
-        .and_then(|b| furymesh::wire::decode_resume(&b).ok())
-        .map(|(_, bits)| bits.iter().map(|b| b.count_ones() as u64).sum())
-        .unwrap_or(0)
-}
-
 #[test]
 fn kill_9_at_random_points_then_resume_gives_an_identical_file() {
     let mut seed = std::env::var("RESUME_SEED")

@@ -109,18 +109,6 @@ fn two_downloaders_exchange_chunks_while_downloading() {
     );
 }
 
-/// Chunks the resume state marks verified.
-fn verified_in(path: &std::path::Path) -> u64 {
-    fs::read(path)
-        .ok()
-        .and_then(|b| furymesh::wire::decode_resume(&b).ok())
-        .map(|(_, bits)| bits.iter().map(|b| b.count_ones() as u64).sum())
-        .unwrap_or(0)
-}
-
-/// kill -9 twenty times at random points of a download from three seeders: the file ends
-/// byte-identical and the seeders served at most the file plus, per kill, the requests in
-/// flight and the bytes not yet durable.
 #[test]
 fn kill_9_twenty_times_during_a_multi_peer_download() {
     const WINDOW: u64 = 4;

@@ -2,8 +2,6 @@
 //! limits that matter on this machine, all in the same run.
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +11,6 @@ use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit, Nonce};
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
-use rand::{RngCore, SeedableRng};
 use serde::Serialize;
 
 use crate::config::RESUME_SAVE_DEFAULT_BYTES;
@@ -154,21 +151,6 @@ fn workdir() -> Result<tempfile::TempDir> {
         .context("cannot create a temporary directory")
 }
 
-fn generate(path: &Path, size: u64) -> Result<()> {
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(0xbe7c);
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, File::create(path)?);
-    let mut block = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(block.len() as u64) as usize;
-        rng.fill_bytes(&mut block[..n]);
-        w.write_all(&block[..n])?;
-        left -= n as u64;
-    }
-    w.flush()?;
-    Ok(())
-}
-
 /// Runs `scenario`; `say` gets progress lines for humans.
 pub fn run(scenario: Scenario, say: &dyn Fn(&str)) -> Result<BenchReport> {
     if scenario.seeders == 0 || scenario.downloaders == 0 {
@@ -180,7 +162,7 @@ pub fn run(scenario: Scenario, say: &dyn Fn(&str)) -> Result<BenchReport> {
     let tmp = workdir()?;
     let src = tmp.path().join("file.img");
     say(&format!("generating {} MiB in {}", scenario.file_bytes >> 20, tmp.path().display()));
-    generate(&src, scenario.file_bytes)?;
+    super::generate_file(&src, scenario.file_bytes, 0xbe7c)?;
 
     say("measuring limits: raw loopback TCP, memcpy, SHA-256, AES-256-GCM");
     let raw = super::raw_tcp_copy(

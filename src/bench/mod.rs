@@ -5,7 +5,7 @@
 //! FlatBuffers. Public API only; no protocol logic.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -47,6 +47,24 @@ pub fn sha256_throughput(total: u64) -> PrimitiveReport {
     let seconds = started.elapsed().as_secs_f64();
     let bytes = rounds * chunk.len() as u64;
     PrimitiveReport { name: "sha256", bytes, seconds, bytes_per_sec: bytes as f64 / seconds }
+}
+
+/// Writes `size` pseudo-random bytes from `seed` to `path` (demo and bench files; the same
+/// seed gives the same file) and syncs it.
+pub fn generate_file(path: &Path, size: u64, seed: u64) -> Result<()> {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        rng.fill_bytes(&mut block[..n]);
+        w.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(())
 }
 
 /// Result of one raw copy.

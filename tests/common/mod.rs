@@ -187,3 +187,24 @@ pub fn paths_in(dir: &Path) -> Vec<PathBuf> {
 pub fn append(path: &Path, bytes: &[u8]) {
     fs::OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
 }
+
+/// Chunks the resume state at `path` marks verified (0 if it does not exist yet).
+pub fn verified_in(path: &Path) -> u64 {
+    fs::read(path)
+        .ok()
+        .and_then(|b| furymesh::wire::decode_resume(&b).ok())
+        .map(|(_, bits)| bits.iter().map(|b| b.count_ones() as u64).sum())
+        .unwrap_or(0)
+}
+
+/// `len` bytes from a xorshift stream: quick junk for hostile-input tests.
+pub fn junk(len: usize, state: &mut u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            *state as u8
+        })
+        .collect()
+}
