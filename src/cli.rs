@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::config::{self, LISTEN_DEFAULT, REQUESTS_INFLIGHT_DEFAULT};
 use crate::crypto::FileId;
-use crate::dht::{Key, NodeId};
+use crate::dht::NodeId;
 use crate::node::{self, DhtQuery, DhtServerOptions, GetError, GetOptions, SeedOptions, Seeder};
 use crate::storage::{self, Catalog};
 use crate::transfer::Strategy;
@@ -504,7 +504,7 @@ fn seed(dir: &Path, a: &SeedArgs, json: bool) -> Result<i32> {
         node_id,
         bootstrap: a.bootstrap.clone(),
         table_path: Some(dir.join("dht-table.fmt")),
-        provide: files.iter().map(|e| dht_key(&e.info.file_id)).collect(),
+        provide: files.iter().map(|e| e.info.file_id.dht_key()).collect(),
     };
     let opts = SeedOptions {
         listen: a.listen,
@@ -532,11 +532,6 @@ fn seed(dir: &Path, a: &SeedArgs, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// The DHT key of a file: the first 160 bits of its ID.
-pub fn dht_key(id: &FileId) -> Key {
-    Key::from_bytes(id.dht_key())
-}
-
 /// This node's DHT ID, from the key in its data directory (created on first use).
 pub fn node_id(dir: &Path) -> Result<NodeId> {
     let key = storage::node_key(dir, rand::random)
@@ -554,7 +549,7 @@ fn dht(d: &DhtCommandArgs, json: bool) -> Result<i32> {
             return Ok(0);
         }
         DhtCommandArgs::FindProviders { file_id, bootstrap } => {
-            (DhtQuery::FindProviders(dht_key(file_id)), bootstrap)
+            (DhtQuery::FindProviders(file_id.dht_key()), bootstrap)
         }
         DhtCommandArgs::FindNode { id, bootstrap } => (DhtQuery::FindNode(*id), bootstrap),
     };
@@ -577,7 +572,7 @@ fn dht(d: &DhtCommandArgs, json: bool) -> Result<i32> {
 fn get(dir: Option<PathBuf>, a: &GetArgs, json: bool) -> Result<i32> {
     let mut peers = a.peer.clone();
     if !a.bootstrap.is_empty() {
-        let q = DhtQuery::FindProviders(dht_key(&a.file_id));
+        let q = DhtQuery::FindProviders(a.file_id.dht_key());
         let found = node::query(&a.bootstrap, q, std::time::Duration::from_secs(15))
             .context("cannot find providers through the DHT")?;
         peers.extend(found.contacts.iter().map(|c| c.addr).filter(|p| Some(*p) != a.listen));

@@ -67,7 +67,7 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
         "3. starting {SEEDERS} seeders ({shards} shards each) on loopback; each joins the DHT \
          through the previous one and announces the file"
     ));
-    let key = crate::cli::dht_key(&file_id);
+    let key = file_id.dht_key();
     let mut seeders: Vec<Seeder> = Vec::new();
     for _ in 0..SEEDERS {
         let dht = DhtServerOptions {

@@ -65,10 +65,8 @@ impl FileId {
     }
 
     /// The DHT key of the file: the first 160 bits of its ID.
-    pub fn dht_key(&self) -> [u8; 20] {
-        let mut k = [0u8; 20];
-        k.copy_from_slice(&self.0[..20]);
-        k
+    pub fn dht_key(&self) -> crate::dht::Key {
+        crate::dht::Key::from_file_id(&self.0).expect("a 256-bit ID has 160 bits to spare")
     }
 }
 
