@@ -175,6 +175,9 @@ impl Encoder {
         let root = build_message(&mut self.fbb, msg);
         self.fbb.finish_minimal(root);
         let body = self.fbb.finished_data();
+        // Not `finish_size_prefixed`: it aligns fields to the start of the prefix, so the
+        // body alone (what the receiver verifies) would be misaligned. Copying a ~100-byte
+        // header per chunk is the price.
         self.frame.clear();
         // Bodies we build are far below 4 GiB: the largest is a manifest bounded by
         // RESPONSE_BODY_MAX_BYTES.
