@@ -54,8 +54,10 @@ pub const CONNECTIONS_PER_SHARD_MAX: usize = 4096;
 /// Files one seeder shard keeps mapped; beyond this, maps no connection uses are dropped.
 pub const OPEN_FILES_PER_SHARD_MAX: usize = 1024;
 
-/// Chunk requests a downloader keeps in flight per connection by default. At 512 KiB chunks
-/// 16 requests are 8 MiB in flight, well above loopback's bandwidth-delay product.
+/// Default of `get --window`: the largest window of chunk requests in flight per connection
+/// (each window starts at 2 and follows twice the measured bandwidth-delay product). At
+/// 512 KiB chunks 16 requests are 8 MiB in flight, well above loopback's bandwidth-delay
+/// product.
 pub const REQUESTS_INFLIGHT_DEFAULT: u32 = 16;
 /// Most chunk requests a downloader may ask for in flight per connection (`--window`).
 pub const REQUESTS_INFLIGHT_MAX: u32 = 256;

@@ -1,9 +1,10 @@
 //! The downloader behind `furymesh get`.
 //!
-//! One control step fetches and authenticates the manifest; then every shard opens its own
-//! connection and pulls chunks from a shared lock-free cursor over the missing ones, keeping
-//! a window of requests in flight, hashing each chunk on its own core and writing it through
-//! io_uring (glommio `BufferedFile`). The calling thread is the coordinator: it makes
+//! One control step fetches and authenticates the manifest; then the connections (one per
+//! peer, or `--connections` spread over them), spread over the shards, ask the swarm
+//! scheduler what to request next, keep a window of requests in flight, hash each chunk on
+//! their own core and write it through io_uring (glommio `BufferedFile`). With `--listen`, a
+//! seeder shard serves the verified chunks meanwhile. The calling thread is the coordinator: it makes
 //! verified chunks durable (fdatasync of the data, then an atomic rewrite of the resume
 //! state) at intervals, so the resume state never claims a chunk that is not on disk.
 
