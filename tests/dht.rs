@@ -44,7 +44,7 @@ fn twelve_nodes_in_a_chain_find_and_serve_a_file_even_after_one_dies() {
     let f = t.path().join("release.iso");
     let bytes = write_file(&f, 3 << 20, 12);
     let dirs: Vec<_> = (0..12).map(|i| t.path().join(format!("node{i}"))).collect();
-    let id = publish(&dirs[0], &[&f], &[])[0]["file_id"].as_str().unwrap().to_owned();
+    let id = publish_id(&dirs[0], &f, &[]);
 
     // Node i joins through node i-1 only.
     let mut nodes: Vec<Option<Seeder>> = Vec::new();

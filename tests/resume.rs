@@ -15,13 +15,6 @@ const CONNECTIONS: u64 = 2;
 const WINDOW: u64 = 4;
 const SAVE_EVERY: u64 = 1 << 20;
 
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
 #[test]
 fn kill_9_at_random_points_then_resume_gives_an_identical_file() {
     let mut seed = std::env::var("RESUME_SEED")
@@ -34,10 +27,7 @@ fn kill_9_at_random_points_then_resume_gives_an_identical_file() {
     let f = t.path().join("big.bin");
     let size = 96u64 << 20;
     let original = write_file(&f, size as usize, 77);
-    let id = publish(&data, &[&f], &["--chunk-size", "64KiB"])[0]["file_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = publish_id(&data, &f, &["--chunk-size", "64KiB"]);
     let seeder = Seeder::start(&data, 2);
     let out = t.path().join("out.bin");
     let resume = t.path().join("out.bin.furymesh-resume");
@@ -66,7 +56,7 @@ fn kill_9_at_random_points_then_resume_gives_an_identical_file() {
         // Kill at a random point of what is left: once the resume state has reached a
         // random share of the remaining chunks, plus a random sub-interval delay.
         let left = chunks - verified_before_last;
-        let target = verified_before_last + next(&mut seed) % (left / 2).max(1);
+        let target = verified_before_last + xorshift(&mut seed) % (left / 2).max(1);
         let deadline = Instant::now() + full * 4;
         while verified_in(&resume) < target && Instant::now() < deadline {
             if child.try_wait().unwrap().is_some() {
@@ -74,7 +64,7 @@ fn kill_9_at_random_points_then_resume_gives_an_identical_file() {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(Duration::from_micros(next(&mut seed) % 5_000));
+        std::thread::sleep(Duration::from_micros(xorshift(&mut seed) % 5_000));
         if child.try_wait().unwrap().is_some() {
             finished = Some(child.wait_with_output().unwrap());
             break;
@@ -134,10 +124,7 @@ fn ctrl_c_saves_state_and_the_same_command_resumes() {
     let data = t.path().join("data");
     let f = t.path().join("f.bin");
     let original = write_file(&f, 64 << 20, 8);
-    let id = publish(&data, &[&f], &["--chunk-size", "64KiB"])[0]["file_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = publish_id(&data, &f, &["--chunk-size", "64KiB"]);
     let seeder = Seeder::start(&data, 2);
     let out = t.path().join("out.bin");
     let resume = t.path().join("out.bin.furymesh-resume");

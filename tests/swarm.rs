@@ -34,10 +34,7 @@ fn a_corrupt_seeder_among_good_ones_is_banned_and_the_file_still_arrives_intact(
     let f = t.path().join("f.bin");
     let bytes = write_file(&f, 48 * CHUNK + 5, 21);
     let (good1, good2, bad) = (t.path().join("g1"), t.path().join("g2"), t.path().join("bad"));
-    let id = publish(&good1, &[&f], &["--chunk-size", "64KiB"])[0]["file_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = publish_id(&good1, &f, &["--chunk-size", "64KiB"]);
     publish(&good2, &[&f], &["--chunk-size", "64KiB"]);
     // The bad seeder serves its own copy, corrupted in many chunks behind its back.
     let fb = t.path().join("bad-copy.bin");
@@ -78,10 +75,7 @@ fn two_downloaders_exchange_chunks_while_downloading() {
     let f = t.path().join("f.bin");
     let bytes = write_file(&f, 16 << 20, 22);
     let data = t.path().join("seed");
-    let id = publish(&data, &[&f], &["--chunk-size", "64KiB"])[0]["file_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = publish_id(&data, &f, &["--chunk-size", "64KiB"]);
     // A seeder capped at 4 MiB/s: about four seconds for the whole file on its own.
     let s = Seeder::start_with_args(&data, 1, &["--max-upload-rate", "4MiB"]);
     let (p1, p2) = (free_port(), free_port());
@@ -114,12 +108,7 @@ fn kill_9_twenty_times_during_a_multi_peer_download() {
     const WINDOW: u64 = 4;
     const SAVE_EVERY: u64 = 1 << 20;
     let mut seed = std::process::id() as u64 * 2_654_435_761 + 7;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = move || xorshift(&mut seed);
     let t = tempdir();
     let f = t.path().join("f.bin");
     let size = 64u64 << 20;
@@ -127,10 +116,7 @@ fn kill_9_twenty_times_during_a_multi_peer_download() {
     let dirs: Vec<_> = (0..3).map(|i| t.path().join(format!("s{i}"))).collect();
     let mut id = String::new();
     for d in &dirs {
-        id = publish(d, &[&f], &["--chunk-size", "64KiB"])[0]["file_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        id = publish_id(d, &f, &["--chunk-size", "64KiB"]);
     }
     // Capped so a download takes a few seconds and the kills land inside it.
     let seeders: Vec<_> = dirs

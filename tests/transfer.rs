@@ -116,7 +116,7 @@ fn get_fails_clearly_for_unknown_files_unreachable_peers_and_existing_outputs() 
     let data = t.path().join("data");
     let f = t.path().join("a.bin");
     let bytes = write_file(&f, 100_000, 9);
-    let id = publish(&data, &[&f], &[])[0]["file_id"].as_str().unwrap().to_owned();
+    let id = publish_id(&data, &f, &[]);
     let seeder = Seeder::start(&data, 1);
     let out = t.path().join("out");
 
@@ -153,10 +153,7 @@ fn corruption_behind_the_seeders_back_fails_the_download_cleanly() {
     let data = t.path().join("data");
     let f = t.path().join("a.bin");
     write_file(&f, 5 * CHUNK + 123, 3);
-    let id = publish(&data, &[&f], &["--chunk-size", "64KiB"])[0]["file_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = publish_id(&data, &f, &["--chunk-size", "64KiB"]);
     let mtime = fs::metadata(&f).unwrap().modified().unwrap();
     let mut bytes = fs::read(&f).unwrap();
     bytes[3 * CHUNK + 7] ^= 0x40;
@@ -231,7 +228,7 @@ fn disk_full_is_reported_clearly() {
     let data = t.path().join("data");
     let f = t.path().join("big.bin");
     write_file(&f, 4 << 20, 2);
-    let id = publish(&data, &[&f], &[])[0]["file_id"].as_str().unwrap().to_owned();
+    let id = publish_id(&data, &f, &[]);
     let seeder = Seeder::start(&data, 1);
     let out = mnt.join("big.bin");
     let r = get_cmd(&data, &id, &seeder.peer(), &out).output().unwrap();

@@ -37,15 +37,21 @@ pub fn json(out: &Output) -> serde_json::Value {
     })
 }
 
-/// Deterministic pseudo-random bytes (xorshift), different per seed.
+/// One step of a xorshift generator: the tests' only source of pseudo-randomness, so every
+/// run is reproducible from its seed.
+pub fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Deterministic pseudo-random bytes, different per seed.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut v = Vec::with_capacity(len + 8);
     while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
+        v.extend_from_slice(&xorshift(&mut x).to_le_bytes());
     }
     v.truncate(len);
     v
@@ -64,6 +70,11 @@ pub fn write_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
 pub fn publish(data_dir: &Path, paths: &[&Path], extra: &[&str]) -> Vec<serde_json::Value> {
     let out = run_ok(fm(data_dir).arg("--json").arg("publish").args(extra).args(paths));
     json(&out).as_array().expect("array").clone()
+}
+
+/// Publishes one file and returns its file ID.
+pub fn publish_id(data_dir: &Path, file: &Path, extra: &[&str]) -> String {
+    publish(data_dir, &[file], extra)[0]["file_id"].as_str().expect("file_id").to_owned()
 }
 
 /// A running `furymesh seed` process on 127.0.0.1 with an OS-chosen port.
@@ -197,14 +208,7 @@ pub fn verified_in(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// `len` bytes from a xorshift stream: quick junk for hostile-input tests.
+/// `len` junk bytes for hostile-input tests, continuing the stream in `state`.
 pub fn junk(len: usize, state: &mut u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            *state ^= *state << 13;
-            *state ^= *state >> 7;
-            *state ^= *state << 17;
-            *state as u8
-        })
-        .collect()
+    (0..len).map(|_| xorshift(state) as u8).collect()
 }
