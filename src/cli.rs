@@ -400,7 +400,9 @@ struct PublishedJson {
 fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
     let mut catalog =
         Catalog::load(dir).with_context(|| format!("cannot read catalog in {}", dir.display()))?;
-    let bar = progress_bar(storage::total_bytes(&a.paths), "hashing");
+    // Sizing the bar walks the tree once more: only worth it when a bar is shown.
+    let total = if std::io::stderr().is_terminal() { storage::total_bytes(&a.paths) } else { 0 };
+    let bar = progress_bar(total, "hashing");
     let started = Instant::now();
     let results = storage::publish(&mut catalog, &a.paths, a.chunk_size, &|n| bar.inc(n));
     bar.finish_and_clear();

@@ -485,8 +485,7 @@ async fn conn_loop(
         }
         for &chunk in &asked {
             if let Some(t) = &ctx.throttle {
-                let r = ctx.info.chunk_range(chunk);
-                let wait = t.reserve(Instant::now(), r.end - r.start);
+                let wait = t.reserve(Instant::now(), ctx.info.chunk_len(chunk));
                 if !wait.is_zero() {
                     glommio::timer::sleep(wait).await;
                 }
@@ -549,8 +548,7 @@ async fn conn_loop(
                 Message::ChunkResponse { file_id: f, chunk_index, payload_len },
             ) if f == file_id
                 && chunk_index == index
-                && payload_len as u64
-                    == ctx.info.chunk_range(index).end - ctx.info.chunk_range(index).start =>
+                && payload_len as u64 == ctx.info.chunk_len(index) =>
             {
                 let range = ctx.info.chunk_range(index);
                 let mut buf = vec![0u8; payload_len as usize];
@@ -887,10 +885,8 @@ fn coordinate(
     progress: &dyn Fn(GetProgress),
 ) -> Outcome {
     let info = &ctx.info;
-    let mut done_bytes: u64 = (0..info.chunk_count())
-        .filter(|&i| dur.bits.get(i))
-        .map(|i| info.chunk_range(i).end - info.chunk_range(i).start)
-        .sum();
+    let mut done_bytes: u64 =
+        (0..info.chunk_count()).filter(|&i| dur.bits.get(i)).map(|i| info.chunk_len(i)).sum();
     let mut errors: Vec<(usize, GetError)> = Vec::new();
     let mut fatal: Option<GetError> = None;
     let (mut done, mut chunks, mut bytes) = (0, 0u64, 0u64);

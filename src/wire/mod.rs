@@ -91,6 +91,12 @@ impl FileInfo {
         start..(start + self.chunk_size as u64).min(self.size)
     }
 
+    /// Bytes in chunk `index` (the last one may be short).
+    pub fn chunk_len(&self, index: u32) -> u64 {
+        let r = self.chunk_range(index);
+        r.end - r.start
+    }
+
     /// Checks that size, chunk size and hash count agree, and that the ID is the hash of the
     /// manifest. A manifest that passes authenticates every chunk hash in it.
     pub fn check(&self) -> Result<(), DecodeError> {
