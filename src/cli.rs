@@ -13,9 +13,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::config::{self, LISTEN_DEFAULT, REQUESTS_INFLIGHT_DEFAULT};
-use crate::crypto::FileId;
+use crate::crypto::{Encryption, FileId, NetworkSecret};
 use crate::dht::NodeId;
-use crate::node::{self, DhtQuery, DhtServerOptions, GetError, GetOptions, SeedOptions, Seeder};
+use crate::node::{
+    self, DhtQuery, DhtServerOptions, GetError, GetOptions, NodeSecurity, PeerAddr, SeedOptions,
+    Seeder,
+};
 use crate::storage::{self, Catalog};
 use crate::transfer::Strategy;
 
@@ -30,14 +33,21 @@ pub struct Cli {
     /// Print machine-readable JSON on stdout instead of human output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Private network: a file holding the network's pre-shared secret (at least 16 bytes,
+    /// e.g. from `openssl rand -hex 32`). Nodes without the same secret can neither connect
+    /// nor use this node's DHT. Applies to seed, get, dht and bench.
+    #[arg(long, global = true, env = "FURYMESH_NETWORK_SECRET", value_name = "FILE")]
+    pub network_secret: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create the data directory.
+    /// Create the data directory and the node identity (an RSA-4096 key, mode 0600).
     Init,
+    /// Print this node's ID (first 160 bits of SHA-256 of its public key, 40 hex characters).
+    Id,
     /// Chunk and hash files (directories recursively) and add them to the catalog. Files are
     /// served in place, never copied.
     Publish(PublishArgs),
@@ -119,6 +129,17 @@ pub struct SeedArgs {
     /// Upload limit per connection, in bytes per second.
     #[arg(long, value_parser = parse_rate, value_name = "BYTES")]
     pub max_peer_upload_rate: Option<u64>,
+    #[command(flatten)]
+    pub encryption: EncryptionArg,
+}
+
+#[derive(Debug, Args)]
+pub struct EncryptionArg {
+    /// AES-256-GCM on every connection (`on`), or plaintext records (`off`: only as an
+    /// explicit choice for public mirrors and benchmarks; peers are still authenticated and
+    /// chunks still hashed). Both sides must use the same setting.
+    #[arg(long = "encryption", default_value = "on", value_parser = parse_encryption, value_name = "on|off")]
+    pub value: Encryption,
 }
 
 #[derive(Debug, Args)]
@@ -126,9 +147,11 @@ pub struct GetArgs {
     /// The file ID (64 hex characters) printed by `publish`.
     #[arg(value_parser = parse_file_id, value_name = "FILE_ID")]
     pub file_id: FileId,
-    /// A peer to download from (repeatable: all of them at once).
-    #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT", required_unless_present = "bootstrap")]
-    pub peer: Vec<SocketAddr>,
+    /// A peer to download from (repeatable: all of them at once). `NODE_ID@HOST:PORT` pins
+    /// the node it must prove to be; plain `HOST:PORT` trusts whichever node answers first
+    /// (its ID is in the report).
+    #[arg(long, value_parser = parse_peer, value_name = "[NODE_ID@]HOST:PORT", required_unless_present = "bootstrap")]
+    pub peer: Vec<PeerAddr>,
     /// Find providers through the DHT, joining through this node (repeatable), and download
     /// from all of them (with any --peer given too).
     #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
@@ -165,6 +188,8 @@ pub struct GetArgs {
     /// Download limit in bytes per second (8MiB, 100KB, …).
     #[arg(long, value_parser = parse_rate, value_name = "BYTES")]
     pub max_download_rate: Option<u64>,
+    #[command(flatten)]
+    pub encryption: EncryptionArg,
 }
 
 #[derive(Debug, Args)]
@@ -212,9 +237,9 @@ pub struct BenchArgs {
     /// Transport between peers (only tcp so far).
     #[arg(long, default_value = "tcp", value_parser = ["tcp"])]
     pub transport: String,
-    /// Encrypt transfers (not wired into connections yet: only `off` runs).
-    #[arg(long, default_value = "off", value_parser = ["on", "off"])]
-    pub encryption: String,
+    /// Encrypt transfers with AES-256-GCM (`on`) or send plaintext records (`off`).
+    #[arg(long, default_value = "on", value_parser = parse_encryption, value_name = "on|off")]
+    pub encryption: Encryption,
     /// Also write result.json, throughput.svg and latency.svg into this directory.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -257,6 +282,26 @@ fn parse_file_id(s: &str) -> Result<FileId, String> {
     s.parse().map_err(|e: crate::crypto::ParseFileIdError| e.to_string())
 }
 
+fn parse_encryption(s: &str) -> Result<Encryption, String> {
+    match s {
+        "on" => Ok(Encryption::On),
+        "off" => Ok(Encryption::Off),
+        _ => Err(format!("{s:?}: expected `on` or `off`")),
+    }
+}
+
+/// `HOST:PORT` or `NODE_ID@HOST:PORT`.
+fn parse_peer(s: &str) -> Result<PeerAddr, String> {
+    match s.split_once('@') {
+        None => Ok(parse_addr(s)?.into()),
+        Some((id, addr)) => {
+            let node_id: NodeId =
+                id.parse().map_err(|e| format!("{id:?} is not a node ID: {e}"))?;
+            Ok(PeerAddr { addr: parse_addr(addr)?, node_id: Some(node_id) })
+        }
+    }
+}
+
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.to_socket_addrs()
         .map_err(|e| format!("cannot resolve {s:?}: {e}"))?
@@ -279,17 +324,21 @@ fn data_dir(cli: &Cli) -> Result<PathBuf> {
 pub fn run(cli: Cli) -> Result<i32> {
     match &cli.command {
         Command::Init => init(&data_dir(&cli)?, cli.json),
+        Command::Id => id(&data_dir(&cli)?, cli.json),
         Command::Publish(a) => publish(&data_dir(&cli)?, a, cli.json),
         Command::Ls => ls(&data_dir(&cli)?, cli.json),
-        Command::Seed(a) => seed(&data_dir(&cli)?, a, cli.json),
-        Command::Get(a) => get(data_dir(&cli).ok(), a, cli.json),
-        Command::Dht(d) => dht(d, cli.json),
-        Command::Demo(a) => {
-            crate::demo::run(a.size, a.shards.unwrap_or_else(node::available_cores), cli.json)
-        }
+        Command::Seed(a) => seed(&data_dir(&cli)?, a, network(&cli)?, cli.json),
+        Command::Get(a) => get(&data_dir(&cli)?, a, network(&cli)?, cli.json),
+        Command::Dht(d) => dht(d, network(&cli)?, cli.json),
+        Command::Demo(a) => crate::demo::run(
+            &data_dir(&cli)?,
+            a.size,
+            a.shards.unwrap_or_else(node::available_cores),
+            cli.json,
+        ),
         Command::Bench(BenchArgs { tool: None, .. }) => {
             let Command::Bench(b) = &cli.command else { unreachable!("matched above") };
-            bench(b, cli.json)
+            bench(&data_dir(&cli)?, b, network(&cli)?, cli.json)
         }
         Command::Bench(BenchArgs {
             tool: Some(BenchCommand::RawTcp { file, output, connections }),
@@ -321,7 +370,22 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-fn bench(b: &BenchArgs, json: bool) -> Result<i32> {
+/// The `--network-secret`, read.
+fn network(cli: &Cli) -> Result<Option<NetworkSecret>> {
+    cli.network_secret.as_deref().map(node::read_network_secret).transpose()
+}
+
+/// The node's identity (created on first use) with a fresh session key.
+fn security(
+    dir: &Path,
+    network: Option<NetworkSecret>,
+    encryption: Encryption,
+) -> Result<Arc<NodeSecurity>> {
+    let identity = node::load_or_create_identity(dir)?;
+    NodeSecurity::new(identity, network, encryption).context("cannot certify a session key")
+}
+
+fn bench(dir: &Path, b: &BenchArgs, network: Option<NetworkSecret>, json: bool) -> Result<i32> {
     let cores = node::available_cores();
     let scenario = crate::bench::Scenario {
         seeders: b.seeders,
@@ -334,10 +398,11 @@ fn bench(b: &BenchArgs, json: bool) -> Result<i32> {
         strategy: b.strategy.to_string(),
         max_upload_rate_bytes: b.max_upload_rate,
         transport: "tcp",
-        encryption: b.encryption == "on",
+        encryption: b.encryption == Encryption::On,
     };
+    let security = security(dir, network, b.encryption)?;
     let quiet = json || !std::io::stderr().is_terminal();
-    let report = crate::bench::run_scenario(scenario, &|line| {
+    let report = crate::bench::run_scenario(scenario, security, &|line| {
         if !quiet {
             eprintln!("bench: {line}");
         }
@@ -365,9 +430,41 @@ fn print_json_or<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> St
 fn init(dir: &Path, json: bool) -> Result<i32> {
     std::fs::create_dir_all(Catalog::dir_in(dir))
         .with_context(|| format!("cannot create {}", dir.display()))?;
-    print_json_or(json, &serde_json::json!({ "data_dir": dir }), || {
-        format!("data directory ready: {}", dir.display())
+    let (identity, created) = match node::load_identity(dir) {
+        Ok(identity) => (identity, false),
+        Err(node::IdentityFileError::Missing { .. }) => {
+            if !json {
+                eprintln!("furymesh init: generating an RSA-4096 node identity (a few seconds)");
+            }
+            (node::create_identity(dir)?, true)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let node_id = identity.node_id();
+    let v = serde_json::json!({
+        "data_dir": dir,
+        "node_id": node_id.to_string(),
+        "identity": node::identity_path(dir),
+        "created": created,
     });
+    print_json_or(json, &v, || {
+        format!(
+            "data directory ready: {}\nnode ID {node_id} ({})",
+            dir.display(),
+            if created { "new identity" } else { "existing identity kept" }
+        )
+    });
+    Ok(0)
+}
+
+fn id(dir: &Path, json: bool) -> Result<i32> {
+    let identity = node::load_identity(dir)?;
+    let node_id = identity.node_id();
+    let v = serde_json::json!({
+        "node_id": node_id.to_string(),
+        "identity": node::identity_path(dir),
+    });
+    print_json_or(json, &v, || node_id.to_string());
     Ok(0)
 }
 
@@ -485,7 +582,7 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-fn seed(dir: &Path, a: &SeedArgs, json: bool) -> Result<i32> {
+fn seed(dir: &Path, a: &SeedArgs, network: Option<NetworkSecret>, json: bool) -> Result<i32> {
     let catalog =
         Catalog::load(dir).with_context(|| format!("cannot read catalog in {}", dir.display()))?;
     for (p, why) in &catalog.skipped {
@@ -501,7 +598,8 @@ fn seed(dir: &Path, a: &SeedArgs, json: bool) -> Result<i32> {
     let stop = stop_on_signals()?;
     let files = catalog.entries().cloned().collect::<Vec<_>>();
     let n = files.len();
-    let node_id = node_id(dir)?;
+    let security = security(dir, network, a.encryption.value)?;
+    let node_id = security.node_id();
     let dht = DhtServerOptions {
         node_id,
         bootstrap: a.bootstrap.clone(),
@@ -514,11 +612,13 @@ fn seed(dir: &Path, a: &SeedArgs, json: bool) -> Result<i32> {
         dht: Some(dht),
         upload_rate_bytes: a.max_upload_rate,
         peer_upload_rate_bytes: a.max_peer_upload_rate,
+        security,
     };
     let seeder = Seeder::start(files.into_iter().map(Into::into).collect(), &opts, stop)?;
     eprintln!(
-        "furymesh seed: listening on {} ({shards} shards, {n} files, node {node_id})",
-        seeder.addr()
+        "furymesh seed: listening on {} ({shards} shards, {n} files, node {node_id}, encryption {})",
+        seeder.addr(),
+        if a.encryption.value == Encryption::On { "on" } else { "OFF" }
     );
     let cpu0 = node::process_cpu_seconds();
     let stats = seeder.wait();
@@ -527,21 +627,14 @@ fn seed(dir: &Path, a: &SeedArgs, json: bool) -> Result<i32> {
     v["cpu_seconds"] = cpu.into();
     print_json_or(json, &v, || {
         format!(
-            "furymesh seed: stopped after {} connections, {} chunks ({} bytes from maps, {} copied), {} errors",
-            stats.connections, stats.chunks_served, stats.payload_bytes_from_map, stats.payload_bytes_copied, stats.error_replies
+            "furymesh seed: stopped after {} connections ({} failed the handshake), {} chunks ({} bytes sealed from maps, {} plaintext from maps, {} copied), {} errors",
+            stats.connections, stats.handshakes_failed, stats.chunks_served, stats.payload_bytes_sealed, stats.payload_bytes_from_map, stats.payload_bytes_copied, stats.error_replies
         )
     });
     Ok(0)
 }
 
-/// This node's DHT ID, from the key in its data directory (created on first use).
-pub fn node_id(dir: &Path) -> Result<NodeId> {
-    let key = storage::node_key(dir, rand::random)
-        .with_context(|| format!("cannot read or create the node key in {}", dir.display()))?;
-    Ok(NodeId::from_public_key(&key))
-}
-
-fn dht(d: &DhtCommandArgs, json: bool) -> Result<i32> {
+fn dht(d: &DhtCommandArgs, _network: Option<NetworkSecret>, json: bool) -> Result<i32> {
     let (q, b) = match d {
         DhtCommandArgs::Ping { addr } => {
             let p = node::ping(*addr)?;
@@ -571,21 +664,32 @@ fn dht(d: &DhtCommandArgs, json: bool) -> Result<i32> {
     Ok(if answer.contacts.is_empty() { 1 } else { 0 })
 }
 
-fn get(dir: Option<PathBuf>, a: &GetArgs, json: bool) -> Result<i32> {
+fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> Result<i32> {
+    let security = security(dir, network, a.encryption.value)?;
     let mut peers = a.peer.clone();
     if !a.bootstrap.is_empty() {
         let q = DhtQuery::FindProviders(a.file_id.dht_key());
         let found = node::query(&a.bootstrap, q, std::time::Duration::from_secs(15))
             .context("cannot find providers through the DHT")?;
-        peers.extend(found.contacts.iter().map(|c| c.addr).filter(|p| Some(*p) != a.listen));
+        // A provider found through the DHT must prove the node ID its record names.
+        peers.extend(
+            found
+                .contacts
+                .iter()
+                .filter(|c| Some(c.addr) != a.listen)
+                .map(|c| PeerAddr { addr: c.addr, node_id: c.node_id.parse().ok() }),
+        );
         if peers.is_empty() {
             bail!("no provider of {} found through the DHT", a.file_id);
         }
     }
-    peers.dedup();
+    // One entry per address; a pinned one wins over a plain one.
+    peers.sort_by_key(|p| (p.addr, p.node_id.is_none()));
+    peers.dedup_by_key(|p| p.addr);
     let opts = GetOptions {
         file_id: a.file_id,
         peers,
+        security,
         output: a.output.clone(),
         force: a.force,
         connections: a.connections.unwrap_or_else(node::available_cores).max(1),
@@ -605,8 +709,8 @@ fn get(dir: Option<PathBuf>, a: &GetArgs, json: bool) -> Result<i32> {
     bar.finish_and_clear();
     match result {
         Ok(r) => {
-            if let (Some(dir), Some(info)) = (dir, r.info.clone()) {
-                remember_download(&dir, info, &a.output);
+            if let Some(info) = r.info.clone() {
+                remember_download(dir, info, &a.output);
             }
             print_json_or(json, &r, || {
                 let mut s = format!(
@@ -621,7 +725,8 @@ fn get(dir: Option<PathBuf>, a: &GetArgs, json: bool) -> Result<i32> {
                 );
                 for p in &r.peers {
                     s.push_str(&format!(
-                        "\n  {}: {} bytes, {} corrupt chunks{}{}",
+                        "\n  {}@{}: {} bytes, {} corrupt chunks{}{}",
+                        p.node_id.as_deref().unwrap_or("?"),
                         p.addr,
                         p.bytes,
                         p.corrupt_chunks,

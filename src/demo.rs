@@ -15,21 +15,51 @@ use serde_json::json;
 use crate::config::{
     CHUNK_SIZE_DEFAULT_BYTES, REQUESTS_INFLIGHT_DEFAULT, RESUME_SAVE_DEFAULT_BYTES,
 };
-use crate::dht::{Key, NodeId};
+use crate::crypto::Encryption;
+use crate::dht::Key;
 use crate::node::{
-    self, ContactJson, DhtQuery, DhtServerOptions, GetOptions, SeedOptions, SeedStats, Seeder,
+    self, ContactJson, DhtQuery, DhtServerOptions, GetOptions, NodeSecurity, PeerAddr, SeedOptions,
+    SeedStats, Seeder,
 };
 use crate::storage::{self, Catalog};
 use crate::transfer::Strategy;
 
-/// Runs the demo with a generated file of `size` bytes and `shards` shards per side.
-pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
+/// The demo's nodes: the seeders and the downloader, each with its own identity, kept in
+/// `DATA_DIR/demo/node-N/` so only the first demo pays for generating RSA-4096 keys.
+fn demo_nodes(data_dir: &Path, say: &dyn Fn(String)) -> Result<Vec<Arc<NodeSecurity>>> {
+    let dirs: Vec<_> =
+        (0..=SEEDERS).map(|i| data_dir.join("demo").join(format!("node-{i}"))).collect();
+    if dirs.iter().any(|d| !node::identity_path(d).exists()) {
+        say(format!(
+            "0. creating {} demo node identities (RSA-4096) in {}; only the first demo does this",
+            dirs.len(),
+            data_dir.join("demo").display()
+        ));
+    }
+    let identities: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = dirs
+            .iter()
+            .map(|d| s.spawn(move || node::load_identity(d).or_else(|_| node::create_identity(d))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("key generation panicked")))
+            .collect()
+    });
+    identities.into_iter().map(|i| Ok(NodeSecurity::new(i??, None, Encryption::On)?)).collect()
+}
+
+/// Runs the demo with a generated file of `size` bytes and `shards` shards per side. The
+/// node identities live under `data_dir/demo`.
+pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32> {
     let shards = shards.max(1);
     let say = |s: String| {
         if !json {
             println!("{s}");
         }
     };
+    let mut nodes = demo_nodes(data_dir, &say)?;
+    let downloader = nodes.pop().context("no demo nodes")?;
     // Memory-backed when the host has /dev/shm with room, so the demo shows the network
     // path rather than the disk; otherwise the usual temporary directory.
     let mut tmp = None;
@@ -47,12 +77,12 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
         }
     }
     let tmp = tmp.context("no temporary directory with room for the demo file")?;
-    let data_dir = tmp.path().join("data");
+    let catalog_dir = tmp.path().join("data");
     let src = tmp.path().join("release.img");
     let dst = tmp.path().join("downloaded.img");
 
     say("2. publishing it (SHA-256 per 512 KiB chunk, all cores)".into());
-    let mut catalog = Catalog::load(&data_dir)?;
+    let mut catalog = Catalog::load(&catalog_dir)?;
     let published = storage::publish(
         &mut catalog,
         std::slice::from_ref(&src),
@@ -69,9 +99,9 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
     ));
     let key = file_id.dht_key();
     let mut seeders: Vec<Seeder> = Vec::new();
-    for _ in 0..SEEDERS {
+    for security in nodes {
         let dht = DhtServerOptions {
-            node_id: NodeId::from_bytes(rand::random()),
+            node_id: security.node_id(),
             bootstrap: seeders.last().map(|s| vec![s.addr()]).unwrap_or_default(),
             table_path: None,
             provide: vec![key],
@@ -82,6 +112,7 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
             dht: Some(dht),
             upload_rate_bytes: None,
             peer_upload_rate_bytes: None,
+            security,
         };
         let seeder =
             Seeder::start(vec![entry.clone().into()], &opts, Arc::new(AtomicBool::new(false)))?;
@@ -103,7 +134,11 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
     ));
     let get_opts = GetOptions {
         file_id,
-        peers: providers.iter().map(|p| p.addr).collect(),
+        peers: providers
+            .iter()
+            .map(|p| PeerAddr { addr: p.addr, node_id: p.node_id.parse().ok() })
+            .collect(),
+        security: downloader,
         output: dst.clone(),
         force: false,
         connections: shards,
@@ -150,8 +185,8 @@ pub fn run(size: u64, shards: usize, json: bool) -> Result<i32> {
             ratio
         );
         println!(
-            "seeder: {} chunks, {} payload bytes sent straight from memory maps, {} copied",
-            stats.chunks_served, stats.payload_bytes_from_map, stats.payload_bytes_copied
+            "seeders: {} chunks, {} payload bytes encrypted in one pass from memory maps, {} copied",
+            stats.chunks_served, stats.payload_bytes_sealed, stats.payload_bytes_copied
         );
         println!("cleaning up {}", tmp.path().display());
     }

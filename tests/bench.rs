@@ -8,16 +8,20 @@ use common::*;
 fn bench_json_has_every_documented_field() {
     let out_dir = tempdir();
     let out = run_ok(
-        std::process::Command::new(BIN)
+        fm(&out_dir.path().join("data"))
             .args(["bench", "--size", "8MiB", "--json", "--out"])
             .arg(out_dir.path()),
     );
     let v = json(&out);
     let tp = v["throughput_bytes_per_sec"].as_f64().unwrap();
     assert!(tp > 0.0, "{v}");
-    for limit in
-        ["raw_loopback_tcp", "memcpy_per_core", "sha256_per_core", "aes256gcm_seal_per_core"]
-    {
+    for limit in [
+        "raw_loopback_tcp",
+        "memcpy_per_core",
+        "sha256_per_core",
+        "aes256gcm_seal_per_core",
+        "aes256gcm_open_per_core",
+    ] {
         assert!(v["limits"][limit].as_f64().unwrap() > 0.0, "limit {limit}: {v}");
     }
     let ratio = v["ratios"]["raw_loopback_tcp"].as_f64().unwrap();
@@ -40,7 +44,13 @@ fn bench_json_has_every_documented_field() {
     assert_eq!(s["downloaders"], 1);
     assert_eq!(s["file_bytes"], 8u64 << 20);
     assert_eq!(s["transport"], "tcp");
-    assert_eq!(s["encryption"], false);
+    assert_eq!(s["encryption"], true);
+    // Encrypted by default: every payload byte went through the one-pass seal, and the
+    // ratio against the slower of network and cipher is there.
+    assert!(v["seeder_payload_bytes_sealed"].as_u64().unwrap() >= 8 << 20, "{v}");
+    assert_eq!(v["seeder_payload_bytes_from_map"], 0);
+    assert_eq!(v["seeder_payload_bytes_copied"], 0);
+    assert!(v["ratios"]["min_raw_tcp_cipher"].as_f64().unwrap() > 0.0, "{v}");
     for k in [
         "seeder_shards",
         "connections_per_downloader",
@@ -68,13 +78,12 @@ fn bench_json_has_every_documented_field() {
 
 #[test]
 fn bench_refuses_scenarios_it_cannot_run() {
-    let r = std::process::Command::new(BIN).args(["bench", "--seeders", "0"]).output().unwrap();
+    let t = tempdir();
+    let data = t.path().join("data");
+    let r = fm(&data).args(["bench", "--seeders", "0"]).output().unwrap();
     assert!(!r.status.success());
     assert!(stderr_of(&r).contains("at least one seeder"), "{}", stderr_of(&r));
-    let r = std::process::Command::new(BIN)
-        .args(["bench", "--encryption", "on", "--size", "1MiB"])
-        .output()
-        .unwrap();
+    let r = fm(&data).args(["bench", "--encryption", "maybe"]).output().unwrap();
     assert!(!r.status.success());
-    assert!(stderr_of(&r).contains("not wired"), "{}", stderr_of(&r));
+    assert!(stderr_of(&r).contains("expected `on` or `off`"), "{}", stderr_of(&r));
 }

@@ -7,7 +7,13 @@ use common::*;
 
 #[test]
 fn demo_discovers_providers_and_downloads_an_identical_file() {
-    let out = run_ok(std::process::Command::new(BIN).args(["demo", "--size", "16MiB", "--json"]));
+    let t = tempdir();
+    let data = t.path().join("data");
+    // The demo's four nodes get fixture identities instead of generating RSA-4096 keys.
+    for i in 0..4 {
+        ensure_identity(&data.join("demo").join(format!("node-{i}")));
+    }
+    let out = run_ok(fm(&data).args(["demo", "--size", "16MiB", "--json"]));
     let v = json(&out);
     assert_eq!(v["identical"], true);
     assert_eq!(v["providers"].as_array().unwrap().len(), 3, "{v}");
@@ -17,6 +23,12 @@ fn demo_discovers_providers_and_downloads_an_identical_file() {
     assert_eq!(peers.len(), 3, "{v}");
     let total: u64 = peers.iter().map(|p| p["bytes"].as_u64().unwrap()).sum();
     assert!(total >= 16 << 20);
-    assert!(v["seeders"]["payload_bytes_from_map"].as_u64().unwrap() >= 16 << 20);
+    // Encrypted (the default) in one pass from the seeders' maps.
+    assert!(v["seeders"]["payload_bytes_sealed"].as_u64().unwrap() >= 16 << 20);
+    // Each provider proved the node ID the DHT named for it.
+    for p in peers {
+        let id = p["node_id"].as_str().unwrap();
+        assert!(v["providers"].as_array().unwrap().iter().any(|c| c["node_id"] == id), "{v}");
+    }
     assert!(v["ratio_to_raw_tcp"].as_f64().unwrap() > 0.0);
 }

@@ -1,5 +1,7 @@
 //! Garbage, truncated and oversized frames and out-of-range requests: each gets a clear
-//! error reply or a closed connection, and the seeder keeps serving everyone else.
+//! error reply or a closed connection, and the seeder keeps serving everyone else. The
+//! frame tests run after a real handshake with encryption off, so the bytes reach the frame
+//! parser as sent; garbage handshakes are tested too.
 
 mod common;
 
@@ -11,9 +13,16 @@ use common::*;
 use furymesh::crypto::FileId;
 use furymesh::wire::{self, Encoder, ErrorCode, Message};
 
-fn connect(addr: std::net::SocketAddr) -> TcpStream {
+fn connect_raw(addr: std::net::SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// A connection past the handshake (plaintext records).
+fn connect(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = connect_raw(addr);
+    client_handshake(&mut s, 3, furymesh::crypto::Encryption::Off, None).unwrap();
     s
 }
 
@@ -46,8 +55,22 @@ fn bad_input_is_refused_and_the_seeder_keeps_serving() {
     let bytes = write_file(&f, 300_000, 1);
     let entry = publish(&data, &[&f], &["--chunk-size", "64KiB"]).remove(0);
     let id: FileId = entry["file_id"].as_str().unwrap().parse().unwrap();
-    let mut seeder = Seeder::start(&data, 2);
+    let mut seeder = Seeder::start_with_args(&data, 2, &["--encryption", "off"]);
     let mut enc = Encoder::default();
+
+    // Handshakes: garbage, an oversized length, a truncated ClientHello. Each connection
+    // is closed; none reaches the request parser.
+    let mut s = connect_raw(seeder.addr);
+    s.write_all(&[9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
+    // A ClientHello that does not parse gets the two-byte refusal, then the close.
+    assert_eq!(recv_hs(&mut s).unwrap()[0], 0x7f);
+    assert!(is_closed(&mut s));
+    let mut s = connect_raw(seeder.addr);
+    s.write_all(&u16::MAX.to_le_bytes()).unwrap();
+    assert!(is_closed(&mut s));
+    let mut s = connect_raw(seeder.addr);
+    s.write_all(&[200, 0, 1, 1]).unwrap();
+    drop(s);
 
     // Garbage with a plausible length: undecodable → MALFORMED, connection closed.
     let mut s = connect(seeder.addr);
@@ -103,15 +126,19 @@ fn bad_input_is_refused_and_the_seeder_keeps_serving() {
     // Many connections sending random junk at once.
     let mut x = 0x1234_5678_u64;
     for _ in 0..50 {
-        let mut s = connect(seeder.addr);
+        let mut s = connect_raw(seeder.addr);
         let _ = s.write_all(&junk(64, &mut x));
     }
 
     // Through all of that, a normal download still works.
     assert!(seeder.is_running());
     let out = t.path().join("out.bin");
-    run_ok(&mut get_cmd(&data, entry["file_id"].as_str().unwrap(), &seeder.peer(), &out));
+    run_ok(
+        get_cmd(&data, entry["file_id"].as_str().unwrap(), &seeder.peer(), &out)
+            .args(["--encryption", "off"]),
+    );
     assert!(std::fs::read(&out).unwrap() == bytes);
     let stats = seeder.stop();
     assert!(stats["bad_frames"].as_u64().unwrap() >= 3, "{stats}");
+    assert!(stats["handshakes_failed"].as_u64().unwrap() >= 3 + 50, "{stats}");
 }

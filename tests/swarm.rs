@@ -166,8 +166,7 @@ fn kill_9_twenty_times_during_a_multi_peer_download() {
     assert!(last.status.success(), "{}", stderr_of(&last));
     assert!(kills >= 10, "only {kills} kills landed inside the download");
     assert!(fs::read(&out).unwrap() == bytes, "resumed multi-peer download differs");
-    let served: u64 =
-        seeders.into_iter().map(|s| s.stop()["payload_bytes_from_map"].as_u64().unwrap()).sum();
+    let served: u64 = seeders.into_iter().map(|s| served_bytes(&s.stop())).sum();
     // Per kill: every connection's window in flight, plus what was verified but not durable.
     let per_kill = 3 * WINDOW * CHUNK as u64 + 2 * SAVE_EVERY;
     let endgame = 16 * CHUNK as u64 * (kills + 1);

@@ -60,10 +60,13 @@ fn files_of_every_edge_size_download_identical() {
         total += bytes.len() as u64;
     }
     let stats = seeder.stop();
-    // Every payload byte left from a map (endgame duplicates included, hence ≥).
-    assert!(stats["payload_bytes_from_map"].as_u64().unwrap() >= total, "{stats}");
+    // Encrypted (the default): every payload byte went from a map through the cipher into
+    // the send buffer in one pass (endgame duplicates included, hence ≥), none copied first.
+    assert!(stats["payload_bytes_sealed"].as_u64().unwrap() >= total, "{stats}");
+    assert_eq!(stats["payload_bytes_from_map"], 0);
     assert_eq!(stats["payload_bytes_copied"], 0);
     assert_eq!(stats["bad_frames"], 0);
+    assert_eq!(stats["handshakes_failed"], 0);
 }
 
 #[test]
@@ -79,16 +82,23 @@ fn a_directory_of_200_small_files_publishes_and_downloads() {
     }
     let published = publish(&data, &[&tree], &[]);
     assert_eq!(published.len(), 200);
-    let seeder = Seeder::start(&data, 2);
+    // Plaintext, as a public mirror would run: payload goes from the maps to the socket
+    // with no user-space copy.
+    let seeder = Seeder::start_with_args(&data, 2, &["--encryption", "off"]);
+    let mut total = 0;
     for (n, e) in published.iter().enumerate() {
         let id = e["file_id"].as_str().unwrap();
         let out = t.path().join(format!("out-{n}"));
-        run_ok(&mut get_cmd(&data, id, &seeder.peer(), &out));
+        run_ok(get_cmd(&data, id, &seeder.peer(), &out).args(["--encryption", "off"]));
         let want = &originals[Path::new(e["path"].as_str().unwrap())];
         assert!(fs::read(&out).unwrap() == *want);
+        total += want.len() as u64;
     }
     let stats = seeder.stop();
     assert_eq!(stats["manifests_served"], 200);
+    assert!(stats["payload_bytes_from_map"].as_u64().unwrap() >= total, "{stats}");
+    assert_eq!(stats["payload_bytes_copied"], 0);
+    assert_eq!(stats["payload_bytes_sealed"], 0);
 }
 
 #[test]
@@ -184,15 +194,51 @@ fn init_creates_the_data_dir_and_seed_refuses_a_taken_port() {
     let data = t.path().join("nested").join("data");
     let out = run_ok(fm(&data).arg("init"));
     assert!(data.join("catalog").is_dir(), "{}", String::from_utf8_lossy(&out.stdout));
-    // The data dir may also come from the environment.
+    // The data dir may also come from the environment. This is the one test that has
+    // `init` generate a real RSA-4096 identity (a few seconds).
     let env_dir = t.path().join("env-home");
-    let out = std::process::Command::new(BIN)
-        .env("FURYMESH_HOME", &env_dir)
-        .arg("init")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let home = || {
+        let mut c = std::process::Command::new(BIN);
+        c.env("FURYMESH_HOME", &env_dir);
+        c
+    };
+    let out = run_ok(home().args(["--json", "init"]));
     assert!(env_dir.join("catalog").is_dir());
+    let created = json(&out);
+    assert_eq!(created["created"], true, "{created}");
+    let key = env_dir.join("identity.pk8.der");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let id = json(&run_ok(home().args(["--json", "id"])))["node_id"].as_str().unwrap().to_owned();
+    assert_eq!(id, created["node_id"].as_str().unwrap());
+    assert_eq!(id.len(), 40);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{id}");
+    // The node ID is the first 160 bits of SHA-256 of the public key's SPKI DER, computed
+    // here by OpenSSL, an implementation independent of ours.
+    let spki = std::process::Command::new("openssl")
+        .args(["pkey", "-inform", "DER", "-pubout", "-outform", "DER", "-in"])
+        .arg(&key)
+        .output()
+        .expect("openssl (apt install openssl)");
+    assert!(spki.status.success(), "{}", stderr_of(&spki));
+    let digest = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&spki.stdout)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(&String::from_utf8_lossy(&digest.stdout)[..40], id);
+    // A second init keeps the identity; a key others can read is refused.
+    let again = json(&run_ok(home().args(["--json", "init"])));
+    assert_eq!((again["created"].clone(), again["node_id"].clone()), (false.into(), id.into()));
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let r = home().arg("id").output().unwrap();
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("chmod 600"), "{}", stderr_of(&r));
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

@@ -27,26 +27,43 @@ use glommio::sync::Semaphore;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::frame::{read_frame, read_payload, FrameError};
+use super::frame::FrameError;
+use super::secure::{handshake_initiator, HandshakeFailure, Link, NodeSecurity};
 use super::seed::{SeedOptions, Seeder, ServedFile};
 use super::{run_local, spawn_shards, ShardId};
 use crate::config::{
     PEER_TIMEOUT, RESPONSE_BODY_MAX_BYTES, RESUME_SAVE_INTERVAL, THROTTLE_BURST_BYTES,
     WRITES_INFLIGHT_MAX,
 };
-use crate::crypto::{chunk_hash, FileId};
+use crate::crypto::{chunk_hash, FileId, RecordAad};
+use crate::dht::NodeId;
 use crate::storage::{write_atomic, CatalogEntry, FileStamp};
 use crate::transfer::throttle::Throttle;
 use crate::transfer::{Bitfield, SharedBitfield};
 use crate::transfer::{PeerId, Scheduler, SchedulerConfig, Strategy};
 use crate::wire::{self, Encoder, ErrorCode, FileInfo, Message};
 
+/// A peer to download from: its address and, if pinned, the node it must prove to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr {
+    pub addr: SocketAddr,
+    pub node_id: Option<NodeId>,
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(addr: SocketAddr) -> Self {
+        Self { addr, node_id: None }
+    }
+}
+
 /// What to download, from where, to where.
 #[derive(Debug, Clone)]
 pub struct GetOptions {
     pub file_id: FileId,
     /// Peers to download from, all at once.
-    pub peers: Vec<SocketAddr>,
+    pub peers: Vec<PeerAddr>,
+    /// Identity, network secret and encryption setting for every connection.
+    pub security: Arc<NodeSecurity>,
     pub output: PathBuf,
     /// Replace `output` if it exists.
     pub force: bool,
@@ -123,6 +140,9 @@ impl LatencyReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerReport {
     pub addr: SocketAddr,
+    /// The node ID the peer proved in the handshake (pin it next time with
+    /// `--peer NODE_ID@HOST:PORT`).
+    pub node_id: Option<String>,
     /// Verified payload bytes it sent (endgame duplicates included).
     pub bytes: u64,
     pub chunks: u64,
@@ -138,6 +158,7 @@ impl Default for PeerReport {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            node_id: None,
             bytes: 0,
             chunks: 0,
             corrupt_chunks: 0,
@@ -169,6 +190,10 @@ pub enum GetError {
     Refused { peer: SocketAddr, message: String },
     #[error("peer {peer} broke the protocol: {what}")]
     Protocol { peer: SocketAddr, what: String },
+    #[error("handshake with {peer} failed: {what}")]
+    Handshake { peer: SocketAddr, what: String },
+    #[error("connection to {peer} closed: {what}")]
+    Tampered { peer: SocketAddr, what: String },
     #[error("chunk {chunk_index} from {peer} failed verification (hash mismatch); nothing of it was kept")]
     HashMismatch { peer: SocketAddr, chunk_index: u32 },
     #[error("disk full writing {path}")]
@@ -203,6 +228,12 @@ impl GetError {
 
     fn frame(peer: SocketAddr, e: FrameError) -> Self {
         match e {
+            FrameError::Record(r) => Self::Tampered {
+                peer,
+                what: format!(
+                    "{r} (tampered, replayed or reordered on the way); nothing of it was written"
+                ),
+            },
             FrameError::TooLarge { .. } => Self::Protocol { peer, what: e.to_string() },
             FrameError::Io(ref io) if io.kind() == io::ErrorKind::TimedOut => Self::Connection {
                 peer,
@@ -235,7 +266,21 @@ fn load_resume(file_id: &FileId, partial: &Path, resume: &Path) -> Option<(FileI
     Some((info, bits))
 }
 
-async fn connect(peer: SocketAddr) -> Result<TcpStream<Preallocated>, GetError> {
+/// The node IDs peers proved, by address: a pinned `NODE_ID@HOST:PORT` from the start,
+/// else the first handshake's (trust on first use within a transfer), so every later
+/// connection to that address must reach the same node.
+type Pins = Mutex<std::collections::HashMap<SocketAddr, NodeId>>;
+
+fn pins_of(peers: &[PeerAddr]) -> Pins {
+    Mutex::new(peers.iter().filter_map(|p| Some((p.addr, p.node_id?))).collect())
+}
+
+/// Connects and runs the handshake; the peer must be the node pinned for its address.
+async fn connect(
+    peer: SocketAddr,
+    sec: &NodeSecurity,
+    pins: &Pins,
+) -> Result<(TcpStream<Preallocated>, Link), GetError> {
     let s = TcpStream::connect_timeout(peer, PEER_TIMEOUT)
         .await
         .map_err(|e| GetError::Connect { peer, source: io::Error::other(e.to_string()) })?;
@@ -246,7 +291,26 @@ async fn connect(peer: SocketAddr) -> Result<TcpStream<Preallocated>, GetError> 
         Ok(())
     };
     setup().map_err(|e| GetError::Connection { peer, what: e.to_string() })?;
-    Ok(s.buffered())
+    let mut s = s.buffered();
+    let lock =
+        |p: &Pins| p.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&peer).copied();
+    let expected = lock(pins);
+    let link = handshake_initiator(&mut s, sec, expected).await.map_err(|e| match e {
+        HandshakeFailure::Io(io) if io.kind() == io::ErrorKind::TimedOut => GetError::Connection {
+            peer,
+            what: format!("no answer within {}s", PEER_TIMEOUT.as_secs()),
+        },
+        other => GetError::Handshake { peer, what: other.to_string() },
+    })?;
+    let mut pins = pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let pinned = *pins.entry(peer).or_insert(link.peer_id());
+    if pinned != link.peer_id() {
+        return Err(GetError::Handshake {
+            peer,
+            what: format!("it is node {}, not node {pinned} as before", link.peer_id()),
+        });
+    }
+    Ok((s, link))
 }
 
 fn refused(peer: SocketAddr, file_id: FileId, code: ErrorCode, message: String) -> GetError {
@@ -257,13 +321,20 @@ fn refused(peer: SocketAddr, file_id: FileId, code: ErrorCode, message: String) 
 }
 
 /// Asks `peer` for the manifest of `file_id` and checks it against the ID.
-async fn fetch_manifest(peer: SocketAddr, file_id: FileId) -> Result<FileInfo, GetError> {
-    let mut s = connect(peer).await?;
+async fn fetch_manifest(
+    peer: SocketAddr,
+    file_id: FileId,
+    sec: &NodeSecurity,
+    pins: &Pins,
+) -> Result<FileInfo, GetError> {
+    let (mut s, mut link) = connect(peer, sec, pins).await?;
     let mut enc = Encoder::default();
     let io_err = |e: io::Error| GetError::Connection { peer, what: e.to_string() };
-    s.write_all(enc.frame(&Message::FileInfoRequest { file_id })).await.map_err(io_err)?;
+    let mut out = Vec::new();
+    link.push_frame(&mut out, enc.frame(&Message::FileInfoRequest { file_id }));
+    s.write_all(&out).await.map_err(io_err)?;
     let mut body = Vec::new();
-    match read_frame(&mut s, &mut body, RESPONSE_BODY_MAX_BYTES).await {
+    match link.read_frame(&mut s, &mut body, RESPONSE_BODY_MAX_BYTES).await {
         Ok(true) => {}
         Ok(false) => {
             return Err(GetError::Connection { peer, what: "closed before answering".into() })
@@ -311,6 +382,8 @@ struct Conn {
 /// the transfer: connections lock it for a few microseconds per chunk (see ARCHITECTURE.md).
 struct FetchCtx {
     info: FileInfo,
+    security: Arc<NodeSecurity>,
+    pins: Arc<Pins>,
     partial: PathBuf,
     conns: Vec<Conn>,
     sched: Mutex<Scheduler>,
@@ -388,12 +461,13 @@ async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Send
 }
 
 async fn connect_retrying(
+    ctx: &FetchCtx,
     peer: SocketAddr,
     tries: u32,
-) -> Result<TcpStream<Preallocated>, GetError> {
+) -> Result<(TcpStream<Preallocated>, Link), GetError> {
     let mut wait = Duration::from_millis(250);
     for _ in 1..tries {
-        match connect(peer).await {
+        match connect(peer, &ctx.security, &ctx.pins).await {
             Err(GetError::Connect { .. }) => {
                 glommio::timer::sleep(wait).await;
                 wait *= 2;
@@ -401,7 +475,7 @@ async fn connect_retrying(
             other => return other,
         }
     }
-    connect(peer).await
+    connect(peer, &ctx.security, &ctx.pins).await
 }
 
 /// Drives one connection until the download completes, the peer fails or is banned, or
@@ -435,7 +509,7 @@ async fn conn_loop(
 ) -> Result<(), GetError> {
     let peer = c.addr;
     let tries = if ctx.conns.iter().any(|o| o.addr != peer) { CONNECT_TRIES } else { 1 };
-    let mut s = connect_retrying(peer, tries).await?;
+    let (mut s, mut link) = connect_retrying(ctx, peer, tries).await?;
     ctx.sched().handle_peer_added(Instant::now(), c.id);
     let n = ctx.info.chunk_count();
     let file_id = ctx.info.file_id;
@@ -457,7 +531,7 @@ async fn conn_loop(
             && now >= bitfield_due
             && !pending.iter().any(|p| matches!(p, Pending::Bitfield))
         {
-            out.extend_from_slice(enc.frame(&Message::BitfieldRequest { file_id }));
+            link.push_frame(&mut out, enc.frame(&Message::BitfieldRequest { file_id }));
             pending.push_back(Pending::Bitfield);
             bitfield_due = now + BITFIELD_REFRESH;
         }
@@ -490,11 +564,9 @@ async fn conn_loop(
                     glommio::timer::sleep(wait).await;
                 }
             }
-            out.extend_from_slice(enc.frame(&Message::ChunkRequest {
-                file_id,
-                chunk_index: chunk,
-                priority: 0,
-            }));
+            let frame =
+                enc.frame(&Message::ChunkRequest { file_id, chunk_index: chunk, priority: 0 });
+            link.push_frame(&mut out, frame);
             pending.push_back(Pending::Chunk(chunk, Instant::now()));
         }
         if !out.is_empty() {
@@ -514,7 +586,7 @@ async fn conn_loop(
             glommio::timer::sleep(IDLE_WAIT).await;
             continue;
         };
-        match read_frame(&mut s, &mut body, RESPONSE_BODY_MAX_BYTES).await {
+        match link.read_frame(&mut s, &mut body, RESPONSE_BODY_MAX_BYTES).await {
             Ok(true) => {}
             Ok(false) => {
                 return Err(GetError::Connection {
@@ -552,7 +624,10 @@ async fn conn_loop(
             {
                 let range = ctx.info.chunk_range(index);
                 let mut buf = vec![0u8; payload_len as usize];
-                read_payload(&mut s, &mut buf).await.map_err(|e| GetError::frame(peer, e))?;
+                let aad = RecordAad::chunk(file_id.0, index, payload_len);
+                link.read_chunk(&mut s, aad, &mut buf)
+                    .await
+                    .map_err(|e| GetError::frame(peer, e))?;
                 // Verify before the bytes count for anything.
                 if chunk_hash(&buf) != ctx.info.chunk_hashes[index as usize] {
                     last_corrupt = Some(index);
@@ -687,10 +762,15 @@ impl Durability {
 }
 
 /// Fetches the manifest from the first of `peers` that has it.
-async fn fetch_manifest_any(peers: &[SocketAddr], file_id: FileId) -> Result<FileInfo, GetError> {
+async fn fetch_manifest_any(
+    peers: &[PeerAddr],
+    file_id: FileId,
+    sec: &NodeSecurity,
+    pins: &Pins,
+) -> Result<FileInfo, GetError> {
     let mut last = GetError::NoPeers;
-    for &peer in peers {
-        match fetch_manifest(peer, file_id).await {
+    for peer in peers {
+        match fetch_manifest(peer.addr, file_id, sec, pins).await {
             Ok(info) => return Ok(info),
             Err(e) => last = e,
         }
@@ -715,12 +795,14 @@ pub fn get(
         return Err(GetError::NoPeers);
     }
     let (partial, resume) = side_paths(output);
+    let pins = Arc::new(pins_of(&opts.peers));
     let (info, bits) = match load_resume(&opts.file_id, &partial, &resume) {
         Some(state) => state,
         None => {
             let (peers, id, p) = (opts.peers.clone(), opts.file_id, partial.clone());
+            let (sec, pins2) = (opts.security.clone(), pins.clone());
             let info = run_local(async move {
-                let info = fetch_manifest_any(&peers, id).await?;
+                let info = fetch_manifest_any(&peers, id, &sec, &pins2).await?;
                 create_partial(&p, info.size).await?;
                 Ok::<_, GetError>(info)
             })
@@ -737,7 +819,7 @@ pub fn get(
     // One connection per peer, or `connections` spread over the peers if that is more.
     let total = opts.connections.max(opts.peers.len());
     let conns: Vec<Conn> = (0..total)
-        .map(|i| Conn { id: PeerId(i as u32), addr: opts.peers[i % opts.peers.len()] })
+        .map(|i| Conn { id: PeerId(i as u32), addr: opts.peers[i % opts.peers.len()].addr })
         .collect();
     let sched_config = SchedulerConfig {
         strategy: opts.strategy,
@@ -754,6 +836,8 @@ pub fn get(
     let have = Arc::new(SharedBitfield::new(&bits));
     let ctx = Arc::new(FetchCtx {
         info: info.clone(),
+        security: opts.security.clone(),
+        pins,
         partial: partial.clone(),
         conns,
         sched: Mutex::new(scheduler),
@@ -786,6 +870,7 @@ pub fn get(
                 dht: None,
                 upload_rate_bytes: None,
                 peer_upload_rate_bytes: None,
+                security: opts.security.clone(),
             };
             Some(
                 Seeder::start(vec![served], &seed_opts, Arc::new(AtomicBool::new(false)))
@@ -836,7 +921,7 @@ pub fn get(
         peers,
         latency_us: LatencyReport::of(&latency),
         latency_histogram: Some(latency),
-        uploaded_bytes: served.map_or(0, |s| s.payload_bytes_from_map),
+        uploaded_bytes: served.map_or(0, |s| s.payload_bytes_from_map + s.payload_bytes_sealed),
         info: Some(info),
     })
 }
@@ -849,7 +934,9 @@ fn peer_reports(ctx: &FetchCtx, errors: &[(usize, String)]) -> Vec<PeerReport> {
         let idx = match out.iter().position(|p| p.addr == c.addr) {
             Some(idx) => idx,
             None => {
-                out.push(PeerReport { addr: c.addr, ..PeerReport::default() });
+                let pins = ctx.pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let node_id = pins.get(&c.addr).map(ToString::to_string);
+                out.push(PeerReport { addr: c.addr, node_id, ..PeerReport::default() });
                 out.len() - 1
             }
         };

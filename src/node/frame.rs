@@ -15,6 +15,10 @@ pub(super) enum FrameError {
     TooLarge { len: u32, max: u32 },
     #[error("connection closed in the middle of a frame")]
     Truncated,
+    /// A sealed record did not open: tampered with, replayed, reordered or cut short on
+    /// the way. The connection closes; nothing of the record is used.
+    #[error("{0}")]
+    Record(#[from] crate::crypto::RecordError),
 }
 
 fn eof_is_truncation(e: io::Error) -> FrameError {

@@ -11,6 +11,7 @@
 mod dht;
 mod fetch;
 mod frame;
+mod secure;
 mod seed;
 #[allow(unsafe_code)]
 mod sys;
@@ -27,7 +28,13 @@ pub use dht::{
     config_for, ping, query, ContactJson, DhtAnswer, DhtError, DhtNodeStats, DhtQuery,
     DhtServerOptions, PingAnswer,
 };
-pub use fetch::{get, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerReport};
+pub use fetch::{
+    get, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr, PeerReport,
+};
+pub use secure::{
+    create_identity, identity_path, load_identity, load_or_create_identity, read_network_secret,
+    IdentityFileError, NodeSecurity,
+};
 pub use seed::{SeedError, SeedOptions, SeedStats, Seeder, ServedFile};
 
 use crate::config::IO_MEMORY_PER_SHARD_BYTES;

@@ -24,13 +24,14 @@ use glommio::PoolThreadHandles;
 use serde::Serialize;
 
 use super::dht::{self, DhtNodeStats, DhtServerOptions};
-use super::frame::{read_frame, FrameError};
+use super::frame::FrameError;
+use super::secure::{handshake_responder, Link, NodeSecurity};
 use super::{spawn_shards, wait_until, ShardId};
 use crate::config::{
     CONNECTIONS_PER_SHARD_MAX, IDLE_TIMEOUT, OPEN_FILES_PER_SHARD_MAX, PEER_TIMEOUT,
     REQUEST_BODY_MAX_BYTES, THROTTLE_BURST_BYTES,
 };
-use crate::crypto::FileId;
+use crate::crypto::{FileId, RecordAad};
 use crate::storage::{CatalogEntry, FileStamp, MappedFile};
 use crate::transfer::throttle::Throttle;
 use crate::transfer::SharedBitfield;
@@ -50,6 +51,8 @@ pub struct SeedOptions {
     pub upload_rate_bytes: Option<u64>,
     /// Upload limit per connection.
     pub peer_upload_rate_bytes: Option<u64>,
+    /// Identity, network secret and encryption setting for every connection.
+    pub security: Arc<NodeSecurity>,
 }
 
 /// Why the seeder could not start.
@@ -72,6 +75,14 @@ pub struct SeedStats {
     pub payload_bytes_from_map: u64,
     /// Payload bytes that went through a user-space buffer first. Zero on the plaintext path.
     pub payload_bytes_copied: u64,
+    /// Payload bytes encrypted in one pass from a memory map into the send buffer
+    /// (encryption on; no separate copy).
+    pub payload_bytes_sealed: u64,
+    /// Connections whose handshake failed (wrong network, pin, encryption setting, bad
+    /// signature, replay).
+    pub handshakes_failed: u64,
+    /// Connections closed because a sealed record failed authentication.
+    pub records_rejected: u64,
     pub manifests_served: u64,
     pub error_replies: u64,
     /// Connections closed because the peer sent something undecodable or oversized.
@@ -90,6 +101,9 @@ impl SeedStats {
         self.chunks_served += o.chunks_served;
         self.payload_bytes_from_map += o.payload_bytes_from_map;
         self.payload_bytes_copied += o.payload_bytes_copied;
+        self.payload_bytes_sealed += o.payload_bytes_sealed;
+        self.handshakes_failed += o.handshakes_failed;
+        self.records_rejected += o.records_rejected;
         self.manifests_served += o.manifests_served;
         self.error_replies += o.error_replies;
         self.bad_frames += o.bad_frames;
@@ -131,8 +145,9 @@ impl Seeder {
             peer_rate_bytes: opts.peer_upload_rate_bytes,
         };
         let dht = opts.dht.clone();
+        let security = opts.security.clone();
         let handles = spawn_shards("furymesh-seed", opts.shards, move |id| {
-            run_shard(id, addr, catalog, dht, limits, stop2, ready_tx)
+            run_shard(id, addr, catalog, dht, limits, security, stop2, ready_tx)
         })
         .map_err(SeedError::Shards)?;
         let mut failure = None;
@@ -208,6 +223,7 @@ struct Shard {
     stats: RefCell<SeedStats>,
     connections: Cell<usize>,
     limits: Limits,
+    security: Arc<NodeSecurity>,
 }
 
 /// A request the seeder refuses, with the code and text the client gets.
@@ -282,12 +298,14 @@ impl Shard {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_shard(
     id: ShardId,
     addr: SocketAddr,
     catalog: Arc<HashMap<FileId, ServedFile>>,
     dht: Option<DhtServerOptions>,
     limits: Limits,
+    security: Arc<NodeSecurity>,
     stop: Arc<AtomicBool>,
     ready: crossbeam_channel::Sender<io::Result<()>>,
 ) -> SeedStats {
@@ -318,6 +336,7 @@ async fn run_shard(
         stats: RefCell::new(SeedStats::default()),
         connections: Cell::new(0),
         limits,
+        security,
     });
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -357,35 +376,42 @@ async fn run_shard(
 }
 
 /// Serves one connection until the peer closes it, sends something malformed, or idles out.
-/// Requests are answered in order; the client pipelines as many as it likes, and the
-/// shard reads ahead at most one receive buffer of them (the rest waits in the kernel's
-/// socket buffer: TCP back-pressure is the per-connection bound).
+/// The handshake comes first; nothing is read as a request before it succeeds. Requests are
+/// answered in order; the client pipelines as many as it likes, and the shard reads ahead
+/// at most one receive buffer of them (the rest waits in the kernel's socket buffer: TCP
+/// back-pressure is the per-connection bound).
 async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    stream.set_read_timeout(Some(PEER_TIMEOUT))?;
     stream.set_write_timeout(Some(PEER_TIMEOUT))?;
     let mut stream = stream.buffered();
+    let Ok(mut link) = handshake_responder(&mut stream, &shard.security).await else {
+        shard.stats.borrow_mut().handshakes_failed += 1;
+        return Ok(());
+    };
+    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     let mut enc = Encoder::default();
     let mut body = Vec::new();
+    let mut scratch = Vec::new();
+    let mut out = Vec::new();
     let peer_limit = shard
         .limits
         .peer_rate_bytes
         .map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, Instant::now()));
     loop {
-        match read_frame(&mut stream, &mut body, REQUEST_BODY_MAX_BYTES).await {
+        match link.read_frame(&mut stream, &mut body, REQUEST_BODY_MAX_BYTES).await {
             Ok(true) => {}
             Ok(false) | Err(FrameError::Io(_)) | Err(FrameError::Truncated) => return Ok(()),
+            Err(FrameError::Record(_)) => {
+                // Tampered or replayed: the stream is dead, and answering would tell an
+                // attacker something. Close.
+                shard.stats.borrow_mut().records_rejected += 1;
+                return Ok(());
+            }
             Err(e @ FrameError::TooLarge { .. }) => {
                 shard.stats.borrow_mut().bad_frames += 1;
-                return send_refusal(
-                    shard,
-                    &mut stream,
-                    &mut enc,
-                    Refusal(ErrorCode::Malformed, e.to_string()),
-                    None,
-                    0,
-                )
-                .await;
+                let r = Refusal(ErrorCode::Malformed, e.to_string());
+                return send_refusal(shard, &mut stream, &mut link, &mut enc, r, None, 0).await;
             }
         }
         shard.stats.borrow_mut().requests += 1;
@@ -394,7 +420,7 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
             Err(e) => {
                 shard.stats.borrow_mut().bad_frames += 1;
                 let r = Refusal(ErrorCode::Malformed, format!("undecodable request: {e}"));
-                return send_refusal(shard, &mut stream, &mut enc, r, None, 0).await;
+                return send_refusal(shard, &mut stream, &mut link, &mut enc, r, None, 0).await;
             }
         };
         match msg {
@@ -413,44 +439,65 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
                             glommio::timer::sleep(wait).await;
                         }
                         let payload = &file.map.bytes()[range.clone()];
+                        // A chunk is at most CHUNK_SIZE_MAX_BYTES (checked at decode).
+                        let payload_len = payload.len() as u32;
                         let header = enc.frame(&Message::ChunkResponse {
                             file_id,
                             chunk_index,
-                            // A chunk is at most CHUNK_SIZE_MAX_BYTES (checked at decode).
-                            payload_len: payload.len() as u32,
+                            payload_len,
                         });
-                        stream.write_all(header).await?;
-                        // Zero copy: the slice points into the shard's map; glommio hands it to
-                        // send(2) directly (MSG_DONTWAIT, waiting for POLLOUT through io_uring).
-                        stream.write_all(payload).await?;
+                        // Plaintext: zero copy, the slice points into the shard's map and
+                        // glommio hands it to send(2) directly. Encrypted: the cipher reads
+                        // the map and writes the send buffer in one pass.
+                        let aad = RecordAad::chunk(file_id.0, chunk_index, payload_len);
+                        let sealed = link
+                            .write_chunk(&mut stream, header, aad, payload, &mut scratch)
+                            .await?;
                         let mut st = shard.stats.borrow_mut();
                         st.chunks_served += 1;
-                        st.payload_bytes_from_map += payload.len() as u64;
+                        if sealed {
+                            st.payload_bytes_sealed += payload.len() as u64;
+                        } else {
+                            st.payload_bytes_from_map += payload.len() as u64;
+                        }
                         drop(st);
                         // Start reading the next chunk from disk while this one drains.
                         let next = range.end..range.end + range.len();
                         file.map.prefetch(next);
                     }
                     Err(r) => {
-                        send_refusal(shard, &mut stream, &mut enc, r, Some(file_id), chunk_index)
+                        let (l, e) = (&mut link, &mut enc);
+                        send_refusal(shard, &mut stream, l, e, r, Some(file_id), chunk_index)
                             .await?
                     }
                 }
             }
             Message::FileInfoRequest { file_id } => match shard.entry(&file_id) {
                 Ok(served) => {
-                    let frame = enc.frame(&Message::FileInfo(served.entry.info.clone()));
-                    stream.write_all(frame).await?;
+                    out.clear();
+                    link.push_frame(
+                        &mut out,
+                        enc.frame(&Message::FileInfo(served.entry.info.clone())),
+                    );
+                    stream.write_all(&out).await?;
                     shard.stats.borrow_mut().manifests_served += 1;
                 }
-                Err(r) => send_refusal(shard, &mut stream, &mut enc, r, Some(file_id), 0).await?,
+                Err(r) => {
+                    send_refusal(shard, &mut stream, &mut link, &mut enc, r, Some(file_id), 0)
+                        .await?
+                }
             },
             Message::BitfieldRequest { file_id } => match shard.entry(&file_id) {
                 Ok(served) => {
                     let bits = served.have.as_ref().map(|h| h.snapshot().as_bytes().to_vec());
-                    stream.write_all(enc.frame(&Message::Bitfield { file_id, bits })).await?;
+                    out.clear();
+                    link.push_frame(&mut out, enc.frame(&Message::Bitfield { file_id, bits }));
+                    stream.write_all(&out).await?;
                 }
-                Err(r) => send_refusal(shard, &mut stream, &mut enc, r, Some(file_id), 0).await?,
+                Err(r) => {
+                    send_refusal(shard, &mut stream, &mut link, &mut enc, r, Some(file_id), 0)
+                        .await?
+                }
             },
             other => {
                 shard.stats.borrow_mut().bad_frames += 1;
@@ -458,7 +505,7 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
                     ErrorCode::Malformed,
                     format!("unexpected message from a client: {}", kind(&other)),
                 );
-                return send_refusal(shard, &mut stream, &mut enc, r, None, 0).await;
+                return send_refusal(shard, &mut stream, &mut link, &mut enc, r, None, 0).await;
             }
         }
     }
@@ -479,12 +526,14 @@ fn kind(m: &Message) -> &'static str {
 async fn send_refusal(
     shard: &Shard,
     stream: &mut TcpStream<glommio::net::Preallocated>,
+    link: &mut Link,
     enc: &mut Encoder,
     Refusal(code, message): Refusal,
     file_id: Option<FileId>,
     chunk_index: u32,
 ) -> io::Result<()> {
     shard.stats.borrow_mut().error_replies += 1;
-    let frame = enc.frame(&Message::Error { code, message, file_id, chunk_index });
-    stream.write_all(frame).await
+    let mut out = Vec::new();
+    link.push_frame(&mut out, enc.frame(&Message::Error { code, message, file_id, chunk_index }));
+    stream.write_all(&out).await
 }

@@ -42,33 +42,6 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Bytes of the node key.
-pub const NODE_KEY_BYTES: usize = 32;
-
-/// The node's key, `DATA_DIR/node.key` (mode 0600), created with `fresh()` on first use.
-/// Its hash is the node's DHT ID. (A stand-in until nodes get RSA identities: the ID will
-/// then hash the public key instead.)
-pub fn node_key(
-    data_dir: &Path,
-    fresh: impl FnOnce() -> [u8; NODE_KEY_BYTES],
-) -> io::Result<[u8; NODE_KEY_BYTES]> {
-    let path = data_dir.join("node.key");
-    match fs::read(&path) {
-        Ok(b) => b.try_into().map_err(|_| {
-            io::Error::other(format!("{} is not a {NODE_KEY_BYTES}-byte node key", path.display()))
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(data_dir)?;
-            let key = fresh();
-            // The temporary file write_atomic renames is created with mode 0600, so the key
-            // is never readable by others, not even for an instant.
-            write_atomic(&path, &key)?;
-            Ok(key)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Size and modification time of a file, the cheap check that it is unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStamp {

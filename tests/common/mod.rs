@@ -11,8 +11,37 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_furymesh");
 
-/// A `furymesh` command with its own data directory.
+/// Fixture identities (tests/fixtures/identities/nodeNN.pk8.der) handed out in turn.
+pub const FIXTURE_IDENTITIES: usize = 16;
+
+/// Path of fixture identity `n` (mod the number of fixtures).
+pub fn fixture_identity(n: usize) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/identities")
+        .join(format!("node{:02}.pk8.der", n % FIXTURE_IDENTITIES))
+}
+
+/// Gives `data_dir` a node identity unless it has one: the next fixture key, so tests
+/// never wait for RSA-4096 generation and each data dir of a test process is its own node
+/// (for up to `FIXTURE_IDENTITIES` data dirs).
+pub fn ensure_identity(data_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let path = data_dir.join("identity.pk8.der");
+    if path.exists() {
+        return;
+    }
+    fs::create_dir_all(data_dir).unwrap();
+    let key = fs::read(fixture_identity(NEXT.fetch_add(1, Ordering::Relaxed))).unwrap();
+    fs::write(&path, key).unwrap();
+    // git does not keep modes; the node refuses a key others can read.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A `furymesh` command with its own data directory (given a fixture identity).
 pub fn fm(data_dir: &Path) -> Command {
+    ensure_identity(data_dir);
     let mut c = Command::new(BIN);
     c.arg("--data-dir").arg(data_dir);
     c.env_remove("FURYMESH_HOME");
@@ -181,6 +210,12 @@ pub fn get_cmd(data_dir: &Path, id: &str, peer: &str, out: &Path) -> Command {
     c
 }
 
+/// Payload bytes a seeder sent, plaintext (from its maps) or sealed.
+pub fn served_bytes(stats: &serde_json::Value) -> u64 {
+    stats["payload_bytes_from_map"].as_u64().unwrap()
+        + stats["payload_bytes_sealed"].as_u64().unwrap()
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("furymesh-test").tempdir().unwrap()
 }
@@ -211,4 +246,55 @@ pub fn verified_in(path: &Path) -> u64 {
 /// `len` junk bytes for hostile-input tests, continuing the stream in `state`.
 pub fn junk(len: usize, state: &mut u64) -> Vec<u8> {
     (0..len).map(|_| xorshift(state) as u8).collect()
+}
+
+/// The handshake's transport framing: `len u16 LE ‖ message`.
+pub fn send_hs(s: &mut impl Write, msg: &[u8]) {
+    let mut out = (msg.len() as u16).to_le_bytes().to_vec();
+    out.extend_from_slice(msg);
+    s.write_all(&out).unwrap();
+}
+
+/// Reads one handshake message, or `None` if the peer closed the connection.
+pub fn recv_hs(s: &mut impl std::io::Read) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut msg = vec![0u8; u16::from_le_bytes(len) as usize];
+    s.read_exact(&mut msg).ok()?;
+    Some(msg)
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A session key for fixture identity `n`, as a node certifies one at start-up.
+pub fn fixture_session(n: usize) -> std::sync::Arc<furymesh::crypto::SessionIdentity> {
+    use furymesh::crypto::{rand_core::OsRng, Identity};
+    let id = Identity::from_pkcs8_der(&fs::read(fixture_identity(n)).unwrap()).unwrap();
+    std::sync::Arc::new(id.issue_session(&mut OsRng, rand::random(), unix_now() + 3600).unwrap())
+}
+
+/// Runs the initiator's handshake on a blocking stream as fixture identity `n` (a test
+/// client that then speaks raw frames). Returns the session or the handshake's error.
+pub fn client_handshake(
+    s: &mut std::net::TcpStream,
+    n: usize,
+    encryption: furymesh::crypto::Encryption,
+    network: Option<furymesh::crypto::NetworkSecret>,
+) -> Result<furymesh::crypto::Session, String> {
+    use furymesh::crypto::{HandshakeConfig, HandshakeRandom, Initiator};
+    let config =
+        HandshakeConfig { local: fixture_session(n), network, encryption, expected_peer: None };
+    let random = HandshakeRandom { ephemeral: rand::random(), nonce: rand::random() };
+    let (state, hello) = Initiator::start(config, random, unix_now()).map_err(|e| e.to_string())?;
+    send_hs(s, &hello);
+    let reply = recv_hs(s).ok_or("closed before the ServerHello")?;
+    if reply.first() == Some(&0x7f) {
+        return Err(format!("refused with code {:?}", reply.get(1)));
+    }
+    let (finish, session) =
+        state.handle_server_hello(&reply, unix_now()).map_err(|e| e.to_string())?;
+    send_hs(s, &finish);
+    Ok(session)
 }

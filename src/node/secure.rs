@@ -1,0 +1,422 @@
+//! Connection security on the I/O side: the node's identity on disk, its session key, the
+//! handshake on a byte stream, and sealed records on an established connection.
+//!
+//! The protocol itself (messages, keys, records) is the sans-IO `crypto` module; this file
+//! only moves its messages over a stream:
+//!
+//! ```text
+//! handshake message   = len u16 LE ‖ message (len ≤ HANDSHAKE_MESSAGE_BYTES_MAX)
+//! refusal (responder) = len u16 LE ‖ 0x7F ‖ code u8     (instead of a ServerHello)
+//! control record      = len u32 LE ‖ body [len] ‖ tag [16]   (AAD: control, len)
+//! chunk payload       = payload [payload_len] ‖ tag [16]     (AAD: file, chunk, len)
+//! ```
+//!
+//! With `--encryption off` the same handshake runs (peers are still authenticated, pins
+//! and network secrets still apply) and records are the plaintext frames of `wire`, with
+//! no tags. A refusal is unauthenticated: it only turns "connection closed" into a clear
+//! error, and an attacker who can forge one could as well close the connection.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rand::RngCore;
+use zeroize::Zeroizing;
+
+use super::frame::{read_frame, read_payload, FrameError};
+use crate::crypto::handshake::HANDSHAKE_MESSAGE_BYTES_MAX;
+use crate::crypto::rand_core::OsRng;
+use crate::crypto::record::TAG_BYTES;
+use crate::crypto::{
+    Encryption, HandshakeConfig, HandshakeError, HandshakeRandom, Identity, Initiator,
+    NetworkSecret, Opener, RecordAad, Responder, Sealer, SessionIdentity,
+};
+use crate::dht::NodeId;
+use crate::storage::write_atomic;
+
+/// The identity file inside a data directory.
+const IDENTITY_FILE: &str = "identity.pk8.der";
+/// How long a session certificate is valid. A node re-issues it (one local RSA signature)
+/// when less than half of this is left.
+const SESSION_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+
+const REFUSAL: u8 = 0x7F;
+
+/// Path of the identity key in `data_dir`.
+pub fn identity_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(IDENTITY_FILE)
+}
+
+/// Why the node identity could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityFileError {
+    #[error("no node identity in {dir} (run `furymesh init`)")]
+    Missing { dir: PathBuf },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    Bad { path: PathBuf, source: crate::crypto::IdentityError },
+    #[error("{path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
+    Permissions { path: PathBuf, mode: u32 },
+}
+
+/// Reads the node identity from `data_dir`. A key file that group or others can read is
+/// refused, like ssh does.
+pub fn load_identity(data_dir: &Path) -> Result<Identity, IdentityFileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = identity_path(data_dir);
+    let io_err = |source| IdentityFileError::Io { path: path.clone(), source };
+    let der = match fs::read(&path) {
+        Ok(b) => Zeroizing::new(b),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(IdentityFileError::Missing { dir: data_dir.into() })
+        }
+        Err(e) => return Err(io_err(e)),
+    };
+    let mode = fs::metadata(&path).map_err(io_err)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(IdentityFileError::Permissions { path, mode });
+    }
+    Identity::from_pkcs8_der(&der).map_err(|source| IdentityFileError::Bad { path, source })
+}
+
+/// Creates a new RSA-4096 identity in `data_dir` (mode 0600, written atomically). Refuses
+/// to replace an existing one. Takes seconds.
+pub fn create_identity(data_dir: &Path) -> Result<Identity, IdentityFileError> {
+    let path = identity_path(data_dir);
+    let io_err = |source| IdentityFileError::Io { path: path.clone(), source };
+    if path.exists() {
+        return Err(io_err(io::Error::new(io::ErrorKind::AlreadyExists, "identity exists")));
+    }
+    fs::create_dir_all(data_dir).map_err(io_err)?;
+    let identity = Identity::generate(&mut OsRng)
+        .map_err(|source| IdentityFileError::Bad { path: path.clone(), source })?;
+    let der = identity
+        .to_pkcs8_der()
+        .map_err(|source| IdentityFileError::Bad { path: path.clone(), source })?;
+    // write_atomic's temporary file is created with mode 0600 and renamed into place, so the
+    // key is never readable by others, not even for an instant.
+    write_atomic(&path, &der).map_err(io_err)?;
+    Ok(identity)
+}
+
+/// Loads the identity, creating it first if the data directory has none (saying so on
+/// stderr, since it takes a few seconds).
+pub fn load_or_create_identity(data_dir: &Path) -> Result<Identity, IdentityFileError> {
+    match load_identity(data_dir) {
+        Err(IdentityFileError::Missing { .. }) => {
+            eprintln!(
+                "furymesh: creating the node identity (RSA-4096) in {}; this takes a few seconds",
+                data_dir.display()
+            );
+            create_identity(data_dir)
+        }
+        other => other,
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Reads a network secret file (at least [`NetworkSecret::BYTES_MIN`] bytes; trailing
+/// whitespace counts, so `openssl rand -hex 32 > FILE` works as is on every node).
+pub fn read_network_secret(path: &Path) -> anyhow::Result<NetworkSecret> {
+    let bytes = Zeroizing::new(
+        fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+    );
+    NetworkSecret::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Everything a node needs to secure its connections: the identity, the current session
+/// key, the network secret and the encryption setting. Shared by every shard.
+pub struct NodeSecurity {
+    identity: Identity,
+    session: Mutex<Arc<SessionIdentity>>,
+    network: Option<NetworkSecret>,
+    encryption: Encryption,
+}
+
+impl std::fmt::Debug for NodeSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSecurity")
+            .field("node_id", &self.identity.node_id())
+            .field("private_network", &self.network.is_some())
+            .field("encryption", &self.encryption)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeSecurity {
+    /// Certifies a session key with `identity` (the RSA key's one private operation).
+    pub fn new(
+        identity: Identity,
+        network: Option<NetworkSecret>,
+        encryption: Encryption,
+    ) -> Result<Arc<Self>, crate::crypto::IdentityError> {
+        let session = Arc::new(issue(&identity)?);
+        Ok(Arc::new(Self { identity, session: Mutex::new(session), network, encryption }))
+    }
+
+    /// This node's ID.
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    /// The encryption setting.
+    pub fn encryption(&self) -> Encryption {
+        self.encryption
+    }
+
+    /// The private network's secret, if any.
+    pub fn network(&self) -> Option<&NetworkSecret> {
+        self.network.as_ref()
+    }
+
+    /// The current session key, re-issued when half its validity is gone. The trigger is
+    /// the local clock, not a peer: a peer cannot make the RSA key sign more often.
+    pub fn session(&self) -> Arc<SessionIdentity> {
+        let mut s = self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if now_unix() + SESSION_VALIDITY.as_secs() / 2 > s.not_after() {
+            match issue(&self.identity) {
+                Ok(fresh) => *s = Arc::new(fresh),
+                Err(e) => eprintln!("furymesh: cannot renew the session key: {e}"),
+            }
+        }
+        s.clone()
+    }
+
+    fn config(&self, expected_peer: Option<NodeId>) -> HandshakeConfig {
+        HandshakeConfig {
+            local: self.session(),
+            network: self.network.clone(),
+            encryption: self.encryption,
+            expected_peer,
+        }
+    }
+}
+
+fn issue(identity: &Identity) -> Result<SessionIdentity, crate::crypto::IdentityError> {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(seed.as_mut());
+    identity.issue_session(&mut OsRng, *seed, now_unix() + SESSION_VALIDITY.as_secs())
+}
+
+fn fresh_random() -> HandshakeRandom {
+    let mut r = HandshakeRandom { ephemeral: [0; 32], nonce: [0; 32] };
+    rand::rng().fill_bytes(&mut r.ephemeral);
+    rand::rng().fill_bytes(&mut r.nonce);
+    r
+}
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HandshakeFailure {
+    #[error("connection error during the handshake: {0}")]
+    Io(#[from] io::Error),
+    #[error("connection closed during the handshake")]
+    Closed,
+    #[error("handshake message of {len} bytes exceeds {HANDSHAKE_MESSAGE_BYTES_MAX}")]
+    TooLong { len: usize },
+    #[error("{0}")]
+    Protocol(#[from] HandshakeError),
+    #[error("the peer refused the handshake: {0}")]
+    Refused(&'static str),
+}
+
+/// What a refusal code says, from the initiator's point of view.
+fn refusal_text(code: u8) -> &'static str {
+    match code {
+        1 => "wrong network secret (or the peer is in a private network)",
+        2 => "encryption settings differ (both sides need the same --encryption)",
+        3 => "it is not the node ID this connection pinned",
+        4 => "unsupported protocol version",
+        _ => "handshake failed",
+    }
+}
+
+fn refusal_code(e: &HandshakeError) -> u8 {
+    match e {
+        HandshakeError::WrongNetworkSecret => 1,
+        HandshakeError::EncryptionMismatch { .. } => 2,
+        HandshakeError::NotTheExpectedNode { .. } => 3,
+        HandshakeError::UnsupportedVersion { .. } => 4,
+        _ => 0,
+    }
+}
+
+async fn send_hs<W: AsyncWrite + Unpin>(w: &mut W, msg: &[u8]) -> io::Result<()> {
+    debug_assert!(msg.len() <= HANDSHAKE_MESSAGE_BYTES_MAX);
+    let mut out = Vec::with_capacity(2 + msg.len());
+    // Handshake messages are at most HANDSHAKE_MESSAGE_BYTES_MAX (2 KiB) long.
+    out.extend_from_slice(&(msg.len() as u16).to_le_bytes());
+    out.extend_from_slice(msg);
+    w.write_all(&out).await?;
+    w.flush().await
+}
+
+async fn recv_hs<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, HandshakeFailure> {
+    let mut len = [0u8; 2];
+    let eof = |e: io::Error| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            HandshakeFailure::Closed
+        } else {
+            HandshakeFailure::Io(e)
+        }
+    };
+    r.read_exact(&mut len).await.map_err(eof)?;
+    let len = usize::from(u16::from_le_bytes(len));
+    if len > HANDSHAKE_MESSAGE_BYTES_MAX {
+        return Err(HandshakeFailure::TooLong { len });
+    }
+    let mut msg = vec![0u8; len];
+    r.read_exact(&mut msg).await.map_err(eof)?;
+    Ok(msg)
+}
+
+/// Runs the initiator's side on `s`: the peer must prove it is `expected` (if given) and
+/// be in our network.
+pub(super) async fn handshake_initiator<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    sec: &NodeSecurity,
+    expected: Option<NodeId>,
+) -> Result<Link, HandshakeFailure> {
+    let (state, hello) = Initiator::start(sec.config(expected), fresh_random(), now_unix())?;
+    send_hs(s, &hello).await?;
+    let reply = recv_hs(s).await?;
+    if let [REFUSAL, code] = reply[..] {
+        return Err(HandshakeFailure::Refused(refusal_text(code)));
+    }
+    let (finish, session) = state.handle_server_hello(&reply, now_unix())?;
+    send_hs(s, &finish).await?;
+    Ok(Link::new(session))
+}
+
+/// Runs the responder's side on `s`. A peer that fails the ClientHello gets a one-byte
+/// refusal code before the connection closes.
+pub(super) async fn handshake_responder<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    sec: &NodeSecurity,
+) -> Result<Link, HandshakeFailure> {
+    let hello = recv_hs(s).await?;
+    let (state, reply) = match Responder::handle_client_hello(
+        sec.config(None),
+        fresh_random(),
+        &hello,
+        now_unix(),
+    ) {
+        Ok(ok) => ok,
+        Err(e) => {
+            let _ = send_hs(s, &[REFUSAL, refusal_code(&e)]).await;
+            return Err(e.into());
+        }
+    };
+    send_hs(s, &reply).await?;
+    let finish = recv_hs(s).await?;
+    let session = state.handle_client_finish(&finish, now_unix())?;
+    Ok(Link::new(session))
+}
+
+/// An established connection's record state: the peer's node ID and, with encryption on,
+/// our sealer and the peer's opener.
+pub(super) struct Link {
+    peer: NodeId,
+    records: Option<(Sealer, Opener)>,
+    tag: [u8; TAG_BYTES],
+}
+
+impl Link {
+    fn new(session: crate::crypto::Session) -> Self {
+        let peer = session.peer_id();
+        Self { peer, records: session.into_records(), tag: [0; TAG_BYTES] }
+    }
+
+    /// The authenticated peer.
+    pub(super) fn peer_id(&self) -> NodeId {
+        self.peer
+    }
+
+    /// Appends `frame` (a `wire` frame: length prefix and body) to `out` as a control
+    /// record: sealed in place with its tag after it, or as is with encryption off.
+    pub(super) fn push_frame(&mut self, out: &mut Vec<u8>, frame: &[u8]) {
+        let start = out.len();
+        out.extend_from_slice(frame);
+        if let Some((sealer, _)) = &mut self.records {
+            let body = &mut out[start + crate::wire::FRAME_PREFIX_BYTES..];
+            // Frame bodies are bounded by the wire's body limits, far below a record's.
+            let aad = RecordAad::control(body.len() as u32);
+            let tag = sealer.seal_in_place(&aad, body).expect("control record within limits");
+            out.extend_from_slice(&tag);
+        }
+    }
+
+    /// Writes a chunk: its header frame, then the payload. Plaintext: the payload slice
+    /// goes to the socket as is (zero copy from the map). Encrypted: one pass of the cipher
+    /// from `payload` into `scratch`, then one write. Returns whether the payload was sealed.
+    pub(super) async fn write_chunk<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        header: &[u8],
+        aad: RecordAad,
+        payload: &[u8],
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<bool> {
+        let mut head = Vec::with_capacity(header.len() + TAG_BYTES);
+        self.push_frame(&mut head, header);
+        w.write_all(&head).await?;
+        let Some((sealer, _)) = &mut self.records else {
+            w.write_all(payload).await?;
+            return Ok(false);
+        };
+        let n = payload.len();
+        if scratch.len() < n + TAG_BYTES {
+            // Grows to the largest chunk once; never shrinks, so it is not zeroed again.
+            scratch.resize(n + TAG_BYTES, 0);
+        }
+        let tag = sealer
+            .seal_from(&aad, payload, &mut scratch[..n])
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        scratch[n..n + TAG_BYTES].copy_from_slice(&tag);
+        w.write_all(&scratch[..n + TAG_BYTES]).await?;
+        Ok(true)
+    }
+
+    /// Reads one control record into `body` (opened, tag stripped). `Ok(false)`: the peer
+    /// closed cleanly between records.
+    pub(super) async fn read_frame<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        body: &mut Vec<u8>,
+        max_bytes: u32,
+    ) -> Result<bool, FrameError> {
+        if !read_frame(r, body, max_bytes).await? {
+            return Ok(false);
+        }
+        if let Some((_, opener)) = &mut self.records {
+            read_payload(r, &mut self.tag).await?;
+            // Bounded by max_bytes above.
+            let aad = RecordAad::control(body.len() as u32);
+            opener.open_in_place(&aad, body, &self.tag)?;
+        }
+        Ok(true)
+    }
+
+    /// Reads a chunk payload of `buf.len()` bytes (and its tag) and opens it in place.
+    /// On failure `buf` holds nothing usable and the connection must close.
+    pub(super) async fn read_chunk<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        aad: RecordAad,
+        buf: &mut [u8],
+    ) -> Result<(), FrameError> {
+        read_payload(r, buf).await?;
+        if let Some((_, opener)) = &mut self.records {
+            read_payload(r, &mut self.tag).await?;
+            opener.open_in_place(&aad, buf, &self.tag)?;
+        }
+        Ok(())
+    }
+}
