@@ -230,7 +230,7 @@ pub(super) enum HandshakeFailure {
 /// What a refusal code says, from the initiator's point of view.
 fn refusal_text(code: u8) -> &'static str {
     match code {
-        1 => "wrong network secret (or the peer is in a private network)",
+        1 => "wrong network secret (or our hello was tampered with on the way)",
         2 => "encryption settings differ (both sides need the same --encryption)",
         3 => "it is not the node ID this connection pinned",
         4 => "unsupported protocol version",

@@ -1,0 +1,378 @@
+//! Connection security end to end, through real processes on loopback: a man in the middle
+//! flipping single bits, a replayed handshake, pinned node IDs, private networks, mismatched
+//! encryption settings, and a packet capture that must not show the plaintext.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+const CHUNK: usize = 64 << 10;
+
+/// What the proxy does to the `n`-th connection it forwards.
+#[derive(Clone, Copy, Default)]
+struct Tamper {
+    /// Flip the highest bit of this byte of the seeder→client stream…
+    to_client: Option<u64>,
+    /// …or of the client→seeder stream.
+    to_seeder: Option<u64>,
+}
+
+/// Bytes one forwarded connection carried each way.
+#[derive(Clone, Default, Debug)]
+struct Carried {
+    to_client: Vec<u8>,
+    to_seeder: Vec<u8>,
+}
+
+/// A TCP proxy in front of `upstream` that can flip one bit per connection and records
+/// what it forwarded.
+struct Proxy {
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<Arc<Mutex<Carried>>>>>,
+}
+
+impl Proxy {
+    fn start(upstream: SocketAddr, tamper: Vec<Tamper>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log: Arc<Mutex<Vec<Arc<Mutex<Carried>>>>> = Arc::default();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for (n, client) in listener.incoming().enumerate() {
+                let Ok(client) = client else { return };
+                let Ok(seeder) = TcpStream::connect(upstream) else { return };
+                let t = tamper.get(n).copied().unwrap_or_default();
+                let carried = Arc::new(Mutex::new(Carried::default()));
+                log2.lock().unwrap().push(carried.clone());
+                let (c2, s2, k2) =
+                    (client.try_clone().unwrap(), seeder.try_clone().unwrap(), carried.clone());
+                std::thread::spawn(move || pump(c2, s2, t.to_seeder, k2, false));
+                std::thread::spawn(move || pump(seeder, client, t.to_client, carried, true));
+            }
+        });
+        Self { addr, log }
+    }
+
+    fn carried(&self) -> Vec<Carried> {
+        self.log.lock().unwrap().iter().map(|c| c.lock().unwrap().clone()).collect()
+    }
+}
+
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    flip: Option<u64>,
+    log: Arc<Mutex<Carried>>,
+    to_client: bool,
+) {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut at = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(f) = flip {
+            if (at..at + n as u64).contains(&f) {
+                buf[(f - at) as usize] ^= 0x80;
+            }
+        }
+        at += n as u64;
+        {
+            let mut l = log.lock().unwrap();
+            let side = if to_client { &mut l.to_client } else { &mut l.to_seeder };
+            // Keep the first MiB: enough for handshakes and the first records.
+            let room = (1usize << 20).saturating_sub(side.len());
+            side.extend_from_slice(&buf[..n.min(room)]);
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+    let _ = from.shutdown(Shutdown::Read);
+}
+
+/// Every chunk of the partial download is either untouched (zeros) or the original's: a
+/// tampered record never reaches the disk.
+fn assert_nothing_bad_written(out: &Path, original: &[u8]) {
+    assert!(!out.exists(), "the final name must not appear");
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".furymesh-partial");
+    let Ok(disk) = fs::read(&partial) else { return };
+    for (i, (d, o)) in disk.chunks(CHUNK).zip(original.chunks(CHUNK)).enumerate() {
+        assert!(
+            d == o || d.iter().all(|&b| b == 0),
+            "chunk {i} on disk is neither empty nor right"
+        );
+    }
+}
+
+struct Setup {
+    _t: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    data: std::path::PathBuf,
+    client: std::path::PathBuf,
+    id: String,
+    original: Vec<u8>,
+}
+
+fn setup(size: usize) -> Setup {
+    let t = tempdir();
+    let dir = t.path().to_owned();
+    let data = dir.join("seeder");
+    let client = dir.join("client");
+    let f = dir.join("file.bin");
+    let original = write_file(&f, size, 42);
+    let id = publish_id(&data, &f, &["--chunk-size", "64KiB"]);
+    Setup { _t: t, dir, data, client, id, original }
+}
+
+fn get_via(s: &Setup, peer: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    get_cmd(&s.client, &s.id, peer, out)
+        .args(["--connections", "1", "--window", "4"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn one_flipped_bit_anywhere_closes_the_connection_and_nothing_bad_is_written() {
+    let s = setup(1 << 20);
+    let seeder = Seeder::start(&s.data, 1);
+    // A clean run through the proxy first: how many bytes each connection carries.
+    let clean = Proxy::start(seeder.addr, vec![]);
+    let out = s.dir.join("clean.bin");
+    let r = get_via(&s, &clean.addr.to_string(), &out, &[]);
+    assert!(r.status.success(), "{}", stderr_of(&r));
+    let carried = clean.carried();
+    // Connection 0 fetches the manifest, connection 1 the chunks.
+    assert_eq!(carried.len(), 2, "{carried:?}");
+    let (m, d) = (&carried[0], &carried[1]);
+    // The ServerHello is the first handshake message the seeder sends.
+    let sh = 2 + u16::from_le_bytes([m.to_client[0], m.to_client[1]]) as u64;
+    let cases = [
+        // In the ServerHello: its ephemeral key, certificate, signature, finished MAC.
+        (0, Tamper { to_client: Some(5), ..Tamper::default() }),
+        (0, Tamper { to_client: Some(400), ..Tamper::default() }),
+        (0, Tamper { to_client: Some(sh - 40), ..Tamper::default() }),
+        (0, Tamper { to_client: Some(sh - 1), ..Tamper::default() }),
+        // In the ClientHello and the ClientFinish.
+        (0, Tamper { to_seeder: Some(10), ..Tamper::default() }),
+        (0, Tamper { to_seeder: Some(m.to_seeder.len() as u64 - 1), ..Tamper::default() }),
+        // The manifest record: its body, its tag.
+        (0, Tamper { to_client: Some(sh + 50), ..Tamper::default() }),
+        (0, Tamper { to_client: Some(m.to_client.len() as u64 - 1), ..Tamper::default() }),
+        // A chunk request.
+        (1, Tamper { to_seeder: Some(d.to_seeder.len() as u64 - 20), ..Tamper::default() }),
+        // A chunk header, the middle of a chunk's payload, the last payload tag.
+        (1, Tamper { to_client: Some(sh + 30), ..Tamper::default() }),
+        (1, Tamper { to_client: Some(sh + 300 + 5 * CHUNK as u64), ..Tamper::default() }),
+        (1, Tamper { to_client: Some((1 << 20) + 2 * sh), ..Tamper::default() }),
+        // A length prefix's high bit: refused as oversized, not waited for.
+        (1, Tamper { to_client: Some(sh + 3), ..Tamper::default() }),
+    ];
+    for (n, (conn, tamper)) in cases.into_iter().enumerate() {
+        let mut plan = vec![Tamper::default(); 2];
+        plan[conn] = tamper;
+        let proxy = Proxy::start(seeder.addr, plan);
+        let out = s.dir.join(format!("tampered-{n}.bin"));
+        let r = get_via(&s, &proxy.addr.to_string(), &out, &[]);
+        assert!(!r.status.success(), "case {n} succeeded despite a flipped bit");
+        let err = stderr_of(&r);
+        assert!(
+            ["handshake", "failed authentication", "closed", "broke the protocol", "exceeds"]
+                .iter()
+                .any(|w| err.contains(w)),
+            "case {n}: unclear error: {err}"
+        );
+        eprintln!("case {n}: {}", err.trim());
+        assert_nothing_bad_written(&out, &s.original);
+    }
+    let stats = seeder.stop();
+    assert!(stats["handshakes_failed"].as_u64().unwrap() >= 2, "{stats}");
+    assert!(stats["records_rejected"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+#[test]
+fn a_recorded_handshake_replayed_gets_nothing() {
+    let s = setup(256 << 10);
+    let seeder = Seeder::start(&s.data, 1);
+    let proxy = Proxy::start(seeder.addr, vec![]);
+    let r = get_via(&s, &proxy.addr.to_string(), &s.dir.join("o.bin"), &[]);
+    assert!(r.status.success(), "{}", stderr_of(&r));
+    let recorded = proxy.carried()[1].to_seeder.clone();
+    // Replay everything the client sent on its data connection: ClientHello, ClientFinish
+    // and the sealed chunk requests.
+    let mut c = TcpStream::connect(seeder.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(&recorded).unwrap();
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    // A fresh ServerHello (new ephemeral key and nonce), then the close: the recorded
+    // ClientFinish does not verify against it, so no request is read.
+    let sh = 2 + u16::from_le_bytes([got[0], got[1]]) as usize;
+    assert_eq!(got.len(), sh, "the seeder sent more than its ServerHello");
+    let stats = seeder.stop();
+    assert_eq!(stats["handshakes_failed"], 1, "{stats}");
+    assert_eq!(stats["chunks_served"], 4, "only the real download's chunks: {stats}");
+}
+
+#[test]
+fn a_pinned_node_id_must_match_the_peers_key() {
+    let s = setup(200_000);
+    let seeder = Seeder::start(&s.data, 1);
+    let seeder_id =
+        json(&run_ok(fm(&s.data).args(["--json", "id"])))["node_id"].as_str().unwrap().to_owned();
+    let other = s.dir.join("other");
+    let other_id =
+        json(&run_ok(fm(&other).args(["--json", "id"])))["node_id"].as_str().unwrap().to_owned();
+    assert_ne!(seeder_id, other_id);
+    // Pinned to another node: refused, nothing written.
+    let out = s.dir.join("wrong.bin");
+    let r = get_via(&s, &format!("{other_id}@{}", seeder.addr), &out, &[]);
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("not the node ID this connection pinned"), "{}", stderr_of(&r));
+    assert!(!out.exists() && !s.dir.join("wrong.bin.furymesh-partial").exists());
+    // A proxy cannot pass itself off as the seeder either: the client sees the seeder's
+    // real key through it, so a pin on the right ID works through a (faithful) proxy…
+    let proxy = Proxy::start(seeder.addr, vec![]);
+    let out = s.dir.join("right.bin");
+    let r = get_via(&s, &format!("{seeder_id}@{}", proxy.addr), &out, &[]);
+    assert!(r.status.success(), "{}", stderr_of(&r));
+    assert!(fs::read(&out).unwrap() == s.original);
+    let report = json(&r);
+    assert_eq!(report["peers"][0]["node_id"], seeder_id.as_str());
+    // …and a different node behind that address is refused even if it serves the file.
+    let impostor = Seeder::start(&s.dir.join("impostor"), 1);
+    let r = get_via(&s, &format!("{seeder_id}@{}", impostor.addr), &s.dir.join("x.bin"), &[]);
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("pinned"), "{}", stderr_of(&r));
+    drop(impostor);
+    // A malformed pin is a usage error.
+    let r = get_via(&s, &format!("xyz@{}", seeder.addr), &s.dir.join("y.bin"), &[]);
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("is not a node ID"), "{}", stderr_of(&r));
+    seeder.stop();
+}
+
+#[test]
+fn private_networks_and_encryption_settings_must_match() {
+    let s = setup(300_000);
+    let secret = s.dir.join("net.secret");
+    let wrong = s.dir.join("wrong.secret");
+    fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    fs::write(&wrong, "fedcba9876543210fedcba9876543210\n").unwrap();
+    let secret_str = secret.display().to_string();
+    let seeder = Seeder::start_with_args(&s.data, 1, &["--network-secret", &secret_str]);
+    let peer = seeder.peer();
+    let secret_arg = |p: &Path| vec!["--network-secret".to_owned(), p.display().to_string()];
+    let try_get = |name: &str, pre: Vec<String>, post: &[&str]| {
+        let out = s.dir.join(name);
+        let r = fm(&s.client)
+            .args(pre)
+            .args(["--json", "get", &s.id, "--peer", &peer, "-o"])
+            .arg(&out)
+            .args(post)
+            .output()
+            .unwrap();
+        (r, out)
+    };
+    for (name, pre) in [("none.bin", vec![]), ("wrong.bin", secret_arg(&wrong))] {
+        let (r, out) = try_get(name, pre, &[]);
+        assert!(!r.status.success(), "{name}");
+        assert!(stderr_of(&r).contains("wrong network secret"), "{name}: {}", stderr_of(&r));
+        assert!(!out.exists());
+    }
+    let (r, out) = try_get("enc.bin", secret_arg(&secret), &["--encryption", "off"]);
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("encryption settings differ"), "{}", stderr_of(&r));
+    assert!(!out.exists());
+    let (r, out) = try_get("right.bin", secret_arg(&secret), &[]);
+    assert!(r.status.success(), "{}", stderr_of(&r));
+    assert!(fs::read(&out).unwrap() == s.original);
+    // A secret file too short to be a key is refused before anything starts.
+    let short = s.dir.join("short.secret");
+    fs::write(&short, "tiny").unwrap();
+    let (r, _) = try_get("short.bin", secret_arg(&short), &[]);
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("short.secret"), "{}", stderr_of(&r));
+    let stats = seeder.stop();
+    assert!(stats["handshakes_failed"].as_u64().unwrap() >= 3, "{stats}");
+}
+
+/// Captures loopback traffic on `port` while `f` runs and returns the raw capture.
+fn capture(dir: &Path, port: u16, f: impl FnOnce()) -> Vec<u8> {
+    let pcap = dir.join(format!("cap-{port}.pcap"));
+    let mut tcpdump = Command::new("tcpdump")
+        // A 64 MiB capture buffer: loopback moves the file faster than tcpdump writes.
+        .args(["-i", "lo", "-U", "-s", "0", "-B", "65536", "-w"])
+        .arg(&pcap)
+        .args(["tcp", "port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump is needed for this test (apt install tcpdump)");
+    // tcpdump says "listening on lo" once the capture is live.
+    let mut err = tcpdump.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut b = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("listening on") {
+        let n = err.read(&mut b).unwrap();
+        assert!(n > 0, "tcpdump failed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&b[..n]);
+    }
+    f();
+    // Let the last packets reach the capture, then stop it cleanly.
+    std::thread::sleep(Duration::from_millis(300));
+    signal(tcpdump.id(), "INT");
+    tcpdump.wait().unwrap();
+    fs::read(&pcap).unwrap()
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+#[test]
+fn a_packet_capture_shows_no_plaintext_with_encryption_on() {
+    const MARKER: &[u8] = b"<<FURYMESH-PLAINTEXT-MARKER-7f3a>>";
+    let t = tempdir();
+    let data = t.path().join("seeder");
+    let f = t.path().join("marked.bin");
+    let content: Vec<u8> = MARKER.iter().copied().cycle().take(4 << 20).collect();
+    fs::write(&f, &content).unwrap();
+    let id = publish_id(&data, &f, &[]);
+    for (mode, expect_marker) in [("on", false), ("off", true)] {
+        let seeder = Seeder::start_with_args(&data, 1, &["--encryption", mode]);
+        let out = t.path().join(format!("out-{mode}.bin"));
+        let pcap = capture(t.path(), seeder.addr.port(), || {
+            let r = get_cmd(&t.path().join("client"), &id, &seeder.peer(), &out)
+                .args(["--encryption", mode])
+                .output()
+                .unwrap();
+            assert!(r.status.success(), "{}", stderr_of(&r));
+        });
+        assert!(fs::read(&out).unwrap() == content);
+        let seen = count(&pcap, MARKER);
+        // The capture holds most of the transfer (the kernel may drop some packets when
+        // tcpdump falls behind; what it holds is what is checked).
+        assert!(pcap.len() > 2 << 20, "the capture missed the transfer ({} bytes)", pcap.len());
+        if expect_marker {
+            // The control: the same capture with plaintext records does show the marker,
+            // so the capture works and the check above means something.
+            assert!(seen > 1000, "plaintext run: marker seen {seen} times");
+        } else {
+            assert_eq!(seen, 0, "encrypted run: the marker is on the wire");
+        }
+        seeder.stop();
+    }
+}
