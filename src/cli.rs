@@ -601,7 +601,6 @@ fn seed(dir: &Path, a: &SeedArgs, network: Option<NetworkSecret>, json: bool) ->
     let security = security(dir, network, a.encryption.value)?;
     let node_id = security.node_id();
     let dht = DhtServerOptions {
-        node_id,
         bootstrap: a.bootstrap.clone(),
         table_path: Some(dir.join("dht-table.fmt")),
         provide: files.iter().map(|e| e.info.file_id.dht_key()).collect(),
@@ -634,10 +633,10 @@ fn seed(dir: &Path, a: &SeedArgs, network: Option<NetworkSecret>, json: bool) ->
     Ok(0)
 }
 
-fn dht(d: &DhtCommandArgs, _network: Option<NetworkSecret>, json: bool) -> Result<i32> {
+fn dht(d: &DhtCommandArgs, network: Option<NetworkSecret>, json: bool) -> Result<i32> {
     let (q, b) = match d {
         DhtCommandArgs::Ping { addr } => {
-            let p = node::ping(*addr)?;
+            let p = node::ping(*addr, network)?;
             print_json_or(json, &p, || {
                 format!("{} is node {} (rtt {:.2} ms)", p.addr, p.node_id, p.rtt_ms)
             });
@@ -648,7 +647,8 @@ fn dht(d: &DhtCommandArgs, _network: Option<NetworkSecret>, json: bool) -> Resul
         }
         DhtCommandArgs::FindNode { id, bootstrap } => (DhtQuery::FindNode(*id), bootstrap),
     };
-    let answer = node::query(&b.addrs, q, std::time::Duration::from_secs(b.timeout_secs))?;
+    let limit = std::time::Duration::from_secs(b.timeout_secs);
+    let answer = node::query(&b.addrs, q, network, limit)?;
     print_json_or(json, &answer, || {
         let mut s: String =
             answer.contacts.iter().map(|c| format!("{}  {}\n", c.node_id, c.addr)).collect();
@@ -669,7 +669,8 @@ fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> R
     let mut peers = a.peer.clone();
     if !a.bootstrap.is_empty() {
         let q = DhtQuery::FindProviders(a.file_id.dht_key());
-        let found = node::query(&a.bootstrap, q, std::time::Duration::from_secs(15))
+        let network = security.network().cloned();
+        let found = node::query(&a.bootstrap, q, network, std::time::Duration::from_secs(15))
             .context("cannot find providers through the DHT")?;
         // A provider found through the DHT must prove the node ID its record names.
         peers.extend(

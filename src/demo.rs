@@ -101,7 +101,6 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
     let mut seeders: Vec<Seeder> = Vec::new();
     for security in nodes {
         let dht = DhtServerOptions {
-            node_id: security.node_id(),
             bootstrap: seeders.last().map(|s| vec![s.addr()]).unwrap_or_default(),
             table_path: None,
             provide: vec![key],
@@ -203,7 +202,7 @@ fn discover(bootstrap: SocketAddr, key: Key) -> Result<Vec<ContactJson>> {
     let mut best = Vec::new();
     loop {
         let answer =
-            node::query(&[bootstrap], DhtQuery::FindProviders(key), Duration::from_secs(5))?;
+            node::query(&[bootstrap], DhtQuery::FindProviders(key), None, Duration::from_secs(5))?;
         if answer.contacts.len() > best.len() {
             best = answer.contacts;
         }

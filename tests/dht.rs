@@ -12,9 +12,21 @@ use common::*;
 /// Polls `dht find-providers` through `via` until it lists `provider` (announcements are
 /// paced and travel the chain) or the deadline passes.
 fn wait_for_provider(data: &std::path::Path, id: &str, via: &str, provider: &str) {
+    wait_for_provider_with(data, id, via, provider, &[]);
+}
+
+/// [`wait_for_provider`] with extra global flags (e.g. `--network-secret`).
+fn wait_for_provider_with(
+    data: &std::path::Path,
+    id: &str,
+    via: &str,
+    provider: &str,
+    extra: &[&str],
+) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = fm(data)
+            .args(extra)
             .args([
                 "--json",
                 "dht",
@@ -122,4 +134,154 @@ fn hostile_datagrams_are_dropped_and_counted_and_the_node_keeps_answering() {
         .unwrap();
     assert!(!r.status.success());
     assert!(stderr_of(&r).contains("no DHT node answered"), "{}", stderr_of(&r));
+}
+
+/// Sends `msg` (with `proof`) to `to` and returns whether the node stored the record (an
+/// `AnnounceAck { stored: true }` came back) — a dropped announcement gets no answer.
+fn announce(
+    sock: &UdpSocket,
+    to: std::net::SocketAddr,
+    msg: &furymesh::dht::DhtMessage,
+    proof: Option<&furymesh::wire::AnnounceProof>,
+) -> bool {
+    use furymesh::dht::DhtBody;
+    let mut buf = Vec::new();
+    furymesh::wire::encode_dht_proved(msg, proof, &mut buf);
+    assert!(buf.len() <= furymesh::wire::DHT_DATAGRAM_MAX_BYTES, "{} bytes", buf.len());
+    sock.send_to(&buf, to).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut rx = [0u8; 2048];
+    while let Ok((n, _)) = sock.recv_from(&mut rx) {
+        if let Ok(reply) = furymesh::wire::decode_dht(&rx[..n]) {
+            if reply.tx == msg.tx {
+                return matches!(reply.body, DhtBody::AnnounceAck { stored: true });
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn forged_provider_records_are_ignored() {
+    use furymesh::crypto::{sign_provider_record, FileId};
+    use furymesh::dht::{Contact, DhtBody, DhtMessage, NodeId};
+    use furymesh::wire::{provider_addr_bytes, AnnounceProof};
+
+    let t = tempdir();
+    let data = t.path().join("data");
+    let node = Seeder::start_with(&data, 1, "127.0.0.1:0", &[]);
+    let file_id = FileId([9; 32]);
+    let key = file_id.dht_key();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sock.local_addr().unwrap();
+    // The attacker holds fixture identity 14; the victim it would impersonate is 15.
+    let attacker = fixture_session(14);
+    let victim = fixture_session(15).node_id();
+    let msg = |id: NodeId, tx: u64| {
+        let c = Contact { id, addr: me };
+        DhtMessage {
+            tx,
+            sender: c,
+            body: DhtBody::AnnounceProvider { key, provider: c },
+            read_only: false,
+        }
+    };
+    let expires = unix_now() + 3600;
+    let proof = |signed_key: [u8; 20], signed_addr: std::net::SocketAddr| AnnounceProof {
+        certificate: attacker.certificate_bytes().to_vec(),
+        expires,
+        signature: sign_provider_record(
+            &attacker,
+            &signed_key,
+            &provider_addr_bytes(signed_addr),
+            expires,
+        ),
+    };
+    let good = proof(*key.as_bytes(), me);
+    let other_addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    // Unsigned, or signed by someone else for the victim's ID, or signed for another key,
+    // another address, or a later expiry: all dropped.
+    assert!(!announce(&sock, node.addr, &msg(victim, 1), None));
+    assert!(!announce(&sock, node.addr, &msg(victim, 2), Some(&good)));
+    assert!(!announce(&sock, node.addr, &msg(attacker.node_id(), 3), Some(&proof([1; 20], me))));
+    assert!(!announce(
+        &sock,
+        node.addr,
+        &msg(attacker.node_id(), 4),
+        Some(&proof(*key.as_bytes(), other_addr))
+    ));
+    let stretched = AnnounceProof { expires: expires + 1, ..good.clone() };
+    assert!(!announce(&sock, node.addr, &msg(attacker.node_id(), 5), Some(&stretched)));
+    // The control: the same node announcing itself with its own signature is stored.
+    assert!(announce(&sock, node.addr, &msg(attacker.node_id(), 6), Some(&good)));
+
+    let out = run_ok(fm(&data).args([
+        "--json",
+        "dht",
+        "find-providers",
+        &file_id.to_hex(),
+        "--bootstrap",
+        &node.peer(),
+    ]));
+    let found = json(&out);
+    let ids: Vec<_> =
+        found["contacts"].as_array().unwrap().iter().map(|c| c["node_id"].clone()).collect();
+    assert_eq!(ids, vec![serde_json::Value::from(attacker.node_id().to_string())], "{found}");
+    let stats = node.stop();
+    assert_eq!(stats["dht"]["announcements_rejected"], 5, "{stats}");
+}
+
+#[test]
+fn a_private_network_dht_ignores_outsiders() {
+    let t = tempdir();
+    let (data, outsider, client) =
+        (t.path().join("private"), t.path().join("outsider"), t.path().join("client"));
+    let (secret, wrong) = (t.path().join("net.secret"), t.path().join("wrong.secret"));
+    fs::write(&secret, "private network secret, 32 bytes").unwrap();
+    fs::write(&wrong, "another network's secret, 32 b..").unwrap();
+    let f = t.path().join("f.bin");
+    let bytes = write_file(&f, 400_000, 8);
+    let id = publish_id(&data, &f, &[]);
+    let s = secret.display().to_string();
+    let node = Seeder::start_with_args(&data, 1, &["--network-secret", &s]);
+    // A second member of the network, so the announcement has somewhere to go.
+    let member = Seeder::start_with_args(
+        &t.path().join("member"),
+        1,
+        &["--network-secret", &s, "--bootstrap", &node.peer()],
+    );
+    // An outsider node tries to join through it, and would land in its table if it could.
+    let out_node = Seeder::start_with(&outsider, 1, "127.0.0.1:0", &[node.peer()]);
+
+    let dht = |extra: &[&str], args: &[&str]| {
+        fm(&client).args(extra).args(["--json", "dht"]).args(args).output().unwrap()
+    };
+    let w = wrong.display().to_string();
+    // Without the secret, and with the wrong one: no answer (each check costs its timeout,
+    // so one of each).
+    let r = dht(&[], &["ping", &node.peer()]);
+    assert!(!r.status.success(), "ping answered without the secret");
+    assert!(stderr_of(&r).contains("no DHT node answered"), "{}", stderr_of(&r));
+    let r = dht(
+        &["--network-secret", &w],
+        &["find-providers", &id, "--bootstrap", &node.peer(), "--timeout-secs", "3"],
+    );
+    assert!(!r.status.success(), "query answered with the wrong secret");
+    let r = dht(&["--network-secret", &s], &["ping", &node.peer()]);
+    assert!(r.status.success(), "{}", stderr_of(&r));
+    wait_for_provider_with(&client, &id, &node.peer(), &node.peer(), &["--network-secret", &s]);
+    // The whole path inside the network: providers through the DHT, transfer with the secret.
+    let o = t.path().join("o.bin");
+    run_ok(
+        fm(&client)
+            .args(["--network-secret", &s, "get", &id, "--bootstrap", &node.peer(), "-o"])
+            .arg(&o),
+    );
+    assert!(fs::read(&o).unwrap() == bytes);
+    out_node.stop();
+    member.stop();
+    let stats = node.stop();
+    // Only the member got into the routing table; the outsiders' datagrams were counted.
+    assert_eq!(stats["dht"]["table_len"], 1, "{stats}");
+    assert!(stats["dht"]["wrong_network"].as_u64().unwrap() >= 3, "{stats}");
 }

@@ -24,11 +24,17 @@ use glommio::net::UdpSocket;
 use serde::Serialize;
 
 use super::run_local;
+use super::secure::NodeSecurity;
+use crate::crypto::handshake::NETWORK_TAG_BYTES;
+use crate::crypto::{
+    network_tag, sign_provider_record, verify_network_tag, verify_provider_record, Certificate,
+    NetworkSecret,
+};
 use crate::dht::{
     Contact, Dht, DhtBody, DhtCommand, DhtConfig, DhtEvent, DhtMessage, Key, LookupStats, NodeId,
 };
 use crate::storage::write_atomic;
-use crate::wire::{self, DHT_DATAGRAM_MAX_BYTES};
+use crate::wire::{self, provider_addr_bytes, AnnounceProof, DHT_DATAGRAM_MAX_BYTES};
 
 /// How often the driver checks the core's timers, its commands and the stop flag. DHT
 /// timeouts are around a second, so 20 ms of slack is noise.
@@ -67,9 +73,73 @@ pub struct DhtNodeStats {
     /// Datagrams that failed decoding (dropped before the core saw them).
     pub bad_datagrams: u64,
     pub send_errors: u64,
+    /// Datagrams dropped because their network tag did not verify (a node outside this
+    /// private network, or a public node talking to a private one).
+    pub wrong_network: u64,
+    /// `AnnounceProvider`s dropped because the provider's signature, certificate or node ID
+    /// did not verify: forged or unsigned provider records.
+    pub announcements_rejected: u64,
     pub table_len: usize,
     pub provider_records: usize,
     pub announcements: u64,
+}
+
+/// What secures a node's datagrams: the private network's secret (a tag on every
+/// datagram), and for a node that announces, the identity that signs its provider records.
+#[derive(Clone, Default)]
+struct DhtAuth {
+    network: Option<NetworkSecret>,
+    signer: Option<Arc<NodeSecurity>>,
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Appends the network tag (private networks only).
+fn seal_datagram(buf: &mut Vec<u8>, network: Option<&NetworkSecret>) {
+    if let Some(secret) = network {
+        let tag = network_tag(secret, buf);
+        buf.extend_from_slice(&tag);
+    }
+}
+
+/// Strips and checks the network tag; `None`: not from this network.
+fn open_datagram<'a>(datagram: &'a [u8], network: Option<&NetworkSecret>) -> Option<&'a [u8]> {
+    let Some(secret) = network else { return Some(datagram) };
+    let split = datagram.len().checked_sub(NETWORK_TAG_BYTES)?;
+    let (body, tag) = datagram.split_at(split);
+    verify_network_tag(secret, body, tag).then_some(body)
+}
+
+/// Checks that an `AnnounceProvider` was signed by the provider itself: a certificate that
+/// verifies (RSA public key → node ID), names the provider's node ID, and whose session key
+/// signed this key, this address and this expiry. Forged, replayed-elsewhere and unsigned
+/// records fail.
+fn verify_announce(
+    msg: &DhtMessage,
+    proof: Option<&AnnounceProof>,
+    now: u64,
+    ttl_max: u64,
+) -> Result<(), &'static str> {
+    let DhtBody::AnnounceProvider { key, provider } = &msg.body else { return Ok(()) };
+    let proof = proof.ok_or("unsigned")?;
+    if *provider != msg.sender {
+        return Err("provider is not the sender");
+    }
+    if proof.expires > now.saturating_add(ttl_max) {
+        return Err("expiry too far ahead");
+    }
+    let cert = Certificate::from_bytes(&proof.certificate)
+        .and_then(|c| c.verify(now))
+        .map_err(|_| "certificate does not verify")?;
+    if cert.node_id() != provider.id {
+        return Err("certificate of another node");
+    }
+    let addr = provider_addr_bytes(provider.addr);
+    verify_provider_record(&cert, key.as_bytes(), &addr, proof.expires, &proof.signature, now)
+        .map_err(|_| "signature does not verify")?;
+    Ok(())
 }
 
 /// A sans-IO core plus its socket.
@@ -78,15 +148,33 @@ struct Driver {
     socket: UdpSocket,
     events: RefCell<VecDeque<DhtEvent>>,
     stats: RefCell<DhtNodeStats>,
+    auth: DhtAuth,
+    provider_ttl_secs: u64,
 }
 
 impl Driver {
-    fn new(socket: UdpSocket, dht: Dht) -> Rc<Self> {
+    fn new(socket: UdpSocket, dht: Dht, auth: DhtAuth, provider_ttl_secs: u64) -> Rc<Self> {
         Rc::new(Self {
             dht: RefCell::new(dht),
             socket,
             events: RefCell::new(VecDeque::new()),
             stats: RefCell::new(DhtNodeStats::default()),
+            auth,
+            provider_ttl_secs,
+        })
+    }
+
+    /// Our signature on an announcement of ourselves.
+    fn proof_for(&self, msg: &DhtMessage) -> Option<AnnounceProof> {
+        let DhtBody::AnnounceProvider { key, provider } = &msg.body else { return None };
+        let session = self.auth.signer.as_ref()?.session();
+        let expires = now_unix() + self.provider_ttl_secs;
+        let addr = provider_addr_bytes(provider.addr);
+        let signature = sign_provider_record(&session, key.as_bytes(), &addr, expires);
+        Some(AnnounceProof {
+            certificate: session.certificate_bytes().to_vec(),
+            expires,
+            signature,
         })
     }
 
@@ -107,7 +195,9 @@ impl Driver {
             std::iter::from_fn(|| self.dht.borrow_mut().poll_transmit()).collect();
         let mut buf = Vec::with_capacity(DHT_DATAGRAM_MAX_BYTES);
         for (addr, msg) in out {
-            wire::encode_dht(&msg, &mut buf);
+            let proof = self.proof_for(&msg);
+            wire::encode_dht_proved(&msg, proof.as_ref(), &mut buf);
+            seal_datagram(&mut buf, self.auth.network.as_ref());
             let sent = self.socket.send_to(&buf, addr).await;
             let mut st = self.stats.borrow_mut();
             match sent {
@@ -132,15 +222,25 @@ impl Driver {
     /// Receives datagrams forever (one long-lived receive future: dropping a pending
     /// `recv_from` could lose a datagram). Runs as its own task.
     async fn receive(self: Rc<Self>) {
-        let mut buf = vec![0u8; DHT_DATAGRAM_MAX_BYTES + 1];
+        let mut buf = vec![0u8; DHT_DATAGRAM_MAX_BYTES + NETWORK_TAG_BYTES + 1];
         loop {
             let Ok((n, from)) = self.socket.recv_from(&mut buf).await else {
                 glommio::timer::sleep(TICK).await;
                 continue;
             };
             self.stats.borrow_mut().datagrams_in += 1;
-            match wire::decode_dht(&buf[..n]) {
-                Ok(msg) => {
+            // Cheapest check first: outsiders of a private network are dropped unread.
+            let Some(datagram) = open_datagram(&buf[..n], self.auth.network.as_ref()) else {
+                self.stats.borrow_mut().wrong_network += 1;
+                continue;
+            };
+            match wire::decode_dht_proved(datagram) {
+                Ok((msg, proof)) => {
+                    let ttl_max = 2 * self.provider_ttl_secs;
+                    if verify_announce(&msg, proof.as_ref(), now_unix(), ttl_max).is_err() {
+                        self.stats.borrow_mut().announcements_rejected += 1;
+                        continue;
+                    }
                     self.dht.borrow_mut().handle_datagram(Instant::now(), from, msg);
                     // Answer now rather than at the next tick.
                     self.pump().await;
@@ -171,10 +271,10 @@ impl Driver {
     }
 }
 
-/// What a seeder's DHT does.
+/// What a seeder's DHT does. Its node ID, network secret and announcement signatures come
+/// from the seeder's `NodeSecurity`.
 #[derive(Debug, Clone)]
 pub struct DhtServerOptions {
-    pub node_id: NodeId,
     pub bootstrap: Vec<SocketAddr>,
     /// Where the routing table is saved and restored from.
     pub table_path: Option<PathBuf>,
@@ -192,11 +292,15 @@ pub(super) async fn serve(
     socket: UdpSocket,
     addr: SocketAddr,
     opts: DhtServerOptions,
+    security: Arc<NodeSecurity>,
     stop: Arc<AtomicBool>,
 ) -> DhtNodeStats {
-    let local = Contact { id: opts.node_id, addr };
-    let dht = Dht::new(config_for(addr.ip()), local, rand::random());
-    let driver = Driver::new(socket, dht);
+    let local = Contact { id: security.node_id(), addr };
+    let config = config_for(addr.ip());
+    let ttl = config.provider_ttl.as_secs();
+    let dht = Dht::new(config, local, rand::random());
+    let auth = DhtAuth { network: security.network().cloned(), signer: Some(security) };
+    let driver = Driver::new(socket, dht, auth, ttl);
     let receiver = glommio::spawn_local(driver.clone().receive());
     let saved = opts.table_path.as_ref().and_then(|p| std::fs::read(p).ok());
     if let Some(contacts) = saved.and_then(|b| wire::decode_dht_table(&b).ok()) {
@@ -278,6 +382,7 @@ fn client_bind_addr(toward: SocketAddr) -> SocketAddr {
 pub fn query(
     bootstrap: &[SocketAddr],
     query: DhtQuery,
+    network: Option<NetworkSecret>,
     limit: Duration,
 ) -> Result<DhtAnswer, DhtError> {
     let first =
@@ -290,7 +395,9 @@ pub fn query(
         let local_addr = socket.local_addr().unwrap_or(bind);
         let local = Contact { id: NodeId::from_bytes(rand::random()), addr: local_addr };
         let config = DhtConfig { read_only: true, ..config_for(first.ip()) };
-        let driver = Driver::new(socket, Dht::new(config, local, rand::random()));
+        let ttl = config.provider_ttl.as_secs();
+        let auth = DhtAuth { network, signer: None };
+        let driver = Driver::new(socket, Dht::new(config, local, rand::random()), auth, ttl);
         let _receiver = glommio::spawn_local(driver.clone().receive());
         driver.command(DhtCommand::Bootstrap(bootstrap.clone()));
         let deadline = Instant::now() + limit;
@@ -351,7 +458,7 @@ pub struct PingAnswer {
 }
 
 /// Sends a DHT PING to `addr` (up to 3 tries, 1 s each) and waits for the PONG.
-pub fn ping(addr: SocketAddr) -> Result<PingAnswer, DhtError> {
+pub fn ping(addr: SocketAddr, network: Option<NetworkSecret>) -> Result<PingAnswer, DhtError> {
     run_local(async move {
         let bind = client_bind_addr(addr);
         let socket = UdpSocket::bind(bind)
@@ -361,11 +468,12 @@ pub fn ping(addr: SocketAddr) -> Result<PingAnswer, DhtError> {
             addr: socket.local_addr().unwrap_or(bind),
         };
         let mut buf = Vec::new();
-        let mut rx = vec![0u8; DHT_DATAGRAM_MAX_BYTES + 1];
+        let mut rx = vec![0u8; DHT_DATAGRAM_MAX_BYTES + NETWORK_TAG_BYTES + 1];
         for _ in 0..3 {
             let tx: u64 = rand::random();
             let ping = DhtMessage { tx, sender: me, body: DhtBody::Ping, read_only: true };
             wire::encode_dht(&ping, &mut buf);
+            seal_datagram(&mut buf, network.as_ref());
             let started = Instant::now();
             if socket.send_to(&buf, addr).await.is_err() {
                 continue;
@@ -376,7 +484,8 @@ pub fn ping(addr: SocketAddr) -> Result<PingAnswer, DhtError> {
                 // receive here loses nothing.
                 let got = glommio::timer::timeout(left, socket.recv_from(&mut rx)).await;
                 let Ok((n, from)) = got else { break };
-                match wire::decode_dht(&rx[..n]) {
+                let Some(datagram) = open_datagram(&rx[..n], network.as_ref()) else { continue };
+                match wire::decode_dht(datagram) {
                     Ok(m) if from == addr && m.tx == tx && m.body == DhtBody::Pong => {
                         return Ok(PingAnswer {
                             node_id: m.sender.id.to_string(),

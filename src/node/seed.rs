@@ -320,7 +320,10 @@ async fn run_shard(
     let dht_task = match dht.filter(|_| id.0 == 0) {
         None => None,
         Some(opts) => match dht::bind_server(addr) {
-            Ok(socket) => Some(glommio::spawn_local(dht::serve(socket, addr, opts, stop.clone()))),
+            Ok(socket) => {
+                let task = dht::serve(socket, addr, opts, security.clone(), stop.clone());
+                Some(glommio::spawn_local(task))
+            }
             Err(e) => {
                 let _ = ready.send(Err(io::Error::other(e.to_string())));
                 return SeedStats::default();

@@ -7,6 +7,7 @@ use flatbuffers::FlatBufferBuilder;
 
 use super::generated::furymesh as fb;
 use super::{verifier_options, DecodeError};
+use crate::crypto::identity::{CERTIFICATE_BYTES_MAX, ED25519_SIGNATURE_BYTES};
 use crate::dht::{
     Contact, DhtBody, DhtMessage, Key, NodeId, CONTACTS_PER_MESSAGE_MAX, PROVIDERS_PER_MESSAGE_MAX,
 };
@@ -46,8 +47,37 @@ fn contacts_from_fb(
     Ok(v.iter().map(contact_from_fb).collect())
 }
 
+/// The provider's own signature on an `AnnounceProvider`: its certificate, the record's
+/// expiry and the session key's signature (see `crypto::sign_provider_record`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceProof {
+    /// Encoded `crypto::Certificate`, at most `CERTIFICATE_BYTES_MAX` bytes.
+    pub certificate: Vec<u8>,
+    /// Unix seconds.
+    pub expires: u64,
+    pub signature: [u8; ED25519_SIGNATURE_BYTES],
+}
+
+/// The canonical bytes of a provider's address in a signed record: the IPv6 (IPv4-mapped)
+/// address and the port, little-endian — the same fields a `DhtContact` carries.
+pub fn provider_addr_bytes(addr: SocketAddr) -> [u8; 18] {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    let mut out = [0u8; 18];
+    out[..16].copy_from_slice(&ip.octets());
+    out[16..].copy_from_slice(&addr.port().to_le_bytes());
+    out
+}
+
 /// Encodes `msg` as a datagram (magic + FlatBuffer) into `out`.
 pub fn encode_dht(msg: &DhtMessage, out: &mut Vec<u8>) {
+    encode_dht_proved(msg, None, out);
+}
+
+/// Encodes `msg`, with the provider's proof when it is an `AnnounceProvider`.
+pub fn encode_dht_proved(msg: &DhtMessage, proof: Option<&AnnounceProof>, out: &mut Vec<u8>) {
     let mut fbb = FlatBufferBuilder::with_capacity(512);
     let (kind, target, contacts, providers, provider, stored) = match &msg.body {
         DhtBody::Ping => (fb::DhtKind::PING, None, None, None, None, false),
@@ -92,6 +122,10 @@ pub fn encode_dht(msg: &DhtMessage, out: &mut Vec<u8>) {
     let sender = contact_to_fb(&msg.sender);
     let provider = provider.map(contact_to_fb);
     let target = target.map(fb::DhtId);
+    let (provider_certificate, provider_signature) = match proof {
+        Some(p) => (Some(fbb.create_vector(&p.certificate)), Some(fbb.create_vector(&p.signature))),
+        None => (None, None),
+    };
     let root = fb::DhtPacket::create(
         &mut fbb,
         &fb::DhtPacketArgs {
@@ -104,6 +138,9 @@ pub fn encode_dht(msg: &DhtMessage, out: &mut Vec<u8>) {
             provider: provider.as_ref(),
             stored,
             read_only: msg.read_only,
+            provider_certificate,
+            provider_expires: proof.map_or(0, |p| p.expires),
+            provider_signature,
         },
     );
     fbb.finish_minimal(root);
@@ -114,6 +151,14 @@ pub fn encode_dht(msg: &DhtMessage, out: &mut Vec<u8>) {
 
 /// Verifies and decodes one datagram. Never panics on any input.
 pub fn decode_dht(datagram: &[u8]) -> Result<DhtMessage, DecodeError> {
+    decode_dht_proved(datagram).map(|(m, _)| m)
+}
+
+/// [`decode_dht`], also returning an `AnnounceProvider`'s proof if it carries one (checked
+/// for shape only: the caller verifies the certificate and the signature).
+pub fn decode_dht_proved(
+    datagram: &[u8],
+) -> Result<(DhtMessage, Option<AnnounceProof>), DecodeError> {
     if datagram.len() > DHT_DATAGRAM_MAX_BYTES {
         return Err(DecodeError::TooLong("datagram"));
     }
@@ -141,7 +186,24 @@ pub fn decode_dht(datagram: &[u8]) -> Result<DhtMessage, DecodeError> {
         fb::DhtKind::ANNOUNCE_ACK => DhtBody::AnnounceAck { stored: p.stored() },
         other => return Err(DecodeError::UnknownType(other.0 as i8)),
     };
-    Ok(DhtMessage { tx: p.tx(), sender, body, read_only: p.read_only() })
+    let proof = match (p.provider_certificate(), p.provider_signature()) {
+        (Some(c), Some(sig)) => {
+            if c.len() > CERTIFICATE_BYTES_MAX {
+                return Err(DecodeError::TooLong("provider_certificate"));
+            }
+            let signature = sig
+                .bytes()
+                .try_into()
+                .map_err(|_| DecodeError::WrongLength("provider_signature"))?;
+            Some(AnnounceProof {
+                certificate: c.bytes().to_vec(),
+                expires: p.provider_expires(),
+                signature,
+            })
+        }
+        _ => None,
+    };
+    Ok((DhtMessage { tx: p.tx(), sender, body, read_only: p.read_only() }, proof))
 }
 
 /// Encodes a routing-table snapshot for `DATA_DIR/dht-table.fmt`.

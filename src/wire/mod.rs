@@ -20,7 +20,8 @@ mod generated;
 mod dht;
 
 pub use dht::{
-    decode_dht, decode_dht_table, encode_dht, encode_dht_table, DHT_DATAGRAM_MAX_BYTES, DHT_MAGIC,
+    decode_dht, decode_dht_proved, decode_dht_table, encode_dht, encode_dht_proved,
+    encode_dht_table, provider_addr_bytes, AnnounceProof, DHT_DATAGRAM_MAX_BYTES, DHT_MAGIC,
 };
 use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
 
@@ -50,6 +51,8 @@ pub enum DecodeError {
     BadManifest(&'static str),
     #[error("field `{0}` is longer than allowed")]
     TooLong(&'static str),
+    #[error("field `{0}` has the wrong length")]
+    WrongLength(&'static str),
 }
 
 /// Error codes a seeder returns. Mirrors `ErrorCode` in the schema.

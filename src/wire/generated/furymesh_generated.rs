@@ -2367,6 +2367,9 @@ impl<'a> DhtPacket<'a> {
   pub const VT_PROVIDER: ::flatbuffers::VOffsetT = 16;
   pub const VT_STORED: ::flatbuffers::VOffsetT = 18;
   pub const VT_READ_ONLY: ::flatbuffers::VOffsetT = 20;
+  pub const VT_PROVIDER_CERTIFICATE: ::flatbuffers::VOffsetT = 22;
+  pub const VT_PROVIDER_EXPIRES: ::flatbuffers::VOffsetT = 24;
+  pub const VT_PROVIDER_SIGNATURE: ::flatbuffers::VOffsetT = 26;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2378,7 +2381,10 @@ impl<'a> DhtPacket<'a> {
     args: &'args DhtPacketArgs<'args>
   ) -> ::flatbuffers::WIPOffset<DhtPacket<'bldr>> {
     let mut builder = DhtPacketBuilder::new(_fbb);
+    builder.add_provider_expires(args.provider_expires);
     builder.add_tx(args.tx);
+    if let Some(x) = args.provider_signature { builder.add_provider_signature(x); }
+    if let Some(x) = args.provider_certificate { builder.add_provider_certificate(x); }
     if let Some(x) = args.provider { builder.add_provider(x); }
     if let Some(x) = args.providers { builder.add_providers(x); }
     if let Some(x) = args.contacts { builder.add_contacts(x); }
@@ -2454,6 +2460,27 @@ impl<'a> DhtPacket<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(DhtPacket::VT_READ_ONLY, Some(false)).unwrap()}
   }
+  #[inline]
+  pub fn provider_certificate(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DhtPacket::VT_PROVIDER_CERTIFICATE, None)}
+  }
+  #[inline]
+  pub fn provider_expires(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DhtPacket::VT_PROVIDER_EXPIRES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn provider_signature(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DhtPacket::VT_PROVIDER_SIGNATURE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DhtPacket<'_> {
@@ -2471,6 +2498,9 @@ impl ::flatbuffers::Verifiable for DhtPacket<'_> {
      .visit_field::<DhtContact>("provider", Self::VT_PROVIDER, false)?
      .visit_field::<bool>("stored", Self::VT_STORED, false)?
      .visit_field::<bool>("read_only", Self::VT_READ_ONLY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("provider_certificate", Self::VT_PROVIDER_CERTIFICATE, false)?
+     .visit_field::<u64>("provider_expires", Self::VT_PROVIDER_EXPIRES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("provider_signature", Self::VT_PROVIDER_SIGNATURE, false)?
      .finish();
     Ok(())
   }
@@ -2485,6 +2515,9 @@ pub struct DhtPacketArgs<'a> {
     pub provider: Option<&'a DhtContact>,
     pub stored: bool,
     pub read_only: bool,
+    pub provider_certificate: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub provider_expires: u64,
+    pub provider_signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
 }
 impl<'a> Default for DhtPacketArgs<'a> {
   #[inline]
@@ -2499,6 +2532,9 @@ impl<'a> Default for DhtPacketArgs<'a> {
       provider: None,
       stored: false,
       read_only: false,
+      provider_certificate: None,
+      provider_expires: 0,
+      provider_signature: None,
     }
   }
 }
@@ -2545,6 +2581,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DhtPacketBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<bool>(DhtPacket::VT_READ_ONLY, read_only, false);
   }
   #[inline]
+  pub fn add_provider_certificate(&mut self, provider_certificate: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DhtPacket::VT_PROVIDER_CERTIFICATE, provider_certificate);
+  }
+  #[inline]
+  pub fn add_provider_expires(&mut self, provider_expires: u64) {
+    self.fbb_.push_slot::<u64>(DhtPacket::VT_PROVIDER_EXPIRES, provider_expires, 0);
+  }
+  #[inline]
+  pub fn add_provider_signature(&mut self, provider_signature: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DhtPacket::VT_PROVIDER_SIGNATURE, provider_signature);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DhtPacketBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DhtPacketBuilder {
@@ -2571,6 +2619,9 @@ impl ::core::fmt::Debug for DhtPacket<'_> {
       ds.field("provider", &self.provider());
       ds.field("stored", &self.stored());
       ds.field("read_only", &self.read_only());
+      ds.field("provider_certificate", &self.provider_certificate());
+      ds.field("provider_expires", &self.provider_expires());
+      ds.field("provider_signature", &self.provider_signature());
       ds.finish()
   }
 }
