@@ -78,6 +78,9 @@ pub const RESUME_SAVE_DEFAULT_BYTES: u64 = 16 * 1024 * 1024;
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a seeder lets a connection sit idle (no request) before closing it.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a node's Ed25519 session certificate is valid. The node re-issues it (one local
+/// RSA signature) when less than half is left; peers refuse expired certificates.
+pub const SESSION_KEY_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
 /// Memory glommio may register for I/O per executor. Small because the default memlock
 /// limit on many hosts is 8 MiB for the whole process (see tuning.md).

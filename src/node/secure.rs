@@ -20,13 +20,14 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
 use super::frame::{read_frame, read_payload, FrameError};
+use crate::config::SESSION_KEY_VALIDITY;
 use crate::crypto::handshake::HANDSHAKE_MESSAGE_BYTES_MAX;
 use crate::crypto::rand_core::OsRng;
 use crate::crypto::record::TAG_BYTES;
@@ -39,9 +40,6 @@ use crate::storage::write_atomic;
 
 /// The identity file inside a data directory.
 const IDENTITY_FILE: &str = "identity.pk8.der";
-/// How long a session certificate is valid. A node re-issues it (one local RSA signature)
-/// when less than half of this is left.
-const SESSION_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
 const REFUSAL: u8 = 0x7F;
 
@@ -180,7 +178,7 @@ impl NodeSecurity {
     /// the local clock, not a peer: a peer cannot make the RSA key sign more often.
     pub fn session(&self) -> Arc<SessionIdentity> {
         let mut s = self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if now_unix() + SESSION_VALIDITY.as_secs() / 2 > s.not_after() {
+        if now_unix() + SESSION_KEY_VALIDITY.as_secs() / 2 > s.not_after() {
             match issue(&self.identity) {
                 Ok(fresh) => *s = Arc::new(fresh),
                 Err(e) => eprintln!("furymesh: cannot renew the session key: {e}"),
@@ -202,7 +200,7 @@ impl NodeSecurity {
 fn issue(identity: &Identity) -> Result<SessionIdentity, crate::crypto::IdentityError> {
     let mut seed = Zeroizing::new([0u8; 32]);
     rand::rng().fill_bytes(seed.as_mut());
-    identity.issue_session(&mut OsRng, *seed, now_unix() + SESSION_VALIDITY.as_secs())
+    identity.issue_session(&mut OsRng, *seed, now_unix() + SESSION_KEY_VALIDITY.as_secs())
 }
 
 fn fresh_random() -> HandshakeRandom {
