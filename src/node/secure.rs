@@ -324,12 +324,15 @@ pub(super) struct Link {
     peer: NodeId,
     records: Option<(Sealer, Opener)>,
     tag: [u8; TAG_BYTES],
+    /// A chunk's sealed header, reused so the hot path does not allocate.
+    head: Vec<u8>,
 }
 
 impl Link {
     fn new(session: crate::crypto::Session) -> Self {
         let peer = session.peer_id();
-        Self { peer, records: session.into_records(), tag: [0; TAG_BYTES] }
+        let head = Vec::with_capacity(256);
+        Self { peer, records: session.into_records(), tag: [0; TAG_BYTES], head }
     }
 
     /// The authenticated peer.
@@ -362,9 +365,12 @@ impl Link {
         payload: &[u8],
         scratch: &mut Vec<u8>,
     ) -> io::Result<bool> {
-        let mut head = Vec::with_capacity(header.len() + TAG_BYTES);
+        let mut head = std::mem::take(&mut self.head);
+        head.clear();
         self.push_frame(&mut head, header);
-        w.write_all(&head).await?;
+        let sent = w.write_all(&head).await;
+        self.head = head;
+        sent?;
         let Some((sealer, _)) = &mut self.records else {
             w.write_all(payload).await?;
             return Ok(false);
