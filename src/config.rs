@@ -82,6 +82,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// RSA signature) when less than half is left; peers refuse expired certificates.
 pub const SESSION_KEY_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
+/// Signed DHT announcements a node verifies per second (token bucket, burst of one second's
+/// worth). Each costs an RSA-4096 and an Ed25519 verification (~0.1 ms); beyond the budget
+/// announcements are dropped unverified, so a flood of forged ones cannot take a core.
+pub const DHT_ANNOUNCE_VERIFICATIONS_PER_S: u32 = 500;
+
 /// Memory glommio may register for I/O per executor. Small because the default memlock
 /// limit on many hosts is 8 MiB for the whole process (see tuning.md).
 pub const IO_MEMORY_PER_SHARD_BYTES: usize = 512 * 1024;

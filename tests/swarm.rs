@@ -48,7 +48,14 @@ fn a_corrupt_seeder_among_good_ones_is_banned_and_the_file_still_arrives_intact(
     fs::write(&fb, &corrupt).unwrap();
     fs::File::options().write(true).open(&fb).unwrap().set_modified(mtime).unwrap();
 
-    let seeders = [Seeder::start(&good1, 1), Seeder::start(&good2, 1), Seeder::start(&bad, 1)];
+    // The honest seeders are slowed down so the download cannot finish before the liar has
+    // answered enough requests to be banned, however the connections' start-up races.
+    let slow = ["--max-upload-rate", "2MiB"];
+    let seeders = [
+        Seeder::start_with_args(&good1, 1, &slow),
+        Seeder::start_with_args(&good2, 1, &slow),
+        Seeder::start(&bad, 1),
+    ];
     let out = t.path().join("out.bin");
     let mut cmd = fm(&good1);
     cmd.args(["--json", "get", &id, "-o"]).arg(&out);

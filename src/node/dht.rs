@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use super::run_local;
 use super::secure::NodeSecurity;
+use crate::config::DHT_ANNOUNCE_VERIFICATIONS_PER_S;
 use crate::crypto::handshake::NETWORK_TAG_BYTES;
 use crate::crypto::{
     network_tag, sign_provider_record, verify_network_tag, verify_provider_record, Certificate,
@@ -79,6 +80,9 @@ pub struct DhtNodeStats {
     /// `AnnounceProvider`s dropped because the provider's signature, certificate or node ID
     /// did not verify: forged or unsigned provider records.
     pub announcements_rejected: u64,
+    /// `AnnounceProvider`s dropped unverified because the verification budget
+    /// (`DHT_ANNOUNCE_VERIFICATIONS_PER_S`) was spent: a flood.
+    pub announcements_throttled: u64,
     pub table_len: usize,
     pub provider_records: usize,
     pub announcements: u64,
@@ -142,6 +146,32 @@ fn verify_announce(
     Ok(())
 }
 
+/// A token bucket of announcement verifications per second (see
+/// [`DHT_ANNOUNCE_VERIFICATIONS_PER_S`]).
+struct VerifyBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl VerifyBudget {
+    fn new(now: Instant) -> Self {
+        Self { tokens: f64::from(DHT_ANNOUNCE_VERIFICATIONS_PER_S), at: now }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let rate = f64::from(DHT_ANNOUNCE_VERIFICATIONS_PER_S);
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// A sans-IO core plus its socket.
 struct Driver {
     dht: RefCell<Dht>,
@@ -150,6 +180,7 @@ struct Driver {
     stats: RefCell<DhtNodeStats>,
     auth: DhtAuth,
     provider_ttl_secs: u64,
+    verify_budget: RefCell<VerifyBudget>,
 }
 
 impl Driver {
@@ -161,6 +192,7 @@ impl Driver {
             stats: RefCell::new(DhtNodeStats::default()),
             auth,
             provider_ttl_secs,
+            verify_budget: RefCell::new(VerifyBudget::new(Instant::now())),
         })
     }
 
@@ -236,10 +268,16 @@ impl Driver {
             };
             match wire::decode_dht_proved(datagram) {
                 Ok((msg, proof)) => {
-                    let ttl_max = 2 * self.provider_ttl_secs;
-                    if verify_announce(&msg, proof.as_ref(), now_unix(), ttl_max).is_err() {
-                        self.stats.borrow_mut().announcements_rejected += 1;
-                        continue;
+                    if matches!(msg.body, DhtBody::AnnounceProvider { .. }) {
+                        if !self.verify_budget.borrow_mut().take(Instant::now()) {
+                            self.stats.borrow_mut().announcements_throttled += 1;
+                            continue;
+                        }
+                        let ttl_max = 2 * self.provider_ttl_secs;
+                        if verify_announce(&msg, proof.as_ref(), now_unix(), ttl_max).is_err() {
+                            self.stats.borrow_mut().announcements_rejected += 1;
+                            continue;
+                        }
                     }
                     self.dht.borrow_mut().handle_datagram(Instant::now(), from, msg);
                     // Answer now rather than at the next tick.
@@ -500,4 +538,24 @@ pub fn ping(addr: SocketAddr, network: Option<NetworkSecret>) -> Result<PingAnsw
         Err(DhtError::NoAnswer(addr.to_string()))
     })
     .map_err(DhtError::Executor)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verification_budget_refills_at_its_rate_and_caps_the_burst() {
+        let t0 = Instant::now();
+        let mut b = VerifyBudget::new(t0);
+        let rate = DHT_ANNOUNCE_VERIFICATIONS_PER_S as usize;
+        assert_eq!((0..rate * 3).filter(|_| b.take(t0)).count(), rate);
+        assert!(!b.take(t0));
+        // A tenth of a second later, a tenth of the rate is back.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!((0..rate).filter(|_| b.take(t1)).count(), rate / 10);
+        // Idle for a minute: still at most one second's worth.
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!((0..rate * 3).filter(|_| b.take(t2)).count(), rate);
+    }
 }
