@@ -666,7 +666,16 @@ fn dht(d: &DhtCommandArgs, network: Option<NetworkSecret>, json: bool) -> Result
 
 fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> Result<i32> {
     let security = security(dir, network, a.encryption.value)?;
+    // Trust on first use, remembered: a plain HOST:PORT used before must be the same node.
+    let mut known = node::KnownPeers::load(dir);
     let mut peers = a.peer.clone();
+    let mut pinned_by_known = Vec::new();
+    for p in peers.iter_mut().filter(|p| p.node_id.is_none()) {
+        p.node_id = known.get(p.addr);
+        if p.node_id.is_some() {
+            pinned_by_known.push(p.addr);
+        }
+    }
     if !a.bootstrap.is_empty() {
         let q = DhtQuery::FindProviders(a.file_id.dht_key());
         let network = security.network().cloned();
@@ -713,6 +722,16 @@ fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> R
             if let Some(info) = r.info.clone() {
                 remember_download(dir, info, &a.output);
             }
+            // Remember the peers given with --peer (DHT providers are pinned by their record).
+            for p in &r.peers {
+                let Some(given) = a.peer.iter().find(|g| g.addr == p.addr) else { continue };
+                if let Some(id) = p.node_id.as_deref().and_then(|s| s.parse().ok()) {
+                    known.remember(p.addr, id, given.node_id.is_some());
+                }
+            }
+            if let Err(e) = known.save() {
+                eprintln!("furymesh get: warning: cannot save {}: {e}", known.path().display());
+            }
             print_json_or(json, &r, || {
                 let mut s = format!(
                     "{} -> {}: {} bytes fetched in {:.2} s ({:.1} MB/s), {} chunks fetched, {} reused",
@@ -742,6 +761,17 @@ fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> R
         Err(e @ GetError::Interrupted) => {
             eprintln!("furymesh get: {e}");
             Ok(130)
+        }
+        Err(GetError::Handshake { peer, what })
+            if pinned_by_known.contains(&peer) && what.contains("pinned") =>
+        {
+            bail!(
+                "handshake with {peer} failed: {what}\n\
+             {peer} proved to be another node when this data directory first used it (see \
+             {}); if its identity changed on purpose, delete that line or pin the new ID \
+             with --peer NODE_ID@{peer}",
+                known.path().display()
+            )
         }
         Err(e) => Err(e.into()),
     }

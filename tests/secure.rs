@@ -376,3 +376,38 @@ fn a_packet_capture_shows_no_plaintext_with_encryption_on() {
         seeder.stop();
     }
 }
+
+#[test]
+fn a_known_peer_that_changes_identity_is_refused_until_the_user_says_so() {
+    let s = setup(200_000);
+    let seeder = Seeder::start(&s.data, 1);
+    let addr = seeder.peer();
+    let seeder_id =
+        json(&run_ok(fm(&s.data).args(["--json", "id"])))["node_id"].as_str().unwrap().to_owned();
+    // First use of a plain HOST:PORT: trusted, and remembered.
+    let r = get_via(&s, &addr, &s.dir.join("first.bin"), &[]);
+    assert!(r.status.success(), "{}", stderr_of(&r));
+    let known = fs::read_to_string(s.client.join("known-peers")).unwrap();
+    assert!(known.contains(&format!("{addr} {seeder_id}")), "{known}");
+    seeder.stop();
+    // Another node now answers on that address (same file, different identity).
+    let other = s.dir.join("other");
+    publish(&other, &[&s.dir.join("file.bin")], &["--chunk-size", "64KiB"]);
+    let impostor = Seeder::start_with(&other, 1, &addr, &[]);
+    let out = s.dir.join("second.bin");
+    let r = get_via(&s, &addr, &out, &[]);
+    assert!(!r.status.success());
+    assert!(stderr_of(&r).contains("known-peers"), "{}", stderr_of(&r));
+    assert!(!out.exists());
+    // Pinning the new ID explicitly is the user saying so.
+    let other_id =
+        json(&run_ok(fm(&other).args(["--json", "id"])))["node_id"].as_str().unwrap().to_owned();
+    let r = get_via(&s, &format!("{other_id}@{addr}"), &out, &[]);
+    assert!(r.status.success(), "{}", stderr_of(&r));
+    // …and is remembered: the plain address now means the new node.
+    let known = fs::read_to_string(s.client.join("known-peers")).unwrap();
+    assert!(known.contains(&format!("{addr} {other_id}")), "{known}");
+    let r = get_via(&s, &addr, &s.dir.join("third.bin"), &[]);
+    assert!(r.status.success(), "{}", stderr_of(&r));
+    impostor.stop();
+}

@@ -33,7 +33,7 @@ pub use fetch::{
 };
 pub use secure::{
     create_identity, identity_path, load_identity, load_or_create_identity, read_network_secret,
-    IdentityFileError, NodeSecurity,
+    IdentityFileError, KnownPeers, NodeSecurity,
 };
 pub use seed::{SeedError, SeedOptions, SeedStats, Seeder, ServedFile};
 

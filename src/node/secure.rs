@@ -116,6 +116,84 @@ pub fn load_or_create_identity(data_dir: &Path) -> Result<Identity, IdentityFile
     }
 }
 
+/// The known-peers file inside a data directory.
+const KNOWN_PEERS_FILE: &str = "known-peers";
+
+/// Trust on first use, remembered: the node ID each `HOST:PORT` proved the first time `get`
+/// used it, in `DATA_DIR/known-peers` (`HOST:PORT NODE_ID` per line), like ssh's
+/// known_hosts. A later `get` pins the address to that ID.
+#[derive(Debug, Default)]
+pub struct KnownPeers {
+    path: PathBuf,
+    peers: std::collections::BTreeMap<std::net::SocketAddr, NodeId>,
+    changed: bool,
+}
+
+impl KnownPeers {
+    /// Reads `DATA_DIR/known-peers` (absent: empty). Lines that do not parse are reported on
+    /// stderr and skipped, never fatal.
+    pub fn load(data_dir: &Path) -> Self {
+        let path = data_dir.join(KNOWN_PEERS_FILE);
+        let mut peers = std::collections::BTreeMap::new();
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let parsed = line.split_once(' ').and_then(|(a, id)| {
+                Some((a.trim().parse().ok()?, id.trim().parse::<NodeId>().ok()?))
+            });
+            match parsed {
+                Some((addr, id)) => {
+                    peers.insert(addr, id);
+                }
+                None => eprintln!(
+                    "furymesh: {}:{}: not `HOST:PORT NODE_ID`, ignored",
+                    path.display(),
+                    n + 1
+                ),
+            }
+        }
+        Self { path, peers, changed: false }
+    }
+
+    /// Where the file lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The node `addr` proved when first used, if it was.
+    pub fn get(&self, addr: std::net::SocketAddr) -> Option<NodeId> {
+        self.peers.get(&addr).copied()
+    }
+
+    /// Remembers `addr` as `id`: if it is new, or (`overwrite`, for an explicit
+    /// `NODE_ID@HOST:PORT` that just succeeded) replacing what was known.
+    pub fn remember(&mut self, addr: std::net::SocketAddr, id: NodeId, overwrite: bool) {
+        let old = self.peers.get(&addr).copied();
+        if old.is_none() || (overwrite && old != Some(id)) {
+            self.peers.insert(addr, id);
+            self.changed = true;
+        }
+    }
+
+    /// Writes the file (atomically) if anything was added.
+    pub fn save(&self) -> io::Result<()> {
+        if !self.changed {
+            return Ok(());
+        }
+        let mut text = String::from(
+            "# HOST:PORT NODE_ID — the node each peer proved when `furymesh get` first used it.\n\
+             # Delete a line if that peer's identity changed on purpose.\n",
+        );
+        for (addr, id) in &self.peers {
+            text.push_str(&format!("{addr} {id}\n"));
+        }
+        write_atomic(&self.path, text.as_bytes())
+    }
+}
+
 fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -155,7 +233,7 @@ impl NodeSecurity {
         network: Option<NetworkSecret>,
         encryption: Encryption,
     ) -> Result<Arc<Self>, crate::crypto::IdentityError> {
-        let session = Arc::new(issue(&identity)?);
+        let session = Arc::new(issue(&identity, now_unix())?);
         Ok(Arc::new(Self { identity, session: Mutex::new(session), network, encryption }))
     }
 
@@ -177,9 +255,13 @@ impl NodeSecurity {
     /// The current session key, re-issued when half its validity is gone. The trigger is
     /// the local clock, not a peer: a peer cannot make the RSA key sign more often.
     pub fn session(&self) -> Arc<SessionIdentity> {
+        self.session_at(now_unix())
+    }
+
+    fn session_at(&self, now: u64) -> Arc<SessionIdentity> {
         let mut s = self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if now_unix() + SESSION_KEY_VALIDITY.as_secs() / 2 > s.not_after() {
-            match issue(&self.identity) {
+        if now + SESSION_KEY_VALIDITY.as_secs() / 2 > s.not_after() {
+            match issue(&self.identity, now) {
                 Ok(fresh) => *s = Arc::new(fresh),
                 Err(e) => eprintln!("furymesh: cannot renew the session key: {e}"),
             }
@@ -197,10 +279,10 @@ impl NodeSecurity {
     }
 }
 
-fn issue(identity: &Identity) -> Result<SessionIdentity, crate::crypto::IdentityError> {
+fn issue(identity: &Identity, now: u64) -> Result<SessionIdentity, crate::crypto::IdentityError> {
     let mut seed = Zeroizing::new([0u8; 32]);
     rand::rng().fill_bytes(seed.as_mut());
-    identity.issue_session(&mut OsRng, *seed, now_unix() + SESSION_KEY_VALIDITY.as_secs())
+    identity.issue_session(&mut OsRng, *seed, now + SESSION_KEY_VALIDITY.as_secs())
 }
 
 fn fresh_random() -> HandshakeRandom {
@@ -422,5 +504,33 @@ impl Link {
             opener.open_in_place(&aad, buf, &self.tag)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = include_bytes!("../../tests/fixtures/identities/node00.pk8.der");
+
+    #[test]
+    fn the_session_key_is_renewed_at_half_life_and_not_before() {
+        let sec = NodeSecurity::new(Identity::from_pkcs8_der(KEY).unwrap(), None, Encryption::On)
+            .unwrap();
+        let first = sec.session();
+        let (issued, life) =
+            (first.not_after() - SESSION_KEY_VALIDITY.as_secs(), SESSION_KEY_VALIDITY.as_secs());
+        // Until half the validity is gone, every handshake gets the same key.
+        let same = sec.session_at(issued + life / 2 - 60);
+        assert_eq!(same.certificate_bytes(), first.certificate_bytes());
+        // After that, a new one, valid a full period from then, for the same node.
+        let later = issued + life / 2 + 60;
+        let renewed = sec.session_at(later);
+        assert_ne!(renewed.certificate_bytes(), first.certificate_bytes());
+        assert_eq!(renewed.node_id(), first.node_id());
+        assert_eq!(renewed.not_after(), later + life);
+        // A peer accepts the renewed certificate at that time.
+        let cert = crate::crypto::Certificate::from_bytes(renewed.certificate_bytes()).unwrap();
+        assert_eq!(cert.verify(later).unwrap().node_id(), sec.node_id());
     }
 }
