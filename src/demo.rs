@@ -127,8 +127,9 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
     }
 
     say(format!(
-        "5. downloading from all {} providers at once with `get` (rarest first, verify every \
-         chunk, write through io_uring)",
+        "5. downloading from all {} providers at once with `get` (each must prove the node ID \
+         its signed DHT record names; AES-256-GCM records; rarest first, verify every chunk, \
+         write through io_uring)",
         providers.len()
     ));
     let get_opts = GetOptions {
