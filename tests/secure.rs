@@ -1,5 +1,5 @@
 //! Connection security end to end, through real processes on loopback: a man in the middle
-//! flipping single bits, a replayed handshake, pinned node IDs, private networks, mismatched
+//! flipping single bits or cutting the stream, a replayed handshake, pinned node IDs, private networks, mismatched
 //! encryption settings, and a packet capture that must not show the plaintext.
 
 mod common;
@@ -23,6 +23,8 @@ struct Tamper {
     to_client: Option<u64>,
     /// …or of the client→seeder stream.
     to_seeder: Option<u64>,
+    /// Cut the seeder→client stream after this many bytes (then close both ways).
+    cut_to_client: Option<u64>,
 }
 
 /// Bytes one forwarded connection carried each way.
@@ -54,8 +56,10 @@ impl Proxy {
                 log2.lock().unwrap().push(carried.clone());
                 let (c2, s2, k2) =
                     (client.try_clone().unwrap(), seeder.try_clone().unwrap(), carried.clone());
-                std::thread::spawn(move || pump(c2, s2, t.to_seeder, k2, false));
-                std::thread::spawn(move || pump(seeder, client, t.to_client, carried, true));
+                std::thread::spawn(move || pump(c2, s2, t.to_seeder, None, k2, false));
+                std::thread::spawn(move || {
+                    pump(seeder, client, t.to_client, t.cut_to_client, carried, true)
+                });
             }
         });
         Self { addr, log }
@@ -70,6 +74,7 @@ fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
     flip: Option<u64>,
+    cut: Option<u64>,
     log: Arc<Mutex<Carried>>,
     to_client: bool,
 ) {
@@ -80,6 +85,15 @@ fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        let n = match cut {
+            Some(c) if at + n as u64 >= c => {
+                // Deliver up to the cut, then end the stream both ways.
+                let _ = to.write_all(&buf[..(c - at) as usize]);
+                let _ = from.shutdown(Shutdown::Both);
+                break;
+            }
+            _ => n,
+        };
         if let Some(f) = flip {
             if (at..at + n as u64).contains(&f) {
                 buf[(f - at) as usize] ^= 0x80;
@@ -89,8 +103,8 @@ fn pump(
         {
             let mut l = log.lock().unwrap();
             let side = if to_client { &mut l.to_client } else { &mut l.to_seeder };
-            // Keep the first MiB: enough for handshakes and the first records.
-            let room = (1usize << 20).saturating_sub(side.len());
+            // Keep the first 4 MiB: whole streams of the test files, bounded all the same.
+            let room = (4usize << 20).saturating_sub(side.len());
             side.extend_from_slice(&buf[..n.min(room)]);
         }
         if to.write_all(&buf[..n]).is_err() {
@@ -145,7 +159,7 @@ fn get_via(s: &Setup, peer: &str, out: &Path, extra: &[&str]) -> std::process::O
 }
 
 #[test]
-fn one_flipped_bit_anywhere_closes_the_connection_and_nothing_bad_is_written() {
+fn a_flipped_bit_or_a_cut_anywhere_closes_the_connection_and_nothing_bad_is_written() {
     let s = setup(1 << 20);
     let seeder = Seeder::start(&s.data, 1);
     // A clean run through the proxy first: how many bytes each connection carries.
@@ -155,8 +169,9 @@ fn one_flipped_bit_anywhere_closes_the_connection_and_nothing_bad_is_written() {
     assert!(r.status.success(), "{}", stderr_of(&r));
     let carried = clean.carried();
     // Connection 0 fetches the manifest, connection 1 the chunks.
-    assert_eq!(carried.len(), 2, "{carried:?}");
+    assert_eq!(carried.len(), 2, "{} connections", carried.len());
     let (m, d) = (&carried[0], &carried[1]);
+    assert!(d.to_client.len() > 1 << 20, "the data connection was recorded whole");
     // The ServerHello is the first handshake message the seeder sends.
     let sh = 2 + u16::from_le_bytes([m.to_client[0], m.to_client[1]]) as u64;
     let cases = [
@@ -179,6 +194,11 @@ fn one_flipped_bit_anywhere_closes_the_connection_and_nothing_bad_is_written() {
         (1, Tamper { to_client: Some((1 << 20) + 2 * sh), ..Tamper::default() }),
         // A length prefix's high bit: refused as oversized, not waited for.
         (1, Tamper { to_client: Some(sh + 3), ..Tamper::default() }),
+        // Truncated: the stream ends inside the ServerHello, inside a chunk's payload, and
+        // inside the last tag.
+        (0, Tamper { cut_to_client: Some(sh - 10), ..Tamper::default() }),
+        (1, Tamper { cut_to_client: Some(sh + 300 + 5 * CHUNK as u64), ..Tamper::default() }),
+        (1, Tamper { cut_to_client: Some(d.to_client.len() as u64 - 3), ..Tamper::default() }),
     ];
     for (n, (conn, tamper)) in cases.into_iter().enumerate() {
         let mut plan = vec![Tamper::default(); 2];
