@@ -1,6 +1,7 @@
 //! Connection security end to end, through real processes on loopback: a man in the middle
-//! flipping single bits or cutting the stream, a replayed handshake, pinned node IDs, private networks, mismatched
-//! encryption settings, and a packet capture that must not show the plaintext.
+//! flipping single bits or cutting the stream, a replayed handshake, pinned and remembered
+//! node IDs, private networks, mismatched encryption settings, and a packet capture that
+//! must not show the plaintext.
 
 mod common;
 
