@@ -212,6 +212,10 @@ fn forged_provider_records_are_ignored() {
     ));
     let stretched = AnnounceProof { expires: expires + 1, ..good.clone() };
     assert!(!announce(&sock, node.addr, &msg(attacker.node_id(), 5), Some(&stretched)));
+    // A genuine signed record replayed from another address: refused (it would be stored
+    // under the address it came from, which nobody signed).
+    let elsewhere = UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert!(!announce(&elsewhere, node.addr, &msg(attacker.node_id(), 7), Some(&good)));
     // The control: the same node announcing itself with its own signature is stored.
     assert!(announce(&sock, node.addr, &msg(attacker.node_id(), 6), Some(&good)));
 
@@ -228,7 +232,7 @@ fn forged_provider_records_are_ignored() {
         found["contacts"].as_array().unwrap().iter().map(|c| c["node_id"].clone()).collect();
     assert_eq!(ids, vec![serde_json::Value::from(attacker.node_id().to_string())], "{found}");
     let stats = node.stop();
-    assert_eq!(stats["dht"]["announcements_rejected"], 5, "{stats}");
+    assert_eq!(stats["dht"]["announcements_rejected"], 6, "{stats}");
 }
 
 #[test]

@@ -122,6 +122,7 @@ fn open_datagram<'a>(datagram: &'a [u8], network: Option<&NetworkSecret>) -> Opt
 /// records fail.
 fn verify_announce(
     msg: &DhtMessage,
+    from: SocketAddr,
     proof: Option<&AnnounceProof>,
     now: u64,
     ttl_max: u64,
@@ -130,6 +131,13 @@ fn verify_announce(
     let proof = proof.ok_or("unsigned")?;
     if *provider != msg.sender {
         return Err("provider is not the sender");
+    }
+    // The record is stored under the address the datagram came from, so the signed address
+    // must be that one: a signed record replayed from elsewhere is refused. A node bound to
+    // an unspecified address (0.0.0.0) does not know its own IP and signs the port only.
+    let same_ip = provider.addr.ip().is_unspecified() || provider.addr.ip() == from.ip();
+    if !same_ip || provider.addr.port() != from.port() {
+        return Err("signed for another address");
     }
     if proof.expires > now.saturating_add(ttl_max) {
         return Err("expiry too far ahead");
@@ -274,7 +282,9 @@ impl Driver {
                             continue;
                         }
                         let ttl_max = 2 * self.provider_ttl_secs;
-                        if verify_announce(&msg, proof.as_ref(), now_unix(), ttl_max).is_err() {
+                        let checked =
+                            verify_announce(&msg, from, proof.as_ref(), now_unix(), ttl_max);
+                        if checked.is_err() {
                             self.stats.borrow_mut().announcements_rejected += 1;
                             continue;
                         }
