@@ -302,6 +302,9 @@ fn private_networks_and_encryption_settings_must_match() {
     fs::write(&wrong, "fedcba9876543210fedcba9876543210\n").unwrap();
     let secret_str = secret.display().to_string();
     let seeder = Seeder::start_with_args(&s.data, 1, &["--network-secret", &secret_str]);
+    // The same secret without the final newline is the same secret.
+    let same = s.dir.join("same.secret");
+    fs::write(&same, "0123456789abcdef0123456789abcdef").unwrap();
     let peer = seeder.peer();
     let secret_arg = |p: &Path| vec!["--network-secret".to_owned(), p.display().to_string()];
     let try_get = |name: &str, pre: Vec<String>, post: &[&str]| {
@@ -325,7 +328,7 @@ fn private_networks_and_encryption_settings_must_match() {
     assert!(!r.status.success());
     assert!(stderr_of(&r).contains("encryption settings differ"), "{}", stderr_of(&r));
     assert!(!out.exists());
-    let (r, out) = try_get("right.bin", secret_arg(&secret), &[]);
+    let (r, out) = try_get("right.bin", secret_arg(&same), &[]);
     assert!(r.status.success(), "{}", stderr_of(&r));
     assert!(fs::read(&out).unwrap() == s.original);
     // A secret file too short to be a key is refused before anything starts.

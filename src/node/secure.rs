@@ -198,13 +198,15 @@ fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Reads a network secret file (at least [`NetworkSecret::BYTES_MIN`] bytes; trailing
-/// whitespace counts, so `openssl rand -hex 32 > FILE` works as is on every node).
+/// Reads a network secret file: its bytes without trailing whitespace (so a secret written
+/// with or without a final newline is the same secret), at least
+/// [`NetworkSecret::BYTES_MIN`] of them. `openssl rand -hex 32 > FILE` makes a good one.
 pub fn read_network_secret(path: &Path) -> anyhow::Result<NetworkSecret> {
     let bytes = Zeroizing::new(
         fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
     );
-    NetworkSecret::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    NetworkSecret::from_bytes(&bytes[..end]).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// Everything a node needs to secure its connections: the identity, the current session
