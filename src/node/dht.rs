@@ -35,6 +35,7 @@ use crate::dht::{
     Contact, Dht, DhtBody, DhtCommand, DhtConfig, DhtEvent, DhtMessage, Key, LookupStats, NodeId,
 };
 use crate::storage::write_atomic;
+use crate::transfer::throttle::Throttle;
 use crate::wire::{self, provider_addr_bytes, AnnounceProof, DHT_DATAGRAM_MAX_BYTES};
 
 /// How often the driver checks the core's timers, its commands and the stop flag. DHT
@@ -154,32 +155,6 @@ fn verify_announce(
     Ok(())
 }
 
-/// A token bucket of announcement verifications per second (see
-/// [`DHT_ANNOUNCE_VERIFICATIONS_PER_S`]).
-struct VerifyBudget {
-    tokens: f64,
-    at: Instant,
-}
-
-impl VerifyBudget {
-    fn new(now: Instant) -> Self {
-        Self { tokens: f64::from(DHT_ANNOUNCE_VERIFICATIONS_PER_S), at: now }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        let rate = f64::from(DHT_ANNOUNCE_VERIFICATIONS_PER_S);
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(rate);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// A sans-IO core plus its socket.
 struct Driver {
     dht: RefCell<Dht>,
@@ -188,7 +163,8 @@ struct Driver {
     stats: RefCell<DhtNodeStats>,
     auth: DhtAuth,
     provider_ttl_secs: u64,
-    verify_budget: RefCell<VerifyBudget>,
+    /// Announcement verifications per second (see [`DHT_ANNOUNCE_VERIFICATIONS_PER_S`]).
+    verify_budget: Throttle,
 }
 
 impl Driver {
@@ -200,7 +176,10 @@ impl Driver {
             stats: RefCell::new(DhtNodeStats::default()),
             auth,
             provider_ttl_secs,
-            verify_budget: RefCell::new(VerifyBudget::new(Instant::now())),
+            verify_budget: {
+                let per_s = u64::from(DHT_ANNOUNCE_VERIFICATIONS_PER_S);
+                Throttle::new(per_s, per_s, Instant::now())
+            },
         })
     }
 
@@ -277,7 +256,7 @@ impl Driver {
             match wire::decode_dht_proved(datagram) {
                 Ok((msg, proof)) => {
                     if matches!(msg.body, DhtBody::AnnounceProvider { .. }) {
-                        if !self.verify_budget.borrow_mut().take(Instant::now()) {
+                        if !self.verify_budget.try_take(Instant::now(), 1) {
                             self.stats.borrow_mut().announcements_throttled += 1;
                             continue;
                         }
@@ -548,24 +527,4 @@ pub fn ping(addr: SocketAddr, network: Option<NetworkSecret>) -> Result<PingAnsw
         Err(DhtError::NoAnswer(addr.to_string()))
     })
     .map_err(DhtError::Executor)?
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_verification_budget_refills_at_its_rate_and_caps_the_burst() {
-        let t0 = Instant::now();
-        let mut b = VerifyBudget::new(t0);
-        let rate = DHT_ANNOUNCE_VERIFICATIONS_PER_S as usize;
-        assert_eq!((0..rate * 3).filter(|_| b.take(t0)).count(), rate);
-        assert!(!b.take(t0));
-        // A tenth of a second later, a tenth of the rate is back.
-        let t1 = t0 + Duration::from_millis(100);
-        assert_eq!((0..rate).filter(|_| b.take(t1)).count(), rate / 10);
-        // Idle for a minute: still at most one second's worth.
-        let t2 = t1 + Duration::from_secs(60);
-        assert_eq!((0..rate * 3).filter(|_| b.take(t2)).count(), rate);
-    }
 }

@@ -45,11 +45,44 @@ impl Throttle {
             }
         }
     }
+
+    /// Charges `units` at `now` only if they fit in the burst without waiting; `false`
+    /// (and nothing charged) otherwise. For budgets that drop work instead of delaying it:
+    /// rejected attempts cost nothing, so a flood cannot push the schedule into the future.
+    pub fn try_take(&self, now: Instant, units: u64) -> bool {
+        let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        let cost = ((units as u128 * self.cost_per_byte as u128) >> FRACTION_BITS) as u64;
+        let mut tat = self.tat_ns.load(Ordering::Relaxed);
+        loop {
+            let next = tat.max(now_ns).saturating_add(cost);
+            if next > now_ns.saturating_add(self.burst_ns) {
+                return false;
+            }
+            match self.tat_ns.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(seen) => tat = seen,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn try_take_admits_the_burst_then_the_rate_and_never_charges_a_refusal() {
+        let t0 = crate::sim::epoch();
+        let t = Throttle::new(500, 500, t0);
+        assert_eq!((0..1500).filter(|_| t.try_take(t0, 1)).count(), 500);
+        // A tenth of a second later, a tenth of the rate is back, despite the refusals.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!((0..500).filter(|_| t.try_take(t1, 1)).count(), 50);
+        // Idle for a minute: still one burst's worth.
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!((0..1500).filter(|_| t.try_take(t2, 1)).count(), 500);
+    }
 
     /// Simulates senders that sleep exactly as told and counts what got through in 10 s.
     fn bytes_sent_in_10s(rate: u64, burst: u64, chunk: u64, senders: usize) -> u64 {
