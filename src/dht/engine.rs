@@ -718,6 +718,12 @@ impl Dht {
             Purpose::Refresh => self.refreshes_inflight -= 1,
             Purpose::Announce(key) => {
                 let targets = lookup.closest_responded();
+                if targets.is_empty() {
+                    // No store phase: one would wait for stores that are never sent.
+                    let (key, stored) = self.publisher.finish(key, 0);
+                    self.events.push_back(DhtEvent::Announced { key, stored });
+                    return;
+                }
                 let phase = self.publisher.begin_stores(key, targets.len() as u32);
                 let mut sent = 0;
                 for target in &targets {
@@ -733,10 +739,6 @@ impl Dht {
                 }
                 for _ in sent..targets.len() as u32 {
                     self.store_done(phase, false);
-                }
-                if targets.is_empty() {
-                    let (key, stored) = self.publisher.finish(key, 0);
-                    self.events.push_back(DhtEvent::Announced { key, stored });
                 }
             }
         }
