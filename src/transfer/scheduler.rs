@@ -416,6 +416,10 @@ impl Scheduler {
             return;
         }
         let Some(p) = self.live_peer(peer) else { return };
+        if p.has == *bits {
+            // A partial peer's bitfield is re-sent every half second, mostly unchanged.
+            return;
+        }
         let old = std::mem::replace(&mut p.has, bits.clone());
         self.apply_bits(peer, &old, bits);
         self.invalidate();
@@ -695,11 +699,6 @@ impl Scheduler {
     /// Chunks still missing.
     pub fn missing(&self) -> u32 {
         self.missing
-    }
-
-    /// Our verified chunks.
-    pub fn have(&self) -> &Bitfield {
-        &self.have
     }
 
     /// Checks every internal invariant; panics on a violation. O(chunks × peers): for tests
