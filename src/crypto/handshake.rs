@@ -363,6 +363,7 @@ fn finished_key(prk: &[u8; 32], label: &[u8]) -> Zeroizing<[u8; 32]> {
 /// Verifies a peer's certificate, pin, signature and finished MAC, absorbing each into the
 /// transcript. Shared by both roles.
 struct PeerAuth<'a> {
+    cert: Certificate,
     cert_bytes: &'a [u8],
     signature: [u8; ED25519_SIGNATURE_BYTES],
     fin: [u8; MAC_BYTES],
@@ -375,14 +376,14 @@ fn read_peer_auth<'a>(
     let bad = |what| HandshakeError::Malformed { message, what };
     let start = r.remaining();
     let before = start.len();
-    Certificate::read(r).map_err(|_| bad("certificate"))?;
+    let cert = Certificate::read(r).map_err(|_| bad("certificate"))?;
     let cert_bytes = &start[..before - r.rest_len()];
     let signature = r.array().ok_or(bad("truncated signature"))?;
     let fin = r.array().ok_or(bad("truncated finished MAC"))?;
     if !r.is_empty() {
         return Err(bad("trailing bytes"));
     }
-    Ok(PeerAuth { cert_bytes, signature, fin })
+    Ok(PeerAuth { cert, cert_bytes, signature, fin })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -396,9 +397,7 @@ fn verify_peer(
     expected: Option<NodeId>,
     now_unix: u64,
 ) -> Result<VerifiedCertificate, HandshakeError> {
-    // The certificate parsed in read_peer_auth; parse again to own it.
-    let cert = Certificate::from_bytes(auth.cert_bytes).map_err(HandshakeError::PeerCertificate)?;
-    let verified = cert.verify(now_unix).map_err(HandshakeError::PeerCertificate)?;
+    let verified = auth.cert.verify(now_unix).map_err(HandshakeError::PeerCertificate)?;
     if let Some(expected) = expected {
         if verified.node_id() != expected {
             return Err(HandshakeError::PeerIdMismatch { expected, got: verified.node_id() });
@@ -708,11 +707,6 @@ impl Session {
     /// The authenticated peer's node ID.
     pub fn peer_id(&self) -> NodeId {
         self.peer.node_id()
-    }
-
-    /// The peer's verified certificate (e.g. to check its signed provider records).
-    pub fn peer_certificate(&self) -> &VerifiedCertificate {
-        &self.peer
     }
 
     /// What both sides agreed on.

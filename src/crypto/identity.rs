@@ -281,11 +281,7 @@ impl Certificate {
             .map_err(|_| IdentityError::CertificateSignature)?;
         let session = ed25519_dalek::VerifyingKey::from_bytes(&self.session_public)
             .map_err(|_| IdentityError::MalformedCertificate { what: "session key" })?;
-        Ok(VerifiedCertificate {
-            node_id: NodeId::from_public_key(&self.node_public_der),
-            session,
-            not_after: self.not_after,
-        })
+        Ok(VerifiedCertificate { node_id: NodeId::from_public_key(&self.node_public_der), session })
     }
 }
 
@@ -305,18 +301,12 @@ impl fmt::Debug for Certificate {
 pub struct VerifiedCertificate {
     node_id: NodeId,
     session: ed25519_dalek::VerifyingKey,
-    not_after: u64,
 }
 
 impl VerifiedCertificate {
     /// SHA-256 of the certified RSA public key, truncated to 160 bits.
     pub fn node_id(&self) -> NodeId {
         self.node_id
-    }
-
-    /// End of validity, unix seconds.
-    pub fn not_after(&self) -> u64 {
-        self.not_after
     }
 
     pub(super) fn verify_session_signature(

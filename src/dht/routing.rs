@@ -68,8 +68,8 @@ pub struct RoutingTable {
     buckets: Vec<Bucket>,
     ip_counts: BTreeMap<IpAddr, usize>,
     subnet_counts: BTreeMap<IpAddr, usize>,
+    /// Every stored contact by address (so its size is the table's length).
     addrs: BTreeMap<SocketAddr, NodeId>,
-    len: usize,
 }
 
 /// Number of buckets: one per possible count of leading zero bits of a non-zero distance.
@@ -89,18 +89,17 @@ impl RoutingTable {
             ip_counts: BTreeMap::new(),
             subnet_counts: BTreeMap::new(),
             addrs: BTreeMap::new(),
-            len: 0,
         }
     }
 
     /// Number of stored contacts.
     pub fn len(&self) -> usize {
-        self.len
+        self.addrs.len()
     }
 
     /// Whether no contact is stored.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.addrs.is_empty()
     }
 
     /// Whether `contact` is stored (same id and address).
@@ -153,7 +152,6 @@ impl RoutingTable {
         };
         let bucket = &mut self.buckets[index];
         bucket.entries.retain(|c| c.id != contact.id);
-        self.len -= 1;
         self.addrs.remove(&contact.addr);
         decrement(&mut self.ip_counts, ip_of(&contact.addr));
         decrement(&mut self.subnet_counts, subnet_of(&contact.addr));
@@ -217,8 +215,7 @@ impl RoutingTable {
                 total += 1;
             }
         }
-        assert_eq!(total, self.len);
-        assert_eq!(self.addrs.len(), self.len);
+        assert_eq!(total, self.addrs.len());
         assert_eq!(ips, self.ip_counts);
         assert_eq!(subnets, self.subnet_counts);
         assert!(ips.values().all(|&n| n <= self.per_ip_max), "per-IP cap");
@@ -246,7 +243,6 @@ impl RoutingTable {
 
     fn add(&mut self, index: usize, contact: Contact) {
         self.buckets[index].entries.push(contact);
-        self.len += 1;
         self.addrs.insert(contact.addr, contact.id);
         *self.ip_counts.entry(ip_of(&contact.addr)).or_default() += 1;
         *self.subnet_counts.entry(subnet_of(&contact.addr)).or_default() += 1;

@@ -182,6 +182,18 @@ impl Encoder {
     pub fn frame(&mut self, msg: &Message) -> &[u8] {
         self.fbb.reset();
         let root = build_message(&mut self.fbb, msg);
+        self.finish(root)
+    }
+
+    /// The frame of `Message::FileInfo(info)`, encoded from a borrowed manifest (a seeder
+    /// answers manifest requests from its catalog without cloning up to 32 MiB of hashes).
+    pub fn file_info_frame(&mut self, info: &FileInfo) -> &[u8] {
+        self.fbb.reset();
+        let root = file_info_message(&mut self.fbb, info);
+        self.finish(root)
+    }
+
+    fn finish(&mut self, root: WIPOffset<fb::Message<'static>>) -> &[u8] {
         self.fbb.finish_minimal(root);
         let body = self.fbb.finished_data();
         // Not `finish_size_prefixed`: it aligns fields to the start of the prefix, so the
@@ -226,6 +238,16 @@ fn build_file_info<'a>(
     )
 }
 
+fn file_info_message<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    info: &FileInfo,
+) -> WIPOffset<fb::Message<'a>> {
+    let file_info = Some(build_file_info(fbb, info));
+    let args =
+        fb::MessageArgs { type_: fb::MessageType::FILE_INFO, file_info, ..Default::default() };
+    fb::Message::create(fbb, &args)
+}
+
 fn build_message<'a>(fbb: &mut FlatBufferBuilder<'a>, msg: &Message) -> WIPOffset<fb::Message<'a>> {
     let mut args = fb::MessageArgs::default();
     match msg {
@@ -263,10 +285,7 @@ fn build_message<'a>(fbb: &mut FlatBufferBuilder<'a>, msg: &Message) -> WIPOffse
                 &fb::FileInfoRequestArgs { file_id: Some(id) },
             ));
         }
-        Message::FileInfo(info) => {
-            args.type_ = fb::MessageType::FILE_INFO;
-            args.file_info = Some(build_file_info(fbb, info));
-        }
+        Message::FileInfo(info) => return file_info_message(fbb, info),
         Message::BitfieldRequest { file_id } => {
             let id = id_string(fbb, file_id);
             args.type_ = fb::MessageType::BITFIELD_REQUEST;
@@ -397,14 +416,13 @@ pub fn decode(body: &[u8]) -> Result<Message, DecodeError> {
         )?),
         fb::MessageType::ERROR => {
             let e = m.error().ok_or(DecodeError::MissingField("error"))?;
-            let mut message = e.message().unwrap_or_default().to_owned();
-            if message.len() > ERROR_MESSAGE_MAX_BYTES {
-                let mut cut = ERROR_MESSAGE_MAX_BYTES;
-                while !message.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                message.truncate(cut);
+            // Cut before copying: a peer's message may be as long as the frame allows.
+            let full = e.message().unwrap_or_default();
+            let mut cut = full.len().min(ERROR_MESSAGE_MAX_BYTES);
+            while !full.is_char_boundary(cut) {
+                cut -= 1;
             }
+            let message = full[..cut].to_owned();
             Message::Error {
                 code: code_from_fb(e.code()),
                 message,
