@@ -381,7 +381,7 @@ fn security(
     network: Option<NetworkSecret>,
     encryption: Encryption,
 ) -> Result<Arc<NodeSecurity>> {
-    let identity = node::load_or_create_identity(dir)?;
+    let (identity, _) = node::load_or_create_identity(dir)?;
     NodeSecurity::new(identity, network, encryption).context("cannot certify a session key")
 }
 
@@ -430,16 +430,7 @@ fn print_json_or<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> St
 fn init(dir: &Path, json: bool) -> Result<i32> {
     std::fs::create_dir_all(Catalog::dir_in(dir))
         .with_context(|| format!("cannot create {}", dir.display()))?;
-    let (identity, created) = match node::load_identity(dir) {
-        Ok(identity) => (identity, false),
-        Err(node::IdentityFileError::Missing { .. }) => {
-            if !json {
-                eprintln!("furymesh init: generating an RSA-4096 node identity (a few seconds)");
-            }
-            (node::create_identity(dir)?, true)
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (identity, created) = node::load_or_create_identity(dir)?;
     let node_id = identity.node_id();
     let v = serde_json::json!({
         "data_dir": dir,
@@ -626,8 +617,8 @@ fn seed(dir: &Path, a: &SeedArgs, network: Option<NetworkSecret>, json: bool) ->
     v["cpu_seconds"] = cpu.into();
     print_json_or(json, &v, || {
         format!(
-            "furymesh seed: stopped after {} connections ({} failed the handshake), {} chunks ({} bytes sealed from maps, {} plaintext from maps, {} copied), {} errors",
-            stats.connections, stats.handshakes_failed, stats.chunks_served, stats.payload_bytes_sealed, stats.payload_bytes_from_map, stats.payload_bytes_copied, stats.error_replies
+            "furymesh seed: stopped after {} connections ({} failed the handshake), {} chunks ({} bytes sealed from maps, {} plaintext from maps), {} errors",
+            stats.connections, stats.handshakes_failed, stats.chunks_served, stats.payload_bytes_sealed, stats.payload_bytes_from_map, stats.error_replies
         )
     });
     Ok(0)
@@ -762,9 +753,7 @@ fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> R
             eprintln!("furymesh get: {e}");
             Ok(130)
         }
-        Err(GetError::Handshake { peer, what })
-            if pinned_by_known.contains(&peer) && what.contains("pinned") =>
-        {
+        Err(GetError::WrongNode { peer, what }) if pinned_by_known.contains(&peer) => {
             bail!(
                 "handshake with {peer} failed: {what}\n\
              {peer} proved to be another node when this data directory first used it (see \

@@ -26,27 +26,19 @@ use crate::transfer::Strategy;
 
 /// The demo's nodes: the seeders and the downloader, each with its own identity, kept in
 /// `DATA_DIR/demo/node-N/` so only the first demo pays for generating RSA-4096 keys.
-fn demo_nodes(data_dir: &Path, say: &dyn Fn(String)) -> Result<Vec<Arc<NodeSecurity>>> {
+fn demo_nodes(data_dir: &Path) -> Result<Vec<Arc<NodeSecurity>>> {
     let dirs: Vec<_> =
         (0..=SEEDERS).map(|i| data_dir.join("demo").join(format!("node-{i}"))).collect();
-    if dirs.iter().any(|d| !node::identity_path(d).exists()) {
-        say(format!(
-            "0. creating {} demo node identities (RSA-4096) in {}; only the first demo does this",
-            dirs.len(),
-            data_dir.join("demo").display()
-        ));
-    }
+    // Created in parallel the first time (each says so on stderr).
     let identities: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = dirs
-            .iter()
-            .map(|d| s.spawn(move || node::load_identity(d).or_else(|_| node::create_identity(d))))
-            .collect();
+        let handles: Vec<_> =
+            dirs.iter().map(|d| s.spawn(move || node::load_or_create_identity(d))).collect();
         handles
             .into_iter()
             .map(|h| h.join().map_err(|_| anyhow::anyhow!("key generation panicked")))
             .collect()
     });
-    identities.into_iter().map(|i| Ok(NodeSecurity::new(i??, None, Encryption::On)?)).collect()
+    identities.into_iter().map(|i| Ok(NodeSecurity::new(i??.0, None, Encryption::On)?)).collect()
 }
 
 /// Runs the demo with a generated file of `size` bytes and `shards` shards per side. The
@@ -58,7 +50,7 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
             println!("{s}");
         }
     };
-    let mut nodes = demo_nodes(data_dir, &say)?;
+    let mut nodes = demo_nodes(data_dir)?;
     let downloader = nodes.pop().context("no demo nodes")?;
     // Memory-backed when the host has /dev/shm with room, so the demo shows the network
     // path rather than the disk; otherwise the usual temporary directory.
@@ -185,8 +177,8 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
             ratio
         );
         println!(
-            "seeders: {} chunks, {} payload bytes encrypted in one pass from memory maps, {} copied",
-            stats.chunks_served, stats.payload_bytes_sealed, stats.payload_bytes_copied
+            "seeders: {} chunks, {} payload bytes encrypted in one pass from memory maps",
+            stats.chunks_served, stats.payload_bytes_sealed
         );
         println!("cleaning up {}", tmp.path().display());
     }

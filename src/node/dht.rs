@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use glommio::net::UdpSocket;
 use serde::Serialize;
 
-use super::run_local;
 use super::secure::NodeSecurity;
+use super::{now_unix, run_local};
 use crate::config::DHT_ANNOUNCE_VERIFICATIONS_PER_S;
 use crate::crypto::handshake::NETWORK_TAG_BYTES;
 use crate::crypto::{
@@ -95,10 +95,6 @@ pub struct DhtNodeStats {
 struct DhtAuth {
     network: Option<NetworkSecret>,
     signer: Option<Arc<NodeSecurity>>,
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Appends the network tag (private networks only).

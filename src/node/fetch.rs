@@ -192,6 +192,9 @@ pub enum GetError {
     Protocol { peer: SocketAddr, what: String },
     #[error("handshake with {peer} failed: {what}")]
     Handshake { peer: SocketAddr, what: String },
+    /// The peer proved to be another node than the one pinned for its address.
+    #[error("handshake with {peer} failed: {what}")]
+    WrongNode { peer: SocketAddr, what: String },
     #[error("connection to {peer} closed: {what}")]
     Tampered { peer: SocketAddr, what: String },
     #[error("chunk {chunk_index} from {peer} failed verification (hash mismatch); nothing of it was kept")]
@@ -300,12 +303,13 @@ async fn connect(
             peer,
             what: format!("no answer within {}s", PEER_TIMEOUT.as_secs()),
         },
+        other if other.is_wrong_node() => GetError::WrongNode { peer, what: other.to_string() },
         other => GetError::Handshake { peer, what: other.to_string() },
     })?;
     let mut pins = pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let pinned = *pins.entry(peer).or_insert(link.peer_id());
     if pinned != link.peer_id() {
-        return Err(GetError::Handshake {
+        return Err(GetError::WrongNode {
             peer,
             what: format!("it is node {}, not node {pinned} as before", link.peer_id()),
         });
@@ -557,6 +561,11 @@ async fn conn_loop(
         if banned {
             return Err(GetError::HashMismatch { peer, chunk_index: last_corrupt.unwrap_or(0) });
         }
+        if complete {
+            // Every chunk is verified: answers still in flight are endgame duplicates, not
+            // worth reading (or waiting for from a slow peer).
+            return Ok(());
+        }
         for &chunk in &asked {
             if let Some(t) = &ctx.throttle {
                 let wait = t.reserve(Instant::now(), ctx.info.chunk_len(chunk));
@@ -573,9 +582,6 @@ async fn conn_loop(
             s.write_all(&out).await.map_err(io_err)?;
         }
         let Some(waiting) = pending.pop_front() else {
-            if complete {
-                return Ok(());
-            }
             let idle_ms = ctx.now_ms().saturating_sub(ctx.last_progress_ms.load(Ordering::Relaxed));
             if idle_ms > PEER_TIMEOUT.as_millis() as u64 {
                 return Err(GetError::Connection {

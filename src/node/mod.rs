@@ -32,8 +32,8 @@ pub use fetch::{
     get, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr, PeerReport,
 };
 pub use secure::{
-    create_identity, identity_path, load_identity, load_or_create_identity, read_network_secret,
-    IdentityFileError, KnownPeers, NodeSecurity,
+    identity_path, load_identity, load_or_create_identity, read_network_secret, IdentityFileError,
+    KnownPeers, NodeSecurity,
 };
 pub use seed::{SeedError, SeedOptions, SeedStats, Seeder, ServedFile};
 
@@ -42,6 +42,11 @@ use crate::config::IO_MEMORY_PER_SHARD_BYTES;
 /// Index of a shard within its node, `0..shards`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ShardId(pub usize);
+
+/// Unix seconds now: certificate and signed-record lifetimes are in wall-clock time.
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 /// Number of CPUs this process may run on: the default shard count.
 pub fn available_cores() -> usize {

@@ -20,13 +20,13 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
 use super::frame::{read_frame, read_payload, FrameError};
+use super::now_unix;
 use crate::config::SESSION_KEY_VALIDITY;
 use crate::crypto::handshake::HANDSHAKE_MESSAGE_BYTES_MAX;
 use crate::crypto::rand_core::OsRng;
@@ -83,7 +83,7 @@ pub fn load_identity(data_dir: &Path) -> Result<Identity, IdentityFileError> {
 
 /// Creates a new RSA-4096 identity in `data_dir` (mode 0600, written atomically). Refuses
 /// to replace an existing one. Takes seconds.
-pub fn create_identity(data_dir: &Path) -> Result<Identity, IdentityFileError> {
+fn create_identity(data_dir: &Path) -> Result<Identity, IdentityFileError> {
     let path = identity_path(data_dir);
     let io_err = |source| IdentityFileError::Io { path: path.clone(), source };
     if path.exists() {
@@ -102,17 +102,17 @@ pub fn create_identity(data_dir: &Path) -> Result<Identity, IdentityFileError> {
 }
 
 /// Loads the identity, creating it first if the data directory has none (saying so on
-/// stderr, since it takes a few seconds).
-pub fn load_or_create_identity(data_dir: &Path) -> Result<Identity, IdentityFileError> {
+/// stderr, since it takes a few seconds). The flag says whether it was created.
+pub fn load_or_create_identity(data_dir: &Path) -> Result<(Identity, bool), IdentityFileError> {
     match load_identity(data_dir) {
         Err(IdentityFileError::Missing { .. }) => {
             eprintln!(
                 "furymesh: creating the node identity (RSA-4096) in {}; this takes a few seconds",
                 data_dir.display()
             );
-            create_identity(data_dir)
+            Ok((create_identity(data_dir)?, true))
         }
-        other => other,
+        other => other.map(|identity| (identity, false)),
     }
 }
 
@@ -192,10 +192,6 @@ impl KnownPeers {
         }
         write_atomic(&self.path, text.as_bytes())
     }
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Reads a network secret file: its bytes without trailing whitespace (so a secret written
@@ -305,8 +301,23 @@ pub(super) enum HandshakeFailure {
     TooLong { len: usize },
     #[error("{0}")]
     Protocol(#[from] HandshakeError),
-    #[error("the peer refused the handshake: {0}")]
-    Refused(&'static str),
+    #[error("the peer refused the handshake: {}", refusal_text(*.0))]
+    Refused(u8),
+}
+
+/// The refusal code for "you pinned another node".
+const REFUSED_NOT_PINNED_NODE: u8 = 3;
+
+impl HandshakeFailure {
+    /// The peer is not the node this connection pinned (it said so, or its certificate
+    /// named another node).
+    pub(super) fn is_wrong_node(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused(REFUSED_NOT_PINNED_NODE)
+                | Self::Protocol(HandshakeError::PeerIdMismatch { .. })
+        )
+    }
 }
 
 /// What a refusal code says, from the initiator's point of view.
@@ -314,7 +325,7 @@ fn refusal_text(code: u8) -> &'static str {
     match code {
         1 => "wrong network secret (or our hello was tampered with on the way)",
         2 => "encryption settings differ (both sides need the same --encryption)",
-        3 => "it is not the node ID this connection pinned",
+        REFUSED_NOT_PINNED_NODE => "it is not the node ID this connection pinned",
         4 => "unsupported protocol version",
         _ => "handshake failed",
     }
@@ -324,7 +335,7 @@ fn refusal_code(e: &HandshakeError) -> u8 {
     match e {
         HandshakeError::WrongNetworkSecret => 1,
         HandshakeError::EncryptionMismatch { .. } => 2,
-        HandshakeError::NotTheExpectedNode { .. } => 3,
+        HandshakeError::NotTheExpectedNode { .. } => REFUSED_NOT_PINNED_NODE,
         HandshakeError::UnsupportedVersion { .. } => 4,
         _ => 0,
     }
@@ -370,7 +381,7 @@ pub(super) async fn handshake_initiator<S: AsyncRead + AsyncWrite + Unpin>(
     send_hs(s, &hello).await?;
     let reply = recv_hs(s).await?;
     if let [REFUSAL, code] = reply[..] {
-        return Err(HandshakeFailure::Refused(refusal_text(code)));
+        return Err(HandshakeFailure::Refused(code));
     }
     let (finish, session) = state.handle_server_hello(&reply, now_unix())?;
     send_hs(s, &finish).await?;

@@ -4,8 +4,9 @@
 //! spreads connections over the shards and a connection never leaves the shard that
 //! accepted it. Each shard maps the files it serves itself (`OpenFiles`), and sends a chunk
 //! as a small FlatBuffers header followed by a slice of the map handed straight to `send(2)`:
-//! no user-space copy of the payload. `SeedStats::payload_bytes_from_map` and
-//! `payload_bytes_copied` count which path every payload byte took.
+//! no user-space copy of the payload; with encryption on, the cipher reads the map and
+//! writes the send buffer in one pass. `SeedStats::payload_bytes_from_map` and
+//! `payload_bytes_sealed` count which path every payload byte took.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -73,8 +74,6 @@ pub struct SeedStats {
     pub chunks_served: u64,
     /// Payload bytes handed to the socket straight from a memory map (no user-space copy).
     pub payload_bytes_from_map: u64,
-    /// Payload bytes that went through a user-space buffer first. Zero on the plaintext path.
-    pub payload_bytes_copied: u64,
     /// Payload bytes encrypted in one pass from a memory map into the send buffer
     /// (encryption on; no separate copy).
     pub payload_bytes_sealed: u64,
@@ -100,7 +99,6 @@ impl SeedStats {
         self.requests += o.requests;
         self.chunks_served += o.chunks_served;
         self.payload_bytes_from_map += o.payload_bytes_from_map;
-        self.payload_bytes_copied += o.payload_bytes_copied;
         self.payload_bytes_sealed += o.payload_bytes_sealed;
         self.handshakes_failed += o.handshakes_failed;
         self.records_rejected += o.records_rejected;
@@ -388,7 +386,14 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
     stream.set_read_timeout(Some(PEER_TIMEOUT))?;
     stream.set_write_timeout(Some(PEER_TIMEOUT))?;
     let mut stream = stream.buffered();
-    let Ok(mut link) = handshake_responder(&mut stream, &shard.security).await else {
+    // One deadline for the whole handshake, not per read: a client dripping a byte per
+    // read timeout must not hold a connection slot unauthenticated.
+    let handshake = async { handshake_responder(&mut stream, &shard.security).await.ok() };
+    let deadline = async {
+        glommio::timer::sleep(PEER_TIMEOUT).await;
+        None
+    };
+    let Some(mut link) = future::or(handshake, deadline).await else {
         shard.stats.borrow_mut().handshakes_failed += 1;
         return Ok(());
     };
@@ -478,10 +483,7 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
             Message::FileInfoRequest { file_id } => match shard.entry(&file_id) {
                 Ok(served) => {
                     out.clear();
-                    link.push_frame(
-                        &mut out,
-                        enc.frame(&Message::FileInfo(served.entry.info.clone())),
-                    );
+                    link.push_frame(&mut out, enc.file_info_frame(&served.entry.info));
                     stream.write_all(&out).await?;
                     shard.stats.borrow_mut().manifests_served += 1;
                 }
