@@ -68,7 +68,6 @@ pub struct BenchReport {
     pub scenario: Scenario,
     pub machine: Machine,
     pub seeder_payload_bytes_from_map: u64,
-    pub seeder_payload_bytes_copied: u64,
     /// Payload bytes the seeders encrypted in one pass from their maps (encryption on).
     pub seeder_payload_bytes_sealed: u64,
     /// (seconds since start, bytes verified by all downloaders) every 100 ms.
@@ -337,7 +336,6 @@ pub fn run(
         scenario,
         machine: machine(),
         seeder_payload_bytes_from_map: stats.payload_bytes_from_map,
-        seeder_payload_bytes_copied: stats.payload_bytes_copied,
         seeder_payload_bytes_sealed: stats.payload_bytes_sealed,
         timeline: timeline.lock().map(|t| t.clone()).unwrap_or_default(),
     })
