@@ -41,6 +41,9 @@ fn demo_nodes(data_dir: &Path) -> Result<Vec<Arc<NodeSecurity>>> {
     identities.into_iter().map(|i| Ok(NodeSecurity::new(i??.0, None, Encryption::On)?)).collect()
 }
 
+/// Seed of the demo's generated file (`bench::generate_file`), so anyone can rebuild it.
+pub const DEMO_FILE_SEED: u64 = 0x5eed;
+
 /// Runs the demo with a generated file of `size` bytes and `shards` shards per side. The
 /// node identities live under `data_dir/demo`.
 pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32> {
@@ -60,7 +63,7 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
             continue;
         };
         say(format!("1. generating a {} MiB file in {}", size >> 20, t.path().display()));
-        match crate::bench::generate_file(&t.path().join("release.img"), size, 0x5eed) {
+        match crate::bench::generate_file(&t.path().join("release.img"), size, DEMO_FILE_SEED) {
             Ok(()) => {
                 tmp = Some(t);
                 break;
@@ -149,7 +152,8 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
     let report = report?;
 
     say("6. comparing the two files byte for byte".into());
-    if !same_bytes(&src, &dst)? {
+    let digest = file_sha256(&dst)?;
+    if digest != file_sha256(&src)? {
         bail!("downloaded file differs from the original");
     }
     let raw = crate::bench::raw_tcp_copy(&src, &tmp.path().join("raw.img"), shards)?;
@@ -163,7 +167,8 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
                 "seeders": stats,
                 "raw_tcp": raw,
                 "ratio_to_raw_tcp": ratio,
-                "identical": true
+                "identical": true,
+                "downloaded_sha256": digest
             })
         );
     } else {
@@ -212,20 +217,15 @@ fn discover(bootstrap: SocketAddr, key: Key) -> Result<Vec<ContactJson>> {
     }
 }
 
-fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
-    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
-    if fa.metadata()?.len() != fb.metadata()?.len() {
-        return Ok(false);
-    }
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+/// SHA-256 of a whole file, streamed.
+fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = File::open(path)?;
+    let (mut h, mut buf) = (Sha256::new(), vec![0u8; 1 << 20]);
     loop {
-        let n = fa.read(&mut ba)?;
-        if n == 0 {
-            return Ok(true);
-        }
-        fb.read_exact(&mut bb[..n])?;
-        if ba[..n] != bb[..n] {
-            return Ok(false);
+        match f.read(&mut buf)? {
+            0 => return Ok(hex::encode(h.finalize())),
+            n => h.update(&buf[..n]),
         }
     }
 }

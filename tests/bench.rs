@@ -38,6 +38,20 @@ fn bench_json_has_every_documented_field() {
     // 8 MiB at the automatic 256 KiB chunk size: 32 chunks measured.
     assert_eq!(l["count"], 32);
     assert!(v["cpu_seconds_per_gib"].as_f64().unwrap() > 0.0);
+    let sha = v["ratios"]["sha256_all_cores"].as_f64().unwrap();
+    assert!(sha > 0.0 && sha < 10.0, "{v}");
+    let seconds = v["seconds"].as_f64().unwrap();
+    assert!(seconds > 0.0);
+    let d = &v["downloaders"][0];
+    assert_eq!(d["bytes"], 8u64 << 20);
+    assert!(
+        d["seconds"].as_f64().unwrap() > 0.0
+            && d["throughput_bytes_per_sec"].as_f64().unwrap() > 0.0
+    );
+    // The timeline is [seconds, bytes] samples every 100 ms, bytes never going down.
+    let tl = v["timeline"].as_array().unwrap();
+    let bytes: Vec<u64> = tl.iter().map(|p| p[1].as_u64().unwrap()).collect();
+    assert!(bytes.windows(2).all(|w| w[0] <= w[1]), "{tl:?}");
     assert!(v["peak_rss_bytes"].as_u64().unwrap() > 0);
     let s = &v["scenario"];
     assert_eq!(s["seeders"], 1);

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::fs;
+
 use common::*;
 
 #[test]
@@ -16,6 +18,13 @@ fn demo_discovers_providers_and_downloads_an_identical_file() {
     let out = run_ok(fm(&data).args(["demo", "--size", "16MiB", "--json"]));
     let v = json(&out);
     assert_eq!(v["identical"], true);
+    // Checked here, not only by the demo: rebuild the demo's file from its seed and compare
+    // digests with what the downloader wrote.
+    let want = tempdir();
+    let path = want.path().join("release.img");
+    furymesh::bench::generate_file(&path, 16 << 20, furymesh::demo::DEMO_FILE_SEED).unwrap();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(fs::read(&path).unwrap()));
+    assert_eq!(v["downloaded_sha256"], digest.as_str(), "{v}");
     assert_eq!(v["providers"].as_array().unwrap().len(), 3, "{v}");
     assert_eq!(v["get"]["bytes"], 16u64 << 20);
     // From all three at once (endgame duplicates may add a little).
