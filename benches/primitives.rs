@@ -9,7 +9,7 @@
 //!
 //! Each runs over a 512 KiB buffer (the default chunk) and a 16 KiB buffer (a typical
 //! record or SCTP message size), reported as bytes per second. Run with
-//! `cargo bench --bench primitives` (about a minute); see docs/microbench-results.md.
+//! `cargo bench --bench primitives` (about a minute and a quarter); see docs/microbench-results.md.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -135,7 +135,7 @@ fn primitives(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // 10 benchmarks × (1 s warm-up + 3 s measurement) ≈ 45 s for a full run.
+    // 14 benchmarks × (1 s warm-up + 3 s measurement) ≈ 1 min for a full run.
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
