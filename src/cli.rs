@@ -226,7 +226,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub connections: Option<usize>,
     /// Most chunk requests in flight per connection.
-    #[arg(long, default_value_t = REQUESTS_INFLIGHT_DEFAULT)]
+    #[arg(long, default_value_t = REQUESTS_INFLIGHT_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=config::REQUESTS_INFLIGHT_MAX as i64))]
     pub window: u32,
     /// Chunk order: rarest-first or round-robin.
     #[arg(long, default_value = "rarest-first")]
@@ -237,9 +237,8 @@ pub struct BenchArgs {
     /// Transport between peers (only tcp so far).
     #[arg(long, default_value = "tcp", value_parser = ["tcp"])]
     pub transport: String,
-    /// Encrypt transfers with AES-256-GCM (`on`) or send plaintext records (`off`).
-    #[arg(long, default_value = "on", value_parser = parse_encryption, value_name = "on|off")]
-    pub encryption: Encryption,
+    #[command(flatten)]
+    pub encryption: EncryptionArg,
     /// Also write result.json, throughput.svg and latency.svg into this directory.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -398,9 +397,9 @@ fn bench(dir: &Path, b: &BenchArgs, network: Option<NetworkSecret>, json: bool) 
         strategy: b.strategy.to_string(),
         max_upload_rate_bytes: b.max_upload_rate,
         transport: "tcp",
-        encryption: b.encryption == Encryption::On,
+        encryption: b.encryption.value == Encryption::On,
     };
-    let security = security(dir, network, b.encryption)?;
+    let security = security(dir, network, b.encryption.value)?;
     let quiet = json || !std::io::stderr().is_terminal();
     let report = crate::bench::run_scenario(scenario, security, &|line| {
         if !quiet {
@@ -778,5 +777,21 @@ fn remember_download(dir: &Path, info: crate::wire::FileInfo, output: &Path) {
     };
     if let Err(e) = record() {
         eprintln!("furymesh get: warning: not recorded in the catalog of {}: {e:#}", dir.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defaults written as text in the clap attributes match the constants tuning.md names.
+    #[test]
+    fn get_defaults_are_the_config_constants() {
+        let id = "ab".repeat(32);
+        let cli = Cli::parse_from(["furymesh", "get", &id, "--peer", "127.0.0.1:1", "-o", "x"]);
+        let Command::Get(a) = cli.command else { panic!("not a get") };
+        assert_eq!(a.save_every, config::RESUME_SAVE_DEFAULT_BYTES);
+        assert_eq!(a.window, REQUESTS_INFLIGHT_DEFAULT);
+        assert_eq!(a.encryption.value, Encryption::On);
     }
 }
