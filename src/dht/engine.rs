@@ -267,10 +267,24 @@ impl Dht {
 
     /// A datagram from `from` arrived.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, msg: DhtMessage) {
-        if !self.limiter.allow(now, ip_of(&from)) {
-            self.stats.rate_limited += 1;
-            return;
+        if self.admit(now, from) {
+            self.handle_admitted(now, from, msg);
         }
+    }
+
+    /// The per-source-IP rate limit, on its own: a caller with expensive checks of its own
+    /// (signature verification) asks first, then hands the datagram to
+    /// [`Dht::handle_admitted`]. `false`: drop it (counted).
+    pub fn admit(&mut self, now: Instant, from: SocketAddr) -> bool {
+        let allowed = self.limiter.allow(now, ip_of(&from));
+        if !allowed {
+            self.stats.rate_limited += 1;
+        }
+        allowed
+    }
+
+    /// A datagram [`Dht::admit`] let through.
+    pub fn handle_admitted(&mut self, now: Instant, from: SocketAddr, msg: DhtMessage) {
         self.stats.datagrams_accepted += 1;
         self.start_clock(now);
         if msg.sender.id == self.local.id {

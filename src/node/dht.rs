@@ -251,6 +251,11 @@ impl Driver {
             };
             match wire::decode_dht_proved(datagram) {
                 Ok((msg, proof)) => {
+                    // The per-IP rate limit first, so one source cannot spend the node-wide
+                    // verification budget.
+                    if !self.dht.borrow_mut().admit(Instant::now(), from) {
+                        continue;
+                    }
                     if matches!(msg.body, DhtBody::AnnounceProvider { .. }) {
                         if !self.verify_budget.try_take(Instant::now(), 1) {
                             self.stats.borrow_mut().announcements_throttled += 1;
@@ -264,7 +269,7 @@ impl Driver {
                             continue;
                         }
                     }
-                    self.dht.borrow_mut().handle_datagram(Instant::now(), from, msg);
+                    self.dht.borrow_mut().handle_admitted(Instant::now(), from, msg);
                     // Answer now rather than at the next tick.
                     self.pump().await;
                 }
@@ -414,7 +419,7 @@ pub fn query(
     run_local(async move {
         let bind = client_bind_addr(first);
         let socket = UdpSocket::bind(bind)
-            .map_err(|e| DhtError::Bind { addr: bind, source: io::Error::other(e.to_string()) })?;
+            .map_err(|e| DhtError::Bind { addr: bind, source: super::glommio_io(e) })?;
         let local_addr = socket.local_addr().unwrap_or(bind);
         let local = Contact { id: NodeId::from_bytes(rand::random()), addr: local_addr };
         let config = DhtConfig { read_only: true, ..config_for(first.ip()) };
@@ -485,7 +490,7 @@ pub fn ping(addr: SocketAddr, network: Option<NetworkSecret>) -> Result<PingAnsw
     run_local(async move {
         let bind = client_bind_addr(addr);
         let socket = UdpSocket::bind(bind)
-            .map_err(|e| DhtError::Bind { addr: bind, source: io::Error::other(e.to_string()) })?;
+            .map_err(|e| DhtError::Bind { addr: bind, source: super::glommio_io(e) })?;
         let me = Contact {
             id: NodeId::from_bytes(rand::random()),
             addr: socket.local_addr().unwrap_or(bind),

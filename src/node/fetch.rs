@@ -222,11 +222,7 @@ impl GetError {
 
     /// glommio wraps the OS error; unwrap it so ENOSPC is recognised and messages stay short.
     fn glommio<T>(path: &Path, e: glommio::GlommioError<T>) -> Self {
-        match e {
-            glommio::GlommioError::IoError(source)
-            | glommio::GlommioError::EnhancedIoError { source, .. } => Self::io(path, source),
-            other => Self::io(path, io::Error::other(other.to_string())),
-        }
+        Self::io(path, super::glommio_io(e))
     }
 
     fn frame(peer: SocketAddr, e: FrameError) -> Self {
@@ -286,7 +282,7 @@ async fn connect(
 ) -> Result<(TcpStream<Preallocated>, Link), GetError> {
     let s = TcpStream::connect_timeout(peer, PEER_TIMEOUT)
         .await
-        .map_err(|e| GetError::Connect { peer, source: io::Error::other(e.to_string()) })?;
+        .map_err(|e| GetError::Connect { peer, source: super::glommio_io(e) })?;
     let setup = || -> io::Result<()> {
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(PEER_TIMEOUT))?;

@@ -90,8 +90,14 @@ where
     Ok(ex.run(fut))
 }
 
+/// glommio's error as the OS error it wraps (so its kind, ENOSPC and friends survive), or
+/// as text for glommio's own errors.
 fn glommio_io<T>(e: glommio::GlommioError<T>) -> io::Error {
-    io::Error::other(e.to_string())
+    match e {
+        glommio::GlommioError::IoError(source)
+        | glommio::GlommioError::EnhancedIoError { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    }
 }
 
 /// Waits until `stop` returns true, checking every `every`.

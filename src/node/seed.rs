@@ -310,7 +310,7 @@ async fn run_shard(
     let listener = match super::sys::tcp_listener(addr) {
         Ok(l) => l,
         Err(e) => {
-            let _ = ready.send(Err(io::Error::other(e.to_string())));
+            let _ = ready.send(Err(e));
             return SeedStats::default();
         }
     };
