@@ -9,60 +9,42 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::dht::config::DhtConfig;
-
-#[derive(Clone, Copy, Debug)]
-struct TokenBucket {
-    tokens: f64,
-    at: Instant,
-}
+use crate::transfer::throttle::Throttle;
 
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
-    rate_per_s: f64,
-    burst: f64,
+    rate_per_s: u64,
+    burst: u64,
     sources_max: usize,
-    sources: BTreeMap<IpAddr, TokenBucket>,
-    overflow: Option<TokenBucket>,
+    sources: BTreeMap<IpAddr, Throttle>,
+    overflow: Option<Throttle>,
 }
 
 impl RateLimiter {
     pub(crate) fn new(config: &DhtConfig) -> Self {
         Self {
-            rate_per_s: f64::from(config.source_messages_per_s),
-            burst: f64::from(config.source_burst_messages),
+            rate_per_s: u64::from(config.source_messages_per_s),
+            burst: u64::from(config.source_burst_messages),
             sources_max: config.rate_limited_sources_max,
             sources: BTreeMap::new(),
             overflow: None,
         }
     }
 
-    /// Takes one token from `ip`'s bucket; `false` if it is empty.
+    /// Takes one message from `ip`'s bucket; `false` if it is empty (nothing is charged).
     pub(crate) fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
-        let fresh = TokenBucket { tokens: self.burst, at: now };
-        let bucket = if let Some(bucket) = self.sources.get_mut(&ip) {
-            bucket
-        } else if self.sources.len() < self.sources_max {
-            self.sources.entry(ip).or_insert(fresh)
+        let fresh = || Throttle::new(self.rate_per_s, self.burst, now);
+        let bucket = if self.sources.contains_key(&ip) || self.sources.len() < self.sources_max {
+            self.sources.entry(ip).or_insert_with(fresh)
         } else {
-            self.overflow.get_or_insert(fresh)
+            self.overflow.get_or_insert_with(fresh)
         };
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate_per_s).min(self.burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        bucket.try_take(now, 1)
     }
 
     /// Forgets sources whose buckets have refilled.
     pub(crate) fn purge(&mut self, now: Instant) {
-        let (rate, burst) = (self.rate_per_s, self.burst);
-        self.sources.retain(|_, b| {
-            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
-        });
+        self.sources.retain(|_, b| !b.is_full(now));
     }
 
     #[cfg(test)]

@@ -1,6 +1,8 @@
-//! Bandwidth throttling: a token bucket in its GCRA form (one "theoretical arrival time"
-//! per bucket), so a bucket is a single atomic word that every shard can charge without a
-//! lock. Sans-IO: the caller passes `now` and sleeps for the returned duration.
+//! Rate limits: a token bucket in its GCRA form (one "theoretical arrival time" per
+//! bucket), so a bucket is a single atomic word that every shard can charge without a lock.
+//! Bandwidth limits charge bytes and wait (`reserve`); the DHT's per-IP limiter and its
+//! verification budget charge messages and drop what does not fit (`try_take`). Sans-IO:
+//! the caller passes `now`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +46,13 @@ impl Throttle {
                 Err(seen) => tat = seen,
             }
         }
+    }
+
+    /// Whether everything charged has drained by `now`: the bucket holds a full burst, so
+    /// forgetting it loses nothing.
+    pub fn is_full(&self, now: Instant) -> bool {
+        let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        self.tat_ns.load(Ordering::Relaxed) <= now_ns
     }
 
     /// Charges `units` at `now` only if they fit in the burst without waiting; `false`
