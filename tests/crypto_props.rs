@@ -161,34 +161,3 @@ proptest! {
         prop_assert_eq!(wire, before, "nothing is decrypted on failure");
     }
 }
-
-/// Not a gate: `cargo test --release --test crypto_props -- --ignored --nocapture`
-/// prints single-core AES-256-GCM seal and open throughput for 512 KiB records.
-#[test]
-#[ignore]
-fn measure_seal_open_throughput() {
-    use std::time::{Duration, Instant};
-    const CHUNK: usize = 512 * 1024;
-    const ROUNDS: usize = 2_000; // 1 GiB each way
-    let ((mut cs, _), (_, mut so)) = records(1, RekeyLimits::PROTOCOL);
-    let src = vec![0x5au8; CHUNK];
-    let mut wire = vec![0u8; CHUNK];
-    let mut out = vec![0u8; CHUNK];
-    let aad = RecordAad::chunk([1; 32], 0, CHUNK as u32);
-    let (mut seal, mut open) = (Duration::ZERO, Duration::ZERO);
-    for _ in 0..ROUNDS {
-        let t = Instant::now();
-        let tag = cs.seal_from(&aad, &src, &mut wire).unwrap();
-        seal += t.elapsed();
-        let t = Instant::now();
-        so.open_from(&aad, &wire, &mut out, &tag).unwrap();
-        open += t.elapsed();
-    }
-    assert_eq!(out, src);
-    let gb = (CHUNK * ROUNDS) as f64 / 1e9;
-    println!(
-        "AES-256-GCM, {CHUNK}-byte records, one core: seal_from {:.2} GB/s, open_from {:.2} GB/s",
-        gb / seal.as_secs_f64(),
-        gb / open.as_secs_f64()
-    );
-}

@@ -259,11 +259,9 @@ fn a_recorded_handshake_replayed_gets_nothing() {
 fn a_pinned_node_id_must_match_the_peers_key() {
     let s = setup(200_000);
     let seeder = Seeder::start(&s.data, 1);
-    let seeder_id =
-        json(&run_ok(fm(&s.data).args(["--json", "id"])))["node_id"].as_str().unwrap().to_owned();
+    let seeder_id = node_id(&s.data);
     let other = s.dir.join("other");
-    let other_id =
-        json(&run_ok(fm(&other).args(["--json", "id"])))["node_id"].as_str().unwrap().to_owned();
+    let other_id = node_id(&other);
     assert_ne!(seeder_id, other_id);
     // Pinned to another node: refused, nothing written.
     let out = s.dir.join("wrong.bin");
@@ -414,8 +412,7 @@ fn a_known_peer_that_changes_identity_is_refused_until_the_user_says_so() {
     let s = setup(200_000);
     let seeder = Seeder::start(&s.data, 1);
     let addr = seeder.peer();
-    let seeder_id =
-        json(&run_ok(fm(&s.data).args(["--json", "id"])))["node_id"].as_str().unwrap().to_owned();
+    let seeder_id = node_id(&s.data);
     // First use of a plain HOST:PORT: trusted, and remembered.
     let r = get_via(&s, &addr, &s.dir.join("first.bin"), &[]);
     assert!(r.status.success(), "{}", stderr_of(&r));
@@ -432,8 +429,7 @@ fn a_known_peer_that_changes_identity_is_refused_until_the_user_says_so() {
     assert!(stderr_of(&r).contains("known-peers"), "{}", stderr_of(&r));
     assert!(!out.exists());
     // Pinning the new ID explicitly is the user saying so.
-    let other_id =
-        json(&run_ok(fm(&other).args(["--json", "id"])))["node_id"].as_str().unwrap().to_owned();
+    let other_id = node_id(&other);
     let r = get_via(&s, &format!("{other_id}@{addr}"), &out, &[]);
     assert!(r.status.success(), "{}", stderr_of(&r));
     // …and is remembered: the plain address now means the new node.

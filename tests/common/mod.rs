@@ -210,6 +210,12 @@ pub fn get_cmd(data_dir: &Path, id: &str, peer: &str, out: &Path) -> Command {
     c
 }
 
+/// The node ID of the identity in `data_dir` (`furymesh id`).
+pub fn node_id(data_dir: &Path) -> String {
+    let out = run_ok(fm(data_dir).args(["--json", "id"]));
+    json(&out)["node_id"].as_str().expect("node_id").to_owned()
+}
+
 /// Payload bytes a seeder sent, plaintext (from its maps) or sealed.
 pub fn served_bytes(stats: &serde_json::Value) -> u64 {
     stats["payload_bytes_from_map"].as_u64().unwrap()
