@@ -53,8 +53,8 @@ use generated::furymesh as fb;
 
 /// Chunks in the FileInfo sample: a 1 GiB file at 512 KiB chunks.
 const FILE_INFO_CHUNKS: u32 = 2048;
-/// Default chunk size.
-const CHUNK_BYTES: u32 = 512 * 1024;
+/// The chunk size of the samples: the project's default.
+const CHUNK_BYTES: u32 = furymesh::config::CHUNK_SIZE_DEFAULT_BYTES;
 /// Files a PeerInfo advertises in the sample.
 const PEER_FILES: usize = 32;
 
