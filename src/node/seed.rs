@@ -236,8 +236,7 @@ impl Shard {
 
     /// The shard's map of `id`, opened on first use, checked against the size and mtime
     /// recorded at publish time on every call (one fstat).
-    fn open_file(&self, id: &FileId) -> Result<Rc<OpenFile>, Refusal> {
-        let served = self.entry(id)?;
+    fn open_file(&self, id: &FileId, served: &ServedFile) -> Result<Rc<OpenFile>, Refusal> {
         let entry = &served.entry;
         let cached = self.open.borrow().get(id).cloned();
         let file = match cached {
@@ -291,7 +290,7 @@ impl Shard {
             ));
         }
         let r = info.chunk_range(index);
-        let file = self.open_file(id)?;
+        let file = self.open_file(id, served)?;
         Ok((file, r.start as usize..r.end as usize))
     }
 }
