@@ -114,6 +114,12 @@ impl Publisher {
         phase
     }
 
+    /// Store phases waiting for acks.
+    #[cfg(test)]
+    pub(crate) fn store_phases(&self) -> usize {
+        self.phases.len()
+    }
+
     /// One store of `phase` answered (`stored`) or failed. Returns the key and the number of
     /// nodes that stored it once all have answered.
     pub(crate) fn on_store_done(&mut self, phase: u64, stored: bool) -> Option<(Key, u32)> {

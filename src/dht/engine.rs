@@ -905,6 +905,30 @@ mod tests {
     }
 
     #[test]
+    fn an_announcement_that_reaches_nobody_ends_and_leaves_no_state() {
+        let mut now = crate::sim::epoch();
+        let mut nodes: Vec<Dht> = (0..2).map(|n| node(n, DhtConfig::default())).collect();
+        nodes[1].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
+        pump(now, &mut nodes);
+        // Node 0 goes silent: the announce lookup reaches nobody.
+        let mut a = nodes.remove(1);
+        let key = Key::from_bytes([9; 20]);
+        a.handle_command(now, DhtCommand::Announce(key));
+        let mut events = Vec::new();
+        for _ in 0..30 {
+            drain(&mut a);
+            now += Duration::from_secs(2);
+            a.handle_timeout(now);
+            events.extend(drain(&mut a).1);
+            if events.iter().any(|e| matches!(e, DhtEvent::Announced { .. })) {
+                break;
+            }
+        }
+        assert!(events.contains(&DhtEvent::Announced { key, stored: 0 }), "{events:?}");
+        assert_eq!(a.publisher.store_phases(), 0, "a store phase was left behind");
+    }
+
+    #[test]
     fn bad_replies_are_dropped_counted_and_reported() {
         let now = crate::sim::epoch();
         let mut a = node(1, DhtConfig::default());
