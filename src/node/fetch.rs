@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use futures_lite::AsyncWriteExt;
+use futures_lite::{future, AsyncWriteExt};
 use glommio::io::BufferedFile;
 use glommio::net::{Preallocated, TcpStream};
 use glommio::sync::Semaphore;
@@ -494,6 +495,20 @@ async fn run_conn(
     result
 }
 
+/// How often a connection blocked on a read looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Runs `read` unless the download stops first (Ctrl-C, or another connection's fatal
+/// error): a slow or dripping peer must not keep the whole download from ending. A read
+/// abandoned half-way leaves the connection unusable, which is fine: it ends here.
+async fn until_stopped<T>(ctx: &FetchCtx, read: impl Future<Output = T>) -> Result<T, GetError> {
+    let stopped = async {
+        super::wait_until(STOP_POLL, || ctx.stop.load(Ordering::Relaxed)).await;
+        None
+    };
+    future::or(async { Some(read.await) }, stopped).await.ok_or(GetError::Interrupted)
+}
+
 /// Request-to-verified latency of chunks, in microseconds (1 µs to 10 min, 3 digits).
 fn new_latency_histogram() -> Histogram<u64> {
     // The bounds are constants that hdrhistogram accepts.
@@ -588,7 +603,8 @@ async fn conn_loop(
             glommio::timer::sleep(IDLE_WAIT).await;
             continue;
         };
-        match link.read_frame(&mut s, &mut body, RESPONSE_BODY_MAX_BYTES).await {
+        let read = link.read_frame(&mut s, &mut body, RESPONSE_BODY_MAX_BYTES);
+        match until_stopped(ctx, read).await? {
             Ok(true) => {}
             Ok(false) => {
                 return Err(GetError::Connection {
@@ -627,8 +643,8 @@ async fn conn_loop(
                 let range = ctx.info.chunk_range(index);
                 let mut buf = vec![0u8; payload_len as usize];
                 let aad = RecordAad::chunk(file_id.0, index, payload_len);
-                link.read_chunk(&mut s, aad, &mut buf)
-                    .await
+                until_stopped(ctx, link.read_chunk(&mut s, aad, &mut buf))
+                    .await?
                     .map_err(|e| GetError::frame(peer, e))?;
                 // Verify before the bytes count for anything.
                 if chunk_hash(&buf) != ctx.info.chunk_hashes[index as usize] {
