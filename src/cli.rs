@@ -13,8 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::config::{self, LISTEN_DEFAULT, REQUESTS_INFLIGHT_DEFAULT};
-use crate::crypto::{Encryption, FileId, NetworkSecret};
-use crate::dht::NodeId;
+use crate::crypto::{Encryption, FileId, NetworkSecret, NodeId};
+use crate::dht::Key;
 use crate::node::{
     self, DhtQuery, DhtServerOptions, GetError, GetOptions, NodeSecurity, PeerAddr, SeedOptions,
     Seeder,
@@ -593,7 +593,7 @@ fn seed(dir: &Path, a: &SeedArgs, network: Option<NetworkSecret>, json: bool) ->
     let dht = DhtServerOptions {
         bootstrap: a.bootstrap.clone(),
         table_path: Some(dir.join("dht-table.fmt")),
-        provide: files.iter().map(|e| e.info.file_id.dht_key()).collect(),
+        provide: files.iter().map(|e| Key::from_file_id(&e.info.file_id)).collect(),
     };
     let opts = SeedOptions {
         listen: a.listen,
@@ -633,7 +633,7 @@ fn dht(d: &DhtCommandArgs, network: Option<NetworkSecret>, json: bool) -> Result
             return Ok(0);
         }
         DhtCommandArgs::FindProviders { file_id, bootstrap } => {
-            (DhtQuery::FindProviders(file_id.dht_key()), bootstrap)
+            (DhtQuery::FindProviders(Key::from_file_id(file_id)), bootstrap)
         }
         DhtCommandArgs::FindNode { id, bootstrap } => (DhtQuery::FindNode(*id), bootstrap),
     };
@@ -667,7 +667,7 @@ fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> R
         }
     }
     if !a.bootstrap.is_empty() {
-        let q = DhtQuery::FindProviders(a.file_id.dht_key());
+        let q = DhtQuery::FindProviders(Key::from_file_id(&a.file_id));
         let network = security.network().cloned();
         let found = node::query(&a.bootstrap, q, network, std::time::Duration::from_secs(15))
             .context("cannot find providers through the DHT")?;

@@ -92,7 +92,7 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
         "3. starting {SEEDERS} seeders ({shards} shards each) on loopback; each joins the DHT \
          through the previous one and announces the file"
     ));
-    let key = file_id.dht_key();
+    let key = Key::from_file_id(&file_id);
     let mut seeders: Vec<Seeder> = Vec::new();
     for security in nodes {
         let dht = DhtServerOptions {

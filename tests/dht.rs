@@ -163,14 +163,14 @@ fn announce(
 #[test]
 fn forged_provider_records_are_ignored() {
     use furymesh::crypto::{sign_provider_record, FileId};
-    use furymesh::dht::{Contact, DhtBody, DhtMessage, NodeId};
+    use furymesh::dht::{Contact, DhtBody, DhtMessage, Key, NodeId};
     use furymesh::wire::{provider_addr_bytes, AnnounceProof};
 
     let t = tempdir();
     let data = t.path().join("data");
     let node = Seeder::start_with(&data, 1, "127.0.0.1:0", &[]);
     let file_id = FileId([9; 32]);
-    let key = file_id.dht_key();
+    let key = Key::from_file_id(&file_id);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let me = sock.local_addr().unwrap();
     // The attacker holds fixture identity 14; the victim it would impersonate is 15.

@@ -44,6 +44,24 @@ fn sans_io_modules_touch_no_io() {
     }
 }
 
+/// Edges between core modules that must not exist: identity is below the DHT
+/// (`crypto` defines `NodeId`).
+const FORBIDDEN_IMPORTS: &[(&str, &str)] = &[("crypto", "crate::dht")];
+
+#[test]
+fn core_dependencies_point_down() {
+    for (m, banned) in FORBIDDEN_IMPORTS {
+        let dir = root().join("src").join(m);
+        let files = if dir.is_dir() { rust_files(&dir) } else { vec![dir.with_extension("rs")] };
+        for f in files {
+            let text = fs::read_to_string(&f).unwrap();
+            for line in text.lines().map(|l| l.split("//").next().unwrap()) {
+                assert!(!line.contains(banned), "{} names `{banned}`", f.display());
+            }
+        }
+    }
+}
+
 #[test]
 fn unsafe_lives_only_in_the_allowlist() {
     let allowed = ["src/storage/mmap.rs", "src/node/sys.rs"];

@@ -64,12 +64,12 @@ use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use super::id::NodeId;
 use super::identity::{
     Certificate, IdentityError, Reader, SessionIdentity, VerifiedCertificate,
     ED25519_SIGNATURE_BYTES,
 };
 use super::record::{Opener, RekeyLimits, Sealer};
-use crate::dht::NodeId;
 
 /// The handshake version this code speaks.
 pub const PROTOCOL_VERSION: u8 = 1;

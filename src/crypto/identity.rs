@@ -34,7 +34,7 @@ use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::dht::NodeId;
+use super::id::NodeId;
 
 /// Bits of every node's RSA modulus. Keys of any other size are refused.
 pub const RSA_BITS: usize = 4096;

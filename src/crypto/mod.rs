@@ -1,10 +1,11 @@
 //! Content hashes, identities, the authenticated handshake and the record layer.
 //!
-//! Owns the file ID and chunk hash definitions, node identities ([`identity`]), the sans-IO
-//! handshake ([`handshake`]) and AES-256-GCM records ([`record`]). Pure functions and state
-//! machines: no I/O (callers read and write key files), no logging, no clock (time comes in
-//! as `now_unix`), no OS randomness (callers pass random bytes or an RNG). `Debug` of every
-//! secret is redacted.
+//! Owns the file ID and chunk hash definitions, node IDs ([`id`]), node identities
+//! ([`identity`]), the sans-IO handshake ([`handshake`]) and AES-256-GCM records
+//! ([`record`]). Pure functions and state machines: no I/O (callers read and write key
+//! files), no logging, no clock (time comes in as `now_unix`), no OS randomness (callers pass
+//! random bytes or an RNG). `Debug` of every secret is redacted. Imports nothing from the
+//! rest of the crate but `config`: the DHT builds on node IDs, not the other way round.
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +13,7 @@ use std::str::FromStr;
 use sha2::{Digest, Sha256};
 
 pub mod handshake;
+pub mod id;
 pub mod identity;
 pub mod record;
 
@@ -19,6 +21,7 @@ pub use handshake::{
     network_tag, verify_network_tag, Encryption, HandshakeConfig, HandshakeError, HandshakeRandom,
     Initiator, NetworkSecret, Responder, ResponderAwaitingFinish, Session,
 };
+pub use id::{IdParseError, NodeId, NODE_ID_BYTES};
 pub use identity::{
     sign_provider_record, verify_provider_record, Certificate, Identity, IdentityError,
     SessionIdentity, VerifiedCertificate,
@@ -62,11 +65,6 @@ impl FileId {
     /// The 64 lowercase hex characters users see.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
-    }
-
-    /// The DHT key of the file: the first 160 bits of its ID.
-    pub fn dht_key(&self) -> crate::dht::Key {
-        crate::dht::Key::from_file_id(&self.0).expect("a 256-bit ID has 160 bits to spare")
     }
 }
 

@@ -1,45 +1,28 @@
-//! 160-bit identifiers: node ids, provider-record keys and XOR distance.
+//! The 160-bit key space: provider-record keys, the XOR metric and contacts. Node IDs
+//! themselves are identities and live in `crypto::id`; this file adds the Kademlia
+//! geometry on top of them.
 
 use core::net::SocketAddr;
 use std::fmt;
 use std::str::FromStr;
 
 use rand::Rng;
-use sha2::{Digest, Sha256};
 
-/// Length of every identifier in the DHT key space, in bytes (160 bits).
-pub const ID_BYTES: usize = 20;
+use crate::crypto::{FileId, NODE_ID_BYTES};
+pub use crate::crypto::{IdParseError, NodeId};
+
+/// Length of every identifier in the DHT key space, in bytes (160 bits): a node ID.
+pub const ID_BYTES: usize = NODE_ID_BYTES;
 
 /// Number of bits in an identifier, hence the number of k-buckets.
 pub const ID_BITS: usize = ID_BYTES * 8;
 
-/// A node's position in the 160-bit Kademlia key space.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId([u8; ID_BYTES]);
-
+/// The Kademlia geometry of node IDs (defined here, beside the key space, not in `crypto`).
 impl NodeId {
-    /// Wraps raw bytes (for the wire decoder and tests).
-    pub const fn from_bytes(bytes: [u8; ID_BYTES]) -> Self {
-        Self(bytes)
-    }
-
-    /// The node id of an identity: the first 160 bits of SHA-256 over the public key bytes.
-    pub fn from_public_key(public_key: &[u8]) -> Self {
-        let digest = Sha256::digest(public_key);
-        let mut bytes = [0; ID_BYTES];
-        bytes.copy_from_slice(&digest[..ID_BYTES]);
-        Self(bytes)
-    }
-
-    /// The raw bytes, most significant first.
-    pub const fn as_bytes(&self) -> &[u8; ID_BYTES] {
-        &self.0
-    }
-
     /// XOR distance to `other`.
     pub fn distance(&self, other: &Self) -> Distance {
         let mut out = [0; ID_BYTES];
-        for (o, (a, b)) in out.iter_mut().zip(self.0.iter().zip(other.0.iter())) {
+        for (o, (a, b)) in out.iter_mut().zip(self.as_bytes().iter().zip(other.as_bytes())) {
             *o = a ^ b;
         }
         Distance(out)
@@ -59,52 +42,11 @@ impl NodeId {
                 distance[bit / 8] &= !mask;
             }
         }
-        let mut out = self.0;
+        let mut out = *self.as_bytes();
         for (o, d) in out.iter_mut().zip(distance) {
             *o ^= d;
         }
-        Self(out)
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NodeId({self})")
-    }
-}
-
-/// Why a string is not a node id or key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum IdParseError {
-    /// The string is not exactly 40 characters long.
-    #[error("expected {expected} hex characters, got {len}")]
-    Length {
-        /// Characters required.
-        expected: usize,
-        /// Characters given.
-        len: usize,
-    },
-    /// The string holds a character that is not lowercase or uppercase hex.
-    #[error("not a hex string")]
-    NotHex,
-}
-
-impl FromStr for NodeId {
-    type Err = IdParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != ID_BYTES * 2 {
-            return Err(IdParseError::Length { expected: ID_BYTES * 2, len: s.len() });
-        }
-        let mut bytes = [0; ID_BYTES];
-        hex::decode_to_slice(s, &mut bytes).map_err(|_| IdParseError::NotHex)?;
-        Ok(Self(bytes))
+        Self::from_bytes(out)
     }
 }
 
@@ -118,12 +60,11 @@ impl Key {
         Self(bytes)
     }
 
-    /// The DHT key of a file: the first 160 bits of its ID. `None` if the ID is shorter.
-    pub fn from_file_id(file_id: &[u8]) -> Option<Self> {
-        let prefix = file_id.get(..ID_BYTES)?;
+    /// The DHT key of a file: the first 160 bits of its ID.
+    pub fn from_file_id(file_id: &FileId) -> Self {
         let mut bytes = [0; ID_BYTES];
-        bytes.copy_from_slice(prefix);
-        Some(Self(bytes))
+        bytes.copy_from_slice(&file_id.0[..ID_BYTES]);
+        Self(bytes)
     }
 
     /// The raw bytes, most significant first.
@@ -133,7 +74,7 @@ impl Key {
 
     /// The point in node-id space whose k closest nodes hold this key's records.
     pub const fn target(&self) -> NodeId {
-        NodeId(self.0)
+        NodeId::from_bytes(self.0)
     }
 }
 
@@ -153,7 +94,7 @@ impl FromStr for Key {
     type Err = IdParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        NodeId::from_str(s).map(|id| Self(id.0))
+        NodeId::from_str(s).map(|id| Self(*id.as_bytes()))
     }
 }
 
@@ -193,27 +134,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn from_public_key_is_sha256_prefix() {
-        // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
-        let id = NodeId::from_public_key(b"abc");
-        assert_eq!(id.to_string(), "ba7816bf8f01cfea414140de5dae2223b00361a3");
-    }
-
-    #[test]
-    fn hex_round_trip_and_errors() {
-        let id = NodeId::from_public_key(b"key");
-        assert_eq!(id.to_string().len(), 40);
-        assert_eq!(id.to_string().parse::<NodeId>(), Ok(id));
-        assert_eq!(
-            id.to_string().to_uppercase().parse::<NodeId>(),
-            Ok(id),
-            "uppercase hex is accepted"
-        );
-        assert_eq!("abc".parse::<NodeId>(), Err(IdParseError::Length { expected: 40, len: 3 }));
-        assert_eq!("zz".repeat(20).parse::<NodeId>(), Err(IdParseError::NotHex));
-        let key = Key::from_file_id(&[7; 32]).expect("32-byte file id");
+    fn key_hex_round_trip_and_file_prefix() {
+        let file_id = FileId([7; 32]);
+        let key = Key::from_file_id(&file_id);
+        assert_eq!(key.as_bytes(), &[7; ID_BYTES]);
         assert_eq!(key.to_string().parse::<Key>(), Ok(key));
-        assert_eq!(Key::from_file_id(&[7; 19]), None);
+        assert_eq!("abc".parse::<Key>(), Err(IdParseError::Length { expected: 40, len: 3 }));
     }
 
     #[test]

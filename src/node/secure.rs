@@ -33,9 +33,8 @@ use crate::crypto::rand_core::OsRng;
 use crate::crypto::record::TAG_BYTES;
 use crate::crypto::{
     Encryption, HandshakeConfig, HandshakeError, HandshakeRandom, Identity, Initiator,
-    NetworkSecret, Opener, RecordAad, Responder, Sealer, SessionIdentity,
+    NetworkSecret, NodeId, Opener, RecordAad, Responder, Sealer, SessionIdentity,
 };
-use crate::dht::NodeId;
 use crate::storage::write_atomic;
 
 /// The identity file inside a data directory.
