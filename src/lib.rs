@@ -10,7 +10,8 @@
 //!   hashing, memory maps (the crate's only `unsafe`), atomic writes.
 //! - [`crypto`] defines file IDs and chunk hashes.
 //! - [`transfer`] and [`dht`] are sans-IO state machines: bytes and time in, messages,
-//!   timers and events out. `sim` (feature `sim`) runs thousands of DHT nodes on virtual
+//!   timers and events out. Both, and the node's bandwidth limits, use the token bucket in
+//!   [`throttle`]. `sim` (feature `sim`) runs thousands of DHT nodes on virtual
 //!   time.
 //! - [`cli`], [`demo`] and [`bench`] are the binary's front ends.
 //!
@@ -27,5 +28,6 @@ pub mod node;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod storage;
+pub mod throttle;
 pub mod transfer;
 pub mod wire;

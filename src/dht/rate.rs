@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::dht::config::DhtConfig;
-use crate::transfer::throttle::Throttle;
+use crate::throttle::Throttle;
 
 #[derive(Debug)]
 pub(crate) struct RateLimiter {

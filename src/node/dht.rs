@@ -35,7 +35,7 @@ use crate::dht::{
     Contact, Dht, DhtBody, DhtCommand, DhtConfig, DhtEvent, DhtMessage, Key, LookupStats, NodeId,
 };
 use crate::storage::write_atomic;
-use crate::transfer::throttle::Throttle;
+use crate::throttle::Throttle;
 use crate::wire::{self, provider_addr_bytes, AnnounceProof, DHT_DATAGRAM_MAX_BYTES};
 
 /// How often the driver checks the core's timers, its commands and the stop flag. DHT

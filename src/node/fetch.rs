@@ -39,7 +39,7 @@ use crate::config::{
 use crate::crypto::{chunk_hash, FileId, RecordAad};
 use crate::dht::NodeId;
 use crate::storage::{write_atomic, CatalogEntry, FileStamp};
-use crate::transfer::throttle::Throttle;
+use crate::throttle::Throttle;
 use crate::transfer::{Bitfield, SharedBitfield};
 use crate::transfer::{PeerId, Scheduler, SchedulerConfig, Strategy};
 use crate::wire::{self, Encoder, ErrorCode, FileInfo, Message};

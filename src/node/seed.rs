@@ -34,7 +34,7 @@ use crate::config::{
 };
 use crate::crypto::{FileId, RecordAad};
 use crate::storage::{CatalogEntry, FileStamp, MappedFile};
-use crate::transfer::throttle::Throttle;
+use crate::throttle::Throttle;
 use crate::transfer::SharedBitfield;
 use crate::wire::{self, Encoder, ErrorCode, Message};
 

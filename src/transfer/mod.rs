@@ -18,8 +18,6 @@ pub use scheduler::{
     SchedulerConfigError, SchedulerEvent, SchedulerStats, Strategy, WINDOW_MAX_LIMIT,
 };
 
-pub mod throttle;
-
 /// One bit per chunk, least significant bit first within each byte: the persisted form of
 /// "chunk verified and durable".
 #[derive(Debug, Clone, PartialEq, Eq)]

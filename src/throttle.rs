@@ -1,4 +1,5 @@
-//! Rate limits: a token bucket in its GCRA form (one "theoretical arrival time" per
+//! Rate limits, shared by the transfer path and the DHT (a neutral module so neither
+//! imports the other): a token bucket in its GCRA form (one "theoretical arrival time" per
 //! bucket), so a bucket is a single atomic word that every shard can charge without a lock.
 //! Bandwidth limits charge bytes and wait (`reserve`); the DHT's per-IP limiter and its
 //! verification budget charge messages and drop what does not fit (`try_take`). Sans-IO:
