@@ -351,7 +351,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     r.seconds,
                     r.bytes_per_sec / 1e6
                 )
-            });
+            })?;
             Ok(0)
         }
         Command::Bench(BenchArgs { tool: Some(BenchCommand::Sha256 { bytes }), .. }) => {
@@ -363,7 +363,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     r.seconds,
                     r.bytes_per_sec / 1e6
                 )
-            });
+            })?;
             Ok(0)
         }
     }
@@ -403,26 +403,56 @@ fn bench(dir: &Path, b: &BenchArgs, network: Option<NetworkSecret>, json: bool) 
     let quiet = json || !std::io::stderr().is_terminal();
     let report = crate::bench::run_scenario(scenario, security, &|line| {
         if !quiet {
-            eprintln!("bench: {line}");
+            note!("bench: {line}");
         }
     })?;
     if let Some(dir) = &b.out {
         for f in crate::bench::write_out(&report, dir)? {
             if !json {
-                eprintln!("bench: wrote {}", f.display());
+                note!("bench: wrote {}", f.display());
             }
         }
     }
-    print_json_or(json, &report, || crate::bench::table(&report));
+    print_json_or(json, &report, || crate::bench::table(&report))?;
     Ok(0)
 }
 
-fn print_json_or<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
-    if json {
-        // Serializing plain data structs cannot fail.
-        println!("{}", serde_json::to_string(value).expect("serializable"));
+/// Standard output was closed by its reader (`furymesh ls | head -1`, a `--json` consumer
+/// that exits early). Not a failure: `main` ends the command quietly with exit code 0, as
+/// Unix tools do, instead of printing an error or panicking.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output is closed")]
+pub struct StdoutClosed;
+
+/// Writes `text` and a newline to stdout and flushes. The only way the crate writes to
+/// stdout. Errors: [`StdoutClosed`] when the reader went away (EPIPE), any other write
+/// error with context.
+pub fn say(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
+    }
+}
+
+/// Prints a command's result: `value` as one line of JSON with `--json`, else the human
+/// text. A closed stdout is not an error here: the command's work is done, so its exit code
+/// stays what it would have been had the output been read.
+fn print_json_or<T: Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce() -> String,
+) -> Result<()> {
+    let printed = if json {
+        say(&serde_json::to_string(value).context("cannot serialize the output")?)
     } else {
-        println!("{}", human());
+        say(&human())
+    };
+    match printed {
+        Err(e) if e.is::<StdoutClosed>() => Ok(()),
+        other => other,
     }
 }
 
@@ -443,7 +473,7 @@ fn init(dir: &Path, json: bool) -> Result<i32> {
             dir.display(),
             if created { "new identity" } else { "existing identity kept" }
         )
-    });
+    })?;
     Ok(0)
 }
 
@@ -454,7 +484,7 @@ fn id(dir: &Path, json: bool) -> Result<i32> {
         "node_id": node_id.to_string(),
         "identity": node::identity_path(dir),
     });
-    print_json_or(json, &v, || node_id.to_string());
+    print_json_or(json, &v, || node_id.to_string())?;
     Ok(0)
 }
 
@@ -512,7 +542,7 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("furymesh publish: {e}");
+                note!("furymesh publish: {e}");
             }
         }
     }
@@ -531,7 +561,7 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
             hashed as f64 / secs.max(1e-9) / 1e6
         ));
         s
-    });
+    })?;
     if out.is_empty() && failed == 0 {
         bail!("no regular files found under the given paths");
     }
@@ -541,7 +571,7 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
 fn ls(dir: &Path, json: bool) -> Result<i32> {
     let catalog = Catalog::load(dir)?;
     for (p, why) in &catalog.skipped {
-        eprintln!("furymesh ls: skipping unreadable manifest {}: {why}", p.display());
+        note!("furymesh ls: skipping unreadable manifest {}: {why}", p.display());
     }
     let mut rows: Vec<PublishedJson> = catalog
         .entries()
@@ -559,7 +589,7 @@ fn ls(dir: &Path, json: bool) -> Result<i32> {
             .map(|p| format!("{}  {:>12}  {}", p.file_id, p.size, p.path.display()))
             .collect::<Vec<_>>()
             .join("\n")
-    });
+    })?;
     Ok(0)
 }
 
@@ -576,10 +606,10 @@ fn seed(dir: &Path, a: &SeedArgs, network: Option<NetworkSecret>, json: bool) ->
     let catalog =
         Catalog::load(dir).with_context(|| format!("cannot read catalog in {}", dir.display()))?;
     for (p, why) in &catalog.skipped {
-        eprintln!("furymesh seed: skipping unreadable manifest {}: {why}", p.display());
+        note!("furymesh seed: skipping unreadable manifest {}: {why}", p.display());
     }
     if catalog.is_empty() {
-        eprintln!(
+        note!(
             "furymesh seed: warning: nothing published in {}; run `furymesh publish` first",
             dir.display()
         );
@@ -604,7 +634,7 @@ fn seed(dir: &Path, a: &SeedArgs, network: Option<NetworkSecret>, json: bool) ->
         security,
     };
     let seeder = Seeder::start(files.into_iter().map(Into::into).collect(), &opts, stop)?;
-    eprintln!(
+    note!(
         "furymesh seed: listening on {} ({shards} shards, {n} files, node {node_id}, encryption {})",
         seeder.addr(),
         if a.encryption.value == Encryption::On { "on" } else { "OFF" }
@@ -619,7 +649,7 @@ fn seed(dir: &Path, a: &SeedArgs, network: Option<NetworkSecret>, json: bool) ->
             "furymesh seed: stopped after {} connections ({} failed the handshake), {} chunks ({} bytes sealed from maps, {} plaintext from maps), {} errors",
             stats.connections, stats.handshakes_failed, stats.chunks_served, stats.payload_bytes_sealed, stats.payload_bytes_from_map, stats.error_replies
         )
-    });
+    })?;
     Ok(0)
 }
 
@@ -629,7 +659,7 @@ fn dht(d: &DhtCommandArgs, network: Option<NetworkSecret>, json: bool) -> Result
             let p = node::ping(*addr, network)?;
             print_json_or(json, &p, || {
                 format!("{} is node {} (rtt {:.2} ms)", p.addr, p.node_id, p.rtt_ms)
-            });
+            })?;
             return Ok(0);
         }
         DhtCommandArgs::FindProviders { file_id, bootstrap } => {
@@ -650,7 +680,7 @@ fn dht(d: &DhtCommandArgs, network: Option<NetworkSecret>, json: bool) -> Result
             answer.responses_received
         ));
         s
-    });
+    })?;
     Ok(if answer.contacts.is_empty() { 1 } else { 0 })
 }
 
@@ -720,7 +750,7 @@ fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> R
                 }
             }
             if let Err(e) = known.save() {
-                eprintln!("furymesh get: warning: cannot save {}: {e}", known.path().display());
+                note!("furymesh get: warning: cannot save {}: {e}", known.path().display());
             }
             print_json_or(json, &r, || {
                 let mut s = format!(
@@ -745,11 +775,11 @@ fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> R
                     ));
                 }
                 s
-            });
+            })?;
             Ok(0)
         }
         Err(e @ GetError::Interrupted) => {
-            eprintln!("furymesh get: {e}");
+            note!("furymesh get: {e}");
             Ok(130)
         }
         Err(GetError::WrongNode { peer, what }) if pinned_by_known.contains(&peer) => {
@@ -776,7 +806,7 @@ fn remember_download(dir: &Path, info: crate::wire::FileInfo, output: &Path) {
         Ok(())
     };
     if let Err(e) = record() {
-        eprintln!("furymesh get: warning: not recorded in the catalog of {}: {e:#}", dir.display());
+        note!("furymesh get: warning: not recorded in the catalog of {}: {e:#}", dir.display());
     }
 }
 

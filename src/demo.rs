@@ -48,11 +48,7 @@ pub const DEMO_FILE_SEED: u64 = 0x5eed;
 /// node identities live under `data_dir/demo`.
 pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32> {
     let shards = shards.max(1);
-    let say = |s: String| {
-        if !json {
-            println!("{s}");
-        }
-    };
+    let say = |s: String| if json { Ok(()) } else { crate::cli::say(&s) };
     let mut nodes = demo_nodes(data_dir)?;
     let downloader = nodes.pop().context("no demo nodes")?;
     // Memory-backed when the host has /dev/shm with room, so the demo shows the network
@@ -62,13 +58,13 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
         let Ok(t) = tempfile::Builder::new().prefix("furymesh-demo").tempdir_in(dir) else {
             continue;
         };
-        say(format!("1. generating a {} MiB file in {}", size >> 20, t.path().display()));
+        say(format!("1. generating a {} MiB file in {}", size >> 20, t.path().display()))?;
         match crate::bench::generate_file(&t.path().join("release.img"), size, DEMO_FILE_SEED) {
             Ok(()) => {
                 tmp = Some(t);
                 break;
             }
-            Err(e) => say(format!("   cannot use {}: {e}", dir.display())),
+            Err(e) => say(format!("   cannot use {}: {e}", dir.display()))?,
         }
     }
     let tmp = tmp.context("no temporary directory with room for the demo file")?;
@@ -76,7 +72,7 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
     let src = tmp.path().join("release.img");
     let dst = tmp.path().join("downloaded.img");
 
-    say("2. publishing it (SHA-256 per 512 KiB chunk, all cores)".into());
+    say("2. publishing it (SHA-256 per 512 KiB chunk, all cores)".into())?;
     let mut catalog = Catalog::load(&catalog_dir)?;
     let published = storage::publish(
         &mut catalog,
@@ -86,12 +82,12 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
     );
     let entry = published.into_iter().next().context("publish returned nothing")??.entry;
     let file_id = entry.info.file_id;
-    say(format!("   file ID {file_id}"));
+    say(format!("   file ID {file_id}"))?;
 
     say(format!(
         "3. starting {SEEDERS} seeders ({shards} shards each) on loopback; each joins the DHT \
          through the previous one and announces the file"
-    ));
+    ))?;
     let key = Key::from_file_id(&file_id);
     let mut seeders: Vec<Seeder> = Vec::new();
     for security in nodes {
@@ -110,15 +106,15 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
         };
         let seeder =
             Seeder::start(vec![entry.clone().into()], &opts, Arc::new(AtomicBool::new(false)))?;
-        say(format!("   seeder on {}", seeder.addr()));
+        say(format!("   seeder on {}", seeder.addr()))?;
         seeders.push(seeder);
     }
     let bootstrap = seeders.last().map(Seeder::addr).context("no seeder")?;
 
-    say(format!("4. finding providers through the DHT, knowing only {bootstrap}"));
+    say(format!("4. finding providers through the DHT, knowing only {bootstrap}"))?;
     let providers = discover(bootstrap, key)?;
     for p in &providers {
-        say(format!("   provider {} at {}", p.node_id, p.addr));
+        say(format!("   provider {} at {}", p.node_id, p.addr))?;
     }
 
     say(format!(
@@ -126,7 +122,7 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
          its signed DHT record names; AES-256-GCM records; rarest first, verify every chunk, \
          write through io_uring)",
         providers.len()
-    ));
+    ))?;
     let get_opts = GetOptions {
         file_id,
         peers: providers
@@ -151,7 +147,7 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
     }
     let report = report?;
 
-    say("6. comparing the two files byte for byte".into());
+    say("6. comparing the two files byte for byte".into())?;
     let digest = file_sha256(&dst)?;
     if digest != file_sha256(&src)? {
         bail!("downloaded file differs from the original");
@@ -159,9 +155,8 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
     let raw = crate::bench::raw_tcp_copy(&src, &tmp.path().join("raw.img"), shards)?;
     let ratio = report.bytes_per_sec / raw.bytes_per_sec;
     if json {
-        println!(
-            "{}",
-            json!({
+        crate::cli::say(
+            &json!({
                 "get": report,
                 "providers": providers,
                 "seeders": stats,
@@ -170,22 +165,23 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
                 "identical": true,
                 "downloaded_sha256": digest
             })
-        );
+            .to_string(),
+        )?;
     } else {
-        println!("   identical: yes");
-        println!(
+        say("   identical: yes".into())?;
+        say(format!(
             "done: {} MiB in {:.2} s = {:.0} MB/s; raw loopback TCP copy of the same file: {:.0} MB/s (ratio {:.2})",
             size >> 20,
             report.seconds,
             report.bytes_per_sec / 1e6,
             raw.bytes_per_sec / 1e6,
             ratio
-        );
-        println!(
+        ))?;
+        say(format!(
             "seeders: {} chunks, {} payload bytes encrypted in one pass from memory maps",
             stats.chunks_served, stats.payload_bytes_sealed
-        );
-        println!("cleaning up {}", tmp.path().display());
+        ))?;
+        say(format!("cleaning up {}", tmp.path().display()))?;
     }
     Ok(0)
 }

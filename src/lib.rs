@@ -18,6 +18,16 @@
 //! ARCHITECTURE.md records each design decision and why.
 #![deny(unsafe_code)]
 
+/// `eprintln!` that never panics: a diagnostic line on stderr, dropped if stderr is closed
+/// or failing (`furymesh seed 2>&1 | head -1` must not crash the seeder later). Every
+/// diagnostic of the crate goes through it; stdout goes through [`cli::say`].
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 pub mod bench;
 pub mod cli;
 pub mod config;

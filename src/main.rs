@@ -1,11 +1,15 @@
 //! `furymesh`: parse the command line, run it, report a failure as one line.
 
+use std::io::Write;
+
 use clap::Parser;
 
 fn main() {
     let cli = furymesh::cli::Cli::parse();
     let code = match furymesh::cli::run(cli) {
         Ok(code) => code,
+        // The reader of stdout went away (`furymesh demo | head -3`): stop quietly.
+        Err(e) if e.is::<furymesh::cli::StdoutClosed>() => 0,
         Err(e) => {
             // One line: the error and its causes, outermost first, skipping causes the
             // message above them already spells out.
@@ -15,7 +19,8 @@ fn main() {
                     line = if line.is_empty() { cause } else { format!("{line}: {cause}") };
                 }
             }
-            eprintln!("furymesh: {line}");
+            // Not eprintln!: a closed stderr must not turn the error into a panic.
+            let _ = writeln!(std::io::stderr().lock(), "furymesh: {line}");
             1
         }
     };

@@ -346,7 +346,7 @@ pub(super) async fn serve(
         if let Some(p) = &opts.table_path {
             let table = wire::encode_dht_table(&driver.dht.borrow().snapshot());
             if let Err(e) = write_atomic(p, &table) {
-                eprintln!("furymesh seed: cannot save DHT table to {}: {e}", p.display());
+                note!("furymesh seed: cannot save DHT table to {}: {e}", p.display());
             }
         }
     };

@@ -105,7 +105,7 @@ fn create_identity(data_dir: &Path) -> Result<Identity, IdentityFileError> {
 pub fn load_or_create_identity(data_dir: &Path) -> Result<(Identity, bool), IdentityFileError> {
     match load_identity(data_dir) {
         Err(IdentityFileError::Missing { .. }) => {
-            eprintln!(
+            note!(
                 "furymesh: creating the node identity (RSA-4096) in {}; this takes a few seconds",
                 data_dir.display()
             );
@@ -147,7 +147,7 @@ impl KnownPeers {
                 Some((addr, id)) => {
                     peers.insert(addr, id);
                 }
-                None => eprintln!(
+                None => note!(
                     "furymesh: {}:{}: not `HOST:PORT NODE_ID`, ignored",
                     path.display(),
                     n + 1
@@ -260,7 +260,7 @@ impl NodeSecurity {
         if now + SESSION_KEY_VALIDITY.as_secs() / 2 > s.not_after() {
             match issue(&self.identity, now) {
                 Ok(fresh) => *s = Arc::new(fresh),
-                Err(e) => eprintln!("furymesh: cannot renew the session key: {e}"),
+                Err(e) => note!("furymesh: cannot renew the session key: {e}"),
             }
         }
         s.clone()

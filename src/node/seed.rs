@@ -349,7 +349,7 @@ async fn run_shard(
             Some(Ok(s)) => s,
             Some(Err(e)) => {
                 // EMFILE and friends: back off instead of spinning; the listener stays up.
-                eprintln!("furymesh seed: shard {}: accept failed: {e}", shard.id.0);
+                note!("furymesh seed: shard {}: accept failed: {e}", shard.id.0);
                 glommio::timer::sleep(Duration::from_millis(100)).await;
                 continue;
             }

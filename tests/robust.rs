@@ -1,0 +1,117 @@
+//! Failure classes real users hit (issue 12), one test per class, through the real binary
+//! on real files, pipes and processes.
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+/// Runs `cmd` with stdout a pipe whose reading end is already closed, so its first write
+/// to stdout fails with EPIPE (deterministically: no race with a reader that exits).
+fn run_into_closed_pipe(cmd: &mut Command) -> Output {
+    let writer = closed_pipe_writer();
+    cmd.stdout(Stdio::from(writer)).stderr(Stdio::piped()).output().expect("spawn furymesh")
+}
+
+/// Asserts that a command whose stdout was closed ended quietly: the exit code it would
+/// have had, no panic, no error message about the pipe.
+fn assert_quiet(what: &str, out: &Output, code: i32) {
+    let err = stderr_of(out);
+    assert_eq!(out.status.code(), Some(code), "{what}: {} (stderr: {err})", out.status);
+    assert!(!err.contains("panicked"), "{what} panicked: {err}");
+    assert!(!err.to_lowercase().contains("broken pipe"), "{what}: {err}");
+}
+
+/// Issue 12, item 6: every command that prints ends quietly when its reader has gone
+/// (`furymesh ls | head -1`, a `--json` consumer that exits early), with the exit code it
+/// would have had, and the work it did is done.
+#[test]
+fn every_command_ends_quietly_on_a_closed_stdout() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    let src = t.path().join("src");
+    let mut files = Vec::new();
+    for i in 0..20u64 {
+        let p = src.join(format!("f{i:02}.bin"));
+        files.push((p.clone(), write_file(&p, 50_000 + i as usize * 1000, i)));
+    }
+    // publish, human and JSON: the files are recorded although nobody read the list.
+    for json in [false, true] {
+        let mut cmd = fm(&data);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = run_into_closed_pipe(cmd.arg("publish").arg(&src));
+        assert_quiet("publish", &out, 0);
+    }
+    let published = publish(&data, &[&src], &[]);
+    assert_eq!(published.len(), files.len());
+    // A failed file still makes publish exit 1 with a closed stdout.
+    let missing = t.path().join("missing.bin");
+    let out = run_into_closed_pipe(fm(&data).arg("publish").arg(&src).arg(&missing));
+    assert_quiet("publish with a missing file", &out, 1);
+    assert!(stderr_of(&out).contains("missing.bin"), "{}", stderr_of(&out));
+
+    for args in [&["ls"][..], &["--json", "ls"], &["id"], &["--json", "id"], &["init"]] {
+        let out = run_into_closed_pipe(fm(&data).args(args));
+        assert_quiet(&args.join(" "), &out, 0);
+    }
+    let out = run_into_closed_pipe(
+        Command::new(BIN).args(["--json", "bench", "sha256", "--bytes", "1MiB"]),
+    );
+    assert_quiet("bench sha256", &out, 0);
+
+    // get --json into a reader that has gone: the download is complete and recorded.
+    let seeder = Seeder::start(&data, 1);
+    let down = t.path().join("down");
+    let id = published[3]["file_id"].as_str().unwrap();
+    let dest = t.path().join("got.bin");
+    let out = run_into_closed_pipe(&mut get_cmd(&down, id, &seeder.peer(), &dest));
+    assert_quiet("get --json", &out, 0);
+    assert!(fs::read(&dest).unwrap() == files[3].1);
+    let ls = json(&run_ok(fm(&down).args(["--json", "ls"])));
+    assert_eq!(ls[0]["file_id"], id, "the download is in the catalog: {ls}");
+
+    let out = run_into_closed_pipe(fm(&down).args(["--json", "dht", "ping"]).arg(seeder.peer()));
+    assert_quiet("dht ping", &out, 0);
+    drop(seeder);
+
+    // seed prints its counters when it stops.
+    let mut child = fm(&data)
+        .args(["--json", "seed", "--listen", "127.0.0.1:0", "--shards", "1"])
+        .stdout(Stdio::from(closed_pipe_writer()))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    read_line_with(child.stderr.as_mut().unwrap(), "listening on");
+    signal(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    assert_quiet("seed --json", &out, 0);
+}
+
+/// The writing end of a pipe whose reading end is closed.
+fn closed_pipe_writer() -> std::os::fd::OwnedFd {
+    let (reader, writer) = rustix::pipe::pipe().expect("pipe");
+    drop(reader);
+    writer
+}
+
+/// Reads `r` until a line contains `what`, and returns that line.
+fn read_line_with(r: &mut impl std::io::Read, what: &str) -> String {
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while r.read(&mut byte).unwrap() == 1 {
+        if byte[0] == b'\n' {
+            let line = String::from_utf8_lossy(&seen).into_owned();
+            if line.contains(what) {
+                return line;
+            }
+            seen.clear();
+        } else {
+            seen.push(byte[0]);
+        }
+    }
+    panic!("no line with {what:?}; last: {}", String::from_utf8_lossy(&seen));
+}
