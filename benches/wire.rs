@@ -38,7 +38,8 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize};
 
 use furymesh::crypto::{chunk_hash, ChunkHash, FileId, DIGEST_BYTES};
-use furymesh::wire::{self, FileInfo, Message, FRAME_PREFIX_BYTES};
+use furymesh::manifest::FileInfo;
+use furymesh::wire::{self, Message, FRAME_PREFIX_BYTES};
 
 // The crate's flatc output (src/wire/generated, kept current by scripts/gen-flatbuffers),
 // compiled into this bench so PeerInfo/TransferStatus and the zero-copy view use exactly the

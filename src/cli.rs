@@ -797,7 +797,7 @@ fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> R
 
 /// Records a finished download in the catalog so `seed` serves it too. Best effort: the
 /// download itself succeeded, so a catalog problem is a warning.
-fn remember_download(dir: &Path, info: crate::wire::FileInfo, output: &Path) {
+fn remember_download(dir: &Path, info: crate::manifest::FileInfo, output: &Path) {
     let record = || -> Result<()> {
         let path = std::fs::canonicalize(output)?;
         let stamp = storage::FileStamp::of(&std::fs::metadata(&path)?);

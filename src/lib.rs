@@ -5,6 +5,7 @@
 //!   that touches sockets, files on the data path, timers and the clock. The seeder serves
 //!   chunks from memory maps without user-space copies; `get` downloads, verifies and
 //!   persists resumable state.
+//! - [`manifest`] is the file manifest (`FileInfo`) and the check that authenticates it.
 //! - [`wire`] turns `schemas/furymesh.fbs` FlatBuffers into verified, owned messages.
 //! - [`storage`] owns the data directory: the catalog of published files, chunking and
 //!   hashing, memory maps (the crate's only `unsafe`), atomic writes.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod dht;
+pub mod manifest;
 pub mod node;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

@@ -38,11 +38,12 @@ use crate::config::{
 };
 use crate::crypto::{chunk_hash, FileId, RecordAad};
 use crate::dht::NodeId;
+use crate::manifest::FileInfo;
 use crate::storage::{write_atomic, CatalogEntry, FileStamp};
 use crate::throttle::Throttle;
 use crate::transfer::{Bitfield, SharedBitfield};
 use crate::transfer::{PeerId, Scheduler, SchedulerConfig, Strategy};
-use crate::wire::{self, Encoder, ErrorCode, FileInfo, Message};
+use crate::wire::{self, Encoder, ErrorCode, Message};
 
 /// A peer to download from: its address and, if pinned, the node it must prove to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

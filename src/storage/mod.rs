@@ -28,7 +28,8 @@ pub use mmap::MappedFile;
 pub use publish::{publish, total_bytes, PublishError, Published};
 
 use crate::crypto::FileId;
-use crate::wire::{self, FileInfo};
+use crate::manifest::FileInfo;
+use crate::wire;
 
 /// Writes `data` to `path` so that a crash at any instant leaves either the previous content
 /// or the new one, never a mix: write a temporary file next to it, fsync, rename over, fsync

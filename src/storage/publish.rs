@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::{Catalog, CatalogEntry, CatalogError, FileStamp};
 use crate::config::{auto_chunk_size, CHUNKS_PER_FILE_MAX};
 use crate::crypto::{chunk_hash, ChunkHash, FileId};
-use crate::wire::FileInfo;
+use crate::manifest::FileInfo;
 
 /// Why a file could not be published.
 #[derive(Debug, thiserror::Error)]

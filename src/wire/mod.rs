@@ -1,8 +1,9 @@
 //! The wire format: FlatBuffers messages in length-prefixed frames.
 //!
 //! Owns `schemas/furymesh.fbs` → `generated/` (never hand-edited), verified decoding into
-//! *owned* domain types, and encoding. No state, no I/O; generated types never leave this
-//! module.
+//! *owned* domain types, and encoding. The domain types belong to their modules (the
+//! manifest to [`crate::manifest`], DHT messages to [`crate::dht`]); this module is only
+//! their codec. No state, no I/O; generated types never leave this module.
 //!
 //! Frame layout on a stream: `body_len: u32 LE` then a `Message` FlatBuffer of `body_len`
 //! bytes. A chunk response is followed by `payload_len` raw payload bytes outside the
@@ -25,12 +26,13 @@ pub use dht::{
 };
 use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
 
-use crate::crypto::{ChunkHash, FileId, DIGEST_BYTES};
+use crate::crypto::{FileId, DIGEST_BYTES};
+use crate::manifest::{FileInfo, ManifestError};
 use generated::furymesh as fb;
 
 /// Bytes of the length prefix in front of every frame body.
 pub const FRAME_PREFIX_BYTES: usize = 4;
-/// Most bytes a `FileInfo.name` may carry.
+/// Most bytes a manifest's `name` may carry.
 pub const NAME_MAX_BYTES: usize = 4096;
 /// Most bytes of an error message we keep from a peer.
 pub const ERROR_MESSAGE_MAX_BYTES: usize = 1024;
@@ -48,7 +50,7 @@ pub enum DecodeError {
     #[error("file ID is not 64 lowercase hex characters")]
     BadFileId,
     #[error("manifest is inconsistent: {0}")]
-    BadManifest(&'static str),
+    BadManifest(#[from] ManifestError),
     #[error("field `{0}` is longer than allowed")]
     TooLong(&'static str),
     #[error("field `{0}` has the wrong length")]
@@ -66,56 +68,6 @@ pub enum ErrorCode {
     Io,
     Overloaded,
     ChunkNotAvailable,
-}
-
-/// A manifest: everything a downloader needs to fetch and verify a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileInfo {
-    pub file_id: FileId,
-    /// File name without directories (a hint for the downloader; never a path).
-    pub name: String,
-    pub size: u64,
-    pub chunk_size: u32,
-    /// Unix seconds when the file was published.
-    pub creation_time: i64,
-    pub chunk_hashes: Vec<ChunkHash>,
-}
-
-impl FileInfo {
-    /// Number of chunks.
-    pub fn chunk_count(&self) -> u32 {
-        // Bounded by CHUNKS_PER_FILE_MAX at construction and decode.
-        self.chunk_hashes.len() as u32
-    }
-
-    /// Byte range of chunk `index` within the file.
-    pub fn chunk_range(&self, index: u32) -> std::ops::Range<u64> {
-        let start = index as u64 * self.chunk_size as u64;
-        start..(start + self.chunk_size as u64).min(self.size)
-    }
-
-    /// Bytes in chunk `index` (the last one may be short).
-    pub fn chunk_len(&self, index: u32) -> u64 {
-        let r = self.chunk_range(index);
-        r.end - r.start
-    }
-
-    /// Checks that size, chunk size and hash count agree, and that the ID is the hash of the
-    /// manifest. A manifest that passes authenticates every chunk hash in it.
-    pub fn check(&self) -> Result<(), DecodeError> {
-        use crate::config::{CHUNKS_PER_FILE_MAX, CHUNK_SIZE_MAX_BYTES, CHUNK_SIZE_MIN_BYTES};
-        if !(CHUNK_SIZE_MIN_BYTES..=CHUNK_SIZE_MAX_BYTES).contains(&self.chunk_size) {
-            return Err(DecodeError::BadManifest("chunk size out of range"));
-        }
-        let want = self.size.div_ceil(self.chunk_size as u64);
-        if want != self.chunk_hashes.len() as u64 || want > CHUNKS_PER_FILE_MAX as u64 {
-            return Err(DecodeError::BadManifest("chunk count does not match size"));
-        }
-        if FileId::from_manifest(self.size, self.chunk_size, &self.chunk_hashes) != self.file_id {
-            return Err(DecodeError::BadManifest("file ID is not the hash of the manifest"));
-        }
-        Ok(())
-    }
 }
 
 /// A message between peers, decoded and owned.
@@ -360,7 +312,7 @@ fn file_info_from_fb(fi: fb::FileInfo<'_>) -> Result<FileInfo, DecodeError> {
     }
     let raw = fi.chunk_hashes().map(|v| v.bytes()).unwrap_or_default();
     if raw.len() % DIGEST_BYTES != 0 || raw.len() / DIGEST_BYTES != fi.chunk_count() as usize {
-        return Err(DecodeError::BadManifest("chunk_hashes length does not match chunk_count"));
+        return Err(DecodeError::WrongLength("file_info.chunk_hashes"));
     }
     let chunk_hashes = raw
         .chunks_exact(DIGEST_BYTES)
@@ -494,7 +446,7 @@ pub fn decode_resume(buf: &[u8]) -> Result<(FileInfo, Vec<u8>), DecodeError> {
     let info = file_info_from_fb(r.info().ok_or(DecodeError::MissingField("info"))?)?;
     let bits = r.verified().ok_or(DecodeError::MissingField("verified"))?.bytes().to_vec();
     if bits.len() != (info.chunk_count() as usize).div_ceil(8) {
-        return Err(DecodeError::BadManifest("bitfield length does not match chunk count"));
+        return Err(DecodeError::WrongLength("resume_state.verified"));
     }
     Ok((info, bits))
 }
@@ -502,20 +454,9 @@ pub fn decode_resume(buf: &[u8]) -> Result<(FileInfo, Vec<u8>), DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::chunk_hash;
 
     fn sample_info(n: u32) -> FileInfo {
-        let chunk_size = 4096;
-        let size = n as u64 * chunk_size as u64 - 1;
-        let chunk_hashes: Vec<_> = (0..n).map(|i| chunk_hash(&i.to_le_bytes())).collect();
-        FileInfo {
-            file_id: FileId::from_manifest(size, chunk_size, &chunk_hashes),
-            name: "x.iso".into(),
-            size,
-            chunk_size,
-            creation_time: 7,
-            chunk_hashes,
-        }
+        crate::manifest::tests::sample(n, 4096)
     }
 
     fn round_trip(msg: Message) {
