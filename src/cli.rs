@@ -19,7 +19,7 @@ use crate::node::{
     self, DhtQuery, DhtServerOptions, GetError, GetOptions, NodeSecurity, PeerAddr, SeedOptions,
     Seeder,
 };
-use crate::storage::{self, Catalog};
+use crate::storage::{self, layout, Catalog};
 use crate::transfer::Strategy;
 
 /// FuryMesh: a thread-per-core peer-to-peer seed server.
@@ -314,9 +314,7 @@ fn data_dir(cli: &Cli) -> Result<PathBuf> {
     if let Some(d) = &cli.data_dir {
         return Ok(d.clone());
     }
-    dirs::data_dir()
-        .map(|d| d.join("furymesh"))
-        .context("no data directory: pass --data-dir or set FURYMESH_HOME")
+    layout::default_data_dir().context("no data directory: pass --data-dir or set FURYMESH_HOME")
 }
 
 /// Runs a parsed command line. Returns the process exit code.
@@ -457,14 +455,14 @@ fn print_json_or<T: Serialize>(
 }
 
 fn init(dir: &Path, json: bool) -> Result<i32> {
-    std::fs::create_dir_all(Catalog::dir_in(dir))
+    std::fs::create_dir_all(layout::catalog_dir(dir))
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let (identity, created) = node::load_or_create_identity(dir)?;
     let node_id = identity.node_id();
     let v = serde_json::json!({
         "data_dir": dir,
         "node_id": node_id.to_string(),
-        "identity": node::identity_path(dir),
+        "identity": layout::identity_path(dir),
         "created": created,
     });
     print_json_or(json, &v, || {
@@ -482,7 +480,7 @@ fn id(dir: &Path, json: bool) -> Result<i32> {
     let node_id = identity.node_id();
     let v = serde_json::json!({
         "node_id": node_id.to_string(),
-        "identity": node::identity_path(dir),
+        "identity": layout::identity_path(dir),
     });
     print_json_or(json, &v, || node_id.to_string())?;
     Ok(0)
@@ -622,7 +620,7 @@ fn seed(dir: &Path, a: &SeedArgs, network: Option<NetworkSecret>, json: bool) ->
     let node_id = security.node_id();
     let dht = DhtServerOptions {
         bootstrap: a.bootstrap.clone(),
-        table_path: Some(dir.join("dht-table.fmt")),
+        table_path: Some(layout::dht_table_path(dir)),
         provide: files.iter().map(|e| Key::from_file_id(&e.info.file_id)).collect(),
     };
     let opts = SeedOptions {

@@ -21,14 +21,13 @@ use crate::node::{
     self, ContactJson, DhtQuery, DhtServerOptions, GetOptions, NodeSecurity, PeerAddr, SeedOptions,
     SeedStats, Seeder,
 };
-use crate::storage::{self, Catalog};
+use crate::storage::{self, layout, Catalog};
 use crate::transfer::Strategy;
 
 /// The demo's nodes: the seeders and the downloader, each with its own identity, kept in
 /// `DATA_DIR/demo/node-N/` so only the first demo pays for generating RSA-4096 keys.
 fn demo_nodes(data_dir: &Path) -> Result<Vec<Arc<NodeSecurity>>> {
-    let dirs: Vec<_> =
-        (0..=SEEDERS).map(|i| data_dir.join("demo").join(format!("node-{i}"))).collect();
+    let dirs: Vec<_> = (0..=SEEDERS).map(|i| layout::demo_node_dir(data_dir, i)).collect();
     // Created in parallel the first time (each says so on stderr).
     let identities: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> =

@@ -65,6 +65,23 @@ fn core_dependencies_point_down() {
 }
 
 #[test]
+fn data_directory_paths_are_named_only_in_the_layout() {
+    let names =
+        ["\"identity.pk8.der\"", "\"known-peers\"", "\"dht-table.fmt\"", "\"catalog\"", "\"fmm\""];
+    for f in rust_files(&root().join("src")) {
+        if f.ends_with("storage/layout.rs") {
+            continue;
+        }
+        let text = fs::read_to_string(&f).unwrap();
+        for line in text.lines().map(|l| l.split("//").next().unwrap()) {
+            for n in names {
+                assert!(!line.contains(n), "{} spells {n}: use storage::layout", f.display());
+            }
+        }
+    }
+}
+
+#[test]
 fn unsafe_lives_only_in_the_allowlist() {
     let allowed = ["src/storage/mmap.rs", "src/node/sys.rs"];
     for f in rust_files(&root().join("src")) {

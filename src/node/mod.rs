@@ -32,8 +32,8 @@ pub use fetch::{
     get, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr, PeerReport,
 };
 pub use secure::{
-    identity_path, load_identity, load_or_create_identity, read_network_secret, IdentityFileError,
-    KnownPeers, NodeSecurity,
+    load_identity, load_or_create_identity, read_network_secret, IdentityFileError, KnownPeers,
+    NodeSecurity,
 };
 pub use seed::{SeedError, SeedOptions, SeedStats, Seeder, ServedFile};
 

@@ -35,17 +35,9 @@ use crate::crypto::{
     Encryption, HandshakeConfig, HandshakeError, HandshakeRandom, Identity, Initiator,
     NetworkSecret, NodeId, Opener, RecordAad, Responder, Sealer, SessionIdentity,
 };
-use crate::storage::write_atomic;
-
-/// The identity file inside a data directory.
-const IDENTITY_FILE: &str = "identity.pk8.der";
+use crate::storage::{layout, write_atomic};
 
 const REFUSAL: u8 = 0x7F;
-
-/// Path of the identity key in `data_dir`.
-pub fn identity_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(IDENTITY_FILE)
-}
 
 /// Why the node identity could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +56,7 @@ pub enum IdentityFileError {
 /// refused, like ssh does.
 pub fn load_identity(data_dir: &Path) -> Result<Identity, IdentityFileError> {
     use std::os::unix::fs::PermissionsExt;
-    let path = identity_path(data_dir);
+    let path = layout::identity_path(data_dir);
     let io_err = |source| IdentityFileError::Io { path: path.clone(), source };
     let der = match fs::read(&path) {
         Ok(b) => Zeroizing::new(b),
@@ -83,7 +75,7 @@ pub fn load_identity(data_dir: &Path) -> Result<Identity, IdentityFileError> {
 /// Creates a new RSA-4096 identity in `data_dir` (mode 0600, written atomically). Refuses
 /// to replace an existing one. Takes seconds.
 fn create_identity(data_dir: &Path) -> Result<Identity, IdentityFileError> {
-    let path = identity_path(data_dir);
+    let path = layout::identity_path(data_dir);
     let io_err = |source| IdentityFileError::Io { path: path.clone(), source };
     if path.exists() {
         return Err(io_err(io::Error::new(io::ErrorKind::AlreadyExists, "identity exists")));
@@ -115,9 +107,6 @@ pub fn load_or_create_identity(data_dir: &Path) -> Result<(Identity, bool), Iden
     }
 }
 
-/// The known-peers file inside a data directory.
-const KNOWN_PEERS_FILE: &str = "known-peers";
-
 /// Trust on first use, remembered: the node ID each `HOST:PORT` proved the first time `get`
 /// used it, in `DATA_DIR/known-peers` (`HOST:PORT NODE_ID` per line), like ssh's
 /// known_hosts. A later `get` pins the address to that ID.
@@ -132,7 +121,7 @@ impl KnownPeers {
     /// Reads `DATA_DIR/known-peers` (absent: empty). Lines that do not parse are reported on
     /// stderr and skipped, never fatal.
     pub fn load(data_dir: &Path) -> Self {
-        let path = data_dir.join(KNOWN_PEERS_FILE);
+        let path = layout::known_peers_path(data_dir);
         let mut peers = std::collections::BTreeMap::new();
         let text = fs::read_to_string(&path).unwrap_or_default();
         for (n, line) in text.lines().enumerate() {

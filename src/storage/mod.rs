@@ -1,19 +1,13 @@
 //! Storage: the catalog of published files, memory maps, and crash-safe writes.
 //!
-//! Owns the data directory layout, manifest persistence, chunking and hashing of published
-//! files, and the only `unsafe` code of the crate (`mmap.rs`). May not touch the network or
-//! key material.
-//!
-//! Layout of a data directory:
-//!
-//! ```text
-//! DATA_DIR/
-//!   catalog/<file_id>.fmm   one FlatBuffers `Manifest` per published file
-//! ```
+//! Owns the data directory layout ([`layout`]: every path under `DATA_DIR`), manifest
+//! persistence, chunking and hashing of published files, and the only `unsafe` code of the
+//! crate (`mmap.rs`). May not touch the network or key material.
 //!
 //! Every persisted file is written with [`write_atomic`]: temporary file, fsync, rename,
 //! fsync of the directory, so a `kill -9` at any instant leaves the old or the new version.
 
+pub mod layout;
 #[allow(unsafe_code)]
 mod mmap;
 mod publish;
@@ -78,7 +72,7 @@ pub enum CatalogError {
 /// The published files of a data directory, keyed by file ID.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    dir: PathBuf,
+    data_dir: PathBuf,
     entries: HashMap<FileId, CatalogEntry>,
     /// Path → ID of the entry last published from that path (identical files at several
     /// paths share one ID and one entry).
@@ -88,16 +82,11 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Directory of the catalog inside a data directory.
-    pub fn dir_in(data_dir: &Path) -> PathBuf {
-        data_dir.join("catalog")
-    }
-
-    /// Loads every manifest under `DATA_DIR/catalog`. A missing directory is an empty
+    /// Loads every manifest under [`layout::catalog_dir`]. A missing directory is an empty
     /// catalog; an unreadable or corrupt manifest is skipped and listed in `skipped`.
     pub fn load(data_dir: &Path) -> Result<Self, CatalogError> {
-        let dir = Self::dir_in(data_dir);
-        let mut cat = Self { dir: dir.clone(), ..Self::default() };
+        let dir = layout::catalog_dir(data_dir);
+        let mut cat = Self { data_dir: data_dir.to_owned(), ..Self::default() };
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(cat),
@@ -105,7 +94,7 @@ impl Catalog {
         };
         for ent in rd.flatten() {
             let path = ent.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("fmm") {
+            if !layout::is_manifest(&path) {
                 continue;
             }
             match fs::read(&path)
@@ -125,9 +114,9 @@ impl Catalog {
 
     /// Persists `entry` atomically and adds it to the catalog.
     pub fn insert(&mut self, entry: CatalogEntry) -> Result<(), CatalogError> {
-        let path = self.dir.join(format!("{}.fmm", entry.info.file_id));
+        let path = layout::manifest_path(&self.data_dir, &entry.info.file_id);
         let write = || -> io::Result<()> {
-            fs::create_dir_all(&self.dir)?;
+            fs::create_dir_all(layout::catalog_dir(&self.data_dir))?;
             let bytes = wire::encode_manifest(
                 &entry.info,
                 &entry.path.to_string_lossy(),

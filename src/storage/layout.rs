@@ -1,0 +1,92 @@
+//! The layout of a data directory: every path FuryMesh reads or writes under `DATA_DIR` is
+//! named here and nowhere else, so a new front end (a daemon, an API) finds the same files.
+//!
+//! ```text
+//! DATA_DIR/                 --data-dir, else $FURYMESH_HOME, else default_data_dir()
+//!   identity.pk8.der        the node's RSA key, PKCS#8 DER, mode 600 (node::secure)
+//!   known-peers             trust on first use: `HOST:PORT NODE_ID` per line (node::secure)
+//!   dht-table.fmt           routing-table snapshot, a FlatBuffers `DhtTable` (node::dht)
+//!   catalog/<file_id>.fmm   one FlatBuffers `Manifest` per published file (storage::Catalog)
+//!   demo/node-<n>/          the demo's node data directories, same layout (demo)
+//! ```
+//!
+//! A download's partial file and resume state live beside its output file, not here
+//! (`node/fetch.rs`). A network secret has no default path: `--network-secret FILE` names
+//! it. Paths only: the modules named above read and write the files.
+
+use std::path::{Path, PathBuf};
+
+use crate::crypto::FileId;
+
+/// Name of the directory under the platform's data directory (`~/.local/share` on Linux).
+const APP_DIR: &str = "furymesh";
+const IDENTITY_FILE: &str = "identity.pk8.der";
+const KNOWN_PEERS_FILE: &str = "known-peers";
+const DHT_TABLE_FILE: &str = "dht-table.fmt";
+const CATALOG_DIR: &str = "catalog";
+/// Extension of a manifest file in the catalog.
+const MANIFEST_EXTENSION: &str = "fmm";
+const DEMO_DIR: &str = "demo";
+
+/// The data directory when neither `--data-dir` nor `FURYMESH_HOME` names one:
+/// `furymesh` under the platform's data directory. `None` if the platform has none.
+pub fn default_data_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join(APP_DIR))
+}
+
+/// The node identity key.
+pub fn identity_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(IDENTITY_FILE)
+}
+
+/// The known-peers file (node IDs pinned on first use).
+pub fn known_peers_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(KNOWN_PEERS_FILE)
+}
+
+/// The DHT routing-table snapshot a seeder loads at start and saves at stop.
+pub fn dht_table_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DHT_TABLE_FILE)
+}
+
+/// The catalog directory: one manifest file per published file.
+pub fn catalog_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(CATALOG_DIR)
+}
+
+/// The manifest file of `file_id` in the catalog.
+pub fn manifest_path(data_dir: &Path, file_id: &FileId) -> PathBuf {
+    catalog_dir(data_dir).join(format!("{file_id}.{MANIFEST_EXTENSION}"))
+}
+
+/// Whether `path` (an entry of [`catalog_dir`]) is named like a manifest; other files there
+/// (temporary files of an interrupted write) are ignored.
+pub fn is_manifest(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()) == Some(MANIFEST_EXTENSION)
+}
+
+/// The data directory of demo node `index` (a data directory of its own).
+pub fn demo_node_dir(data_dir: &Path, index: usize) -> PathBuf {
+    data_dir.join(DEMO_DIR).join(format!("node-{index}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_the_documented_ones() {
+        // These names are on users' disks: changing one orphans existing files.
+        let d = Path::new("/d");
+        let id = FileId([0xab; 32]);
+        assert_eq!(identity_path(d), Path::new("/d/identity.pk8.der"));
+        assert_eq!(known_peers_path(d), Path::new("/d/known-peers"));
+        assert_eq!(dht_table_path(d), Path::new("/d/dht-table.fmt"));
+        assert_eq!(catalog_dir(d), Path::new("/d/catalog"));
+        let m = manifest_path(d, &id);
+        assert_eq!(m, Path::new(&format!("/d/catalog/{}.fmm", "ab".repeat(32))));
+        assert!(is_manifest(&m));
+        assert!(!is_manifest(Path::new("/d/catalog/.furymesh-tmpXYZ")));
+        assert_eq!(demo_node_dir(d, 3), Path::new("/d/demo/node-3"));
+    }
+}
