@@ -21,17 +21,27 @@ pub const DHT_DATAGRAM_MAX_BYTES: usize = 1400;
 /// Most contacts in a persisted routing table (160 buckets of k = 20).
 const DHT_TABLE_CONTACTS_MAX: usize = 160 * CONTACTS_PER_MESSAGE_MAX;
 
+/// The one wire form of an IP address (contacts and signed provider records alike): 16
+/// bytes of IPv6, an IPv4 address as its IPv4-mapped IPv6 address.
+fn ip_octets(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The inverse of [`ip_octets`]: IPv4-mapped addresses come back as IPv4.
+fn ip_from_octets(octets: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(octets);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
+
 fn contact_to_fb(c: &Contact) -> fb::DhtContact {
-    let ip = match c.addr.ip() {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    };
-    fb::DhtContact::new(&fb::DhtId(*c.id.as_bytes()), &ip.octets(), c.addr.port())
+    fb::DhtContact::new(&fb::DhtId(*c.id.as_bytes()), &ip_octets(c.addr.ip()), c.addr.port())
 }
 
 fn contact_from_fb(c: &fb::DhtContact) -> Contact {
-    let v6 = Ipv6Addr::from(<[u8; 16]>::from(c.ip()));
-    let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
+    let ip = ip_from_octets(<[u8; 16]>::from(c.ip()));
     Contact { id: NodeId::from_bytes(c.id().0), addr: SocketAddr::new(ip, c.port()) }
 }
 
@@ -61,12 +71,8 @@ pub struct AnnounceProof {
 /// The canonical bytes of a provider's address in a signed record: the IPv6 (IPv4-mapped)
 /// address and the port, little-endian — the same fields a `DhtContact` carries.
 pub fn provider_addr_bytes(addr: SocketAddr) -> [u8; 18] {
-    let ip = match addr.ip() {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    };
     let mut out = [0u8; 18];
-    out[..16].copy_from_slice(&ip.octets());
+    out[..16].copy_from_slice(&ip_octets(addr.ip()));
     out[16..].copy_from_slice(&addr.port().to_le_bytes());
     out
 }
@@ -289,6 +295,22 @@ mod tests {
         }
         assert!(decode_dht(&buf[4..]).is_err(), "no magic");
         assert!(decode_dht(&[0u8; 2000]).is_err(), "oversized");
+    }
+
+    #[test]
+    fn a_signed_provider_address_is_the_address_its_contact_carries() {
+        for addr in ["127.0.0.1:7420", "[::ffff:127.0.0.1]:7420", "[2001:db8::1]:9"] {
+            let c = contact(1, addr);
+            let fb = contact_to_fb(&c);
+            let signed = provider_addr_bytes(c.addr);
+            assert_eq!(signed[..16], <[u8; 16]>::from(fb.ip()), "{addr}");
+            assert_eq!(signed[16..], fb.port().to_le_bytes(), "{addr}");
+        }
+        // An IPv4 address and its IPv4-mapped form sign the same bytes and decode as IPv4.
+        let v4 = contact(1, "127.0.0.1:7420");
+        let mapped = contact(1, "[::ffff:127.0.0.1]:7420");
+        assert_eq!(provider_addr_bytes(v4.addr), provider_addr_bytes(mapped.addr));
+        assert_eq!(contact_from_fb(&contact_to_fb(&mapped)), v4);
     }
 
     #[test]
