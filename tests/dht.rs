@@ -288,3 +288,129 @@ fn a_private_network_dht_ignores_outsiders() {
     assert_eq!(stats["dht"]["table_len"], 1, "{stats}");
     assert!(stats["dht"]["wrong_network"].as_u64().unwrap() >= 3, "{stats}");
 }
+
+/// `get FILE_ID --bootstrap via` from the client data dir into a fresh file; checks the
+/// bytes. `what` names the step in a failure.
+fn get_via(t: &std::path::Path, id: &str, via: &str, bytes: &[u8], what: &str) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let out = t.join(format!("got-{}.bin", N.fetch_add(1, Ordering::Relaxed)));
+    let r = fm(&t.join("client"))
+        .args(["--json", "get", id, "--bootstrap", via, "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{what}: get through {via} failed: {}", stderr_of(&r));
+    assert!(fs::read(&out).unwrap() == bytes, "{what}: wrong bytes");
+}
+
+/// Stops a seeder and starts it again on the same address (as a restarted server keeps
+/// its port), with the same data dir (identity, saved routing table) and `bootstrap`.
+fn restart(s: Seeder, dir: &std::path::Path, bootstrap: &[String]) -> Seeder {
+    let addr = s.peer();
+    s.stop();
+    Seeder::start_with(dir, 1, &addr, bootstrap)
+}
+
+/// Issue 12 item 1: `seed` on A, then `get --bootstrap A` right away must work — in a
+/// network of one node, of two and of three, through every node, before and after each
+/// node restarts (a restarted node has lost the provider records it stored for others).
+#[test]
+fn a_provider_is_found_in_networks_of_one_two_and_three_nodes_across_restarts() {
+    let t = tempdir();
+    let f = t.path().join("f.bin");
+    let bytes = write_file(&f, 300_000, 21);
+    let dirs: Vec<_> = ["a", "b", "c"].iter().map(|n| t.path().join(n)).collect();
+    let id = publish_id(&dirs[0], &f, &[]);
+    let get = |via: &Seeder, what: &str| get_via(t.path(), &id, &via.peer(), &bytes, what);
+
+    // One node: the provider alone, asked right after it started.
+    let mut a = Seeder::start(&dirs[0], 1);
+    get(&a, "network of 1");
+    a = restart(a, &dirs[0], &[]);
+    get(&a, "network of 1, provider restarted");
+
+    // Two nodes: B joins through A; ask through either, right away.
+    let mut b = Seeder::start_with(&dirs[1], 1, "127.0.0.1:0", &[a.peer()]);
+    let boot_b = vec![a.peer()];
+    get(&b, "network of 2, via the new node");
+    get(&a, "network of 2, via the provider");
+    b = restart(b, &dirs[1], &boot_b);
+    get(&b, "network of 2, other node restarted");
+    a = restart(a, &dirs[0], &[]);
+    get(&b, "network of 2, provider restarted");
+    get(&a, "network of 2, provider restarted, via it");
+
+    // Three nodes: C joins through B only.
+    let boot_c = vec![b.peer()];
+    let mut c = Seeder::start_with(&dirs[2], 1, "127.0.0.1:0", &boot_c);
+    for (node, name) in [(&c, "C"), (&b, "B"), (&a, "A")] {
+        get(node, &format!("network of 3, via {name}"));
+    }
+    b = restart(b, &dirs[1], &boot_b);
+    c = restart(c, &dirs[2], &boot_c);
+    get(&c, "network of 3, B and C restarted");
+    a = restart(a, &dirs[0], &[]);
+    for (node, name) in [(&c, "C"), (&b, "B"), (&a, "A")] {
+        get(node, &format!("network of 3, all restarted, via {name}"));
+    }
+    let stats = a.stop();
+    assert!(stats["dht"]["table_len"].as_u64().unwrap() >= 1, "{stats}");
+    drop((b, c));
+}
+
+/// Issue 12 item 10: a genuine DHT request replayed with one bit flipped in the sender
+/// ID, from an address where nothing answers, must not enter the node's routing table —
+/// nor reach the lookups of clients that join through it.
+#[test]
+fn a_forged_request_does_not_poison_the_routing_table() {
+    use furymesh::dht::{Contact, DhtBody, DhtMessage, NodeId};
+    let t = tempdir();
+    let (da, db, client) = (t.path().join("a"), t.path().join("b"), t.path().join("client"));
+    let a = Seeder::start(&da, 1);
+    let b = Seeder::start_with(&db, 1, "127.0.0.1:0", &[a.peer()]);
+    let b_id: NodeId = node_id(&db).parse().unwrap();
+    let lookup = || {
+        let target = "5d".repeat(20);
+        json(&run_ok(
+            fm(&client).args(["--json", "dht", "find-node", &target, "--bootstrap"]).arg(a.peer()),
+        ))
+    };
+    // A knows B once B answered its check: poll (B's join is asynchronous).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = lookup();
+        if found["contacts"].as_array().unwrap().iter().any(|c| c["addr"] == b.peer()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never appeared in A's table: {found}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The request B sends when it joins, as it goes on the wire, from a socket that closes
+    // right after — then one bit of the sender ID flipped in the datagram itself.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let request = DhtMessage {
+        tx: 0x0123_4567_89ab_cdef,
+        sender: Contact { id: b_id, addr: sock.local_addr().unwrap() },
+        body: DhtBody::FindNode { target: b_id },
+        read_only: false,
+    };
+    let mut datagram = Vec::new();
+    furymesh::wire::encode_dht(&request, &mut datagram);
+    let at = datagram.windows(20).position(|w| w == b_id.as_bytes()).expect("sender id");
+    datagram[at + 19] ^= 0x01;
+    sock.send_to(&datagram, a.addr).unwrap();
+    drop(sock);
+
+    // Lookups through A meet only nodes that answer: every request sent gets its reply.
+    for _ in 0..3 {
+        let found = lookup();
+        assert_eq!(found["requests_sent"], found["responses_received"], "{found}");
+        assert_eq!(found["contacts"].as_array().unwrap().len(), 2, "{found}");
+    }
+    b.stop();
+    let stats = a.stop();
+    assert_eq!(stats["dht"]["table_len"], 1, "only B entered A's table: {stats}");
+    assert!(stats["dht"]["contacts_verify_pings"].as_u64().unwrap() >= 2, "{stats}");
+}

@@ -70,6 +70,23 @@ impl Publisher {
         self.queued.remove(key);
     }
 
+    /// Whether this node provides `key` (it answers `GetProviders` for it itself).
+    pub(crate) fn provides(&self, key: &Key) -> bool {
+        self.keys.contains_key(key)
+    }
+
+    /// Queues every provided key for a new announcement (the set of nodes that should hold
+    /// its records changed). Keys already queued keep their place.
+    pub(crate) fn requeue_all(&mut self) {
+        if self.queued.len() == self.keys.len() {
+            return;
+        }
+        let keys: Vec<Key> = self.keys.keys().copied().collect();
+        for key in keys {
+            self.enqueue(key);
+        }
+    }
+
     /// Queues every key whose republish time has come.
     pub(crate) fn schedule_due(&mut self, now: Instant) {
         let due: Vec<Key> =

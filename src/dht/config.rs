@@ -31,6 +31,17 @@ pub struct DhtConfig {
     pub rpc_retries_max: u8,
     /// Requests awaiting a reply, all purposes together. Further requests wait. Default 512.
     pub rpcs_inflight_max: usize,
+    /// Contact checks in flight: pings that verify a newcomer (a node that sent us a
+    /// request enters the table only once it answers a ping from its address), and pings
+    /// of contacts silent for `contact_recheck_after`. Each kind has this bound; newcomers
+    /// beyond it are not pinged (they get in by answering one of our lookups later).
+    /// Default 64.
+    pub contact_checks_inflight_max: usize,
+    /// A table contact that has not answered this node for this long is pinged at the next
+    /// maintenance; if the ping fails (after its resend) the contact is evicted and the
+    /// newest replacement promoted. Bounds how long a dead contact is handed out to others.
+    /// Default 5 min.
+    pub contact_recheck_after: Duration,
     /// Concurrent lookups (app, bootstrap, refresh and announce together); a command beyond
     /// it is rejected with [`crate::dht::Rejection::LookupsFull`]. Default 32.
     pub lookups_inflight_max: usize,
@@ -100,6 +111,8 @@ impl Default for DhtConfig {
             rpc_timeout: Duration::from_secs(1),
             rpc_retries_max: 1,
             rpcs_inflight_max: 512,
+            contact_checks_inflight_max: 64,
+            contact_recheck_after: Duration::from_secs(5 * 60),
             lookups_inflight_max: 32,
             lookup_candidates_max: 80,
             lookup_providers_wanted: 16,
@@ -165,6 +178,7 @@ impl DhtConfig {
             ("per_ip_max", self.per_ip_max, 1, usize::MAX),
             ("per_subnet_max", self.per_subnet_max, 1, usize::MAX),
             ("rpcs_inflight_max", self.rpcs_inflight_max, 1, usize::MAX),
+            ("contact_checks_inflight_max", self.contact_checks_inflight_max, 1, usize::MAX),
             ("lookups_inflight_max", self.lookups_inflight_max, 1, usize::MAX),
             ("lookup_candidates_max", self.lookup_candidates_max, self.k, usize::MAX),
             ("lookup_providers_wanted", self.lookup_providers_wanted, 1, usize::MAX),

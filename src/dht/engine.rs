@@ -16,7 +16,7 @@ use crate::dht::message::{
     DhtBody, DhtMessage, CONTACTS_PER_MESSAGE_MAX, PROVIDERS_PER_MESSAGE_MAX,
 };
 use crate::dht::rate::RateLimiter;
-use crate::dht::routing::{ip_of, Insertion, RoutingTable};
+use crate::dht::routing::{ip_of, Insertion, RoutingTable, TableRejection};
 use crate::dht::store::{ProviderStore, Put};
 
 /// What the application asks of the DHT.
@@ -26,7 +26,8 @@ pub enum DhtCommand {
     /// the table. Ends with [`DhtEvent::Bootstrapped`]. At most `k` addresses are used.
     Bootstrap(Vec<SocketAddr>),
     /// Rejoin from a [`Dht::snapshot`] saved before a restart: the contacts go into the table
-    /// unverified (failures evict them) and a self-lookup runs through them.
+    /// unverified (this node's own earlier table; failures evict them) and a self-lookup
+    /// runs through them.
     Restore(Vec<Contact>),
     /// Find the k closest nodes to an id. Ends with [`DhtEvent::LookupFinished`].
     FindNode(NodeId),
@@ -144,6 +145,12 @@ pub struct DhtStats {
     pub lookups_started: u64,
     /// Contacts evicted from the table after failing to answer.
     pub contacts_evicted: u64,
+    /// Pings sent to verify a node that sent us a request before it may enter the table.
+    pub contacts_verify_pings: u64,
+    /// Newcomers not verified because `contact_checks_inflight_max` checks were pending.
+    pub contacts_verify_skipped: u64,
+    /// Pings sent to table contacts silent for `contact_recheck_after`.
+    pub contacts_recheck_pings: u64,
     /// Contacts the table refused (caps, address conflicts).
     pub table_rejections: u64,
     /// Provider records stored or refreshed for others.
@@ -159,8 +166,11 @@ pub struct DhtStats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RpcPurpose {
     Lookup(u64),
-    /// Liveness check of a bucket's least-recently-seen contact.
+    /// Liveness check of a table contact: a full bucket's least-recently-seen one, a
+    /// silent one, or one whose id showed up at another address.
     Ping,
+    /// Check of a node that sent us a request: it enters the table if it answers.
+    Verify,
     /// Store phase of an announcement.
     Announce(u64),
 }
@@ -196,7 +206,10 @@ pub struct Dht {
     lookups: BTreeMap<u64, Lookup>,
     next_lookup: u64,
     refreshes_inflight: usize,
+    /// Table contacts with a liveness ping in flight.
     lrs_pings: BTreeSet<NodeId>,
+    /// Addresses of newcomers with a verification ping in flight.
+    verifying: BTreeSet<SocketAddr>,
     store: ProviderStore,
     publisher: Publisher,
     limiter: RateLimiter,
@@ -232,6 +245,7 @@ impl Dht {
             next_lookup: 0,
             refreshes_inflight: 0,
             lrs_pings: BTreeSet::new(),
+            verifying: BTreeSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: DhtStats::default(),
@@ -243,6 +257,11 @@ impl Dht {
     /// This node's contact, as sent in every message.
     pub fn local(&self) -> Contact {
         self.local
+    }
+
+    /// The configuration this node runs with.
+    pub fn config(&self) -> &DhtConfig {
+        &self.config
     }
 
     /// Counters.
@@ -346,6 +365,7 @@ impl Dht {
             self.store.expire(now);
             self.limiter.purge(now);
             self.publisher.schedule_due(now);
+            self.recheck_silent(now);
         }
         self.start_background(now);
     }
@@ -384,6 +404,7 @@ impl Dht {
             assert_eq!(self.rpcs.get(tx).map(|r| r.deadline), Some(*deadline));
         }
         assert!(self.lookups.len() <= self.config.lookups_inflight_max);
+        assert!(self.verifying.len() <= self.config.contact_checks_inflight_max);
         assert!(self.transmits.len() <= self.config.transmits_queued_max);
         assert!(!self.table.snapshot().iter().any(|c| c.id == self.local.id));
     }
@@ -397,7 +418,7 @@ impl Dht {
     fn handle_request(&mut self, now: Instant, from: SocketAddr, msg: DhtMessage) {
         let sender = Contact { id: msg.sender.id, addr: from };
         if !msg.read_only {
-            self.observe(now, sender);
+            self.check_newcomer(now, sender);
         }
         let k = self.config.k;
         let reply = match msg.body {
@@ -406,7 +427,7 @@ impl Dht {
                 DhtBody::Nodes { contacts: self.table.closest(&target, k) }
             }
             DhtBody::GetProviders { key } => DhtBody::Providers {
-                providers: self.store.providers(now, &key, PROVIDERS_PER_MESSAGE_MAX),
+                providers: self.providers_of(now, &key),
                 closer: self.table.closest(&key.target(), k),
             },
             DhtBody::AnnounceProvider { key, provider } => {
@@ -468,14 +489,25 @@ impl Dht {
         }
         self.stats.responses_accepted += 1;
         let sender = Contact { id: msg.sender.id, addr: from };
-        self.observe(now, sender);
+        if rpc.purpose == RpcPurpose::Verify {
+            self.verifying.remove(&rpc.to);
+        }
+        // It answered a request of ours from the address we sent it to: it exists there.
+        if !msg.read_only {
+            self.observe(now, sender);
+        }
         self.lrs_pings.remove(&sender.id);
-        let (contacts, providers, stored) = match msg.body {
+        let (contacts, mut providers, stored) = match msg.body {
             DhtBody::Nodes { contacts } => (contacts, Vec::new(), false),
             DhtBody::Providers { providers, closer } => (closer, providers, false),
             DhtBody::AnnounceAck { stored } => (Vec::new(), Vec::new(), stored),
             _ => (Vec::new(), Vec::new(), false),
         };
+        // A node that provides the key itself names itself; it is reachable where it just
+        // answered from (it may not know its own address, e.g. when bound to 0.0.0.0).
+        for provider in providers.iter_mut().filter(|p| p.id == sender.id) {
+            provider.addr = from;
+        }
         let contacts = self.sanitize(from, contacts, CONTACTS_PER_MESSAGE_MAX);
         let providers = self.sanitize(from, providers, PROVIDERS_PER_MESSAGE_MAX);
         match rpc.purpose {
@@ -486,7 +518,86 @@ impl Dht {
                 }
             }
             RpcPurpose::Announce(phase) => self.store_done(phase, stored),
-            RpcPurpose::Ping => {}
+            RpcPurpose::Ping | RpcPurpose::Verify => {}
+        }
+    }
+
+    /// Providers of `key` to hand out: this node first if it provides the key itself (so a
+    /// provider is found by any lookup that reaches it, even before its announcement was
+    /// stored anywhere, or after the nodes that stored it restarted), then stored records.
+    fn providers_of(&self, now: Instant, key: &Key) -> Vec<Contact> {
+        let own = (!self.config.read_only && self.publisher.provides(key)).then_some(self.local);
+        let room = PROVIDERS_PER_MESSAGE_MAX - usize::from(own.is_some());
+        let stored = self.store.providers(now, key, room + 1);
+        own.into_iter()
+            .chain(stored.into_iter().filter(|p| p.id != self.local.id))
+            .take(PROVIDERS_PER_MESSAGE_MAX)
+            .collect()
+    }
+
+    /// A node sent us a request. It is not trusted to exist: its source address can be
+    /// forged and its id is whatever it claims. A stored contact is left as it is (only
+    /// answers refresh it); a newcomer the table would take is pinged, and enters the table
+    /// only if it answers from that address with that id. A known id at a new address gets
+    /// the stored address pinged: if that fails, the stale entry goes, and the node gets in
+    /// at its new address the next time it is heard from.
+    fn check_newcomer(&mut self, now: Instant, sender: Contact) {
+        if self.table.contains(&sender) {
+            return;
+        }
+        match self.table.admission(&sender) {
+            Ok(()) => {}
+            Err(TableRejection::AddrChanged) => {
+                if let Some(stored) = self.table.get(&sender.id) {
+                    self.ping_contact(now, stored);
+                }
+                return;
+            }
+            Err(_) => {
+                self.stats.table_rejections += 1;
+                return;
+            }
+        }
+        if self.verifying.contains(&sender.addr) {
+            return;
+        }
+        if self.verifying.len() >= self.config.contact_checks_inflight_max {
+            self.stats.contacts_verify_skipped += 1;
+            return;
+        }
+        if self.send_request(now, sender.addr, Some(sender.id), DhtBody::Ping, RpcPurpose::Verify) {
+            self.verifying.insert(sender.addr);
+            self.stats.contacts_verify_pings += 1;
+        }
+    }
+
+    /// Pings a table contact (at most one ping per contact in flight); if it fails, the
+    /// contact is evicted.
+    fn ping_contact(&mut self, now: Instant, contact: Contact) -> bool {
+        if self.lrs_pings.contains(&contact.id)
+            || self.lrs_pings.len() >= self.config.contact_checks_inflight_max
+        {
+            return false;
+        }
+        let sent =
+            self.send_request(now, contact.addr, Some(contact.id), DhtBody::Ping, RpcPurpose::Ping);
+        if sent {
+            self.lrs_pings.insert(contact.id);
+        }
+        sent
+    }
+
+    /// Kademlia's stale-contact rule for contacts nobody queries: ping those silent for
+    /// `contact_recheck_after`; the ones that do not answer are evicted.
+    fn recheck_silent(&mut self, now: Instant) {
+        let Some(since) = now.checked_sub(self.config.contact_recheck_after) else {
+            return;
+        };
+        let room = self.config.contact_checks_inflight_max.saturating_sub(self.lrs_pings.len());
+        for contact in self.table.silent_since(since, room) {
+            if self.ping_contact(now, contact) {
+                self.stats.contacts_recheck_pings += 1;
+            }
         }
     }
 
@@ -512,21 +623,26 @@ impl Dht {
         contacts
     }
 
-    /// A node was heard from: update the table, pinging a full bucket's LRS contact.
+    /// A node answered one of our requests from its address: update the table, pinging a
+    /// full bucket's LRS contact. While the table holds at most k contacts, every new one is
+    /// among the k closest to every key, so the keys this node provides are announced again
+    /// (paced) to reach it: an announcement made when the table was empty or smaller would
+    /// otherwise wait for the next republish.
     fn observe(&mut self, now: Instant, contact: Contact) {
         match self.table.insert(now, contact) {
-            Insertion::Added | Insertion::Refreshed => {}
+            Insertion::Added => {
+                if self.table.len() <= self.config.k {
+                    self.publisher.requeue_all();
+                }
+            }
+            Insertion::Refreshed => {}
             Insertion::Full { lrs } => {
-                if !self.lrs_pings.contains(&lrs.id)
-                    && self.send_request(
-                        now,
-                        lrs.addr,
-                        Some(lrs.id),
-                        DhtBody::Ping,
-                        RpcPurpose::Ping,
-                    )
-                {
-                    self.lrs_pings.insert(lrs.id);
+                self.ping_contact(now, lrs);
+            }
+            Insertion::Rejected(TableRejection::AddrChanged) => {
+                self.stats.table_rejections += 1;
+                if let Some(stored) = self.table.get(&contact.id) {
+                    self.ping_contact(now, stored);
                 }
             }
             Insertion::Rejected(_) => self.stats.table_rejections += 1,
@@ -633,6 +749,9 @@ impl Dht {
     fn fail_rpc(&mut self, now: Instant, rpc: Rpc) {
         self.stats.rpcs_failed += 1;
         let contact = rpc.contact();
+        if rpc.purpose == RpcPurpose::Verify {
+            self.verifying.remove(&rpc.to);
+        }
         if let Some(contact) = contact {
             self.lrs_pings.remove(&contact.id);
             if self.table.remove(&contact) {
@@ -647,7 +766,7 @@ impl Dht {
                 }
             }
             RpcPurpose::Announce(phase) => self.store_done(phase, false),
-            RpcPurpose::Ping => {}
+            RpcPurpose::Ping | RpcPurpose::Verify => {}
         }
     }
 
@@ -882,6 +1001,7 @@ mod tests {
         let mut nodes = vec![node(0, DhtConfig::default()), node(1, DhtConfig::default())];
         nodes.push(node(2, client_config));
         nodes[1].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
+        pump(now, &mut nodes);
         nodes[2].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
         let events = pump(now, &mut nodes);
         // The client learned both servers; the servers learned each other, not the client.
@@ -899,6 +1019,8 @@ mod tests {
         assert_eq!(drain(&mut nodes[1]), (vec![], vec![]), "nothing to announce to yet");
         assert!(nodes[1].poll_timeout().is_some_and(|at| at > now), "no busy wake-up");
         nodes[2].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
+        pump(now, &mut nodes);
+        // (Node 0 answers node 1 with node 2 once node 2 answered its check.)
         nodes[1].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
         let events = pump(now, &mut nodes);
         assert!(events.contains(&DhtEvent::Announced { key, stored: 2 }), "{events:?}");
@@ -1019,6 +1141,20 @@ mod tests {
         assert!(a.stats().rate_limited > 0, "sources beyond 64 share one bucket");
     }
 
+    /// The tx of the ping `a` sent to `to`, if one is queued (drains `a`).
+    fn ping_to(a: &mut Dht, to: SocketAddr) -> Option<u64> {
+        let (sent, _) = drain(a);
+        sent.iter().find(|(dest, m)| *dest == to && m.body == DhtBody::Ping).map(|(_, m)| m.tx)
+    }
+
+    /// `c` sends `a` a request, then answers the ping that checks it exists.
+    fn introduce(now: Instant, a: &mut Dht, c: Contact) {
+        a.handle_datagram(now, c.addr, request(c, 1, DhtBody::Ping));
+        let tx = ping_to(a, c.addr).expect("the newcomer is pinged");
+        assert!(!a.table().contains(&c), "in the table before answering");
+        a.handle_datagram(now, c.addr, request(c, tx, DhtBody::Pong));
+    }
+
     #[test]
     fn lrs_is_evicted_only_after_failing_its_ping() {
         let now = crate::sim::epoch();
@@ -1026,20 +1162,16 @@ mod tests {
         let rpc_timeout = config.rpc_timeout;
         let mut a = node(0x0000, config);
         let (x, y) = (contact(0x8000), contact(0x8001));
-        a.handle_datagram(now, x.addr, request(x, 1, DhtBody::Ping));
-        a.handle_datagram(now, y.addr, request(y, 2, DhtBody::Ping));
-        let (sent, _) = drain(&mut a);
-        let ping = sent
-            .iter()
-            .find(|(to, m)| *to == x.addr && m.body == DhtBody::Ping)
-            .map(|(_, m)| m.tx)
-            .expect("LRS pinged");
+        introduce(now, &mut a, x);
+        assert!(a.table().contains(&x));
+        introduce(now, &mut a, y);
+        let ping = ping_to(&mut a, x.addr).expect("LRS pinged");
         assert!(a.table().contains(&x) && !a.table().contains(&y));
         // x answers: it stays, y waits.
         a.handle_datagram(now, x.addr, request(x, ping, DhtBody::Pong));
         assert!(a.table().contains(&x) && !a.table().contains(&y));
         // y again: x pinged again, and this time stays silent through the resend.
-        a.handle_datagram(now, y.addr, request(y, 3, DhtBody::Ping));
+        introduce(now, &mut a, y);
         let mut t = now;
         for _ in 0..3 {
             t += rpc_timeout;
@@ -1048,6 +1180,173 @@ mod tests {
         assert!(!a.table().contains(&x) && a.table().contains(&y));
         assert_eq!(a.stats().contacts_evicted, 1);
         assert_eq!(a.stats().rpcs_resent, 1);
+    }
+
+    /// Issue 12 item 10: a real request replayed with one bit flipped in the sender id (or
+    /// sent from an address where nothing answers) must not put a contact in the table.
+    #[test]
+    fn forged_senders_never_enter_the_table() {
+        let mut now = crate::sim::epoch();
+        let quiet = DhtConfig { read_only: true, ..DhtConfig::default() };
+        let mut nodes = vec![node(0, DhtConfig::default()), node(1, DhtConfig::default())];
+        nodes.push(node(2, quiet));
+        nodes[1].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
+        pump(now, &mut nodes);
+        assert!(nodes[0].table().contains(&contact(1)), "a genuine node gets in");
+        // Node 1's request replayed with one bit of its id flipped, from the address of
+        // node 2 (which node 0 does not know): node 2 answers the check with its own id.
+        let mut flipped = *contact(1).id.as_bytes();
+        flipped[19] ^= 1;
+        let forged = Contact { id: NodeId::from_bytes(flipped), addr: contact(2).addr };
+        let find = DhtBody::FindNode { target: forged.id };
+        nodes[0].handle_datagram(now, forged.addr, request(forged, 5, find.clone()));
+        pump(now, &mut nodes);
+        // The same from an address where nothing answers.
+        let ghost = Contact { id: NodeId::from_bytes(flipped), addr: contact(77).addr };
+        nodes[0].handle_datagram(now, ghost.addr, request(ghost, 6, find));
+        for _ in 0..4 {
+            pump(now, &mut nodes);
+            now += Duration::from_secs(1);
+            for n in &mut nodes {
+                n.handle_timeout(now);
+            }
+        }
+        let table = nodes[0].snapshot();
+        assert_eq!(table, vec![contact(1)], "only the genuine node");
+        assert_eq!(nodes[0].stats().contacts_verify_pings, 3);
+        assert_eq!(nodes[0].stats().contacts_evicted, 0, "the genuine one was never evicted");
+        nodes[0].assert_invariants();
+    }
+
+    /// The stale-contact rule: a contact that stops answering is evicted even if this node
+    /// never queries it; one that keeps answering stays.
+    #[test]
+    fn contacts_that_stop_answering_are_evicted() {
+        let mut now = crate::sim::epoch();
+        let config = DhtConfig::default();
+        let mut nodes: Vec<Dht> = (0..3).map(|n| node(n, config.clone())).collect();
+        for i in 1..3 {
+            nodes[i].handle_command(now, DhtCommand::Bootstrap(vec![contact(0).addr]));
+            pump(now, &mut nodes);
+        }
+        assert_eq!(nodes[0].table().len(), 2);
+        // Node 2 dies. Time passes with node 0 never looking anything up.
+        let dead = nodes.pop().expect("node 2");
+        let end = now + config.contact_recheck_after * 3;
+        while now < end {
+            now += Duration::from_secs(1);
+            for n in &mut nodes {
+                n.handle_timeout(now);
+            }
+            pump(now, &mut nodes);
+        }
+        assert_eq!(nodes[0].snapshot(), vec![contact(1)], "the dead contact was evicted");
+        assert_eq!(nodes[0].stats().contacts_evicted, 1);
+        assert!(nodes[0].stats().contacts_recheck_pings >= 2, "the live one was rechecked");
+        assert!(!nodes[1].snapshot().contains(&dead.local()));
+    }
+
+    /// Lets `nodes` run for `secs` seconds of virtual time (timers and deliveries).
+    fn settle(now: &mut Instant, nodes: &mut [Dht], secs: u64) {
+        for _ in 0..secs * 10 {
+            *now += Duration::from_millis(100);
+            for n in nodes.iter_mut() {
+                n.handle_timeout(*now);
+            }
+            pump(*now, nodes);
+        }
+    }
+
+    /// Providers of `key` found by a new read-only client that joins through `via`.
+    fn find_via(now: Instant, nodes: &mut Vec<Dht>, via: usize, key: Key) -> Vec<Contact> {
+        let config = DhtConfig { read_only: true, ..DhtConfig::default() };
+        nodes.push(node(100, config));
+        let c = nodes.len() - 1;
+        nodes[c].handle_command(now, DhtCommand::Bootstrap(vec![contact(via as u16).addr]));
+        pump(now, nodes);
+        nodes[c].handle_command(now, DhtCommand::FindProviders(key));
+        let events = pump(now, nodes);
+        nodes.pop();
+        events
+            .into_iter()
+            .find_map(|e| match e {
+                DhtEvent::ProvidersFound { providers, .. } => Some(providers),
+                _ => None,
+            })
+            .expect("lookup finished")
+    }
+
+    /// Issue 12 item 1: a provider is found through it alone, through any node of two or
+    /// three, before and after the others restart, whatever the order of announcing and
+    /// joining; and its announcement reaches the nodes that join after it.
+    #[test]
+    fn a_provider_is_found_in_networks_of_one_two_and_three() {
+        let mut now = crate::sim::epoch();
+        let key = Key::from_bytes([9; 20]);
+        // One node, announcing before anyone else exists.
+        let mut nodes = vec![node(0, DhtConfig::default())];
+        nodes[0].handle_command(now, DhtCommand::Announce(key));
+        settle(&mut now, &mut nodes, 1);
+        assert_eq!(find_via(now, &mut nodes, 0, key), vec![contact(0)], "network of one");
+        for n in 1..3u16 {
+            nodes.push(node(n, DhtConfig::default()));
+            let last = nodes.len() - 1;
+            nodes[last].handle_command(now, DhtCommand::Bootstrap(vec![contact(n - 1).addr]));
+            settle(&mut now, &mut nodes, 2);
+            let stored: Vec<usize> = nodes.iter().map(Dht::stored_records).collect();
+            assert!(stored[1..].iter().all(|&s| s == 1), "{} nodes: {stored:?}", n + 1);
+            for via in 0..nodes.len() {
+                let found = find_via(now, &mut nodes, via, key);
+                assert_eq!(found, vec![contact(0)], "{} nodes", n + 1);
+            }
+            // Every other node restarts (records and all in memory lost).
+            for i in 1..nodes.len() {
+                let saved = nodes[i].snapshot();
+                nodes[i] = node(i as u16, DhtConfig::default());
+                nodes[i].handle_command(now, DhtCommand::Restore(saved));
+                settle(&mut now, &mut nodes, 1);
+            }
+            assert!(nodes[1..].iter().all(|n| n.stored_records() == 0));
+            for via in 0..nodes.len() {
+                let found = find_via(now, &mut nodes, via, key);
+                assert_eq!(found, vec![contact(0)], "{} nodes, after restarts", n + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_provider_that_does_not_know_its_address_is_found_where_it_answers() {
+        let now = crate::sim::epoch();
+        let key = Key::from_bytes([9; 20]);
+        let real = contact(0).addr;
+        // Bound to 0.0.0.0: the node names itself with an unspecified address.
+        let unspecified = Contact { addr: "0.0.0.0:4000".parse().expect("addr"), ..contact(0) };
+        let mut provider = Dht::new(DhtConfig::default(), unspecified, 0);
+        provider.handle_command(now, DhtCommand::Announce(key));
+        let config = DhtConfig { read_only: true, ..DhtConfig::default() };
+        let mut client = node(1, config);
+        client.handle_command(now, DhtCommand::Bootstrap(vec![real]));
+        let mut events = Vec::new();
+        for _ in 0..4 {
+            for (_, msg) in drain(&mut client).0 {
+                provider.handle_datagram(now, client.local().addr, msg);
+            }
+            for (_, msg) in drain(&mut provider).0 {
+                client.handle_datagram(now, real, msg);
+            }
+            let (_, evs) = drain(&mut client);
+            for e in evs {
+                if matches!(e, DhtEvent::Bootstrapped { .. }) {
+                    client.handle_command(now, DhtCommand::FindProviders(key));
+                }
+                events.push(e);
+            }
+        }
+        let found = events.iter().find_map(|e| match e {
+            DhtEvent::ProvidersFound { providers, .. } => Some(providers.clone()),
+            _ => None,
+        });
+        assert_eq!(found, Some(vec![contact(0)]), "{events:?}");
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! The iterative lookup state machine (no I/O: the engine sends what it asks for).
 //!
 //! Candidates are kept closest first. The lookup keeps up to α requests in flight to the
-//! closest candidates not yet asked, among the k closest that have not failed. A request
-//! that times out once is resent by the engine and stops counting against α, so one dead
-//! node does not stall the lookup. The lookup finishes when the k closest non-failed
-//! candidates have all answered (or, for a provider lookup, once it holds enough providers).
+//! closest candidates not yet asked, among the k closest that have neither failed nor gone
+//! slow. A request that times out once is resent by the engine and its candidate becomes
+//! *slow*: it stops counting against α and its place among the k closest goes to the next
+//! candidate, so a dead or forged contact costs a lookup one RPC timeout, not the two it
+//! takes to fail. The lookup finishes when the k closest candidates that are neither
+//! failed nor slow have all answered — and, when there are fewer than k of them (a small
+//! network), no slow request is left that may still answer — or, for a provider lookup,
+//! once it holds enough providers. A slow candidate that answers in time counts again.
 //!
 //! A *round* is one referral hop: seeds are queried in round 1, contacts learned from a
 //! round-n reply in round n + 1. The rounds of a lookup are the deepest round it queried.
@@ -48,6 +52,13 @@ enum State {
     Slow,
     Responded,
     Failed,
+}
+
+impl State {
+    /// Whether the candidate still competes for a place among the k closest.
+    fn counts(self) -> bool {
+        !matches!(self, Self::Failed | Self::Slow)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -114,7 +125,7 @@ impl Lookup {
         let candidate = self
             .candidates
             .values_mut()
-            .filter(|c| c.state != State::Failed)
+            .filter(|c| c.state.counts())
             .take(self.k)
             .find(|c| c.state == State::Waiting)?;
         candidate.state = State::InFlight;
@@ -182,13 +193,19 @@ impl Lookup {
         {
             return true;
         }
-        self.anonymous_inflight == 0
-            && self
-                .candidates
-                .values()
-                .filter(|c| c.state != State::Failed)
-                .take(self.k)
-                .all(|c| c.state == State::Responded)
+        if self.anonymous_inflight > 0 {
+            return false;
+        }
+        let closest = self.candidates.values().filter(|c| c.state.counts()).take(self.k);
+        let (mut responded, mut all_responded) = (0, true);
+        for c in closest {
+            responded += 1;
+            all_responded &= c.state == State::Responded;
+        }
+        // With fewer than k live candidates (a small network), a slow one may be all there
+        // is: wait for its resend to answer or fail.
+        all_responded
+            && (responded >= self.k || !self.candidates.values().any(|c| c.state == State::Slow))
     }
 
     /// The k closest contacts that answered.

@@ -5,6 +5,12 @@
 //! because a newcomer showed up. The newcomer waits in the bucket's replacement cache while
 //! the caller pings the LRS contact ([`Insertion::Full`]); only if that ping fails does the
 //! caller [`RoutingTable::remove`] it, which promotes the newest replacement.
+//!
+//! The table does not decide who is genuine: the engine inserts only contacts that answered
+//! one of its requests from their own address, and asks [`RoutingTable::admission`] first
+//! whether a newcomer is worth that check. Each entry remembers when it last answered
+//! ([`RoutingTable::silent_since`] lists those to ping again), so a contact that dies is
+//! found and evicted even if this node never queries it.
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::collections::BTreeMap;
@@ -51,8 +57,10 @@ pub enum TableRejection {
 struct Bucket {
     /// Least-recently-seen first.
     entries: Vec<Contact>,
-    /// Oldest first; the newest is promoted first.
-    replacements: Vec<Contact>,
+    /// When each entry of `entries` (same index) was last heard from.
+    seen_at: Vec<Instant>,
+    /// Oldest first, with the time each was heard from; the newest is promoted first.
+    replacements: Vec<(Contact, Instant)>,
     /// Last time a contact of this bucket was added or heard from, or the bucket refreshed.
     active_at: Option<Instant>,
 }
@@ -107,6 +115,28 @@ impl RoutingTable {
         self.addrs.get(&contact.addr) == Some(&contact.id)
     }
 
+    /// The stored contact with `id`, if any (its address may differ from a claim's).
+    pub fn get(&self, id: &NodeId) -> Option<Contact> {
+        let index = self.bucket_index(id)?;
+        self.buckets[index].entries.iter().find(|c| c.id == *id).copied()
+    }
+
+    /// What [`Self::insert`] would do with a contact not stored yet, without storing it:
+    /// `Ok` if it would be added or wait as a replacement, else why it would be refused.
+    /// The engine asks before spending a verification ping on a newcomer.
+    pub fn admission(&self, contact: &Contact) -> Result<(), TableRejection> {
+        if self.bucket_index(&contact.id).is_none() {
+            return Err(TableRejection::LocalId);
+        }
+        if self.get(&contact.id).is_some_and(|stored| stored.addr != contact.addr) {
+            return Err(TableRejection::AddrChanged);
+        }
+        if self.contains(contact) {
+            return Ok(());
+        }
+        self.admissible(contact)
+    }
+
     /// Records that `contact` was heard from at `now`. See [`Insertion`].
     pub fn insert(&mut self, now: Instant, contact: Contact) -> Insertion {
         let Some(index) = self.bucket_index(&contact.id) else {
@@ -118,7 +148,10 @@ impl RoutingTable {
                 return Insertion::Rejected(TableRejection::AddrChanged);
             }
             let entry = bucket.entries.remove(pos);
-            bucket.entries.push(entry);
+            bucket.seen_at.remove(pos);
+            let pos = bucket.seen_at.partition_point(|at| *at <= now);
+            bucket.entries.insert(pos, entry);
+            bucket.seen_at.insert(pos, now);
             bucket.active_at = Some(now);
             return Insertion::Refreshed;
         }
@@ -128,15 +161,15 @@ impl RoutingTable {
         let bucket = &mut self.buckets[index];
         if bucket.entries.len() < self.k {
             bucket.active_at = Some(now);
-            self.add(index, contact);
+            self.add(index, contact, now);
             return Insertion::Added;
         }
-        bucket.replacements.retain(|c| c.id != contact.id);
+        bucket.replacements.retain(|(c, _)| c.id != contact.id);
         if bucket.replacements.len() >= self.replacements_max {
             bucket.replacements.remove(0);
         }
         if self.replacements_max > 0 {
-            bucket.replacements.push(contact);
+            bucket.replacements.push((contact, now));
         }
         Insertion::Full { lrs: bucket.entries[0] }
     }
@@ -151,17 +184,36 @@ impl RoutingTable {
             return false;
         };
         let bucket = &mut self.buckets[index];
-        bucket.entries.retain(|c| c.id != contact.id);
+        if let Some(pos) = bucket.entries.iter().position(|c| c.id == contact.id) {
+            bucket.entries.remove(pos);
+            bucket.seen_at.remove(pos);
+        }
         self.addrs.remove(&contact.addr);
         decrement(&mut self.ip_counts, ip_of(&contact.addr));
         decrement(&mut self.subnet_counts, subnet_of(&contact.addr));
-        while let Some(candidate) = self.buckets[index].replacements.pop() {
+        while let Some((candidate, seen_at)) = self.buckets[index].replacements.pop() {
             if self.admissible(&candidate).is_ok() {
-                self.add(index, candidate);
+                self.add(index, candidate, seen_at);
                 break;
             }
         }
         true
+    }
+
+    /// Up to `max` stored contacts not heard from since `since`, least recently seen first
+    /// within each bucket: the ones to ping again (Kademlia's stale-contact check).
+    pub fn silent_since(&self, since: Instant, max: usize) -> Vec<Contact> {
+        let mut silent = Vec::new();
+        for bucket in &self.buckets {
+            // Entries are ordered by last-seen time, so the silent ones are a prefix.
+            let stale = bucket.seen_at.iter().take_while(|at| **at < since).count();
+            silent.extend(bucket.entries[..stale].iter().copied());
+            if silent.len() >= max {
+                silent.truncate(max);
+                break;
+            }
+        }
+        silent
     }
 
     /// The `n` stored contacts closest to `target` by XOR distance, closest first.
@@ -206,6 +258,8 @@ impl RoutingTable {
         let mut total = 0;
         for (index, bucket) in self.buckets.iter().enumerate() {
             assert!(bucket.entries.len() <= self.k, "bucket {index} over k");
+            assert_eq!(bucket.entries.len(), bucket.seen_at.len(), "bucket {index} seen times");
+            assert!(bucket.seen_at.is_sorted(), "bucket {index} not in last-seen order");
             assert!(bucket.replacements.len() <= self.replacements_max);
             for contact in &bucket.entries {
                 assert_eq!(self.bucket_index(&contact.id), Some(index), "misfiled contact");
@@ -241,8 +295,13 @@ impl RoutingTable {
         Ok(())
     }
 
-    fn add(&mut self, index: usize, contact: Contact) {
-        self.buckets[index].entries.push(contact);
+    /// Appends `contact`, heard from at `seen_at`, keeping the bucket in last-seen order (a
+    /// promoted replacement may have been heard from before the newest entries).
+    fn add(&mut self, index: usize, contact: Contact, seen_at: Instant) {
+        let bucket = &mut self.buckets[index];
+        let pos = bucket.seen_at.partition_point(|at| *at <= seen_at);
+        bucket.entries.insert(pos, contact);
+        bucket.seen_at.insert(pos, seen_at);
         self.addrs.insert(contact.addr, contact.id);
         *self.ip_counts.entry(ip_of(&contact.addr)).or_default() += 1;
         *self.subnet_counts.entry(subnet_of(&contact.addr)).or_default() += 1;

@@ -87,6 +87,11 @@ pub struct DhtNodeStats {
     pub table_len: usize,
     pub provider_records: usize,
     pub announcements: u64,
+    /// Pings sent to nodes that sent a request, before they may enter the routing table
+    /// (`DhtStats::contacts_verify_pings`).
+    pub contacts_verify_pings: u64,
+    /// Contacts evicted from the routing table after failing to answer.
+    pub contacts_evicted: u64,
 }
 
 /// What secures a node's datagrams: the private network's secret (a tag on every
@@ -295,6 +300,8 @@ impl Driver {
         let mut st = self.stats.borrow().clone();
         st.table_len = dht.table().len();
         st.provider_records = dht.stored_records();
+        st.contacts_verify_pings = dht.stats().contacts_verify_pings;
+        st.contacts_evicted = dht.stats().contacts_evicted;
         st
     }
 }
@@ -406,12 +413,42 @@ fn client_bind_addr(toward: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, 0)
 }
 
-/// Joins the DHT through `bootstrap` as a short-lived client and runs `query`.
+/// Joins the DHT through `bootstrap` as a short-lived client and runs `query` once.
 pub fn query(
     bootstrap: &[SocketAddr],
     query: DhtQuery,
     network: Option<NetworkSecret>,
     limit: Duration,
+) -> Result<DhtAnswer, DhtError> {
+    run_query(bootstrap, query, network, limit, false)
+}
+
+/// First pause before a provider lookup that found nothing is run again; it doubles up to
+/// [`PROVIDER_RETRY_MAX`].
+const PROVIDER_RETRY_MIN: Duration = Duration::from_millis(250);
+/// Longest pause between two provider lookups of [`find_providers_until_found`].
+const PROVIDER_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Like [`query`] for `FindProviders(key)`, but while the lookup finds no provider it
+/// joins again through `bootstrap` and looks again (after 250 ms, doubling up to 2 s),
+/// until `limit`. A network that is still forming — a node that started a moment ago and
+/// has not joined yet, an announcement still in its paced queue — then answers as soon as
+/// it can instead of failing the download. Returns the last (possibly empty) answer.
+pub fn find_providers_until_found(
+    bootstrap: &[SocketAddr],
+    key: Key,
+    network: Option<NetworkSecret>,
+    limit: Duration,
+) -> Result<DhtAnswer, DhtError> {
+    run_query(bootstrap, DhtQuery::FindProviders(key), network, limit, true)
+}
+
+fn run_query(
+    bootstrap: &[SocketAddr],
+    query: DhtQuery,
+    network: Option<NetworkSecret>,
+    limit: Duration,
+    until_found: bool,
 ) -> Result<DhtAnswer, DhtError> {
     let first =
         *bootstrap.first().ok_or_else(|| DhtError::NoAnswer("(no bootstrap given)".into()))?;
@@ -430,9 +467,18 @@ pub fn query(
         driver.command(DhtCommand::Bootstrap(bootstrap.clone()));
         let deadline = Instant::now() + limit;
         let mut answer: Option<Result<DhtAnswer, DhtError>> = None;
+        // An empty answer kept while a retry is pending (`until_found`).
+        let mut empty: Option<DhtAnswer> = None;
+        let mut retry_at: Option<Instant> = None;
+        let mut pause = PROVIDER_RETRY_MIN;
         let names = || bootstrap.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         driver
             .run_until(|d| {
+                if retry_at.is_some_and(|at| Instant::now() >= at) {
+                    retry_at = None;
+                    // Join again: the nodes asked may have learned contacts since.
+                    d.command(DhtCommand::Bootstrap(bootstrap.clone()));
+                }
                 while let Some(ev) = d.events.borrow_mut().pop_front() {
                     let table_len = d.dht.borrow().table().len();
                     let done = |contacts: &[Contact], s: LookupStats| {
@@ -456,7 +502,14 @@ pub fn query(
                             },
                         ),
                         DhtEvent::ProvidersFound { providers, stats, .. } => {
-                            answer = done(&providers, stats);
+                            let next_try = Instant::now() + pause;
+                            if until_found && providers.is_empty() && next_try < deadline {
+                                empty = done(&providers, stats).and_then(Result::ok);
+                                retry_at = Some(next_try);
+                                pause = (pause * 2).min(PROVIDER_RETRY_MAX);
+                            } else {
+                                answer = done(&providers, stats);
+                            }
                         }
                         DhtEvent::LookupFinished { target, closest, stats }
                             if matches!(query, DhtQuery::FindNode(t) if t == target) =>
@@ -467,7 +520,7 @@ pub fn query(
                     }
                 }
                 if answer.is_none() && Instant::now() >= deadline {
-                    answer = Some(Err(DhtError::Timeout(limit)));
+                    answer = Some(empty.take().ok_or(DhtError::Timeout(limit)));
                 }
                 answer.is_some()
             })

@@ -25,8 +25,8 @@ use std::time::Duration;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 
 pub use dht::{
-    config_for, ping, query, ContactJson, DhtAnswer, DhtError, DhtNodeStats, DhtQuery,
-    DhtServerOptions, PingAnswer,
+    config_for, find_providers_until_found, ping, query, ContactJson, DhtAnswer, DhtError,
+    DhtNodeStats, DhtQuery, DhtServerOptions, PingAnswer,
 };
 pub use fetch::{
     get, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr, PeerReport,

@@ -186,6 +186,11 @@ impl Sim {
         self.base + self.now
     }
 
+    /// Virtual time since the simulation started (the offset [`Self::run_until`] takes).
+    pub fn elapsed(&self) -> Duration {
+        self.now
+    }
+
     /// Node `index`.
     pub fn node(&self, index: usize) -> &Dht {
         &self.nodes[index].dht
@@ -204,6 +209,46 @@ impl Sim {
     /// Node `index` stops sending, answering and waking (a crash without goodbye).
     pub fn silence(&mut self, index: usize) {
         self.nodes[index].alive = false;
+    }
+
+    /// Node `index` restarts: a new [`Dht`] with the same id and address, which has lost
+    /// everything kept in memory (provider records, pending requests, announcements) and
+    /// rejoins from the routing table it saved ([`DhtCommand::Restore`]), as `seed` does.
+    /// Datagrams already in flight to it reach the new instance. A silenced node comes back.
+    pub fn restart(&mut self, index: usize) {
+        let local = self.nodes[index].dht.local();
+        let saved = self.nodes[index].dht.snapshot();
+        let config = self.nodes[index].dht.config().clone();
+        let node = &mut self.nodes[index];
+        node.dht = Dht::new(config, local, self.rng.random());
+        node.alive = true;
+        node.wake_at = None;
+        if !saved.is_empty() {
+            self.command_after(Duration::ZERO, index, DhtCommand::Restore(saved));
+        }
+    }
+
+    /// Adds a read-only client node (as `get --bootstrap` runs) at the next free address;
+    /// it joins nothing until given a command. Returns its index.
+    pub fn add_client(&mut self) -> usize {
+        let index = self.nodes.len();
+        let mut id = [0u8; 20];
+        self.rng.fill(&mut id[..]);
+        let local = Contact { id: NodeId::from_bytes(id), addr: node_addr(index) };
+        let config = DhtConfig { read_only: true, ..self.config.dht.clone() };
+        let dht = Dht::new(config, local, self.rng.random());
+        self.nodes.push(SimNode { dht, alive: true, responsive: true, wake_at: None });
+        index
+    }
+
+    /// Number of nodes, clients included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the simulation has no node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 
     /// Node `index` keeps sending its own requests but never answers others'.
