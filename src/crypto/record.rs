@@ -225,7 +225,14 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    pub(super) fn new(secret: Zeroizing<[u8; 32]>, limits: RekeyLimits) -> Self {
+    /// Our direction, keyed by a traffic secret. Real connections get theirs from
+    /// [`Session::into_records`](super::Session::into_records); this is public so the
+    /// record fuzz target (`fuzz/fuzz_targets/record.rs`) can drive the layer without a
+    /// handshake per input.
+    ///
+    /// # Panics
+    /// If a limit is zero or above [`RekeyLimits::PROTOCOL`].
+    pub fn new(secret: Zeroizing<[u8; 32]>, limits: RekeyLimits) -> Self {
         Self { dir: Direction::new(secret, limits) }
     }
 
@@ -282,7 +289,13 @@ pub struct Opener {
 }
 
 impl Opener {
-    pub(super) fn new(secret: Zeroizing<[u8; 32]>, limits: RekeyLimits) -> Self {
+    /// The peer's direction, keyed by its traffic secret. Real connections get theirs from
+    /// [`Session::into_records`](super::Session::into_records); public for the record fuzz
+    /// target, like [`Sealer::new`].
+    ///
+    /// # Panics
+    /// If a limit is zero or above [`RekeyLimits::PROTOCOL`].
+    pub fn new(secret: Zeroizing<[u8; 32]>, limits: RekeyLimits) -> Self {
         Self { dir: Direction::new(secret, limits), poisoned: false }
     }
 
