@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -503,13 +504,50 @@ fn progress_bar(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// One published file as `publish --json` and `ls --json` print it.
 #[derive(Serialize)]
 struct PublishedJson {
     file_id: String,
-    path: PathBuf,
+    /// The path as UTF-8 (bytes that are not UTF-8 shown as U+FFFD).
+    path: String,
+    /// The path's exact bytes in hex, only when it is not UTF-8 (Linux file names are
+    /// bytes; JSON strings are not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
+    /// The path for people: bytes that are not UTF-8 escaped as `\xNN`.
+    #[serde(skip)]
+    shown: String,
     size: u64,
     chunk_size: u32,
     chunks: u32,
+}
+
+impl PublishedJson {
+    fn of(e: &storage::CatalogEntry) -> Self {
+        let path = e.path.as_os_str();
+        Self {
+            file_id: e.info.file_id.to_hex(),
+            path: path.to_string_lossy().into_owned(),
+            path_hex: path.to_str().is_none().then(|| hex::encode(path.as_bytes())),
+            shown: shown(&e.path),
+            size: e.info.size,
+            chunk_size: e.info.chunk_size,
+            chunks: e.info.chunk_count(),
+        }
+    }
+}
+
+/// A path for a person to read: UTF-8 as is, every other byte as `\xNN`, so two names that
+/// differ only in such bytes still look different (`caf\xE9.txt` and `café.txt`).
+fn shown(path: &Path) -> String {
+    let mut s = String::new();
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        s.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            s.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    s
 }
 
 fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
@@ -530,13 +568,7 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
                 } else {
                     hashed += p.entry.info.size;
                 }
-                out.push(PublishedJson {
-                    file_id: p.entry.info.file_id.to_hex(),
-                    path: p.entry.path.clone(),
-                    size: p.entry.info.size,
-                    chunk_size: p.entry.info.chunk_size,
-                    chunks: p.entry.info.chunk_count(),
-                });
+                out.push(PublishedJson::of(&p.entry));
             }
             Err(e) => {
                 failed += 1;
@@ -546,10 +578,8 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
     }
     let secs = started.elapsed().as_secs_f64();
     print_json_or(json, &out, || {
-        let mut s: String = out
-            .iter()
-            .map(|p| format!("{}  {:>12}  {}\n", p.file_id, p.size, p.path.display()))
-            .collect();
+        let mut s: String =
+            out.iter().map(|p| format!("{}  {:>12}  {}\n", p.file_id, p.size, p.shown)).collect();
         s.push_str(&format!(
             "published {} files ({} unchanged), hashed {:.1} MiB in {:.2} s ({:.0} MB/s)",
             out.len(),
@@ -571,20 +601,12 @@ fn ls(dir: &Path, json: bool) -> Result<i32> {
     for (p, why) in &catalog.skipped {
         note!("furymesh ls: skipping unreadable manifest {}: {why}", p.display());
     }
-    let mut rows: Vec<PublishedJson> = catalog
-        .entries()
-        .map(|e| PublishedJson {
-            file_id: e.info.file_id.to_hex(),
-            path: e.path.clone(),
-            size: e.info.size,
-            chunk_size: e.info.chunk_size,
-            chunks: e.info.chunk_count(),
-        })
-        .collect();
-    rows.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut entries: Vec<_> = catalog.entries().collect();
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let rows: Vec<PublishedJson> = entries.into_iter().map(PublishedJson::of).collect();
     print_json_or(json, &rows, || {
         rows.iter()
-            .map(|p| format!("{}  {:>12}  {}", p.file_id, p.size, p.path.display()))
+            .map(|p| format!("{}  {:>12}  {}", p.file_id, p.size, p.shown))
             .collect::<Vec<_>>()
             .join("\n")
     })?;

@@ -3,7 +3,10 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use common::*;
@@ -96,6 +99,67 @@ fn closed_pipe_writer() -> std::os::fd::OwnedFd {
     let (reader, writer) = rustix::pipe::pipe().expect("pipe");
     drop(reader);
     writer
+}
+
+/// A path from raw bytes (Linux file names need not be UTF-8).
+fn byte_path(dir: &Path, name: &[u8]) -> PathBuf {
+    dir.join(OsStr::from_bytes(name))
+}
+
+/// Issue 12, item 5: file names are bytes. Names that are not UTF-8 (Latin-1 `é`, lone
+/// continuation bytes, a directory with such a name) publish, list distinguishably,
+/// re-publish without re-hashing, and are served byte for byte.
+#[test]
+fn names_that_are_not_utf8_publish_list_and_serve() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    let src = t.path().join("src");
+    let names: [&[u8]; 4] =
+        [b"caf\xe9.txt", b"\xff\xfe", b"caf\xc3\xa9.txt", b"dir-\xe9/inner.bin"];
+    let mut files = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let p = byte_path(&src, name);
+        files.push((p.clone(), write_file(&p, 70_000 + i, 40 + i as u64)));
+    }
+    let published = publish(&data, &[&src], &[]);
+    assert_eq!(published.len(), names.len(), "{published:?}");
+    // `ls` tells the two cafés apart: the Latin-1 byte is escaped, not replaced.
+    let ls = String::from_utf8(run_ok(fm(&data).arg("ls")).stdout).unwrap();
+    assert!(ls.contains("caf\\xE9.txt"), "{ls}");
+    assert!(ls.contains("caf\u{e9}.txt"), "{ls}");
+    assert!(ls.contains("\\xFF\\xFE"), "{ls}");
+    // The JSON carries the exact bytes of names that are not UTF-8.
+    let listed = json(&run_ok(fm(&data).args(["--json", "ls"])));
+    let mut by_path = std::collections::HashMap::new();
+    for e in listed.as_array().unwrap() {
+        let path = match e.get("path_hex") {
+            Some(h) => PathBuf::from(OsStr::from_bytes(&hex::decode(h.as_str().unwrap()).unwrap())),
+            None => PathBuf::from(e["path"].as_str().unwrap()),
+        };
+        by_path.insert(path, e["file_id"].as_str().unwrap().to_owned());
+    }
+    // Publishing again finds every file unchanged (nothing hashed again).
+    let again = run_ok(fm(&data).arg("publish").arg(&src));
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(text.contains(&format!("({} unchanged)", names.len())), "{text}");
+    // Every file is served byte for byte.
+    let seeder = Seeder::start(&data, 1);
+    let down = t.path().join("down");
+    for (n, (p, bytes)) in files.iter().enumerate() {
+        let id = &by_path[&fs::canonicalize(p).unwrap()];
+        let out = t.path().join(format!("got-{n}"));
+        run_ok(&mut get_cmd(&down, id, &seeder.peer(), &out));
+        assert!(fs::read(&out).unwrap() == *bytes, "{}", p.display());
+    }
+    // A download to a name that is not UTF-8 is recorded under that exact name.
+    let id = &by_path[&fs::canonicalize(&files[0].0).unwrap()];
+    let out = byte_path(t.path(), b"got-\xe9");
+    run_ok(&mut get_cmd(&down, id, &seeder.peer(), &out));
+    let listed = json(&run_ok(fm(&down).args(["--json", "ls"])));
+    let hexes: Vec<_> =
+        listed.as_array().unwrap().iter().filter_map(|e| e.get("path_hex")).collect();
+    let want = hex::encode(fs::canonicalize(&out).unwrap().as_os_str().as_bytes());
+    assert!(hexes.iter().any(|h| *h == &want), "{listed}");
 }
 
 /// Reads `r` until a line contains `what`, and returns that line.

@@ -103,8 +103,8 @@ impl Catalog {
             {
                 Ok((info, p, mtime_ns)) => {
                     let stamp = FileStamp { size: info.size, mtime_ns };
-                    cat.by_path.insert(p.clone().into(), info.file_id);
-                    cat.entries.insert(info.file_id, CatalogEntry { info, path: p.into(), stamp });
+                    cat.by_path.insert(p.clone(), info.file_id);
+                    cat.entries.insert(info.file_id, CatalogEntry { info, path: p, stamp });
                 }
                 Err(why) => cat.skipped.push((path, why)),
             }
@@ -117,11 +117,7 @@ impl Catalog {
         let path = layout::manifest_path(&self.data_dir, &entry.info.file_id);
         let write = || -> io::Result<()> {
             fs::create_dir_all(layout::catalog_dir(&self.data_dir))?;
-            let bytes = wire::encode_manifest(
-                &entry.info,
-                &entry.path.to_string_lossy(),
-                entry.stamp.mtime_ns,
-            );
+            let bytes = wire::encode_manifest(&entry.info, &entry.path, entry.stamp.mtime_ns);
             write_atomic(&path, &bytes)
         };
         write().map_err(|source| CatalogError::Write { path, source })?;

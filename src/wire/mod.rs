@@ -24,6 +24,10 @@ pub use dht::{
     decode_dht, decode_dht_proved, decode_dht_table, encode_dht, encode_dht_proved,
     encode_dht_table, provider_addr_bytes, AnnounceProof, DHT_DATAGRAM_MAX_BYTES, DHT_MAGIC,
 };
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
 use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
 
 use crate::crypto::{FileId, DIGEST_BYTES};
@@ -55,6 +59,9 @@ pub enum DecodeError {
     TooLong(&'static str),
     #[error("field `{0}` has the wrong length")]
     WrongLength(&'static str),
+    /// A catalog manifest's path is empty or has a NUL byte (no file can have that name).
+    #[error("path is empty or contains a NUL byte")]
+    BadPath,
 }
 
 /// Error codes a seeder returns. Mirrors `ErrorCode` in the schema.
@@ -404,26 +411,39 @@ pub fn decode(body: &[u8]) -> Result<Message, DecodeError> {
     })
 }
 
-/// Encodes a catalog manifest (the file served in place at `path`).
-pub fn encode_manifest(info: &FileInfo, path: &str, mtime_ns: i64) -> Vec<u8> {
-    let mut fbb = FlatBufferBuilder::with_capacity(256 + info.chunk_hashes.len() * DIGEST_BYTES);
+/// Encodes a catalog manifest (the file served in place at `path`). The path is stored as
+/// its exact bytes (`path_bytes`: Linux file names need not be UTF-8) and, for readers
+/// older than that field, as lossy UTF-8 in `path`.
+pub fn encode_manifest(info: &FileInfo, path: &Path, mtime_ns: i64) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(
+        256 + 2 * path.as_os_str().len() + info.chunk_hashes.len() * DIGEST_BYTES,
+    );
     let fi = build_file_info(&mut fbb, info);
-    let p = fbb.create_string(path);
+    let p = fbb.create_string(&path.to_string_lossy());
+    let pb = fbb.create_vector(path.as_os_str().as_bytes());
     let root = fb::Manifest::create(
         &mut fbb,
-        &fb::ManifestArgs { info: Some(fi), path: Some(p), mtime_ns },
+        &fb::ManifestArgs { info: Some(fi), path: Some(p), mtime_ns, path_bytes: Some(pb) },
     );
     fbb.finish_minimal(root);
     fbb.finished_data().to_vec()
 }
 
-/// Decodes a catalog manifest: (manifest, path, mtime in ns).
-pub fn decode_manifest(buf: &[u8]) -> Result<(FileInfo, String, i64), DecodeError> {
+/// Decodes a catalog manifest: (manifest, path, mtime in ns). The path comes from
+/// `path_bytes` when present (exact bytes), else from `path` (catalogs written before
+/// `path_bytes` existed). A path with a NUL byte, which no file can have, is refused.
+pub fn decode_manifest(buf: &[u8]) -> Result<(FileInfo, PathBuf, i64), DecodeError> {
     let m = flatbuffers::root_with_opts::<fb::Manifest>(&verifier_options(buf.len()), buf)
         .map_err(|_| DecodeError::Unverifiable)?;
     let info = file_info_from_fb(m.info().ok_or(DecodeError::MissingField("info"))?)?;
-    let path = m.path().ok_or(DecodeError::MissingField("path"))?.to_owned();
-    Ok((info, path, m.mtime_ns()))
+    let bytes = match m.path_bytes() {
+        Some(b) => b.bytes(),
+        None => m.path().ok_or(DecodeError::MissingField("path"))?.as_bytes(),
+    };
+    if bytes.is_empty() || bytes.contains(&0) {
+        return Err(DecodeError::BadPath);
+    }
+    Ok((info, PathBuf::from(OsStr::from_bytes(bytes)), m.mtime_ns()))
 }
 
 /// Encodes a download's resume state: the manifest plus a bitfield of durable chunks.
@@ -514,10 +534,30 @@ mod tests {
     #[test]
     fn persisted_state_round_trips() {
         let info = sample_info(9);
-        let m = encode_manifest(&info, "/srv/x.iso", 123);
-        assert_eq!(decode_manifest(&m), Ok((info.clone(), "/srv/x.iso".to_owned(), 123)));
+        let m = encode_manifest(&info, Path::new("/srv/x.iso"), 123);
+        assert_eq!(decode_manifest(&m), Ok((info.clone(), "/srv/x.iso".into(), 123)));
+        // Linux file names are bytes: one that is not UTF-8 survives exactly.
+        let odd = PathBuf::from(OsStr::from_bytes(b"/srv/caf\xe9.txt"));
+        let m = encode_manifest(&info, &odd, 5);
+        assert_eq!(decode_manifest(&m), Ok((info.clone(), odd, 5)));
         let r = encode_resume(&info, &[0b1010_0101, 1]);
         assert_eq!(decode_resume(&r), Ok((info.clone(), vec![0b1010_0101, 1])));
         assert!(decode_resume(&encode_resume(&info, &[1])).is_err());
+    }
+
+    /// A catalog written before `path_bytes` existed (only the UTF-8 `path`) still loads.
+    #[test]
+    fn manifests_without_path_bytes_still_decode() {
+        let info = sample_info(3);
+        let mut fbb = FlatBufferBuilder::new();
+        let fi = build_file_info(&mut fbb, &info);
+        let p = fbb.create_string("/srv/old.iso");
+        let root = fb::Manifest::create(
+            &mut fbb,
+            &fb::ManifestArgs { info: Some(fi), path: Some(p), mtime_ns: 9, path_bytes: None },
+        );
+        fbb.finish_minimal(root);
+        let old = fbb.finished_data();
+        assert_eq!(decode_manifest(old), Ok((info, "/srv/old.iso".into(), 9)));
     }
 }

@@ -2118,6 +2118,7 @@ impl<'a> Manifest<'a> {
   pub const VT_INFO: ::flatbuffers::VOffsetT = 4;
   pub const VT_PATH: ::flatbuffers::VOffsetT = 6;
   pub const VT_MTIME_NS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PATH_BYTES: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2130,6 +2131,7 @@ impl<'a> Manifest<'a> {
   ) -> ::flatbuffers::WIPOffset<Manifest<'bldr>> {
     let mut builder = ManifestBuilder::new(_fbb);
     builder.add_mtime_ns(args.mtime_ns);
+    if let Some(x) = args.path_bytes { builder.add_path_bytes(x); }
     if let Some(x) = args.path { builder.add_path(x); }
     if let Some(x) = args.info { builder.add_info(x); }
     builder.finish()
@@ -2157,6 +2159,13 @@ impl<'a> Manifest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i64>(Manifest::VT_MTIME_NS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn path_bytes(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Manifest::VT_PATH_BYTES, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Manifest<'_> {
@@ -2168,6 +2177,7 @@ impl ::flatbuffers::Verifiable for Manifest<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<FileInfo>>("info", Self::VT_INFO, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("path", Self::VT_PATH, false)?
      .visit_field::<i64>("mtime_ns", Self::VT_MTIME_NS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("path_bytes", Self::VT_PATH_BYTES, false)?
      .finish();
     Ok(())
   }
@@ -2176,6 +2186,7 @@ pub struct ManifestArgs<'a> {
     pub info: Option<::flatbuffers::WIPOffset<FileInfo<'a>>>,
     pub path: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub mtime_ns: i64,
+    pub path_bytes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
 }
 impl<'a> Default for ManifestArgs<'a> {
   #[inline]
@@ -2184,6 +2195,7 @@ impl<'a> Default for ManifestArgs<'a> {
       info: None,
       path: None,
       mtime_ns: 0,
+      path_bytes: None,
     }
   }
 }
@@ -2206,6 +2218,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ManifestBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<i64>(Manifest::VT_MTIME_NS, mtime_ns, 0);
   }
   #[inline]
+  pub fn add_path_bytes(&mut self, path_bytes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Manifest::VT_PATH_BYTES, path_bytes);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ManifestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ManifestBuilder {
@@ -2226,6 +2242,7 @@ impl ::core::fmt::Debug for Manifest<'_> {
       ds.field("info", &self.info());
       ds.field("path", &self.path());
       ds.field("mtime_ns", &self.mtime_ns());
+      ds.field("path_bytes", &self.path_bytes());
       ds.finish()
   }
 }
