@@ -162,6 +162,56 @@ fn names_that_are_not_utf8_publish_list_and_serve() {
     assert!(hexes.iter().any(|h| *h == &want), "{listed}");
 }
 
+/// Issue 12, item 7: one catalog entry per path. A file changed and published again
+/// replaces its old manifest (listed, served and announced once, under the new ID), and a
+/// catalog that already holds stale duplicates lists only the newest.
+#[test]
+fn a_path_published_again_has_one_catalog_entry() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    let f = t.path().join("a.bin");
+    write_file(&f, 200_000, 1);
+    let first = publish_id(&data, &f, &[]);
+    let catalog = data.join("catalog");
+    let old_manifest = fs::read(catalog.join(format!("{first}.fmm"))).unwrap();
+    // Same size, new content; then a different size.
+    let mut ids = vec![first.clone()];
+    for (len, seed) in [(200_000, 2), (300_000, 3)] {
+        write_file(&f, len, seed);
+        // A later mtime, as an edit has (the same size and mtime would look unchanged).
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(seed);
+        fs::File::options().write(true).open(&f).unwrap().set_modified(later).unwrap();
+        ids.push(publish_id(&data, &f, &[]));
+    }
+    assert!(ids[0] != ids[1] && ids[1] != ids[2], "{ids:?}");
+    let ls = json(&run_ok(fm(&data).args(["--json", "ls"])));
+    assert_eq!(ls.as_array().unwrap().len(), 1, "{ls}");
+    assert_eq!(ls[0]["file_id"], ids[2]);
+    assert_eq!(paths_in(&catalog).len(), 1, "{:?}", paths_in(&catalog));
+    // A catalog written by an older version, holding the stale manifest too: still one
+    // entry, the newer; the next publish removes the stale file.
+    fs::write(catalog.join(format!("{first}.fmm")), &old_manifest).unwrap();
+    let ls = json(&run_ok(fm(&data).args(["--json", "ls"])));
+    assert_eq!(ls.as_array().unwrap().len(), 1, "{ls}");
+    assert_eq!(ls[0]["file_id"], ids[2]);
+    let g = t.path().join("g.bin");
+    write_file(&g, 1000, 9);
+    publish(&data, &[&g], &[]);
+    assert_eq!(paths_in(&catalog).len(), 2, "{:?}", paths_in(&catalog));
+    // The seeder serves the new ID and not the old ones.
+    let seeder = Seeder::start(&data, 1);
+    let down = t.path().join("down");
+    let out = fm(&down)
+        .args(["get", &first, "--peer", &seeder.peer(), "-o"])
+        .arg(t.path().join("old"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("does not have file"), "{}", stderr_of(&out));
+    run_ok(&mut get_cmd(&down, &ids[2], &seeder.peer(), &t.path().join("new")));
+    assert!(fs::read(t.path().join("new")).unwrap() == fs::read(&f).unwrap());
+}
+
 /// Reads `r` until a line contains `what`, and returns that line.
 fn read_line_with(r: &mut impl std::io::Read, what: &str) -> String {
     let mut seen = Vec::new();

@@ -113,9 +113,10 @@ fn republishing_an_unchanged_file_reuses_its_id_and_a_changed_one_gets_a_new_id(
     append(&f, b"more");
     let third = publish(&data, &[&f], &[]);
     assert_ne!(first[0]["file_id"], third[0]["file_id"]);
-    // `ls` shows both manifests.
+    // One entry per path: the changed file replaced its old manifest.
     let ls = json(&run_ok(fm(&data).args(["--json", "ls"])));
-    assert_eq!(ls.as_array().unwrap().len(), 2);
+    assert_eq!(ls.as_array().unwrap().len(), 1);
+    assert_eq!(ls[0]["file_id"], third[0]["file_id"]);
 }
 
 #[test]

@@ -79,11 +79,19 @@ pub struct Catalog {
     by_path: HashMap<PathBuf, FileId>,
     /// Manifests that could not be read, with the reason (reported, never fatal).
     pub skipped: Vec<(PathBuf, String)>,
+    /// IDs whose manifest names a path that a newer manifest names too: not listed, and
+    /// their manifests are deleted by the next write.
+    stale: Vec<FileId>,
 }
 
 impl Catalog {
     /// Loads every manifest under [`layout::catalog_dir`]. A missing directory is an empty
     /// catalog; an unreadable or corrupt manifest is skipped and listed in `skipped`.
+    ///
+    /// One entry per path: if several manifests name the same path (a catalog written
+    /// before publishing replaced them, or a crash between writing the new manifest and
+    /// removing the old one), the one hashed from the newest mtime counts and the others
+    /// are listed in `stale` (not served, not announced; the next write removes them).
     pub fn load(data_dir: &Path) -> Result<Self, CatalogError> {
         let dir = layout::catalog_dir(data_dir);
         let mut cat = Self { data_dir: data_dir.to_owned(), ..Self::default() };
@@ -92,8 +100,10 @@ impl Catalog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(cat),
             Err(source) => return Err(CatalogError::ReadDir { dir, source }),
         };
-        for ent in rd.flatten() {
-            let path = ent.path();
+        let mut names: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        // A stable order, so ties between stale manifests resolve the same way every time.
+        names.sort();
+        for path in names {
             if !layout::is_manifest(&path) {
                 continue;
             }
@@ -103,8 +113,18 @@ impl Catalog {
             {
                 Ok((info, p, mtime_ns)) => {
                     let stamp = FileStamp { size: info.size, mtime_ns };
-                    cat.by_path.insert(p.clone(), info.file_id);
-                    cat.entries.insert(info.file_id, CatalogEntry { info, path: p, stamp });
+                    let entry = CatalogEntry { info, path: p, stamp };
+                    if let Some(old) = cat.by_path.get(&entry.path).copied() {
+                        let keep_old = cat.entries[&old].stamp.mtime_ns >= stamp.mtime_ns;
+                        let loser = if keep_old { entry.info.file_id } else { old };
+                        cat.stale.push(loser);
+                        if keep_old {
+                            continue;
+                        }
+                        cat.entries.remove(&old);
+                    }
+                    cat.by_path.insert(entry.path.clone(), entry.info.file_id);
+                    cat.entries.insert(entry.info.file_id, entry);
                 }
                 Err(why) => cat.skipped.push((path, why)),
             }
@@ -112,17 +132,52 @@ impl Catalog {
         Ok(cat)
     }
 
-    /// Persists `entry` atomically and adds it to the catalog.
+    fn manifest_path(&self, id: &FileId) -> PathBuf {
+        layout::manifest_path(&self.data_dir, id)
+    }
+
+    /// Persists `entry` atomically and adds it to the catalog, replacing what was published
+    /// from the same path before: one entry per path, so a file changed and published again
+    /// is listed and announced once, under its new ID. The new manifest is written before
+    /// the old one is removed (a crash in between leaves both, and [`Catalog::load`] keeps
+    /// the newer).
     pub fn insert(&mut self, entry: CatalogEntry) -> Result<(), CatalogError> {
-        let path = layout::manifest_path(&self.data_dir, &entry.info.file_id);
+        let id = entry.info.file_id;
+        let path = self.manifest_path(&id);
         let write = || -> io::Result<()> {
             fs::create_dir_all(layout::catalog_dir(&self.data_dir))?;
             let bytes = wire::encode_manifest(&entry.info, &entry.path, entry.stamp.mtime_ns);
             write_atomic(&path, &bytes)
         };
         write().map_err(|source| CatalogError::Write { path, source })?;
-        self.by_path.insert(entry.path.clone(), entry.info.file_id);
-        self.entries.insert(entry.info.file_id, entry);
+        // The same content at another path: that path no longer has an entry of its own.
+        if let Some(other) = self.entries.get(&id).filter(|e| e.path != entry.path) {
+            let other = other.path.clone();
+            self.by_path.remove(&other);
+        }
+        let replaced = self.by_path.insert(entry.path.clone(), id).filter(|old| *old != id);
+        if let Some(old) = replaced {
+            self.entries.remove(&old);
+            self.stale.push(old);
+        }
+        self.entries.insert(id, entry);
+        self.remove_stale()
+    }
+
+    /// Deletes the manifests of entries replaced by a newer one at the same path (unless
+    /// that ID is still listed: the same content published from another path).
+    fn remove_stale(&mut self) -> Result<(), CatalogError> {
+        for id in std::mem::take(&mut self.stale) {
+            if self.entries.contains_key(&id) {
+                continue;
+            }
+            let path = self.manifest_path(&id);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(CatalogError::Write { path, source }),
+            }
+        }
         Ok(())
     }
 
