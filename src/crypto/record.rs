@@ -33,11 +33,13 @@
 //! u32 LE`. A chunk record cannot be replayed as another chunk, file or kind, and a length
 //! that does not match the buffer is refused before the cipher runs.
 //!
-//! # One pass from the map
+//! # Sealing chunk payloads
 //!
-//! [`Sealer::seal_from`] reads plaintext from `src` (the memory map) and writes ciphertext
-//! to `dst` (the send buffer) in the cipher's own pass: no separate copy. The tag is
-//! returned detached so the caller can append it or gather it into the same write.
+//! The seeder preads a chunk into its send buffer and seals it there
+//! ([`Sealer::seal_in_place`]); it never seals straight from a memory map, whose pages can
+//! vanish under a truncated file (`storage::mmap`). [`Sealer::seal_from`] encrypts from one
+//! ordinary buffer into another in one pass. Tags are returned detached so the caller can
+//! append them or gather them into the same write.
 
 use std::fmt;
 

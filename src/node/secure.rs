@@ -437,38 +437,61 @@ impl Link {
         }
     }
 
-    /// Writes a chunk: its header frame, then the payload. Plaintext: the payload slice
-    /// goes to the socket as is (zero copy from the map). Encrypted: one pass of the cipher
-    /// from `payload` into `scratch`, then one write. Returns whether the payload was sealed.
-    pub(super) async fn write_chunk<W: AsyncWrite + Unpin>(
+    /// Whether chunk payloads on this link are sealed (encryption on).
+    pub(super) fn seals(&self) -> bool {
+        self.records.is_some()
+    }
+
+    async fn write_chunk_header<W: AsyncWrite + Unpin>(
         &mut self,
         w: &mut W,
         header: &[u8],
-        aad: RecordAad,
-        payload: &[u8],
-        scratch: &mut Vec<u8>,
-    ) -> io::Result<bool> {
+    ) -> io::Result<()> {
         let mut head = std::mem::take(&mut self.head);
         head.clear();
         self.push_frame(&mut head, header);
         let sent = w.write_all(&head).await;
         self.head = head;
-        sent?;
-        let Some((sealer, _)) = &mut self.records else {
-            w.write_all(payload).await?;
-            return Ok(false);
-        };
-        let n = payload.len();
-        if scratch.len() < n + TAG_BYTES {
-            // Grows to the largest chunk once; never shrinks, so it is not zeroed again.
-            scratch.resize(n + TAG_BYTES, 0);
+        sent
+    }
+
+    /// Writes a chunk on a plaintext link: its header frame, then `payload` as is. The
+    /// payload may be a slice of a memory map: it is only handed to the kernel (zero copy).
+    pub(super) async fn write_plain_chunk<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        header: &[u8],
+        payload: &[u8],
+    ) -> io::Result<()> {
+        debug_assert!(!self.seals());
+        self.write_chunk_header(w, header).await?;
+        w.write_all(payload).await
+    }
+
+    /// Writes a chunk on an encrypted link: its header frame, then the payload sealed in
+    /// place. `buf` holds the plaintext payload followed by `TAG_BYTES` of room for the
+    /// tag; it is sent as one write.
+    pub(super) async fn write_sealed_chunk<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        header: &[u8],
+        aad: RecordAad,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        if !self.seals() {
+            return Err(io::Error::other("sealed chunk on a plaintext link"));
         }
+        // The header's record comes first: record nonces follow the order on the wire.
+        self.write_chunk_header(w, header).await?;
+        let n = buf.len() - TAG_BYTES;
+        let Some((sealer, _)) = &mut self.records else {
+            return Err(io::Error::other("sealed chunk on a plaintext link"));
+        };
         let tag = sealer
-            .seal_from(&aad, payload, &mut scratch[..n])
+            .seal_in_place(&aad, &mut buf[..n])
             .map_err(|e| io::Error::other(e.to_string()))?;
-        scratch[n..n + TAG_BYTES].copy_from_slice(&tag);
-        w.write_all(&scratch[..n + TAG_BYTES]).await?;
-        Ok(true)
+        buf[n..].copy_from_slice(&tag);
+        w.write_all(buf).await
     }
 
     /// Reads one control record into `body` (opened, tag stripped). `Ok(false)`: the peer

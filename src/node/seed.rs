@@ -32,6 +32,7 @@ use crate::config::{
     CONNECTIONS_PER_SHARD_MAX, IDLE_TIMEOUT, OPEN_FILES_PER_SHARD_MAX, PEER_TIMEOUT,
     REQUEST_BODY_MAX_BYTES, THROTTLE_BURST_BYTES,
 };
+use crate::crypto::record::TAG_BYTES;
 use crate::crypto::{FileId, RecordAad};
 use crate::storage::{CatalogEntry, FileStamp, MappedFile};
 use crate::throttle::Throttle;
@@ -227,6 +228,13 @@ struct Shard {
 /// A request the seeder refuses, with the code and text the client gets.
 struct Refusal(ErrorCode, String);
 
+fn changed(id: &FileId) -> Refusal {
+    Refusal(
+        ErrorCode::FileChanged,
+        format!("file {id} changed on disk since it was published; not serving it"),
+    )
+}
+
 impl Shard {
     fn entry(&self, id: &FileId) -> Result<&ServedFile, Refusal> {
         self.catalog
@@ -234,47 +242,76 @@ impl Shard {
             .ok_or_else(|| Refusal(ErrorCode::UnknownFile, format!("file {id} is not served here")))
     }
 
-    /// The shard's map of `id`, opened on first use, checked against the size and mtime
-    /// recorded at publish time on every call (one fstat).
+    /// The shard's map of `id`, opened on first use.
     fn open_file(&self, id: &FileId, served: &ServedFile) -> Result<Rc<OpenFile>, Refusal> {
         let entry = &served.entry;
-        let cached = self.open.borrow().get(id).cloned();
-        let file = match cached {
-            Some(f) => f,
-            None => {
-                let f = File::open(&entry.path).map_err(|e| {
-                    Refusal(ErrorCode::Io, format!("cannot open file {id}: {}", e.kind()))
-                })?;
-                // Size and mtime are checked below and before every chunk (see storage::mmap).
-                let map = MappedFile::open(f).map_err(|e| {
-                    Refusal(ErrorCode::Io, format!("cannot map file {id}: {}", e.kind()))
-                })?;
-                let f = Rc::new(OpenFile { map, stamp: entry.stamp });
-                let mut open = self.open.borrow_mut();
-                if open.len() >= OPEN_FILES_PER_SHARD_MAX {
-                    // Drop maps no connection is using right now.
-                    open.retain(|_, f| Rc::strong_count(f) > 1);
-                }
-                open.insert(*id, f.clone());
-                f
-            }
-        };
-        if served.have.is_some() {
-            // Our own partial download: it changes as chunks land; only set bits are served.
-            return Ok(file);
+        if let Some(f) = self.open.borrow().get(id) {
+            return Ok(f.clone());
         }
-        let now = file.map.file().metadata().map(|m| FileStamp::of(&m));
-        if now.ok() != Some(file.stamp) || file.map.bytes().len() as u64 != file.stamp.size {
-            self.open.borrow_mut().remove(id);
-            return Err(Refusal(
-                ErrorCode::FileChanged,
-                format!("file {id} changed on disk since it was published; not serving it"),
-            ));
+        let f = File::open(&entry.path)
+            .map_err(|e| Refusal(ErrorCode::Io, format!("cannot open file {id}: {}", e.kind())))?;
+        // SAFETY: the shard keeps the map's contract: map slices only reach send(2) (the
+        // plaintext path in `serve_connection`); the sealed path preads the chunk from the
+        // file instead of reading the map (`read_chunk`), and nothing else looks at the bytes.
+        #[allow(unsafe_code)]
+        let map = unsafe { MappedFile::open(f) }
+            .map_err(|e| Refusal(ErrorCode::Io, format!("cannot map file {id}: {}", e.kind())))?;
+        let f = Rc::new(OpenFile { map, stamp: entry.stamp });
+        let mut open = self.open.borrow_mut();
+        if open.len() >= OPEN_FILES_PER_SHARD_MAX {
+            // Drop maps no connection is using right now.
+            open.retain(|_, f| Rc::strong_count(f) > 1);
         }
-        Ok(file)
+        open.insert(*id, f.clone());
+        Ok(f)
     }
 
-    fn chunk(&self, id: &FileId, index: u32) -> Result<(Rc<OpenFile>, Range<usize>), Refusal> {
+    /// Refuses a published file whose size or mtime differs from what was recorded when it
+    /// was published (one fstat), and forgets its map. Runs right before the chunk's bytes
+    /// are read (after any throttle wait), so the window in which a change goes unnoticed
+    /// is as small as it can be without a lease. Our own partial downloads change as chunks
+    /// land and are not checked: only their verified chunks are served.
+    fn check_fresh(&self, id: &FileId, file: &OpenFile, partial: bool) -> Result<(), Refusal> {
+        if partial {
+            return Ok(());
+        }
+        let now = file.map.file().metadata().map(|m| FileStamp::of(&m));
+        if now.ok() != Some(file.stamp) || file.map.len() as u64 != file.stamp.size {
+            self.open.borrow_mut().remove(id);
+            return Err(changed(id));
+        }
+        Ok(())
+    }
+
+    /// Reads chunk bytes `range` of `file` into `buf` with pread(2), never through the map
+    /// (see `storage::mmap`), and checks the file did not change while they were read. A
+    /// file that shrank is a short read, refused like any other change.
+    fn read_chunk(
+        &self,
+        id: &FileId,
+        file: &OpenFile,
+        partial: bool,
+        range: Range<usize>,
+        buf: &mut [u8],
+    ) -> Result<(), Refusal> {
+        use std::os::unix::fs::FileExt;
+        match file.map.file().read_exact_at(buf, range.start as u64) {
+            Ok(()) => self.check_fresh(id, file, partial),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.open.borrow_mut().remove(id);
+                Err(changed(id))
+            }
+            Err(e) => Err(Refusal(ErrorCode::Io, format!("cannot read file {id}: {}", e.kind()))),
+        }
+    }
+
+    /// The open file, byte range and partial flag of chunk `index` of `id`, or the refusal.
+    /// Does not check freshness: that happens right before the bytes are read.
+    fn chunk(
+        &self,
+        id: &FileId,
+        index: u32,
+    ) -> Result<(Rc<OpenFile>, Range<usize>, bool), Refusal> {
         let served = self.entry(id)?;
         let info = &served.entry.info;
         if index >= info.chunk_count() {
@@ -291,7 +328,7 @@ impl Shard {
         }
         let r = info.chunk_range(index);
         let file = self.open_file(id, served)?;
-        Ok((file, r.start as usize..r.end as usize))
+        Ok((file, r.start as usize..r.end as usize, served.have.is_some()))
     }
 }
 
@@ -433,7 +470,7 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
         match msg {
             Message::ChunkRequest { file_id, chunk_index, .. } => {
                 match shard.chunk(&file_id, chunk_index) {
-                    Ok((file, range)) => {
+                    Ok((file, range, partial)) => {
                         let n = range.len() as u64;
                         let now = Instant::now();
                         let wait = [shard.limits.node.as_deref(), peer_limit.as_ref()]
@@ -445,27 +482,79 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
                         if !wait.is_zero() {
                             glommio::timer::sleep(wait).await;
                         }
-                        let payload = &file.map.bytes()[range.clone()];
                         // A chunk is at most CHUNK_SIZE_MAX_BYTES (checked at decode).
-                        let payload_len = payload.len() as u32;
+                        let payload_len = range.len() as u32;
                         let header = enc.frame(&Message::ChunkResponse {
                             file_id,
                             chunk_index,
                             payload_len,
                         });
-                        // Plaintext: zero copy, the slice points into the shard's map and
-                        // glommio hands it to send(2) directly. Encrypted: the cipher reads
-                        // the map and writes the send buffer in one pass.
-                        let aad = RecordAad::chunk(file_id.0, chunk_index, payload_len);
-                        let sealed = link
-                            .write_chunk(&mut stream, header, aad, payload, &mut scratch)
+                        // The freshness check runs after the wait, right before the bytes
+                        // are read.
+                        let sent = if link.seals() {
+                            // Encrypted: pread the chunk into the buffer and seal it in
+                            // place. Mapped pages are never read in user space, where a
+                            // truncated file would raise SIGBUS (storage::mmap).
+                            if scratch.len() < range.len() + TAG_BYTES {
+                                // Grows to the largest chunk once; never shrinks.
+                                scratch.resize(range.len() + TAG_BYTES, 0);
+                            }
+                            let buf = &mut scratch[..range.len()];
+                            match shard.read_chunk(&file_id, &file, partial, range.clone(), buf) {
+                                Ok(()) => {}
+                                Err(r) => {
+                                    let (l, e) = (&mut link, &mut enc);
+                                    send_refusal(
+                                        shard,
+                                        &mut stream,
+                                        l,
+                                        e,
+                                        r,
+                                        Some(file_id),
+                                        chunk_index,
+                                    )
+                                    .await?;
+                                    continue;
+                                }
+                            }
+                            let aad = RecordAad::chunk(file_id.0, chunk_index, payload_len);
+                            link.write_sealed_chunk(
+                                &mut stream,
+                                header,
+                                aad,
+                                &mut scratch[..n as usize + TAG_BYTES],
+                            )
                             .await?;
+                            true
+                        } else {
+                            if let Err(r) = shard.check_fresh(&file_id, &file, partial) {
+                                let (l, e) = (&mut link, &mut enc);
+                                send_refusal(
+                                    shard,
+                                    &mut stream,
+                                    l,
+                                    e,
+                                    r,
+                                    Some(file_id),
+                                    chunk_index,
+                                )
+                                .await?;
+                                continue;
+                            }
+                            // Plaintext: zero copy, the slice points into the shard's map and
+                            // glommio hands it to send(2), where a page lost to truncation
+                            // since the check is EFAULT: this connection closes, the seeder
+                            // lives.
+                            let payload = &file.map.bytes()[range.clone()];
+                            link.write_plain_chunk(&mut stream, header, payload).await?;
+                            false
+                        };
                         let mut st = shard.stats.borrow_mut();
                         st.chunks_served += 1;
-                        if sealed {
-                            st.payload_bytes_sealed += payload.len() as u64;
+                        if sent {
+                            st.payload_bytes_sealed += n;
                         } else {
-                            st.payload_bytes_from_map += payload.len() as u64;
+                            st.payload_bytes_from_map += n;
                         }
                         drop(st);
                         // Start reading the next chunk from disk while this one drains.

@@ -1,10 +1,13 @@
 //! The only place that maps files into memory.
 //!
-//! A mapping is only sound while nobody truncates the file under it: touching a page past
-//! the new end of file raises SIGBUS. The seeder never touches payload pages itself — it
-//! hands slices of the map to `send(2)`, where a vanished page becomes `EFAULT`, an ordinary
-//! error — and it checks size and mtime before each chunk, so a file changed after publishing
-//! is refused rather than served.
+//! A file mapping stays valid only as long as nobody shrinks the file under it: a page past
+//! the new end of file raises SIGBUS when user space touches it, which kills the whole
+//! process. FuryMesh therefore keeps one rule for mapped bytes: **they are read by the
+//! kernel, never by user space.** The seeder hands map slices to `send(2)`; when a page has
+//! vanished there, the kernel returns `EFAULT`, an ordinary error that closes one
+//! connection. Every path that needs the bytes in user space (sealing, hashing) reads them
+//! with `pread(2)` instead, where a shrunk file is a short read. This is the contract the
+//! `unsafe` constructor asks its caller to keep.
 
 use std::fs::File;
 use std::io;
@@ -21,18 +24,23 @@ pub struct MappedFile {
 impl MappedFile {
     /// Maps a published file read-only, for handing slices of it to the kernel.
     ///
-    /// Callers keep to this module's rule: payload bytes are read by the kernel (`send(2)`),
-    /// and the file's size and mtime are re-checked against the catalog before each use.
-    pub fn open(file: File) -> io::Result<Self> {
+    /// # Safety
+    ///
+    /// Another process may truncate or rewrite the file at any moment (an operator copying
+    /// a new release over the old one does exactly that). Reading a mapped page that lies
+    /// beyond the file's new end raises **SIGBUS** and kills the process. The caller must
+    /// therefore never read [`MappedFile::bytes`] in user space: slices may only be passed
+    /// to system calls (`send(2)`, `write(2)`, `madvise(2)`), which report a vanished page as
+    /// `EFAULT`. Bytes that must be inspected or transformed in user space are read from
+    /// [`MappedFile::file`] with `pread(2)`.
+    pub unsafe fn open(file: File) -> io::Result<Self> {
         let len = file.metadata()?.len();
         let map = if len == 0 {
             None
         } else {
-            // SAFETY: the map is read-only and private to this process. FuryMesh never writes
-            // published files; another process could, which changes bytes (caught by the
-            // downloader's hash check) or shrinks the file. Shrinking is detected by the
-            // size/mtime check before every chunk, and the remaining window only affects
-            // bytes the kernel reads inside send(2), where a missing page is EFAULT.
+            // SAFETY: a read-only private map. The SIGBUS hazard of a file shrinking under it
+            // is passed on to the caller by this function's contract: mapped bytes are only
+            // ever read by the kernel inside system calls.
             let map = unsafe { MmapOptions::new().len(len as usize).map(&file)? };
             // Sequential access pattern: ask the kernel for aggressive readahead. Advice is a
             // hint; failure changes nothing but speed.
@@ -42,12 +50,23 @@ impl MappedFile {
         Ok(Self { map, file })
     }
 
-    /// The mapped bytes.
-    pub fn bytes(&self) -> &[u8] {
+    /// The mapped bytes, for handing to the kernel only (see [`MappedFile::open`]'s safety
+    /// contract: reading them in user space can raise SIGBUS).
+    pub(crate) fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }
 
-    /// The file behind the map (for `fstat`).
+    /// Length of the mapping in bytes (the file's size when it was mapped).
+    pub fn len(&self) -> usize {
+        self.map.as_ref().map_or(0, |m| m.len())
+    }
+
+    /// Whether the mapping is empty (an empty file).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The file behind the map (for `fstat` and `pread`).
     pub fn file(&self) -> &File {
         &self.file
     }
