@@ -37,6 +37,7 @@ pub mod demo;
 pub mod dht;
 pub mod manifest;
 pub mod node;
+pub mod peer;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod storage;

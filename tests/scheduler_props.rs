@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use furymesh::transfer::{
-    Bitfield, PeerId, Scheduler, SchedulerConfig, SchedulerEvent, Strategy as Order,
+    Bitfield, ConnId, Scheduler, SchedulerConfig, SchedulerEvent, Strategy as Order,
 };
 use proptest::prelude::*;
 
 const PEERS: u32 = 5;
 const HONEST: u32 = 3;
 /// Joins at the end with every chunk and answers everything: the download must finish.
-const SEEDER: PeerId = PeerId(100);
+const SEEDER: ConnId = ConnId(100);
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -82,11 +82,11 @@ fn config() -> impl Strategy<Value = SchedulerConfig> {
 struct Model {
     n: u32,
     have: Bitfield,
-    connected: BTreeMap<PeerId, bool>,
+    connected: BTreeMap<ConnId, bool>,
     /// What each connected peer told us it has.
-    bits: BTreeMap<PeerId, Bitfield>,
-    banned: Vec<PeerId>,
-    asked: BTreeMap<PeerId, Vec<u32>>,
+    bits: BTreeMap<ConnId, Bitfield>,
+    banned: Vec<ConnId>,
+    asked: BTreeMap<ConnId, Vec<u32>>,
     completes: u32,
     /// Every output, in order: a replay with the same seed must produce the same.
     trace: Vec<String>,
@@ -133,7 +133,7 @@ fn poll(
     s: &mut Scheduler,
     m: &mut Model,
     now: Instant,
-    peer: PeerId,
+    peer: ConnId,
 ) -> Result<Option<u32>, TestCaseError> {
     let before = s.peer_stats(peer);
     let got = s.poll_request(now, peer);
@@ -181,7 +181,7 @@ fn run(
     for op in ops {
         match op {
             Op::Add(p) => {
-                let id = PeerId(p);
+                let id = ConnId(p);
                 s.handle_peer_added(now, id);
                 if s.peer_stats(id).is_some_and(|st| st.connected)
                     && m.connected.get(&id) != Some(&true)
@@ -194,14 +194,14 @@ fn run(
                 }
             }
             Op::Remove(p) => {
-                let id = PeerId(p);
+                let id = ConnId(p);
                 s.handle_peer_removed(now, id);
                 m.connected.insert(id, false);
                 m.bits.remove(&id);
                 m.asked.remove(&id);
             }
             Op::Bitfield(p, mask) => {
-                let id = PeerId(p);
+                let id = ConnId(p);
                 let b = mask_bits(n, mask);
                 s.handle_bitfield(now, id, &b);
                 if m.connected.get(&id) == Some(&true) && !m.banned.contains(&id) {
@@ -209,7 +209,7 @@ fn run(
                 }
             }
             Op::Have(p, c) => {
-                let id = PeerId(p);
+                let id = ConnId(p);
                 s.handle_have(now, id, c);
                 if let Some(b) = m.bits.get_mut(&id) {
                     if c < n && !m.banned.contains(&id) {
@@ -218,10 +218,10 @@ fn run(
                 }
             }
             Op::Poll(p) => {
-                poll(&mut s, &mut m, now, PeerId(p))?;
+                poll(&mut s, &mut m, now, ConnId(p))?;
             }
             Op::Answer(p, outcome) => {
-                let id = PeerId(p);
+                let id = ConnId(p);
                 let honest = p < HONEST;
                 let Some(c) =
                     m.asked.get_mut(&id).and_then(|l| (!l.is_empty()).then(|| l.remove(0)))
@@ -244,12 +244,12 @@ fn run(
                 }
             }
             Op::Verified(p, c) => {
-                s.handle_chunk_verified(now, PeerId(p), c);
+                s.handle_chunk_verified(now, ConnId(p), c);
                 m.verified(c);
             }
-            Op::Corrupt(p, c) => s.handle_chunk_corrupt(now, PeerId(p), c),
+            Op::Corrupt(p, c) => s.handle_chunk_corrupt(now, ConnId(p), c),
             Op::Failed(p, c) => {
-                let id = PeerId(p);
+                let id = ConnId(p);
                 s.handle_request_failed(now, id, c);
                 if let Some(b) = m.bits.get_mut(&id) {
                     b.clear(c);
@@ -275,9 +275,9 @@ fn run(
         if s.peer_stats(SEEDER).is_some() {
             break;
         }
-        s.handle_peer_removed(now, PeerId(k));
-        m.connected.insert(PeerId(k), false);
-        m.bits.remove(&PeerId(k));
+        s.handle_peer_removed(now, ConnId(k));
+        m.connected.insert(ConnId(k), false);
+        m.bits.remove(&ConnId(k));
         k += 1;
         prop_assert!(k <= PEERS + 1, "no room for the seeder");
     }
@@ -291,7 +291,7 @@ fn run(
         rounds += 1;
         prop_assert!(rounds <= rounds_max, "no progress: {:?}", s.stats());
         for p in 0..=PEERS {
-            while poll(&mut s, &mut m, now, PeerId(p))?.is_some() {}
+            while poll(&mut s, &mut m, now, ConnId(p))?.is_some() {}
         }
         let mut got = Vec::new();
         while let Some(c) = poll(&mut s, &mut m, now, SEEDER)? {

@@ -386,6 +386,15 @@ impl fmt::Debug for Opener {
     }
 }
 
+/// A sealer and the opener of its records from one secret: what two ends of a connection
+/// hold after a handshake, for tests and simulations that skip the handshake. Never use it
+/// for a real connection (both ends must derive their secrets from a handshake).
+#[cfg(any(test, feature = "sim"))]
+pub fn test_pair(secret: [u8; 32]) -> (Sealer, Opener) {
+    let s = Zeroizing::new(secret);
+    (Sealer::new(s.clone(), RekeyLimits::PROTOCOL), Opener::new(s, RekeyLimits::PROTOCOL))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

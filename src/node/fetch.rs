@@ -42,7 +42,7 @@ use crate::manifest::FileInfo;
 use crate::storage::{write_atomic, CatalogEntry, FileStamp};
 use crate::throttle::Throttle;
 use crate::transfer::{Bitfield, SharedBitfield};
-use crate::transfer::{PeerId, Scheduler, SchedulerConfig, Strategy};
+use crate::transfer::{ConnId, Scheduler, SchedulerConfig, Strategy};
 use crate::wire::{self, Encoder, ErrorCode, Message};
 
 /// A peer to download from: its address and, if pinned, the node it must prove to be.
@@ -376,7 +376,7 @@ const CONNECT_TRIES: u32 = 4;
 /// connections to one peer are several scheduler peers (each with its own window).
 #[derive(Debug, Clone, Copy)]
 struct Conn {
-    id: PeerId,
+    id: ConnId,
     addr: SocketAddr,
 }
 
@@ -838,7 +838,7 @@ pub fn get(
     // One connection per peer, or `connections` spread over the peers if that is more.
     let total = opts.connections.max(opts.peers.len());
     let conns: Vec<Conn> = (0..total)
-        .map(|i| Conn { id: PeerId(i as u32), addr: opts.peers[i % opts.peers.len()].addr })
+        .map(|i| Conn { id: ConnId(i as u32), addr: opts.peers[i % opts.peers.len()].addr })
         .collect();
     let sched_config = SchedulerConfig {
         strategy: opts.strategy,

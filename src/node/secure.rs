@@ -36,8 +36,9 @@ use crate::crypto::{
     NetworkSecret, NodeId, Opener, RecordAad, Responder, Sealer, SessionIdentity,
 };
 use crate::storage::{layout, write_atomic};
-
-const REFUSAL: u8 = 0x7F;
+use crate::wire::frame::{
+    handshake_len, push_handshake, refusal, HandshakeFrame, RefusalCode, HANDSHAKE_PREFIX_BYTES,
+};
 
 /// Why the node identity could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -289,12 +290,9 @@ pub(super) enum HandshakeFailure {
     TooLong { len: usize },
     #[error("{0}")]
     Protocol(#[from] HandshakeError),
-    #[error("the peer refused the handshake: {}", refusal_text(*.0))]
-    Refused(u8),
+    #[error("the peer refused the handshake: {}", .0.text())]
+    Refused(RefusalCode),
 }
-
-/// The refusal code for "you pinned another node".
-const REFUSED_NOT_PINNED_NODE: u8 = 3;
 
 impl HandshakeFailure {
     /// The peer is not the node this connection pinned (it said so, or its certificate
@@ -302,45 +300,21 @@ impl HandshakeFailure {
     pub(super) fn is_wrong_node(&self) -> bool {
         matches!(
             self,
-            Self::Refused(REFUSED_NOT_PINNED_NODE)
+            Self::Refused(RefusalCode::NotPinnedNode)
                 | Self::Protocol(HandshakeError::PeerIdMismatch { .. })
         )
     }
 }
 
-/// What a refusal code says, from the initiator's point of view.
-fn refusal_text(code: u8) -> &'static str {
-    match code {
-        1 => "wrong network secret (or our hello was tampered with on the way)",
-        2 => "encryption settings differ (both sides need the same --encryption)",
-        REFUSED_NOT_PINNED_NODE => "it is not the node ID this connection pinned",
-        4 => "unsupported protocol version",
-        _ => "handshake failed",
-    }
-}
-
-fn refusal_code(e: &HandshakeError) -> u8 {
-    match e {
-        HandshakeError::WrongNetworkSecret => 1,
-        HandshakeError::EncryptionMismatch { .. } => 2,
-        HandshakeError::NotTheExpectedNode { .. } => REFUSED_NOT_PINNED_NODE,
-        HandshakeError::UnsupportedVersion { .. } => 4,
-        _ => 0,
-    }
-}
-
 async fn send_hs<W: AsyncWrite + Unpin>(w: &mut W, msg: &[u8]) -> io::Result<()> {
-    debug_assert!(msg.len() <= HANDSHAKE_MESSAGE_BYTES_MAX);
-    let mut out = Vec::with_capacity(2 + msg.len());
-    // Handshake messages are at most HANDSHAKE_MESSAGE_BYTES_MAX (2 KiB) long.
-    out.extend_from_slice(&(msg.len() as u16).to_le_bytes());
-    out.extend_from_slice(msg);
+    let mut out = Vec::with_capacity(HANDSHAKE_PREFIX_BYTES + msg.len());
+    push_handshake(&mut out, msg);
     w.write_all(&out).await?;
     w.flush().await
 }
 
 async fn recv_hs<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, HandshakeFailure> {
-    let mut len = [0u8; 2];
+    let mut prefix = [0u8; HANDSHAKE_PREFIX_BYTES];
     let eof = |e: io::Error| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             HandshakeFailure::Closed
@@ -348,11 +322,9 @@ async fn recv_hs<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, HandshakeFa
             HandshakeFailure::Io(e)
         }
     };
-    r.read_exact(&mut len).await.map_err(eof)?;
-    let len = usize::from(u16::from_le_bytes(len));
-    if len > HANDSHAKE_MESSAGE_BYTES_MAX {
-        return Err(HandshakeFailure::TooLong { len });
-    }
+    r.read_exact(&mut prefix).await.map_err(eof)?;
+    let len = handshake_len(prefix)
+        .map_err(|_| HandshakeFailure::TooLong { len: usize::from(u16::from_le_bytes(prefix)) })?;
     let mut msg = vec![0u8; len];
     r.read_exact(&mut msg).await.map_err(eof)?;
     Ok(msg)
@@ -368,7 +340,7 @@ pub(super) async fn handshake_initiator<S: AsyncRead + AsyncWrite + Unpin>(
     let (state, hello) = Initiator::start(sec.config(expected), fresh_random(), now_unix())?;
     send_hs(s, &hello).await?;
     let reply = recv_hs(s).await?;
-    if let [REFUSAL, code] = reply[..] {
+    if let HandshakeFrame::Refusal(code) = HandshakeFrame::parse(&reply) {
         return Err(HandshakeFailure::Refused(code));
     }
     let (finish, session) = state.handle_server_hello(&reply, now_unix())?;
@@ -391,7 +363,11 @@ pub(super) async fn handshake_responder<S: AsyncRead + AsyncWrite + Unpin>(
     ) {
         Ok(ok) => ok,
         Err(e) => {
-            let _ = send_hs(s, &[REFUSAL, refusal_code(&e)]).await;
+            let _ = async {
+                s.write_all(&refusal(RefusalCode::of(&e))).await?;
+                s.flush().await
+            }
+            .await;
             return Err(e.into());
         }
     };

@@ -14,7 +14,7 @@ mod picker;
 mod scheduler;
 
 pub use scheduler::{
-    BanReason, ParseStrategyError, PeerId, PeerStats, Scheduler, SchedulerConfig,
+    BanReason, ConnId, ParseStrategyError, PeerStats, Scheduler, SchedulerConfig,
     SchedulerConfigError, SchedulerEvent, SchedulerStats, Strategy, WINDOW_MAX_LIMIT,
 };
 

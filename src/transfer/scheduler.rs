@@ -38,9 +38,11 @@ const STALL_TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
 /// Longest rest after repeated stalls, as a multiple of `stall_timeout` (2^5).
 const REST_FACTOR_MAX: u32 = 32;
 
-/// A peer of this transfer, numbered by the caller (the node maps connections to ids).
+/// One connection of this transfer, numbered by the caller. The scheduler treats each
+/// connection as a peer of its own (several connections to one node are several windows);
+/// who the node behind it is (its node ID) is the node's business, not the scheduler's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerId(pub u32);
+pub struct ConnId(pub u32);
 
 /// Order in which chunks leave the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -226,7 +228,7 @@ pub enum SchedulerEvent {
     /// available. The node should close the connection. Re-adding the id keeps it banned.
     PeerBanned {
         /// The culprit.
-        peer: PeerId,
+        peer: ConnId,
         /// Why.
         reason: BanReason,
     },
@@ -237,7 +239,7 @@ pub enum SchedulerEvent {
     /// keep or close the connection.
     PeerStalled {
         /// The slow peer.
-        peer: PeerId,
+        peer: ConnId,
     },
     /// Every chunk is verified. Emitted exactly once (at once by `new` if nothing was
     /// missing).
@@ -307,19 +309,19 @@ pub struct Scheduler {
     avail: Vec<u32>,
     pending: Pending,
     /// Chunks in flight → the peers asked (1, or up to `endgame_copies_max`).
-    holders: BTreeMap<u32, Vec<PeerId>>,
+    holders: BTreeMap<u32, Vec<ConnId>>,
     /// Chunks → peers that sent corrupt data for them (cleared when the chunk verifies).
     /// Bounded: a peer enters at most once per chunk and is banned after
     /// `failures_to_ban` entries.
-    bad_sources: BTreeMap<u32, Vec<PeerId>>,
-    peers: BTreeMap<PeerId, Peer>,
+    bad_sources: BTreeMap<u32, Vec<ConnId>>,
+    peers: BTreeMap<ConnId, Peer>,
     /// Peers allowed to get requests (best `max_peers` usable ones), cached for `ranked_at`.
-    ranked: Vec<PeerId>,
+    ranked: Vec<ConnId>,
     ranked_at: Option<Instant>,
     /// Bumped by every state change; a peer that found nothing to fetch sits out of the
     /// ranking until the next one (so it does not hold one of the `max_peers` slots).
     generation: u64,
-    cancels: VecDeque<(PeerId, u32)>,
+    cancels: VecDeque<(ConnId, u32)>,
     events: VecDeque<SchedulerEvent>,
     complete_emitted: bool,
     stats: SchedulerStats,
@@ -375,7 +377,7 @@ impl Scheduler {
 
     /// A peer connected. Re-adding a removed peer keeps its history (and its ban); adding a
     /// connected one is ignored.
-    pub fn handle_peer_added(&mut self, _now: Instant, peer: PeerId) {
+    pub fn handle_peer_added(&mut self, _now: Instant, peer: ConnId) {
         if let Some(p) = self.peers.get_mut(&peer) {
             if !p.connected {
                 p.connected = true;
@@ -396,7 +398,7 @@ impl Scheduler {
 
     /// A peer disconnected: its requests go back to the pool (no cancels: the connection is
     /// gone) and its chunks stop counting. Its stats stay until `peers_max` needs the room.
-    pub fn handle_peer_removed(&mut self, _now: Instant, peer: PeerId) {
+    pub fn handle_peer_removed(&mut self, _now: Instant, peer: ConnId) {
         if !self.peers.get(&peer).is_some_and(|p| p.connected) {
             self.stats.unknown_peer_events += 1;
             return;
@@ -410,7 +412,7 @@ impl Scheduler {
 
     /// What the peer has, replacing what it said before. Ignored (and counted) if the
     /// length is not the chunk count.
-    pub fn handle_bitfield(&mut self, _now: Instant, peer: PeerId, bits: &Bitfield) {
+    pub fn handle_bitfield(&mut self, _now: Instant, peer: ConnId, bits: &Bitfield) {
         if bits.len() != self.chunk_count {
             self.stats.malformed_bitfields += 1;
             return;
@@ -426,7 +428,7 @@ impl Scheduler {
     }
 
     /// The peer now has `chunk`.
-    pub fn handle_have(&mut self, _now: Instant, peer: PeerId, chunk: u32) {
+    pub fn handle_have(&mut self, _now: Instant, peer: ConnId, chunk: u32) {
         if !self.in_range(chunk) {
             return;
         }
@@ -441,7 +443,7 @@ impl Scheduler {
     /// `peer` delivered `chunk` and it verified. The first copy wins: other requests for it
     /// are cancelled. A chunk from an unknown peer still counts as had (the data is good),
     /// but the call is counted as unknown.
-    pub fn handle_chunk_verified(&mut self, now: Instant, peer: PeerId, chunk: u32) {
+    pub fn handle_chunk_verified(&mut self, now: Instant, peer: ConnId, chunk: u32) {
         if !self.in_range(chunk) {
             return;
         }
@@ -484,7 +486,7 @@ impl Scheduler {
     /// `peer` sent `chunk` and it failed verification: exactly that peer is penalised, the
     /// chunk goes back to the pool, and the peer is not asked for it again while another
     /// peer has it. The `failures_to_ban`-th corrupt chunk bans the peer.
-    pub fn handle_chunk_corrupt(&mut self, _now: Instant, peer: PeerId, chunk: u32) {
+    pub fn handle_chunk_corrupt(&mut self, _now: Instant, peer: ConnId, chunk: u32) {
         if !self.in_range(chunk) {
             return;
         }
@@ -518,7 +520,7 @@ impl Scheduler {
 
     /// `peer` refused `chunk` or does not have it: the chunk goes back to the pool and the
     /// peer no longer counts as having it (until it announces it again).
-    pub fn handle_request_failed(&mut self, now: Instant, peer: PeerId, chunk: u32) {
+    pub fn handle_request_failed(&mut self, now: Instant, peer: ConnId, chunk: u32) {
         if !self.in_range(chunk) {
             return;
         }
@@ -548,7 +550,7 @@ impl Scheduler {
                 p.rest_until = None;
             }
         }
-        let stalled: Vec<PeerId> = self
+        let stalled: Vec<ConnId> = self
             .peers
             .iter()
             .filter(|(_, p)| {
@@ -584,7 +586,7 @@ impl Scheduler {
     /// every connected peer again until each says `None`. A peer that came away empty sits
     /// out of the `max_peers` ranking until the next `handle_*` call, so the slot goes to a
     /// peer that can use it.
-    pub fn poll_request(&mut self, now: Instant, peer: PeerId) -> Option<u32> {
+    pub fn poll_request(&mut self, now: Instant, peer: ConnId) -> Option<u32> {
         if self.missing == 0 {
             return None;
         }
@@ -629,7 +631,7 @@ impl Scheduler {
 
     /// A request to cancel: `chunk` arrived from another peer, or the peer stalled, or a
     /// faster peer took the request over.
-    pub fn poll_cancel(&mut self) -> Option<(PeerId, u32)> {
+    pub fn poll_cancel(&mut self) -> Option<(ConnId, u32)> {
         self.cancels.pop_front()
     }
 
@@ -659,12 +661,12 @@ impl Scheduler {
     }
 
     /// The peer's window in chunks (0 if unknown).
-    pub fn window(&self, peer: PeerId) -> u32 {
+    pub fn window(&self, peer: ConnId) -> u32 {
         self.peers.get(&peer).map_or(0, |p| p.window)
     }
 
     /// What we know about `peer`, `None` if unknown.
-    pub fn peer_stats(&self, peer: PeerId) -> Option<PeerStats> {
+    pub fn peer_stats(&self, peer: ConnId) -> Option<PeerStats> {
         let p = self.peers.get(&peer)?;
         Some(PeerStats {
             bytes_verified: p.bytes_verified,
@@ -682,7 +684,7 @@ impl Scheduler {
     }
 
     /// Known peers (connected or remembered), ascending.
-    pub fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+    pub fn peers(&self) -> impl Iterator<Item = ConnId> + '_ {
         self.peers.keys().copied()
     }
 
@@ -750,7 +752,7 @@ impl Scheduler {
     }
 
     /// The peer if it is connected and not banned; counts the call otherwise.
-    fn live_peer(&mut self, peer: PeerId) -> Option<&mut Peer> {
+    fn live_peer(&mut self, peer: ConnId) -> Option<&mut Peer> {
         match self.peers.get_mut(&peer) {
             Some(p) if p.connected && !p.banned => Some(p),
             _ => {
@@ -782,7 +784,7 @@ impl Scheduler {
 
     /// `peer` (connected, not banned) gained or lost `chunk`; its `has` is already updated.
     /// Without `rekey` the pool is left stale and the caller must rebuild it.
-    fn change_avail(&mut self, peer: PeerId, chunk: u32, gained: bool, rekey: bool) {
+    fn change_avail(&mut self, peer: ConnId, chunk: u32, gained: bool, rekey: bool) {
         let old = self.avail[chunk as usize];
         let new = if gained { old + 1 } else { old - 1 };
         self.avail[chunk as usize] = new;
@@ -803,7 +805,7 @@ impl Scheduler {
     /// `peer`'s chunks went from `old` to `new` (its `has` is already `new` or dropped). A
     /// big change (a seeder's full bitfield) re-sorts the pool in one pass instead of moving
     /// each chunk: several times faster at a million chunks.
-    fn apply_bits(&mut self, peer: PeerId, old: &Bitfield, new: &Bitfield) {
+    fn apply_bits(&mut self, peer: ConnId, old: &Bitfield, new: &Bitfield) {
         let bulk = old.count_ones() + new.count_ones() > (self.chunk_count / 16).max(16);
         for c in old.ones().filter(|&c| !new.get(c)) {
             self.change_avail(peer, c, false, !bulk);
@@ -821,7 +823,7 @@ impl Scheduler {
 
     /// Removes `peer` as a holder of `chunk`; the chunk returns to the pool if nobody else
     /// holds it.
-    fn unhold(&mut self, chunk: u32, peer: PeerId) {
+    fn unhold(&mut self, chunk: u32, peer: ConnId) {
         let Some(list) = self.holders.get_mut(&chunk) else { return };
         list.retain(|&q| q != peer);
         if list.is_empty() {
@@ -834,7 +836,7 @@ impl Scheduler {
 
     /// Takes a peer out of the swarm (removed or banned): its requests return to the pool
     /// and its chunks stop counting.
-    fn detach(&mut self, peer: PeerId) {
+    fn detach(&mut self, peer: ConnId) {
         let Some(p) = self.peers.get_mut(&peer) else { return };
         let chunks: Vec<u32> = std::mem::take(&mut p.inflight).into_keys().collect();
         let has = std::mem::replace(&mut p.has, Bitfield::new(0));
@@ -870,7 +872,7 @@ impl Scheduler {
             return;
         }
         let prior = self.peers.values().filter_map(|p| p.throughput).fold(1.0, f64::max);
-        let mut scored: Vec<(f64, bool, PeerId)> = self
+        let mut scored: Vec<(f64, bool, ConnId)> = self
             .peers
             .iter()
             .filter(|(_, p)| p.is_usable(now) && p.useful > 0)
@@ -885,7 +887,7 @@ impl Scheduler {
 
     /// Whether `peer` should not be asked for `chunk`: it sent corrupt data for it and some
     /// other usable peer that has not has it.
-    fn shunned(&self, peer: PeerId, chunk: u32) -> bool {
+    fn shunned(&self, peer: ConnId, chunk: u32) -> bool {
         let Some(bad) = self.bad_sources.get(&chunk) else { return false };
         if !bad.contains(&peer) {
             return false;
@@ -899,7 +901,7 @@ impl Scheduler {
         self.avail[chunk as usize] > bad_holders
     }
 
-    fn pick_pending(&mut self, peer: PeerId) -> Option<u32> {
+    fn pick_pending(&mut self, peer: ConnId) -> Option<u32> {
         let p = self.peers.get(&peer)?;
         let chunk = self.pending.requestable().find(|&c| p.has.get(c) && !self.shunned(peer, c))?;
         self.pending.remove(chunk, self.avail[chunk as usize]);
@@ -910,12 +912,12 @@ impl Scheduler {
     /// With the pool dry: a request at a peer `slow_peer_factor` times slower than `peer`,
     /// outstanding longer than `peer` needs for a chunk, moves to `peer` (the slowest
     /// holder's oldest request first). The slow peer gets a cancel.
-    fn pick_takeover(&mut self, now: Instant, peer: PeerId) -> Option<u32> {
+    fn pick_takeover(&mut self, now: Instant, peer: ConnId) -> Option<u32> {
         let factor = f64::from(self.config.slow_peer_factor);
         let fast = self.peers.get(&peer)?;
         let tp = fast.throughput.filter(|_| factor > 0.0)?;
         let own_time = f64::from(self.config.chunk_size_bytes) / tp;
-        let mut best: Option<(f64, Instant, u32, PeerId)> = None;
+        let mut best: Option<(f64, Instant, u32, ConnId)> = None;
         for (&c, list) in &self.holders {
             if list.contains(&peer) || !fast.has.get(c) || self.shunned(peer, c) {
                 continue;
@@ -952,7 +954,7 @@ impl Scheduler {
     /// In the endgame (pool dry, at most `endgame_chunks` in flight): a chunk in flight
     /// elsewhere with fewest copies (oldest request first), if `peer` has it and is not
     /// slower than its fastest measured holder (a slower copy would rarely win the race).
-    fn pick_endgame(&mut self, peer: PeerId) -> Option<u32> {
+    fn pick_endgame(&mut self, peer: ConnId) -> Option<u32> {
         if self.holders.len() as u64 > u64::from(self.config.endgame_chunks) {
             return None;
         }
@@ -994,7 +996,7 @@ impl Scheduler {
         Some(chunk)
     }
 
-    fn queue_cancel(&mut self, peer: PeerId, chunk: u32) {
+    fn queue_cancel(&mut self, peer: ConnId, chunk: u32) {
         if self.cancels.len() >= self.config.cancels_queued_max {
             self.stats.cancels_dropped += 1;
         } else {
@@ -1022,9 +1024,9 @@ impl Scheduler {
 mod tests {
     use super::*;
 
-    const A: PeerId = PeerId(1);
-    const B: PeerId = PeerId(2);
-    const C: PeerId = PeerId(3);
+    const A: ConnId = ConnId(1);
+    const B: ConnId = ConnId(2);
+    const C: ConnId = ConnId(3);
 
     fn cfg(window: u32) -> SchedulerConfig {
         SchedulerConfig {
@@ -1047,7 +1049,7 @@ mod tests {
     }
 
     /// A scheduler with `peers`, each with the given chunks.
-    fn swarm(config: SchedulerConfig, n: u32, peers: &[(PeerId, Bitfield)]) -> Scheduler {
+    fn swarm(config: SchedulerConfig, n: u32, peers: &[(ConnId, Bitfield)]) -> Scheduler {
         let now = crate::sim::epoch();
         let mut s = Scheduler::new(config, n, &Bitfield::new(n), 42);
         for (id, b) in peers {
@@ -1058,7 +1060,7 @@ mod tests {
         s
     }
 
-    fn drain_requests(s: &mut Scheduler, now: Instant, peer: PeerId) -> Vec<u32> {
+    fn drain_requests(s: &mut Scheduler, now: Instant, peer: ConnId) -> Vec<u32> {
         std::iter::from_fn(|| s.poll_request(now, peer)).collect()
     }
 
@@ -1066,7 +1068,7 @@ mod tests {
         std::iter::from_fn(|| s.poll_event()).collect()
     }
 
-    fn cancels(s: &mut Scheduler) -> Vec<(PeerId, u32)> {
+    fn cancels(s: &mut Scheduler) -> Vec<(ConnId, u32)> {
         std::iter::from_fn(|| s.poll_cancel()).collect()
     }
 
@@ -1124,7 +1126,7 @@ mod tests {
         let peers = [(A, bits(12, 0..12)), (B, bits(12, 0..12)), (C, bits(12, 0..12))];
         let mut s = swarm(config, 12, &peers);
         let t0 = crate::sim::epoch();
-        let mut given: BTreeMap<PeerId, Vec<u32>> = BTreeMap::new();
+        let mut given: BTreeMap<ConnId, Vec<u32>> = BTreeMap::new();
         let mut step = 0;
         while !s.is_complete() {
             step += 1;
@@ -1435,7 +1437,7 @@ mod tests {
     fn bad_input_is_ignored_and_counted() {
         let mut s = swarm(cfg(2), 4, &[(A, bits(4, 0..4))]);
         let now = crate::sim::epoch();
-        let ghost = PeerId(99);
+        let ghost = ConnId(99);
         s.handle_have(now, ghost, 1);
         s.handle_chunk_corrupt(now, ghost, 1);
         s.handle_request_failed(now, ghost, 1);

@@ -19,6 +19,7 @@
 mod generated;
 
 mod dht;
+pub mod frame;
 
 pub use dht::{
     decode_dht, decode_dht_proved, decode_dht_table, encode_dht, encode_dht_proved,
@@ -34,8 +35,7 @@ use crate::crypto::{FileId, DIGEST_BYTES};
 use crate::manifest::{FileInfo, ManifestError};
 use generated::furymesh as fb;
 
-/// Bytes of the length prefix in front of every frame body.
-pub const FRAME_PREFIX_BYTES: usize = 4;
+pub use frame::FRAME_PREFIX_BYTES;
 /// Most bytes a manifest's `name` may carry.
 pub const NAME_MAX_BYTES: usize = 4096;
 /// Most bytes of an error message we keep from a peer.
@@ -62,6 +62,10 @@ pub enum DecodeError {
     /// A catalog manifest's path is empty or has a NUL byte (no file can have that name).
     #[error("path is empty or contains a NUL byte")]
     BadPath,
+    /// A well-formed message that only the other side of a connection sends (a response
+    /// from a client, a request from a server).
+    #[error("a {0} is not expected in this direction")]
+    WrongDirection(&'static str),
 }
 
 /// Error codes a seeder returns. Mirrors `ErrorCode` in the schema.
@@ -111,6 +115,138 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// What kind of message this is, for error texts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ChunkRequest { .. } => "chunk request",
+            Self::ChunkResponse { .. } => "chunk response",
+            Self::FileInfoRequest { .. } => "file info request",
+            Self::FileInfo(_) => "file info",
+            Self::Error { .. } => "error",
+            Self::BitfieldRequest { .. } => "bitfield request",
+            Self::Bitfield { .. } => "bitfield",
+        }
+    }
+}
+
+/// A message a downloader (the client side of a connection) sends. Typed by direction, so
+/// a server session cannot be handed a response: decoding one fails with
+/// [`DecodeError::WrongDirection`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Send chunk `chunk_index` of `file_id`.
+    Chunk {
+        /// The file.
+        file_id: FileId,
+        /// The chunk.
+        chunk_index: u32,
+        /// Reserved (0); servers answer in order regardless.
+        priority: u8,
+    },
+    /// Send the manifest of `file_id`.
+    FileInfo {
+        /// The file.
+        file_id: FileId,
+    },
+    /// Say which chunks of `file_id` you have.
+    Bitfield {
+        /// The file.
+        file_id: FileId,
+    },
+}
+
+/// A message a seeder (the server side of a connection) sends, one per request, in request
+/// order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// Header of a chunk; `payload_len` payload bytes (one record) follow the frame.
+    Chunk {
+        /// The file.
+        file_id: FileId,
+        /// The chunk.
+        chunk_index: u32,
+        /// Bytes of payload after this frame.
+        payload_len: u32,
+    },
+    /// A manifest, authenticated against its file ID at decode.
+    FileInfo(FileInfo),
+    /// The request was refused; `message` is cut to `ERROR_MESSAGE_MAX_BYTES`.
+    Error {
+        /// Why, for the client's decision.
+        code: ErrorCode,
+        /// Why, for a human.
+        message: String,
+        /// The file the request named, if any.
+        file_id: Option<FileId>,
+        /// The chunk the request named (0 if none).
+        chunk_index: u32,
+    },
+    /// Which chunks the server has; `bits` is `None` when it has every chunk.
+    Bitfield {
+        /// The file.
+        file_id: FileId,
+        /// One bit per chunk, least significant first, or `None` for all.
+        bits: Option<Vec<u8>>,
+    },
+}
+
+impl From<Request> for Message {
+    fn from(r: Request) -> Self {
+        match r {
+            Request::Chunk { file_id, chunk_index, priority } => {
+                Self::ChunkRequest { file_id, chunk_index, priority }
+            }
+            Request::FileInfo { file_id } => Self::FileInfoRequest { file_id },
+            Request::Bitfield { file_id } => Self::BitfieldRequest { file_id },
+        }
+    }
+}
+
+impl From<Response> for Message {
+    fn from(r: Response) -> Self {
+        match r {
+            Response::Chunk { file_id, chunk_index, payload_len } => {
+                Self::ChunkResponse { file_id, chunk_index, payload_len }
+            }
+            Response::FileInfo(info) => Self::FileInfo(info),
+            Response::Error { code, message, file_id, chunk_index } => {
+                Self::Error { code, message, file_id, chunk_index }
+            }
+            Response::Bitfield { file_id, bits } => Self::Bitfield { file_id, bits },
+        }
+    }
+}
+
+/// Decodes a frame body a server received: a request, or an error (a response is
+/// [`DecodeError::WrongDirection`]).
+pub fn decode_request(body: &[u8]) -> Result<Request, DecodeError> {
+    Ok(match decode(body)? {
+        Message::ChunkRequest { file_id, chunk_index, priority } => {
+            Request::Chunk { file_id, chunk_index, priority }
+        }
+        Message::FileInfoRequest { file_id } => Request::FileInfo { file_id },
+        Message::BitfieldRequest { file_id } => Request::Bitfield { file_id },
+        other => return Err(DecodeError::WrongDirection(other.kind())),
+    })
+}
+
+/// Decodes a frame body a client received: a response, or an error (a request is
+/// [`DecodeError::WrongDirection`]).
+pub fn decode_response(body: &[u8]) -> Result<Response, DecodeError> {
+    Ok(match decode(body)? {
+        Message::ChunkResponse { file_id, chunk_index, payload_len } => {
+            Response::Chunk { file_id, chunk_index, payload_len }
+        }
+        Message::FileInfo(info) => Response::FileInfo(info),
+        Message::Error { code, message, file_id, chunk_index } => {
+            Response::Error { code, message, file_id, chunk_index }
+        }
+        Message::Bitfield { file_id, bits } => Response::Bitfield { file_id, bits },
+        other => return Err(DecodeError::WrongDirection(other.kind())),
+    })
+}
+
 /// Tight verifier limits for a body of `len` bytes: our messages nest at most three tables
 /// deep and hold a handful of tables. Nothing in them is shared, so the apparent size stays
 /// within twice the buffer (the verifier counts vtable entries and the fields they point to
@@ -130,6 +266,12 @@ pub struct Encoder {
     frame: Vec<u8>,
 }
 
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder").finish_non_exhaustive()
+    }
+}
+
 impl Default for Encoder {
     fn default() -> Self {
         Self { fbb: FlatBufferBuilder::with_capacity(1024), frame: Vec::with_capacity(1024) }
@@ -142,6 +284,19 @@ impl Encoder {
         self.fbb.reset();
         let root = build_message(&mut self.fbb, msg);
         self.finish(root)
+    }
+
+    /// Encodes a request as a complete frame.
+    pub fn request(&mut self, req: &Request) -> &[u8] {
+        self.frame(&Message::from(req.clone()))
+    }
+
+    /// Encodes a response as a complete frame.
+    pub fn response(&mut self, resp: &Response) -> &[u8] {
+        match resp {
+            Response::FileInfo(info) => self.file_info_frame(info),
+            other => self.frame(&Message::from(other.clone())),
+        }
     }
 
     /// The frame of `Message::FileInfo(info)`, encoded from a borrowed manifest (a seeder
@@ -503,6 +658,38 @@ mod tests {
             file_id: Some(id),
             chunk_index: 4,
         });
+    }
+
+    #[test]
+    fn requests_and_responses_decode_only_in_their_direction() {
+        let id = FileId([9; 32]);
+        let mut enc = Encoder::default();
+        let reqs = [
+            Request::Chunk { file_id: id, chunk_index: 2, priority: 0 },
+            Request::FileInfo { file_id: id },
+            Request::Bitfield { file_id: id },
+        ];
+        for r in reqs {
+            let frame = enc.request(&r).to_vec();
+            assert_eq!(decode_request(&frame[4..]), Ok(r));
+            assert!(matches!(decode_response(&frame[4..]), Err(DecodeError::WrongDirection(_))));
+        }
+        let resps = [
+            Response::Chunk { file_id: id, chunk_index: 2, payload_len: 7 },
+            Response::FileInfo(sample_info(3)),
+            Response::Bitfield { file_id: id, bits: Some(vec![1]) },
+            Response::Error {
+                code: ErrorCode::Io,
+                message: "x".into(),
+                file_id: None,
+                chunk_index: 0,
+            },
+        ];
+        for r in resps {
+            let frame = enc.response(&r).to_vec();
+            assert_eq!(decode_response(&frame[4..]), Ok(r));
+            assert!(matches!(decode_request(&frame[4..]), Err(DecodeError::WrongDirection(_))));
+        }
     }
 
     #[test]

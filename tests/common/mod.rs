@@ -254,18 +254,20 @@ pub fn junk(len: usize, state: &mut u64) -> Vec<u8> {
     (0..len).map(|_| xorshift(state) as u8).collect()
 }
 
-/// The handshake's transport framing: `len u16 LE ‖ message`.
+/// Sends one handshake message in the wire's handshake framing (`wire::frame`).
 pub fn send_hs(s: &mut impl Write, msg: &[u8]) {
-    let mut out = (msg.len() as u16).to_le_bytes().to_vec();
-    out.extend_from_slice(msg);
+    let mut out = Vec::new();
+    furymesh::wire::frame::push_handshake(&mut out, msg);
     s.write_all(&out).unwrap();
 }
 
-/// Reads one handshake message, or `None` if the peer closed the connection.
+/// Reads one handshake message (a refusal included), or `None` if the peer closed the
+/// connection or announced an oversized message.
 pub fn recv_hs(s: &mut impl std::io::Read) -> Option<Vec<u8>> {
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len).ok()?;
-    let mut msg = vec![0u8; u16::from_le_bytes(len) as usize];
+    use furymesh::wire::frame::{handshake_len, HANDSHAKE_PREFIX_BYTES};
+    let mut prefix = [0u8; HANDSHAKE_PREFIX_BYTES];
+    s.read_exact(&mut prefix).ok()?;
+    let mut msg = vec![0u8; handshake_len(prefix).ok()?];
     s.read_exact(&mut msg).ok()?;
     Some(msg)
 }
@@ -290,14 +292,15 @@ pub fn client_handshake(
     network: Option<furymesh::crypto::NetworkSecret>,
 ) -> Result<furymesh::crypto::Session, String> {
     use furymesh::crypto::{HandshakeConfig, HandshakeRandom, Initiator};
+    use furymesh::wire::frame::HandshakeFrame;
     let config =
         HandshakeConfig { local: fixture_session(n), network, encryption, expected_peer: None };
     let random = HandshakeRandom { ephemeral: rand::random(), nonce: rand::random() };
     let (state, hello) = Initiator::start(config, random, unix_now()).map_err(|e| e.to_string())?;
     send_hs(s, &hello);
     let reply = recv_hs(s).ok_or("closed before the ServerHello")?;
-    if reply.first() == Some(&0x7f) {
-        return Err(format!("refused with code {:?}", reply.get(1)));
+    if let HandshakeFrame::Refusal(code) = HandshakeFrame::parse(&reply) {
+        return Err(format!("refused: {}", code.text()));
     }
     let (finish, session) =
         state.handle_server_hello(&reply, unix_now()).map_err(|e| e.to_string())?;
