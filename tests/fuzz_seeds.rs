@@ -16,9 +16,10 @@ use std::time::Instant;
 
 use furymesh::crypto::{chunk_hash, sign_provider_record, FileId};
 use furymesh::dht::{Contact, Dht, DhtBody, DhtMessage, Key, NodeId};
+use furymesh::manifest::FileInfo;
 use furymesh::wire::{
     self, decode_dht_proved, encode_dht, encode_dht_proved, encode_dht_table, encode_manifest,
-    encode_resume, provider_addr_bytes, AnnounceProof, Encoder, ErrorCode, FileInfo, Message,
+    encode_resume, provider_addr_bytes, AnnounceProof, Encoder, ErrorCode, Message,
 };
 
 #[path = "../fuzz/src/fixtures.rs"]
@@ -91,7 +92,11 @@ fn wire_seeds(seeds: &mut Seeds) {
 
     let (one, five, empty) = (manifest(1, "one"), manifest(5, "five.iso"), manifest(0, "empty"));
     for (name, info) in [("one_chunk", &one), ("five_chunks", &five), ("empty_file", &empty)] {
-        let m = encode_manifest(info, &format!("/srv/{}", info.name), 1_700_000_000_123_456_789);
+        let m = encode_manifest(
+            info,
+            Path::new(&format!("/srv/{}", info.name)),
+            1_700_000_000_123_456_789,
+        );
         assert!(wire::decode_manifest(&m).is_ok());
         add(seeds, "wire_manifest", name, m);
         let bits = vec![0x55; (info.chunk_count() as usize).div_ceil(8)];
@@ -121,9 +126,9 @@ fn wire_seeds(seeds: &mut Seeds) {
         }
         out
     };
-    let m1 = encode_manifest(&one, "/srv/one", 1);
-    let m5 = encode_manifest(&five, "/srv/five.iso", 2);
-    let m1_elsewhere = encode_manifest(&one, "/data/one-copy", 3);
+    let m1 = encode_manifest(&one, Path::new("/srv/one"), 1);
+    let m5 = encode_manifest(&five, Path::new("/srv/five.iso"), 2);
+    let m1_elsewhere = encode_manifest(&one, Path::new("/data/one-copy"), 3);
     add(seeds, "catalog", "two_files", files(&[&m1, &m5]));
     add(seeds, "catalog", "same_file_two_paths", files(&[&m1, &m1_elsewhere]));
     add(seeds, "catalog", "one_cut_short", files(&[&m5, &m1[..m1.len() / 2]]));

@@ -12,10 +12,11 @@ use furymesh::crypto::{ChunkHash, FileId};
 use furymesh::dht::{
     Contact, DhtBody, DhtMessage, Key, NodeId, CONTACTS_PER_MESSAGE_MAX, PROVIDERS_PER_MESSAGE_MAX,
 };
+use furymesh::manifest::FileInfo;
 use furymesh::wire::{
     self, decode_dht, decode_dht_proved, decode_dht_table, decode_manifest, decode_resume,
     encode_dht_proved, encode_dht_table, encode_manifest, encode_resume, AnnounceProof, Encoder,
-    ErrorCode, FileInfo, Message, DHT_DATAGRAM_MAX_BYTES, ERROR_MESSAGE_MAX_BYTES,
+    ErrorCode, Message, DHT_DATAGRAM_MAX_BYTES, ERROR_MESSAGE_MAX_BYTES,
 };
 use proptest::prelude::*;
 
@@ -210,6 +211,7 @@ proptest! {
         mtime_ns in any::<i64>(),
         seed in any::<u8>(),
     ) {
+        let path = std::path::PathBuf::from(format!("/{path}").replace('\0', "_"));
         let m = encode_manifest(&info, &path, mtime_ns);
         prop_assert_eq!(decode_manifest(&m), Ok((info.clone(), path, mtime_ns)));
         let bits: Vec<u8> =
@@ -287,7 +289,7 @@ proptest! {
         for real in [
             body,
             datagram,
-            encode_manifest(&info, "/srv/x", 1),
+            encode_manifest(&info, std::path::Path::new("/srv/x"), 1),
             encode_resume(&info, &bits),
             encode_dht_table(&[dht.sender]),
         ] {

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use furymesh::storage::Catalog;
+use furymesh::storage::{layout, Catalog};
 use furymesh::wire::decode_manifest;
 use furymesh_fuzz::Cursor;
 use libfuzzer_sys::fuzz_target;
@@ -33,7 +33,7 @@ fn data_dir() -> &'static PathBuf {
 
 fuzz_target!(|data: &[u8]| {
     let dir = data_dir();
-    let cat_dir = Catalog::dir_in(dir);
+    let cat_dir = layout::catalog_dir(dir);
     let _ = fs::remove_dir_all(&cat_dir);
     fs::create_dir_all(&cat_dir).expect("catalog dir");
     let mut c = Cursor::new(data);
@@ -55,18 +55,22 @@ fuzz_target!(|data: &[u8]| {
     let good: Vec<_> = files.iter().filter_map(|(_, d)| d.as_ref().ok()).collect();
     assert!(cat.len() <= good.len());
     assert_eq!(cat.is_empty(), good.is_empty());
-    for (info, path, mtime_ns) in &good {
-        // Identical IDs share one entry (the last file read wins).
-        let e = cat.get(&info.file_id).expect("every decoded manifest is in the catalog");
-        assert_eq!(e.info.file_id, info.file_id);
-        let _ = (path, mtime_ns);
+    for (info, path, _) in &good {
+        // One entry per path: a manifest is listed unless another one names the same path
+        // (then exactly one of them is); identical IDs share one entry.
+        let same_path = good.iter().filter(|(_, p, _)| p == path).count();
+        match cat.get(&info.file_id) {
+            Some(e) => assert_eq!(e.info.file_id, info.file_id),
+            None => assert!(same_path > 1, "a manifest alone at its path is in the catalog"),
+        }
+        assert!(cat.entries().filter(|e| e.path == *path).count() <= 1, "one entry per path");
     }
     for e in cat.entries() {
         e.info.check().expect("catalog entries are authenticated manifests");
         assert_eq!(e.stamp.size, e.info.size);
-        assert!(good.iter().any(|(i, p, m)| {
-            *i == e.info && e.path.as_os_str() == p.as_str() && e.stamp.mtime_ns == *m
-        }));
+        assert!(good
+            .iter()
+            .any(|(i, p, m)| *i == e.info && e.path == *p && e.stamp.mtime_ns == *m));
         if let Some(found) = cat.find_unchanged(&e.path, e.stamp, e.info.chunk_size) {
             assert_eq!(found.path, e.path);
         }

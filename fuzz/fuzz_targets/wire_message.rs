@@ -4,7 +4,8 @@
 #![no_main]
 
 use furymesh::config::{CHUNKS_PER_FILE_MAX, RESPONSE_BODY_MAX_BYTES};
-use furymesh::wire::{self, Encoder, FileInfo, Message, ERROR_MESSAGE_MAX_BYTES, NAME_MAX_BYTES};
+use furymesh::manifest::FileInfo;
+use furymesh::wire::{self, Encoder, Message, ERROR_MESSAGE_MAX_BYTES, NAME_MAX_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 fn walk_manifest(info: &FileInfo) {
