@@ -719,7 +719,7 @@ fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> R
     if !a.bootstrap.is_empty() {
         let key = Key::from_file_id(&a.file_id);
         let network = security.network().cloned();
-        let limit = std::time::Duration::from_secs(15);
+        let limit = config::DHT_PROVIDERS_SEARCH_TIMEOUT;
         let found = node::find_providers_until_found(&a.bootstrap, key, network, limit)
             .context("cannot find providers through the DHT")?;
         // A provider found through the DHT must prove the node ID its record names.

@@ -87,6 +87,33 @@ pub const SESSION_KEY_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 /// announcements are dropped unverified, so a flood of forged ones cannot take a core.
 pub const DHT_ANNOUNCE_VERIFICATIONS_PER_S: u32 = 500;
 
+/// How often the DHT driver (shard 0) serves the DHT core's timers, its commands and the stop
+/// flag; datagrams are answered as they arrive, not at the tick. DHT timeouts are around a
+/// second, so 20 ms of slack is noise.
+pub const DHT_TICK: Duration = Duration::from_millis(20);
+/// How often a seeder saves its DHT routing table (also at shutdown).
+pub const DHT_TABLE_SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// DHT events a node keeps for its readers; older ones are dropped. A seeder reads events
+/// only to count them, so this only bounds memory.
+pub const DHT_EVENTS_QUEUED_MAX: usize = 1024;
+/// Datagrams `furymesh dht ping` sends before giving up, each waited on for
+/// `DHT_PING_TIMEOUT`.
+pub const DHT_PING_TRIES: u32 = 3;
+/// How long `furymesh dht ping` waits for each pong.
+pub const DHT_PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// First pause before `get --bootstrap` runs a provider lookup that found nothing again (the
+/// network may still be forming); the pause doubles up to `DHT_PROVIDER_RETRY_MAX`.
+pub const DHT_PROVIDER_RETRY_MIN: Duration = Duration::from_millis(250);
+/// Longest pause between two provider lookups of `get --bootstrap`.
+pub const DHT_PROVIDER_RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long `get --bootstrap` keeps looking for providers before it gives up.
+pub const DHT_PROVIDERS_SEARCH_TIMEOUT: Duration = Duration::from_secs(15);
+/// Receive buffer asked for the DHT's UDP socket: room for a burst of ~700 full datagrams
+/// (the kernel caps it at `net.core.rmem_max`).
+pub const DHT_RECV_BUFFER_BYTES: usize = 1 << 20;
+/// Pending connections the kernel queues on each shard's listener before `accept`.
+pub const LISTEN_BACKLOG_CONNECTIONS: i32 = 1024;
+
 /// Memory glommio may register for I/O per executor. Small because the default memlock
 /// limit on many hosts is 8 MiB for the whole process (see tuning.md).
 pub const IO_MEMORY_PER_SHARD_BYTES: usize = 512 * 1024;

@@ -25,7 +25,10 @@ use serde::Serialize;
 
 use super::secure::NodeSecurity;
 use super::{now_unix, run_local};
-use crate::config::DHT_ANNOUNCE_VERIFICATIONS_PER_S;
+use crate::config::{
+    DHT_ANNOUNCE_VERIFICATIONS_PER_S, DHT_EVENTS_QUEUED_MAX, DHT_PING_TIMEOUT, DHT_PING_TRIES,
+    DHT_PROVIDER_RETRY_MAX, DHT_PROVIDER_RETRY_MIN, DHT_TABLE_SAVE_INTERVAL, DHT_TICK,
+};
 use crate::crypto::handshake::NETWORK_TAG_BYTES;
 use crate::crypto::{
     network_tag, sign_provider_record, verify_network_tag, verify_provider_record, Certificate,
@@ -37,12 +40,6 @@ use crate::dht::{
 use crate::storage::write_atomic;
 use crate::throttle::Throttle;
 use crate::wire::{self, provider_addr_bytes, AnnounceProof, DHT_DATAGRAM_MAX_BYTES};
-
-/// How often the driver checks the core's timers, its commands and the stop flag. DHT
-/// timeouts are around a second, so 20 ms of slack is noise.
-const TICK: Duration = Duration::from_millis(20);
-/// How often a seeder saves its routing table.
-const TABLE_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why a DHT operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -234,7 +231,7 @@ impl Driver {
             events.push_back(ev);
         }
         // Nobody reads events on a seeder except for counting: keep the queue bounded.
-        while events.len() > 1024 {
+        while events.len() > DHT_EVENTS_QUEUED_MAX {
             events.pop_front();
         }
     }
@@ -245,7 +242,7 @@ impl Driver {
         let mut buf = vec![0u8; DHT_DATAGRAM_MAX_BYTES + NETWORK_TAG_BYTES + 1];
         loop {
             let Ok((n, from)) = self.socket.recv_from(&mut buf).await else {
-                glommio::timer::sleep(TICK).await;
+                glommio::timer::sleep(DHT_TICK).await;
                 continue;
             };
             self.stats.borrow_mut().datagrams_in += 1;
@@ -291,7 +288,7 @@ impl Driver {
             if done(self) {
                 return;
             }
-            glommio::timer::sleep(TICK).await;
+            glommio::timer::sleep(DHT_TICK).await;
         }
     }
 
@@ -360,7 +357,7 @@ pub(super) async fn serve(
     let mut last_save = Instant::now();
     driver
         .run_until(|d| {
-            if last_save.elapsed() >= TABLE_SAVE_INTERVAL {
+            if last_save.elapsed() >= DHT_TABLE_SAVE_INTERVAL {
                 save(d);
                 last_save = Instant::now();
             }
@@ -423,14 +420,9 @@ pub fn query(
     run_query(bootstrap, query, network, limit, false)
 }
 
-/// First pause before a provider lookup that found nothing is run again; it doubles up to
-/// [`PROVIDER_RETRY_MAX`].
-const PROVIDER_RETRY_MIN: Duration = Duration::from_millis(250);
-/// Longest pause between two provider lookups of [`find_providers_until_found`].
-const PROVIDER_RETRY_MAX: Duration = Duration::from_secs(2);
-
 /// Like [`query`] for `FindProviders(key)`, but while the lookup finds no provider it
-/// joins again through `bootstrap` and looks again (after 250 ms, doubling up to 2 s),
+/// joins again through `bootstrap` and looks again (after `DHT_PROVIDER_RETRY_MIN`,
+/// doubling up to `DHT_PROVIDER_RETRY_MAX`),
 /// until `limit`. A network that is still forming — a node that started a moment ago and
 /// has not joined yet, an announcement still in its paced queue — then answers as soon as
 /// it can instead of failing the download. Returns the last (possibly empty) answer.
@@ -470,7 +462,7 @@ fn run_query(
         // An empty answer kept while a retry is pending (`until_found`).
         let mut empty: Option<DhtAnswer> = None;
         let mut retry_at: Option<Instant> = None;
-        let mut pause = PROVIDER_RETRY_MIN;
+        let mut pause = DHT_PROVIDER_RETRY_MIN;
         let names = || bootstrap.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         driver
             .run_until(|d| {
@@ -506,7 +498,7 @@ fn run_query(
                             if until_found && providers.is_empty() && next_try < deadline {
                                 empty = done(&providers, stats).and_then(Result::ok);
                                 retry_at = Some(next_try);
-                                pause = (pause * 2).min(PROVIDER_RETRY_MAX);
+                                pause = (pause * 2).min(DHT_PROVIDER_RETRY_MAX);
                             } else {
                                 answer = done(&providers, stats);
                             }
@@ -538,7 +530,8 @@ pub struct PingAnswer {
     pub rtt_ms: f64,
 }
 
-/// Sends a DHT PING to `addr` (up to 3 tries, 1 s each) and waits for the PONG.
+/// Sends a DHT PING to `addr` (up to `DHT_PING_TRIES` tries, `DHT_PING_TIMEOUT` each) and
+/// waits for the PONG.
 pub fn ping(addr: SocketAddr, network: Option<NetworkSecret>) -> Result<PingAnswer, DhtError> {
     run_local(async move {
         let bind = client_bind_addr(addr);
@@ -550,7 +543,7 @@ pub fn ping(addr: SocketAddr, network: Option<NetworkSecret>) -> Result<PingAnsw
         };
         let mut buf = Vec::new();
         let mut rx = vec![0u8; DHT_DATAGRAM_MAX_BYTES + NETWORK_TAG_BYTES + 1];
-        for _ in 0..3 {
+        for _ in 0..DHT_PING_TRIES {
             let tx: u64 = rand::random();
             let ping = DhtMessage { tx, sender: me, body: DhtBody::Ping, read_only: true };
             wire::encode_dht(&ping, &mut buf);
@@ -559,7 +552,7 @@ pub fn ping(addr: SocketAddr, network: Option<NetworkSecret>) -> Result<PingAnsw
             if socket.send_to(&buf, addr).await.is_err() {
                 continue;
             }
-            let deadline = started + Duration::from_secs(1);
+            let deadline = started + DHT_PING_TIMEOUT;
             while let Some(left) = deadline.checked_duration_since(Instant::now()) {
                 // A pong that arrives after the timeout is useless, so dropping the pending
                 // receive here loses nothing.

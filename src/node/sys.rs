@@ -12,10 +12,7 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use glommio::net::{TcpListener, UdpSocket};
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Listen backlog of every shard's listener.
-const LISTEN_BACKLOG: i32 = 1024;
-/// Receive buffer of the DHT socket: room for a burst of ~700 full datagrams.
-const DHT_RECV_BUFFER_BYTES: usize = 1 << 20;
+use crate::config::{DHT_RECV_BUFFER_BYTES, LISTEN_BACKLOG_CONNECTIONS};
 
 /// A TCP listener on `addr` with SO_REUSEADDR and SO_REUSEPORT (one per shard). Must be
 /// called on a glommio executor.
@@ -24,7 +21,7 @@ pub(super) fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     s.bind(&addr.into())?;
-    s.listen(LISTEN_BACKLOG)?;
+    s.listen(LISTEN_BACKLOG_CONNECTIONS)?;
     let fd = s.into_raw_fd();
     // SAFETY: `fd` is a freshly created, bound and listening TCP socket that we own (moved
     // out of `s` above, so nothing else closes it); glommio takes ownership of it.
