@@ -1,15 +1,19 @@
 //! Throughput of the per-byte primitives on the data path, against memcpy as the limit.
 //!
-//! - SHA-256 through `furymesh::crypto::chunk_hash`: every chunk is verified with it.
+//! - SHA-256 through `furymesh::crypto::chunk_hash`: every chunk is verified with it; and
+//!   the same digest from `sha2` and from `ring::digest` directly, the evidence for the
+//!   choice between them.
 //! - xxh3-64 (`xxhash-rust`): the non-adversarial checksum the crate already depends on.
-//! - AES-256-GCM seal and open (`aes-gcm`): the AEAD the record layer uses, and the same
-//!   with `ring` (BoringSSL's assembly) for comparison: the evidence for the choice.
+//! - AES-256-GCM seal and open: the pure-Rust `aes-gcm` crate (out of place), `ring`
+//!   (BoringSSL's assembly; in place, so timed with a copy into the buffer first), and the
+//!   record layer itself (`Sealer::seal_in_place` / `Opener::open_in_place`: its backend,
+//!   nonce and AAD, no copy). The evidence for the record layer's choice of backend.
 //! - `memcpy` (`copy_from_slice`) of the same bytes: the reference limit; every other
 //!   primitive must at least read each byte once.
 //!
 //! Each runs over a 512 KiB buffer (the default chunk) and a 16 KiB buffer (a typical
 //! record or SCTP message size), reported as bytes per second. Run with
-//! `cargo bench --bench primitives` (about a minute and a quarter); see docs/microbench-results.md.
+//! `cargo bench --bench primitives` (about a minute and a half); see docs/microbench-results.md.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -19,7 +23,9 @@ use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use furymesh::crypto::chunk_hash;
+use furymesh::crypto::record::loopback_pair;
+use furymesh::crypto::{chunk_hash, RecordAad};
+use sha2::Digest;
 
 /// Buffer sizes measured: the default chunk and a small record.
 const SIZES_BYTES: [usize; 2] = [512 * 1024, 16 * 1024];
@@ -61,6 +67,16 @@ fn primitives(c: &mut Criterion) {
         g.bench_function(BenchmarkId::from_parameter("sha256"), |b| {
             b.iter(|| chunk_hash(black_box(&data)))
         });
+        g.bench_function(BenchmarkId::from_parameter("sha256_sha2"), |b| {
+            b.iter(|| sha2::Sha256::digest(black_box(&data)))
+        });
+        g.bench_function(BenchmarkId::from_parameter("sha256_ring"), |b| {
+            b.iter(|| ring::digest::digest(&ring::digest::SHA256, black_box(&data)))
+        });
+        assert_eq!(
+            sha2::Sha256::digest(&data).as_slice(),
+            ring::digest::digest(&ring::digest::SHA256, &data).as_ref()
+        );
         g.bench_function(BenchmarkId::from_parameter("xxh3_64"), |b| {
             b.iter(|| xxhash_rust::xxh3::xxh3_64(black_box(&data)))
         });
@@ -129,13 +145,37 @@ fn primitives(c: &mut Criterion) {
         });
         ring_open(&mut out);
         assert_eq!(out, data, "ring's open must restore the plaintext");
+
+        // The record layer as the seeder and downloader use it: seal a chunk record in
+        // place, open it in place. The opener takes records in order, so every iteration
+        // seals and opens one record and only the half being measured is timed.
+        let aad = RecordAad::chunk([5; 32], 0, len as u32);
+        let (mut sealer, mut opener) = loopback_pair([6; 32]);
+        out.copy_from_slice(&data);
+        let mut record = |b: &mut criterion::Bencher<'_>, time_seal: bool| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = std::time::Instant::now();
+                    let tag = sealer.seal_in_place(&aad, black_box(&mut out)).expect("seal");
+                    let sealed_at = t.elapsed();
+                    let t = std::time::Instant::now();
+                    opener.open_in_place(&aad, black_box(&mut out), &tag).expect("valid tag");
+                    timed += if time_seal { sealed_at } else { t.elapsed() };
+                }
+                timed
+            })
+        };
+        g.bench_function(BenchmarkId::from_parameter("record_seal_in_place"), |b| record(b, true));
+        g.bench_function(BenchmarkId::from_parameter("record_open_in_place"), |b| record(b, false));
+        assert_eq!(out, data, "the record layer must restore the plaintext");
         g.finish();
     }
 }
 
 criterion_group! {
     name = benches;
-    // 14 benchmarks × (1 s warm-up + 3 s measurement) ≈ 1 min for a full run.
+    // 20 benchmarks × (1 s warm-up + 3 s measurement) ≈ 1.5 min for a full run.
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
