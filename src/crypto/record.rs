@@ -333,8 +333,10 @@ pub struct Sealer {
 impl Sealer {
     /// Our direction, keyed by a traffic secret. Real connections get theirs from
     /// [`Session::into_records`](super::Session::into_records); this is public so the
-    /// record fuzz target (`fuzz/fuzz_targets/record.rs`) can drive the layer without a
-    /// handshake per input.
+    /// record fuzz target (`fuzz/fuzz_targets/record.rs`) and the cipher measurements
+    /// (`furymesh bench`'s limits, `benches/primitives.rs`) can drive the layer without a
+    /// handshake. Two sealers under one secret reuse nonces: never send what such a pair
+    /// seals.
     ///
     /// # Panics
     /// If a limit is zero or above [`RekeyLimits::PROTOCOL`].
@@ -404,16 +406,6 @@ impl Opener {
     pub fn position(&self) -> (u64, u64) {
         (self.dir.epoch, self.dir.seq)
     }
-}
-
-/// A sealer and the opener of the same direction under `secret`, with the protocol's rekey
-/// limits: one direction of a connection, both ends in one place. For measuring and testing
-/// the record layer alone (`furymesh bench` times its cipher with it); connections get
-/// theirs from the handshake ([`super::Session`]). Two sealers made from one secret would
-/// reuse nonces, so never seal traffic that leaves the process with one.
-pub fn loopback_pair(secret: [u8; 32]) -> (Sealer, Opener) {
-    let limits = RekeyLimits::PROTOCOL;
-    (Sealer::new(Zeroizing::new(secret), limits), Opener::new(Zeroizing::new(secret), limits))
 }
 
 impl fmt::Debug for Sealer {
