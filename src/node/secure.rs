@@ -16,8 +16,10 @@
 //! no tags. A refusal is unauthenticated: it only turns "connection closed" into a clear
 //! error, and an attacker who can forge one could as well close the connection.
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::io;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -35,7 +37,7 @@ use crate::crypto::{
     Encryption, HandshakeConfig, HandshakeError, HandshakeRandom, Identity, Initiator,
     NetworkSecret, NodeId, Opener, RecordAad, Responder, Sealer, SessionIdentity,
 };
-use crate::storage::{layout, write_atomic};
+use crate::storage::layout;
 use crate::wire::frame::{
     handshake_len, push_handshake, refusal, HandshakeFrame, RefusalCode, HANDSHAKE_PREFIX_BYTES,
 };
@@ -73,28 +75,43 @@ pub fn load_identity(data_dir: &Path) -> Result<Identity, IdentityFileError> {
     Identity::from_pkcs8_der(&der).map_err(|source| IdentityFileError::Bad { path, source })
 }
 
-/// Creates a new RSA-4096 identity in `data_dir` (mode 0600, written atomically). Refuses
-/// to replace an existing one. Takes seconds.
-fn create_identity(data_dir: &Path) -> Result<Identity, IdentityFileError> {
+/// Creates a new RSA-4096 identity in `data_dir` (mode 0600). Takes seconds. Never
+/// replaces an existing key: the key is written to a private temporary file and linked
+/// into place with `link(2)`, which fails if the name exists, so when several commands
+/// create the identity of one data directory at once exactly one key wins and the others
+/// load it. The flag says whether this call's key won.
+fn create_identity(data_dir: &Path) -> Result<(Identity, bool), IdentityFileError> {
     let path = layout::identity_path(data_dir);
     let io_err = |source| IdentityFileError::Io { path: path.clone(), source };
-    if path.exists() {
-        return Err(io_err(io::Error::new(io::ErrorKind::AlreadyExists, "identity exists")));
-    }
     fs::create_dir_all(data_dir).map_err(io_err)?;
     let identity = Identity::generate(&mut OsRng)
         .map_err(|source| IdentityFileError::Bad { path: path.clone(), source })?;
     let der = identity
         .to_pkcs8_der()
         .map_err(|source| IdentityFileError::Bad { path: path.clone(), source })?;
-    // write_atomic's temporary file is created with mode 0600 and renamed into place, so the
-    // key is never readable by others, not even for an instant.
-    write_atomic(&path, &der).map_err(io_err)?;
-    Ok(identity)
+    // The temporary file is created with mode 0600, so the key is never readable by others,
+    // not even for an instant; it is complete and on disk before its name appears.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".furymesh-tmp-identity")
+        .tempfile_in(data_dir)
+        .map_err(io_err)?;
+    tmp.write_all(&der).and_then(|()| tmp.as_file().sync_all()).map_err(io_err)?;
+    match tmp.persist_noclobber(&path) {
+        Ok(_) => {
+            fs::File::open(data_dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+            Ok((identity, true))
+        }
+        // Another command created it first: use that one, so the node has one ID.
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+            Ok((load_identity(data_dir)?, false))
+        }
+        Err(e) => Err(io_err(e.error)),
+    }
 }
 
 /// Loads the identity, creating it first if the data directory has none (saying so on
-/// stderr, since it takes a few seconds). The flag says whether it was created.
+/// stderr, since it takes a few seconds). The flag says whether it was created. Safe to
+/// call from several processes at once: they all end up with the same identity.
 pub fn load_or_create_identity(data_dir: &Path) -> Result<(Identity, bool), IdentityFileError> {
     match load_identity(data_dir) {
         Err(IdentityFileError::Missing { .. }) => {
@@ -102,20 +119,32 @@ pub fn load_or_create_identity(data_dir: &Path) -> Result<(Identity, bool), Iden
                 "furymesh: creating the node identity (RSA-4096) in {}; this takes a few seconds",
                 data_dir.display()
             );
-            Ok((create_identity(data_dir)?, true))
+            create_identity(data_dir)
         }
         other => other.map(|identity| (identity, false)),
     }
 }
 
+/// Header of a new known-peers file.
+const KNOWN_PEERS_HEADER: &str =
+    "# HOST:PORT NODE_ID — the node each peer proved when `furymesh get` first used it.\n\
+     # Delete a line if that peer's identity changed on purpose (the last line for an \
+     address counts).\n";
+
 /// Trust on first use, remembered: the node ID each `HOST:PORT` proved the first time `get`
 /// used it, in `DATA_DIR/known-peers` (`HOST:PORT NODE_ID` per line), like ssh's
 /// known_hosts. A later `get` pins the address to that ID.
+///
+/// Several `get`s may share a data directory: the file is only ever appended to, under an
+/// exclusive `flock`, after reading it again under that lock, so no command's pins are lost
+/// and the first node seen at an address stays pinned. The last line for an address wins
+/// (how an explicit `NODE_ID@HOST:PORT` replaces a pin).
 #[derive(Debug, Default)]
 pub struct KnownPeers {
     path: PathBuf,
-    peers: std::collections::BTreeMap<std::net::SocketAddr, NodeId>,
-    changed: bool,
+    peers: BTreeMap<SocketAddr, NodeId>,
+    /// Learned by this command and not saved yet: (address, ID, replaces an older pin).
+    added: Vec<(SocketAddr, NodeId, bool)>,
 }
 
 impl KnownPeers {
@@ -123,9 +152,22 @@ impl KnownPeers {
     /// stderr and skipped, never fatal.
     pub fn load(data_dir: &Path) -> Self {
         let path = layout::known_peers_path(data_dir);
-        let mut peers = std::collections::BTreeMap::new();
-        let text = fs::read_to_string(&path).unwrap_or_default();
-        for (n, line) in text.lines().enumerate() {
+        let text = fs::File::open(&path)
+            .and_then(|mut f| {
+                crate::storage::lock_shared(&f)?;
+                let mut bytes = Vec::new();
+                f.read_to_end(&mut bytes)?;
+                Ok(bytes)
+            })
+            .unwrap_or_default();
+        let peers = Self::parse(&path, &text, true);
+        Self { path, peers, added: Vec::new() }
+    }
+
+    /// The pins in `text`, the last line for an address winning.
+    fn parse(path: &Path, text: &[u8], report: bool) -> BTreeMap<SocketAddr, NodeId> {
+        let mut peers = BTreeMap::new();
+        for (n, line) in String::from_utf8_lossy(text).lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -137,14 +179,15 @@ impl KnownPeers {
                 Some((addr, id)) => {
                     peers.insert(addr, id);
                 }
-                None => note!(
+                None if report => note!(
                     "furymesh: {}:{}: not `HOST:PORT NODE_ID`, ignored",
                     path.display(),
                     n + 1
                 ),
+                None => {}
             }
         }
-        Self { path, peers, changed: false }
+        peers
     }
 
     /// Where the file lives.
@@ -153,33 +196,57 @@ impl KnownPeers {
     }
 
     /// The node `addr` proved when first used, if it was.
-    pub fn get(&self, addr: std::net::SocketAddr) -> Option<NodeId> {
+    pub fn get(&self, addr: SocketAddr) -> Option<NodeId> {
         self.peers.get(&addr).copied()
     }
 
     /// Remembers `addr` as `id`: if it is new, or (`overwrite`, for an explicit
     /// `NODE_ID@HOST:PORT` that just succeeded) replacing what was known.
-    pub fn remember(&mut self, addr: std::net::SocketAddr, id: NodeId, overwrite: bool) {
+    pub fn remember(&mut self, addr: SocketAddr, id: NodeId, overwrite: bool) {
         let old = self.peers.get(&addr).copied();
         if old.is_none() || (overwrite && old != Some(id)) {
             self.peers.insert(addr, id);
-            self.changed = true;
+            self.added.push((addr, id, overwrite));
         }
     }
 
-    /// Writes the file (atomically) if anything was added.
+    /// Appends what this command learned, under the file's exclusive lock and checked
+    /// against the file as it is now: a pin another command saved meanwhile is kept (first
+    /// use wins) unless this one is an explicit replacement.
     pub fn save(&self) -> io::Result<()> {
-        if !self.changed {
+        use std::os::unix::fs::OpenOptionsExt;
+        if self.added.is_empty() {
             return Ok(());
         }
-        let mut text = String::from(
-            "# HOST:PORT NODE_ID — the node each peer proved when `furymesh get` first used it.\n\
-             # Delete a line if that peer's identity changed on purpose.\n",
-        );
-        for (addr, id) in &self.peers {
-            text.push_str(&format!("{addr} {id}\n"));
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .open(&self.path)?;
+        // Held until `f` is closed at the end of this function.
+        crate::storage::lock_exclusive(&f)?;
+        let mut text = Vec::new();
+        f.read_to_end(&mut text)?;
+        let now = Self::parse(&self.path, &text, false);
+        let mut out = String::new();
+        if text.is_empty() {
+            out.push_str(KNOWN_PEERS_HEADER);
+        } else if !text.ends_with(b"\n") {
+            out.push('\n');
         }
-        write_atomic(&self.path, text.as_bytes())
+        for &(addr, id, overwrite) in &self.added {
+            match now.get(&addr) {
+                Some(&known) if known == id => {}
+                Some(_) if !overwrite => {}
+                _ => out.push_str(&format!("{addr} {id}\n")),
+            }
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        f.write_all(out.as_bytes())?;
+        f.sync_data()
     }
 }
 

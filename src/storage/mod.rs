@@ -8,6 +8,7 @@
 //! fsync of the directory, so a `kill -9` at any instant leaves the old or the new version.
 
 pub mod layout;
+mod lock;
 #[allow(unsafe_code)]
 mod mmap;
 mod publish;
@@ -18,6 +19,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+pub use lock::{lock_exclusive, lock_shared, try_lock_exclusive, LockFile};
 pub use mmap::MappedFile;
 pub use publish::{publish, total_bytes, PublishError, Published};
 
