@@ -37,10 +37,11 @@ pub struct DhtConfig {
     /// beyond it are not pinged (they get in by answering one of our lookups later).
     /// Default 64.
     pub contact_checks_inflight_max: usize,
-    /// A table contact that has not answered this node for this long is pinged at the next
-    /// maintenance; if the ping fails (after its resend) the contact is evicted and the
-    /// newest replacement promoted. Bounds how long a dead contact is handed out to others.
-    /// Default 5 min.
+    /// A table contact that has not answered this node for this long is *questionable*
+    /// (BEP 5): it is pinged at the next maintenance, and if the ping fails (after its
+    /// resend) it is evicted and the newest replacement promoted. Bounds how long a dead
+    /// contact is handed out to others. A newcomer to a full bucket is checked only when
+    /// the bucket's least-recently-seen contact is questionable. Default 15 min (BEP 5).
     pub contact_recheck_after: Duration,
     /// Concurrent lookups (app, bootstrap, refresh and announce together); a command beyond
     /// it is rejected with [`crate::dht::Rejection::LookupsFull`]. Default 32.
@@ -112,7 +113,7 @@ impl Default for DhtConfig {
             rpc_retries_max: 1,
             rpcs_inflight_max: 512,
             contact_checks_inflight_max: 64,
-            contact_recheck_after: Duration::from_secs(5 * 60),
+            contact_recheck_after: Duration::from_secs(15 * 60),
             lookups_inflight_max: 32,
             lookup_candidates_max: 80,
             lookup_providers_wanted: 16,

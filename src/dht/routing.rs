@@ -200,6 +200,18 @@ impl RoutingTable {
         true
     }
 
+    /// Whether the bucket `id` would go into is full and its least-recently-seen contact
+    /// answered within `fresh_for` before `now`: a bucket full of good contacts, where a
+    /// newcomer is not worth a ping (BEP 5 discards it).
+    pub fn is_full_of_fresh(&self, id: &NodeId, now: Instant, fresh_for: Duration) -> bool {
+        let Some(index) = self.bucket_index(id) else {
+            return false;
+        };
+        let bucket = &self.buckets[index];
+        bucket.entries.len() >= self.k
+            && bucket.seen_at.first().is_some_and(|at| *at + fresh_for > now)
+    }
+
     /// Up to `max` stored contacts not heard from since `since`, least recently seen first
     /// within each bucket: the ones to ping again (Kademlia's stale-contact check).
     pub fn silent_since(&self, since: Instant, max: usize) -> Vec<Contact> {
