@@ -19,6 +19,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::dht::{Contact, Dht, DhtCommand, DhtConfig, DhtEvent, DhtMessage, Key, NodeId};
 
+pub mod transfer;
+
 /// The base of every virtual instant: the only read of the real clock in the simulation
 /// (`std::time::Instant` has no other constructor). Virtual time is `epoch() + offset`.
 #[allow(clippy::disallowed_methods)]
