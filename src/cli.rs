@@ -822,7 +822,9 @@ fn remember_download(dir: &Path, info: crate::manifest::FileInfo, output: &Path)
     let record = || -> Result<()> {
         let path = std::fs::canonicalize(output)?;
         let stamp = storage::FileStamp::of(&std::fs::metadata(&path)?);
-        let mut catalog = Catalog::load(dir)?;
+        // A read-modify-write under the catalog's lock: concurrent gets and publishes
+        // each keep their entries.
+        let (mut catalog, _lock) = Catalog::load_for_update(dir)?;
         catalog.insert(storage::CatalogEntry { info, path, stamp })?;
         Ok(())
     };

@@ -187,7 +187,7 @@ fn a_path_published_again_has_one_catalog_entry() {
     let ls = json(&run_ok(fm(&data).args(["--json", "ls"])));
     assert_eq!(ls.as_array().unwrap().len(), 1, "{ls}");
     assert_eq!(ls[0]["file_id"], ids[2]);
-    assert_eq!(paths_in(&catalog).len(), 1, "{:?}", paths_in(&catalog));
+    assert_eq!(manifests_in(&catalog), 1, "{:?}", paths_in(&catalog));
     // A catalog written by an older version, holding the stale manifest too: still one
     // entry, the newer; the next publish removes the stale file.
     fs::write(catalog.join(format!("{first}.fmm")), &old_manifest).unwrap();
@@ -197,7 +197,7 @@ fn a_path_published_again_has_one_catalog_entry() {
     let g = t.path().join("g.bin");
     write_file(&g, 1000, 9);
     publish(&data, &[&g], &[]);
-    assert_eq!(paths_in(&catalog).len(), 2, "{:?}", paths_in(&catalog));
+    assert_eq!(manifests_in(&catalog), 2, "{:?}", paths_in(&catalog));
     // The seeder serves the new ID and not the old ones.
     let seeder = Seeder::start(&data, 1);
     let down = t.path().join("down");
@@ -286,6 +286,60 @@ fn concurrent_gets_keep_every_trust_on_first_use_pin() {
     for (s, node) in &seeders {
         assert!(known.contains(&format!("{} {node}", s.peer())), "{} missing:\n{known}", s.peer());
     }
+}
+
+/// Manifest files in a catalog directory.
+fn manifests_in(dir: &Path) -> usize {
+    paths_in(dir).iter().filter(|p| p.extension().is_some_and(|e| e == "fmm")).count()
+}
+
+/// Issue 12, item 2: two `get`s of different files to the same output. The second is
+/// refused clearly while the first writes; the first's file is exactly its source and is
+/// recorded under its own ID; a later `--force` replaces it cleanly (one catalog entry).
+#[test]
+fn two_gets_to_one_output_never_mix_their_files() {
+    let t = tempdir();
+    let data = t.path().join("seed");
+    let (fa, fb) = (t.path().join("a.bin"), t.path().join("b.bin"));
+    let a = write_file(&fa, 3 << 20, 11);
+    let b = write_file(&fb, 3 << 20, 12);
+    let (ida, idb) = (publish_id(&data, &fa, &[]), publish_id(&data, &fb, &[]));
+    let seeder = Seeder::start(&data, 1);
+    let down = t.path().join("down");
+    let out = t.path().join("out.bin");
+    let resume = t.path().join("out.bin.furymesh-resume");
+    // The first get is slowed down so the second surely starts while it runs.
+    let first = get_cmd(&down, &ida, &seeder.peer(), &out)
+        .args(["--max-download-rate", "1MiB"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It has the manifest and holds the output once its resume state exists.
+    let started = std::time::Instant::now();
+    while !resume.exists() {
+        assert!(started.elapsed().as_secs() < 60, "the first get never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let second = get_cmd(&down, &idb, &seeder.peer(), &out).output().unwrap();
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", stderr_of(&first));
+    assert!(!second.status.success(), "the second get ran on the same output");
+    assert!(
+        stderr_of(&second).contains("another furymesh get is writing"),
+        "{}",
+        stderr_of(&second)
+    );
+    assert!(fs::read(&out).unwrap() == a, "the output is not the first file");
+    let ls = json(&run_ok(fm(&down).args(["--json", "ls"])));
+    assert_eq!(ls.as_array().unwrap().len(), 1, "{ls}");
+    assert_eq!(ls[0]["file_id"], ida);
+    // Replacing it on purpose works, and the catalog keeps one entry for the path.
+    run_ok(get_cmd(&down, &idb, &seeder.peer(), &out).arg("--force"));
+    assert!(fs::read(&out).unwrap() == b);
+    let ls = json(&run_ok(fm(&down).args(["--json", "ls"])));
+    assert_eq!(ls.as_array().unwrap().len(), 1, "{ls}");
+    assert_eq!(ls[0]["file_id"], idb);
 }
 
 /// Reads `r` until a line contains `what`, and returns that line.

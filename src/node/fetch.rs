@@ -39,7 +39,7 @@ use crate::config::{
 use crate::crypto::{chunk_hash, FileId, RecordAad};
 use crate::dht::NodeId;
 use crate::manifest::FileInfo;
-use crate::storage::{write_atomic, CatalogEntry, FileStamp};
+use crate::storage::{write_atomic, CatalogEntry, DownloadClaim, FileStamp};
 use crate::throttle::Throttle;
 use crate::transfer::{Bitfield, SharedBitfield};
 use crate::transfer::{ConnId, Scheduler, SchedulerConfig, Strategy};
@@ -182,6 +182,9 @@ pub struct GetProgress {
 pub enum GetError {
     #[error("{path} already exists (use --force to replace it)")]
     OutputExists { path: PathBuf },
+    /// Another process holds the lock on this output's partial file.
+    #[error("another furymesh get is writing {path}; wait for it to finish or choose another -o")]
+    OutputBusy { path: PathBuf },
     #[error("peer {peer} does not have file {file_id}")]
     UnknownFile { peer: SocketAddr, file_id: FileId },
     #[error("cannot connect to {peer}: {source}")]
@@ -243,6 +246,14 @@ impl GetError {
             _ => Self::Connection { peer, what: e.to_string() },
         }
     }
+}
+
+/// Locks the download's partial file and resume state for this process until the claim is
+/// dropped (the end of `get`), or refuses at once if another `get` is writing `output`.
+fn claim_output(partial: &Path, resume: &Path, output: &Path) -> Result<DownloadClaim, GetError> {
+    DownloadClaim::try_new(partial, resume)
+        .map_err(|e| GetError::io(partial, e))?
+        .ok_or_else(|| GetError::OutputBusy { path: output.into() })
 }
 
 /// Paths of a download's partial data and resume state, next to the output.
@@ -814,6 +825,7 @@ pub fn get(
         return Err(GetError::NoPeers);
     }
     let (partial, resume) = side_paths(output);
+    let _claim = claim_output(&partial, &resume, output)?;
     let pins = Arc::new(pins_of(&opts.peers));
     let (info, bits) = match load_resume(&opts.file_id, &partial, &resume) {
         Some(state) => state,

@@ -7,6 +7,7 @@
 //!   known-peers             trust on first use: `HOST:PORT NODE_ID` per line (node::secure)
 //!   dht-table.fmt           routing-table snapshot, a FlatBuffers `DhtTable` (node::dht)
 //!   catalog/<file_id>.fmm   one FlatBuffers `Manifest` per published file (storage::Catalog)
+//!   catalog/.lock           the catalog's write lock (flock; storage::Catalog::relock)
 //!   demo/node-<n>/          the demo's node data directories, same layout (demo)
 //! ```
 //!
@@ -24,6 +25,7 @@ const IDENTITY_FILE: &str = "identity.pk8.der";
 const KNOWN_PEERS_FILE: &str = "known-peers";
 const DHT_TABLE_FILE: &str = "dht-table.fmt";
 const CATALOG_DIR: &str = "catalog";
+const CATALOG_LOCK_FILE: &str = ".lock";
 /// Extension of a manifest file in the catalog.
 const MANIFEST_EXTENSION: &str = "fmm";
 const DEMO_DIR: &str = "demo";
@@ -52,6 +54,12 @@ pub fn dht_table_path(data_dir: &Path) -> PathBuf {
 /// The catalog directory: one manifest file per published file.
 pub fn catalog_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(CATALOG_DIR)
+}
+
+/// The catalog's write lock: commands that change the catalog hold an exclusive `flock`
+/// on it while they reload and write (never removed; not a manifest).
+pub fn catalog_lock_path(data_dir: &Path) -> PathBuf {
+    catalog_dir(data_dir).join(CATALOG_LOCK_FILE)
 }
 
 /// The manifest file of `file_id` in the catalog.

@@ -72,6 +72,53 @@ impl LockFile {
     }
 }
 
+/// A download's claim on its output: the exclusive lock on `OUTPUT.furymesh-partial`,
+/// held while one `get` writes the partial file and its resume state. The lock is on the
+/// partial file's inode, which the download keeps (it is truncated and filled in place,
+/// then linked or renamed to the output), so a second `get` to the same output, from this
+/// data directory or any other, is refused instead of mixing two files into one.
+///
+/// Dropped: the lock ends; a partial file this claim created and nobody filled (the
+/// download failed before it had a manifest) is removed, so a failed start leaves nothing.
+#[derive(Debug)]
+pub struct DownloadClaim {
+    file: File,
+    partial: PathBuf,
+    resume: PathBuf,
+}
+
+impl DownloadClaim {
+    /// Claims `partial` (created empty if missing, never truncated here). `Ok(None)` when
+    /// another process holds it: another `get` is writing the same output. `resume` is the
+    /// download's resume state, whose presence marks the partial file as worth keeping.
+    pub fn try_new(partial: &Path, resume: &Path) -> io::Result<Option<Self>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(partial)?;
+        if !try_lock_exclusive(&file)? {
+            return Ok(None);
+        }
+        Ok(Some(Self { file, partial: partial.into(), resume: resume.into() }))
+    }
+}
+
+impl Drop for DownloadClaim {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(ours), Ok(named)) = (self.file.metadata(), std::fs::metadata(&self.partial)) else {
+            return;
+        };
+        let same = ours.dev() == named.dev() && ours.ino() == named.ino();
+        if same && ours.len() == 0 && !self.resume.exists() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +132,19 @@ mod tests {
         assert!(LockFile::try_acquire(&p).unwrap().is_none());
         drop(held);
         assert!(LockFile::try_acquire(&p).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_download_claim_excludes_a_second_and_cleans_up_an_unused_partial() {
+        let dir = tempfile::tempdir().unwrap();
+        let (partial, resume) = (dir.path().join("o.partial"), dir.path().join("o.resume"));
+        let claim = DownloadClaim::try_new(&partial, &resume).unwrap().unwrap();
+        assert!(DownloadClaim::try_new(&partial, &resume).unwrap().is_none());
+        drop(claim);
+        assert!(!partial.exists(), "an empty partial nobody used is removed");
+        let claim = DownloadClaim::try_new(&partial, &resume).unwrap().unwrap();
+        std::fs::write(&resume, b"state").unwrap();
+        drop(claim);
+        assert!(partial.exists(), "a partial with resume state is kept");
     }
 }

@@ -19,7 +19,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-pub use lock::{lock_exclusive, lock_shared, try_lock_exclusive, LockFile};
+pub use lock::{lock_exclusive, lock_shared, try_lock_exclusive, DownloadClaim, LockFile};
 pub use mmap::MappedFile;
 pub use publish::{publish, total_bytes, PublishError, Published};
 
@@ -69,6 +69,8 @@ pub enum CatalogError {
     ReadDir { dir: PathBuf, source: io::Error },
     #[error("cannot write manifest {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error("cannot lock the catalog ({path}): {source}")]
+    Lock { path: PathBuf, source: io::Error },
 }
 
 /// The published files of a data directory, keyed by file ID.
@@ -132,6 +134,26 @@ impl Catalog {
             }
         }
         Ok(cat)
+    }
+
+    /// Takes the catalog's write lock (waiting for another writer to finish) and reloads
+    /// the catalog as it is now, so a change made under the returned lock is a
+    /// read-modify-write that loses no other command's entries. Hold the lock until the
+    /// last insert.
+    pub fn relock(&mut self) -> Result<LockFile, CatalogError> {
+        let path = layout::catalog_lock_path(&self.data_dir);
+        let lock = fs::create_dir_all(layout::catalog_dir(&self.data_dir))
+            .and_then(|()| LockFile::acquire(&path))
+            .map_err(|source| CatalogError::Lock { path, source })?;
+        *self = Self::load(&self.data_dir)?;
+        Ok(lock)
+    }
+
+    /// [`Catalog::load`] under the catalog's write lock (see [`Catalog::relock`]).
+    pub fn load_for_update(data_dir: &Path) -> Result<(Self, LockFile), CatalogError> {
+        let mut catalog = Self { data_dir: data_dir.to_owned(), ..Self::default() };
+        let lock = catalog.relock()?;
+        Ok((catalog, lock))
     }
 
     fn manifest_path(&self, id: &FileId) -> PathBuf {

@@ -23,6 +23,9 @@ pub enum PublishError {
     TooManyChunks { path: PathBuf, chunks: u64, max: u32 },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The catalog could not be locked and reloaded for writing; nothing was recorded.
+    #[error("not recorded: {0}")]
+    CatalogUnavailable(String),
 }
 
 /// The outcome for one published file.
@@ -135,12 +138,18 @@ pub fn publish(
         .into_par_iter()
         .map(|f| f.and_then(|p| publish_one(snapshot, &p, chunk_size, progress)))
         .collect();
+    // Hashing ran on a snapshot without a lock (it may take minutes); the writes are a
+    // read-modify-write under the catalog's lock, on the catalog as it is now.
+    let lock = catalog.relock().map_err(|e| e.to_string());
     results
         .into_iter()
         .map(|r| {
             let p = r?;
             if !p.reused {
-                catalog.insert(p.entry.clone())?;
+                match &lock {
+                    Ok(_) => catalog.insert(p.entry.clone())?,
+                    Err(why) => return Err(PublishError::CatalogUnavailable(why.clone())),
+                }
             }
             Ok(p)
         })
