@@ -9,6 +9,9 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let Ok((info, path, mtime_ns)) = decode_manifest(data) else { return };
     info.check().expect("decoded manifest passes check");
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    assert!(!bytes.is_empty() && !bytes.contains(&0), "a path a file can have");
     assert!(info.chunk_count() <= CHUNKS_PER_FILE_MAX);
     let covered: u64 = (0..info.chunk_count()).map(|i| info.chunk_len(i)).sum();
     assert_eq!(covered, info.size);
