@@ -354,12 +354,48 @@ fn crypto_seeds(seeds: &mut Seeds) {
     add(seeds, "record", "wrong_length", wrong_length);
 }
 
+/// `peer_server` inputs: request frames as a client sends them (plaintext records), in
+/// steps of at most 255 bytes.
+fn peer_server_seeds(seeds: &mut Seeds) {
+    let served = fixtures::served_file();
+    let id = served.file_id;
+    let other = manifest(1, "x").file_id;
+    let mut enc = Encoder::default();
+    let mut steps = |msgs: &[Message]| {
+        let stream: Vec<u8> = msgs.iter().flat_map(|m| enc.frame(m).to_vec()).collect();
+        let mut out = Vec::new();
+        for piece in stream.chunks(100) {
+            out.push(piece.len() as u8);
+            out.extend_from_slice(piece);
+        }
+        out
+    };
+    let download = steps(&[
+        Message::FileInfoRequest { file_id: id },
+        Message::BitfieldRequest { file_id: id },
+        Message::ChunkRequest { file_id: id, chunk_index: 0, priority: 0 },
+        Message::ChunkRequest { file_id: id, chunk_index: 4, priority: 0 },
+    ]);
+    add(seeds, "peer_server", "download", download);
+    let refusals = steps(&[
+        Message::ChunkRequest { file_id: id, chunk_index: 5, priority: 0 },
+        Message::FileInfoRequest { file_id: other },
+        Message::BitfieldRequest { file_id: other },
+        Message::FileInfo(served),
+    ]);
+    add(seeds, "peer_server", "refusals", refusals);
+    let mut idle = steps(&[Message::FileInfoRequest { file_id: id }]);
+    idle.extend([0, 200, 0, 200]);
+    add(seeds, "peer_server", "idle_timeout", idle);
+}
+
 fn generate() -> Seeds {
     let mut seeds = Seeds::new();
     wire_seeds(&mut seeds);
     dht_datagram_seeds(&mut seeds);
     dht_engine_seeds(&mut seeds);
     crypto_seeds(&mut seeds);
+    peer_server_seeds(&mut seeds);
     seeds
 }
 

@@ -43,7 +43,15 @@ fuzz_target!(|body: &[u8]| {
     if body.len() > RESPONSE_BODY_MAX_BYTES as usize {
         return;
     }
+    // The typed decoders of each direction agree with the untyped one.
+    if let Ok(req) = wire::decode_request(body) {
+        assert_eq!(wire::decode(body), Ok(Message::from(req)));
+    }
+    if let Ok(resp) = wire::decode_response(body) {
+        assert_eq!(wire::decode(body), Ok(Message::from(resp)));
+    }
     let Ok(msg) = wire::decode(body) else { return };
+    assert!(wire::decode_request(body).is_ok() || wire::decode_response(body).is_ok());
     walk(&msg);
     let mut enc = Encoder::default();
     let frame = enc.frame(&msg).to_vec();

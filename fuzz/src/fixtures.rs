@@ -168,6 +168,23 @@ pub fn transcript() -> [Vec<u8>; 3] {
     [hello, server_hello, finish]
 }
 
+/// The file the `peer_server` target serves: 5 chunks of the smallest chunk size, the last
+/// one short.
+pub fn served_file() -> furymesh::manifest::FileInfo {
+    let chunk_size = furymesh::config::CHUNK_SIZE_MIN_BYTES;
+    let size = 5 * u64::from(chunk_size) - 100;
+    let chunk_hashes: Vec<_> =
+        (0..5u32).map(|i| furymesh::crypto::chunk_hash(&i.to_le_bytes())).collect();
+    furymesh::manifest::FileInfo {
+        file_id: furymesh::crypto::FileId::from_manifest(size, chunk_size, &chunk_hashes),
+        name: "served.bin".into(),
+        size,
+        chunk_size,
+        creation_time: 1_700_000_000,
+        chunk_hashes,
+    }
+}
+
 /// Bytes of the ClientHello's network MAC.
 pub const HELLO_MAC_BYTES: usize = 32;
 

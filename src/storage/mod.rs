@@ -118,7 +118,14 @@ impl Catalog {
                 Ok((info, p, mtime_ns)) => {
                     let stamp = FileStamp { size: info.size, mtime_ns };
                     let entry = CatalogEntry { info, path: p, stamp };
-                    if let Some(old) = cat.by_path.get(&entry.path).copied() {
+                    // The entry this path names now, if it still is that path's: an ID
+                    // can have moved to another path (the same content published there)
+                    // or been evicted through it since.
+                    let current =
+                        cat.by_path.get(&entry.path).copied().filter(|old| {
+                            cat.entries.get(old).is_some_and(|e| e.path == entry.path)
+                        });
+                    if let Some(old) = current {
                         let keep_old = cat.entries[&old].stamp.mtime_ns >= stamp.mtime_ns;
                         let loser = if keep_old { entry.info.file_id } else { old };
                         cat.stale.push(loser);
