@@ -320,6 +320,9 @@ fn data_dir(cli: &Cli) -> Result<PathBuf> {
 
 /// Runs a parsed command line. Returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    // As servers do: the soft descriptor limit (often 1,024) up to the hard one; the
+    // seeder sizes its pools from what this leaves.
+    node::raise_open_files_limit();
     match &cli.command {
         Command::Init => init(&data_dir(&cli)?, cli.json),
         Command::Id => id(&data_dir(&cli)?, cli.json),

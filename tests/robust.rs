@@ -342,6 +342,91 @@ fn two_gets_to_one_output_never_mix_their_files() {
     assert_eq!(ls[0]["file_id"], idb);
 }
 
+/// `furymesh seed` on loopback under `ulimit` arguments (a shell sets the limits, then
+/// becomes the seeder), with its address and stderr.
+fn seed_under_ulimit(data: &Path, ulimit: &str) -> (std::process::Child, String) {
+    let mut child = Command::new("sh")
+        .args(["-c", &format!("ulimit {ulimit} && exec \"$0\" \"$@\""), BIN, "--data-dir"])
+        .arg(data)
+        .args(["--json", "seed", "--listen", "127.0.0.1:0", "--shards", "1"])
+        .env_remove("FURYMESH_HOME")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = read_line_with(child.stderr.as_mut().unwrap(), "listening on");
+    let addr = line.split("listening on ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    (child, addr)
+}
+
+/// Soft and hard "Max open files" of a running process.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[3].to_owned(), f[4].to_owned())
+}
+
+/// Issue 12, item 3: descriptors running out. The soft limit is raised to the hard one at
+/// start; under a hard limit of 128, a seeder serves 200 files (more than it may hold
+/// open) to concurrent downloaders without an error, and its descriptors fall back once
+/// they are gone.
+#[test]
+fn a_seeder_serves_more_files_than_it_may_open() {
+    let t = tempdir();
+    let data = t.path().join("seed");
+    let src = t.path().join("src");
+    let mut files = Vec::new();
+    for i in 0..200u64 {
+        let p = src.join(format!("f{i:03}.bin"));
+        files.push(write_file(&p, 5_000 + i as usize, 500 + i));
+    }
+    let published = publish(&data, &[&src], &[]);
+    assert_eq!(published.len(), files.len());
+
+    // A low soft limit is raised to the hard one.
+    let (mut raised, _) = seed_under_ulimit(&data, "-S -n 100");
+    let (soft, hard) = open_files_limits(raised.id());
+    let _ = raised.kill();
+    let _ = raised.wait();
+    assert_eq!(soft, hard, "the soft limit was not raised");
+
+    let (mut seeder, addr) = seed_under_ulimit(&data, "-n 128");
+    assert_eq!(open_files_limits(seeder.id()), ("128".to_owned(), "128".to_owned()));
+    let down = t.path().join("down");
+    ensure_identity(&down);
+    for batch in published.chunks(8).enumerate().collect::<Vec<_>>() {
+        let (b, entries) = batch;
+        let children: Vec<_> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let out = t.path().join(format!("out-{b}-{i}"));
+                let child = get_cmd(&down, e["file_id"].as_str().unwrap(), &addr, &out)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (child, out, e)
+            })
+            .collect();
+        for (child, out, e) in children {
+            let res = child.wait_with_output().unwrap();
+            assert!(res.status.success(), "{}: {}", e["path"], stderr_of(&res));
+            let src = fs::read(e["path"].as_str().unwrap()).unwrap();
+            assert!(fs::read(&out).unwrap() == src);
+        }
+    }
+    // Every client is gone: the seeder holds its cached maps and little else.
+    let fds = fs::read_dir(format!("/proc/{}/fd", seeder.id())).unwrap().count();
+    assert!(fds <= 96, "{fds} descriptors open with no client");
+    signal(seeder.id(), "TERM");
+    let mut err = String::new();
+    std::io::Read::read_to_string(seeder.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(seeder.wait().unwrap().success(), "{err}");
+    assert!(err.matches("accept failed").count() <= 1, "{err}");
+}
+
 /// Reads `r` until a line contains `what`, and returns that line.
 fn read_line_with(r: &mut impl std::io::Read, what: &str) -> String {
     let mut seen = Vec::new();

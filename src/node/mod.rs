@@ -11,6 +11,7 @@
 mod dht;
 mod fetch;
 mod frame;
+mod limits;
 mod secure;
 mod seed;
 #[allow(unsafe_code)]
@@ -31,6 +32,7 @@ pub use dht::{
 pub use fetch::{
     get, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr, PeerReport,
 };
+pub use limits::{open_files_limit, raise_open_files_limit, ShardBudget};
 pub use secure::{
     load_identity, load_or_create_identity, read_network_secret, IdentityFileError, KnownPeers,
     NodeSecurity,

@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use super::dht::{self, DhtNodeStats, DhtServerOptions};
 use super::frame::FrameError;
+use super::limits::{AcceptBackoff, ShardBudget};
 use super::secure::{handshake_responder, Link, NodeSecurity};
 use super::{spawn_shards, wait_until, ShardId};
 use crate::config::{
@@ -138,6 +139,12 @@ impl Seeder {
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(opts.shards);
         let stop2 = stop.clone();
         let limits = Limits {
+            budget: ShardBudget::new(
+                super::open_files_limit(),
+                opts.shards,
+                CONNECTIONS_PER_SHARD_MAX,
+                OPEN_FILES_PER_SHARD_MAX,
+            ),
             node: opts
                 .upload_rate_bytes
                 .map(|r| Arc::new(Throttle::new(r, THROTTLE_BURST_BYTES, Instant::now()))),
@@ -190,6 +197,8 @@ impl Seeder {
 /// for each connection's own bucket.
 #[derive(Clone)]
 struct Limits {
+    /// Connections and cached maps per shard, sized from the descriptor limit.
+    budget: ShardBudget,
     node: Option<Arc<Throttle>>,
     peer_rate_bytes: Option<u64>,
 }
@@ -248,8 +257,7 @@ impl Shard {
         if let Some(f) = self.open.borrow().get(id) {
             return Ok(f.clone());
         }
-        let f = File::open(&entry.path)
-            .map_err(|e| Refusal(ErrorCode::Io, format!("cannot open file {id}: {}", e.kind())))?;
+        let f = self.open_descriptor(id, &entry.path)?;
         // SAFETY: the shard keeps the map's contract: map slices only reach send(2) (the
         // plaintext path in `serve_connection`); the sealed path preads the chunk from the
         // file instead of reading the map (`read_chunk`), and nothing else looks at the bytes.
@@ -257,13 +265,45 @@ impl Shard {
         let map = unsafe { MappedFile::open(f) }
             .map_err(|e| Refusal(ErrorCode::Io, format!("cannot map file {id}: {}", e.kind())))?;
         let f = Rc::new(OpenFile { map, stamp: entry.stamp });
+        self.cache(*id, f.clone());
+        Ok(f)
+    }
+
+    /// Keeps `file` open for later requests, within the shard's budget of cached maps:
+    /// when full, maps no connection is using are dropped; if all are in use, `file` is
+    /// served uncached and closed after its request.
+    fn cache(&self, id: FileId, file: Rc<OpenFile>) {
         let mut open = self.open.borrow_mut();
-        if open.len() >= OPEN_FILES_PER_SHARD_MAX {
-            // Drop maps no connection is using right now.
+        if open.len() >= self.limits.budget.open_files_max {
             open.retain(|_, f| Rc::strong_count(f) > 1);
         }
-        open.insert(*id, f.clone());
-        Ok(f)
+        if open.len() < self.limits.budget.open_files_max {
+            open.insert(id, file);
+        }
+    }
+
+    /// Opens a published file. Out of descriptors (EMFILE/ENFILE), it closes the cached
+    /// maps no connection is using and tries once more; if that fails too the request is
+    /// refused as `OVERLOADED` (the downloader asks again later) and the shard carries on.
+    fn open_descriptor(&self, id: &FileId, path: &std::path::Path) -> Result<File, Refusal> {
+        let first = File::open(path);
+        let retried = match first {
+            Err(e) if super::limits::is_out_of_descriptors(&e) => {
+                self.open.borrow_mut().retain(|_, f| Rc::strong_count(f) > 1);
+                File::open(path)
+            }
+            other => other,
+        };
+        retried.map_err(|e| {
+            if super::limits::is_out_of_descriptors(&e) {
+                Refusal(
+                    ErrorCode::Overloaded,
+                    format!("seeder is out of file descriptors ({e}); try again shortly"),
+                )
+            } else {
+                Refusal(ErrorCode::Io, format!("cannot open file {id}: {e}"))
+            }
+        })
     }
 
     /// Refuses a published file whose size or mtime differs from what was recorded when it
@@ -375,6 +415,7 @@ async fn run_shard(
         limits,
         security,
     });
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             wait_until(STOP_POLL, || stop.load(Ordering::Relaxed)).await;
@@ -386,12 +427,12 @@ async fn run_shard(
             Some(Ok(s)) => s,
             Some(Err(e)) => {
                 // EMFILE and friends: back off instead of spinning; the listener stays up.
-                note!("furymesh seed: shard {}: accept failed: {e}", shard.id.0);
-                glommio::timer::sleep(Duration::from_millis(100)).await;
+                backoff.failed(shard.id.0, &super::glommio_io(e)).await;
                 continue;
             }
         };
-        if shard.connections.get() >= CONNECTIONS_PER_SHARD_MAX {
+        backoff.succeeded(shard.id.0);
+        if shard.connections.get() >= shard.limits.budget.connections_max {
             shard.stats.borrow_mut().connections_refused += 1;
             continue;
         }
