@@ -78,7 +78,8 @@ fn main() -> Result<(), String> {
     let session = Arc::new(session);
     let mut conns = Vec::with_capacity(count);
     for i in 0..count {
-        conns.push(connect(addr, &session, encryption).map_err(|e| format!("connection {i}: {e}"))?);
+        conns
+            .push(connect(addr, &session, encryption).map_err(|e| format!("connection {i}: {e}"))?);
     }
     println!("ready {count}");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
