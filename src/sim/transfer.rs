@@ -14,39 +14,42 @@
 //! A link is a TCP-like stream: each direction serialises segments at its bandwidth, adds
 //! latency plus seeded jitter, and keeps order; a lost segment arrives one retransmission
 //! delay late and holds back everything behind it (head-of-line blocking), which is what
-//! loss does to the peer wire. Segments carry real frames from [`wire::Encoder`], decoded
-//! with [`wire::decode`], and chunk payloads are checked with the real [`chunk_hash`]
-//! against the manifest.
+//! loss does to the peer wire.
 //!
-//! **What is production code and what is not.** The [`Scheduler`], [`Throttle`], the wire
-//! codec and the chunk hash are the production ones. The per-connection protocol (request
-//! window, response matching, bitfield refresh, verify, ban and give-up decisions) lives
-//! today inline in `node/fetch.rs::conn_loop` over a glommio socket and cannot run here;
-//! [`ClientConn`] and [`ServerConn`] are the one adapter that stands in for it, following
-//! `conn_loop` and `serve_connection` step for step. When the sans-IO peer sessions land
-//! (issue 10, item 2), these two types become thin wrappers over them.
+//! **What is production code and what is not.** Each connection is the sans-IO
+//! [`ClientSession`] / [`ServerSession`] behind the real [`Framer`] and [`Deframer`]
+//! (plaintext), so the links carry the sessions' bytes; behind them the [`Scheduler`], the
+//! [`Throttle`], the codec and the chunk hash. `ClientConn` and `SimSeeder` are the pump:
+//! bytes in, drive, transmits out, the socket's read timeout, writing verified chunks,
+//! reading a chunk's bytes from the seeder's copy after the upload limit's wait.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::{PEER_TIMEOUT, THROTTLE_BURST_BYTES};
+use crate::config::{
+    IDLE_TIMEOUT, PEER_TIMEOUT, REQUEST_BODY_MAX_BYTES, RESPONSE_BODY_MAX_BYTES,
+    THROTTLE_BURST_BYTES,
+};
 use crate::crypto::{chunk_hash, ChunkHash, FileId};
 use crate::manifest::FileInfo;
+use crate::peer::{
+    ClientConfig, ClientEvent, ClientSession, PeerError, Served, ServedFiles, ServerSession,
+    ServerTransmit, Swarm,
+};
 use crate::throttle::Throttle;
 use crate::transfer::{
     Bitfield, ConnId, PeerStats, Scheduler, SchedulerConfig, SchedulerEvent, SchedulerStats,
-    Strategy,
+    SharedBitfield, Strategy,
 };
-use crate::wire::{self, Encoder, ErrorCode, Message, FRAME_PREFIX_BYTES};
+use crate::wire::frame::{Deframed, Deframer, Framer};
+use crate::wire::{decode_request, Request};
 
-/// How often the downloader asks a peer that is still downloading for its bitfield
-/// (`node/fetch.rs` `BITFIELD_REFRESH`).
-pub const BITFIELD_REFRESH: Duration = Duration::from_millis(500);
 /// Events one run may process before it is declared a livelock.
 const EVENTS_MAX: u64 = 20_000_000;
 
@@ -213,7 +216,7 @@ impl SwarmConfig {
     }
 }
 
-/// Why the downloader closed a connection (the `conn_loop` outcomes).
+/// Why the downloader closed a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Closed {
     /// Every chunk is verified.
@@ -310,25 +313,15 @@ impl fmt::Display for Violation {
     }
 }
 
-/// One frame on a link (encoded by the real codec), and the raw chunk payload that follows
-/// a chunk response.
+/// Bytes on a link: what one `write` put on the stream (records from the real framer).
 #[derive(Clone, Debug)]
 struct Segment {
-    frame: Vec<u8>,
-    payload: Vec<u8>,
+    bytes: Vec<u8>,
 }
 
 impl Segment {
-    fn new(enc: &mut Encoder, msg: &Message, payload: Vec<u8>) -> Self {
-        Self { frame: enc.frame(msg).to_vec(), payload }
-    }
-
     fn len(&self) -> u64 {
-        (self.frame.len() + self.payload.len()) as u64
-    }
-
-    fn decode(&self) -> Option<Message> {
-        wire::decode(self.frame.get(FRAME_PREFIX_BYTES..)?).ok()
+        self.bytes.len() as u64
     }
 }
 
@@ -369,16 +362,9 @@ impl Pipe {
     }
 }
 
-/// What the downloader waits for on a connection, in the order the peer answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Waiting {
-    Chunk(u32),
-    Bitfield,
-}
-
 /// State of the download shared by its connections (`FetchCtx` in `node/fetch.rs`).
 struct Download {
-    info: FileInfo,
+    info: Arc<FileInfo>,
     sched: Scheduler,
     /// The output file.
     output: Vec<u8>,
@@ -387,283 +373,180 @@ struct Download {
     throttle: Option<Throttle>,
     /// Last time any chunk verified.
     last_progress: Duration,
-    enc: Encoder,
 }
 
-/// The downloader's side of one connection: the stand-in for `node/fetch.rs::conn_loop`
-/// until the sans-IO `ClientSession` exists. It only moves what `conn_loop` moves between
-/// the wire and the scheduler; every decision is the scheduler's.
+/// The downloader's side of one connection: the production [`ClientSession`] behind the
+/// real [`Deframer`] and [`Framer`] (plaintext), and what a pump adds around them: the
+/// socket's read timeout, writing verified chunks, closing.
 struct ClientConn {
     id: ConnId,
-    connected: bool,
+    session: Option<ClientSession>,
+    framer: Framer,
+    deframer: Deframer,
     closed: Option<(Closed, Duration)>,
-    waiting: VecDeque<Waiting>,
-    /// The peer may still be downloading: refresh its bitfield.
-    partial: bool,
-    bitfield_due: Duration,
-    /// Start of the current wait for an answer (the read timeout counts from here).
+    /// Last time bytes arrived, or the session started waiting (the read timeout counts
+    /// from here).
     read_since: Duration,
-    /// Asleep on the download limit until then.
-    asleep_until: Duration,
-    /// It just read an answer (or connected): its next step may ask for more.
-    turn: bool,
-    /// Requests written and waiting for their link slot.
-    outbox: Vec<(Duration, Segment)>,
-    /// Answers arrived and not read yet.
-    inbox: VecDeque<Segment>,
 }
 
 impl ClientConn {
     fn new(id: ConnId) -> Self {
         Self {
             id,
-            connected: false,
+            session: None,
+            framer: Framer::new(None),
+            deframer: Deframer::new(None, RESPONSE_BODY_MAX_BYTES),
             closed: None,
-            waiting: VecDeque::new(),
-            partial: true,
-            bitfield_due: Duration::ZERO,
             read_since: Duration::ZERO,
-            asleep_until: Duration::ZERO,
-            turn: true,
-            outbox: Vec::new(),
-            inbox: VecDeque::new(),
         }
     }
 
     fn is_open(&self) -> bool {
-        self.connected && self.closed.is_none()
+        self.session.is_some() && self.closed.is_none()
     }
 
     fn close(&mut self, now: Duration, why: Closed, dl: &mut Download, base: Instant) {
         if self.closed.is_none() {
             self.closed = Some((why, now));
-            if why != Closed::Complete {
-                dl.sched.handle_peer_removed(base + now, self.id);
+            if let Some(s) = &mut self.session {
+                s.detach(base + now, &mut dl.sched);
             }
         }
     }
 
-    fn push(&mut self, at: Duration, msg: &Message, enc: &mut Encoder, waiting: Waiting) {
-        if self.waiting.is_empty() {
-            self.read_since = at;
-        }
-        self.waiting.push_back(waiting);
-        self.outbox.push((at, Segment::new(enc, msg, Vec::new())));
-    }
-
-    /// `conn_loop`'s top half: close if banned or done, refresh the bitfield, fill the
-    /// window (sleeping on the download limit per request). Like `conn_loop`, a connection
-    /// that waits for an answer gets a turn only once it has read one; an idle one looks
-    /// every time (`conn_loop` polls every 5 ms). The read timeout runs meanwhile.
-    fn step(
-        &mut self,
-        now: Duration,
-        dl: &mut Download,
-        base: Instant,
-        charged: &mut Vec<(Duration, u64)>,
-    ) {
-        if !self.is_open() || now < self.asleep_until {
+    /// Bytes from the peer: deframe them and hand each record to the session.
+    fn handle_bytes(&mut self, now: Duration, bytes: &[u8], base: Instant) {
+        let Some(session) = self.session.as_mut().filter(|_| self.closed.is_none()) else {
             return;
-        }
-        if !self.waiting.is_empty() && !self.turn {
-            if self.inbox.is_empty() && now >= self.read_since + PEER_TIMEOUT {
-                self.close(now, Closed::ReadTimeout, dl, base);
-            }
-            return;
-        }
-        self.turn = false;
+        };
         let t = base + now;
-        let file_id = dl.info.file_id;
-        if dl.sched.peer_stats(self.id).is_some_and(|p| p.banned) {
-            return self.close(now, Closed::Banned, dl, base);
-        }
-        if dl.sched.is_complete() {
-            return self.close(now, Closed::Complete, dl, base);
-        }
-        if self.partial && now >= self.bitfield_due && !self.waiting.contains(&Waiting::Bitfield) {
-            self.push(now, &Message::BitfieldRequest { file_id }, &mut dl.enc, Waiting::Bitfield);
-            self.bitfield_due = now + BITFIELD_REFRESH;
-        }
-        let in_flight = self.waiting.iter().filter(|w| matches!(w, Waiting::Chunk(_))).count();
-        let window = dl.sched.window(self.id) as usize;
-        let mut asked = Vec::new();
-        while in_flight + asked.len() < window {
-            match dl.sched.poll_request(t, self.id) {
-                Some(chunk) => asked.push(chunk),
-                None => break,
+        self.read_since = now;
+        self.deframer.feed(bytes);
+        loop {
+            match self.deframer.poll() {
+                Ok(None) => break,
+                Ok(Some(Deframed::Control)) => {
+                    session.handle_frame(t, self.deframer.body());
+                    if let Some((len, aad)) = session.payload_expected() {
+                        self.deframer.expect_payload(len, aad);
+                    }
+                }
+                Ok(Some(Deframed::Payload(payload))) => session.handle_payload(t, payload),
+                Err(e) => {
+                    session.handle_frame_error(t, e);
+                    break;
+                }
             }
-        }
-        // `conn_loop` sleeps on the limit before each request, then writes them in one go.
-        let mut send_at = now;
-        for &chunk in &asked {
-            if let Some(limit) = &dl.throttle {
-                let len = dl.info.chunk_len(chunk);
-                send_at += limit.reserve(base + send_at, len);
-                charged.push((send_at, len));
-            }
-        }
-        for &chunk in &asked {
-            let msg = Message::ChunkRequest { file_id, chunk_index: chunk, priority: 0 };
-            self.push(send_at, &msg, &mut dl.enc, Waiting::Chunk(chunk));
-        }
-        self.asleep_until = send_at;
-        if self.waiting.is_empty() && now.saturating_sub(dl.last_progress) > PEER_TIMEOUT {
-            self.close(now, Closed::Idle, dl, base);
         }
     }
 
-    /// `conn_loop`'s bottom half: one answer, matched against the oldest request.
-    fn handle_segment(
+    /// Drives the session, then acts on its events: writes verified chunks, counts corrupt
+    /// ones, closes on `Done`/`Failed`. Returns the request frames to send now.
+    fn drive(
         &mut self,
         now: Duration,
-        seg: &Segment,
         dl: &mut Download,
         base: Instant,
         report: &mut SeederReport,
         received: &mut Vec<(Duration, usize, u64)>,
-    ) {
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
         if !self.is_open() {
-            return;
+            return out;
         }
         let t = base + now;
-        self.read_since = now;
-        self.turn = true;
-        let file_id = dl.info.file_id;
-        let n = dl.info.chunk_count();
-        let (Some(waiting), Some(msg)) = (self.waiting.pop_front(), seg.decode()) else {
-            return self.close(now, Closed::Protocol, dl, base);
+        let Some(session) = self.session.as_mut() else { return out };
+        let waiting_before = session.in_flight() > 0;
+        let mut swarm = Swarm {
+            scheduler: &mut dl.sched,
+            may_request: true,
+            throttle: dl.throttle.as_ref(),
+            last_progress: base + dl.last_progress,
         };
-        match (waiting, msg) {
-            (Waiting::Bitfield, Message::Bitfield { file_id: f, bits }) if f == file_id => {
-                let bits = match bits {
-                    None => {
-                        self.partial = false;
-                        let mut all = Bitfield::new(n);
-                        (0..n).for_each(|c| all.set(c));
-                        all
+        session.drive(t, &mut swarm);
+        while let Some(frame) = session.poll_transmit(t) {
+            self.framer.push_control(&mut out, &frame);
+        }
+        if !waiting_before && session.in_flight() > 0 {
+            self.read_since = now;
+        }
+        let mut ended = None;
+        while let Some(event) = session.poll_event() {
+            match event {
+                ClientEvent::Verified { chunk_index, offset, bytes, .. } => {
+                    report.bytes_received += bytes.len() as u64;
+                    received.push((now, self.id.0 as usize, bytes.len() as u64));
+                    if !dl.written.get(chunk_index) {
+                        dl.written.set(chunk_index);
+                        let at = offset as usize;
+                        dl.output[at..at + bytes.len()].copy_from_slice(&bytes);
+                        report.chunks_written += 1;
                     }
-                    Some(v) => match Bitfield::from_bytes(v, n) {
-                        Some(b) => b,
-                        None => return self.close(now, Closed::Protocol, dl, base),
-                    },
-                };
-                dl.sched.handle_bitfield(t, self.id, &bits);
-            }
-            (
-                Waiting::Chunk(index),
-                Message::ChunkResponse { file_id: f, chunk_index, payload_len },
-            ) if f == file_id
-                && chunk_index == index
-                && u64::from(payload_len) == dl.info.chunk_len(index)
-                && seg.payload.len() == payload_len as usize =>
-            {
-                report.bytes_received += seg.payload.len() as u64;
-                received.push((now, self.id.0 as usize, seg.payload.len() as u64));
-                if chunk_hash(&seg.payload) != dl.info.chunk_hashes[index as usize] {
+                    dl.last_progress = now;
+                }
+                ClientEvent::Corrupt { chunk_index } => {
+                    let len = dl.info.chunk_len(chunk_index);
+                    report.bytes_received += len;
+                    received.push((now, self.id.0 as usize, len));
                     report.corrupt_read += 1;
-                    dl.sched.handle_chunk_corrupt(t, self.id, index);
-                    return;
                 }
-                if !dl.written.get(index) {
-                    dl.written.set(index);
-                    let r = dl.info.chunk_range(index);
-                    dl.output[r.start as usize..r.end as usize].copy_from_slice(&seg.payload);
-                    report.chunks_written += 1;
+                ClientEvent::Done => ended = ended.or(Some(Closed::Complete)),
+                ClientEvent::Failed(e) => {
+                    ended = ended.or(Some(match e {
+                        PeerError::HashMismatch { .. } => Closed::Banned,
+                        PeerError::Starved => Closed::Idle,
+                        _ => Closed::Protocol,
+                    }));
                 }
-                dl.last_progress = now;
-                dl.sched.handle_chunk_verified(t, self.id, index);
             }
-            (
-                Waiting::Chunk(index),
-                Message::Error {
-                    code:
-                        ErrorCode::ChunkNotAvailable
-                        | ErrorCode::ChunkOutOfRange
-                        | ErrorCode::Overloaded,
-                    ..
-                },
-            ) => dl.sched.handle_request_failed(t, self.id, index),
-            // Any other refusal or answer ends the connection.
-            _ => self.close(now, Closed::Protocol, dl, base),
         }
+        if let Some(why) = ended {
+            self.close(now, why, dl, base);
+        } else if session_waits(self.session.as_ref()) && now >= self.read_since + PEER_TIMEOUT {
+            // The socket's read timeout: the pump's job, not the session's.
+            self.close(now, Closed::ReadTimeout, dl, base);
+        }
+        out
     }
 
-    /// When this connection next needs a turn without new input.
-    fn poll_timeout(&self, now: Duration, last_progress: Duration) -> Option<Duration> {
-        if !self.is_open() {
-            return None;
-        }
-        let mut next = Vec::new();
-        if self.asleep_until > now {
-            next.push(self.asleep_until);
-        }
-        if self.partial {
-            next.push(self.bitfield_due);
-        }
-        if self.waiting.is_empty() {
-            next.push(last_progress + PEER_TIMEOUT + Duration::from_nanos(1));
-        } else {
-            next.push(self.read_since + PEER_TIMEOUT);
-        }
-        next.into_iter().filter(|&at| at > now).min()
+    /// When this connection next needs driving without new input.
+    fn poll_timeout(&self, now: Duration, base: Instant) -> Option<Duration> {
+        let session = self.session.as_ref().filter(|_| self.closed.is_none())?;
+        let own = session.poll_timeout().map(|at| at.saturating_duration_since(base));
+        let read = session_waits(Some(session)).then_some(self.read_since + PEER_TIMEOUT);
+        own.into_iter().chain(read).filter(|&at| at > now).min()
     }
 }
 
-/// The seeder's side of one connection: the stand-in for `node/seed.rs::serve_connection`
-/// (answers in order; a chunk it lacks is refused with `CHUNK_NOT_AVAILABLE`). Faults and
-/// the upload limit sit around it, in [`SimSeeder`].
-struct ServerConn {
+fn session_waits(session: Option<&ClientSession>) -> bool {
+    session.is_some_and(|s| s.in_flight() > 0)
+}
+
+/// The one file a simulated seeder serves, as the production [`ServerSession`] sees it.
+struct SimFiles {
     info: FileInfo,
-    /// Its copy of the file (a liar's is corrupt in places).
-    copy: Vec<u8>,
-    has: Option<Bitfield>,
-    enc: Encoder,
+    have: Option<SharedBitfield>,
 }
 
-impl ServerConn {
-    /// The answer to one request frame, and the payload bytes it carries.
-    fn answer(&mut self, seg: &Segment) -> Segment {
-        let file_id = self.info.file_id;
-        let refuse = |code, chunk_index| Message::Error {
-            code,
-            message: String::new(),
-            file_id: Some(file_id),
-            chunk_index,
-        };
-        let msg = match seg.decode() {
-            Some(Message::ChunkRequest { file_id: f, chunk_index, .. }) if f == file_id => {
-                if chunk_index >= self.info.chunk_count() {
-                    refuse(ErrorCode::ChunkOutOfRange, chunk_index)
-                } else if self.has.as_ref().is_some_and(|h| !h.get(chunk_index)) {
-                    refuse(ErrorCode::ChunkNotAvailable, chunk_index)
-                } else {
-                    let r = self.info.chunk_range(chunk_index);
-                    let payload = self.copy[r.start as usize..r.end as usize].to_vec();
-                    let payload_len = payload.len() as u32;
-                    let header = Message::ChunkResponse { file_id, chunk_index, payload_len };
-                    return Segment::new(&mut self.enc, &header, payload);
-                }
-            }
-            Some(Message::BitfieldRequest { file_id: f }) if f == file_id => {
-                let bits = self.has.as_ref().map(|h| h.as_bytes().to_vec());
-                Message::Bitfield { file_id, bits }
-            }
-            Some(Message::ChunkRequest { chunk_index, .. }) => {
-                refuse(ErrorCode::UnknownFile, chunk_index)
-            }
-            _ => refuse(ErrorCode::Malformed, 0),
-        };
-        Segment::new(&mut self.enc, &msg, Vec::new())
+impl ServedFiles for SimFiles {
+    fn served(&self, id: &FileId) -> Option<Served<'_>> {
+        (*id == self.info.file_id).then_some(Served { info: &self.info, have: self.have.as_ref() })
     }
 }
 
-/// A seeder: its connection, its faults and its upload limit. Requests are served one at
-/// a time in order, each after the limit's wait, as `serve_connection` does.
+/// A seeder: the production [`ServerSession`] behind the real deframer and framer, its copy
+/// of the file (a liar's is corrupt in places), its faults and its upload limit. It sends
+/// what the session says one transmit at a time, in order, a chunk after the limit's wait,
+/// as `serve_connection` does.
 struct SimSeeder {
     spec: SeederSpec,
-    conn: ServerConn,
+    session: ServerSession,
+    files: SimFiles,
+    copy: Vec<u8>,
+    framer: Framer,
+    deframer: Deframer,
     throttle: Option<Throttle>,
-    queue: VecDeque<Segment>,
+    queue: VecDeque<ServerTransmit>,
     busy: bool,
     answered: u32,
     paused: bool,
@@ -789,15 +672,16 @@ impl TransferSim {
                 }
                 let throttle =
                     spec.upload_rate_bytes.map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, base));
-                let conn = ServerConn {
-                    info: info.clone(),
-                    copy,
-                    has: spec.has.clone(),
-                    enc: Encoder::default(),
-                };
                 SimSeeder {
                     spec: spec.clone(),
-                    conn,
+                    session: ServerSession::new(base, IDLE_TIMEOUT),
+                    files: SimFiles {
+                        info: info.clone(),
+                        have: spec.has.as_ref().map(SharedBitfield::new),
+                    },
+                    copy,
+                    framer: Framer::new(None),
+                    deframer: Deframer::new(None, REQUEST_BODY_MAX_BYTES),
                     throttle,
                     queue: VecDeque::new(),
                     busy: false,
@@ -813,10 +697,9 @@ impl TransferSim {
             throttle: config
                 .download_rate_bytes
                 .map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, base)),
-            info,
+            info: Arc::new(info),
             sched,
             last_progress: Duration::ZERO,
-            enc: Encoder::default(),
         };
         let mut sim = Self {
             base,
@@ -925,38 +808,70 @@ impl TransferSim {
 
     fn handle(&mut self, action: Action) {
         let now = self.now;
+        let t = self.base + now;
         match action {
             Action::Connected(i) => {
                 self.trace(1, i as u64, 0);
-                self.clients[i].connected = true;
-                self.dl.sched.handle_peer_added(self.base + now, ConnId(i as u32));
+                let (info, config) = (self.dl.info.clone(), ClientConfig::default());
+                let c = &mut self.clients[i];
+                c.session = Some(ClientSession::new(info, c.id, config, t));
+                c.read_since = now;
             }
             Action::ToSeeder(i, seg) => {
                 self.trace(2, i as u64, seg.len());
                 let s = &mut self.seeders[i];
-                s.queue.push_back(seg);
-                if !s.busy {
-                    self.serve_next(i);
+                s.session.handle_timeout(t);
+                if s.session.is_closed() {
+                    return;
                 }
+                s.deframer.feed(&seg.bytes);
+                loop {
+                    match s.deframer.poll() {
+                        Ok(None) => break,
+                        Ok(Some(Deframed::Control)) => {
+                            s.session.handle_frame(t, s.deframer.body(), &s.files);
+                        }
+                        // A client never sends payloads; the session refuses what follows.
+                        Ok(Some(Deframed::Payload(_))) => {}
+                        Err(e) => {
+                            s.session.handle_frame_error(t, e);
+                            break;
+                        }
+                    }
+                }
+                while let Some(tx) = s.session.poll_transmit() {
+                    s.queue.push_back(tx);
+                }
+                self.serve_next(i);
             }
             Action::SeederSend(i) => {
                 let s = &mut self.seeders[i];
-                let Some(request) = s.queue.pop_front() else { return };
-                let answer = s.conn.answer(&request);
+                let Some(tx) = s.queue.pop_front() else { return };
                 s.answered += 1;
-                let len = answer.len();
-                if !answer.payload.is_empty() {
-                    self.reports[i].sends.push((now, answer.payload.len() as u64));
+                let mut out = Vec::new();
+                match tx {
+                    ServerTransmit::Frame(frame) => s.framer.push_control(&mut out, &frame),
+                    ServerTransmit::Chunk { header, range, aad, .. } => {
+                        s.framer.push_control(&mut out, &header);
+                        let mut payload = s.copy[range.start as usize..range.end as usize].to_vec();
+                        // Plaintext: no tag; the payload goes out as it is.
+                        if let Ok(Some(tag)) = s.framer.seal_payload(&aad, &mut payload) {
+                            payload.extend_from_slice(&tag);
+                        }
+                        self.reports[i].sends.push((now, range.end - range.start));
+                        out.extend_from_slice(&payload);
+                    }
                 }
-                self.trace(3, i as u64, len);
-                let at = self.down[i].send(now, len, &mut self.rng);
-                self.schedule(at, Action::ToClient(i, answer));
+                let seg = Segment { bytes: out };
+                self.trace(3, i as u64, seg.len());
+                let at = self.down[i].send(now, seg.len(), &mut self.rng);
+                self.schedule(at, Action::ToClient(i, seg));
                 self.seeders[i].busy = false;
                 self.serve_next(i);
             }
             Action::ToClient(i, seg) => {
                 self.trace(4, i as u64, seg.len());
-                self.clients[i].inbox.push_back(seg);
+                self.clients[i].handle_bytes(now, &seg.bytes, self.base);
             }
             Action::Wake => {
                 self.trace(5, 0, 0);
@@ -967,8 +882,8 @@ impl TransferSim {
         }
     }
 
-    /// Seeder `i` takes the next request if it is free: a silent seeder drops it, a
-    /// stalling one waits first, the upload limit delays it.
+    /// Seeder `i` starts its next transmit if it is free: a silent seeder drops it, a
+    /// pausing one waits first, the upload limit delays a chunk.
     fn serve_next(&mut self, i: usize) {
         let now = self.now;
         let s = &mut self.seeders[i];
@@ -987,22 +902,18 @@ impl TransferSim {
             }
             _ => {}
         }
-        let Some(head) = s.queue.front() else { return };
-        if let Some(limit) = &s.throttle {
-            // Only chunk answers are charged, as in `serve_connection`.
-            if let Some(Message::ChunkRequest { chunk_index, .. }) = head.decode() {
-                let has = s.spec.has.as_ref().is_none_or(|h| h.get(chunk_index));
-                if has && chunk_index < s.conn.info.chunk_count() {
-                    at += limit.reserve(self.base + at, s.conn.info.chunk_len(chunk_index));
-                }
-            }
+        if let (Some(limit), Some(ServerTransmit::Chunk { range, .. })) =
+            (&s.throttle, s.queue.front())
+        {
+            at += limit.reserve(self.base + at, range.end - range.start);
         }
         s.busy = true;
         self.schedule(at, Action::SeederSend(i));
     }
 
-    /// After every event: the scheduler's timers and events, then a turn for every
-    /// connection, their writes onto the links, and the next wake-up.
+    /// After every event: the scheduler's timers (the sim reads stalls and their cancels
+    /// before the sessions drain them), then every session is driven, its requests go onto
+    /// its link, and the next wake-up is set.
     fn pump(&mut self) {
         let now = self.now;
         let t = self.base + now;
@@ -1011,41 +922,26 @@ impl TransferSim {
             assert!(next > t, "the scheduler wants to spin at {now:?}");
         }
         self.drain_scheduler();
-        // A close can change what the others may do (a removed peer's chunks go back to
-        // the pool): go round until a round closes nobody.
+        // A close or a verified chunk can change what the others may do (a removed peer's
+        // chunks go back to the pool): go round until a round changes nothing.
         loop {
-            let closed_before = self.clients.iter().filter(|c| c.closed.is_some()).count();
+            let before =
+                (self.dl.sched.missing(), self.closed_count(), self.dl.sched.stats().requests);
             for i in 0..self.clients.len() {
-                let c = &mut self.clients[i];
-                // As `conn_loop`: a turn, then one answer, then a turn... A connection asleep
-                // on the download limit reads nothing meanwhile.
-                loop {
-                    c.step(now, &mut self.dl, self.base, &mut self.charged);
-                    if !c.is_open() || now < c.asleep_until {
-                        break;
-                    }
-                    let Some(seg) = c.inbox.pop_front() else { break };
-                    let report = &mut self.reports[i];
-                    c.handle_segment(
-                        now,
-                        &seg,
-                        &mut self.dl,
-                        self.base,
-                        report,
-                        &mut self.received,
-                    );
+                let (c, report) = (&mut self.clients[i], &mut self.reports[i]);
+                let out = c.drive(now, &mut self.dl, self.base, report, &mut self.received);
+                if out.is_empty() {
+                    continue;
                 }
-                for (at, seg) in std::mem::take(&mut c.outbox) {
-                    if let Some(Message::ChunkRequest { chunk_index, .. }) = seg.decode() {
-                        self.note_request(i, chunk_index);
-                    }
-                    let arrive = self.up[i].send(at, seg.len(), &mut self.rng);
-                    self.schedule(arrive, Action::ToSeeder(i, seg));
-                }
+                self.note_requests(i, &out);
+                let seg = Segment { bytes: out };
+                let arrive = self.up[i].send(now, seg.len(), &mut self.rng);
+                self.schedule(arrive, Action::ToSeeder(i, seg));
             }
             let banned = self.drain_scheduler();
-            let closed_after = self.clients.iter().filter(|c| c.closed.is_some()).count();
-            if !banned && closed_after == closed_before {
+            let after =
+                (self.dl.sched.missing(), self.closed_count(), self.dl.sched.stats().requests);
+            if !banned && after == before {
                 break;
             }
         }
@@ -1054,12 +950,12 @@ impl TransferSim {
             self.trace(6, 0, 0);
         }
         self.dl.sched.assert_invariants();
-        let last = self.dl.last_progress;
+        let base = self.base;
         let next = self
             .clients
             .iter()
-            .filter_map(|c| c.poll_timeout(now, last))
-            .chain(self.dl.sched.poll_timeout().map(|at| at - self.base))
+            .filter_map(|c| c.poll_timeout(now, base))
+            .chain(self.dl.sched.poll_timeout().map(|at| at - base))
             .min();
         if let Some(at) = next {
             if self.wake_at.is_none_or(|w| at < w || w <= now) {
@@ -1069,10 +965,14 @@ impl TransferSim {
         }
     }
 
-    /// Reads the scheduler's events and cancels; says whether a peer was removed.
+    fn closed_count(&self) -> usize {
+        self.clients.iter().filter(|c| c.closed.is_some()).count()
+    }
+
+    /// Reads the scheduler's events and cancels; says whether a peer was banned.
     fn drain_scheduler(&mut self) -> bool {
         let mut stalled = Vec::new();
-        let mut changed = false;
+        let mut banned = false;
         while let Some(event) = self.dl.sched.poll_event() {
             match event {
                 SchedulerEvent::PeerStalled { peer } => {
@@ -1083,26 +983,37 @@ impl TransferSim {
                 SchedulerEvent::PeerBanned { peer, .. } => {
                     self.reports[peer.0 as usize].banned_event = true;
                     self.trace(8, u64::from(peer.0), 0);
-                    changed = true;
+                    banned = true;
                 }
                 SchedulerEvent::Complete => {}
             }
         }
-        // `conn_loop` sends no cancel message (the late answer is read and dropped as a
+        // The sessions send no cancel message (the late answer is read and dropped as a
         // duplicate); the sim records which chunks a stall took away.
         while let Some((peer, chunk)) = self.dl.sched.poll_cancel() {
             if stalled.contains(&peer) {
                 self.reassigned.push(Reassigned { chunk, from: peer.0 as usize, to: None });
             }
         }
-        changed
+        banned
     }
 
-    fn note_request(&mut self, seeder: usize, chunk: u32) {
-        self.trace(9, seeder as u64, u64::from(chunk));
-        for r in self.reassigned.iter_mut() {
-            if r.chunk == chunk && r.to.is_none() && r.from != seeder {
-                r.to = Some(seeder);
+    /// Notes the chunk requests in the records `out` (plaintext frames) seeder `seeder` is
+    /// sent: for the stall bookkeeping and the download limit.
+    fn note_requests(&mut self, seeder: usize, out: &[u8]) {
+        let mut d = Deframer::new(None, REQUEST_BODY_MAX_BYTES);
+        d.feed(out);
+        while let Ok(Some(Deframed::Control)) = d.poll() {
+            if let Ok(Request::Chunk { chunk_index, .. }) = decode_request(d.body()) {
+                self.trace(9, seeder as u64, u64::from(chunk_index));
+                if self.dl.throttle.is_some() {
+                    self.charged.push((self.now, self.dl.info.chunk_len(chunk_index)));
+                }
+                for r in self.reassigned.iter_mut() {
+                    if r.chunk == chunk_index && r.to.is_none() && r.from != seeder {
+                        r.to = Some(seeder);
+                    }
+                }
             }
         }
     }
