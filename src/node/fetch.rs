@@ -9,7 +9,6 @@
 //! state) at intervals, so the resume state never claims a chunk that is not on disk.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
 use std::io;
@@ -21,29 +20,31 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use futures_lite::{future, AsyncWriteExt};
+use futures_lite::future;
 use glommio::io::BufferedFile;
-use glommio::net::{Preallocated, TcpStream};
+use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::frame::FrameError;
-use super::secure::{handshake_initiator, HandshakeFailure, Link, NodeSecurity};
+use super::secure::{HandshakeFailure, NodeSecurity};
 use super::seed::{SeedOptions, Seeder, ServedFile};
+use super::transport::{Conn, RecvError, TcpConn, TcpSide};
 use super::{run_local, spawn_shards, ShardId};
 use crate::config::{
     PEER_TIMEOUT, RESPONSE_BODY_MAX_BYTES, RESUME_SAVE_INTERVAL, THROTTLE_BURST_BYTES,
     WRITES_INFLIGHT_MAX,
 };
-use crate::crypto::{chunk_hash, FileId, RecordAad};
+use crate::crypto::FileId;
 use crate::dht::NodeId;
 use crate::manifest::FileInfo;
+use crate::peer::{manifest_from, ClientConfig, ClientEvent, ClientSession, PeerError, Swarm};
 use crate::storage::{write_atomic, CatalogEntry, DownloadClaim, FileStamp};
 use crate::throttle::Throttle;
 use crate::transfer::{Bitfield, SharedBitfield};
 use crate::transfer::{ConnId, Scheduler, SchedulerConfig, Strategy};
-use crate::wire::{self, Encoder, ErrorCode, Message};
+use crate::wire::frame::{Deframed, FrameError};
+use crate::wire::{self, Encoder, ErrorCode, Request};
 
 /// A peer to download from: its address and, if pinned, the node it must prove to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,20 +231,41 @@ impl GetError {
         Self::io(path, super::glommio_io(e))
     }
 
-    fn frame(peer: SocketAddr, e: FrameError) -> Self {
+    /// A transport failure on the connection to `peer`.
+    fn recv(peer: SocketAddr, e: RecvError) -> Self {
         match e {
-            FrameError::Record(r) => Self::Tampered {
+            RecvError::Frame(f) => Self::peer(peer, None, PeerError::Frame(f)),
+            RecvError::Io(ref io) if io.kind() == io::ErrorKind::TimedOut => Self::Connection {
+                peer,
+                what: format!("no answer within {}s", PEER_TIMEOUT.as_secs()),
+            },
+            _ => Self::Connection { peer, what: e.to_string() },
+        }
+    }
+
+    /// Why a session gave up on `peer` (downloading `file_id`, if known).
+    fn peer(peer: SocketAddr, file_id: Option<FileId>, e: PeerError) -> Self {
+        match e {
+            PeerError::Frame(FrameError::Record(r)) => Self::Tampered {
                 peer,
                 what: format!(
                     "{r} (tampered, replayed or reordered on the way); nothing of it was written"
                 ),
             },
-            FrameError::TooLarge { .. } => Self::Protocol { peer, what: e.to_string() },
-            FrameError::Io(ref io) if io.kind() == io::ErrorKind::TimedOut => Self::Connection {
-                peer,
-                what: format!("no answer within {}s", PEER_TIMEOUT.as_secs()),
+            PeerError::Frame(f @ FrameError::TooLarge { .. }) => {
+                Self::Protocol { peer, what: f.to_string() }
+            }
+            PeerError::Protocol(what) => Self::Protocol { peer, what },
+            PeerError::Refused { code, message } => match file_id {
+                Some(file_id) if code == ErrorCode::UnknownFile => {
+                    Self::UnknownFile { peer, file_id }
+                }
+                _ => Self::Refused { peer, message },
             },
-            _ => Self::Connection { peer, what: e.to_string() },
+            PeerError::HashMismatch { chunk_index } => Self::HashMismatch { peer, chunk_index },
+            e @ (PeerError::Starved | PeerError::Closed) => {
+                Self::Connection { peer, what: e.to_string() }
+            }
         }
     }
 }
@@ -288,11 +310,7 @@ fn pins_of(peers: &[PeerAddr]) -> Pins {
 }
 
 /// Connects and runs the handshake; the peer must be the node pinned for its address.
-async fn connect(
-    peer: SocketAddr,
-    sec: &NodeSecurity,
-    pins: &Pins,
-) -> Result<(TcpStream<Preallocated>, Link), GetError> {
+async fn connect(peer: SocketAddr, sec: &NodeSecurity, pins: &Pins) -> Result<Conn, GetError> {
     let s = TcpStream::connect_timeout(peer, PEER_TIMEOUT)
         .await
         .map_err(|e| GetError::Connect { peer, source: super::glommio_io(e) })?;
@@ -303,34 +321,31 @@ async fn connect(
         Ok(())
     };
     setup().map_err(|e| GetError::Connection { peer, what: e.to_string() })?;
-    let mut s = s.buffered();
     let lock =
         |p: &Pins| p.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&peer).copied();
     let expected = lock(pins);
-    let link = handshake_initiator(&mut s, sec, expected).await.map_err(|e| match e {
-        HandshakeFailure::Io(io) if io.kind() == io::ErrorKind::TimedOut => GetError::Connection {
-            peer,
-            what: format!("no answer within {}s", PEER_TIMEOUT.as_secs()),
-        },
-        other if other.is_wrong_node() => GetError::WrongNode { peer, what: other.to_string() },
-        other => GetError::Handshake { peer, what: other.to_string() },
-    })?;
+    let side = TcpSide::Client { expected };
+    let conn =
+        TcpConn::establish(s, sec, side, RESPONSE_BODY_MAX_BYTES).await.map_err(|e| match e {
+            HandshakeFailure::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
+                GetError::Connection {
+                    peer,
+                    what: format!("no answer within {}s", PEER_TIMEOUT.as_secs()),
+                }
+            }
+            other if other.is_wrong_node() => GetError::WrongNode { peer, what: other.to_string() },
+            other => GetError::Handshake { peer, what: other.to_string() },
+        })?;
+    let conn = Conn::Tcp(conn);
     let mut pins = pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let pinned = *pins.entry(peer).or_insert(link.peer_id());
-    if pinned != link.peer_id() {
+    let pinned = *pins.entry(peer).or_insert(conn.peer_id());
+    if pinned != conn.peer_id() {
         return Err(GetError::WrongNode {
             peer,
-            what: format!("it is node {}, not node {pinned} as before", link.peer_id()),
+            what: format!("it is node {}, not node {pinned} as before", conn.peer_id()),
         });
     }
-    Ok((s, link))
-}
-
-fn refused(peer: SocketAddr, file_id: FileId, code: ErrorCode, message: String) -> GetError {
-    match code {
-        ErrorCode::UnknownFile => GetError::UnknownFile { peer, file_id },
-        _ => GetError::Refused { peer, message },
-    }
+    Ok(conn)
 }
 
 /// Asks `peer` for the manifest of `file_id` and checks it against the ID.
@@ -340,31 +355,22 @@ async fn fetch_manifest(
     sec: &NodeSecurity,
     pins: &Pins,
 ) -> Result<FileInfo, GetError> {
-    let (mut s, mut link) = connect(peer, sec, pins).await?;
-    let mut enc = Encoder::default();
+    let mut conn = connect(peer, sec, pins).await?;
     let io_err = |e: io::Error| GetError::Connection { peer, what: e.to_string() };
-    let mut out = Vec::new();
-    link.push_frame(&mut out, enc.frame(&Message::FileInfoRequest { file_id }));
-    s.write_all(&out).await.map_err(io_err)?;
-    let mut body = Vec::new();
-    match link.read_frame(&mut s, &mut body, RESPONSE_BODY_MAX_BYTES).await {
-        Ok(true) => {}
-        Ok(false) => {
+    conn.push_frame(Encoder::default().request(&Request::FileInfo { file_id }));
+    conn.flush().await.map_err(io_err)?;
+    match conn.recv().await {
+        Ok(Deframed::Control) => {}
+        // The deframer yields a payload only when told one follows; nothing told it.
+        Ok(Deframed::Payload(_)) => {
+            return Err(GetError::Protocol { peer, what: "unexpected payload".into() })
+        }
+        Err(RecvError::Closed) => {
             return Err(GetError::Connection { peer, what: "closed before answering".into() })
         }
-        Err(e) => return Err(GetError::frame(peer, e)),
+        Err(e) => return Err(GetError::recv(peer, e)),
     }
-    match wire::decode(&body) {
-        Ok(Message::FileInfo(info)) if info.file_id == file_id => Ok(info),
-        Ok(Message::FileInfo(_)) => {
-            Err(GetError::Protocol { peer, what: "sent the manifest of another file".into() })
-        }
-        Ok(Message::Error { code, message, .. }) => Err(refused(peer, file_id, code, message)),
-        Ok(_) => {
-            Err(GetError::Protocol { peer, what: "unexpected reply to a manifest request".into() })
-        }
-        Err(e) => Err(GetError::Protocol { peer, what: format!("bad manifest: {e}") }),
-    }
+    manifest_from(file_id, conn.body()).map_err(|e| GetError::peer(peer, Some(file_id), e))
 }
 
 /// Creates the partial file at full size (so a full disk shows now, not at 90%).
@@ -378,15 +384,13 @@ async fn create_partial(partial: &Path, size: u64) -> Result<(), GetError> {
 
 /// How long a connection with nothing to ask waits before looking again.
 const IDLE_WAIT: Duration = Duration::from_millis(5);
-/// How often a connection asks a peer that is still downloading for its bitfield.
-const BITFIELD_REFRESH: Duration = Duration::from_millis(500);
 /// Tries to connect to a peer before giving up on it (it may not listen yet).
 const CONNECT_TRIES: u32 = 4;
 
 /// One connection of a download: which peer, and its id in the scheduler. Several
 /// connections to one peer are several scheduler peers (each with its own window).
 #[derive(Debug, Clone, Copy)]
-struct Conn {
+struct ConnSlot {
     id: ConnId,
     addr: SocketAddr,
 }
@@ -394,11 +398,11 @@ struct Conn {
 /// State shared by the shards of one download. The scheduler is the one decision point of
 /// the transfer: connections lock it for a few microseconds per chunk (see ARCHITECTURE.md).
 struct FetchCtx {
-    info: FileInfo,
+    info: Arc<FileInfo>,
     security: Arc<NodeSecurity>,
     pins: Arc<Pins>,
     partial: PathBuf,
-    conns: Vec<Conn>,
+    conns: Vec<ConnSlot>,
     sched: Mutex<Scheduler>,
     /// Chunks verified and written (what partial seeding serves).
     have: Arc<SharedBitfield>,
@@ -438,13 +442,6 @@ enum ShardMsg {
     ShardDone(Result<(), GetError>),
 }
 
-/// What a connection waits for, in the order the peer answers.
-enum Pending {
-    /// A chunk, and when it was requested.
-    Chunk(u32, Instant),
-    Bitfield,
-}
-
 async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Sender<ShardMsg>) {
     let writer = match ChunkWriter::open(&ctx.partial).await {
         Ok(w) => Rc::new(w),
@@ -459,10 +456,8 @@ async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Send
         .map(|i| {
             let (ctx, writer, tx) = (ctx.clone(), writer.clone(), tx.clone());
             glommio::spawn_local(async move {
+                // The session takes its connection out of the scheduler when it ends.
                 let result = run_conn(&ctx, ctx.conns[i], &writer, &tx).await;
-                if result.is_err() {
-                    ctx.sched().handle_peer_removed(Instant::now(), ctx.conns[i].id);
-                }
                 let _ = tx.send(ShardMsg::ConnDone { conn: i, result });
             })
         })
@@ -473,11 +468,7 @@ async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Send
     let _ = tx.send(ShardMsg::ShardDone(writer.finish().await));
 }
 
-async fn connect_retrying(
-    ctx: &FetchCtx,
-    peer: SocketAddr,
-    tries: u32,
-) -> Result<(TcpStream<Preallocated>, Link), GetError> {
+async fn connect_retrying(ctx: &FetchCtx, peer: SocketAddr, tries: u32) -> Result<Conn, GetError> {
     let mut wait = Duration::from_millis(250);
     for _ in 1..tries {
         match connect(peer, &ctx.security, &ctx.pins).await {
@@ -495,7 +486,7 @@ async fn connect_retrying(
 /// the download stops.
 async fn run_conn(
     ctx: &Arc<FetchCtx>,
-    c: Conn,
+    c: ConnSlot,
     writer: &ChunkWriter,
     tx: &Sender<ShardMsg>,
 ) -> Result<(), GetError> {
@@ -529,170 +520,94 @@ fn new_latency_histogram() -> Histogram<u64> {
 
 async fn conn_loop(
     ctx: &Arc<FetchCtx>,
-    c: Conn,
+    c: ConnSlot,
     writer: &ChunkWriter,
     tx: &Sender<ShardMsg>,
     latency: &mut Histogram<u64>,
 ) -> Result<(), GetError> {
     let peer = c.addr;
     let tries = if ctx.conns.iter().any(|o| o.addr != peer) { CONNECT_TRIES } else { 1 };
-    let (mut s, mut link) = connect_retrying(ctx, peer, tries).await?;
-    ctx.sched().handle_peer_added(Instant::now(), c.id);
-    let n = ctx.info.chunk_count();
+    let mut conn = connect_retrying(ctx, peer, tries).await?;
+    let mut session =
+        ClientSession::new(ctx.info.clone(), c.id, ClientConfig::default(), Instant::now());
+    let result = pump(ctx, &mut conn, &mut session, writer, tx, latency).await;
+    session.detach(Instant::now(), &mut ctx.sched());
+    result
+}
+
+/// Moves one client session's bytes: drives it with the scheduler, writes its requests,
+/// hands verified chunks to the writer, reads the peer's records into it, and sleeps until
+/// its deadline when it has nothing in flight. Every protocol decision is the session's.
+async fn pump(
+    ctx: &Arc<FetchCtx>,
+    conn: &mut Conn,
+    session: &mut ClientSession,
+    writer: &ChunkWriter,
+    tx: &Sender<ShardMsg>,
+    latency: &mut Histogram<u64>,
+) -> Result<(), GetError> {
+    let peer = session_peer(ctx, session);
     let file_id = ctx.info.file_id;
-    let mut enc = Encoder::default();
-    let mut out = Vec::new();
-    let mut pending = VecDeque::new();
-    let mut body = Vec::new();
-    let mut peer_is_partial = true;
-    let mut bitfield_due = Instant::now();
-    let mut last_corrupt = None;
     let io_err = |e: io::Error| GetError::Connection { peer, what: e.to_string() };
     loop {
         if ctx.stop.load(Ordering::Relaxed) {
             return Err(GetError::Interrupted);
         }
         let now = Instant::now();
-        out.clear();
-        if peer_is_partial
-            && now >= bitfield_due
-            && !pending.iter().any(|p| matches!(p, Pending::Bitfield))
         {
-            link.push_frame(&mut out, enc.frame(&Message::BitfieldRequest { file_id }));
-            pending.push_back(Pending::Bitfield);
-            bitfield_due = now + BITFIELD_REFRESH;
-        }
-        let mut asked = Vec::new();
-        let (complete, banned) = {
             let mut sched = ctx.sched();
-            sched.handle_timeout(now);
-            // Requests are answered in order on a connection; a cancelled request's answer is
-            // read and dropped as a duplicate, so cancels need no message.
-            while sched.poll_cancel().is_some() {}
-            let in_flight = pending.iter().filter(|p| matches!(p, Pending::Chunk(..))).count();
-            let window = sched.window(c.id) as usize;
-            while in_flight + asked.len() < window
-                && ctx.unsaved_bytes.load(Ordering::Acquire) < ctx.unsaved_max_bytes
-            {
-                match sched.poll_request(now, c.id) {
-                    Some(chunk) => asked.push(chunk),
-                    None => break,
-                }
-            }
-            (sched.is_complete(), sched.peer_stats(c.id).is_some_and(|p| p.banned))
-        };
-        if banned {
-            return Err(GetError::HashMismatch { peer, chunk_index: last_corrupt.unwrap_or(0) });
+            let mut swarm = Swarm {
+                scheduler: &mut sched,
+                may_request: ctx.unsaved_bytes.load(Ordering::Acquire) < ctx.unsaved_max_bytes,
+                throttle: ctx.throttle.as_ref(),
+                last_progress: ctx.epoch
+                    + Duration::from_millis(ctx.last_progress_ms.load(Ordering::Relaxed)),
+            };
+            session.drive(now, &mut swarm);
         }
-        if complete {
-            // Every chunk is verified: answers still in flight are endgame duplicates, not
-            // worth reading (or waiting for from a slow peer).
-            return Ok(());
-        }
-        for &chunk in &asked {
-            if let Some(t) = &ctx.throttle {
-                let wait = t.reserve(Instant::now(), ctx.info.chunk_len(chunk));
-                if !wait.is_zero() {
-                    glommio::timer::sleep(wait).await;
-                }
-            }
-            let frame =
-                enc.frame(&Message::ChunkRequest { file_id, chunk_index: chunk, priority: 0 });
-            link.push_frame(&mut out, frame);
-            pending.push_back(Pending::Chunk(chunk, Instant::now()));
-        }
-        if !out.is_empty() {
-            s.write_all(&out).await.map_err(io_err)?;
-        }
-        let Some(waiting) = pending.pop_front() else {
-            let idle_ms = ctx.now_ms().saturating_sub(ctx.last_progress_ms.load(Ordering::Relaxed));
-            if idle_ms > PEER_TIMEOUT.as_millis() as u64 {
-                return Err(GetError::Connection {
-                    peer,
-                    what: "nothing left to ask this peer for, and no progress elsewhere".into(),
-                });
-            }
-            glommio::timer::sleep(IDLE_WAIT).await;
-            continue;
-        };
-        let read = link.read_frame(&mut s, &mut body, RESPONSE_BODY_MAX_BYTES);
-        match until_stopped(ctx, read).await? {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(GetError::Connection {
-                    peer,
-                    what: "peer closed the connection".into(),
-                })
-            }
-            Err(e) => return Err(GetError::frame(peer, e)),
-        }
-        let msg = wire::decode(&body)
-            .map_err(|e| GetError::Protocol { peer, what: format!("undecodable reply: {e}") })?;
-        let now = Instant::now();
-        match (waiting, msg) {
-            (Pending::Bitfield, Message::Bitfield { file_id: f, bits }) if f == file_id => {
-                let bits = match bits {
-                    None => {
-                        peer_is_partial = false;
-                        let mut all = Bitfield::new(n);
-                        (0..n).for_each(|i| all.set(i));
-                        all
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                ClientEvent::Verified { chunk_index, offset, bytes, latency: l } => {
+                    // Endgame duplicates are verified but written (and counted) once.
+                    if !ctx.claimed.test_and_set(chunk_index) {
+                        writer.start(ctx.clone(), tx.clone(), chunk_index, offset, bytes).await?;
                     }
-                    Some(v) => Bitfield::from_bytes(v, n).ok_or_else(|| GetError::Protocol {
-                        peer,
-                        what: "bitfield of the wrong length".into(),
-                    })?,
-                };
-                ctx.sched().handle_bitfield(now, c.id, &bits);
-            }
-            (
-                Pending::Chunk(index, sent),
-                Message::ChunkResponse { file_id: f, chunk_index, payload_len },
-            ) if f == file_id
-                && chunk_index == index
-                && payload_len as u64 == ctx.info.chunk_len(index) =>
-            {
-                let range = ctx.info.chunk_range(index);
-                let mut buf = vec![0u8; payload_len as usize];
-                let aad = RecordAad::chunk(file_id.0, index, payload_len);
-                until_stopped(ctx, link.read_chunk(&mut s, aad, &mut buf))
-                    .await?
-                    .map_err(|e| GetError::frame(peer, e))?;
-                // Verify before the bytes count for anything.
-                if chunk_hash(&buf) != ctx.info.chunk_hashes[index as usize] {
-                    last_corrupt = Some(index);
-                    ctx.sched().handle_chunk_corrupt(now, c.id, index);
-                    continue;
+                    ctx.last_progress_ms.store(ctx.now_ms(), Ordering::Relaxed);
+                    latency.saturating_record(l.as_micros() as u64);
                 }
-                if !ctx.claimed.test_and_set(index) {
-                    writer.start(ctx.clone(), tx.clone(), index, range.start, buf).await?;
+                ClientEvent::Corrupt { .. } => {}
+                ClientEvent::Done => return Ok(()),
+                ClientEvent::Failed(e) => return Err(GetError::peer(peer, Some(file_id), e)),
+            }
+        }
+        while let Some(frame) = session.poll_transmit(now) {
+            conn.push_frame(&frame);
+        }
+        conn.flush().await.map_err(io_err)?;
+        if session.in_flight() == 0 {
+            // Nothing to read: wait for the session's deadline (a rate-limited request's
+            // release, a bitfield refresh, starvation), at most IDLE_WAIT so requests that
+            // went back to the pool elsewhere are noticed.
+            let until = session.poll_timeout().map_or(now + IDLE_WAIT, |t| t.min(now + IDLE_WAIT));
+            glommio::timer::sleep(until.saturating_duration_since(Instant::now())).await;
+            continue;
+        }
+        match until_stopped(ctx, conn.recv()).await? {
+            Ok(Deframed::Control) => {
+                session.handle_frame(Instant::now(), conn.body());
+                if let Some((len, aad)) = session.payload_expected() {
+                    conn.expect_payload(len, aad);
                 }
-                ctx.last_progress_ms.store(ctx.now_ms(), Ordering::Relaxed);
-                latency.saturating_record(sent.elapsed().as_micros() as u64);
-                ctx.sched().handle_chunk_verified(now, c.id, index);
             }
-            (Pending::Chunk(index, _), Message::Error { code, message, .. }) => match code {
-                ErrorCode::ChunkNotAvailable
-                | ErrorCode::ChunkOutOfRange
-                | ErrorCode::Overloaded => {
-                    ctx.sched().handle_request_failed(now, c.id, index);
-                }
-                _ => return Err(refused(peer, file_id, code, message)),
-            },
-            (Pending::Bitfield, Message::Error { code, message, .. }) => {
-                return Err(refused(peer, file_id, code, message))
-            }
-            (Pending::Chunk(index, _), Message::ChunkResponse { chunk_index, payload_len, .. }) => {
-                return Err(GetError::Protocol {
-                    peer,
-                    what: format!(
-                        "answered chunk {index} with chunk {chunk_index} of {payload_len} bytes"
-                    ),
-                })
-            }
-            _ => return Err(GetError::Protocol { peer, what: "unexpected reply".into() }),
+            Ok(Deframed::Payload(bytes)) => session.handle_payload(Instant::now(), bytes),
+            Err(RecvError::Frame(e)) => session.handle_frame_error(Instant::now(), e),
+            Err(e) => return Err(GetError::recv(peer, e)),
         }
     }
+}
+
+fn session_peer(ctx: &FetchCtx, session: &ClientSession) -> SocketAddr {
+    ctx.conns[session.conn().0 as usize].addr
 }
 
 /// Writes verified chunks in the background (at most `WRITES_INFLIGHT_MAX` at once, so the
@@ -849,8 +764,8 @@ pub fn get(
         OpenOptions::new().write(true).open(&partial).map_err(|e| GetError::io(&partial, e))?;
     // One connection per peer, or `connections` spread over the peers if that is more.
     let total = opts.connections.max(opts.peers.len());
-    let conns: Vec<Conn> = (0..total)
-        .map(|i| Conn { id: ConnId(i as u32), addr: opts.peers[i % opts.peers.len()].addr })
+    let conns: Vec<ConnSlot> = (0..total)
+        .map(|i| ConnSlot { id: ConnId(i as u32), addr: opts.peers[i % opts.peers.len()].addr })
         .collect();
     let sched_config = SchedulerConfig {
         strategy: opts.strategy,
@@ -866,7 +781,7 @@ pub fn get(
     let scheduler = Scheduler::new(sched_config, info.chunk_count(), &bits, rand::random());
     let have = Arc::new(SharedBitfield::new(&bits));
     let ctx = Arc::new(FetchCtx {
-        info: info.clone(),
+        info: Arc::new(info.clone()),
         security: opts.security.clone(),
         pins,
         partial: partial.clone(),

@@ -10,12 +10,12 @@
 
 mod dht;
 mod fetch;
-mod frame;
 mod limits;
 mod secure;
 mod seed;
 #[allow(unsafe_code)]
 mod sys;
+mod transport;
 
 use std::future::Future;
 use std::io;

@@ -1,20 +1,13 @@
-//! Connection security on the I/O side: the node's identity on disk, its session key, the
-//! handshake on a byte stream, and sealed records on an established connection.
+//! Connection security on the I/O side: the node's identity on disk, its session key, and
+//! the handshake on a byte stream.
 //!
-//! The protocol itself (messages, keys, records) is the sans-IO `crypto` module; this file
-//! only moves its messages over a stream:
-//!
-//! ```text
-//! handshake message   = len u16 LE ‖ message (len ≤ HANDSHAKE_MESSAGE_BYTES_MAX)
-//! refusal (responder) = len u16 LE ‖ 0x7F ‖ code u8     (instead of a ServerHello)
-//! control record      = len u32 LE ‖ body [len] ‖ tag [16]   (AAD: control, len)
-//! chunk payload       = payload [payload_len] ‖ tag [16]     (AAD: file, chunk, len)
-//! ```
+//! The protocol itself (messages, keys, records) is the sans-IO `crypto` module and the
+//! byte layout (handshake frames, refusals, records) is `wire::frame`; this file only moves
+//! handshake messages over a stream and hands the established `Session` to the transport.
 //!
 //! With `--encryption off` the same handshake runs (peers are still authenticated, pins
 //! and network secrets still apply) and records are the plaintext frames of `wire`, with
-//! no tags. A refusal is unauthenticated: it only turns "connection closed" into a clear
-//! error, and an attacker who can forge one could as well close the connection.
+//! no tags.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -27,15 +20,13 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use super::frame::{read_frame, read_payload, FrameError};
 use super::now_unix;
 use crate::config::SESSION_KEY_VALIDITY;
 use crate::crypto::handshake::HANDSHAKE_MESSAGE_BYTES_MAX;
 use crate::crypto::rand_core::OsRng;
-use crate::crypto::record::TAG_BYTES;
 use crate::crypto::{
     Encryption, HandshakeConfig, HandshakeError, HandshakeRandom, Identity, Initiator,
-    NetworkSecret, NodeId, Opener, RecordAad, Responder, Sealer, SessionIdentity,
+    NetworkSecret, NodeId, Responder, Session, SessionIdentity,
 };
 use crate::storage::layout;
 use crate::wire::frame::{
@@ -403,7 +394,7 @@ pub(super) async fn handshake_initiator<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     sec: &NodeSecurity,
     expected: Option<NodeId>,
-) -> Result<Link, HandshakeFailure> {
+) -> Result<Session, HandshakeFailure> {
     let (state, hello) = Initiator::start(sec.config(expected), fresh_random(), now_unix())?;
     send_hs(s, &hello).await?;
     let reply = recv_hs(s).await?;
@@ -412,7 +403,7 @@ pub(super) async fn handshake_initiator<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let (finish, session) = state.handle_server_hello(&reply, now_unix())?;
     send_hs(s, &finish).await?;
-    Ok(Link::new(session))
+    Ok(session)
 }
 
 /// Runs the responder's side on `s`. A peer that fails the ClientHello gets a one-byte
@@ -420,7 +411,7 @@ pub(super) async fn handshake_initiator<S: AsyncRead + AsyncWrite + Unpin>(
 pub(super) async fn handshake_responder<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     sec: &NodeSecurity,
-) -> Result<Link, HandshakeFailure> {
+) -> Result<Session, HandshakeFailure> {
     let hello = recv_hs(s).await?;
     let (state, reply) = match Responder::handle_client_hello(
         sec.config(None),
@@ -440,138 +431,7 @@ pub(super) async fn handshake_responder<S: AsyncRead + AsyncWrite + Unpin>(
     };
     send_hs(s, &reply).await?;
     let finish = recv_hs(s).await?;
-    let session = state.handle_client_finish(&finish, now_unix())?;
-    Ok(Link::new(session))
-}
-
-/// An established connection's record state: the peer's node ID and, with encryption on,
-/// our sealer and the peer's opener.
-pub(super) struct Link {
-    peer: NodeId,
-    records: Option<(Sealer, Opener)>,
-    tag: [u8; TAG_BYTES],
-    /// A chunk's sealed header, reused so the hot path does not allocate.
-    head: Vec<u8>,
-}
-
-impl Link {
-    fn new(session: crate::crypto::Session) -> Self {
-        let peer = session.peer_id();
-        let head = Vec::with_capacity(256);
-        Self { peer, records: session.into_records(), tag: [0; TAG_BYTES], head }
-    }
-
-    /// The authenticated peer.
-    pub(super) fn peer_id(&self) -> NodeId {
-        self.peer
-    }
-
-    /// Appends `frame` (a `wire` frame: length prefix and body) to `out` as a control
-    /// record: sealed in place with its tag after it, or as is with encryption off.
-    pub(super) fn push_frame(&mut self, out: &mut Vec<u8>, frame: &[u8]) {
-        let start = out.len();
-        out.extend_from_slice(frame);
-        if let Some((sealer, _)) = &mut self.records {
-            let body = &mut out[start + crate::wire::FRAME_PREFIX_BYTES..];
-            // Frame bodies are bounded by the wire's body limits, far below a record's.
-            let aad = RecordAad::control(body.len() as u32);
-            let tag = sealer.seal_in_place(&aad, body).expect("control record within limits");
-            out.extend_from_slice(&tag);
-        }
-    }
-
-    /// Whether chunk payloads on this link are sealed (encryption on).
-    pub(super) fn seals(&self) -> bool {
-        self.records.is_some()
-    }
-
-    async fn write_chunk_header<W: AsyncWrite + Unpin>(
-        &mut self,
-        w: &mut W,
-        header: &[u8],
-    ) -> io::Result<()> {
-        let mut head = std::mem::take(&mut self.head);
-        head.clear();
-        self.push_frame(&mut head, header);
-        let sent = w.write_all(&head).await;
-        self.head = head;
-        sent
-    }
-
-    /// Writes a chunk on a plaintext link: its header frame, then `payload` as is. The
-    /// payload may be a slice of a memory map: it is only handed to the kernel (zero copy).
-    pub(super) async fn write_plain_chunk<W: AsyncWrite + Unpin>(
-        &mut self,
-        w: &mut W,
-        header: &[u8],
-        payload: &[u8],
-    ) -> io::Result<()> {
-        debug_assert!(!self.seals());
-        self.write_chunk_header(w, header).await?;
-        w.write_all(payload).await
-    }
-
-    /// Writes a chunk on an encrypted link: its header frame, then the payload sealed in
-    /// place. `buf` holds the plaintext payload followed by `TAG_BYTES` of room for the
-    /// tag; it is sent as one write.
-    pub(super) async fn write_sealed_chunk<W: AsyncWrite + Unpin>(
-        &mut self,
-        w: &mut W,
-        header: &[u8],
-        aad: RecordAad,
-        buf: &mut [u8],
-    ) -> io::Result<()> {
-        if !self.seals() {
-            return Err(io::Error::other("sealed chunk on a plaintext link"));
-        }
-        // The header's record comes first: record nonces follow the order on the wire.
-        self.write_chunk_header(w, header).await?;
-        let n = buf.len() - TAG_BYTES;
-        let Some((sealer, _)) = &mut self.records else {
-            return Err(io::Error::other("sealed chunk on a plaintext link"));
-        };
-        let tag = sealer
-            .seal_in_place(&aad, &mut buf[..n])
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        buf[n..].copy_from_slice(&tag);
-        w.write_all(buf).await
-    }
-
-    /// Reads one control record into `body` (opened, tag stripped). `Ok(false)`: the peer
-    /// closed cleanly between records.
-    pub(super) async fn read_frame<R: AsyncRead + Unpin>(
-        &mut self,
-        r: &mut R,
-        body: &mut Vec<u8>,
-        max_bytes: u32,
-    ) -> Result<bool, FrameError> {
-        if !read_frame(r, body, max_bytes).await? {
-            return Ok(false);
-        }
-        if let Some((_, opener)) = &mut self.records {
-            read_payload(r, &mut self.tag).await?;
-            // Bounded by max_bytes above.
-            let aad = RecordAad::control(body.len() as u32);
-            opener.open_in_place(&aad, body, &self.tag)?;
-        }
-        Ok(true)
-    }
-
-    /// Reads a chunk payload of `buf.len()` bytes (and its tag) and opens it in place.
-    /// On failure `buf` holds nothing usable and the connection must close.
-    pub(super) async fn read_chunk<R: AsyncRead + Unpin>(
-        &mut self,
-        r: &mut R,
-        aad: RecordAad,
-        buf: &mut [u8],
-    ) -> Result<(), FrameError> {
-        read_payload(r, buf).await?;
-        if let Some((_, opener)) = &mut self.records {
-            read_payload(r, &mut self.tag).await?;
-            opener.open_in_place(&aad, buf, &self.tag)?;
-        }
-        Ok(())
-    }
+    Ok(state.handle_client_finish(&finish, now_unix())?)
 }
 
 #[cfg(test)]

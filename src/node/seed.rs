@@ -19,15 +19,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{future, AsyncWriteExt};
+use futures_lite::future;
 use glommio::net::TcpStream;
 use glommio::PoolThreadHandles;
 use serde::Serialize;
 
 use super::dht::{self, DhtNodeStats, DhtServerOptions};
-use super::frame::FrameError;
 use super::limits::{AcceptBackoff, ShardBudget};
-use super::secure::{handshake_responder, Link, NodeSecurity};
+use super::secure::NodeSecurity;
+use super::transport::{Conn, RecvError, TcpConn, TcpSide};
 use super::{spawn_shards, wait_until, ShardId};
 use crate::config::{
     CONNECTIONS_PER_SHARD_MAX, IDLE_TIMEOUT, OPEN_FILES_PER_SHARD_MAX, PEER_TIMEOUT,
@@ -35,10 +35,11 @@ use crate::config::{
 };
 use crate::crypto::record::TAG_BYTES;
 use crate::crypto::{FileId, RecordAad};
+use crate::peer::{ChunkFailure, Served, ServedFiles, ServerSession, ServerTransmit};
 use crate::storage::{CatalogEntry, FileStamp, MappedFile};
 use crate::throttle::Throttle;
 use crate::transfer::SharedBitfield;
-use crate::wire::{self, Encoder, ErrorCode, Message};
+use crate::wire::frame::Deframed;
 
 /// How often an idle shard checks for shutdown.
 const STOP_POLL: Duration = Duration::from_millis(50);
@@ -234,36 +235,33 @@ struct Shard {
     security: Arc<NodeSecurity>,
 }
 
-/// A request the seeder refuses, with the code and text the client gets.
-struct Refusal(ErrorCode, String);
+fn changed() -> ChunkFailure {
+    ChunkFailure::FileChanged
+}
 
-fn changed(id: &FileId) -> Refusal {
-    Refusal(
-        ErrorCode::FileChanged,
-        format!("file {id} changed on disk since it was published; not serving it"),
-    )
+impl ServedFiles for Shard {
+    fn served(&self, id: &FileId) -> Option<Served<'_>> {
+        self.catalog.get(id).map(|f| Served { info: &f.entry.info, have: f.have.as_deref() })
+    }
 }
 
 impl Shard {
-    fn entry(&self, id: &FileId) -> Result<&ServedFile, Refusal> {
-        self.catalog
-            .get(id)
-            .ok_or_else(|| Refusal(ErrorCode::UnknownFile, format!("file {id} is not served here")))
-    }
-
     /// The shard's map of `id`, opened on first use.
-    fn open_file(&self, id: &FileId, served: &ServedFile) -> Result<Rc<OpenFile>, Refusal> {
-        let entry = &served.entry;
+    fn open_file(&self, id: &FileId) -> Result<Rc<OpenFile>, ChunkFailure> {
         if let Some(f) = self.open.borrow().get(id) {
             return Ok(f.clone());
         }
+        let Some(served) = self.catalog.get(id) else {
+            return Err(ChunkFailure::Io(format!("file {id} is not served here")));
+        };
+        let entry = &served.entry;
         let f = self.open_descriptor(id, &entry.path)?;
         // SAFETY: the shard keeps the map's contract: map slices only reach send(2) (the
-        // plaintext path in `serve_connection`); the sealed path preads the chunk from the
-        // file instead of reading the map (`read_chunk`), and nothing else looks at the bytes.
+        // plaintext path in `send_chunk`); the sealed path preads the chunk from the file
+        // instead of reading the map (`read_chunk`), and nothing else looks at the bytes.
         #[allow(unsafe_code)]
         let map = unsafe { MappedFile::open(f) }
-            .map_err(|e| Refusal(ErrorCode::Io, format!("cannot map file {id}: {}", e.kind())))?;
+            .map_err(|e| ChunkFailure::Io(format!("cannot map file {id}: {}", e.kind())))?;
         let f = Rc::new(OpenFile { map, stamp: entry.stamp });
         self.cache(*id, f.clone());
         Ok(f)
@@ -285,7 +283,7 @@ impl Shard {
     /// Opens a published file. Out of descriptors (EMFILE/ENFILE), it closes the cached
     /// maps no connection is using and tries once more; if that fails too the request is
     /// refused as `OVERLOADED` (the downloader asks again later) and the shard carries on.
-    fn open_descriptor(&self, id: &FileId, path: &std::path::Path) -> Result<File, Refusal> {
+    fn open_descriptor(&self, id: &FileId, path: &std::path::Path) -> Result<File, ChunkFailure> {
         let first = File::open(path);
         let retried = match first {
             Err(e) if super::limits::is_out_of_descriptors(&e) => {
@@ -296,12 +294,11 @@ impl Shard {
         };
         retried.map_err(|e| {
             if super::limits::is_out_of_descriptors(&e) {
-                Refusal(
-                    ErrorCode::Overloaded,
-                    format!("seeder is out of file descriptors ({e}); try again shortly"),
-                )
+                ChunkFailure::Overloaded(format!(
+                    "seeder is out of file descriptors ({e}); try again shortly"
+                ))
             } else {
-                Refusal(ErrorCode::Io, format!("cannot open file {id}: {e}"))
+                ChunkFailure::Io(format!("cannot open file {id}: {e}"))
             }
         })
     }
@@ -311,14 +308,14 @@ impl Shard {
     /// are read (after any throttle wait), so the window in which a change goes unnoticed
     /// is as small as it can be without a lease. Our own partial downloads change as chunks
     /// land and are not checked: only their verified chunks are served.
-    fn check_fresh(&self, id: &FileId, file: &OpenFile, partial: bool) -> Result<(), Refusal> {
+    fn check_fresh(&self, id: &FileId, file: &OpenFile, partial: bool) -> Result<(), ChunkFailure> {
         if partial {
             return Ok(());
         }
         let now = file.map.file().metadata().map(|m| FileStamp::of(&m));
         if now.ok() != Some(file.stamp) || file.map.len() as u64 != file.stamp.size {
             self.open.borrow_mut().remove(id);
-            return Err(changed(id));
+            return Err(changed());
         }
         Ok(())
     }
@@ -333,42 +330,16 @@ impl Shard {
         partial: bool,
         range: Range<usize>,
         buf: &mut [u8],
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), ChunkFailure> {
         use std::os::unix::fs::FileExt;
         match file.map.file().read_exact_at(buf, range.start as u64) {
             Ok(()) => self.check_fresh(id, file, partial),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 self.open.borrow_mut().remove(id);
-                Err(changed(id))
+                Err(changed())
             }
-            Err(e) => Err(Refusal(ErrorCode::Io, format!("cannot read file {id}: {}", e.kind()))),
+            Err(e) => Err(ChunkFailure::Io(format!("cannot read file {id}: {}", e.kind()))),
         }
-    }
-
-    /// The open file, byte range and partial flag of chunk `index` of `id`, or the refusal.
-    /// Does not check freshness: that happens right before the bytes are read.
-    fn chunk(
-        &self,
-        id: &FileId,
-        index: u32,
-    ) -> Result<(Rc<OpenFile>, Range<usize>, bool), Refusal> {
-        let served = self.entry(id)?;
-        let info = &served.entry.info;
-        if index >= info.chunk_count() {
-            return Err(Refusal(
-                ErrorCode::ChunkOutOfRange,
-                format!("chunk {index} out of range: file {id} has {} chunks", info.chunk_count()),
-            ));
-        }
-        if served.have.as_ref().is_some_and(|h| !h.get(index)) {
-            return Err(Refusal(
-                ErrorCode::ChunkNotAvailable,
-                format!("chunk {index} of file {id} is not downloaded here yet"),
-            ));
-        }
-        let r = info.chunk_range(index);
-        let file = self.open_file(id, served)?;
-        Ok((file, r.start as usize..r.end as usize, served.have.is_some()))
     }
 }
 
@@ -454,220 +425,160 @@ async fn run_shard(
 }
 
 /// Serves one connection until the peer closes it, sends something malformed, or idles out.
-/// The handshake comes first; nothing is read as a request before it succeeds. Requests are
-/// answered in order; the client pipelines as many as it likes, and the shard reads ahead
-/// at most one receive buffer of them (the rest waits in the kernel's socket buffer: TCP
-/// back-pressure is the per-connection bound).
+/// The handshake comes first; nothing is read as a request before it succeeds. The
+/// protocol decisions are the `peer::ServerSession`'s; this pump moves its frames, reads
+/// the chunks it names (after the throttle wait, checking the file right before the bytes
+/// are read) and arms its idle deadline. Requests are answered in order; the client
+/// pipelines as many as it likes, and the pump reads ahead at most one receive buffer of
+/// them (the rest waits in the kernel's socket buffer: TCP back-pressure is the
+/// per-connection bound).
 async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(PEER_TIMEOUT))?;
     stream.set_write_timeout(Some(PEER_TIMEOUT))?;
-    let mut stream = stream.buffered();
     // One deadline for the whole handshake, not per read: a client dripping a byte per
     // read timeout must not hold a connection slot unauthenticated.
-    let handshake = async { handshake_responder(&mut stream, &shard.security).await.ok() };
+    let handshake = async {
+        TcpConn::establish(stream, &shard.security, TcpSide::Server, REQUEST_BODY_MAX_BYTES)
+            .await
+            .ok()
+    };
     let deadline = async {
         glommio::timer::sleep(PEER_TIMEOUT).await;
         None
     };
-    let Some(mut link) = future::or(handshake, deadline).await else {
+    let Some(tcp) = future::or(handshake, deadline).await else {
         shard.stats.borrow_mut().handshakes_failed += 1;
         return Ok(());
     };
-    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
-    let mut enc = Encoder::default();
-    let mut body = Vec::new();
+    // From here the session's idle deadline decides how long a quiet client may stay.
+    tcp.stream().set_read_timeout(None)?;
+    let mut conn = Conn::Tcp(tcp);
+    let mut session = ServerSession::new(Instant::now(), IDLE_TIMEOUT);
+    let result = serve(shard, &mut conn, &mut session).await;
+    let s = session.stats();
+    let mut st = shard.stats.borrow_mut();
+    st.requests += s.requests;
+    st.manifests_served += s.manifests_served;
+    st.error_replies += s.error_replies;
+    st.bad_frames += s.bad_frames;
+    st.records_rejected += s.records_rejected;
+    result
+}
+
+async fn serve(shard: &Shard, conn: &mut Conn, session: &mut ServerSession) -> io::Result<()> {
     let mut scratch = Vec::new();
-    let mut out = Vec::new();
     let peer_limit = shard
         .limits
         .peer_rate_bytes
         .map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, Instant::now()));
     loop {
-        match link.read_frame(&mut stream, &mut body, REQUEST_BODY_MAX_BYTES).await {
-            Ok(true) => {}
-            Ok(false) | Err(FrameError::Io(_)) | Err(FrameError::Truncated) => return Ok(()),
-            Err(FrameError::Record(_)) => {
-                // Tampered or replayed: the stream is dead, and answering would tell an
-                // attacker something. Close.
-                shard.stats.borrow_mut().records_rejected += 1;
-                return Ok(());
-            }
-            Err(e @ FrameError::TooLarge { .. }) => {
-                shard.stats.borrow_mut().bad_frames += 1;
-                let r = Refusal(ErrorCode::Malformed, e.to_string());
-                return send_refusal(shard, &mut stream, &mut link, &mut enc, r, None, 0).await;
+        while let Some(t) = session.poll_transmit() {
+            match t {
+                ServerTransmit::Frame(frame) => conn.push_frame(&frame),
+                ServerTransmit::Chunk { header, file_id, chunk_index, range, aad, partial } => {
+                    conn.flush().await?;
+                    let chunk = ChunkSend { header, file_id, range, aad, partial };
+                    let sent = send_chunk(shard, conn, peer_limit.as_ref(), &mut scratch, chunk);
+                    if let Err(why) = sent.await? {
+                        session.handle_chunk_failed(Instant::now(), file_id, chunk_index, why);
+                    }
+                }
             }
         }
-        shard.stats.borrow_mut().requests += 1;
-        let msg = match wire::decode(&body) {
-            Ok(m) => m,
-            Err(e) => {
-                shard.stats.borrow_mut().bad_frames += 1;
-                let r = Refusal(ErrorCode::Malformed, format!("undecodable request: {e}"));
-                return send_refusal(shard, &mut stream, &mut link, &mut enc, r, None, 0).await;
-            }
+        conn.flush().await?;
+        if session.is_closed() {
+            return Ok(());
+        }
+        let Some(deadline) = session.poll_timeout() else { return Ok(()) };
+        let timer = async {
+            glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+            None
         };
-        match msg {
-            Message::ChunkRequest { file_id, chunk_index, .. } => {
-                match shard.chunk(&file_id, chunk_index) {
-                    Ok((file, range, partial)) => {
-                        let n = range.len() as u64;
-                        let now = Instant::now();
-                        let wait = [shard.limits.node.as_deref(), peer_limit.as_ref()]
-                            .into_iter()
-                            .flatten()
-                            .map(|t| t.reserve(now, n))
-                            .max()
-                            .unwrap_or_default();
-                        if !wait.is_zero() {
-                            glommio::timer::sleep(wait).await;
-                        }
-                        // A chunk is at most CHUNK_SIZE_MAX_BYTES (checked at decode).
-                        let payload_len = range.len() as u32;
-                        let header = enc.frame(&Message::ChunkResponse {
-                            file_id,
-                            chunk_index,
-                            payload_len,
-                        });
-                        // The freshness check runs after the wait, right before the bytes
-                        // are read.
-                        let sent = if link.seals() {
-                            // Encrypted: pread the chunk into the buffer and seal it in
-                            // place. Mapped pages are never read in user space, where a
-                            // truncated file would raise SIGBUS (storage::mmap).
-                            if scratch.len() < range.len() + TAG_BYTES {
-                                // Grows to the largest chunk once; never shrinks.
-                                scratch.resize(range.len() + TAG_BYTES, 0);
-                            }
-                            let buf = &mut scratch[..range.len()];
-                            match shard.read_chunk(&file_id, &file, partial, range.clone(), buf) {
-                                Ok(()) => {}
-                                Err(r) => {
-                                    let (l, e) = (&mut link, &mut enc);
-                                    send_refusal(
-                                        shard,
-                                        &mut stream,
-                                        l,
-                                        e,
-                                        r,
-                                        Some(file_id),
-                                        chunk_index,
-                                    )
-                                    .await?;
-                                    continue;
-                                }
-                            }
-                            let aad = RecordAad::chunk(file_id.0, chunk_index, payload_len);
-                            link.write_sealed_chunk(
-                                &mut stream,
-                                header,
-                                aad,
-                                &mut scratch[..n as usize + TAG_BYTES],
-                            )
-                            .await?;
-                            true
-                        } else {
-                            if let Err(r) = shard.check_fresh(&file_id, &file, partial) {
-                                let (l, e) = (&mut link, &mut enc);
-                                send_refusal(
-                                    shard,
-                                    &mut stream,
-                                    l,
-                                    e,
-                                    r,
-                                    Some(file_id),
-                                    chunk_index,
-                                )
-                                .await?;
-                                continue;
-                            }
-                            // Plaintext: zero copy, the slice points into the shard's map and
-                            // glommio hands it to send(2), where a page lost to truncation
-                            // since the check is EFAULT: this connection closes, the seeder
-                            // lives.
-                            let payload = &file.map.bytes()[range.clone()];
-                            link.write_plain_chunk(&mut stream, header, payload).await?;
-                            false
-                        };
-                        let mut st = shard.stats.borrow_mut();
-                        st.chunks_served += 1;
-                        if sent {
-                            st.payload_bytes_sealed += n;
-                        } else {
-                            st.payload_bytes_from_map += n;
-                        }
-                        drop(st);
-                        // Start reading the next chunk from disk while this one drains.
-                        let next = range.end..range.end + range.len();
-                        file.map.prefetch(next);
-                    }
-                    Err(r) => {
-                        let (l, e) = (&mut link, &mut enc);
-                        send_refusal(shard, &mut stream, l, e, r, Some(file_id), chunk_index)
-                            .await?
-                    }
-                }
-            }
-            Message::FileInfoRequest { file_id } => match shard.entry(&file_id) {
-                Ok(served) => {
-                    out.clear();
-                    link.push_frame(&mut out, enc.file_info_frame(&served.entry.info));
-                    stream.write_all(&out).await?;
-                    shard.stats.borrow_mut().manifests_served += 1;
-                }
-                Err(r) => {
-                    send_refusal(shard, &mut stream, &mut link, &mut enc, r, Some(file_id), 0)
-                        .await?
-                }
-            },
-            Message::BitfieldRequest { file_id } => match shard.entry(&file_id) {
-                Ok(served) => {
-                    let bits = served.have.as_ref().map(|h| h.snapshot().as_bytes().to_vec());
-                    out.clear();
-                    link.push_frame(&mut out, enc.frame(&Message::Bitfield { file_id, bits }));
-                    stream.write_all(&out).await?;
-                }
-                Err(r) => {
-                    send_refusal(shard, &mut stream, &mut link, &mut enc, r, Some(file_id), 0)
-                        .await?
-                }
-            },
-            other => {
-                shard.stats.borrow_mut().bad_frames += 1;
-                let r = Refusal(
-                    ErrorCode::Malformed,
-                    format!("unexpected message from a client: {}", kind(&other)),
-                );
-                return send_refusal(shard, &mut stream, &mut link, &mut enc, r, None, 0).await;
-            }
+        let received = future::or(async { Some(conn.recv().await) }, timer).await;
+        let now = Instant::now();
+        match received {
+            None => session.handle_timeout(now),
+            Some(Ok(Deframed::Control)) => session.handle_frame(now, conn.body(), shard),
+            Some(Err(RecvError::Frame(e))) => session.handle_frame_error(now, e),
+            // A server never announces a payload, so none can arrive; resets, timeouts
+            // and closes end the connection.
+            Some(Ok(Deframed::Payload(_)) | Err(_)) => return Ok(()),
         }
     }
 }
 
-fn kind(m: &Message) -> &'static str {
-    match m {
-        Message::ChunkRequest { .. } => "chunk request",
-        Message::ChunkResponse { .. } => "chunk response",
-        Message::FileInfoRequest { .. } => "file info request",
-        Message::FileInfo(_) => "file info",
-        Message::Error { .. } => "error",
-        Message::BitfieldRequest { .. } => "bitfield request",
-        Message::Bitfield { .. } => "bitfield",
-    }
+/// A chunk the session chose to send.
+struct ChunkSend {
+    header: Vec<u8>,
+    file_id: FileId,
+    range: Range<u64>,
+    aad: RecordAad,
+    partial: bool,
 }
 
-async fn send_refusal(
+/// Sends one chunk: waits for the upload limits, then checks the file and reads the bytes
+/// (pread and seal, or a map slice handed to send(2)). `Ok(Err(_))`: nothing was sent, the
+/// session refuses instead.
+async fn send_chunk(
     shard: &Shard,
-    stream: &mut TcpStream<glommio::net::Preallocated>,
-    link: &mut Link,
-    enc: &mut Encoder,
-    Refusal(code, message): Refusal,
-    file_id: Option<FileId>,
-    chunk_index: u32,
-) -> io::Result<()> {
-    shard.stats.borrow_mut().error_replies += 1;
-    let mut out = Vec::new();
-    link.push_frame(&mut out, enc.frame(&Message::Error { code, message, file_id, chunk_index }));
-    stream.write_all(&out).await
+    conn: &mut Conn,
+    peer_limit: Option<&Throttle>,
+    scratch: &mut Vec<u8>,
+    c: ChunkSend,
+) -> io::Result<Result<(), ChunkFailure>> {
+    let file = match shard.open_file(&c.file_id) {
+        Ok(f) => f,
+        Err(why) => return Ok(Err(why)),
+    };
+    // The session checked the range against the manifest; chunks are at most
+    // CHUNK_SIZE_MAX_BYTES, so these fit.
+    let range = c.range.start as usize..c.range.end as usize;
+    let n = range.len();
+    let now = Instant::now();
+    let wait = [shard.limits.node.as_deref(), peer_limit]
+        .into_iter()
+        .flatten()
+        .map(|t| t.reserve(now, n as u64))
+        .max()
+        .unwrap_or_default();
+    if !wait.is_zero() {
+        glommio::timer::sleep(wait).await;
+    }
+    // The freshness check runs after the wait, right before the bytes are read.
+    let sealed = if conn.seals() {
+        // Encrypted: pread the chunk into the buffer and seal it in place. Mapped pages are
+        // never read in user space, where a truncated file would raise SIGBUS
+        // (storage::mmap).
+        if scratch.len() < n + TAG_BYTES {
+            // Grows to the largest chunk once; never shrinks.
+            scratch.resize(n + TAG_BYTES, 0);
+        }
+        let buf = &mut scratch[..n];
+        if let Err(why) = shard.read_chunk(&c.file_id, &file, c.partial, range.clone(), buf) {
+            return Ok(Err(why));
+        }
+        conn.send_sealed_chunk(&c.header, c.aad, &mut scratch[..n + TAG_BYTES]).await?;
+        true
+    } else {
+        if let Err(why) = shard.check_fresh(&c.file_id, &file, c.partial) {
+            return Ok(Err(why));
+        }
+        // Plaintext: zero copy, the slice points into the shard's map and glommio hands it
+        // to send(2), where a page lost to truncation since the check is EFAULT: this
+        // connection closes, the seeder lives.
+        conn.send_plain_chunk(&c.header, &file.map.bytes()[range.clone()]).await?;
+        false
+    };
+    let mut st = shard.stats.borrow_mut();
+    st.chunks_served += 1;
+    if sealed {
+        st.payload_bytes_sealed += n as u64;
+    } else {
+        st.payload_bytes_from_map += n as u64;
+    }
+    drop(st);
+    // Start reading the next chunk from disk while this one drains.
+    file.map.prefetch(range.end..range.end + n);
+    Ok(Ok(()))
 }

@@ -233,6 +233,7 @@ impl ClientSession {
             self.pending.push_back(Pending::Chunk(chunk, release));
         }
         if self.pending.is_empty()
+            && self.expecting.is_none()
             && now.saturating_duration_since(self.last_progress) > self.config.starved_after
         {
             self.fail(PeerError::Starved);
@@ -259,8 +260,8 @@ impl ClientSession {
         let refresh = (self.peer_is_partial
             && !self.pending.iter().any(|p| matches!(p, Pending::Bitfield)))
         .then_some(self.bitfield_due);
-        let starved =
-            self.pending.is_empty().then(|| self.last_progress + self.config.starved_after);
+        let starved = (self.pending.is_empty() && self.expecting.is_none())
+            .then(|| self.last_progress + self.config.starved_after);
         [release, refresh, starved].into_iter().flatten().min()
     }
 
@@ -402,9 +403,10 @@ impl ClientSession {
         self.finished
     }
 
-    /// Requests sent and not answered yet.
+    /// Requests sent and not answered yet (a chunk whose header came but whose payload
+    /// did not counts): while this is above zero the pump must keep reading.
     pub fn in_flight(&self) -> usize {
-        self.pending.len() - self.queue.len()
+        self.pending.len() - self.queue.len() + usize::from(self.expecting.is_some())
     }
 
     fn fail(&mut self, e: PeerError) {
@@ -526,6 +528,7 @@ mod tests {
         while let Some(i) = asked.first().copied() {
             asked.remove(0);
             s.handle_frame(now, &chunk_header(&info, i));
+            assert!(s.in_flight() >= 1, "a header without its payload is still in flight");
             let (len, aad) = s.payload_expected().unwrap();
             assert_eq!(
                 (len as u64, aad),

@@ -68,6 +68,9 @@ pub enum ChunkFailure {
     FileChanged,
     /// It could not be opened, mapped or read; the text says what failed.
     Io(String),
+    /// The node is short of a resource (file descriptors) right now; the client may ask
+    /// again later. The text says which.
+    Overloaded(String),
 }
 
 /// Counters of one server session (the node sums them per shard).
@@ -203,6 +206,7 @@ impl ServerSession {
                 format!("file {file_id} changed on disk since it was published; not serving it"),
             ),
             ChunkFailure::Io(what) => (ErrorCode::Io, what),
+            ChunkFailure::Overloaded(what) => (ErrorCode::Overloaded, what),
         };
         let frame = self.error_frame(code, text, Some(file_id), chunk_index);
         self.transmits.push_front(ServerTransmit::Frame(frame));

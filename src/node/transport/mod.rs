@@ -1,0 +1,117 @@
+//! The transport seam: what moves a peer-wire connection's bytes. It sits between the
+//! sans-IO sessions (`crate::peer`) and the OS: a transport writes the frames a session
+//! hands it and the chunk payloads the seeder reads for it, and reads bytes into the
+//! connection's deframer (`crate::wire::frame`). It interprets nothing: it never decodes a
+//! body, matches a response or decides to refuse.
+//!
+//! A closed set, an enum and not a trait object: TCP now, WebRTC data channels next. Each
+//! keeps what its medium is good at: TCP hands payload slices of the memory map to
+//! send(2) (zero copy) or seals a pread buffer in place; a data channel will send blocks of
+//! at most 64 KiB (`wire::frame::blocks`) and rely on DTLS.
+
+mod tcp;
+
+use std::io;
+
+pub(super) use tcp::{TcpConn, TcpSide};
+
+use crate::crypto::{NodeId, RecordAad};
+use crate::wire::frame::{Deframed, FrameError};
+
+/// Why a transport could not hand over the next record.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RecvError {
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer closed cleanly between records.
+    #[error("peer closed the connection")]
+    Closed,
+    /// The peer closed in the middle of a record.
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    /// The bytes did not deframe (for the session to judge).
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+}
+
+/// An established peer-wire connection (after its handshake), whatever carries it.
+pub(super) enum Conn {
+    Tcp(TcpConn),
+}
+
+impl Conn {
+    /// The node the handshake authenticated.
+    pub(super) fn peer_id(&self) -> NodeId {
+        match self {
+            Self::Tcp(c) => c.peer_id(),
+        }
+    }
+
+    /// Whether payloads are sealed (records on): then the caller hands
+    /// [`Conn::send_sealed_chunk`] a buffer, else [`Conn::send_plain_chunk`] a slice.
+    pub(super) fn seals(&self) -> bool {
+        match self {
+            Self::Tcp(c) => c.seals(),
+        }
+    }
+
+    /// Reads until a control record or an announced payload is whole.
+    pub(super) async fn recv(&mut self) -> Result<Deframed, RecvError> {
+        match self {
+            Self::Tcp(c) => c.recv().await,
+        }
+    }
+
+    /// The body of the control record [`Conn::recv`] just returned.
+    pub(super) fn body(&self) -> &[u8] {
+        match self {
+            Self::Tcp(c) => c.body(),
+        }
+    }
+
+    /// The next `len` bytes are a chunk payload bound to `aad` (the session said so).
+    pub(super) fn expect_payload(&mut self, len: u32, aad: RecordAad) {
+        match self {
+            Self::Tcp(c) => c.expect_payload(len, aad),
+        }
+    }
+
+    /// Queues complete frames (prefix and body) as control records; [`Conn::flush`] sends.
+    pub(super) fn push_frame(&mut self, frame: &[u8]) {
+        match self {
+            Self::Tcp(c) => c.push_frame(frame),
+        }
+    }
+
+    /// Sends the queued control records.
+    pub(super) async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Tcp(c) => c.flush().await,
+        }
+    }
+
+    /// Sends a chunk on a plaintext connection: `header` then `payload` as is. The payload
+    /// may be a slice of a memory map: only the kernel reads it (zero copy).
+    pub(super) async fn send_plain_chunk(
+        &mut self,
+        header: &[u8],
+        payload: &[u8],
+    ) -> io::Result<()> {
+        match self {
+            Self::Tcp(c) => c.send_plain_chunk(header, payload).await,
+        }
+    }
+
+    /// Sends a chunk on a sealed connection: `header`, then `buf` (the payload, read there
+    /// by pread, followed by `TAG_BYTES` of room) sealed in place, in one write.
+    pub(super) async fn send_sealed_chunk(
+        &mut self,
+        header: &[u8],
+        aad: RecordAad,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        match self {
+            Self::Tcp(c) => c.send_sealed_chunk(header, aad, buf).await,
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! TCP: a glommio stream per connection, the handshake on it, then records through the
+//! wire's framer and deframer. Payload bytes are read straight into the chunk buffer the
+//! deframer hands out; a plaintext payload is written from the caller's slice (a memory map
+//! on the seeder: zero copy), a sealed one from the caller's buffer, sealed in place.
+
+use std::io;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::RecvError;
+use crate::crypto::record::TAG_BYTES;
+use crate::crypto::{NodeId, RecordAad, Session};
+use crate::node::secure::{
+    handshake_initiator, handshake_responder, HandshakeFailure, NodeSecurity,
+};
+use crate::wire::frame::{Deframed, Deframer, Framer};
+
+/// Which end of the handshake this node runs.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::node) enum TcpSide {
+    /// We connected; the peer must prove to be `expected` if given.
+    Client { expected: Option<NodeId> },
+    /// We accepted.
+    Server,
+}
+
+/// An established TCP connection.
+pub(in crate::node) struct TcpConn {
+    stream: TcpStream,
+    peer: NodeId,
+    framer: Framer,
+    deframer: Deframer,
+    /// Control records waiting for [`TcpConn::flush`]; reused so the hot path does not
+    /// allocate.
+    out: Vec<u8>,
+}
+
+impl TcpConn {
+    /// Runs the handshake on `stream` (unbuffered, so no byte after it is read early) and
+    /// sets up the records. Incoming control records are limited to `body_max` bytes.
+    pub(in crate::node) async fn establish(
+        mut stream: TcpStream,
+        security: &NodeSecurity,
+        side: TcpSide,
+        body_max: u32,
+    ) -> Result<Self, HandshakeFailure> {
+        let session = match side {
+            TcpSide::Client { expected } => {
+                handshake_initiator(&mut stream, security, expected).await?
+            }
+            TcpSide::Server => handshake_responder(&mut stream, security).await?,
+        };
+        Ok(Self::new(stream, session, body_max))
+    }
+
+    fn new(stream: TcpStream, session: Session, body_max: u32) -> Self {
+        let peer = session.peer_id();
+        let (sealer, opener) = match session.into_records() {
+            Some((s, o)) => (Some(s), Some(o)),
+            None => (None, None),
+        };
+        Self {
+            stream,
+            peer,
+            framer: Framer::new(sealer),
+            deframer: Deframer::new(opener, body_max),
+            out: Vec::with_capacity(4096),
+        }
+    }
+
+    /// The underlying socket (for socket options).
+    pub(in crate::node) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    pub(super) fn peer_id(&self) -> NodeId {
+        self.peer
+    }
+
+    pub(super) fn seals(&self) -> bool {
+        self.framer.is_sealed()
+    }
+
+    pub(super) async fn recv(&mut self) -> Result<Deframed, RecvError> {
+        loop {
+            if let Some(d) = self.deframer.poll()? {
+                return Ok(d);
+            }
+            let n = self.stream.read(self.deframer.read_buf()).await?;
+            if n == 0 {
+                return Err(if self.deframer.is_mid_record() {
+                    RecvError::Truncated
+                } else {
+                    RecvError::Closed
+                });
+            }
+            self.deframer.commit(n);
+        }
+    }
+
+    pub(super) fn body(&self) -> &[u8] {
+        self.deframer.body()
+    }
+
+    pub(super) fn expect_payload(&mut self, len: u32, aad: RecordAad) {
+        self.deframer.expect_payload(len, aad);
+    }
+
+    pub(super) fn push_frame(&mut self, frame: &[u8]) {
+        self.framer.push_control(&mut self.out, frame);
+    }
+
+    pub(super) async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let sent = self.stream.write_all(&self.out).await;
+        self.out.clear();
+        sent
+    }
+
+    pub(super) async fn send_plain_chunk(
+        &mut self,
+        header: &[u8],
+        payload: &[u8],
+    ) -> io::Result<()> {
+        if self.seals() {
+            return Err(io::Error::other("plaintext chunk on a sealed connection"));
+        }
+        self.push_frame(header);
+        self.flush().await?;
+        // Zero copy: glommio hands the slice to send(2).
+        self.stream.write_all(payload).await
+    }
+
+    pub(super) async fn send_sealed_chunk(
+        &mut self,
+        header: &[u8],
+        aad: RecordAad,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        if !self.seals() || buf.len() < TAG_BYTES {
+            return Err(io::Error::other("sealed chunk on a plaintext connection"));
+        }
+        // The header's record comes first: record nonces follow the order on the wire.
+        self.push_frame(header);
+        self.flush().await?;
+        let n = buf.len() - TAG_BYTES;
+        let tag = self
+            .framer
+            .seal_payload(&aad, &mut buf[..n])
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .ok_or_else(|| io::Error::other("sealed chunk on a plaintext connection"))?;
+        buf[n..].copy_from_slice(&tag);
+        self.stream.write_all(buf).await
+    }
+}
