@@ -314,6 +314,24 @@ pub struct DhtServerOptions {
     pub provide: Vec<Key>,
 }
 
+/// Tries at resolving port 0 to a port free for both TCP and UDP.
+const LISTEN_PORT_TRIES: usize = 16;
+
+/// The address a seeder listens on: `listen` with port 0 resolved to a real port. Binds a
+/// plain TCP listener once (no SO_REUSEPORT, so a port someone else holds is an error).
+/// With the DHT on (`udp_too`), the DHT binds UDP on the same port, so port 0 resolves to
+/// a port whose UDP twin is free as well (the kernel picks TCP and UDP ports separately:
+/// a free TCP port can have its UDP twin held by another process's client socket).
+pub(super) fn resolve_listen_addr(listen: SocketAddr, udp_too: bool) -> io::Result<SocketAddr> {
+    for _ in 0..LISTEN_PORT_TRIES {
+        let addr = std::net::TcpListener::bind(listen)?.local_addr()?;
+        if !udp_too || listen.port() != 0 || std::net::UdpSocket::bind(addr).is_ok() {
+            return Ok(addr);
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::AddrInUse, "no port is free for both TCP and UDP"))
+}
+
 /// Binds the DHT socket of a seeder on `addr` (same address and port as its TCP listener).
 pub(super) fn bind_server(addr: SocketAddr) -> Result<UdpSocket, DhtError> {
     super::sys::udp_socket(addr).map_err(|source| DhtError::Bind { addr, source })

@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,9 +131,8 @@ impl Seeder {
     ) -> Result<Self, SeedError> {
         // Bind once without SO_REUSEPORT: this fails if anyone else holds the port (shards
         // bind with SO_REUSEPORT and would otherwise silently share it with a stranger), and
-        // resolves port 0 to a real port for all shards.
-        let addr = StdListener::bind(opts.listen)
-            .and_then(|l| l.local_addr())
+        // resolves port 0 to a real port for all shards (and the DHT's UDP socket).
+        let addr = dht::resolve_listen_addr(opts.listen, opts.dht.is_some())
             .map_err(|source| SeedError::Listen { addr: opts.listen, source })?;
         let catalog: Arc<HashMap<FileId, ServedFile>> =
             Arc::new(files.into_iter().map(|f| (f.entry.info.file_id, f)).collect());
