@@ -309,7 +309,19 @@ fn get_via(t: &std::path::Path, id: &str, via: &str, bytes: &[u8], what: &str) {
 fn restart(s: Seeder, dir: &std::path::Path, bootstrap: &[String]) -> Seeder {
     let addr = s.peer();
     s.stop();
-    Seeder::start_with(dir, 1, &addr, bootstrap)
+    // Tests run in parallel: an outgoing connection of another test may hold the port as
+    // its local port for a moment. Retry until it is free again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Seeder::start_with(dir, 1, &addr, bootstrap)
+        }));
+        match started {
+            Ok(seeder) => return seeder,
+            Err(e) if Instant::now() >= deadline => std::panic::resume_unwind(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
 }
 
 /// Issue 12 item 1: `seed` on A, then `get --bootstrap A` right away must work — in a
