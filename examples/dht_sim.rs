@@ -6,6 +6,9 @@
 //! `--seed S`, `--keys K` (announced keys = lookups), `--loss P` (packet loss probability),
 //! `--unresponsive F` (fraction of nodes that never answer).
 
+// Reports how long the simulation took in real time.
+#![allow(clippy::disallowed_methods)]
+
 use std::process::ExitCode;
 use std::time::Instant;
 

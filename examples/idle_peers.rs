@@ -11,17 +11,12 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use furymesh::crypto::rand_core::OsRng;
 use furymesh::crypto::{
     Encryption, HandshakeConfig, HandshakeRandom, Identity, Initiator, SessionIdentity,
 };
+use furymesh::node::clock::{self, now_unix};
 use furymesh::wire::frame::{handshake_len, push_handshake, HandshakeFrame};
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 fn send(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
     let mut out = Vec::new();
@@ -45,15 +40,15 @@ fn connect(
     let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     let config =
         HandshakeConfig { local: local.clone(), network: None, encryption, expected_peer: None };
-    let random = HandshakeRandom { ephemeral: rand::random(), nonce: rand::random() };
-    let (state, hello) = Initiator::start(config, random, unix_now()).map_err(|e| e.to_string())?;
+    let random = HandshakeRandom { ephemeral: clock::random(), nonce: clock::random() };
+    let (state, hello) = Initiator::start(config, random, now_unix()).map_err(|e| e.to_string())?;
     send(&mut s, &hello).map_err(|e| e.to_string())?;
     let reply = recv(&mut s)?;
     if let HandshakeFrame::Refusal(code) = HandshakeFrame::parse(&reply) {
         return Err(format!("refused: {}", code.text()));
     }
     let (finish, _session) =
-        state.handle_server_hello(&reply, unix_now()).map_err(|e| e.to_string())?;
+        state.handle_server_hello(&reply, now_unix()).map_err(|e| e.to_string())?;
     send(&mut s, &finish).map_err(|e| e.to_string())?;
     Ok(s)
 }
@@ -73,7 +68,7 @@ fn main() -> Result<(), String> {
     };
     let identity = Identity::from_pkcs8_der(&key).map_err(|e| e.to_string())?;
     let session = identity
-        .issue_session(&mut OsRng, rand::random(), unix_now() + 3600)
+        .issue_session(&mut clock::os_rng(), clock::random(), now_unix() + 3600)
         .map_err(|e| e.to_string())?;
     let session = Arc::new(session);
     let mut conns = Vec::with_capacity(count);

@@ -6,7 +6,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -17,8 +16,8 @@ use crate::config::{self, LISTEN_DEFAULT, REQUESTS_INFLIGHT_DEFAULT};
 use crate::crypto::{Encryption, FileId, NetworkSecret, NodeId};
 use crate::dht::Key;
 use crate::node::{
-    self, DhtQuery, DhtServerOptions, GetError, GetOptions, NodeSecurity, PeerAddr, SeedOptions,
-    Seeder,
+    self, clock, DhtQuery, DhtServerOptions, GetError, GetOptions, NodeSecurity, PeerAddr,
+    SeedOptions, Seeder,
 };
 use crate::storage::{self, layout, Catalog};
 use crate::transfer::Strategy;
@@ -559,7 +558,7 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
     // Sizing the bar walks the tree once more: only worth it when a bar is shown.
     let total = if std::io::stderr().is_terminal() { storage::total_bytes(&a.paths) } else { 0 };
     let bar = progress_bar(total, "hashing");
-    let started = Instant::now();
+    let started = clock::now();
     let results = storage::publish(&mut catalog, &a.paths, a.chunk_size, &|n| bar.inc(n));
     bar.finish_and_clear();
     let (mut out, mut failed, mut hashed, mut reused) = (Vec::new(), 0, 0u64, 0);

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -18,8 +18,8 @@ use crate::config::{
 use crate::crypto::Encryption;
 use crate::dht::Key;
 use crate::node::{
-    self, ContactJson, DhtQuery, DhtServerOptions, GetOptions, NodeSecurity, PeerAddr, SeedOptions,
-    SeedStats, Seeder,
+    self, clock, ContactJson, DhtQuery, DhtServerOptions, GetOptions, NodeSecurity, PeerAddr,
+    SeedOptions, SeedStats, Seeder,
 };
 use crate::storage::{self, layout, Catalog};
 use crate::transfer::Strategy;
@@ -191,7 +191,7 @@ const SEEDERS: usize = 3;
 /// Asks the DHT for providers of `key` until every seeder's announcement has landed (they
 /// are paced, so the first seconds may find fewer), or 20 s have passed with at least one.
 fn discover(bootstrap: SocketAddr, key: Key) -> Result<Vec<ContactJson>> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::now() + Duration::from_secs(20);
     let mut best = Vec::new();
     loop {
         let answer =
@@ -202,7 +202,7 @@ fn discover(bootstrap: SocketAddr, key: Key) -> Result<Vec<ContactJson>> {
         if best.len() >= SEEDERS {
             return Ok(best);
         }
-        if Instant::now() >= deadline {
+        if clock::now() >= deadline {
             if best.is_empty() {
                 bail!("no provider announced itself within 20 s");
             }

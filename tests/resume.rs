@@ -1,6 +1,10 @@
 //! `kill -9` of `get` at random instants, then resume: byte-identical result, and chunks the
 //! resume state marks verified are really on disk and are never fetched again.
 
+// These tests run real processes on real time: their deadlines read the clock directly
+// (clippy.toml confines clock reads to node::clock inside the crate, not in tests).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::fs;

@@ -82,6 +82,25 @@ fn data_directory_paths_are_named_only_in_the_layout() {
 }
 
 #[test]
+fn only_the_clock_module_may_read_the_clock_or_the_os_rng() {
+    let toml = fs::read_to_string(root().join("clippy.toml")).unwrap();
+    for banned in ["std::time::Instant::now", "std::time::SystemTime::now", "rand::rng"] {
+        assert!(toml.contains(banned), "clippy.toml no longer forbids {banned}");
+    }
+    for f in rust_files(&root().join("src")) {
+        if f.ends_with("node/clock.rs") {
+            continue;
+        }
+        let text = fs::read_to_string(&f).unwrap();
+        assert!(
+            !text.contains("clippy::disallowed_"),
+            "{} allows a clippy.toml ban: go through node::clock",
+            f.display()
+        );
+    }
+}
+
+#[test]
 fn unsafe_lives_only_in_the_allowlist() {
     // mmap.rs maps files; sys.rs hands sockets to glommio; seed.rs and bench/mod.rs each
     // open one map under `MappedFile::open`'s contract (bytes only reach send(2)).

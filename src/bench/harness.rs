@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::config::RESUME_SAVE_DEFAULT_BYTES;
 use crate::node::{
-    self, GetOptions, LatencyReport, NodeSecurity, PeerAddr, SeedOptions, SeedStats, Seeder,
+    self, clock, GetOptions, LatencyReport, NodeSecurity, PeerAddr, SeedOptions, SeedStats, Seeder,
 };
 use crate::storage::{self, Catalog};
 use crate::transfer::Strategy;
@@ -79,7 +79,7 @@ fn memcpy_throughput() -> f64 {
     let src = vec![0x5au8; 1 << 20];
     let mut dst = vec![0u8; 1 << 20];
     let rounds = LIMIT_SAMPLE_BYTES >> 20;
-    let t = Instant::now();
+    let t = clock::now();
     for _ in 0..rounds {
         dst.copy_from_slice(std::hint::black_box(&src));
         std::hint::black_box(&mut dst);
@@ -101,14 +101,14 @@ fn aes_gcm_throughput(seal: bool) -> f64 {
     let mut timed = Duration::ZERO;
     for _ in 0..rounds {
         // Both lengths are the fixed 512 KiB above, within a record's limit.
-        let t = Instant::now();
+        let t = clock::now();
         let tag = sealer.seal_in_place(&aad, &mut buf).expect("512 KiB record");
         if seal {
             timed += t.elapsed();
         }
         // Opening restores the plaintext for the next seal; the opener expects every
         // sealed record in order, so it runs in both modes.
-        let t = Instant::now();
+        let t = clock::now();
         opener.open_in_place(&aad, &mut buf, &tag).expect("own record opens");
         if !seal {
             timed += t.elapsed();
@@ -231,7 +231,7 @@ pub fn run(
     let done = Arc::new(AtomicBool::new(false));
     let timeline = Arc::new(Mutex::new(Vec::new()));
     let cpu0 = node::process_cpu_seconds();
-    let started = Instant::now();
+    let started = clock::now();
     let sampler = {
         let (progress, done, timeline) = (progress.clone(), done.clone(), timeline.clone());
         std::thread::spawn(move || {

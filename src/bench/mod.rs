@@ -10,11 +10,11 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::node::clock;
 use crate::storage::MappedFile;
 
 mod harness;
@@ -38,7 +38,7 @@ pub struct PrimitiveReport {
 pub fn sha256_throughput(total: u64) -> PrimitiveReport {
     let chunk = vec![0x5au8; crate::config::CHUNK_SIZE_DEFAULT_BYTES as usize];
     let rounds = total.div_ceil(chunk.len() as u64).max(1);
-    let started = Instant::now();
+    let started = clock::now();
     let mut acc = 0u8;
     for _ in 0..rounds {
         acc ^= crate::crypto::chunk_hash(std::hint::black_box(&chunk))[0];
@@ -95,7 +95,7 @@ pub fn raw_tcp_copy(src: &Path, dst: &Path, connections: usize) -> Result<RawTcp
     let addr = listener.local_addr()?;
     let per = size.div_ceil(connections as u64);
     let cpu0 = crate::node::process_cpu_seconds();
-    let started = Instant::now();
+    let started = clock::now();
     let mut threads = Vec::new();
     for i in 0..connections as u64 {
         let (start, end) = ((i * per).min(size), ((i + 1) * per).min(size));

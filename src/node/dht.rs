@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use glommio::net::UdpSocket;
 use serde::Serialize;
 
+use super::clock::{self, now_unix};
+use super::run_local;
 use super::secure::NodeSecurity;
-use super::{now_unix, run_local};
 use crate::config::{
     DHT_ANNOUNCE_VERIFICATIONS_PER_S, DHT_EVENTS_QUEUED_MAX, DHT_PING_TIMEOUT, DHT_PING_TRIES,
     DHT_PROVIDER_RETRY_MAX, DHT_PROVIDER_RETRY_MIN, DHT_TABLE_SAVE_INTERVAL, DHT_TICK,
@@ -176,7 +177,7 @@ impl Driver {
             provider_ttl_secs,
             verify_budget: {
                 let per_s = u64::from(DHT_ANNOUNCE_VERIFICATIONS_PER_S);
-                Throttle::new(per_s, per_s, Instant::now())
+                Throttle::new(per_s, per_s, clock::now())
             },
         })
     }
@@ -196,14 +197,14 @@ impl Driver {
     }
 
     fn command(&self, cmd: DhtCommand) {
-        self.dht.borrow_mut().handle_command(Instant::now(), cmd);
+        self.dht.borrow_mut().handle_command(clock::now(), cmd);
     }
 
     /// Runs due timers, sends everything queued and collects events.
     async fn pump(&self) {
         {
             let mut dht = self.dht.borrow_mut();
-            let now = Instant::now();
+            let now = clock::now();
             if dht.poll_timeout().is_some_and(|t| t <= now) {
                 dht.handle_timeout(now);
             }
@@ -255,11 +256,11 @@ impl Driver {
                 Ok((msg, proof)) => {
                     // The per-IP rate limit first, so one source cannot spend the node-wide
                     // verification budget.
-                    if !self.dht.borrow_mut().admit(Instant::now(), from) {
+                    if !self.dht.borrow_mut().admit(clock::now(), from) {
                         continue;
                     }
                     if matches!(msg.body, DhtBody::AnnounceProvider { .. }) {
-                        if !self.verify_budget.try_take(Instant::now(), 1) {
+                        if !self.verify_budget.try_take(clock::now(), 1) {
                             self.stats.borrow_mut().announcements_throttled += 1;
                             continue;
                         }
@@ -271,7 +272,7 @@ impl Driver {
                             continue;
                         }
                     }
-                    self.dht.borrow_mut().handle_admitted(Instant::now(), from, msg);
+                    self.dht.borrow_mut().handle_admitted(clock::now(), from, msg);
                     // Answer now rather than at the next tick.
                     self.pump().await;
                 }
@@ -348,7 +349,7 @@ pub(super) async fn serve(
     let local = Contact { id: security.node_id(), addr };
     let config = config_for(addr.ip());
     let ttl = config.provider_ttl.as_secs();
-    let dht = Dht::new(config, local, rand::random());
+    let dht = Dht::new(config, local, clock::random());
     let auth = DhtAuth { network: security.network().cloned(), signer: Some(security) };
     let driver = Driver::new(socket, dht, auth, ttl);
     let receiver = glommio::spawn_local(driver.clone().receive());
@@ -372,12 +373,12 @@ pub(super) async fn serve(
             }
         }
     };
-    let mut last_save = Instant::now();
+    let mut last_save = clock::now();
     driver
         .run_until(|d| {
             if last_save.elapsed() >= DHT_TABLE_SAVE_INTERVAL {
                 save(d);
-                last_save = Instant::now();
+                last_save = clock::now();
             }
             stop.load(Ordering::Relaxed)
         })
@@ -468,14 +469,14 @@ fn run_query(
         let socket = UdpSocket::bind(bind)
             .map_err(|e| DhtError::Bind { addr: bind, source: super::glommio_io(e) })?;
         let local_addr = socket.local_addr().unwrap_or(bind);
-        let local = Contact { id: NodeId::from_bytes(rand::random()), addr: local_addr };
+        let local = Contact { id: NodeId::from_bytes(clock::random()), addr: local_addr };
         let config = DhtConfig { read_only: true, ..config_for(first.ip()) };
         let ttl = config.provider_ttl.as_secs();
         let auth = DhtAuth { network, signer: None };
-        let driver = Driver::new(socket, Dht::new(config, local, rand::random()), auth, ttl);
+        let driver = Driver::new(socket, Dht::new(config, local, clock::random()), auth, ttl);
         let _receiver = glommio::spawn_local(driver.clone().receive());
         driver.command(DhtCommand::Bootstrap(bootstrap.clone()));
-        let deadline = Instant::now() + limit;
+        let deadline = clock::now() + limit;
         let mut answer: Option<Result<DhtAnswer, DhtError>> = None;
         // An empty answer kept while a retry is pending (`until_found`).
         let mut empty: Option<DhtAnswer> = None;
@@ -484,7 +485,7 @@ fn run_query(
         let names = || bootstrap.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         driver
             .run_until(|d| {
-                if retry_at.is_some_and(|at| Instant::now() >= at) {
+                if retry_at.is_some_and(|at| clock::now() >= at) {
                     retry_at = None;
                     // Join again: the nodes asked may have learned contacts since.
                     d.command(DhtCommand::Bootstrap(bootstrap.clone()));
@@ -505,14 +506,14 @@ fn run_query(
                             answer = Some(Err(DhtError::NoAnswer(names())));
                         }
                         DhtEvent::Bootstrapped { .. } => d.dht.borrow_mut().handle_command(
-                            Instant::now(),
+                            clock::now(),
                             match query {
                                 DhtQuery::FindProviders(k) => DhtCommand::FindProviders(k),
                                 DhtQuery::FindNode(id) => DhtCommand::FindNode(id),
                             },
                         ),
                         DhtEvent::ProvidersFound { providers, stats, .. } => {
-                            let next_try = Instant::now() + pause;
+                            let next_try = clock::now() + pause;
                             if until_found && providers.is_empty() && next_try < deadline {
                                 empty = done(&providers, stats).and_then(Result::ok);
                                 retry_at = Some(next_try);
@@ -529,7 +530,7 @@ fn run_query(
                         _ => {}
                     }
                 }
-                if answer.is_none() && Instant::now() >= deadline {
+                if answer.is_none() && clock::now() >= deadline {
                     answer = Some(empty.take().ok_or(DhtError::Timeout(limit)));
                 }
                 answer.is_some()
@@ -556,22 +557,22 @@ pub fn ping(addr: SocketAddr, network: Option<NetworkSecret>) -> Result<PingAnsw
         let socket = UdpSocket::bind(bind)
             .map_err(|e| DhtError::Bind { addr: bind, source: super::glommio_io(e) })?;
         let me = Contact {
-            id: NodeId::from_bytes(rand::random()),
+            id: NodeId::from_bytes(clock::random()),
             addr: socket.local_addr().unwrap_or(bind),
         };
         let mut buf = Vec::new();
         let mut rx = vec![0u8; DHT_DATAGRAM_MAX_BYTES + NETWORK_TAG_BYTES + 1];
         for _ in 0..DHT_PING_TRIES {
-            let tx: u64 = rand::random();
+            let tx: u64 = clock::random();
             let ping = DhtMessage { tx, sender: me, body: DhtBody::Ping, read_only: true };
             wire::encode_dht(&ping, &mut buf);
             seal_datagram(&mut buf, network.as_ref());
-            let started = Instant::now();
+            let started = clock::now();
             if socket.send_to(&buf, addr).await.is_err() {
                 continue;
             }
             let deadline = started + DHT_PING_TIMEOUT;
-            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            while let Some(left) = deadline.checked_duration_since(clock::now()) {
                 // A pong that arrives after the timeout is useless, so dropping the pending
                 // receive here loses nothing.
                 let got = glommio::timer::timeout(left, socket.recv_from(&mut rx)).await;

@@ -30,7 +30,7 @@ use serde::Serialize;
 use super::secure::{HandshakeFailure, NodeSecurity};
 use super::seed::{SeedOptions, Seeder, ServedFile};
 use super::transport::{Conn, RecvError, TcpConn, TcpSide};
-use super::{run_local, spawn_shards, ShardId};
+use super::{clock, run_local, spawn_shards, ShardId};
 use crate::config::{
     PEER_TIMEOUT, RESPONSE_BODY_MAX_BYTES, RESUME_SAVE_INTERVAL, THROTTLE_BURST_BYTES,
     WRITES_INFLIGHT_MAX,
@@ -529,9 +529,9 @@ async fn conn_loop(
     let tries = if ctx.conns.iter().any(|o| o.addr != peer) { CONNECT_TRIES } else { 1 };
     let mut conn = connect_retrying(ctx, peer, tries).await?;
     let mut session =
-        ClientSession::new(ctx.info.clone(), c.id, ClientConfig::default(), Instant::now());
+        ClientSession::new(ctx.info.clone(), c.id, ClientConfig::default(), clock::now());
     let result = pump(ctx, &mut conn, &mut session, writer, tx, latency).await;
-    session.detach(Instant::now(), &mut ctx.sched());
+    session.detach(clock::now(), &mut ctx.sched());
     result
 }
 
@@ -553,7 +553,7 @@ async fn pump(
         if ctx.stop.load(Ordering::Relaxed) {
             return Err(GetError::Interrupted);
         }
-        let now = Instant::now();
+        let now = clock::now();
         {
             let mut sched = ctx.sched();
             let mut swarm = Swarm {
@@ -589,18 +589,18 @@ async fn pump(
             // release, a bitfield refresh, starvation), at most IDLE_WAIT so requests that
             // went back to the pool elsewhere are noticed.
             let until = session.poll_timeout().map_or(now + IDLE_WAIT, |t| t.min(now + IDLE_WAIT));
-            glommio::timer::sleep(until.saturating_duration_since(Instant::now())).await;
+            glommio::timer::sleep(until.saturating_duration_since(clock::now())).await;
             continue;
         }
         match until_stopped(ctx, conn.recv()).await? {
             Ok(Deframed::Control) => {
-                session.handle_frame(Instant::now(), conn.body());
+                session.handle_frame(clock::now(), conn.body());
                 if let Some((len, aad)) = session.payload_expected() {
                     conn.expect_payload(len, aad);
                 }
             }
-            Ok(Deframed::Payload(bytes)) => session.handle_payload(Instant::now(), bytes),
-            Err(RecvError::Frame(e)) => session.handle_frame_error(Instant::now(), e),
+            Ok(Deframed::Payload(bytes)) => session.handle_payload(clock::now(), bytes),
+            Err(RecvError::Frame(e)) => session.handle_frame_error(clock::now(), e),
             Err(e) => return Err(GetError::recv(peer, e)),
         }
     }
@@ -730,7 +730,7 @@ pub fn get(
     interrupt: &AtomicBool,
     progress: &dyn Fn(GetProgress),
 ) -> Result<GetReport, GetError> {
-    let started = Instant::now();
+    let started = clock::now();
     let cpu_start = super::process_cpu_seconds();
     let output = &opts.output;
     if !opts.force && fs::symlink_metadata(output).is_ok() {
@@ -778,7 +778,7 @@ pub fn get(
         endgame_copies_max: if opts.peers.len() > 1 { 2 } else { 1 },
         ..SchedulerConfig::default()
     };
-    let scheduler = Scheduler::new(sched_config, info.chunk_count(), &bits, rand::random());
+    let scheduler = Scheduler::new(sched_config, info.chunk_count(), &bits, clock::random());
     let have = Arc::new(SharedBitfield::new(&bits));
     let ctx = Arc::new(FetchCtx {
         info: Arc::new(info.clone()),
@@ -793,12 +793,12 @@ pub fn get(
         save_every_bytes: opts.save_every_bytes,
         throttle: opts
             .download_rate_bytes
-            .map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, Instant::now())),
+            .map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, clock::now())),
         unsaved_bytes: AtomicU64::new(0),
         // Saving starts at save_every; the second half keeps connections busy meanwhile.
         unsaved_max_bytes: opts.save_every_bytes.saturating_mul(2),
         last_progress_ms: AtomicU64::new(0),
-        epoch: Instant::now(),
+        epoch: clock::now(),
         latency: Mutex::new(new_latency_histogram()),
     });
     // Partial seeding: serve what is verified while downloading.
@@ -923,7 +923,7 @@ fn coordinate(
     let mut errors: Vec<(usize, GetError)> = Vec::new();
     let mut fatal: Option<GetError> = None;
     let (mut done, mut chunks, mut bytes) = (0, 0u64, 0u64);
-    let mut last_save = Instant::now();
+    let mut last_save = clock::now();
     let result = loop {
         if done >= shards {
             break Ok(());
@@ -964,7 +964,7 @@ fn coordinate(
                     break Err(e);
                 }
             }
-            last_save = Instant::now();
+            last_save = clock::now();
             progress(GetProgress { done_bytes, total_bytes: info.size });
         }
     };

@@ -8,6 +8,7 @@
 //! - `seed`: the seeder (per-shard listeners with SO_REUSEPORT, zero-copy chunk serving).
 //! - `fetch`: the downloader behind `furymesh get`.
 
+pub mod clock;
 mod dht;
 mod fetch;
 mod limits;
@@ -44,11 +45,6 @@ use crate::config::IO_MEMORY_PER_SHARD_BYTES;
 /// Index of a shard within its node, `0..shards`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ShardId(pub usize);
-
-/// Unix seconds now: certificate and signed-record lifetimes are in wall-clock time.
-fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 /// Number of CPUs this process may run on: the default shard count.
 pub fn available_cores() -> usize {

@@ -17,13 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use rand::RngCore;
 use zeroize::Zeroizing;
 
-use super::now_unix;
+use super::clock::{self, now_unix};
 use crate::config::SESSION_KEY_VALIDITY;
 use crate::crypto::handshake::HANDSHAKE_MESSAGE_BYTES_MAX;
-use crate::crypto::rand_core::OsRng;
 use crate::crypto::{
     Encryption, HandshakeConfig, HandshakeError, HandshakeRandom, Identity, Initiator,
     NetworkSecret, NodeId, Responder, Session, SessionIdentity,
@@ -75,7 +73,7 @@ fn create_identity(data_dir: &Path) -> Result<(Identity, bool), IdentityFileErro
     let path = layout::identity_path(data_dir);
     let io_err = |source| IdentityFileError::Io { path: path.clone(), source };
     fs::create_dir_all(data_dir).map_err(io_err)?;
-    let identity = Identity::generate(&mut OsRng)
+    let identity = Identity::generate(&mut clock::os_rng())
         .map_err(|source| IdentityFileError::Bad { path: path.clone(), source })?;
     let der = identity
         .to_pkcs8_der()
@@ -326,14 +324,14 @@ impl NodeSecurity {
 
 fn issue(identity: &Identity, now: u64) -> Result<SessionIdentity, crate::crypto::IdentityError> {
     let mut seed = Zeroizing::new([0u8; 32]);
-    rand::rng().fill_bytes(seed.as_mut());
-    identity.issue_session(&mut OsRng, *seed, now + SESSION_KEY_VALIDITY.as_secs())
+    clock::fill_random(seed.as_mut());
+    identity.issue_session(&mut clock::os_rng(), *seed, now + SESSION_KEY_VALIDITY.as_secs())
 }
 
 fn fresh_random() -> HandshakeRandom {
     let mut r = HandshakeRandom { ephemeral: [0; 32], nonce: [0; 32] };
-    rand::rng().fill_bytes(&mut r.ephemeral);
-    rand::rng().fill_bytes(&mut r.nonce);
+    clock::fill_random(&mut r.ephemeral);
+    clock::fill_random(&mut r.nonce);
     r
 }
 

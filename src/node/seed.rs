@@ -17,7 +17,7 @@ use std::ops::Range;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_lite::future;
 use glommio::net::TcpStream;
@@ -28,7 +28,7 @@ use super::dht::{self, DhtNodeStats, DhtServerOptions};
 use super::limits::{AcceptBackoff, ShardBudget};
 use super::secure::NodeSecurity;
 use super::transport::{Conn, RecvError, TcpConn, TcpSide};
-use super::{spawn_shards, wait_until, ShardId};
+use super::{clock, spawn_shards, wait_until, ShardId};
 use crate::config::{
     CONNECTIONS_PER_SHARD_MAX, IDLE_TIMEOUT, OPEN_FILES_PER_SHARD_MAX, PEER_TIMEOUT,
     REQUEST_BODY_MAX_BYTES, THROTTLE_BURST_BYTES,
@@ -147,7 +147,7 @@ impl Seeder {
             ),
             node: opts
                 .upload_rate_bytes
-                .map(|r| Arc::new(Throttle::new(r, THROTTLE_BURST_BYTES, Instant::now()))),
+                .map(|r| Arc::new(Throttle::new(r, THROTTLE_BURST_BYTES, clock::now()))),
             peer_rate_bytes: opts.peer_upload_rate_bytes,
         };
         let dht = opts.dht.clone();
@@ -453,7 +453,7 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
     // From here the session's idle deadline decides how long a quiet client may stay.
     tcp.stream().set_read_timeout(None)?;
     let mut conn = Conn::Tcp(tcp);
-    let mut session = ServerSession::new(Instant::now(), IDLE_TIMEOUT);
+    let mut session = ServerSession::new(clock::now(), IDLE_TIMEOUT);
     let result = serve(shard, &mut conn, &mut session).await;
     let s = session.stats();
     let mut st = shard.stats.borrow_mut();
@@ -467,10 +467,8 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
 
 async fn serve(shard: &Shard, conn: &mut Conn, session: &mut ServerSession) -> io::Result<()> {
     let mut scratch = Vec::new();
-    let peer_limit = shard
-        .limits
-        .peer_rate_bytes
-        .map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, Instant::now()));
+    let peer_limit =
+        shard.limits.peer_rate_bytes.map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, clock::now()));
     loop {
         while let Some(t) = session.poll_transmit() {
             match t {
@@ -480,7 +478,7 @@ async fn serve(shard: &Shard, conn: &mut Conn, session: &mut ServerSession) -> i
                     let chunk = ChunkSend { header, file_id, range, aad, partial };
                     let sent = send_chunk(shard, conn, peer_limit.as_ref(), &mut scratch, chunk);
                     if let Err(why) = sent.await? {
-                        session.handle_chunk_failed(Instant::now(), file_id, chunk_index, why);
+                        session.handle_chunk_failed(clock::now(), file_id, chunk_index, why);
                     }
                 }
             }
@@ -491,11 +489,11 @@ async fn serve(shard: &Shard, conn: &mut Conn, session: &mut ServerSession) -> i
         }
         let Some(deadline) = session.poll_timeout() else { return Ok(()) };
         let timer = async {
-            glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+            glommio::timer::sleep(deadline.saturating_duration_since(clock::now())).await;
             None
         };
         let received = future::or(async { Some(conn.recv().await) }, timer).await;
-        let now = Instant::now();
+        let now = clock::now();
         match received {
             None => session.handle_timeout(now),
             Some(Ok(Deframed::Control)) => session.handle_frame(now, conn.body(), shard),
@@ -534,7 +532,7 @@ async fn send_chunk(
     // CHUNK_SIZE_MAX_BYTES, so these fit.
     let range = c.range.start as usize..c.range.end as usize;
     let n = range.len();
-    let now = Instant::now();
+    let now = clock::now();
     let wait = [shard.limits.node.as_deref(), peer_limit]
         .into_iter()
         .flatten()

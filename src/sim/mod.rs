@@ -22,10 +22,10 @@ use crate::dht::{Contact, Dht, DhtCommand, DhtConfig, DhtEvent, DhtMessage, Key,
 pub mod transfer;
 
 /// The base of every virtual instant: the only read of the real clock in the simulation
-/// (`std::time::Instant` has no other constructor). Virtual time is `epoch() + offset`.
-#[allow(clippy::disallowed_methods)]
+/// (`std::time::Instant` has no other constructor), through `node::clock` like every other
+/// read. Virtual time is `epoch() + offset`; no result depends on its value.
 pub fn epoch() -> Instant {
-    Instant::now()
+    crate::node::clock::now()
 }
 
 /// Port every simulated node listens on.
