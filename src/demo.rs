@@ -47,7 +47,7 @@ pub const DEMO_FILE_SEED: u64 = 0x5eed;
 /// node identities live under `data_dir/demo`.
 pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32> {
     let shards = shards.max(1);
-    let say = |s: String| if json { Ok(()) } else { crate::cli::say(&s) };
+    let say = |s: String| if json { Ok(()) } else { crate::output::say(&s) };
     let mut nodes = demo_nodes(data_dir)?;
     let downloader = nodes.pop().context("no demo nodes")?;
     // Memory-backed when the host has /dev/shm with room, so the demo shows the network
@@ -154,7 +154,7 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
     let raw = crate::bench::raw_tcp_copy(&src, &tmp.path().join("raw.img"), shards)?;
     let ratio = report.bytes_per_sec / raw.bytes_per_sec;
     if json {
-        crate::cli::say(
+        crate::output::say(
             &json!({
                 "get": report,
                 "providers": providers,

@@ -14,14 +14,15 @@
 //!   timers and events out. Both, and the node's bandwidth limits, use the token bucket in
 //!   [`throttle`]. `sim` (feature `sim`) runs thousands of DHT nodes on virtual
 //!   time.
-//! - [`cli`], [`demo`] and [`bench`] are the binary's front ends.
+//! - [`cli`], [`demo`] and [`bench`] are the binary's front ends; [`output`] is their one
+//!   writer of stdout.
 //!
 //! ARCHITECTURE.md records each design decision and why.
 #![deny(unsafe_code)]
 
 /// `eprintln!` that never panics: a diagnostic line on stderr, dropped if stderr is closed
 /// or failing (`furymesh seed 2>&1 | head -1` must not crash the seeder later). Every
-/// diagnostic of the crate goes through it; stdout goes through [`cli::say`].
+/// diagnostic of the crate goes through it; stdout goes through [`output::say`].
 macro_rules! note {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -37,6 +38,7 @@ pub mod demo;
 pub mod dht;
 pub mod manifest;
 pub mod node;
+pub mod output;
 pub mod peer;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

@@ -9,7 +9,7 @@ fn main() {
     let code = match furymesh::cli::run(cli) {
         Ok(code) => code,
         // The reader of stdout went away (`furymesh demo | head -3`): stop quietly.
-        Err(e) if e.is::<furymesh::cli::StdoutClosed>() => 0,
+        Err(e) if e.is::<furymesh::output::StdoutClosed>() => 0,
         Err(e) => {
             // One line: the error and its causes, outermost first, skipping causes the
             // message above them already spells out.
