@@ -103,27 +103,29 @@ enum Action {
     Command(usize, DhtCommand),
 }
 
-struct Scheduled {
+/// An event queued for virtual time `at`; `seq` breaks ties in insertion order, so a run
+/// replays exactly from its seed. Shared by the DHT and transfer simulations.
+struct Scheduled<A> {
     at: Duration,
     seq: u64,
-    action: Action,
+    action: A,
 }
 
-impl PartialEq for Scheduled {
+impl<A> PartialEq for Scheduled<A> {
     fn eq(&self, other: &Self) -> bool {
         (self.at, self.seq) == (other.at, other.seq)
     }
 }
 
-impl Eq for Scheduled {}
+impl<A> Eq for Scheduled<A> {}
 
-impl PartialOrd for Scheduled {
+impl<A> PartialOrd for Scheduled<A> {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Scheduled {
+impl<A> Ord for Scheduled<A> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (self.at, self.seq).cmp(&(other.at, other.seq))
     }
@@ -143,7 +145,7 @@ pub struct Sim {
     now: Duration,
     rng: SmallRng,
     nodes: Vec<SimNode>,
-    queue: BinaryHeap<Reverse<Scheduled>>,
+    queue: BinaryHeap<Reverse<Scheduled<Action>>>,
     seq: u64,
     events: Vec<(usize, DhtEvent)>,
     /// Datagrams handed to the network.

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use super::Scheduled;
 use crate::config::{
     IDLE_TIMEOUT, PEER_TIMEOUT, REQUEST_BODY_MAX_BYTES, RESPONSE_BODY_MAX_BYTES,
     THROTTLE_BURST_BYTES,
@@ -565,32 +566,6 @@ enum Action {
     Wake,
 }
 
-struct Scheduled {
-    at: Duration,
-    seq: u64,
-    action: Action,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-
-impl Eq for Scheduled {}
-
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 /// The original file of a run: seeded bytes.
 pub fn file_bytes(config: &SwarmConfig) -> Vec<u8> {
     let mut rng = SmallRng::seed_from_u64(config.seed ^ 0xf11e);
@@ -620,7 +595,7 @@ pub struct TransferSim {
     base: Instant,
     now: Duration,
     rng: SmallRng,
-    queue: BinaryHeap<Reverse<Scheduled>>,
+    queue: BinaryHeap<Reverse<Scheduled<Action>>>,
     seq: u64,
     wake_at: Option<Duration>,
     dl: Download,
