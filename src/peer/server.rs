@@ -291,22 +291,11 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::crypto::chunk_hash;
     use crate::transfer::Bitfield;
     use crate::wire::{decode_response, Message};
 
     fn info(chunks: u32) -> FileInfo {
-        let chunk_size = 4096;
-        let size = chunks as u64 * chunk_size as u64 - 10;
-        let chunk_hashes: Vec<_> = (0..chunks).map(|i| chunk_hash(&i.to_le_bytes())).collect();
-        FileInfo {
-            file_id: FileId::from_manifest(size, chunk_size, &chunk_hashes),
-            name: "f".into(),
-            size,
-            chunk_size,
-            creation_time: 0,
-            chunk_hashes,
-        }
+        crate::manifest::tests::sample(chunks, 4096)
     }
 
     fn files(i: &FileInfo) -> HashMap<FileId, FileInfo> {
