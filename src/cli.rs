@@ -184,7 +184,7 @@ pub struct GetArgs {
     #[arg(long, default_value_t = REQUESTS_INFLIGHT_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=config::REQUESTS_INFLIGHT_MAX as i64))]
     pub window: u32,
     /// Make verified data durable and save the resume state after this many bytes (and at
-    /// least every 250 ms). Smaller: less to fetch again after a crash, more fsyncs.
+    /// least every 250 ms). Smaller: less to re-hash after a crash, more fsyncs.
     #[arg(long, default_value = "16MiB", value_parser = config::parse_bytes, value_name = "BYTES")]
     pub save_every: u64,
     /// Download limit in bytes per second (8MiB, 100KB, …).

@@ -70,8 +70,8 @@ pub const WRITES_INFLIGHT_MAX: u64 = 4;
 pub const RESUME_SAVE_INTERVAL: Duration = Duration::from_millis(250);
 /// Default of `get --save-every`: verified bytes after which `get` makes its data durable
 /// and persists its resume state (also at least every `RESUME_SAVE_INTERVAL`). Shards pause
-/// when twice this is verified but not yet durable, so a `kill -9` makes a download fetch
-/// again at most `2 × save_every + connections × window × chunk size`.
+/// when twice this is verified but not yet durable. A `kill -9` loses none of it: the next
+/// run re-verifies unrecorded chunks by hash, so it fetches again only what was in flight.
 pub const RESUME_SAVE_DEFAULT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How long a downloader waits for a peer to connect or answer before giving up on it.

@@ -98,8 +98,11 @@ pub struct GetReport {
     pub seconds: f64,
     pub bytes_per_sec: f64,
     pub chunks_fetched: u64,
-    /// Chunks already verified by an earlier, interrupted run.
+    /// Chunks already verified by an earlier, interrupted run (recorded in its resume state).
     pub chunks_reused: u64,
+    /// Chunks an earlier run wrote but had not yet recorded when it was killed, found
+    /// correct on disk by hashing them at start (so not fetched again).
+    pub chunks_reverified: u64,
     pub cpu_seconds: f64,
     /// What each peer delivered.
     pub peers: Vec<PeerReport>,
@@ -298,6 +301,36 @@ fn load_resume(file_id: &FileId, partial: &Path, resume: &Path) -> Option<(FileI
     }
     let bits = Bitfield::from_bytes(bits, info.chunk_count())?;
     Some((info, bits))
+}
+
+/// Hashes the chunks of the partial file that `bits` does not mark (a run killed between
+/// two saves of its state leaves verified chunks on disk that the state does not claim) and
+/// marks those that match the manifest, the same check a received chunk passes. The
+/// matches are made durable (fdatasync: they may still be only in the page cache of the
+/// killed run) before the resume state that records them is written. Returns how many were
+/// recovered.
+fn reverify_unrecorded(
+    info: &FileInfo,
+    bits: &mut Bitfield,
+    partial: &Path,
+    resume: &Path,
+) -> Result<u64, GetError> {
+    let unmarked: Vec<u32> = (0..info.chunk_count()).filter(|&i| !bits.get(i)).collect();
+    if unmarked.is_empty() {
+        return Ok(0);
+    }
+    let found = crate::storage::reverify_chunks(partial, info, &unmarked)
+        .map_err(|e| GetError::io(partial, e))?;
+    if found.is_empty() {
+        return Ok(0);
+    }
+    File::open(partial).and_then(|f| f.sync_data()).map_err(|e| GetError::io(partial, e))?;
+    for &i in &found {
+        bits.set(i);
+    }
+    write_atomic(resume, &wire::encode_resume(info, bits.as_bytes()))
+        .map_err(|e| GetError::io(resume, e))?;
+    Ok(found.len() as u64)
 }
 
 /// The node IDs peers proved, by address: a pinned `NODE_ID@HOST:PORT` from the start,
@@ -742,8 +775,11 @@ pub fn get(
     let (partial, resume) = side_paths(output);
     let _claim = claim_output(&partial, &resume, output)?;
     let pins = Arc::new(pins_of(&opts.peers));
-    let (info, bits) = match load_resume(&opts.file_id, &partial, &resume) {
-        Some(state) => state,
+    let (info, bits, reverified) = match load_resume(&opts.file_id, &partial, &resume) {
+        Some((info, mut bits)) => {
+            let reverified = reverify_unrecorded(&info, &mut bits, &partial, &resume)?;
+            (info, bits, reverified)
+        }
         None => {
             let (peers, id, p) = (opts.peers.clone(), opts.file_id, partial.clone());
             let (sec, pins2) = (opts.security.clone(), pins.clone());
@@ -756,10 +792,10 @@ pub fn get(
             let bits = Bitfield::new(info.chunk_count());
             write_atomic(&resume, &wire::encode_resume(&info, bits.as_bytes()))
                 .map_err(|e| GetError::io(&resume, e))?;
-            (info, bits)
+            (info, bits, 0)
         }
     };
-    let reused = bits.count_ones() as u64;
+    let reused = u64::from(bits.count_ones()) - reverified;
     let data =
         OpenOptions::new().write(true).open(&partial).map_err(|e| GetError::io(&partial, e))?;
     // One connection per peer, or `connections` spread over the peers if that is more.
@@ -863,6 +899,7 @@ pub fn get(
         bytes_per_sec: if seconds > 0.0 { fetched_bytes as f64 / seconds } else { 0.0 },
         chunks_fetched: fetched,
         chunks_reused: reused,
+        chunks_reverified: reverified,
         cpu_seconds: super::process_cpu_seconds() - cpu_start,
         peers,
         latency_us: LatencyReport::of(&latency),

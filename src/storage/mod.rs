@@ -11,6 +11,7 @@ pub mod layout;
 mod lock;
 #[allow(unsafe_code)]
 mod mmap;
+mod partial;
 mod publish;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use lock::{lock_exclusive, lock_shared, try_lock_exclusive, DownloadClaim, LockFile};
 pub use mmap::MappedFile;
+pub use partial::reverify_chunks;
 pub use publish::{publish, total_bytes, PublishError, Published};
 
 use crate::crypto::FileId;
