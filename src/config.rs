@@ -41,9 +41,27 @@ pub const RESPONSE_BODY_MAX_BYTES: u32 = CHUNKS_PER_FILE_MAX * 32 + 64 * 1024;
 pub const REQUEST_BODY_MAX_BYTES: u32 = 4 * 1024;
 
 /// Burst a bandwidth limit lets through at once (`--max-upload-rate`,
-/// `--max-download-rate`): two default chunks. Over 10 s at 8 MiB/s that is 1.25% of the
-/// total, inside the 5% accuracy the limits promise.
-pub const THROTTLE_BURST_BYTES: u64 = 2 * CHUNK_SIZE_DEFAULT_BYTES as u64;
+/// `--max-peer-upload-rate`, `--max-download-rate`), as time at the limit's rate: a tenth of
+/// a second, so the burst is 1% of a 10 s transfer at any rate, and long enough to absorb
+/// a late timer wake-up (a few ms) without losing throughput. See [`throttle_burst_bytes`].
+pub const THROTTLE_BURST: Duration = Duration::from_millis(100);
+/// Smallest burst of a bandwidth limit: below 10 KB/s a tenth of a second would be pieces
+/// of a few hundred bytes, one write each.
+pub const THROTTLE_BURST_MIN_BYTES: u64 = 1024;
+/// Largest burst of a bandwidth limit: above 80 MB/s the burst is less than
+/// `THROTTLE_BURST` (a shorter burst only costs more timer wake-ups).
+pub const THROTTLE_BURST_MAX_BYTES: u64 = 8 << 20;
+/// Largest piece of a chunk the seeder charges to its upload limits and writes at once: a
+/// chunk bigger than the limit's burst goes out in pieces as tokens allow (the first bytes
+/// leave at once, not after the whole chunk's wait), so a downloader sees bytes flow.
+pub const THROTTLE_PIECE_MAX_BYTES: u64 = 256 << 10;
+
+/// The burst of a bandwidth limit of `bytes_per_sec`: `THROTTLE_BURST` of it, between
+/// `THROTTLE_BURST_MIN_BYTES` and `THROTTLE_BURST_MAX_BYTES`.
+pub fn throttle_burst_bytes(bytes_per_sec: u64) -> u64 {
+    let at_rate = (bytes_per_sec as u128 * THROTTLE_BURST.as_nanos() / 1_000_000_000) as u64;
+    at_rate.clamp(THROTTLE_BURST_MIN_BYTES, THROTTLE_BURST_MAX_BYTES)
+}
 
 /// Default TCP (and later UDP) listen address of `furymesh seed`.
 pub const LISTEN_DEFAULT: &str = "0.0.0.0:7420";
@@ -180,6 +198,15 @@ mod tests {
             assert!(validate_chunk_size(c).is_ok());
             assert!(size.div_ceil(c) <= CHUNKS_PER_FILE_MAX as u64);
         }
+    }
+
+    #[test]
+    fn throttle_bursts_are_a_tenth_of_a_second_within_bounds() {
+        assert_eq!(throttle_burst_bytes(0), THROTTLE_BURST_MIN_BYTES);
+        assert_eq!(throttle_burst_bytes(10_000), THROTTLE_BURST_MIN_BYTES);
+        assert_eq!(throttle_burst_bytes(1_000_000), 100_000);
+        assert_eq!(throttle_burst_bytes(8 << 20), (8 << 20) / 10);
+        assert_eq!(throttle_burst_bytes(u64::MAX), THROTTLE_BURST_MAX_BYTES);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub struct Throttle {
     cost_per_byte: u64,
     /// How far ahead of `now` the schedule may run before callers wait: the burst.
     burst_ns: u64,
+    burst_bytes: u64,
     /// Theoretical arrival time of the next byte, in ns since `epoch`.
     tat_ns: AtomicU64,
 }
@@ -29,7 +30,18 @@ impl Throttle {
         let rate = bytes_per_sec.max(1);
         let cost_per_byte = ((1_000_000_000u128 << FRACTION_BITS) / rate as u128) as u64;
         let burst_ns = ((burst_bytes as u128 * cost_per_byte as u128) >> FRACTION_BITS) as u64;
-        Self { epoch, cost_per_byte: cost_per_byte.max(1), burst_ns, tat_ns: AtomicU64::new(0) }
+        Self {
+            epoch,
+            cost_per_byte: cost_per_byte.max(1),
+            burst_ns,
+            burst_bytes,
+            tat_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// The burst given to [`Throttle::new`], in bytes (or units).
+    pub fn burst_bytes(&self) -> u64 {
+        self.burst_bytes
     }
 
     /// Charges `bytes` at `now` and returns how long the caller must wait before sending

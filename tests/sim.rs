@@ -170,7 +170,7 @@ fn providers_are_found_in_networks_of_every_size_after_joins_and_restarts() {
 mod transfer {
     use std::time::Duration;
 
-    use furymesh::config::THROTTLE_BURST_BYTES;
+    use furymesh::config::throttle_burst_bytes;
     use furymesh::sim::transfer::{
         bytes_per_second, check, random_swarm, run_many, run_swarm, Behaviour, Closed, LinkSpec,
         SeederSpec, SwarmConfig, SwarmReport,
@@ -334,7 +334,8 @@ mod transfer {
             for (i, &rate) in rates.iter().enumerate() {
                 // Arrivals lag sends by the link's delay spread at most.
                 let spread = config.seeders[i].link.delay_spread().as_secs_f64();
-                let bound = rate as f64 * (1.0 + spread) + (THROTTLE_BURST_BYTES + chunk) as f64;
+                let bound =
+                    rate as f64 * (1.0 + spread) + (throttle_burst_bytes(rate) + chunk) as f64;
                 for (second, bytes) in bytes_per_second(&r.received, i) {
                     assert!(
                         bytes as f64 <= bound,
@@ -343,13 +344,16 @@ mod transfer {
                 }
             }
             // Together they cannot beat the sum of the limits (plus the bursts), and the
-            // scheduler keeps both busy: at least 80% of it.
+            // scheduler keeps both busy: at least 70% of it over the whole run, start and
+            // endgame included (73-79% over the three seeds; this was 80% while each
+            // burst was 1 MiB, a third of the file sent before the limits bit).
             let total: u64 = rates.iter().sum();
             let size = config.file_size_bytes as f64;
             let secs = r.virtual_time.as_secs_f64();
-            assert!(secs >= (size - 2.0 * THROTTLE_BURST_BYTES as f64) / total as f64, "{secs}");
+            let bursts: u64 = rates.iter().map(|&r| throttle_burst_bytes(r) + chunk).sum();
+            assert!(secs >= (size - bursts as f64) / total as f64, "{secs}");
             assert!(
-                r.bytes_received() as f64 / secs >= 0.8 * total as f64,
+                r.bytes_received() as f64 / secs >= 0.7 * total as f64,
                 "{secs} s; SIM_SEED={seed}"
             );
         }
@@ -367,7 +371,8 @@ mod transfer {
             assert!(r.complete && r.identical, "SIM_SEED={seed}");
             let secs = r.virtual_time.as_secs_f64();
             let size = config.file_size_bytes as f64;
-            assert!(secs >= (size - THROTTLE_BURST_BYTES as f64) / rate as f64, "{secs} s");
+            let burst = throttle_burst_bytes(rate) + u64::from(16 * KIB);
+            assert!(secs >= (size - burst as f64) / rate as f64, "{secs} s");
             assert!(size / secs >= 0.8 * rate as f64, "{secs} s; SIM_SEED={seed}");
         }
     }

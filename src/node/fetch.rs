@@ -32,7 +32,7 @@ use super::seed::{SeedOptions, Seeder, ServedFile};
 use super::transport::{Conn, RecvError, TcpConn, TcpSide};
 use super::{clock, run_local, spawn_shards, ShardId};
 use crate::config::{
-    PEER_TIMEOUT, RESPONSE_BODY_MAX_BYTES, RESUME_SAVE_INTERVAL, THROTTLE_BURST_BYTES,
+    throttle_burst_bytes, PEER_TIMEOUT, RESPONSE_BODY_MAX_BYTES, RESUME_SAVE_INTERVAL,
     WRITES_INFLIGHT_MAX,
 };
 use crate::crypto::FileId;
@@ -533,6 +533,11 @@ async fn run_conn(
 
 /// How often a connection blocked on a read looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(50);
+/// How often a connection in the middle of a record reports the bytes that arrived as
+/// progress (well below the scheduler's stall timeout and `PEER_TIMEOUT`). Abandoning the
+/// read to do so loses nothing: glommio reads on readiness, and the deframer keeps what was
+/// read.
+const PROGRESS_TICK: Duration = Duration::from_secs(1);
 
 /// Runs `read` unless the download stops first (Ctrl-C, or another connection's fatal
 /// error): a slow or dripping peer must not keep the whole download from ending. A read
@@ -625,7 +630,23 @@ async fn pump(
             glommio::timer::sleep(until.saturating_duration_since(clock::now())).await;
             continue;
         }
-        match until_stopped(ctx, conn.recv()).await? {
+        // Read until a record is whole, but look up every PROGRESS_TICK: bytes that arrived
+        // meanwhile (the middle of a big, slowly paced chunk) are progress, so neither the
+        // scheduler's stall clock nor starvation fires on a peer that is delivering.
+        let before = conn.bytes_received();
+        let tick = async {
+            glommio::timer::sleep(PROGRESS_TICK).await;
+            None
+        };
+        let received = until_stopped(ctx, future::or(async { Some(conn.recv().await) }, tick));
+        let Some(received) = received.await? else {
+            if conn.bytes_received() != before {
+                session.handle_progress(clock::now());
+                ctx.last_progress_ms.store(ctx.now_ms(), Ordering::Relaxed);
+            }
+            continue;
+        };
+        match received {
             Ok(Deframed::Control) => {
                 session.handle_frame(clock::now(), conn.body());
                 if let Some((len, aad)) = session.payload_expected() {
@@ -829,7 +850,7 @@ pub fn get(
         save_every_bytes: opts.save_every_bytes,
         throttle: opts
             .download_rate_bytes
-            .map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, clock::now())),
+            .map(|r| Throttle::new(r, throttle_burst_bytes(r), clock::now())),
         unsaved_bytes: AtomicU64::new(0),
         // Saving starts at save_every; the second half keeps connections busy meanwhile.
         unsaved_max_bytes: opts.save_every_bytes.saturating_mul(2),

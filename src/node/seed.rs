@@ -30,8 +30,8 @@ use super::secure::NodeSecurity;
 use super::transport::{Conn, RecvError, TcpConn, TcpSide};
 use super::{clock, spawn_shards, wait_until, ShardId};
 use crate::config::{
-    CONNECTIONS_PER_SHARD_MAX, IDLE_TIMEOUT, OPEN_FILES_PER_SHARD_MAX, PEER_TIMEOUT,
-    REQUEST_BODY_MAX_BYTES, THROTTLE_BURST_BYTES,
+    throttle_burst_bytes, CONNECTIONS_PER_SHARD_MAX, IDLE_TIMEOUT, OPEN_FILES_PER_SHARD_MAX,
+    PEER_TIMEOUT, REQUEST_BODY_MAX_BYTES, THROTTLE_PIECE_MAX_BYTES,
 };
 use crate::crypto::record::TAG_BYTES;
 use crate::crypto::{FileId, RecordAad};
@@ -75,7 +75,9 @@ pub struct SeedStats {
     pub connections_refused: u64,
     pub requests: u64,
     pub chunks_served: u64,
-    /// Payload bytes handed to the socket straight from a memory map (no user-space copy).
+    /// Plaintext payload bytes: handed to the socket straight from a memory map (no
+    /// user-space copy), except chunks an upload limit paces in pieces, which are pread into
+    /// a buffer first (a file changed mid-chunk must not cut a chunk short).
     pub payload_bytes_from_map: u64,
     /// Payload bytes encrypted in one pass from a memory map into the send buffer
     /// (encryption on; no separate copy).
@@ -147,7 +149,7 @@ impl Seeder {
             ),
             node: opts
                 .upload_rate_bytes
-                .map(|r| Arc::new(Throttle::new(r, THROTTLE_BURST_BYTES, clock::now()))),
+                .map(|r| Arc::new(Throttle::new(r, throttle_burst_bytes(r), clock::now()))),
             peer_rate_bytes: opts.peer_upload_rate_bytes,
         };
         let dht = opts.dht.clone();
@@ -467,8 +469,10 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
 
 async fn serve(shard: &Shard, conn: &mut Conn, session: &mut ServerSession) -> io::Result<()> {
     let mut scratch = Vec::new();
-    let peer_limit =
-        shard.limits.peer_rate_bytes.map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, clock::now()));
+    let peer_limit = shard
+        .limits
+        .peer_rate_bytes
+        .map(|r| Throttle::new(r, throttle_burst_bytes(r), clock::now()));
     loop {
         while let Some(t) = session.poll_transmit() {
             match t {
@@ -477,8 +481,11 @@ async fn serve(shard: &Shard, conn: &mut Conn, session: &mut ServerSession) -> i
                     conn.flush().await?;
                     let chunk = ChunkSend { header, file_id, range, aad, partial };
                     let sent = send_chunk(shard, conn, peer_limit.as_ref(), &mut scratch, chunk);
-                    if let Err(why) = sent.await? {
-                        session.handle_chunk_failed(clock::now(), file_id, chunk_index, why);
+                    match sent.await? {
+                        Ok(()) => session.handle_sent(clock::now()),
+                        Err(why) => {
+                            session.handle_chunk_failed(clock::now(), file_id, chunk_index, why);
+                        }
                     }
                 }
             }
@@ -514,9 +521,14 @@ struct ChunkSend {
     partial: bool,
 }
 
-/// Sends one chunk: waits for the upload limits, then checks the file and reads the bytes
-/// (pread and seal, or a map slice handed to send(2)). `Ok(Err(_))`: nothing was sent, the
-/// session refuses instead.
+/// Sends one chunk, paced by the upload limits: the payload goes out in pieces no bigger
+/// than the tightest limit's burst (at most `THROTTLE_PIECE_MAX_BYTES`; the whole chunk in
+/// one write when unlimited), each written once the limits allow it, so a chunk that takes
+/// longer than `PEER_TIMEOUT` at the configured rate still flows and a downloader sees its
+/// bytes arrive. The file is checked and its bytes read (pread and sealed once, or a map
+/// slice handed to send(2); a buffer pread then when paced) after the first piece's wait,
+/// right before anything is sent.
+/// `Ok(Err(_))`: nothing was sent, the session refuses instead.
 async fn send_chunk(
     shard: &Shard,
     conn: &mut Conn,
@@ -532,41 +544,58 @@ async fn send_chunk(
     // CHUNK_SIZE_MAX_BYTES, so these fit.
     let range = c.range.start as usize..c.range.end as usize;
     let n = range.len();
-    let now = clock::now();
-    let wait = [shard.limits.node.as_deref(), peer_limit]
-        .into_iter()
+    let sealed = conn.seals();
+    // Bytes on the wire after the header: the payload, and its tag when sealed.
+    let len = if sealed { n + TAG_BYTES } else { n };
+    let limits = [shard.limits.node.as_deref(), peer_limit];
+    let piece = limits
+        .iter()
         .flatten()
-        .map(|t| t.reserve(now, n as u64))
-        .max()
-        .unwrap_or_default();
-    if !wait.is_zero() {
-        glommio::timer::sleep(wait).await;
-    }
-    // The freshness check runs after the wait, right before the bytes are read.
-    let sealed = if conn.seals() {
-        // Encrypted: pread the chunk into the buffer and seal it in place. Mapped pages are
-        // never read in user space, where a truncated file would raise SIGBUS
-        // (storage::mmap).
-        if scratch.len() < n + TAG_BYTES {
+        .map(|t| t.burst_bytes().min(THROTTLE_PIECE_MAX_BYTES) as usize)
+        .min()
+        .unwrap_or(len)
+        .max(1);
+    let mut pieces = (0..len).step_by(piece).map(|start| start..(start + piece).min(len));
+    let first = pieces.next().unwrap_or(0..0);
+    pace(&limits, first.len()).await;
+    // The freshness check runs after the first wait, right before the bytes are read.
+    let paced = first.len() < len;
+    let payload: &[u8] = if sealed || paced {
+        // Encrypted, or paced in pieces: pread the chunk into the buffer (and seal it in
+        // place, once). Mapped pages are never read in user space, where a truncated file
+        // would raise SIGBUS (storage::mmap); and a plaintext chunk that goes out over many
+        // waits is read whole now, so a file changed meanwhile cannot cut it short: the
+        // change is refused cleanly at the next chunk.
+        if scratch.len() < len {
             // Grows to the largest chunk once; never shrinks.
-            scratch.resize(n + TAG_BYTES, 0);
+            scratch.resize(len, 0);
         }
-        let buf = &mut scratch[..n];
-        if let Err(why) = shard.read_chunk(&c.file_id, &file, c.partial, range.clone(), buf) {
+        if let Err(why) =
+            shard.read_chunk(&c.file_id, &file, c.partial, range.clone(), &mut scratch[..n])
+        {
             return Ok(Err(why));
         }
-        conn.send_sealed_chunk(&c.header, c.aad, &mut scratch[..n + TAG_BYTES]).await?;
-        true
+        if sealed {
+            conn.seal_chunk(&c.header, c.aad, &mut scratch[..len])?;
+        } else {
+            conn.begin_plain_chunk(&c.header)?;
+        }
+        &scratch[..len]
     } else {
         if let Err(why) = shard.check_fresh(&c.file_id, &file, c.partial) {
             return Ok(Err(why));
         }
-        // Plaintext: zero copy, the slice points into the shard's map and glommio hands it
-        // to send(2), where a page lost to truncation since the check is EFAULT: this
-        // connection closes, the seeder lives.
-        conn.send_plain_chunk(&c.header, &file.map.bytes()[range.clone()]).await?;
-        false
+        conn.begin_plain_chunk(&c.header)?;
+        // Plaintext in one write: zero copy, the slice points into the shard's map and
+        // glommio hands it to send(2), where a page lost to truncation since the check is
+        // EFAULT: this connection closes, the seeder lives.
+        &file.map.bytes()[range.clone()]
     };
+    conn.write_payload(&payload[first]).await?;
+    for p in pieces {
+        pace(&limits, p.len()).await;
+        conn.write_payload(&payload[p]).await?;
+    }
     let mut st = shard.stats.borrow_mut();
     st.chunks_served += 1;
     if sealed {
@@ -578,4 +607,14 @@ async fn send_chunk(
     // Start reading the next chunk from disk while this one drains.
     file.map.prefetch(range.end..range.end + n);
     Ok(Ok(()))
+}
+
+/// Charges `bytes` to every upload limit and waits as long as the tightest one says.
+async fn pace(limits: &[Option<&Throttle>], bytes: usize) {
+    let now = clock::now();
+    let wait =
+        limits.iter().flatten().map(|t| t.reserve(now, bytes as u64)).max().unwrap_or_default();
+    if !wait.is_zero() {
+        glommio::timer::sleep(wait).await;
+    }
 }

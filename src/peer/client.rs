@@ -113,6 +113,7 @@ enum Pending {
 
 #[derive(Debug)]
 enum Update {
+    Progress,
     Bitfield(Bitfield),
     Verified(u32),
     Corrupt(u32),
@@ -187,11 +188,17 @@ impl ClientSession {
         }
         for (at, u) in self.updates.drain(..) {
             match u {
+                Update::Progress => sched.handle_progress(at, self.conn),
                 Update::Bitfield(bits) => sched.handle_bitfield(at, self.conn, &bits),
                 Update::Verified(i) => sched.handle_chunk_verified(at, self.conn, i),
                 Update::Corrupt(i) => sched.handle_chunk_corrupt(at, self.conn, i),
                 Update::Unavailable(i) => sched.handle_request_failed(at, self.conn, i),
             }
+        }
+        if !self.queue.is_empty() {
+            // Requests held back by our own download limit: the wait is ours, not the
+            // peer's, so its stall clock starts when they go out.
+            sched.handle_progress(now, self.conn);
         }
         sched.handle_timeout(now);
         // Requests are answered in order; a cancelled request's answer is read and dropped
@@ -372,6 +379,20 @@ impl ClientSession {
             bytes,
             latency: now.saturating_duration_since(sent),
         });
+    }
+
+    /// Bytes from the peer arrived that do not complete a record yet (the middle of a big
+    /// chunk): the peer is delivering, so it is neither stalled nor starving.
+    pub fn handle_progress(&mut self, now: Instant) {
+        if self.finished {
+            return;
+        }
+        self.last_progress = self.last_progress.max(now);
+        // One pending progress update is enough: keep the latest time.
+        match self.updates.last_mut() {
+            Some((at, Update::Progress)) => *at = now,
+            _ => self.updates.push((now, Update::Progress)),
+        }
     }
 
     /// The incoming bytes did not deframe: give up on the peer.

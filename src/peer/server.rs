@@ -230,6 +230,12 @@ impl ServerSession {
         }
     }
 
+    /// A chunk finished going out at `now`. A connection busy sending (a big chunk under an
+    /// upload limit can take minutes) is not idle: the idle deadline counts from here.
+    pub fn handle_sent(&mut self, now: Instant) {
+        self.idle_deadline = self.idle_deadline.max(now + self.idle_timeout);
+    }
+
     /// Closes the session if it idled past its deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
         if now >= self.idle_deadline {

@@ -34,8 +34,8 @@ use rand::{Rng, SeedableRng};
 
 use super::Scheduled;
 use crate::config::{
-    IDLE_TIMEOUT, PEER_TIMEOUT, REQUEST_BODY_MAX_BYTES, RESPONSE_BODY_MAX_BYTES,
-    THROTTLE_BURST_BYTES,
+    throttle_burst_bytes, IDLE_TIMEOUT, PEER_TIMEOUT, REQUEST_BODY_MAX_BYTES,
+    RESPONSE_BODY_MAX_BYTES,
 };
 use crate::crypto::{chunk_hash, ChunkHash, FileId};
 use crate::manifest::FileInfo;
@@ -646,7 +646,7 @@ impl TransferSim {
                     }
                 }
                 let throttle =
-                    spec.upload_rate_bytes.map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, base));
+                    spec.upload_rate_bytes.map(|r| Throttle::new(r, throttle_burst_bytes(r), base));
                 SimSeeder {
                     spec: spec.clone(),
                     session: ServerSession::new(base, IDLE_TIMEOUT),
@@ -671,7 +671,7 @@ impl TransferSim {
             written: Bitfield::new(n),
             throttle: config
                 .download_rate_bytes
-                .map(|r| Throttle::new(r, THROTTLE_BURST_BYTES, base)),
+                .map(|r| Throttle::new(r, throttle_burst_bytes(r), base)),
             info: Arc::new(info),
             sched,
             last_progress: Duration::ZERO,
@@ -1053,6 +1053,9 @@ pub fn limit_excess(sends: &[(Duration, u64)], rate: u64, burst: u64) -> Option<
 /// Checks every invariant of a finished run against its config.
 pub fn check(config: &SwarmConfig, report: &SwarmReport) -> Result<(), Violation> {
     let fail = |what: String| Err(Violation { seed: config.seed, what });
+    // The simulated seeder and downloader charge whole chunks (the node's seeder charges
+    // pieces), so a chunk bigger than the burst goes out in one send after its wait.
+    let sim_burst = |rate: u64| throttle_burst_bytes(rate).max(config.chunk_size_bytes.into());
     if !report.bad_written.is_empty() {
         return fail(format!("chunks written with wrong bytes: {:?}", report.bad_written));
     }
@@ -1094,7 +1097,7 @@ pub fn check(config: &SwarmConfig, report: &SwarmReport) -> Result<(), Violation
             return fail(format!("seeder {i} banned but its connection stayed: {:?}", s.closed));
         }
         if let Some(rate) = spec.upload_rate_bytes {
-            if let Some(e) = limit_excess(&s.sends, rate, THROTTLE_BURST_BYTES) {
+            if let Some(e) = limit_excess(&s.sends, rate, sim_burst(rate)) {
                 return fail(format!("seeder {i} upload limit broken: {e}"));
             }
         }
@@ -1107,13 +1110,13 @@ pub fn check(config: &SwarmConfig, report: &SwarmReport) -> Result<(), Violation
         }
     }
     if let Some(rate) = config.download_rate_bytes {
-        if let Some(e) = limit_excess(&report.charged, rate, THROTTLE_BURST_BYTES) {
+        if let Some(e) = limit_excess(&report.charged, rate, sim_burst(rate)) {
             return fail(format!("download limit broken at request time: {e}"));
         }
         let first = report.charged.first().map_or(Duration::ZERO, |c| c.0);
         let span = report.virtual_time.saturating_sub(first).as_secs_f64();
         let requested: u64 = report.charged.iter().map(|c| c.1).sum();
-        if requested as f64 > rate as f64 * span + (THROTTLE_BURST_BYTES + 1) as f64 * 2.0 {
+        if requested as f64 > rate as f64 * span + (sim_burst(rate) + 1) as f64 * 2.0 {
             return fail(format!("{requested} bytes requested in {span:.3} s at {rate} B/s"));
         }
     }

@@ -107,9 +107,9 @@ pub struct SchedulerConfig {
     pub window_gain_percent: u32,
     /// Corrupt chunks from one peer that ban it for the transfer. Default 3.
     pub failures_to_ban: u32,
-    /// A peer with requests in flight that verifies nothing (and refuses nothing) for this
-    /// long is stalled: its requests are cancelled and reassigned. Default 10 s. Keep it
-    /// well above `window × chunk_size / slowest acceptable rate`.
+    /// A peer with requests in flight that verifies nothing, refuses nothing and sends no
+    /// byte ([`Scheduler::handle_progress`]) for this long is stalled: its requests are
+    /// cancelled and reassigned. Default 10 s.
     pub stall_timeout: Duration,
     /// The endgame starts when the pool is empty and at most this many chunks are in
     /// flight: idle peers then also request chunks in flight elsewhere. Default 16.
@@ -437,6 +437,17 @@ impl Scheduler {
             p.has.set(chunk);
             self.change_avail(peer, chunk, true, true);
             self.invalidate();
+        }
+    }
+
+    /// `peer` is delivering: bytes of an answer arrived (in the middle of a chunk, say), or
+    /// a request the node held back under its own download limit just went out. Its stall
+    /// clock restarts; nothing else changes. A peer sending a big chunk slowly is not
+    /// stalled, a silent one still is.
+    pub fn handle_progress(&mut self, now: Instant, peer: ConnId) {
+        let Some(p) = self.live_peer(peer) else { return };
+        if !p.inflight.is_empty() {
+            p.progress_at = Some(now);
         }
     }
 
@@ -1403,6 +1414,30 @@ mod tests {
         // which the endgame would duplicate if enabled).
         assert_eq!(s.peer_stats(A).unwrap().stalls, 1);
         assert!(s.peer_stats(A).unwrap().in_flight == 0);
+    }
+
+    #[test]
+    fn a_peer_delivering_bytes_slowly_is_not_stalled_and_a_silent_one_is() {
+        let timeout = Duration::from_secs(5);
+        let config = SchedulerConfig { stall_timeout: timeout, ..cfg(2) };
+        let mut s = swarm(config, 10, &[(A, bits(10, 0..10)), (B, bits(10, 0..10))]);
+        let t0 = crate::sim::epoch();
+        assert_eq!(drain_requests(&mut s, t0, A).len(), 2);
+        assert_eq!(drain_requests(&mut s, t0, B).len(), 2);
+        // A's first chunk trickles in for three stall timeouts; B says nothing.
+        let mut now = t0;
+        while now < t0 + 3 * timeout {
+            now += Duration::from_secs(1);
+            s.handle_progress(now, A);
+            s.handle_timeout(now);
+        }
+        assert_eq!(events(&mut s), vec![SchedulerEvent::PeerStalled { peer: B }]);
+        assert_eq!(s.peer_stats(A).unwrap().stalls, 0);
+        assert_eq!(s.peer_stats(A).unwrap().in_flight, 2);
+        // Then A goes quiet too.
+        s.handle_timeout(now + timeout);
+        assert_eq!(events(&mut s), vec![SchedulerEvent::PeerStalled { peer: A }]);
+        s.assert_invariants();
     }
 
     #[test]

@@ -48,7 +48,8 @@ impl Conn {
     }
 
     /// Whether payloads are sealed (records on): then the caller hands
-    /// [`Conn::send_sealed_chunk`] a buffer, else [`Conn::send_plain_chunk`] a slice.
+    /// [`Conn::seal_chunk`] a buffer, else [`Conn::begin_plain_chunk`] the header and the
+    /// payload's slices to [`Conn::write_payload`].
     pub(super) fn seals(&self) -> bool {
         match self {
             Self::Tcp(c) => c.seals(),
@@ -90,28 +91,43 @@ impl Conn {
         }
     }
 
-    /// Sends a chunk on a plaintext connection: `header` then `payload` as is. The payload
-    /// may be a slice of a memory map: only the kernel reads it (zero copy).
-    pub(super) async fn send_plain_chunk(
-        &mut self,
-        header: &[u8],
-        payload: &[u8],
-    ) -> io::Result<()> {
+    /// Starts a chunk on a plaintext connection: queues `header`; the payload follows as
+    /// is, in pieces, through [`Conn::write_payload`] (slices of a memory map: only the
+    /// kernel reads them, zero copy).
+    pub(super) fn begin_plain_chunk(&mut self, header: &[u8]) -> io::Result<()> {
         match self {
-            Self::Tcp(c) => c.send_plain_chunk(header, payload).await,
+            Self::Tcp(c) => c.begin_plain_chunk(header),
         }
     }
 
-    /// Sends a chunk on a sealed connection: `header`, then `buf` (the payload, read there
-    /// by pread, followed by `TAG_BYTES` of room) sealed in place, in one write.
-    pub(super) async fn send_sealed_chunk(
+    /// Starts a chunk on a sealed connection: queues `header`'s record and seals `buf` (the
+    /// payload, read there by pread, followed by `TAG_BYTES` of room) in place, as one
+    /// record. The caller then writes all of `buf`, in pieces if it likes, through
+    /// [`Conn::write_payload`]: the record is sealed once, however it is paced.
+    pub(super) fn seal_chunk(
         &mut self,
         header: &[u8],
         aad: RecordAad,
         buf: &mut [u8],
     ) -> io::Result<()> {
         match self {
-            Self::Tcp(c) => c.send_sealed_chunk(header, aad, buf).await,
+            Self::Tcp(c) => c.seal_chunk(header, aad, buf),
+        }
+    }
+
+    /// Writes the queued records (a chunk's header), then `piece`: the next bytes of the
+    /// chunk payload begun with [`Conn::begin_plain_chunk`] or [`Conn::seal_chunk`].
+    pub(super) async fn write_payload(&mut self, piece: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Tcp(c) => c.write_payload(piece).await,
+        }
+    }
+
+    /// Bytes read from the peer so far. A reader that sees this grow knows the peer is
+    /// delivering, even in the middle of a record (progress-based timeouts).
+    pub(super) fn bytes_received(&self) -> u64 {
+        match self {
+            Self::Tcp(c) => c.bytes_received(),
         }
     }
 }

@@ -34,6 +34,8 @@ pub(in crate::node) struct TcpConn {
     /// Control records waiting for [`TcpConn::flush`]; reused so the hot path does not
     /// allocate.
     out: Vec<u8>,
+    /// Bytes read from the socket so far.
+    received: u64,
 }
 
 impl TcpConn {
@@ -66,6 +68,7 @@ impl TcpConn {
             framer: Framer::new(sealer),
             deframer: Deframer::new(opener, body_max),
             out: Vec::with_capacity(4096),
+            received: 0,
         }
     }
 
@@ -96,6 +99,7 @@ impl TcpConn {
                 });
             }
             self.deframer.commit(n);
+            self.received += n as u64;
         }
     }
 
@@ -120,21 +124,15 @@ impl TcpConn {
         sent
     }
 
-    pub(super) async fn send_plain_chunk(
-        &mut self,
-        header: &[u8],
-        payload: &[u8],
-    ) -> io::Result<()> {
+    pub(super) fn begin_plain_chunk(&mut self, header: &[u8]) -> io::Result<()> {
         if self.seals() {
             return Err(io::Error::other("plaintext chunk on a sealed connection"));
         }
         self.push_frame(header);
-        self.flush().await?;
-        // Zero copy: glommio hands the slice to send(2).
-        self.stream.write_all(payload).await
+        Ok(())
     }
 
-    pub(super) async fn send_sealed_chunk(
+    pub(super) fn seal_chunk(
         &mut self,
         header: &[u8],
         aad: RecordAad,
@@ -145,7 +143,6 @@ impl TcpConn {
         }
         // The header's record comes first: record nonces follow the order on the wire.
         self.push_frame(header);
-        self.flush().await?;
         let n = buf.len() - TAG_BYTES;
         let tag = self
             .framer
@@ -153,6 +150,17 @@ impl TcpConn {
             .map_err(|e| io::Error::other(e.to_string()))?
             .ok_or_else(|| io::Error::other("sealed chunk on a plaintext connection"))?;
         buf[n..].copy_from_slice(&tag);
-        self.stream.write_all(buf).await
+        Ok(())
+    }
+
+    pub(super) async fn write_payload(&mut self, piece: &[u8]) -> io::Result<()> {
+        // The chunk's header record goes out with (just before) its first piece.
+        self.flush().await?;
+        // Zero copy on the plaintext path: glommio hands the slice (of a map) to send(2).
+        self.stream.write_all(piece).await
+    }
+
+    pub(super) fn bytes_received(&self) -> u64 {
+        self.received
     }
 }
