@@ -10,6 +10,7 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -23,16 +24,21 @@ use crate::manifest::FileInfo;
 /// same check a chunk received from a peer passes. Runs on rayon's pool (every core), one
 /// `pread` per chunk into a per-thread buffer of `info.chunk_size` bytes.
 ///
-/// A chunk that reads as all zeros (a hole left by `fallocate`, or never written) is not
-/// hashed again: it matches exactly when the manifest's hash is the hash of that many
-/// zeros, which is computed once per chunk length. So an untouched region costs a read and
-/// a scan, not SHA-256, and a chunk of real zeros still counts.
+/// Chunks that were never written cost neither reads nor SHA-256: a chunk wholly inside a
+/// hole (`SEEK_HOLE`; ext4 and XFS also report `fallocate`d extents never written as holes)
+/// is zeros without reading it, and a chunk that reads as all zeros is not hashed again.
+/// Either matches exactly when the manifest's hash is the hash of that many zeros
+/// (computed once per chunk length), so a chunk of genuine zeros still counts and a hole
+/// where data belongs never does.
 ///
-/// Errors: the file cannot be opened or a chunk cannot be read in full (the caller checked
-/// the file's size; a shorter file is an error, not a match). Indices past the manifest's
-/// chunk count are ignored.
+/// Errors: the file cannot be opened, is shorter than `info.size` (`UnexpectedEof`: a
+/// shorter file is an error, not a match), or a chunk cannot be read in full. Indices past
+/// the manifest's chunk count are ignored.
 pub fn reverify_chunks(path: &Path, info: &FileInfo, candidates: &[u32]) -> io::Result<Vec<u32>> {
     let file = File::open(path)?;
+    if file.metadata()?.len() < info.size {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "shorter than the manifest says"));
+    }
     let n = info.chunk_count();
     let full_len = info.chunk_size as usize;
     let zeros_full = std::sync::OnceLock::<ChunkHash>::new();
@@ -42,6 +48,7 @@ pub fn reverify_chunks(path: &Path, info: &FileInfo, candidates: &[u32]) -> io::
         let cell = if i == last { &zeros_last } else { &zeros_full };
         *cell.get_or_init(|| chunk_hash(&vec![0u8; len]))
     };
+    let data = data_ranges(&file, info.size);
     let mut found: Vec<u32> = candidates
         .par_iter()
         .copied()
@@ -51,6 +58,9 @@ pub fn reverify_chunks(path: &Path, info: &FileInfo, candidates: &[u32]) -> io::
             |buf, i| -> io::Result<Option<u32>> {
                 let r = info.chunk_range(i);
                 let len = (r.end - r.start) as usize;
+                if !overlaps(&data, &r) {
+                    return Ok((zero_hash(i, len) == info.chunk_hashes[i as usize]).then_some(i));
+                }
                 let bytes = &mut buf[..len];
                 file.read_exact_at(bytes, r.start)?;
                 let got = if is_zero(bytes) { zero_hash(i, len) } else { chunk_hash(bytes) };
@@ -61,6 +71,40 @@ pub fn reverify_chunks(path: &Path, info: &FileInfo, candidates: &[u32]) -> io::
         .collect::<io::Result<_>>()?;
     found.sort_unstable();
     Ok(found)
+}
+
+/// The byte ranges of `file` below `size` that may hold data, ascending, from
+/// `SEEK_DATA`/`SEEK_HOLE`; everything outside them reads as zeros. If the file system
+/// cannot tell, the whole file counts as data (slower, never wrong).
+fn data_ranges(file: &File, size: u64) -> Vec<Range<u64>> {
+    use rustix::fs::{seek, SeekFrom};
+    let everything = || std::iter::once(0..size).collect();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        let start = match seek(file, SeekFrom::Data(pos)) {
+            Ok(start) => start,
+            // No data at or after `pos`.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return everything(),
+        };
+        let end = match seek(file, SeekFrom::Hole(start)) {
+            Ok(end) if end > start => end,
+            _ => return everything(),
+        };
+        if start < size {
+            out.push(start..end.min(size));
+        }
+        pos = end;
+    }
+    out
+}
+
+/// Whether `r` intersects any of the ascending, disjoint `ranges`.
+fn overlaps(ranges: &[Range<u64>], r: &Range<u64>) -> bool {
+    // The first range that ends after `r` starts is the only candidate.
+    let i = ranges.partition_point(|d| d.end <= r.start);
+    ranges.get(i).is_some_and(|d| d.start < r.end)
 }
 
 /// True when every byte is zero. Scans a page at a time (OR-folds vectorise) and stops at
@@ -74,6 +118,15 @@ mod tests {
     use super::*;
     use crate::manifest::tests::sample;
     use std::io::Write;
+
+    #[test]
+    fn overlap_finds_the_ranges_a_chunk_touches() {
+        let d = [10..20, 30..40];
+        for (r, want) in [(0..10, false), (0..11, true), (19..30, true), (20..30, false)] {
+            assert_eq!(overlaps(&d, &r), want, "{r:?}");
+        }
+        assert!(overlaps(&d, &(35..100)) && !overlaps(&d, &(40..100)) && !overlaps(&[], &(0..1)));
+    }
 
     #[test]
     fn zero_scan_sees_any_set_byte() {
@@ -114,6 +167,14 @@ mod tests {
         disk[5] ^= 1;
         std::fs::write(&p, &disk).unwrap();
         assert_eq!(reverify_chunks(&p, &info, &[0, 2]).unwrap(), Vec::<u32>::new());
+        // Holes punched into the file (zeros without data) are judged without reading:
+        // a hole where zeros belong counts, a hole where data belongs does not.
+        let sparse = dir.path().join("sparse");
+        let f = File::create(&sparse).unwrap();
+        f.set_len(data.len() as u64).unwrap();
+        f.write_all_at(&data[..chunk as usize], 0).unwrap();
+        drop(f);
+        assert_eq!(reverify_chunks(&sparse, &info, &[0, 1, 2]).unwrap(), vec![0, 1]);
         // A file shorter than the manifest is an error, not a match.
         std::fs::write(&p, &data[..chunk as usize]).unwrap();
         assert!(reverify_chunks(&p, &info, &[1]).is_err());
