@@ -18,8 +18,8 @@ use crate::config::{self, LISTEN_DEFAULT, REQUESTS_INFLIGHT_DEFAULT};
 use crate::crypto::{Encryption, FileId, NetworkSecret, NodeId};
 use crate::dht::Key;
 use crate::node::{
-    self, clock, DhtQuery, DhtServerOptions, GetError, GetOptions, NodeSecurity, PeerAddr,
-    SeedOptions, Seeder,
+    self, clock, DhtQuery, DhtServerOptions, GetError, GetOptions, Handle, Node, NodeOptions,
+    NodeSecurity, PeerAddr,
 };
 use crate::storage::{self, layout, Catalog};
 use crate::transfer::Strategy;
@@ -53,6 +53,10 @@ pub enum Command {
     /// Chunk and hash files (directories recursively) and add them to the catalog. Files are
     /// served in place, never copied.
     Publish(PublishArgs),
+    /// Remove files from the catalog (by file ID or by the path they were published from):
+    /// a running `seed` on this data directory stops serving and announcing them within a
+    /// second. The files themselves are not touched.
+    Unpublish(UnpublishArgs),
     /// List published files.
     Ls,
     /// Serve every published file until SIGINT/SIGTERM.
@@ -111,6 +115,13 @@ pub struct PublishArgs {
     /// Default: picked per file, about 2,048 chunks, 256 KiB to 16 MiB (1 GiB → 512 KiB).
     #[arg(long, value_parser = parse_chunk_size)]
     pub chunk_size: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnpublishArgs {
+    /// File IDs (64 hex characters) or published paths.
+    #[arg(required = true, value_name = "FILE_ID|PATH")]
+    pub targets: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +339,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Init => init(&data_dir(&cli)?, cli.json),
         Command::Id => id(&data_dir(&cli)?, cli.json),
         Command::Publish(a) => publish(&data_dir(&cli)?, a, cli.json),
+        Command::Unpublish(a) => unpublish(&data_dir(&cli)?, a, cli.json),
         Command::Ls => ls(&data_dir(&cli)?, cli.json),
         Command::Seed(a) => seed(&data_dir(&cli)?, a, network(&cli)?, cli.json),
         Command::Get(a) => get(&data_dir(&cli)?, a, network(&cli)?, cli.json),
@@ -580,6 +592,32 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
+fn unpublish(dir: &Path, a: &UnpublishArgs, json: bool) -> Result<i32> {
+    let (mut catalog, _lock) = Catalog::load_for_update(dir)
+        .with_context(|| format!("cannot update the catalog in {}", dir.display()))?;
+    let (mut removed, mut missing) = (Vec::new(), 0);
+    for t in &a.targets {
+        // A file ID, else a path as published (canonical, as the catalog keeps it).
+        let id = parse_file_id(t).ok().or_else(|| {
+            let path = std::fs::canonicalize(t).unwrap_or_else(|_| PathBuf::from(t));
+            catalog.entries().find(|e| e.path == path).map(|e| e.info.file_id)
+        });
+        match id {
+            Some(id) if catalog.remove(&id)? => removed.push(id.to_hex()),
+            _ => {
+                missing += 1;
+                note!("furymesh unpublish: {t} is not published in {}", dir.display());
+            }
+        }
+    }
+    print_json_or(json, &removed, || {
+        let mut s: String = removed.iter().map(|id| format!("{id}\n")).collect();
+        s.push_str(&format!("unpublished {} files", removed.len()));
+        s
+    })?;
+    Ok(if missing > 0 { 1 } else { 0 })
+}
+
 fn ls(dir: &Path, json: bool) -> Result<i32> {
     let catalog = Catalog::load(dir)?;
     for (p, why) in &catalog.skipped {
@@ -614,12 +652,13 @@ fn seed(dir: &Path, a: &SeedArgs, network: Option<NetworkSecret>, json: bool) ->
     }
     if catalog.is_empty() {
         note!(
-            "furymesh seed: warning: nothing published in {}; run `furymesh publish` first",
+            "furymesh seed: warning: nothing published in {} yet; files published while \
+             seeding are served within a second",
             dir.display()
         );
     }
     let shards = a.shards.unwrap_or_else(node::available_cores).max(1);
-    let stop = stop_on_signals()?;
+    let signals = signal_channel()?;
     let files = catalog.entries().cloned().collect::<Vec<_>>();
     let n = files.len();
     let security = security(dir, network, a.encryption.value)?;
@@ -629,32 +668,83 @@ fn seed(dir: &Path, a: &SeedArgs, network: Option<NetworkSecret>, json: bool) ->
         table_path: Some(layout::dht_table_path(dir)),
         provide: files.iter().map(|e| Key::from_file_id(&e.info.file_id)).collect(),
     };
-    let opts = SeedOptions {
-        listen: a.listen,
-        shards,
+    let opts = NodeOptions {
         dht: Some(dht),
         upload_rate_bytes: a.max_upload_rate,
         peer_upload_rate_bytes: a.max_peer_upload_rate,
-        security,
+        data_dir: Some(dir.to_owned()),
+        ..NodeOptions::new(Some(a.listen), shards, security)
     };
-    let seeder = Seeder::start(files.into_iter().map(Into::into).collect(), &opts, stop)?;
+    let node = Node::start(files.into_iter().map(Into::into).collect(), &opts)?;
     note!(
         "furymesh seed: listening on {} ({shards} shards, {n} files, node {node_id}, encryption {})",
-        seeder.addr(),
+        node.addr().map(|a| a.to_string()).unwrap_or_default(),
         if a.encryption.value == Encryption::On { "on" } else { "OFF" }
     );
     let cpu0 = node::process_cpu_seconds();
-    let stats = seeder.wait();
+    serve_until_signal(&node.handle(), dir, &signals);
+    let stats = node.shutdown();
     let cpu = node::process_cpu_seconds() - cpu0;
     let mut v = serde_json::to_value(&stats)?;
     v["cpu_seconds"] = cpu.into();
+    let s = &stats.serving;
     print_json_or(json, &v, || {
         format!(
             "furymesh seed: stopped after {} connections ({} failed the handshake), {} chunks ({} bytes sealed from maps, {} plaintext from maps), {} errors",
-            stats.connections, stats.handshakes_failed, stats.chunks_served, stats.payload_bytes_sealed, stats.payload_bytes_from_map, stats.error_replies
+            s.connections, s.handshakes_failed, s.chunks_served, s.payload_bytes_sealed, s.payload_bytes_from_map, s.error_replies
         )
     })?;
     Ok(0)
+}
+
+/// SIGINT, SIGTERM and SIGHUP as messages (a thread of signal-hook's waits for them).
+fn signal_channel() -> Result<crossbeam_channel::Receiver<i32>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install signal handlers")?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("furymesh-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(sig).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(rx)
+}
+
+/// Serves until SIGINT or SIGTERM. Keeps the node in step with the data directory's
+/// catalog meanwhile: `furymesh publish` and `unpublish` run by anyone against the same
+/// directory take effect within `CATALOG_WATCH_INTERVAL` (the catalog directory's mtime
+/// changes with every manifest written or removed), and at once on SIGHUP.
+fn serve_until_signal(node: &Handle, dir: &Path, signals: &crossbeam_channel::Receiver<i32>) {
+    let catalog_dir = layout::catalog_dir(dir);
+    let stamp = || std::fs::metadata(&catalog_dir).and_then(|m| m.modified()).ok();
+    let mut seen = stamp();
+    loop {
+        let sync = match signals.recv_timeout(config::CATALOG_WATCH_INTERVAL) {
+            Ok(signal_hook::consts::SIGHUP) => true,
+            Ok(_) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                let now = stamp();
+                let changed = now != seen;
+                seen = now;
+                changed
+            }
+        };
+        if sync {
+            match node.sync_catalog() {
+                Ok((0, 0)) => {}
+                Ok((added, removed)) => {
+                    note!("furymesh seed: catalog changed: {added} files served anew, {removed} no longer")
+                }
+                Err(e) => note!("furymesh seed: warning: cannot reload the catalog: {e}"),
+            }
+        }
+    }
 }
 
 fn dht(d: &DhtCommandArgs, network: Option<NetworkSecret>, json: bool) -> Result<i32> {
@@ -721,31 +811,50 @@ fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> R
     // One entry per address; a pinned one wins over a plain one.
     peers.sort_by_key(|p| (p.addr, p.node_id.is_none()));
     peers.dedup_by_key(|p| p.addr);
+    let connections = a.connections.unwrap_or_else(node::available_cores).max(1);
     let opts = GetOptions {
         file_id: a.file_id,
         peers,
-        security,
+        security: security.clone(),
         output: a.output.clone(),
         force: a.force,
-        connections: a.connections.unwrap_or_else(node::available_cores).max(1),
+        connections,
         window: a.window,
         strategy: a.strategy,
         max_peers: a.max_peers,
-        listen: a.listen,
+        serve_partial: a.listen.is_some(),
         save_every_bytes: a.save_every.max(1),
         download_rate_bytes: a.max_download_rate,
     };
     let stop = stop_on_signals()?;
+    // One node for this command: its shards carry the connections and, with --listen,
+    // serve the verified chunks meanwhile.
+    let node_opts = NodeOptions {
+        data_dir: Some(dir.to_owned()),
+        ..NodeOptions::new(a.listen, connections.min(node::available_cores()), security)
+    };
+    let node = Node::start(Vec::new(), &node_opts)
+        .map_err(|e| GetError::Listen { what: e.to_string() })?;
     let bar = progress_bar(0, "downloading");
-    let result = node::get(&opts, &stop, &|p| {
-        bar.set_length(p.total_bytes);
-        bar.set_position(p.done_bytes);
-    });
+    let bar2 = bar.clone();
+    let result = node.handle().get(
+        opts,
+        stop,
+        Box::new(move |p| {
+            bar2.set_length(p.total_bytes);
+            bar2.set_position(p.done_bytes);
+        }),
+    );
     bar.finish_and_clear();
     match result {
         Ok(r) => {
             if let Some(info) = r.info.clone() {
-                remember_download(dir, info, &a.output);
+                if let Err(e) = node.handle().record_download(info, &a.output) {
+                    note!(
+                        "furymesh get: warning: not recorded in the catalog of {}: {e}",
+                        dir.display()
+                    );
+                }
             }
             // Remember the peers given with --peer (DHT providers are pinned by their record).
             for p in &r.peers {
@@ -797,23 +906,6 @@ fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> R
             )
         }
         Err(e) => Err(e.into()),
-    }
-}
-
-/// Records a finished download in the catalog so `seed` serves it too. Best effort: the
-/// download itself succeeded, so a catalog problem is a warning.
-fn remember_download(dir: &Path, info: crate::manifest::FileInfo, output: &Path) {
-    let record = || -> Result<()> {
-        let path = std::fs::canonicalize(output)?;
-        let stamp = storage::FileStamp::of(&std::fs::metadata(&path)?);
-        // A read-modify-write under the catalog's lock: concurrent gets and publishes
-        // each keep their entries.
-        let (mut catalog, _lock) = Catalog::load_for_update(dir)?;
-        catalog.insert(storage::CatalogEntry { info, path, stamp })?;
-        Ok(())
-    };
-    if let Err(e) = record() {
-        note!("furymesh get: warning: not recorded in the catalog of {}: {e:#}", dir.display());
     }
 }
 

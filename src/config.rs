@@ -108,6 +108,10 @@ pub const DHT_ANNOUNCE_VERIFICATIONS_PER_S: u32 = 500;
 /// How often the DHT driver (shard 0) serves the DHT core's timers, its commands and the stop
 /// flag; datagrams are answered as they arrive, not at the tick. DHT timeouts are around a
 /// second, so 20 ms of slack is noise.
+/// How often `seed` looks whether the catalog directory changed (files published or
+/// unpublished by other commands), and so how soon they are served or withdrawn.
+pub const CATALOG_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
 pub const DHT_TICK: Duration = Duration::from_millis(20);
 /// How often a seeder saves its DHT routing table (also at shutdown).
 pub const DHT_TABLE_SAVE_INTERVAL: Duration = Duration::from_secs(60);

@@ -18,8 +18,8 @@ use crate::config::{
 use crate::crypto::Encryption;
 use crate::dht::Key;
 use crate::node::{
-    self, clock, ContactJson, DhtQuery, DhtServerOptions, GetOptions, NodeSecurity, PeerAddr,
-    SeedOptions, SeedStats, Seeder,
+    self, clock, ContactJson, DhtQuery, DhtServerOptions, GetOptions, Node, NodeOptions,
+    NodeSecurity, PeerAddr, SeedStats,
 };
 use crate::storage::{self, layout, Catalog};
 use crate::transfer::Strategy;
@@ -88,27 +88,23 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
          through the previous one and announces the file"
     ))?;
     let key = Key::from_file_id(&file_id);
-    let mut seeders: Vec<Seeder> = Vec::new();
+    let mut seeders: Vec<(Node, SocketAddr)> = Vec::new();
     for security in nodes {
         let dht = DhtServerOptions {
-            bootstrap: seeders.last().map(|s| vec![s.addr()]).unwrap_or_default(),
+            bootstrap: seeders.last().map(|s| vec![s.1]).unwrap_or_default(),
             table_path: None,
             provide: vec![key],
         };
-        let opts = SeedOptions {
-            listen: "127.0.0.1:0".parse()?,
-            shards,
+        let opts = NodeOptions {
             dht: Some(dht),
-            upload_rate_bytes: None,
-            peer_upload_rate_bytes: None,
-            security,
+            ..NodeOptions::new(Some("127.0.0.1:0".parse()?), shards, security)
         };
-        let seeder =
-            Seeder::start(vec![entry.clone().into()], &opts, Arc::new(AtomicBool::new(false)))?;
-        say(format!("   seeder on {}", seeder.addr()))?;
-        seeders.push(seeder);
+        let seeder = Node::start(vec![entry.clone().into()], &opts)?;
+        let addr = seeder.addr().context("seeder without an address")?;
+        say(format!("   seeder on {addr}"))?;
+        seeders.push((seeder, addr));
     }
-    let bootstrap = seeders.last().map(Seeder::addr).context("no seeder")?;
+    let bootstrap = seeders.last().map(|s| s.1).context("no seeder")?;
 
     say(format!("4. finding providers through the DHT, knowing only {bootstrap}"))?;
     let providers = discover(bootstrap, key)?;
@@ -128,21 +124,24 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
             .iter()
             .map(|p| PeerAddr { addr: p.addr, node_id: p.node_id.parse().ok() })
             .collect(),
-        security: downloader,
+        security: downloader.clone(),
         output: dst.clone(),
         force: false,
         connections: shards,
         window: REQUESTS_INFLIGHT_DEFAULT,
         strategy: Strategy::RarestFirst,
         max_peers: SEEDERS,
-        listen: None,
+        serve_partial: false,
         save_every_bytes: RESUME_SAVE_DEFAULT_BYTES,
         download_rate_bytes: None,
     };
-    let report = node::get(&get_opts, &AtomicBool::new(false), &|_| {});
+    // The downloader is a node of its own (no listener): the download runs on its shards.
+    let getter = Node::start(Vec::new(), &NodeOptions::new(None, shards, downloader))?;
+    let report = getter.handle().get(get_opts, Arc::new(AtomicBool::new(false)), Box::new(|_| {}));
+    getter.shutdown();
     let mut stats = SeedStats::default();
-    for s in seeders {
-        stats.add(&s.stop());
+    for (s, _) in seeders {
+        stats.add(&s.shutdown().serving);
     }
     let report = report?;
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::config::RESUME_SAVE_DEFAULT_BYTES;
 use crate::node::{
-    self, clock, GetOptions, LatencyReport, NodeSecurity, PeerAddr, SeedOptions, SeedStats, Seeder,
+    self, clock, GetOptions, LatencyReport, Node, NodeOptions, NodeSecurity, PeerAddr, SeedStats,
 };
 use crate::storage::{self, Catalog};
 use crate::transfer::Strategy;
@@ -208,21 +208,24 @@ pub fn run(
     say(&format!("starting {} seeder(s)", scenario.seeders));
     let mut seeders = Vec::new();
     for _ in 0..scenario.seeders {
-        let opts = SeedOptions {
-            listen: "127.0.0.1:0".parse()?,
-            shards: scenario.seeder_shards,
-            dht: None,
+        let listen = Some("127.0.0.1:0".parse()?);
+        let opts = NodeOptions {
             upload_rate_bytes: scenario.max_upload_rate_bytes,
-            peer_upload_rate_bytes: None,
-            security: security.clone(),
+            ..NodeOptions::new(listen, scenario.seeder_shards, security.clone())
         };
-        seeders.push(Seeder::start(
-            vec![entry.clone().into()],
-            &opts,
-            Arc::new(AtomicBool::new(false)),
-        )?);
+        seeders.push(Node::start(vec![entry.clone().into()], &opts)?);
     }
-    let peers: Vec<PeerAddr> = seeders.iter().map(|s| s.addr().into()).collect();
+    let peers: Vec<PeerAddr> = seeders.iter().filter_map(Node::addr).map(PeerAddr::from).collect();
+    // Every downloader is a download in one node: its shards carry all of them, instead of
+    // a pinned pool per downloader stacked onto the same cores.
+    let getter = Node::start(
+        Vec::new(),
+        &NodeOptions::new(
+            None,
+            scenario.connections_per_downloader.clamp(1, node::available_cores()),
+            security.clone(),
+        ),
+    )?;
     let strategy: Strategy = scenario.strategy.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
 
     say(&format!("downloading with {} downloader(s)", scenario.downloaders));
@@ -257,16 +260,18 @@ pub fn run(
                     window: scenario.window,
                     strategy,
                     max_peers: 64,
-                    listen: None,
+                    serve_partial: false,
                     save_every_bytes: RESUME_SAVE_DEFAULT_BYTES,
                     download_rate_bytes: None,
                 };
-                let progress = progress.clone();
+                let (progress, handle) = (progress.clone(), getter.handle());
                 s.spawn(move || {
-                    node::get(&opts, &AtomicBool::new(false), &|p| {
+                    let report = move |p: node::GetProgress| {
                         progress[i].store(p.done_bytes, Ordering::Relaxed);
-                    })
-                    .map_err(anyhow::Error::from)
+                    };
+                    handle
+                        .get(opts, Arc::new(AtomicBool::new(false)), Box::new(report))
+                        .map_err(anyhow::Error::from)
                 })
             })
             .collect();
@@ -279,9 +284,10 @@ pub fn run(
     done.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let cpu = node::process_cpu_seconds() - cpu0;
+    getter.shutdown();
     let mut stats = SeedStats::default();
     for s in seeders {
-        stats.add(&s.stop());
+        stats.add(&s.shutdown().serving);
     }
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut downloaders = Vec::new();

@@ -338,12 +338,28 @@ pub(super) fn bind_server(addr: SocketAddr) -> Result<UdpSocket, DhtError> {
     super::sys::udp_socket(addr).map_err(|source| DhtError::Bind { addr, source })
 }
 
-/// Runs a seeder's DHT until `stop`, then saves the routing table. Returns its counters.
+/// What the node's handle asks of the DHT it runs (shard 0), handled at the next tick.
+pub(super) enum DhtControl {
+    /// Provide a key: announce it now and republish it until withdrawn (a file published
+    /// while the node runs).
+    Announce(Key),
+    /// Stop republishing a key (an unpublished file); records elsewhere expire after the
+    /// provider TTL.
+    Withdraw(Key),
+    /// A snapshot of the DHT's counters.
+    Stats(flume::Sender<DhtNodeStats>),
+    /// A lookup through this node's routing table; the answer is sent when it finishes.
+    Query(DhtQuery, flume::Sender<DhtAnswer>),
+}
+
+/// Runs a node's DHT until `stop`, taking commands from `control`, then saves the routing
+/// table. Returns its counters.
 pub(super) async fn serve(
     socket: UdpSocket,
     addr: SocketAddr,
     opts: DhtServerOptions,
     security: Arc<NodeSecurity>,
+    control: flume::Receiver<DhtControl>,
     stop: Arc<AtomicBool>,
 ) -> DhtNodeStats {
     let local = Contact { id: security.node_id(), addr };
@@ -374,8 +390,29 @@ pub(super) async fn serve(
         }
     };
     let mut last_save = clock::now();
+    // Lookups asked through the handle, answered when their event comes.
+    let mut pending: Vec<(DhtQuery, flume::Sender<DhtAnswer>)> = Vec::new();
     driver
         .run_until(|d| {
+            while let Ok(c) = control.try_recv() {
+                match c {
+                    DhtControl::Announce(key) => d.command(DhtCommand::Announce(key)),
+                    DhtControl::Withdraw(key) => d.command(DhtCommand::Withdraw(key)),
+                    DhtControl::Stats(reply) => {
+                        let _ = reply.send(d.snapshot_stats());
+                    }
+                    DhtControl::Query(q, reply) => {
+                        d.command(match q {
+                            DhtQuery::FindProviders(k) => DhtCommand::FindProviders(k),
+                            DhtQuery::FindNode(id) => DhtCommand::FindNode(id),
+                        });
+                        pending.push((q, reply));
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                answer_queries(d, &mut pending);
+            }
             if last_save.elapsed() >= DHT_TABLE_SAVE_INTERVAL {
                 save(d);
                 last_save = clock::now();
@@ -388,8 +425,42 @@ pub(super) async fn serve(
     driver.snapshot_stats()
 }
 
+/// Answers the handle's lookups whose events have come (the queue keeps other events for
+/// counting only).
+fn answer_queries(d: &Driver, pending: &mut Vec<(DhtQuery, flume::Sender<DhtAnswer>)>) {
+    let events: Vec<DhtEvent> = d.events.borrow_mut().drain(..).collect();
+    let table_len = d.dht.borrow().table().len();
+    for ev in events {
+        let (found, contacts, s) = match ev {
+            DhtEvent::ProvidersFound { key, providers, stats } => {
+                (DhtQuery::FindProviders(key), providers, stats)
+            }
+            DhtEvent::LookupFinished { target, closest, stats } => {
+                (DhtQuery::FindNode(target), closest, stats)
+            }
+            _ => continue,
+        };
+        let answer = DhtAnswer {
+            contacts: contacts.iter().map(ContactJson::from).collect(),
+            rounds: s.rounds,
+            requests_sent: s.requests_sent,
+            responses_received: s.responses_received,
+            table_len,
+        };
+        pending.retain(|(q, reply)| {
+            if *q != found {
+                return true;
+            }
+            let _ = reply.send(answer.clone());
+            false
+        });
+    }
+    // Askers that gave up.
+    pending.retain(|(_, reply)| !reply.is_disconnected());
+}
+
 /// A one-shot lookup through the DHT.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DhtQuery {
     FindProviders(Key),
     FindNode(NodeId),

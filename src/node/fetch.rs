@@ -27,14 +27,16 @@ use glommio::sync::Semaphore;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::handle::{DownloadCounters, Handle};
 use super::secure::{HandshakeFailure, NodeSecurity};
-use super::seed::{SeedOptions, Seeder, ServedFile};
+use super::seed::ServedFile;
 use super::transport::{Conn, RecvError, TcpConn, TcpSide};
-use super::{clock, run_local, spawn_shards, ShardId};
+use super::{clock, ShardId};
 use crate::config::{
     throttle_burst_bytes, PEER_TIMEOUT, RESPONSE_BODY_MAX_BYTES, RESUME_SAVE_INTERVAL,
     WRITES_INFLIGHT_MAX,
 };
+use crate::crypto::handshake::Blame;
 use crate::crypto::FileId;
 use crate::dht::NodeId;
 use crate::manifest::FileInfo;
@@ -42,7 +44,7 @@ use crate::peer::{manifest_from, ClientConfig, ClientEvent, ClientSession, PeerE
 use crate::storage::{write_atomic, CatalogEntry, DownloadClaim, FileStamp};
 use crate::throttle::Throttle;
 use crate::transfer::{Bitfield, SharedBitfield};
-use crate::transfer::{ConnId, Scheduler, SchedulerConfig, Strategy};
+use crate::transfer::{ConnId, Scheduler, SchedulerConfig, SchedulerEvent, Strategy};
 use crate::wire::frame::{Deframed, FrameError};
 use crate::wire::{self, Encoder, ErrorCode, Request};
 
@@ -79,8 +81,9 @@ pub struct GetOptions {
     pub strategy: Strategy,
     /// Peers that get requests at once, the best by measured performance.
     pub max_peers: usize,
-    /// Serve verified chunks on this address while downloading (partial seeding).
-    pub listen: Option<SocketAddr>,
+    /// Serve the verified chunks through the node while downloading (partial seeding;
+    /// needs a node that listens).
+    pub serve_partial: bool,
     /// Persist the resume state after this many verified bytes (and at least every
     /// `RESUME_SAVE_INTERVAL`).
     pub save_every_bytes: u64,
@@ -218,6 +221,9 @@ pub enum GetError {
     NoPeers,
     #[error("cannot serve while downloading: {what}")]
     Listen { what: String },
+    /// The node the download runs in failed or stopped.
+    #[error(transparent)]
+    Node(#[from] super::handle::NodeError),
 }
 
 impl GetError {
@@ -343,7 +349,12 @@ fn pins_of(peers: &[PeerAddr]) -> Pins {
 }
 
 /// Connects and runs the handshake; the peer must be the node pinned for its address.
-async fn connect(peer: SocketAddr, sec: &NodeSecurity, pins: &Pins) -> Result<Conn, GetError> {
+async fn connect(
+    peer: SocketAddr,
+    sec: &NodeSecurity,
+    pins: &Pins,
+    counters: &Mutex<DownloadCounters>,
+) -> Result<Conn, GetError> {
     let s = TcpStream::connect_timeout(peer, PEER_TIMEOUT)
         .await
         .map_err(|e| GetError::Connect { peer, source: super::glommio_io(e) })?;
@@ -358,17 +369,22 @@ async fn connect(peer: SocketAddr, sec: &NodeSecurity, pins: &Pins) -> Result<Co
         |p: &Pins| p.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&peer).copied();
     let expected = lock(pins);
     let side = TcpSide::Client { expected };
-    let conn =
-        TcpConn::establish(s, sec, side, RESPONSE_BODY_MAX_BYTES).await.map_err(|e| match e {
-            HandshakeFailure::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
-                GetError::Connection {
-                    peer,
-                    what: format!("no answer within {}s", PEER_TIMEOUT.as_secs()),
-                }
-            }
-            other if other.is_wrong_node() => GetError::WrongNode { peer, what: other.to_string() },
-            other => GetError::Handshake { peer, what: other.to_string() },
-        })?;
+    let established = TcpConn::establish(s, sec, side, RESPONSE_BODY_MAX_BYTES).await;
+    if let Err(e) = &established {
+        let mut c = counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match e.blame() {
+            Blame::Peer => c.handshakes_failed_peer += 1,
+            Blame::Local => c.handshakes_failed_local += 1,
+        }
+    }
+    let conn = established.map_err(|e| match e {
+        HandshakeFailure::Io(io) if io.kind() == io::ErrorKind::TimedOut => GetError::Connection {
+            peer,
+            what: format!("no answer within {}s", PEER_TIMEOUT.as_secs()),
+        },
+        other if other.is_wrong_node() => GetError::WrongNode { peer, what: other.to_string() },
+        other => GetError::Handshake { peer, what: other.to_string() },
+    })?;
     let conn = Conn::Tcp(conn);
     let mut pins = pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let pinned = *pins.entry(peer).or_insert(conn.peer_id());
@@ -387,8 +403,9 @@ async fn fetch_manifest(
     file_id: FileId,
     sec: &NodeSecurity,
     pins: &Pins,
+    counters: &Mutex<DownloadCounters>,
 ) -> Result<FileInfo, GetError> {
-    let mut conn = connect(peer, sec, pins).await?;
+    let mut conn = connect(peer, sec, pins, counters).await?;
     let io_err = |e: io::Error| GetError::Connection { peer, what: e.to_string() };
     conn.push_frame(Encoder::default().request(&Request::FileInfo { file_id }));
     conn.flush().await.map_err(io_err)?;
@@ -456,6 +473,8 @@ struct FetchCtx {
     epoch: Instant,
     /// Request-to-verified latency of every chunk, merged from the connections at their end.
     latency: Mutex<Histogram<u64>>,
+    /// The node's download counters (handshake failures, bans, stalls, corrupt chunks).
+    counters: Arc<Mutex<DownloadCounters>>,
 }
 
 impl FetchCtx {
@@ -504,7 +523,7 @@ async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Send
 async fn connect_retrying(ctx: &FetchCtx, peer: SocketAddr, tries: u32) -> Result<Conn, GetError> {
     let mut wait = Duration::from_millis(250);
     for _ in 1..tries {
-        match connect(peer, &ctx.security, &ctx.pins).await {
+        match connect(peer, &ctx.security, &ctx.pins, &ctx.counters).await {
             Err(GetError::Connect { .. }) => {
                 glommio::timer::sleep(wait).await;
                 wait *= 2;
@@ -512,7 +531,7 @@ async fn connect_retrying(ctx: &FetchCtx, peer: SocketAddr, tries: u32) -> Resul
             other => return other,
         }
     }
-    connect(peer, &ctx.security, &ctx.pins).await
+    connect(peer, &ctx.security, &ctx.pins, &ctx.counters).await
 }
 
 /// Drives one connection until the download completes, the peer fails or is banned, or
@@ -613,7 +632,11 @@ async fn pump(
                     ctx.last_progress_ms.store(ctx.now_ms(), Ordering::Relaxed);
                     latency.saturating_record(l.as_micros() as u64);
                 }
-                ClientEvent::Corrupt { .. } => {}
+                ClientEvent::Corrupt { .. } => {
+                    let mut c =
+                        ctx.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    c.chunks_corrupt += 1;
+                }
                 ClientEvent::Done => return Ok(()),
                 ClientEvent::Failed(e) => return Err(GetError::peer(peer, Some(file_id), e)),
             }
@@ -766,10 +789,11 @@ async fn fetch_manifest_any(
     file_id: FileId,
     sec: &NodeSecurity,
     pins: &Pins,
+    counters: &Mutex<DownloadCounters>,
 ) -> Result<FileInfo, GetError> {
     let mut last = GetError::NoPeers;
     for peer in peers {
-        match fetch_manifest(peer.addr, file_id, sec, pins).await {
+        match fetch_manifest(peer.addr, file_id, sec, pins, counters).await {
             Ok(info) => return Ok(info),
             Err(e) => last = e,
         }
@@ -777,9 +801,12 @@ async fn fetch_manifest_any(
     Err(last)
 }
 
-/// Downloads a file from `opts.peers` at once. `interrupt` stops the download cleanly
-/// (state saved) when it becomes true; `progress` is called a few times per second.
-pub fn get(
+/// Downloads a file from `opts.peers` at once, its connections on `node`'s shards; runs
+/// on the download's own thread ([`Handle::download`]), which makes verified chunks
+/// durable. `interrupt` stops the download cleanly (state saved) when it becomes true;
+/// `progress` is called a few times per second.
+pub(super) fn get(
+    node: &Handle,
     opts: &GetOptions,
     interrupt: &AtomicBool,
     progress: &dyn Fn(GetProgress),
@@ -796,6 +823,7 @@ pub fn get(
     let (partial, resume) = side_paths(output);
     let _claim = claim_output(&partial, &resume, output)?;
     let pins = Arc::new(pins_of(&opts.peers));
+    let counters = node.download_counters();
     let (info, bits, reverified) = match load_resume(&opts.file_id, &partial, &resume) {
         Some((info, mut bits)) => {
             let reverified = reverify_unrecorded(&info, &mut bits, &partial, &resume)?;
@@ -803,13 +831,17 @@ pub fn get(
         }
         None => {
             let (peers, id, p) = (opts.peers.clone(), opts.file_id, partial.clone());
-            let (sec, pins2) = (opts.security.clone(), pins.clone());
-            let info = run_local(async move {
-                let info = fetch_manifest_any(&peers, id, &sec, &pins2).await?;
-                create_partial(&p, info.size).await?;
-                Ok::<_, GetError>(info)
-            })
-            .map_err(|e| GetError::io(&partial, e))??;
+            let (sec, pins2, counters2) = (opts.security.clone(), pins.clone(), counters.clone());
+            let info = node
+                .run_on(0, move || async move {
+                    let info = fetch_manifest_any(&peers, id, &sec, &pins2, &counters2).await?;
+                    create_partial(&p, info.size).await?;
+                    Ok::<_, GetError>(info)
+                })
+                .map_err(|e| GetError::Io {
+                    path: partial.clone(),
+                    source: io::Error::other(e),
+                })??;
             let bits = Bitfield::new(info.chunk_count());
             write_atomic(&resume, &wire::encode_resume(&info, bits.as_bytes()))
                 .map_err(|e| GetError::io(&resume, e))?;
@@ -857,31 +889,20 @@ pub fn get(
         last_progress_ms: AtomicU64::new(0),
         epoch: clock::now(),
         latency: Mutex::new(new_latency_histogram()),
+        counters,
     });
-    // Partial seeding: serve what is verified while downloading.
-    let seeder = match opts.listen {
-        Some(listen) => {
-            let entry = CatalogEntry {
-                info: info.clone(),
-                path: partial.clone(),
-                stamp: FileStamp { size: info.size, mtime_ns: 0 },
-            };
-            let served = ServedFile { entry, have: Some(have.clone()) };
-            let seed_opts = SeedOptions {
-                listen,
-                shards: 1,
-                dht: None,
-                upload_rate_bytes: None,
-                peer_upload_rate_bytes: None,
-                security: opts.security.clone(),
-            };
-            Some(
-                Seeder::start(vec![served], &seed_opts, Arc::new(AtomicBool::new(false)))
-                    .map_err(|e| GetError::Listen { what: e.to_string() })?,
-            )
-        }
-        None => None,
-    };
+    // Partial seeding: the node serves what is verified while downloading.
+    let serving = opts.serve_partial && node.addr().is_some();
+    let uploaded_before = if serving { uploaded(node) } else { 0 };
+    if serving {
+        let entry = CatalogEntry {
+            info: info.clone(),
+            path: partial.clone(),
+            stamp: FileStamp { size: info.size, mtime_ns: 0 },
+        };
+        node.serve(ServedFile { entry, have: Some(have.clone()) })
+            .map_err(|e| GetError::Listen { what: e.to_string() })?;
+    }
     let mut dur = Durability {
         info: info.clone(),
         bits,
@@ -891,16 +912,34 @@ pub fn get(
         partial: partial.clone(),
         resume: resume.clone(),
     };
-    let shards = ctx.conns.len().min(super::available_cores()).max(1);
+    let shards = ctx.conns.len().min(node.shards()).max(1);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let ctx2 = ctx.clone();
-    let handles = spawn_shards("furymesh-get", shards, move |id| fetch_shard(ctx2, id, shards, tx))
-        .map_err(|e| GetError::Listen { what: format!("cannot start shards: {e}") })?;
+    for i in 0..shards {
+        let (ctx2, tx2) = (ctx.clone(), tx.clone());
+        node.spawn_on(i, Box::new(move || Box::pin(fetch_shard(ctx2, ShardId(i), shards, tx2))))
+            .map_err(|e| GetError::Listen { what: e.to_string() })?;
+    }
+    drop(tx);
     let outcome = coordinate(&ctx, &rx, shards, &mut dur, interrupt, progress);
     ctx.stop.store(true, Ordering::SeqCst);
-    handles.join_all();
+    // Wait for every shard's part to end (a shard that stopped drops its sender).
+    let mut shards_done = outcome.shards_done;
+    while shards_done < shards {
+        match rx.recv() {
+            Ok(ShardMsg::ShardDone(_)) => shards_done += 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
     let peers = peer_reports(&ctx, &outcome.conn_errors);
-    let served = seeder.map(Seeder::stop);
+    let uploaded_bytes = if serving {
+        let n = uploaded(node).saturating_sub(uploaded_before);
+        // The final file is served from the catalog once recorded; the partial no longer.
+        let _ = node.unserve_partial(info.file_id);
+        n
+    } else {
+        0
+    };
     let (fetched, fetched_bytes) = outcome.result?;
     dur.save()?;
     if dur.bits.count_ones() != info.chunk_count() {
@@ -925,9 +964,14 @@ pub fn get(
         peers,
         latency_us: LatencyReport::of(&latency),
         latency_histogram: Some(latency),
-        uploaded_bytes: served.map_or(0, |s| s.payload_bytes_from_map + s.payload_bytes_sealed),
+        uploaded_bytes,
         info: Some(info),
     })
+}
+
+/// Payload bytes the node has served so far.
+fn uploaded(node: &Handle) -> u64 {
+    node.stats().map_or(0, |s| s.serving.payload_bytes_from_map + s.serving.payload_bytes_sealed)
 }
 
 /// Per-peer figures for the report, summed over the connections to each address.
@@ -962,6 +1006,8 @@ fn peer_reports(ctx: &FetchCtx, errors: &[(usize, String)]) -> Vec<PeerReport> {
 struct Outcome {
     result: Result<(u64, u64), GetError>,
     conn_errors: Vec<(usize, String)>,
+    /// Shards whose part of the download ended while the coordinator watched.
+    shards_done: usize,
 }
 
 /// Runs on the calling thread while the shards fetch: collects verified chunks, persists
@@ -1009,8 +1055,8 @@ fn coordinate(
             ctx.stop.store(true, Ordering::SeqCst);
             fatal.get_or_insert(GetError::Interrupted);
         }
-        // Bans and stalls are visible in the per-peer report; drain the queue.
-        while ctx.sched().poll_event().is_some() {}
+        // Bans and stalls are in the per-peer report and the node's counters.
+        count_events(ctx);
         if dur.pending_bytes >= ctx.save_every_bytes || last_save.elapsed() >= RESUME_SAVE_INTERVAL
         {
             match dur.save() {
@@ -1036,13 +1082,29 @@ fn coordinate(
         // Every connection ended and chunks are still missing: the most telling peer error.
         (Ok(()), _) => Err(pick_error(errors)),
     };
+    count_events(ctx);
+    ctx.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).bytes_verified += bytes;
+    let shards_done = done;
     if result.is_err() {
         // Keep what verified before failing.
         if let Err(e) = dur.save() {
-            return Outcome { result: Err(e), conn_errors };
+            return Outcome { result: Err(e), conn_errors, shards_done };
         }
     }
-    Outcome { result, conn_errors }
+    Outcome { result, conn_errors, shards_done }
+}
+
+/// Moves the scheduler's events into the node's counters.
+fn count_events(ctx: &FetchCtx) {
+    let mut sched = ctx.sched();
+    let mut c = ctx.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    while let Some(ev) = sched.poll_event() {
+        match ev {
+            SchedulerEvent::PeerBanned { .. } => c.peers_banned += 1,
+            SchedulerEvent::PeerStalled { .. } => c.peers_stalled += 1,
+            SchedulerEvent::Complete => {}
+        }
+    }
 }
 
 /// Of the connections' errors, the one that explains a failed download best: bad data

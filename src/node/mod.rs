@@ -11,6 +11,7 @@
 pub mod clock;
 mod dht;
 mod fetch;
+mod handle;
 mod limits;
 mod secure;
 mod seed;
@@ -31,14 +32,17 @@ pub use dht::{
     DhtNodeStats, DhtQuery, DhtServerOptions, PingAnswer,
 };
 pub use fetch::{
-    get, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr, PeerReport,
+    GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr, PeerReport,
+};
+pub use handle::{
+    DownloadCounters, DownloadId, Handle, Node, NodeError, NodeOptions, NodeStats, TransferStatus,
 };
 pub use limits::{open_files_limit, raise_open_files_limit, ShardBudget};
 pub use secure::{
     load_identity, load_or_create_identity, read_network_secret, IdentityFileError, KnownPeers,
     NodeSecurity,
 };
-pub use seed::{SeedError, SeedOptions, SeedStats, Seeder, ServedFile};
+pub use seed::{SeedStats, ServedFile};
 
 use crate::config::IO_MEMORY_PER_SHARD_BYTES;
 

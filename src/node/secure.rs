@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use super::clock::{self, now_unix};
 use crate::config::SESSION_KEY_VALIDITY;
-use crate::crypto::handshake::HANDSHAKE_MESSAGE_BYTES_MAX;
+use crate::crypto::handshake::{Blame, HANDSHAKE_MESSAGE_BYTES_MAX};
 use crate::crypto::{
     Encryption, HandshakeConfig, HandshakeError, HandshakeRandom, Identity, Initiator,
     NetworkSecret, NodeId, Responder, Session, SessionIdentity,
@@ -351,6 +351,17 @@ pub(super) enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
+    /// Whose fault the failure is. Only the handshake core can blame this node (its own
+    /// certificate, its network secret); transport failures, oversized messages and
+    /// refusals are the peer's (seen from here, a refusal means the peer would not talk
+    /// to this node).
+    pub(super) fn blame(&self) -> Blame {
+        match self {
+            Self::Protocol(e) => e.blame(),
+            Self::Io(_) | Self::Closed | Self::TooLong { .. } | Self::Refused(_) => Blame::Peer,
+        }
+    }
+
     /// The peer is not the node this connection pinned (it said so, or its certificate
     /// named another node).
     pub(super) fn is_wrong_node(&self) -> bool {

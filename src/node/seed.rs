@@ -17,22 +17,21 @@ use std::ops::Range;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_lite::future;
 use glommio::net::TcpStream;
-use glommio::PoolThreadHandles;
 use serde::Serialize;
 
 use super::dht::{self, DhtNodeStats, DhtServerOptions};
 use super::limits::{AcceptBackoff, ShardBudget};
 use super::secure::NodeSecurity;
 use super::transport::{Conn, RecvError, TcpConn, TcpSide};
-use super::{clock, spawn_shards, wait_until, ShardId};
+use super::{clock, ShardId};
 use crate::config::{
-    throttle_burst_bytes, CONNECTIONS_PER_SHARD_MAX, IDLE_TIMEOUT, OPEN_FILES_PER_SHARD_MAX,
-    PEER_TIMEOUT, REQUEST_BODY_MAX_BYTES, THROTTLE_PIECE_MAX_BYTES,
+    throttle_burst_bytes, IDLE_TIMEOUT, PEER_TIMEOUT, REQUEST_BODY_MAX_BYTES,
+    THROTTLE_PIECE_MAX_BYTES,
 };
+use crate::crypto::handshake::Blame;
 use crate::crypto::record::TAG_BYTES;
 use crate::crypto::{FileId, RecordAad};
 use crate::peer::{ChunkFailure, Served, ServedFiles, ServerSession, ServerTransmit};
@@ -41,37 +40,15 @@ use crate::throttle::Throttle;
 use crate::transfer::SharedBitfield;
 use crate::wire::frame::Deframed;
 
-/// How often an idle shard checks for shutdown.
-const STOP_POLL: Duration = Duration::from_millis(50);
-
-/// What `furymesh seed` needs to run.
-#[derive(Debug, Clone)]
-pub struct SeedOptions {
-    pub listen: SocketAddr,
-    pub shards: usize,
-    /// The DHT, run by shard 0 on the listen address (UDP). `None`: no DHT.
-    pub dht: Option<DhtServerOptions>,
-    /// Upload limit for the whole node, shared by all shards.
-    pub upload_rate_bytes: Option<u64>,
-    /// Upload limit per connection.
-    pub peer_upload_rate_bytes: Option<u64>,
-    /// Identity, network secret and encryption setting for every connection.
-    pub security: Arc<NodeSecurity>,
-}
-
-/// Why the seeder could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum SeedError {
-    #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: io::Error },
-    #[error("cannot start shards: {0}")]
-    Shards(io::Error),
-}
-
-/// Counters of one shard, summed over shards at shutdown.
+/// Counters of the serving side of a node: one shard's, or summed over shards. Counters
+/// only rise (Prometheus `_total` style); `connections_open` is a gauge. Snapshotted at
+/// any time through [`super::Handle::stats`], returned in full by `shutdown`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SeedStats {
+    /// Connections accepted (handshake not yet judged).
     pub connections: u64,
+    /// Connections open now (a gauge).
+    pub connections_open: u64,
     pub connections_refused: u64,
     pub requests: u64,
     pub chunks_served: u64,
@@ -83,8 +60,15 @@ pub struct SeedStats {
     /// (encryption on; no separate copy).
     pub payload_bytes_sealed: u64,
     /// Connections whose handshake failed (wrong network, pin, encryption setting, bad
-    /// signature, replay).
+    /// signature, replay, or no handshake within `PEER_TIMEOUT`):
+    /// `handshakes_failed_peer + handshakes_failed_local`.
     pub handshakes_failed: u64,
+    /// Handshakes that failed by the peer's fault (or an attacker's on the path): bad or
+    /// replayed messages, another network or encryption setting, silence, resets.
+    pub handshakes_failed_peer: u64,
+    /// Handshakes that failed by this node's fault (its own certificate expired, a weak
+    /// network secret): see `crypto::handshake::Blame`.
+    pub handshakes_failed_local: u64,
     /// Connections closed because a sealed record failed authentication.
     pub records_rejected: u64,
     pub manifests_served: u64,
@@ -100,12 +84,15 @@ impl SeedStats {
     /// had them win).
     pub fn add(&mut self, o: &Self) {
         self.connections += o.connections;
+        self.connections_open += o.connections_open;
         self.connections_refused += o.connections_refused;
         self.requests += o.requests;
         self.chunks_served += o.chunks_served;
         self.payload_bytes_from_map += o.payload_bytes_from_map;
         self.payload_bytes_sealed += o.payload_bytes_sealed;
         self.handshakes_failed += o.handshakes_failed;
+        self.handshakes_failed_peer += o.handshakes_failed_peer;
+        self.handshakes_failed_local += o.handshakes_failed_local;
         self.records_rejected += o.records_rejected;
         self.manifests_served += o.manifests_served;
         self.error_replies += o.error_replies;
@@ -116,93 +103,14 @@ impl SeedStats {
     }
 }
 
-/// A running seeder. Stop it with [`Seeder::stop`] (or let `stop_flag` go true).
-pub struct Seeder {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    handles: PoolThreadHandles<SeedStats>,
-}
-
-impl Seeder {
-    /// Binds every shard's listener and starts serving `files`. Returns once all shards
-    /// listen. `stop` ends the seeder when it becomes true (e.g. from a signal handler).
-    pub fn start(
-        files: Vec<ServedFile>,
-        opts: &SeedOptions,
-        stop: Arc<AtomicBool>,
-    ) -> Result<Self, SeedError> {
-        // Bind once without SO_REUSEPORT: this fails if anyone else holds the port (shards
-        // bind with SO_REUSEPORT and would otherwise silently share it with a stranger), and
-        // resolves port 0 to a real port for all shards (and the DHT's UDP socket).
-        let addr = dht::resolve_listen_addr(opts.listen, opts.dht.is_some())
-            .map_err(|source| SeedError::Listen { addr: opts.listen, source })?;
-        let catalog: Arc<HashMap<FileId, ServedFile>> =
-            Arc::new(files.into_iter().map(|f| (f.entry.info.file_id, f)).collect());
-        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(opts.shards);
-        let stop2 = stop.clone();
-        let limits = Limits {
-            budget: ShardBudget::new(
-                super::open_files_limit(),
-                opts.shards,
-                CONNECTIONS_PER_SHARD_MAX,
-                OPEN_FILES_PER_SHARD_MAX,
-            ),
-            node: opts
-                .upload_rate_bytes
-                .map(|r| Arc::new(Throttle::new(r, throttle_burst_bytes(r), clock::now()))),
-            peer_rate_bytes: opts.peer_upload_rate_bytes,
-        };
-        let dht = opts.dht.clone();
-        let security = opts.security.clone();
-        let handles = spawn_shards("furymesh-seed", opts.shards, move |id| {
-            run_shard(id, addr, catalog, dht, limits, security, stop2, ready_tx)
-        })
-        .map_err(SeedError::Shards)?;
-        let mut failure = None;
-        for _ in 0..opts.shards {
-            match ready_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failure = Some(e),
-                Err(_) => failure = Some(io::Error::other("a shard exited during start-up")),
-            }
-        }
-        let seeder = Self { addr, stop, handles };
-        if let Some(source) = failure {
-            seeder.stop();
-            return Err(SeedError::Listen { addr, source });
-        }
-        Ok(seeder)
-    }
-
-    /// The address every shard listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops all shards and returns the summed counters.
-    pub fn stop(self) -> SeedStats {
-        self.stop.store(true, Ordering::SeqCst);
-        self.wait()
-    }
-
-    /// Waits until the shards stop (after the stop flag is set) and returns the counters.
-    pub fn wait(self) -> SeedStats {
-        let mut total = SeedStats::default();
-        for s in self.handles.join_all().into_iter().flatten() {
-            total.add(&s);
-        }
-        total
-    }
-}
-
 /// Upload limits: one bucket for the node (an atomic word every shard charges) and a rate
 /// for each connection's own bucket.
 #[derive(Clone)]
-struct Limits {
+pub(super) struct Limits {
     /// Connections and cached maps per shard, sized from the descriptor limit.
-    budget: ShardBudget,
-    node: Option<Arc<Throttle>>,
-    peer_rate_bytes: Option<u64>,
+    pub(super) budget: ShardBudget,
+    pub(super) node: Option<Arc<Throttle>>,
+    pub(super) peer_rate_bytes: Option<u64>,
 }
 
 /// A file the seeder serves: a published one, or one this node is still downloading (then
@@ -228,7 +136,8 @@ struct OpenFile {
 /// State owned by one shard.
 struct Shard {
     id: ShardId,
-    catalog: Arc<HashMap<FileId, ServedFile>>,
+    /// The files this shard serves; changed only by its inbox.
+    catalog: RefCell<HashMap<FileId, ServedFile>>,
     open: RefCell<HashMap<FileId, Rc<OpenFile>>>,
     stats: RefCell<SeedStats>,
     connections: Cell<usize>,
@@ -240,30 +149,42 @@ fn changed() -> ChunkFailure {
     ChunkFailure::FileChanged
 }
 
-impl ServedFiles for Shard {
+/// The shard's catalog, borrowed for one synchronous session step (the inbox cannot change
+/// it meanwhile: both run on the shard's thread and the borrow never spans an await).
+struct CatalogView<'a>(std::cell::Ref<'a, HashMap<FileId, ServedFile>>);
+
+impl ServedFiles for CatalogView<'_> {
     fn served(&self, id: &FileId) -> Option<Served<'_>> {
-        self.catalog.get(id).map(|f| Served { info: &f.entry.info, have: f.have.as_deref() })
+        self.0.get(id).map(|f| Served { info: &f.entry.info, have: f.have.as_deref() })
     }
 }
 
 impl Shard {
+    /// The shard's counters now, with its open connections.
+    fn snapshot(&self) -> SeedStats {
+        let mut st = self.stats.borrow().clone();
+        st.connections_open = self.connections.get() as u64;
+        st
+    }
+
     /// The shard's map of `id`, opened on first use.
     fn open_file(&self, id: &FileId) -> Result<Rc<OpenFile>, ChunkFailure> {
         if let Some(f) = self.open.borrow().get(id) {
             return Ok(f.clone());
         }
-        let Some(served) = self.catalog.get(id) else {
-            return Err(ChunkFailure::Io(format!("file {id} is not served here")));
+        let (path, stamp) = match self.catalog.borrow().get(id) {
+            Some(served) => (served.entry.path.clone(), served.entry.stamp),
+            // Unpublished while the request waited: refused like any unknown file.
+            None => return Err(ChunkFailure::Io(format!("file {id} is not served here"))),
         };
-        let entry = &served.entry;
-        let f = self.open_descriptor(id, &entry.path)?;
+        let f = self.open_descriptor(id, &path)?;
         // SAFETY: the shard keeps the map's contract: map slices only reach send(2) (the
         // plaintext path in `send_chunk`); the sealed path preads the chunk from the file
         // instead of reading the map (`read_chunk`), and nothing else looks at the bytes.
         #[allow(unsafe_code)]
         let map = unsafe { MappedFile::open(f) }
             .map_err(|e| ChunkFailure::Io(format!("cannot map file {id}: {}", e.kind())))?;
-        let f = Rc::new(OpenFile { map, stamp: entry.stamp });
+        let f = Rc::new(OpenFile { map, stamp });
         self.cache(*id, f.clone());
         Ok(f)
     }
@@ -344,18 +265,53 @@ impl Shard {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_shard(
+/// A command to one shard, sent to its inbox by the node's [`super::Handle`]. The shard
+/// handles commands between connection events, on its own thread: the catalog it serves
+/// and its counters are never shared or locked.
+pub(super) enum ShardCommand {
+    /// Serve this file, or replace the version served under its ID (the shard drops its
+    /// cached map of the old one). Replies once the shard serves it.
+    Serve(ServedFile, flume::Sender<()>),
+    /// Stop serving this file: later requests for it are refused with `UNKNOWN_FILE`; a
+    /// chunk already being sent finishes. Replies once done.
+    Unserve(FileId, flume::Sender<()>),
+    /// A snapshot of the shard's counters.
+    Stats(flume::Sender<SeedStats>),
+    /// Runs a task on this shard (a download's connections). The task owns what it needs
+    /// and ends on its own or when the shard stops.
+    Spawn(ShardTask),
+    /// Closes the listener and ends the shard; its open connections are dropped.
+    Stop,
+}
+
+/// A task for a shard: built on the shard's thread from a `Send` closure, so the future
+/// itself may hold `Rc`s.
+pub(super) type ShardTask =
+    Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send>;
+
+/// What one shard starts with.
+pub(super) struct ShardSetup {
+    /// The address to accept connections on (SO_REUSEPORT, shared by all shards), if any.
+    pub(super) listen: Option<SocketAddr>,
+    /// The files served from the start.
+    pub(super) catalog: HashMap<FileId, ServedFile>,
+    /// The DHT, if this shard runs it (shard 0 of a node that has one).
+    pub(super) dht: Option<(DhtServerOptions, flume::Receiver<dht::DhtControl>)>,
+    pub(super) limits: Limits,
+    pub(super) security: Arc<NodeSecurity>,
+    pub(super) inbox: flume::Receiver<ShardCommand>,
+}
+
+/// Runs one shard: accepts connections (if it listens) and handles its inbox until
+/// [`ShardCommand::Stop`] (or until every sender is gone). Reports on `ready` once it
+/// listens, or why it could not.
+pub(super) async fn run_shard(
     id: ShardId,
-    addr: SocketAddr,
-    catalog: Arc<HashMap<FileId, ServedFile>>,
-    dht: Option<DhtServerOptions>,
-    limits: Limits,
-    security: Arc<NodeSecurity>,
-    stop: Arc<AtomicBool>,
+    setup: ShardSetup,
     ready: crossbeam_channel::Sender<io::Result<()>>,
 ) -> SeedStats {
-    let listener = match super::sys::tcp_listener(addr) {
+    let ShardSetup { listen, catalog, dht, limits, security, inbox } = setup;
+    let listener = match listen.map(super::sys::tcp_listener).transpose() {
         Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -363,11 +319,12 @@ async fn run_shard(
         }
     };
     // Shard 0 owns the DHT: the control plane is small, one owner keeps it lock-free.
-    let dht_task = match dht.filter(|_| id.0 == 0) {
-        None => None,
-        Some(opts) => match dht::bind_server(addr) {
+    let dht_stop = Arc::new(AtomicBool::new(false));
+    let dht_task = match (dht, listen) {
+        (Some((opts, control)), Some(addr)) => match dht::bind_server(addr) {
             Ok(socket) => {
-                let task = dht::serve(socket, addr, opts, security.clone(), stop.clone());
+                let task =
+                    dht::serve(socket, addr, opts, security.clone(), control, dht_stop.clone());
                 Some(glommio::spawn_local(task))
             }
             Err(e) => {
@@ -375,29 +332,67 @@ async fn run_shard(
                 return SeedStats::default();
             }
         },
+        _ => None,
     };
     let _ = ready.send(Ok(()));
     drop(ready);
     let shard = Rc::new(Shard {
         id,
-        catalog,
+        catalog: RefCell::new(catalog),
         open: RefCell::new(HashMap::new()),
         stats: RefCell::new(SeedStats::default()),
         connections: Cell::new(0),
         limits,
         security,
     });
+    let accepting = async {
+        match &listener {
+            Some(l) => accept_loop(&shard, l).await,
+            None => future::pending().await,
+        }
+    };
+    future::or(accepting, handle_inbox(&shard, &inbox)).await;
+    dht_stop.store(true, Ordering::SeqCst);
+    let mut stats = shard.snapshot();
+    if let Some(task) = dht_task {
+        stats.dht = Some(task.await);
+    }
+    stats
+}
+
+/// Handles the shard's commands until `Stop` or until the handle is gone.
+async fn handle_inbox(shard: &Shard, inbox: &flume::Receiver<ShardCommand>) {
+    while let Ok(cmd) = inbox.recv_async().await {
+        match cmd {
+            ShardCommand::Serve(file, done) => {
+                let id = file.entry.info.file_id;
+                shard.open.borrow_mut().remove(&id);
+                shard.catalog.borrow_mut().insert(id, file);
+                let _ = done.send(());
+            }
+            ShardCommand::Unserve(id, done) => {
+                shard.open.borrow_mut().remove(&id);
+                shard.catalog.borrow_mut().remove(&id);
+                let _ = done.send(());
+            }
+            ShardCommand::Stats(reply) => {
+                let _ = reply.send(shard.snapshot());
+            }
+            ShardCommand::Spawn(task) => {
+                glommio::spawn_local(task()).detach();
+            }
+            ShardCommand::Stop => return,
+        }
+    }
+}
+
+/// Accepts connections forever, each served by its own task on this shard.
+async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
     let mut backoff = AcceptBackoff::default();
     loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            wait_until(STOP_POLL, || stop.load(Ordering::Relaxed)).await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
                 // EMFILE and friends: back off instead of spinning; the listener stays up.
                 backoff.failed(shard.id.0, &super::glommio_io(e)).await;
                 continue;
@@ -418,11 +413,6 @@ async fn run_shard(
         })
         .detach();
     }
-    let mut stats = shard.stats.take();
-    if let Some(task) = dht_task {
-        stats.dht = Some(task.await);
-    }
-    stats
 }
 
 /// Serves one connection until the peer closes it, sends something malformed, or idles out.
@@ -442,15 +432,24 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
     let handshake = async {
         TcpConn::establish(stream, &shard.security, TcpSide::Server, REQUEST_BODY_MAX_BYTES)
             .await
-            .ok()
+            .map_err(|e| e.blame())
     };
     let deadline = async {
         glommio::timer::sleep(PEER_TIMEOUT).await;
-        None
+        // A client that never finishes the handshake.
+        Err(Blame::Peer)
     };
-    let Some(tcp) = future::or(handshake, deadline).await else {
-        shard.stats.borrow_mut().handshakes_failed += 1;
-        return Ok(());
+    let tcp = match future::or(handshake, deadline).await {
+        Ok(tcp) => tcp,
+        Err(blame) => {
+            let mut st = shard.stats.borrow_mut();
+            st.handshakes_failed += 1;
+            match blame {
+                Blame::Peer => st.handshakes_failed_peer += 1,
+                Blame::Local => st.handshakes_failed_local += 1,
+            }
+            return Ok(());
+        }
     };
     // From here the session's idle deadline decides how long a quiet client may stay.
     tcp.stream().set_read_timeout(None)?;
@@ -503,7 +502,10 @@ async fn serve(shard: &Shard, conn: &mut Conn, session: &mut ServerSession) -> i
         let now = clock::now();
         match received {
             None => session.handle_timeout(now),
-            Some(Ok(Deframed::Control)) => session.handle_frame(now, conn.body(), shard),
+            Some(Ok(Deframed::Control)) => {
+                let files = CatalogView(shard.catalog.borrow());
+                session.handle_frame(now, conn.body(), &files);
+            }
             Some(Err(RecvError::Frame(e))) => session.handle_frame_error(now, e),
             // A server never announces a payload, so none can arrive; resets, timeouts
             // and closes end the connection.

@@ -197,6 +197,19 @@ impl Catalog {
         self.remove_stale()
     }
 
+    /// Removes `id` from the catalog and deletes its manifest (the published file itself is
+    /// never touched). Returns false if it was not listed. Call it under the catalog's
+    /// write lock ([`Catalog::load_for_update`]).
+    pub fn remove(&mut self, id: &FileId) -> Result<bool, CatalogError> {
+        let Some(entry) = self.entries.remove(id) else { return Ok(false) };
+        if self.by_path.get(&entry.path) == Some(id) {
+            self.by_path.remove(&entry.path);
+        }
+        self.stale.push(*id);
+        self.remove_stale()?;
+        Ok(true)
+    }
+
     /// Deletes the manifests of entries replaced by a newer one at the same path (unless
     /// that ID is still listed: the same content published from another path).
     fn remove_stale(&mut self) -> Result<(), CatalogError> {

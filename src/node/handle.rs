@@ -1,0 +1,723 @@
+//! [`Node`] and [`Handle`]: one node owns the shards for the life of the process, and
+//! every command (seed, get, dht, demo, bench, later the service API) drives it through a
+//! handle.
+//!
+//! A handle talks to the shards only by messages: each shard has an inbox
+//! ([`ShardCommand`]) that its own executor drains between connection events, so the
+//! catalog a shard serves and its counters stay single-threaded and unlocked. Shard 0
+//! also runs the DHT, which takes [`DhtControl`] messages at its tick. Replies come back
+//! on one-shot channels. Blocking calls (`publish`, `stats`, `wait`) block only the
+//! calling thread, never a shard.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use glommio::PoolThreadHandles;
+use serde::Serialize;
+
+use super::dht::{self, DhtAnswer, DhtControl, DhtNodeStats, DhtQuery, DhtServerOptions};
+use super::fetch::{self, GetError, GetOptions, GetProgress, GetReport};
+use super::limits::ShardBudget;
+use super::secure::NodeSecurity;
+use super::seed::{Limits, SeedStats, ServedFile, ShardCommand, ShardSetup, ShardTask};
+use super::spawn_shards;
+use crate::config::{throttle_burst_bytes, CONNECTIONS_PER_SHARD_MAX, OPEN_FILES_PER_SHARD_MAX};
+use crate::crypto::FileId;
+use crate::dht::Key;
+use crate::storage::{self, Catalog, CatalogEntry, CatalogError, PublishError, Published};
+use crate::throttle::Throttle;
+
+use super::clock;
+
+/// How a node runs: where it listens, how many shards, its DHT, its limits and identity.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Address every shard accepts peer connections on (SO_REUSEPORT), and the DHT's UDP
+    /// port. `None`: the node serves nothing and runs no DHT (a plain `get`).
+    pub listen: Option<SocketAddr>,
+    /// Shards (pinned executors), at least 1.
+    pub shards: usize,
+    /// The DHT, run by shard 0 on the listen address. `None`: no DHT.
+    pub dht: Option<DhtServerOptions>,
+    /// Upload limit for the whole node, shared by all shards, in bytes per second.
+    pub upload_rate_bytes: Option<u64>,
+    /// Upload limit per connection, in bytes per second.
+    pub peer_upload_rate_bytes: Option<u64>,
+    /// Identity, network secret and encryption setting for every connection.
+    pub security: Arc<NodeSecurity>,
+    /// The data directory whose catalog [`Handle::publish`], [`Handle::unpublish`] and
+    /// [`Handle::sync_catalog`] keep the shards in step with. `None`: the node serves only
+    /// what it is given.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl NodeOptions {
+    /// A node on `listen` (or none) with `shards` shards and this identity: no DHT, no
+    /// limits, no data directory.
+    pub fn new(listen: Option<SocketAddr>, shards: usize, security: Arc<NodeSecurity>) -> Self {
+        Self {
+            listen,
+            shards,
+            dht: None,
+            upload_rate_bytes: None,
+            peer_upload_rate_bytes: None,
+            security,
+            data_dir: None,
+        }
+    }
+}
+
+/// Why the node could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("cannot start shards: {0}")]
+    Shards(io::Error),
+    /// The node has shut down (or a shard died): nothing can be asked of it any more.
+    #[error("the node has stopped")]
+    Stopped,
+    /// The node runs no DHT (it has no listen address or was started without one).
+    #[error("this node runs no DHT")]
+    NoDht,
+    #[error("the DHT lookup did not finish within {0:?}")]
+    DhtTimeout(Duration),
+    /// The node was started without a data directory, so it has no catalog.
+    #[error("this node has no data directory")]
+    NoDataDir,
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("no download with ID {0}")]
+    UnknownDownload(DownloadId),
+}
+
+/// A node's counters at one instant: the serving side summed over shards (with the
+/// DHT's), and what its downloads saw. Counters only rise; gauges are marked.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeStats {
+    /// Shards of the node.
+    pub shards: usize,
+    /// Files served now (a gauge; published files and partial downloads).
+    pub files_served: usize,
+    /// Downloads running now (a gauge).
+    pub downloads_active: usize,
+    /// Serving counters summed over shards.
+    #[serde(flatten)]
+    pub serving: SeedStats,
+    /// What the node's downloads saw, summed over every download it ran.
+    pub downloading: DownloadCounters,
+}
+
+/// Events of the node's downloads, counted by blame (see `crypto::handshake::Blame`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DownloadCounters {
+    /// Downloads started / finished verified / failed / cancelled.
+    pub started: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    /// Payload bytes verified and written.
+    pub bytes_verified: u64,
+    /// Chunks that failed verification (a peer's fault).
+    pub chunks_corrupt: u64,
+    /// Peers banned for corrupt chunks (a peer's fault).
+    pub peers_banned: u64,
+    /// Peers given up on for making no progress (a peer's fault, or the path's).
+    pub peers_stalled: u64,
+    /// Outgoing handshakes that failed by the peer's fault (wrong node, network or
+    /// encryption setting, bad messages, resets).
+    pub handshakes_failed_peer: u64,
+    /// Outgoing handshakes that failed by this node's fault.
+    pub handshakes_failed_local: u64,
+}
+
+/// A download running in (or finished by) a node: `0, 1, 2, …` in start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct DownloadId(pub u64);
+
+impl std::fmt::Display for DownloadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a download stands (the field's `TransferStatus`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferStatus {
+    pub id: DownloadId,
+    pub file_id: String,
+    pub output: PathBuf,
+    /// Verified bytes (including chunks reused from an earlier run).
+    pub done_bytes: u64,
+    /// The file's size, once its manifest is known (0 before).
+    pub total_bytes: u64,
+    /// `running`, `completed`, `failed` or `cancelled`.
+    pub state: &'static str,
+}
+
+/// A running node. Dropping it without [`Node::shutdown`] stops the shards too.
+pub struct Node {
+    handle: Handle,
+    pool: Option<PoolThreadHandles<SeedStats>>,
+}
+
+/// Drives a node from any thread: `Send + Clone`, cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Vec<flume::Sender<ShardCommand>>,
+    dht: Option<flume::Sender<DhtControl>>,
+    addr: Option<SocketAddr>,
+    security: Arc<NodeSecurity>,
+    data_dir: Option<PathBuf>,
+    /// What the shards serve from the catalog (control plane only: the shards keep their
+    /// own copies). Partial downloads are served too but not listed here.
+    published: Mutex<HashMap<FileId, CatalogEntry>>,
+    /// Partial downloads being served (`get --listen`).
+    partials: AtomicU64,
+    downloads: Mutex<Downloads>,
+    counters: Arc<Mutex<DownloadCounters>>,
+}
+
+#[derive(Default)]
+struct Downloads {
+    next: u64,
+    all: HashMap<DownloadId, Download>,
+}
+
+/// One download as the node tracks it.
+struct Download {
+    file_id: FileId,
+    output: PathBuf,
+    interrupt: Arc<AtomicBool>,
+    progress: Arc<ProgressCell>,
+    thread: Option<JoinHandle<Result<GetReport, GetError>>>,
+    /// Set once joined.
+    finished: Option<&'static str>,
+}
+
+/// The latest progress of a download, written by its coordinator.
+#[derive(Default)]
+pub(super) struct ProgressCell {
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl ProgressCell {
+    pub(super) fn set(&self, p: GetProgress) {
+        self.total.store(p.total_bytes, Ordering::Relaxed);
+        self.done.store(p.done_bytes, Ordering::Relaxed);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Node {
+    /// Starts the shards (and, with a listen address and `opts.dht`, the DHT on shard 0)
+    /// serving `files`. Returns once every shard listens, or why one could not.
+    pub fn start(files: Vec<ServedFile>, opts: &NodeOptions) -> Result<Self, NodeError> {
+        let shards = opts.shards.max(1);
+        let with_dht = opts.dht.is_some() && opts.listen.is_some();
+        // Bind once without SO_REUSEPORT: this fails if anyone else holds the port (shards
+        // bind with SO_REUSEPORT and would otherwise silently share it with a stranger), and
+        // resolves port 0 to a real port for all shards (and the DHT's UDP socket).
+        let addr = match opts.listen {
+            Some(listen) => Some(
+                dht::resolve_listen_addr(listen, with_dht)
+                    .map_err(|source| NodeError::Listen { addr: listen, source })?,
+            ),
+            None => None,
+        };
+        let limits = Limits {
+            budget: ShardBudget::new(
+                super::open_files_limit(),
+                shards,
+                CONNECTIONS_PER_SHARD_MAX,
+                OPEN_FILES_PER_SHARD_MAX,
+            ),
+            node: opts
+                .upload_rate_bytes
+                .map(|r| Arc::new(Throttle::new(r, throttle_burst_bytes(r), clock::now()))),
+            peer_rate_bytes: opts.peer_upload_rate_bytes,
+        };
+        let catalog: HashMap<FileId, ServedFile> =
+            files.into_iter().map(|f| (f.entry.info.file_id, f)).collect();
+        let published = catalog
+            .values()
+            .filter(|f| f.have.is_none())
+            .map(|f| (f.entry.info.file_id, f.entry.clone()))
+            .collect();
+        let partials = catalog.values().filter(|f| f.have.is_some()).count() as u64;
+        let (dht_tx, dht_rx) = flume::unbounded();
+        let mut setups: Vec<Option<ShardSetup>> = Vec::with_capacity(shards);
+        let mut senders = Vec::with_capacity(shards);
+        for i in 0..shards {
+            let (tx, rx) = flume::unbounded();
+            senders.push(tx);
+            let dht = match (&opts.dht, i) {
+                (Some(d), 0) if with_dht => Some((d.clone(), dht_rx.clone())),
+                _ => None,
+            };
+            setups.push(Some(ShardSetup {
+                listen: addr,
+                catalog: catalog.clone(),
+                dht,
+                limits: limits.clone(),
+                security: opts.security.clone(),
+                inbox: rx,
+            }));
+        }
+        let setups = Arc::new(Mutex::new(setups));
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(shards);
+        let pool = spawn_shards("furymesh", shards, move |id| {
+            let setup = lock(&setups)[id.0].take();
+            async move {
+                match setup {
+                    Some(setup) => super::seed::run_shard(id, setup, ready_tx).await,
+                    None => SeedStats::default(),
+                }
+            }
+        })
+        .map_err(NodeError::Shards)?;
+        let handle = Handle {
+            inner: Arc::new(Inner {
+                shards: senders,
+                dht: with_dht.then_some(dht_tx),
+                addr,
+                security: opts.security.clone(),
+                data_dir: opts.data_dir.clone(),
+                published: Mutex::new(published),
+                partials: AtomicU64::new(partials),
+                downloads: Mutex::new(Downloads::default()),
+                counters: Arc::new(Mutex::new(DownloadCounters::default())),
+            }),
+        };
+        let node = Self { handle, pool: Some(pool) };
+        let mut failure = None;
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = Some(e),
+                Err(_) => failure = Some(io::Error::other("a shard exited during start-up")),
+            }
+        }
+        if let Some(source) = failure {
+            node.shutdown();
+            return Err(NodeError::Listen {
+                addr: addr.or(opts.listen).unwrap_or(UNSPECIFIED),
+                source,
+            });
+        }
+        Ok(node)
+    }
+
+    /// A handle to drive this node from any thread.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// The address every shard listens on (port 0 resolved), if the node listens.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.handle.inner.addr
+    }
+
+    /// Cancels the running downloads (their state saved for resuming), stops every shard
+    /// (the DHT saves its routing table) and returns the final counters.
+    pub fn shutdown(mut self) -> NodeStats {
+        self.stop_all()
+    }
+
+    fn stop_all(&mut self) -> NodeStats {
+        let inner = &self.handle.inner;
+        let ids: Vec<DownloadId> = lock(&inner.downloads).all.keys().copied().collect();
+        for id in &ids {
+            let _ = self.handle.cancel(*id);
+        }
+        for id in ids {
+            let _ = self.handle.wait(id);
+        }
+        for tx in &inner.shards {
+            let _ = tx.send(ShardCommand::Stop);
+        }
+        let mut serving = SeedStats::default();
+        if let Some(pool) = self.pool.take() {
+            for s in pool.join_all().into_iter().flatten() {
+                serving.add(&s);
+            }
+        }
+        NodeStats {
+            shards: inner.shards.len(),
+            files_served: lock(&inner.published).len()
+                + inner.partials.load(Ordering::Relaxed) as usize,
+            downloads_active: 0,
+            serving,
+            downloading: lock(&inner.counters).clone(),
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.pool.is_some() {
+            self.stop_all();
+        }
+    }
+}
+
+const UNSPECIFIED: SocketAddr =
+    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
+
+impl Handle {
+    /// The address the node listens on, if any.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.inner.addr
+    }
+
+    /// The node's identity, network secret and encryption setting.
+    pub fn security(&self) -> &Arc<NodeSecurity> {
+        &self.inner.security
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// Sends `cmd(reply)` to every shard and waits for each to answer.
+    fn on_every_shard<R>(
+        &self,
+        cmd: impl Fn(flume::Sender<R>) -> ShardCommand,
+    ) -> Result<Vec<R>, NodeError> {
+        let mut waiting = Vec::with_capacity(self.inner.shards.len());
+        for tx in &self.inner.shards {
+            let (reply, answer) = flume::bounded(1);
+            tx.send(cmd(reply)).map_err(|_| NodeError::Stopped)?;
+            waiting.push(answer);
+        }
+        waiting.into_iter().map(|a| a.recv().map_err(|_| NodeError::Stopped)).collect()
+    }
+
+    /// Runs `task()` on shard `shard % shards` (a download's connections).
+    pub(super) fn spawn_on(&self, shard: usize, task: ShardTask) -> Result<(), NodeError> {
+        let tx = &self.inner.shards[shard % self.inner.shards.len()];
+        tx.send(ShardCommand::Spawn(task)).map_err(|_| NodeError::Stopped)
+    }
+
+    /// Runs `task()` on shard `shard % shards` and waits for its result (control work such
+    /// as fetching a manifest, on the node's executors instead of a new one).
+    pub(super) fn run_on<T, F, Fut>(&self, shard: usize, task: F) -> Result<T, NodeError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T> + 'static,
+    {
+        let (reply, answer) = flume::bounded(1);
+        self.spawn_on(
+            shard,
+            Box::new(move || {
+                Box::pin(async move {
+                    let _ = reply.send(task().await);
+                })
+            }),
+        )?;
+        answer.recv().map_err(|_| NodeError::Stopped)
+    }
+
+    /// Stops serving a partial download (served by [`Handle::serve`] with `have`), unless
+    /// the catalog serves the same file.
+    pub(super) fn unserve_partial(&self, id: FileId) -> Result<(), NodeError> {
+        self.inner.partials.fetch_sub(1, Ordering::Relaxed);
+        if lock(&self.inner.published).contains_key(&id) {
+            return Ok(());
+        }
+        self.unserve(id)
+    }
+
+    /// Serves `file` on every shard (replacing what is served under its ID); returns once
+    /// every shard serves it.
+    pub fn serve(&self, file: ServedFile) -> Result<(), NodeError> {
+        if file.have.is_some() {
+            self.inner.partials.fetch_add(1, Ordering::Relaxed);
+        }
+        self.on_every_shard(|done| ShardCommand::Serve(file.clone(), done))?;
+        Ok(())
+    }
+
+    /// Stops serving `id` on every shard (later requests get `UNKNOWN_FILE`); returns once
+    /// every shard has stopped.
+    pub fn unserve(&self, id: FileId) -> Result<(), NodeError> {
+        self.on_every_shard(|done| ShardCommand::Unserve(id, done))?;
+        Ok(())
+    }
+
+    fn dht(&self, c: DhtControl) {
+        if let Some(tx) = &self.inner.dht {
+            let _ = tx.send(c);
+        }
+    }
+
+    /// Hashes and publishes `paths` into the node's catalog (see [`storage::publish`]),
+    /// then serves and announces what changed. One result per file.
+    pub fn publish(
+        &self,
+        paths: &[PathBuf],
+        chunk_size: Option<u32>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Vec<Result<Published, PublishError>>, NodeError> {
+        let dir = self.inner.data_dir.as_deref().ok_or(NodeError::NoDataDir)?;
+        let mut catalog = Catalog::load(dir)?;
+        let results = storage::publish(&mut catalog, paths, chunk_size, progress);
+        self.sync_catalog()?;
+        Ok(results)
+    }
+
+    /// Removes `id` from the catalog, stops serving it and withdraws it from the DHT.
+    /// Returns false if it was not published.
+    pub fn unpublish(&self, id: &FileId) -> Result<bool, NodeError> {
+        let dir = self.inner.data_dir.as_deref().ok_or(NodeError::NoDataDir)?;
+        let (mut catalog, _lock) = Catalog::load_for_update(dir)?;
+        let removed = catalog.remove(id)?;
+        self.sync_catalog()?;
+        Ok(removed)
+    }
+
+    /// Brings the shards in step with the catalog on disk (published or unpublished by
+    /// this node or by another command on the same data directory): serves and announces
+    /// new and changed files, stops serving and withdraws removed ones. Returns the number
+    /// of files added and removed.
+    pub fn sync_catalog(&self) -> Result<(usize, usize), NodeError> {
+        let dir = self.inner.data_dir.as_deref().ok_or(NodeError::NoDataDir)?;
+        let catalog = Catalog::load(dir)?;
+        let mut published = lock(&self.inner.published);
+        let gone: Vec<FileId> =
+            published.keys().filter(|id| catalog.get(id).is_none()).copied().collect();
+        let fresh: Vec<CatalogEntry> = catalog
+            .entries()
+            .filter(|e| published.get(&e.info.file_id).is_none_or(|old| old.path != e.path))
+            .cloned()
+            .collect();
+        for e in &fresh {
+            self.serve(e.clone().into())?;
+            self.dht(DhtControl::Announce(Key::from_file_id(&e.info.file_id)));
+            published.insert(e.info.file_id, e.clone());
+        }
+        for id in &gone {
+            self.unserve(*id)?;
+            self.dht(DhtControl::Withdraw(Key::from_file_id(id)));
+            published.remove(id);
+        }
+        Ok((fresh.len(), gone.len()))
+    }
+
+    /// The entries the node serves from its catalog.
+    pub fn published(&self) -> Vec<CatalogEntry> {
+        lock(&self.inner.published).values().cloned().collect()
+    }
+
+    /// A snapshot of the node's counters, taken from every shard now.
+    pub fn stats(&self) -> Result<NodeStats, NodeError> {
+        let mut serving = SeedStats::default();
+        for s in self.on_every_shard(ShardCommand::Stats)? {
+            serving.add(&s);
+        }
+        serving.dht = self.dht_stats();
+        let downloads = lock(&self.inner.downloads);
+        Ok(NodeStats {
+            shards: self.inner.shards.len(),
+            files_served: lock(&self.inner.published).len()
+                + self.inner.partials.load(Ordering::Relaxed) as usize,
+            downloads_active: downloads.all.values().filter(|d| d.finished.is_none()).count(),
+            serving,
+            downloading: lock(&self.inner.counters).clone(),
+        })
+    }
+
+    fn dht_stats(&self) -> Option<DhtNodeStats> {
+        let tx = self.inner.dht.as_ref()?;
+        let (reply, answer) = flume::bounded(1);
+        tx.send(DhtControl::Stats(reply)).ok()?;
+        answer.recv_timeout(Duration::from_secs(1)).ok()
+    }
+
+    /// Runs a lookup through the node's own DHT (its routing table, its network secret).
+    pub fn dht_query(&self, q: DhtQuery, limit: Duration) -> Result<DhtAnswer, NodeError> {
+        let tx = self.inner.dht.as_ref().ok_or(NodeError::NoDht)?;
+        let (reply, answer) = flume::bounded(1);
+        tx.send(DhtControl::Query(q, reply)).map_err(|_| NodeError::Stopped)?;
+        answer.recv_timeout(limit).map_err(|e| match e {
+            flume::RecvTimeoutError::Timeout => NodeError::DhtTimeout(limit),
+            flume::RecvTimeoutError::Disconnected => NodeError::Stopped,
+        })
+    }
+
+    /// Like [`Handle::dht_query`] for providers, but while none is found it asks again
+    /// (the node's own announcements and joins may still be on their way), until `limit`.
+    pub fn find_providers(&self, key: Key, limit: Duration) -> Result<DhtAnswer, NodeError> {
+        let deadline = clock::now() + limit;
+        let mut pause = crate::config::DHT_PROVIDER_RETRY_MIN;
+        loop {
+            let left = deadline.saturating_duration_since(clock::now());
+            let answer = self.dht_query(DhtQuery::FindProviders(key), left)?;
+            if !answer.contacts.is_empty() || clock::now() + pause >= deadline {
+                return Ok(answer);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(crate::config::DHT_PROVIDER_RETRY_MAX);
+        }
+    }
+
+    /// Starts downloading `opts.file_id` in this node (its connections on the node's
+    /// shards, its durability on a thread of its own) and returns at once. The download
+    /// stops cleanly, its state saved, when `interrupt` turns true (a signal handler's
+    /// flag) or on [`Handle::cancel`]. `progress` is called a few times per second. With
+    /// `opts.serve_partial`, the node serves the chunks verified so far while it downloads.
+    pub fn download(
+        &self,
+        opts: GetOptions,
+        interrupt: Arc<AtomicBool>,
+        progress: Box<dyn Fn(GetProgress) + Send>,
+    ) -> Result<DownloadId, NodeError> {
+        let cell = Arc::new(ProgressCell::default());
+        let mut downloads = lock(&self.inner.downloads);
+        let id = DownloadId(downloads.next);
+        downloads.next += 1;
+        let (handle, stop, cell2) = (self.clone(), interrupt.clone(), cell.clone());
+        let (file_id, output) = (opts.file_id, opts.output.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("furymesh-dl-{id}"))
+            .spawn(move || {
+                fetch::get(&handle, &opts, &stop, &|p| {
+                    cell2.set(p);
+                    progress(p);
+                })
+            })
+            .map_err(NodeError::Shards)?;
+        lock(&self.inner.counters).started += 1;
+        downloads.all.insert(
+            id,
+            Download {
+                file_id,
+                output,
+                interrupt,
+                progress: cell,
+                thread: Some(thread),
+                finished: None,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Downloads `opts.file_id` in this node and waits for the outcome ([`Handle::download`]
+    /// then [`Handle::wait`]).
+    pub fn get(
+        &self,
+        opts: GetOptions,
+        interrupt: Arc<AtomicBool>,
+        progress: Box<dyn Fn(GetProgress) + Send>,
+    ) -> Result<GetReport, GetError> {
+        let id = self.download(opts, interrupt, progress)?;
+        self.wait(id)?
+    }
+
+    /// Asks a download to stop; its verified chunks are kept for resuming. [`Handle::wait`]
+    /// then returns `GetError::Interrupted`.
+    pub fn cancel(&self, id: DownloadId) -> Result<(), NodeError> {
+        let downloads = lock(&self.inner.downloads);
+        let d = downloads.all.get(&id).ok_or(NodeError::UnknownDownload(id))?;
+        d.interrupt.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Where a download stands.
+    pub fn status(&self, id: DownloadId) -> Result<TransferStatus, NodeError> {
+        let downloads = lock(&self.inner.downloads);
+        let d = downloads.all.get(&id).ok_or(NodeError::UnknownDownload(id))?;
+        Ok(TransferStatus {
+            id,
+            file_id: d.file_id.to_hex(),
+            output: d.output.clone(),
+            done_bytes: d.progress.done.load(Ordering::Relaxed),
+            total_bytes: d.progress.total.load(Ordering::Relaxed),
+            state: d.finished.unwrap_or("running"),
+        })
+    }
+
+    /// Waits for a download to end and returns its report (only once: later calls for the
+    /// same ID answer `UnknownDownload`).
+    pub fn wait(&self, id: DownloadId) -> Result<Result<GetReport, GetError>, NodeError> {
+        let thread = {
+            let mut downloads = lock(&self.inner.downloads);
+            let d = downloads.all.get_mut(&id).ok_or(NodeError::UnknownDownload(id))?;
+            d.thread.take().ok_or(NodeError::UnknownDownload(id))?
+        };
+        let result = thread.join().unwrap_or_else(|_| {
+            Err(GetError::Io {
+                path: PathBuf::new(),
+                source: io::Error::other("the download's thread panicked"),
+            })
+        });
+        let state = match &result {
+            Ok(_) => "completed",
+            Err(GetError::Interrupted) => "cancelled",
+            Err(_) => "failed",
+        };
+        {
+            let mut c = lock(&self.inner.counters);
+            match state {
+                "completed" => c.completed += 1,
+                "cancelled" => c.cancelled += 1,
+                _ => c.failed += 1,
+            }
+        }
+        lock(&self.inner.downloads).all.remove(&id);
+        Ok(result)
+    }
+
+    /// The counters a download adds to (its coordinator counts bans, stalls, corrupt
+    /// chunks and handshake failures as they happen).
+    pub(super) fn download_counters(&self) -> Arc<Mutex<DownloadCounters>> {
+        self.inner.counters.clone()
+    }
+
+    /// Records a finished download in the catalog (so the node and later `seed`s serve
+    /// it) and serves it from its final path. Best effort: the download itself succeeded,
+    /// so a catalog problem is returned for the caller to warn about.
+    pub fn record_download(
+        &self,
+        info: crate::manifest::FileInfo,
+        output: &Path,
+    ) -> Result<(), NodeError> {
+        let dir = self.inner.data_dir.as_deref().ok_or(NodeError::NoDataDir)?;
+        let path = std::fs::canonicalize(output)
+            .map_err(|source| CatalogError::Write { path: output.into(), source })?;
+        let meta = std::fs::metadata(&path)
+            .map_err(|source| CatalogError::Write { path: path.clone(), source })?;
+        let stamp = storage::FileStamp::of(&meta);
+        // A read-modify-write under the catalog's lock: concurrent gets and publishes
+        // each keep their entries.
+        let (mut catalog, lock) = Catalog::load_for_update(dir)?;
+        // Already published from an intact file elsewhere (a node downloading what it
+        // seeds): keep serving that one; the catalog has one path per file ID, and the
+        // download's copy may be moved or deleted by its user.
+        let intact = |e: &CatalogEntry| {
+            std::fs::metadata(&e.path).is_ok_and(|m| storage::FileStamp::of(&m) == e.stamp)
+        };
+        if !catalog.get(&info.file_id).is_some_and(intact) {
+            catalog.insert(CatalogEntry { info, path, stamp })?;
+        }
+        drop(lock);
+        self.sync_catalog()?;
+        Ok(())
+    }
+}

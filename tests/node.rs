@@ -1,0 +1,285 @@
+//! The node through its handle, in one test process: publish and unpublish while serving,
+//! several downloads in one node, live counters, failures counted by blame. Real shards,
+//! real sockets on loopback, real files.
+// Waits for events read the wall clock (the lint confines it to node::clock in the crate).
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{ensure_identity, tempdir, write_file};
+use furymesh::crypto::{Encryption, FileId};
+use furymesh::node::{
+    self, GetError, GetOptions, Handle, Node, NodeOptions, NodeSecurity, NodeStats, PeerAddr,
+};
+use furymesh::transfer::Strategy;
+
+fn security(dir: &Path) -> Arc<NodeSecurity> {
+    ensure_identity(dir);
+    NodeSecurity::new(node::load_identity(dir).unwrap(), None, Encryption::On).unwrap()
+}
+
+/// A serving node on loopback with a data directory (its catalog), one shard.
+fn seeder(dir: &Path, upload_rate: Option<u64>) -> Node {
+    let opts = NodeOptions {
+        upload_rate_bytes: upload_rate,
+        data_dir: Some(dir.to_owned()),
+        ..NodeOptions::new(Some("127.0.0.1:0".parse().unwrap()), 1, security(dir))
+    };
+    Node::start(Vec::new(), &opts).unwrap()
+}
+
+/// A node that only downloads (no listener), two shards.
+fn downloader(dir: &Path) -> Node {
+    Node::start(Vec::new(), &NodeOptions::new(None, 2, security(dir))).unwrap()
+}
+
+fn publish(h: &Handle, path: &Path) -> FileId {
+    let results = h.publish(&[path.to_owned()], Some(64 << 10), &|_| {}).unwrap();
+    results.into_iter().next().unwrap().unwrap().entry.info.file_id
+}
+
+fn get_opts(h: &Handle, id: FileId, peer: PeerAddr, out: PathBuf) -> GetOptions {
+    GetOptions {
+        file_id: id,
+        peers: vec![peer],
+        security: h.security().clone(),
+        output: out,
+        force: false,
+        connections: 2,
+        window: 8,
+        strategy: Strategy::RarestFirst,
+        max_peers: 4,
+        serve_partial: false,
+        save_every_bytes: 1 << 20,
+        download_rate_bytes: None,
+    }
+}
+
+fn get(h: &Handle, id: FileId, peer: PeerAddr, out: PathBuf) -> Result<node::GetReport, GetError> {
+    h.get(get_opts(h, id, peer, out), Arc::new(AtomicBool::new(false)), Box::new(|_| {}))
+}
+
+/// Polls `h.stats()` until `ok` holds (at most 30 s: a wait for an event, not a timing
+/// claim).
+fn stats_until(h: &Handle, ok: impl Fn(&NodeStats) -> bool) -> NodeStats {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = h.stats().unwrap();
+        if ok(&s) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn addr(n: &Node) -> SocketAddr {
+    n.addr().unwrap()
+}
+
+/// While node B downloads a large file from node A (rate-limited so it runs for seconds),
+/// A publishes a new file and unpublishes another through its handle: B gets the new file
+/// at once from the same A, the unpublished one is refused as unknown, A's counters rise
+/// between two snapshots, and the long download completes byte-identical with no error.
+#[test]
+fn publish_and_unpublish_while_a_download_runs() {
+    let t = tempdir();
+    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
+    let big = write_file(&t.path().join("big.bin"), 12 << 20, 1);
+    let new = write_file(&t.path().join("new.bin"), 300 << 10, 2);
+    write_file(&t.path().join("old.bin"), 200 << 10, 3);
+    let a = seeder(&sd, Some(4 << 20));
+    let (ha, peer) = (a.handle(), PeerAddr::from(addr(&a)));
+    let big_id = publish(&ha, &t.path().join("big.bin"));
+    let old_id = publish(&ha, &t.path().join("old.bin"));
+    let b = downloader(&dd);
+    let hb = b.handle();
+
+    let out_big = t.path().join("big.out");
+    let stop = Arc::new(AtomicBool::new(false));
+    let dl = hb.download(get_opts(&hb, big_id, peer, out_big.clone()), stop, Box::new(|_| {}));
+    let dl = dl.unwrap();
+    let first = stats_until(&ha, |s| s.serving.chunks_served > 0 && s.serving.connections_open > 0);
+    assert!(first.serving.chunks_served > 0, "{first:?}");
+    assert_eq!(hb.status(dl).unwrap().state, "running");
+
+    // Publish while serving: served at once, no restart.
+    let new_id = publish(&ha, &t.path().join("new.bin"));
+    let r = get(&hb, new_id, peer, t.path().join("new.out")).expect("new file served");
+    assert_eq!(fs::read(t.path().join("new.out")).unwrap(), new);
+    assert_eq!(r.chunks_fetched, 5);
+
+    // Unpublish while serving: refused as unknown from now on.
+    assert!(ha.unpublish(&old_id).unwrap());
+    match get(&hb, old_id, peer, t.path().join("old.out")) {
+        Err(GetError::UnknownFile { file_id, .. }) => assert_eq!(file_id, old_id),
+        other => panic!("unpublished file: {other:?}"),
+    }
+    assert!(!ha.unpublish(&old_id).unwrap(), "unpublished twice");
+
+    // The long download was not disturbed, and A's counters kept rising meanwhile.
+    let later = stats_until(&ha, |s| s.serving.chunks_served > first.serving.chunks_served);
+    assert!(later.serving.chunks_served > first.serving.chunks_served);
+    assert_eq!(later.files_served, 2, "{later:?}");
+    let report = hb.wait(dl).unwrap().expect("long download");
+    assert_eq!(fs::read(&out_big).unwrap(), big);
+    assert!(report.peers.iter().all(|p| p.error.is_none() && !p.banned), "{:?}", report.peers);
+    let s = hb.stats().unwrap();
+    assert_eq!((s.downloading.started, s.downloading.completed, s.downloading.failed), (3, 2, 1));
+}
+
+/// Two downloads run at once in one node, over its shards, each verified and complete.
+#[test]
+fn two_downloads_in_one_node() {
+    let t = tempdir();
+    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
+    let one = write_file(&t.path().join("one.bin"), 3 << 20, 4);
+    let two = write_file(&t.path().join("two.bin"), 2 << 20, 5);
+    let a = seeder(&sd, Some(8 << 20));
+    let (ha, peer) = (a.handle(), PeerAddr::from(addr(&a)));
+    let ids = [publish(&ha, &t.path().join("one.bin")), publish(&ha, &t.path().join("two.bin"))];
+    let b = downloader(&dd);
+    let hb = b.handle();
+    let dls: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let out = t.path().join(format!("out{i}"));
+            let opts = get_opts(&hb, *id, peer, out);
+            hb.download(opts, Arc::new(AtomicBool::new(false)), Box::new(|_| {})).unwrap()
+        })
+        .collect();
+    let running = hb.stats().unwrap().downloads_active;
+    assert!(running <= 2);
+    for dl in dls {
+        hb.wait(dl).unwrap().expect("download");
+    }
+    assert_eq!(fs::read(t.path().join("out0")).unwrap(), one);
+    assert_eq!(fs::read(t.path().join("out1")).unwrap(), two);
+    let s = b.shutdown();
+    assert_eq!(s.downloading.completed, 2);
+    assert_eq!(s.downloading.bytes_verified, (5 << 20) as u64);
+}
+
+/// A client that sends junk instead of a handshake is counted on the serving side as a
+/// handshake failure by the peer's fault; a download that pins the wrong node ID is counted
+/// on the downloading side the same way.
+#[test]
+fn handshake_failures_are_counted_with_their_blame() {
+    use std::io::Write;
+    let t = tempdir();
+    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
+    write_file(&t.path().join("f.bin"), 100 << 10, 6);
+    let a = seeder(&sd, None);
+    let ha = a.handle();
+    let id = publish(&ha, &t.path().join("f.bin"));
+    let mut s = std::net::TcpStream::connect(addr(&a)).unwrap();
+    s.write_all(&[0xff; 64]).unwrap();
+    drop(s);
+    let st = stats_until(&ha, |s| s.serving.handshakes_failed > 0);
+    assert_eq!(st.serving.handshakes_failed_peer, 1, "{st:?}");
+    assert_eq!(st.serving.handshakes_failed_local, 0, "{st:?}");
+
+    let b = downloader(&dd);
+    let hb = b.handle();
+    // B's own node ID: certainly not A's.
+    let wrong = PeerAddr { addr: addr(&a), node_id: Some(hb.security().node_id()) };
+    match get(&hb, id, wrong, t.path().join("out")) {
+        Err(GetError::WrongNode { .. }) => {}
+        other => panic!("wrong pin: {other:?}"),
+    }
+    let st = hb.stats().unwrap();
+    assert!(st.downloading.handshakes_failed_peer >= 1, "{st:?}");
+    assert_eq!(st.downloading.handshakes_failed_local, 0, "{st:?}");
+}
+
+/// A seeder whose file was altered behind its back (size and mtime put back) sends chunks
+/// that fail verification: the downloading node bans it and counts the corrupt chunks and
+/// the ban.
+#[test]
+fn a_ban_is_counted() {
+    let t = tempdir();
+    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
+    let f = t.path().join("f.bin");
+    let mut bytes = write_file(&f, 1 << 20, 7);
+    let a = seeder(&sd, None);
+    let ha = a.handle();
+    let id = publish(&ha, &f);
+    let mtime = fs::metadata(&f).unwrap().modified().unwrap();
+    for c in 0..16 {
+        bytes[c * (64 << 10) + 7] ^= 0x55;
+    }
+    fs::write(&f, &bytes).unwrap();
+    fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+
+    let b = downloader(&dd);
+    let hb = b.handle();
+    let result = get(&hb, id, addr(&a).into(), t.path().join("out"));
+    assert!(matches!(result, Err(GetError::HashMismatch { .. })), "{result:?}");
+    let st = hb.stats().unwrap();
+    assert!(st.downloading.peers_banned >= 1, "{st:?}");
+    assert!(st.downloading.chunks_corrupt >= 1, "{st:?}");
+    assert_eq!(st.downloading.failed, 1, "{st:?}");
+}
+
+/// Polls `cmd` until it succeeds (at most 10 s) and returns its output.
+fn until_ok(mut cmd: impl FnMut() -> std::process::Command) -> std::process::Output {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = cmd().output().unwrap();
+        if out.status.success() || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The operator's path: `seed` runs; `publish` and `unpublish` are run as separate commands
+/// on its data directory. The running seeder serves the new file and refuses the
+/// unpublished one without a restart.
+#[test]
+fn a_running_seed_follows_publish_and_unpublish_commands() {
+    use common::{fm, get_cmd, json, publish_id, run_ok, stderr_of, Seeder};
+    let t = tempdir();
+    let data = t.path().join("seed");
+    let first = write_file(&t.path().join("first.bin"), 100 << 10, 8);
+    let first_id = publish_id(&data, &t.path().join("first.bin"), &[]);
+    let seeder = Seeder::start(&data, 2);
+    let dl = t.path().join("dl");
+
+    let later = write_file(&t.path().join("later.bin"), 150 << 10, 9);
+    let later_id = publish_id(&data, &t.path().join("later.bin"), &[]);
+    let out = t.path().join("later.out");
+    let got = until_ok(|| get_cmd(&dl, &later_id, &seeder.peer(), &out));
+    assert!(got.status.success(), "never served: {}", stderr_of(&got));
+    assert_eq!(fs::read(&out).unwrap(), later);
+
+    // Unpublish by path: refused from then on (within the watch interval).
+    let gone = run_ok(fm(&data).args(["--json", "unpublish"]).arg(t.path().join("first.bin")));
+    assert_eq!(json(&gone)[0], first_id.as_str());
+    let out1 = t.path().join("first.out");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let o = get_cmd(&dl, &first_id, &seeder.peer(), &out1).output().unwrap();
+        let _ = fs::remove_file(&out1);
+        if !o.status.success() || Instant::now() > deadline {
+            break o;
+        }
+    };
+    assert!(stderr_of(&refused).contains("does not have file"), "{}", stderr_of(&refused));
+    drop(first);
+    let ls = json(&run_ok(fm(&data).args(["--json", "ls"])));
+    assert_eq!(ls.as_array().unwrap().len(), 1);
+    // An unknown target is an error that names it.
+    let bad = fm(&data).args(["unpublish", "/no/such/file"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr_of(&bad).contains("/no/such/file"), "{}", stderr_of(&bad));
+    let stats = seeder.stop();
+    assert_eq!(stats["files_served"], 1, "{stats}");
+}
