@@ -584,12 +584,25 @@ async fn conn_loop(
 ) -> Result<(), GetError> {
     let peer = c.addr;
     let tries = if ctx.conns.iter().any(|o| o.addr != peer) { CONNECT_TRIES } else { 1 };
-    let mut conn = connect_retrying(ctx, peer, tries).await?;
-    let mut session =
-        ClientSession::new(ctx.info.clone(), c.id, ClientConfig::default(), clock::now());
-    let result = pump(ctx, &mut conn, &mut session, writer, tx, latency).await;
-    session.detach(clock::now(), &mut ctx.sched());
-    result
+    let mut wait = Duration::from_millis(250);
+    for attempt in 1..=tries {
+        let mut conn = connect_retrying(ctx, peer, tries).await?;
+        let mut session =
+            ClientSession::new(ctx.info.clone(), c.id, ClientConfig::default(), clock::now());
+        let result = pump(ctx, &mut conn, &mut session, writer, tx, latency).await;
+        session.detach(clock::now(), &mut ctx.sched());
+        match result {
+            // A peer that does not have the file *yet* (another downloader whose node
+            // listens before its own download has the manifest): like a peer that does
+            // not listen yet, asked again a few times while other peers serve.
+            Err(GetError::UnknownFile { .. }) if attempt < tries => {
+                glommio::timer::sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+    Err(GetError::NoPeers)
 }
 
 /// Moves one client session's bytes: drives it with the scheduler, writes its requests,
