@@ -868,14 +868,15 @@ fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> R
             }
             print_json_or(json, &r, || {
                 let mut s = format!(
-                    "{} -> {}: {} bytes fetched in {:.2} s ({:.1} MB/s), {} chunks fetched, {} reused",
+                    "{} -> {}: {} bytes fetched in {:.2} s ({:.1} MB/s), {} chunks fetched, {} reused, {} re-verified",
                     r.file_id,
                     a.output.display(),
                     r.bytes,
                     r.seconds,
                     r.bytes_per_sec / 1e6,
                     r.chunks_fetched,
-                    r.chunks_reused
+                    r.chunks_reused,
+                    r.chunks_reverified
                 );
                 for p in &r.peers {
                     s.push_str(&format!(

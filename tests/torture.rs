@@ -85,7 +85,8 @@ fn kill_9_torture_in_a_three_seeder_swarm() {
 
 /// Runs downloads from three seeders (each sending at most `rate` bytes/s), each download
 /// killed at random instants within `kill_within` of every start until it completes, until
-/// `kills_wanted` kills interrupted a download. Checks every completed file.
+/// `kills_wanted` kills interrupted a download (and at least two downloads completed).
+/// Checks every completed file.
 fn torture(
     dir: &Path,
     kills_wanted: u64,
@@ -122,7 +123,9 @@ fn torture(
     // three seeders' rates plus start-up), so some runs are killed early, some late, and
     // some complete.
     let mut tally = Tally::default();
-    while tally.kills < kills_wanted {
+    // At least two downloads, so one unlucky download that takes every kill does not
+    // decide the ratio alone.
+    while tally.kills < kills_wanted || tally.downloads < 2 {
         let mut attempts = 0;
         loop {
             attempts += 1;
