@@ -61,6 +61,11 @@ pub struct BenchReport {
     pub ratios: std::collections::BTreeMap<&'static str, f64>,
     pub latency_us: LatencyReport,
     pub cpu_seconds_per_gib: f64,
+    /// CPU seconds per GiB moved of the seeders' threads alone (their shards).
+    pub seeder_cpu_seconds_per_gib: f64,
+    /// CPU seconds per GiB moved of the downloading node's threads alone (its shards and
+    /// download coordinators).
+    pub downloader_cpu_seconds_per_gib: f64,
     pub peak_rss_bytes: u64,
     pub seconds: f64,
     pub scenario: Scenario,
@@ -70,6 +75,15 @@ pub struct BenchReport {
     pub seeder_payload_bytes_sealed: u64,
     /// (seconds since start, bytes verified by all downloaders) every 100 ms.
     pub timeline: Vec<(f64, u64)>,
+}
+
+/// Thread-name prefixes of the scenario's seeders and of its downloading node.
+const SEEDER_THREADS: &str = "fm-seed";
+const DOWNLOADER_THREADS: &str = "fm-get";
+
+/// CPU seconds so far of the seeders' threads and of the downloading node's threads.
+fn sides_cpu() -> (f64, f64) {
+    (node::threads_cpu_seconds(SEEDER_THREADS), node::threads_cpu_seconds(DOWNLOADER_THREADS))
 }
 
 /// Bytes each primitive measurement processes.
@@ -211,6 +225,7 @@ pub fn run(
         let listen = Some("127.0.0.1:0".parse()?);
         let opts = NodeOptions {
             upload_rate_bytes: scenario.max_upload_rate_bytes,
+            name: SEEDER_THREADS.into(),
             ..NodeOptions::new(listen, scenario.seeder_shards, security.clone())
         };
         seeders.push(Node::start(vec![entry.clone().into()], &opts)?);
@@ -218,13 +233,13 @@ pub fn run(
     let peers: Vec<PeerAddr> = seeders.iter().filter_map(Node::addr).map(PeerAddr::from).collect();
     // Every downloader is a download in one node: its shards carry all of them, instead of
     // a pinned pool per downloader stacked onto the same cores.
+    let shards = scenario.connections_per_downloader.clamp(1, node::available_cores());
     let getter = Node::start(
         Vec::new(),
-        &NodeOptions::new(
-            None,
-            scenario.connections_per_downloader.clamp(1, node::available_cores()),
-            security.clone(),
-        ),
+        &NodeOptions {
+            name: DOWNLOADER_THREADS.into(),
+            ..NodeOptions::new(None, shards, security.clone())
+        },
     )?;
     let strategy: Strategy = scenario.strategy.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
 
@@ -234,6 +249,7 @@ pub fn run(
     let done = Arc::new(AtomicBool::new(false));
     let timeline = Arc::new(Mutex::new(Vec::new()));
     let cpu0 = node::process_cpu_seconds();
+    let (seed_cpu0, get_cpu0) = sides_cpu();
     let started = clock::now();
     let sampler = {
         let (progress, done, timeline) = (progress.clone(), done.clone(), timeline.clone());
@@ -284,6 +300,9 @@ pub fn run(
     done.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let cpu = node::process_cpu_seconds() - cpu0;
+    // Read before the nodes stop: their threads' counters go with them.
+    let (seed_cpu, get_cpu) = sides_cpu();
+    let (seed_cpu, get_cpu) = (seed_cpu - seed_cpu0, get_cpu - get_cpu0);
     getter.shutdown();
     let mut stats = SeedStats::default();
     for s in seeders {
@@ -305,6 +324,7 @@ pub fn run(
         });
     }
     let latency_us = LatencyReport::of(&latency);
+    let gib_moved = (moved as f64 / (1u64 << 30) as f64).max(1e-9);
     let throughput = moved as f64 / seconds;
     let mut ratios = std::collections::BTreeMap::new();
     ratios.insert("raw_loopback_tcp", throughput / limits["raw_loopback_tcp"]);
@@ -327,7 +347,9 @@ pub fn run(
         limits,
         ratios,
         latency_us,
-        cpu_seconds_per_gib: cpu / (moved as f64 / (1u64 << 30) as f64).max(1e-9),
+        cpu_seconds_per_gib: cpu / gib_moved,
+        seeder_cpu_seconds_per_gib: seed_cpu / gib_moved,
+        downloader_cpu_seconds_per_gib: get_cpu / gib_moved,
         peak_rss_bytes: peak_rss_bytes(),
         seconds,
         scenario,
@@ -393,6 +415,13 @@ pub fn table(r: &BenchReport) -> String {
         s,
         "{:<34} {:>12.2}",
         "CPU seconds per GiB (whole process)", r.cpu_seconds_per_gib
+    );
+    let _ =
+        writeln!(s, "{:<34} {:>12.2}", "  of which seeders' shards", r.seeder_cpu_seconds_per_gib);
+    let _ = writeln!(
+        s,
+        "{:<34} {:>12.2}",
+        "  of which the downloading node", r.downloader_cpu_seconds_per_gib
     );
     let _ = write!(s, "{:<34} {:>12}", "peak RSS", format!("{} MiB", r.peak_rss_bytes >> 20));
     s

@@ -109,6 +109,26 @@ async fn wait_until(every: Duration, stop: impl Fn() -> bool) {
     }
 }
 
+/// CPU seconds (user + system) used so far by this process's threads whose name starts
+/// with `prefix` (a node's [`NodeOptions::name`]), from `/proc/self/task/*/stat`. Threads
+/// that already ended are not counted.
+pub fn threads_cpu_seconds(prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    let mut ticks = 0u64;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { continue };
+        let Some(after_comm) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let f: Vec<&str> = after_comm.split_whitespace().collect();
+        let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks += field(11) + field(12);
+    }
+    ticks as f64 / 100.0
+}
+
 /// CPU seconds (user + system, all threads) this process has used so far.
 pub fn process_cpu_seconds() -> f64 {
     // Fields 14 and 15 of /proc/self/stat are utime and stime in clock ticks, which Linux
