@@ -40,6 +40,10 @@ pub struct Cli {
     /// nor use this node's DHT. Applies to seed, get, dht and bench.
     #[arg(long, global = true, env = "FURYMESH_NETWORK_SECRET", value_name = "FILE")]
     pub network_secret: Option<PathBuf>,
+    /// Node configuration: a TOML file of runtime knobs (timeouts, pool sizes, DHT
+    /// timings; every key optional, listed in tuning.md). Applies to seed and get.
+    #[arg(long, global = true, env = "FURYMESH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -341,8 +345,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Publish(a) => publish(&data_dir(&cli)?, a, cli.json),
         Command::Unpublish(a) => unpublish(&data_dir(&cli)?, a, cli.json),
         Command::Ls => ls(&data_dir(&cli)?, cli.json),
-        Command::Seed(a) => seed(&data_dir(&cli)?, a, network(&cli)?, cli.json),
-        Command::Get(a) => get(&data_dir(&cli)?, a, network(&cli)?, cli.json),
+        Command::Seed(a) => seed(&data_dir(&cli)?, a, network(&cli)?, node_config(&cli)?, cli.json),
+        Command::Get(a) => get(&data_dir(&cli)?, a, network(&cli)?, node_config(&cli)?, cli.json),
         Command::Dht(d) => dht(d, network(&cli)?, cli.json),
         Command::Demo(a) => crate::demo::run(
             &data_dir(&cli)?,
@@ -385,6 +389,17 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 /// The `--network-secret`, read.
+/// The node configuration from `--config`, or the defaults.
+fn node_config(cli: &Cli) -> Result<config::NodeConfig> {
+    let Some(path) = &cli.config else { return Ok(config::NodeConfig::default()) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+    let c: config::NodeConfig = toml::from_str(&text)
+        .with_context(|| format!("invalid configuration {}", path.display()))?;
+    c.validate().with_context(|| format!("invalid configuration {}", path.display()))?;
+    Ok(c)
+}
+
 fn network(cli: &Cli) -> Result<Option<NetworkSecret>> {
     cli.network_secret.as_deref().map(node::read_network_secret).transpose()
 }
@@ -644,7 +659,13 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-fn seed(dir: &Path, a: &SeedArgs, network: Option<NetworkSecret>, json: bool) -> Result<i32> {
+fn seed(
+    dir: &Path,
+    a: &SeedArgs,
+    network: Option<NetworkSecret>,
+    config: config::NodeConfig,
+    json: bool,
+) -> Result<i32> {
     let catalog =
         Catalog::load(dir).with_context(|| format!("cannot read catalog in {}", dir.display()))?;
     for (p, why) in &catalog.skipped {
@@ -673,6 +694,7 @@ fn seed(dir: &Path, a: &SeedArgs, network: Option<NetworkSecret>, json: bool) ->
         upload_rate_bytes: a.max_upload_rate,
         peer_upload_rate_bytes: a.max_peer_upload_rate,
         data_dir: Some(dir.to_owned()),
+        config,
         ..NodeOptions::new(Some(a.listen), shards, security)
     };
     let node = Node::start(files.into_iter().map(Into::into).collect(), &opts)?;
@@ -718,14 +740,14 @@ fn signal_channel() -> Result<crossbeam_channel::Receiver<i32>> {
 
 /// Serves until SIGINT or SIGTERM. Keeps the node in step with the data directory's
 /// catalog meanwhile: `furymesh publish` and `unpublish` run by anyone against the same
-/// directory take effect within `CATALOG_WATCH_INTERVAL` (the catalog directory's mtime
+/// directory take effect within `NodeConfig::catalog_watch_interval_ms` (the catalog directory's mtime
 /// changes with every manifest written or removed), and at once on SIGHUP.
 fn serve_until_signal(node: &Handle, dir: &Path, signals: &crossbeam_channel::Receiver<i32>) {
     let catalog_dir = layout::catalog_dir(dir);
     let stamp = || std::fs::metadata(&catalog_dir).and_then(|m| m.modified()).ok();
     let mut seen = stamp();
     loop {
-        let sync = match signals.recv_timeout(config::CATALOG_WATCH_INTERVAL) {
+        let sync = match signals.recv_timeout(node.config().catalog_watch_interval()) {
             Ok(signal_hook::consts::SIGHUP) => true,
             Ok(_) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
@@ -778,7 +800,13 @@ fn dht(d: &DhtCommandArgs, network: Option<NetworkSecret>, json: bool) -> Result
     Ok(if answer.contacts.is_empty() { 1 } else { 0 })
 }
 
-fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> Result<i32> {
+fn get(
+    dir: &Path,
+    a: &GetArgs,
+    network: Option<NetworkSecret>,
+    config: config::NodeConfig,
+    json: bool,
+) -> Result<i32> {
     let security = security(dir, network, a.encryption.value)?;
     // Trust on first use, remembered: a plain HOST:PORT used before must be the same node.
     let mut known = node::KnownPeers::load(dir);
@@ -831,6 +859,7 @@ fn get(dir: &Path, a: &GetArgs, network: Option<NetworkSecret>, json: bool) -> R
     // serve the verified chunks meanwhile.
     let node_opts = NodeOptions {
         data_dir: Some(dir.to_owned()),
+        config,
         ..NodeOptions::new(a.listen, connections.min(node::available_cores()), security)
     };
     let node = Node::start(Vec::new(), &node_opts)

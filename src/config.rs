@@ -105,13 +105,13 @@ pub const SESSION_KEY_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 /// announcements are dropped unverified, so a flood of forged ones cannot take a core.
 pub const DHT_ANNOUNCE_VERIFICATIONS_PER_S: u32 = 500;
 
-/// How often the DHT driver (shard 0) serves the DHT core's timers, its commands and the stop
-/// flag; datagrams are answered as they arrive, not at the tick. DHT timeouts are around a
-/// second, so 20 ms of slack is noise.
 /// How often `seed` looks whether the catalog directory changed (files published or
 /// unpublished by other commands), and so how soon they are served or withdrawn.
 pub const CATALOG_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the DHT driver (shard 0) serves the DHT core's timers, its commands and the stop
+/// flag; datagrams are answered as they arrive, not at the tick. DHT timeouts are around a
+/// second, so 20 ms of slack is noise.
 pub const DHT_TICK: Duration = Duration::from_millis(20);
 /// How often a seeder saves its DHT routing table (also at shutdown).
 pub const DHT_TABLE_SAVE_INTERVAL: Duration = Duration::from_secs(60);
@@ -177,6 +177,39 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::NodeConfig;
+
+    #[test]
+    fn node_config_defaults_and_test_config_are_valid() {
+        NodeConfig::default().validate().unwrap();
+        NodeConfig::test_small().validate().unwrap();
+    }
+
+    #[test]
+    fn node_config_reads_toml_with_defaults_for_missing_keys() {
+        let c: NodeConfig = toml::from_str("peer_timeout_ms = 2500\ndht_tick_ms = 5\n").unwrap();
+        assert_eq!(c.peer_timeout_ms, 2500);
+        assert_eq!(c.dht_tick_ms, 5);
+        assert_eq!(c.idle_timeout_ms, NodeConfig::default().idle_timeout_ms);
+        // A misspelt key is an error, not silently ignored.
+        let e = toml::from_str::<NodeConfig>("peer_timeout = 2500\n").unwrap_err();
+        assert!(e.to_string().contains("peer_timeout"), "{e}");
+        // Round trip.
+        let text = toml::to_string(&NodeConfig::test_small()).unwrap();
+        assert_eq!(toml::from_str::<NodeConfig>(&text).unwrap(), NodeConfig::test_small());
+    }
+
+    #[test]
+    fn node_config_out_of_range_names_the_key() {
+        let zero = NodeConfig { connections_per_shard_max: 0, ..NodeConfig::default() };
+        assert_eq!(zero.validate().unwrap_err().field, "connections_per_shard_max");
+        let spin = NodeConfig { dht_tick_ms: 0, ..NodeConfig::default() };
+        assert_eq!(spin.validate().unwrap_err().field, "dht_tick_ms");
+        let hang = NodeConfig { peer_timeout_ms: 3_600_000, ..NodeConfig::default() };
+        let e = hang.validate().unwrap_err();
+        assert_eq!((e.field, e.max), ("peer_timeout_ms", 600_000));
+    }
+
     use super::*;
 
     #[test]
@@ -219,5 +252,134 @@ mod tests {
         assert!(validate_chunk_size(4095).is_err());
         assert!(validate_chunk_size(5000).is_err());
         assert!(validate_chunk_size(32 << 20).is_err());
+    }
+}
+
+/// The node's runtime knobs: what an operator may set per node (`seed --config FILE`, a
+/// TOML table with these keys; every key optional). Protocol bounds (chunk and frame
+/// limits, what a peer may send) stay constants above. Units are the last word of every
+/// name. The defaults are the constants of the same name; tuning.md gives each one's
+/// measured effect.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Connections one shard serves at once (`CONNECTIONS_PER_SHARD_MAX`); also capped by
+    /// the descriptor limit.
+    pub connections_per_shard_max: usize,
+    /// Files one shard keeps mapped (`OPEN_FILES_PER_SHARD_MAX`).
+    pub open_files_per_shard_max: usize,
+    /// How long a peer may take to connect, finish its handshake or answer
+    /// (`PEER_TIMEOUT`), in milliseconds.
+    pub peer_timeout_ms: u64,
+    /// How long a served connection may sit without a request (`IDLE_TIMEOUT`), in
+    /// milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Longest time between two saves of a download's resume state
+    /// (`RESUME_SAVE_INTERVAL`), in milliseconds.
+    pub resume_save_interval_ms: u64,
+    /// Signed DHT announcements verified per second (`DHT_ANNOUNCE_VERIFICATIONS_PER_S`).
+    pub dht_announce_verifications_per_s: u32,
+    /// The DHT driver's tick (`DHT_TICK`), in milliseconds.
+    pub dht_tick_ms: u64,
+    /// How often the DHT routing table is saved (`DHT_TABLE_SAVE_INTERVAL`), in
+    /// milliseconds.
+    pub dht_table_save_interval_ms: u64,
+    /// How often `seed` looks for catalog changes (`CATALOG_WATCH_INTERVAL`), in
+    /// milliseconds.
+    pub catalog_watch_interval_ms: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let ms = |d: Duration| d.as_millis() as u64;
+        Self {
+            connections_per_shard_max: CONNECTIONS_PER_SHARD_MAX,
+            open_files_per_shard_max: OPEN_FILES_PER_SHARD_MAX,
+            peer_timeout_ms: ms(PEER_TIMEOUT),
+            idle_timeout_ms: ms(IDLE_TIMEOUT),
+            resume_save_interval_ms: ms(RESUME_SAVE_INTERVAL),
+            dht_announce_verifications_per_s: DHT_ANNOUNCE_VERIFICATIONS_PER_S,
+            dht_tick_ms: ms(DHT_TICK),
+            dht_table_save_interval_ms: ms(DHT_TABLE_SAVE_INTERVAL),
+            catalog_watch_interval_ms: ms(CATALOG_WATCH_INTERVAL),
+        }
+    }
+}
+
+/// A [`NodeConfig`] value outside its range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} = {value} is outside {min}..={max}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub value: u64,
+    pub min: u64,
+    pub max: u64,
+}
+
+impl NodeConfig {
+    /// Checks every knob against its range: positive, and no timing so short it would spin
+    /// or so long it would look like a hang.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let check = |field: &'static str, value: u64, min: u64, max: u64| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError { field, value, min, max })
+            }
+        };
+        check("connections_per_shard_max", self.connections_per_shard_max as u64, 1, 1 << 20)?;
+        check("open_files_per_shard_max", self.open_files_per_shard_max as u64, 1, 1 << 20)?;
+        check("peer_timeout_ms", self.peer_timeout_ms, 100, 600_000)?;
+        check("idle_timeout_ms", self.idle_timeout_ms, 100, 86_400_000)?;
+        check("resume_save_interval_ms", self.resume_save_interval_ms, 10, 60_000)?;
+        check(
+            "dht_announce_verifications_per_s",
+            self.dht_announce_verifications_per_s.into(),
+            1,
+            1_000_000,
+        )?;
+        check("dht_tick_ms", self.dht_tick_ms, 1, 1_000)?;
+        check("dht_table_save_interval_ms", self.dht_table_save_interval_ms, 100, 86_400_000)?;
+        check("catalog_watch_interval_ms", self.catalog_watch_interval_ms, 10, 3_600_000)
+    }
+
+    /// A small configuration for tests: few connections and maps, short timeouts, frequent
+    /// saves (so failures and limits show in seconds, not minutes).
+    pub fn test_small() -> Self {
+        Self {
+            connections_per_shard_max: 64,
+            open_files_per_shard_max: 8,
+            peer_timeout_ms: 2_000,
+            idle_timeout_ms: 5_000,
+            resume_save_interval_ms: 50,
+            dht_announce_verifications_per_s: 100,
+            dht_tick_ms: 10,
+            dht_table_save_interval_ms: 1_000,
+            catalog_watch_interval_ms: 100,
+        }
+    }
+
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_millis(self.peer_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub fn resume_save_interval(&self) -> Duration {
+        Duration::from_millis(self.resume_save_interval_ms)
+    }
+
+    pub fn dht_tick(&self) -> Duration {
+        Duration::from_millis(self.dht_tick_ms)
+    }
+
+    pub fn dht_table_save_interval(&self) -> Duration {
+        Duration::from_millis(self.dht_table_save_interval_ms)
+    }
+
+    pub fn catalog_watch_interval(&self) -> Duration {
+        Duration::from_millis(self.catalog_watch_interval_ms)
     }
 }

@@ -283,3 +283,34 @@ fn a_running_seed_follows_publish_and_unpublish_commands() {
     let stats = seeder.stop();
     assert_eq!(stats["files_served"], 1, "{stats}");
 }
+
+/// `--config` reaches the node: with `peer_timeout_ms = 300` a client that connects and
+/// says nothing is dropped after the handshake deadline (the default is 10 s, more than
+/// this test's 5 s read deadline). A bad key or value is refused with its name.
+#[test]
+fn the_config_file_sets_the_node_knobs() {
+    use common::{fm, stderr_of, Seeder};
+    use std::io::Read;
+    let t = tempdir();
+    let data = t.path().join("seed");
+    let conf = t.path().join("node.toml");
+    fs::write(&conf, "peer_timeout_ms = 300\n").unwrap();
+    let conf_arg = conf.to_str().unwrap();
+    let seeder = Seeder::start_with_args(&data, 1, &["--config", conf_arg]);
+    let mut s = std::net::TcpStream::connect(seeder.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).expect("closed by the seeder, not timed out here");
+    assert_eq!(n, 0, "the seeder sent something to a silent client");
+    let stats = seeder.stop();
+    assert_eq!(stats["handshakes_failed_peer"], 1, "{stats}");
+
+    fs::write(&conf, "peer_timeout = 300\n").unwrap();
+    let out = fm(&data).args(["--config", conf_arg, "seed"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("peer_timeout"), "{}", stderr_of(&out));
+    fs::write(&conf, "dht_tick_ms = 0\n").unwrap();
+    let out = fm(&data).args(["--config", conf_arg, "seed"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("dht_tick_ms = 0 is outside"), "{}", stderr_of(&out));
+}

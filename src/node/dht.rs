@@ -27,8 +27,8 @@ use super::clock::{self, now_unix};
 use super::run_local;
 use super::secure::NodeSecurity;
 use crate::config::{
-    DHT_ANNOUNCE_VERIFICATIONS_PER_S, DHT_EVENTS_QUEUED_MAX, DHT_PING_TIMEOUT, DHT_PING_TRIES,
-    DHT_PROVIDER_RETRY_MAX, DHT_PROVIDER_RETRY_MIN, DHT_TABLE_SAVE_INTERVAL, DHT_TICK,
+    NodeConfig, DHT_EVENTS_QUEUED_MAX, DHT_PING_TIMEOUT, DHT_PING_TRIES, DHT_PROVIDER_RETRY_MAX,
+    DHT_PROVIDER_RETRY_MIN,
 };
 use crate::crypto::handshake::NETWORK_TAG_BYTES;
 use crate::crypto::{
@@ -80,7 +80,7 @@ pub struct DhtNodeStats {
     /// did not verify: forged or unsigned provider records.
     pub announcements_rejected: u64,
     /// `AnnounceProvider`s dropped unverified because the verification budget
-    /// (`DHT_ANNOUNCE_VERIFICATIONS_PER_S`) was spent: a flood.
+    /// (`NodeConfig::dht_announce_verifications_per_s`) was spent: a flood.
     pub announcements_throttled: u64,
     pub table_len: usize,
     pub provider_records: usize,
@@ -162,12 +162,20 @@ struct Driver {
     stats: RefCell<DhtNodeStats>,
     auth: DhtAuth,
     provider_ttl_secs: u64,
-    /// Announcement verifications per second (see [`DHT_ANNOUNCE_VERIFICATIONS_PER_S`]).
+    /// Announcement verifications per second (`NodeConfig::dht_announce_verifications_per_s`).
     verify_budget: Throttle,
+    /// `NodeConfig::dht_tick_ms`.
+    tick: Duration,
 }
 
 impl Driver {
-    fn new(socket: UdpSocket, dht: Dht, auth: DhtAuth, provider_ttl_secs: u64) -> Rc<Self> {
+    fn new(
+        socket: UdpSocket,
+        dht: Dht,
+        auth: DhtAuth,
+        provider_ttl_secs: u64,
+        knobs: &NodeConfig,
+    ) -> Rc<Self> {
         Rc::new(Self {
             dht: RefCell::new(dht),
             socket,
@@ -176,9 +184,10 @@ impl Driver {
             auth,
             provider_ttl_secs,
             verify_budget: {
-                let per_s = u64::from(DHT_ANNOUNCE_VERIFICATIONS_PER_S);
+                let per_s = u64::from(knobs.dht_announce_verifications_per_s);
                 Throttle::new(per_s, per_s, clock::now())
             },
+            tick: knobs.dht_tick(),
         })
     }
 
@@ -243,7 +252,7 @@ impl Driver {
         let mut buf = vec![0u8; DHT_DATAGRAM_MAX_BYTES + NETWORK_TAG_BYTES + 1];
         loop {
             let Ok((n, from)) = self.socket.recv_from(&mut buf).await else {
-                glommio::timer::sleep(DHT_TICK).await;
+                glommio::timer::sleep(self.tick).await;
                 continue;
             };
             self.stats.borrow_mut().datagrams_in += 1;
@@ -289,7 +298,7 @@ impl Driver {
             if done(self) {
                 return;
             }
-            glommio::timer::sleep(DHT_TICK).await;
+            glommio::timer::sleep(self.tick).await;
         }
     }
 
@@ -360,6 +369,7 @@ pub(super) async fn serve(
     opts: DhtServerOptions,
     security: Arc<NodeSecurity>,
     control: flume::Receiver<DhtControl>,
+    knobs: NodeConfig,
     stop: Arc<AtomicBool>,
 ) -> DhtNodeStats {
     let local = Contact { id: security.node_id(), addr };
@@ -367,7 +377,7 @@ pub(super) async fn serve(
     let ttl = config.provider_ttl.as_secs();
     let dht = Dht::new(config, local, clock::random());
     let auth = DhtAuth { network: security.network().cloned(), signer: Some(security) };
-    let driver = Driver::new(socket, dht, auth, ttl);
+    let driver = Driver::new(socket, dht, auth, ttl, &knobs);
     let receiver = glommio::spawn_local(driver.clone().receive());
     let saved = opts.table_path.as_ref().and_then(|p| std::fs::read(p).ok());
     if let Some(contacts) = saved.and_then(|b| wire::decode_dht_table(&b).ok()) {
@@ -413,7 +423,7 @@ pub(super) async fn serve(
             if !pending.is_empty() {
                 answer_queries(d, &mut pending);
             }
-            if last_save.elapsed() >= DHT_TABLE_SAVE_INTERVAL {
+            if last_save.elapsed() >= knobs.dht_table_save_interval() {
                 save(d);
                 last_save = clock::now();
             }
@@ -544,7 +554,8 @@ fn run_query(
         let config = DhtConfig { read_only: true, ..config_for(first.ip()) };
         let ttl = config.provider_ttl.as_secs();
         let auth = DhtAuth { network, signer: None };
-        let driver = Driver::new(socket, Dht::new(config, local, clock::random()), auth, ttl);
+        let dht = Dht::new(config, local, clock::random());
+        let driver = Driver::new(socket, dht, auth, ttl, &NodeConfig::default());
         let _receiver = glommio::spawn_local(driver.clone().receive());
         driver.command(DhtCommand::Bootstrap(bootstrap.clone()));
         let deadline = clock::now() + limit;

@@ -32,10 +32,7 @@ use super::secure::{HandshakeFailure, NodeSecurity};
 use super::seed::ServedFile;
 use super::transport::{Conn, RecvError, TcpConn, TcpSide};
 use super::{clock, ShardId};
-use crate::config::{
-    throttle_burst_bytes, PEER_TIMEOUT, RESPONSE_BODY_MAX_BYTES, RESUME_SAVE_INTERVAL,
-    WRITES_INFLIGHT_MAX,
-};
+use crate::config::{throttle_burst_bytes, RESPONSE_BODY_MAX_BYTES, WRITES_INFLIGHT_MAX};
 use crate::crypto::handshake::Blame;
 use crate::crypto::FileId;
 use crate::dht::NodeId;
@@ -184,7 +181,8 @@ pub struct GetProgress {
     pub total_bytes: u64,
 }
 
-/// Why a download failed. Every variant is one line a user can act on.
+/// Why a download failed. Every variant is one line a user can act on; [`GetError::blame`]
+/// says whose fault it is.
 #[derive(Debug, thiserror::Error)]
 pub enum GetError {
     #[error("{path} already exists (use --force to replace it)")]
@@ -198,12 +196,15 @@ pub enum GetError {
     Connect { peer: SocketAddr, source: io::Error },
     #[error("connection to {peer} failed: {what}")]
     Connection { peer: SocketAddr, what: String },
+    /// The peer said nothing for `NodeConfig::peer_timeout_ms` while an answer was due.
+    #[error("connection to {peer} failed: no answer within {}s", .after.as_secs_f64())]
+    Timeout { peer: SocketAddr, after: Duration },
     #[error("peer {peer} refused: {message}")]
     Refused { peer: SocketAddr, message: String },
     #[error("peer {peer} broke the protocol: {what}")]
     Protocol { peer: SocketAddr, what: String },
-    #[error("handshake with {peer} failed: {what}")]
-    Handshake { peer: SocketAddr, what: String },
+    #[error("handshake with {peer} failed: {source}")]
+    Handshake { peer: SocketAddr, source: HandshakeFailure },
     /// The peer proved to be another node than the one pinned for its address.
     #[error("handshake with {peer} failed: {what}")]
     WrongNode { peer: SocketAddr, what: String },
@@ -227,6 +228,32 @@ pub enum GetError {
 }
 
 impl GetError {
+    /// Whose fault the failure is: the peer's (refusals, bad or missing data, failed
+    /// handshakes, silence) or this node's (its disk, its output path, its configuration).
+    /// `None` for an interruption, nobody's fault.
+    pub fn blame(&self) -> Option<Blame> {
+        match self {
+            Self::Interrupted => None,
+            Self::Handshake { source, .. } => Some(source.blame()),
+            Self::UnknownFile { .. }
+            | Self::Connect { .. }
+            | Self::Connection { .. }
+            | Self::Timeout { .. }
+            | Self::Refused { .. }
+            | Self::Protocol { .. }
+            | Self::WrongNode { .. }
+            | Self::Tampered { .. }
+            | Self::HashMismatch { .. } => Some(Blame::Peer),
+            Self::OutputExists { .. }
+            | Self::OutputBusy { .. }
+            | Self::DiskFull { .. }
+            | Self::Io { .. }
+            | Self::NoPeers
+            | Self::Listen { .. }
+            | Self::Node(_) => Some(Blame::Local),
+        }
+    }
+
     fn io(path: &Path, source: io::Error) -> Self {
         if source.raw_os_error() == Some(libc::ENOSPC) {
             Self::DiskFull { path: path.into() }
@@ -240,14 +267,13 @@ impl GetError {
         Self::io(path, super::glommio_io(e))
     }
 
-    /// A transport failure on the connection to `peer`.
-    fn recv(peer: SocketAddr, e: RecvError) -> Self {
+    /// A transport failure on the connection to `peer`, whose reads time out `after`.
+    fn recv(peer: SocketAddr, e: RecvError, after: Duration) -> Self {
         match e {
             RecvError::Frame(f) => Self::peer(peer, None, PeerError::Frame(f)),
-            RecvError::Io(ref io) if io.kind() == io::ErrorKind::TimedOut => Self::Connection {
-                peer,
-                what: format!("no answer within {}s", PEER_TIMEOUT.as_secs()),
-            },
+            RecvError::Io(ref io) if io.kind() == io::ErrorKind::TimedOut => {
+                Self::Timeout { peer, after }
+            }
             _ => Self::Connection { peer, what: e.to_string() },
         }
     }
@@ -354,14 +380,15 @@ async fn connect(
     sec: &NodeSecurity,
     pins: &Pins,
     counters: &Mutex<DownloadCounters>,
+    timeout: Duration,
 ) -> Result<Conn, GetError> {
-    let s = TcpStream::connect_timeout(peer, PEER_TIMEOUT)
+    let s = TcpStream::connect_timeout(peer, timeout)
         .await
         .map_err(|e| GetError::Connect { peer, source: super::glommio_io(e) })?;
     let setup = || -> io::Result<()> {
         s.set_nodelay(true)?;
-        s.set_read_timeout(Some(PEER_TIMEOUT))?;
-        s.set_write_timeout(Some(PEER_TIMEOUT))?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
         Ok(())
     };
     setup().map_err(|e| GetError::Connection { peer, what: e.to_string() })?;
@@ -378,12 +405,11 @@ async fn connect(
         }
     }
     let conn = established.map_err(|e| match e {
-        HandshakeFailure::Io(io) if io.kind() == io::ErrorKind::TimedOut => GetError::Connection {
-            peer,
-            what: format!("no answer within {}s", PEER_TIMEOUT.as_secs()),
-        },
+        HandshakeFailure::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
+            GetError::Timeout { peer, after: timeout }
+        }
         other if other.is_wrong_node() => GetError::WrongNode { peer, what: other.to_string() },
-        other => GetError::Handshake { peer, what: other.to_string() },
+        source => GetError::Handshake { peer, source },
     })?;
     let conn = Conn::Tcp(conn);
     let mut pins = pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -404,8 +430,9 @@ async fn fetch_manifest(
     sec: &NodeSecurity,
     pins: &Pins,
     counters: &Mutex<DownloadCounters>,
+    timeout: Duration,
 ) -> Result<FileInfo, GetError> {
-    let mut conn = connect(peer, sec, pins, counters).await?;
+    let mut conn = connect(peer, sec, pins, counters, timeout).await?;
     let io_err = |e: io::Error| GetError::Connection { peer, what: e.to_string() };
     conn.push_frame(Encoder::default().request(&Request::FileInfo { file_id }));
     conn.flush().await.map_err(io_err)?;
@@ -418,7 +445,7 @@ async fn fetch_manifest(
         Err(RecvError::Closed) => {
             return Err(GetError::Connection { peer, what: "closed before answering".into() })
         }
-        Err(e) => return Err(GetError::recv(peer, e)),
+        Err(e) => return Err(GetError::recv(peer, e, timeout)),
     }
     manifest_from(file_id, conn.body()).map_err(|e| GetError::peer(peer, Some(file_id), e))
 }
@@ -475,6 +502,10 @@ struct FetchCtx {
     latency: Mutex<Histogram<u64>>,
     /// The node's download counters (handshake failures, bans, stalls, corrupt chunks).
     counters: Arc<Mutex<DownloadCounters>>,
+    /// `NodeConfig::peer_timeout_ms`: connect, handshake and read deadline.
+    peer_timeout: Duration,
+    /// `NodeConfig::resume_save_interval_ms`: longest time between two resume saves.
+    save_interval: Duration,
 }
 
 impl FetchCtx {
@@ -523,7 +554,7 @@ async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Send
 async fn connect_retrying(ctx: &FetchCtx, peer: SocketAddr, tries: u32) -> Result<Conn, GetError> {
     let mut wait = Duration::from_millis(250);
     for _ in 1..tries {
-        match connect(peer, &ctx.security, &ctx.pins, &ctx.counters).await {
+        match connect(peer, &ctx.security, &ctx.pins, &ctx.counters, ctx.peer_timeout).await {
             Err(GetError::Connect { .. }) => {
                 glommio::timer::sleep(wait).await;
                 wait *= 2;
@@ -531,7 +562,7 @@ async fn connect_retrying(ctx: &FetchCtx, peer: SocketAddr, tries: u32) -> Resul
             other => return other,
         }
     }
-    connect(peer, &ctx.security, &ctx.pins, &ctx.counters).await
+    connect(peer, &ctx.security, &ctx.pins, &ctx.counters, ctx.peer_timeout).await
 }
 
 /// Drives one connection until the download completes, the peer fails or is banned, or
@@ -588,7 +619,7 @@ async fn conn_loop(
     for attempt in 1..=tries {
         let mut conn = connect_retrying(ctx, peer, tries).await?;
         let mut session =
-            ClientSession::new(ctx.info.clone(), c.id, ClientConfig::default(), clock::now());
+            ClientSession::new(ctx.info.clone(), c.id, client_config(ctx), clock::now());
         let result = pump(ctx, &mut conn, &mut session, writer, tx, latency).await;
         session.detach(clock::now(), &mut ctx.sched());
         match result {
@@ -603,6 +634,12 @@ async fn conn_loop(
         }
     }
     Err(GetError::NoPeers)
+}
+
+/// The session's knobs: a peer that sends nothing useful for the node's peer timeout is
+/// given up on.
+fn client_config(ctx: &FetchCtx) -> ClientConfig {
+    ClientConfig { starved_after: ctx.peer_timeout, ..ClientConfig::default() }
 }
 
 /// Moves one client session's bytes: drives it with the scheduler, writes its requests,
@@ -691,7 +728,7 @@ async fn pump(
             }
             Ok(Deframed::Payload(bytes)) => session.handle_payload(clock::now(), bytes),
             Err(RecvError::Frame(e)) => session.handle_frame_error(clock::now(), e),
-            Err(e) => return Err(GetError::recv(peer, e)),
+            Err(e) => return Err(GetError::recv(peer, e, ctx.peer_timeout)),
         }
     }
 }
@@ -803,10 +840,11 @@ async fn fetch_manifest_any(
     sec: &NodeSecurity,
     pins: &Pins,
     counters: &Mutex<DownloadCounters>,
+    timeout: Duration,
 ) -> Result<FileInfo, GetError> {
     let mut last = GetError::NoPeers;
     for peer in peers {
-        match fetch_manifest(peer.addr, file_id, sec, pins, counters).await {
+        match fetch_manifest(peer.addr, file_id, sec, pins, counters, timeout).await {
             Ok(info) => return Ok(info),
             Err(e) => last = e,
         }
@@ -845,9 +883,11 @@ pub(super) fn get(
         None => {
             let (peers, id, p) = (opts.peers.clone(), opts.file_id, partial.clone());
             let (sec, pins2, counters2) = (opts.security.clone(), pins.clone(), counters.clone());
+            let timeout = node.config().peer_timeout();
             let info = node
                 .run_on(0, move || async move {
-                    let info = fetch_manifest_any(&peers, id, &sec, &pins2, &counters2).await?;
+                    let (s, p2, c2) = (&sec, &pins2, &counters2);
+                    let info = fetch_manifest_any(&peers, id, s, p2, c2, timeout).await?;
                     create_partial(&p, info.size).await?;
                     Ok::<_, GetError>(info)
                 })
@@ -903,6 +943,8 @@ pub(super) fn get(
         epoch: clock::now(),
         latency: Mutex::new(new_latency_histogram()),
         counters,
+        peer_timeout: node.config().peer_timeout(),
+        save_interval: node.config().resume_save_interval(),
     });
     // Partial seeding: the node serves what is verified while downloading.
     let serving = opts.serve_partial && node.addr().is_some();
@@ -1070,8 +1112,7 @@ fn coordinate(
         }
         // Bans and stalls are in the per-peer report and the node's counters.
         count_events(ctx);
-        if dur.pending_bytes >= ctx.save_every_bytes || last_save.elapsed() >= RESUME_SAVE_INTERVAL
-        {
+        if dur.pending_bytes >= ctx.save_every_bytes || last_save.elapsed() >= ctx.save_interval {
             match dur.save() {
                 Ok(saved) => {
                     ctx.unsaved_bytes.fetch_sub(saved, Ordering::AcqRel);

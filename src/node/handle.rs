@@ -27,7 +27,7 @@ use super::limits::ShardBudget;
 use super::secure::NodeSecurity;
 use super::seed::{Limits, SeedStats, ServedFile, ShardCommand, ShardSetup, ShardTask};
 use super::spawn_shards;
-use crate::config::{throttle_burst_bytes, CONNECTIONS_PER_SHARD_MAX, OPEN_FILES_PER_SHARD_MAX};
+use crate::config::{throttle_burst_bytes, ConfigError, NodeConfig};
 use crate::crypto::FileId;
 use crate::dht::Key;
 use crate::storage::{self, Catalog, CatalogEntry, CatalogError, PublishError, Published};
@@ -59,6 +59,8 @@ pub struct NodeOptions {
     /// coordinators), so per-thread CPU accounting can tell nodes of one process apart.
     /// At most 8 characters keep every name within Linux's 15.
     pub name: String,
+    /// Runtime knobs (timeouts, pools, DHT timings); checked by [`Node::start`].
+    pub config: NodeConfig,
 }
 
 impl NodeOptions {
@@ -74,6 +76,7 @@ impl NodeOptions {
             security,
             data_dir: None,
             name: "furymesh".into(),
+            config: NodeConfig::default(),
         }
     }
 }
@@ -85,6 +88,8 @@ pub enum NodeError {
     Listen { addr: SocketAddr, source: io::Error },
     #[error("cannot start shards: {0}")]
     Shards(io::Error),
+    #[error("invalid node configuration: {0}")]
+    Config(#[from] ConfigError),
     /// The node has shut down (or a shard died): nothing can be asked of it any more.
     #[error("the node has stopped")]
     Stopped,
@@ -185,6 +190,7 @@ struct Inner {
     security: Arc<NodeSecurity>,
     data_dir: Option<PathBuf>,
     name: String,
+    config: NodeConfig,
     /// What the shards serve from the catalog (control plane only: the shards keep their
     /// own copies). Partial downloads are served too but not listed here.
     published: Mutex<HashMap<FileId, CatalogEntry>>,
@@ -233,6 +239,7 @@ impl Node {
     /// Starts the shards (and, with a listen address and `opts.dht`, the DHT on shard 0)
     /// serving `files`. Returns once every shard listens, or why one could not.
     pub fn start(files: Vec<ServedFile>, opts: &NodeOptions) -> Result<Self, NodeError> {
+        opts.config.validate()?;
         let shards = opts.shards.max(1);
         let with_dht = opts.dht.is_some() && opts.listen.is_some();
         // Bind once without SO_REUSEPORT: this fails if anyone else holds the port (shards
@@ -249,13 +256,15 @@ impl Node {
             budget: ShardBudget::new(
                 super::open_files_limit(),
                 shards,
-                CONNECTIONS_PER_SHARD_MAX,
-                OPEN_FILES_PER_SHARD_MAX,
+                opts.config.connections_per_shard_max,
+                opts.config.open_files_per_shard_max,
             ),
             node: opts
                 .upload_rate_bytes
                 .map(|r| Arc::new(Throttle::new(r, throttle_burst_bytes(r), clock::now()))),
             peer_rate_bytes: opts.peer_upload_rate_bytes,
+            peer_timeout: opts.config.peer_timeout(),
+            idle_timeout: opts.config.idle_timeout(),
         };
         let catalog: HashMap<FileId, ServedFile> =
             files.into_iter().map(|f| (f.entry.info.file_id, f)).collect();
@@ -272,7 +281,7 @@ impl Node {
             let (tx, rx) = flume::unbounded();
             senders.push(tx);
             let dht = match (&opts.dht, i) {
-                (Some(d), 0) if with_dht => Some((d.clone(), dht_rx.clone())),
+                (Some(d), 0) if with_dht => Some((d.clone(), dht_rx.clone(), opts.config.clone())),
                 _ => None,
             };
             setups.push(Some(ShardSetup {
@@ -304,6 +313,7 @@ impl Node {
                 security: opts.security.clone(),
                 data_dir: opts.data_dir.clone(),
                 name: opts.name.clone(),
+                config: opts.config.clone(),
                 published: Mutex::new(published),
                 partials: AtomicU64::new(partials),
                 downloads: Mutex::new(Downloads::default()),
@@ -394,6 +404,11 @@ impl Handle {
     /// The node's identity, network secret and encryption setting.
     pub fn security(&self) -> &Arc<NodeSecurity> {
         &self.inner.security
+    }
+
+    /// The node's runtime configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
     }
 
     /// Number of shards.

@@ -39,8 +39,8 @@ pub use handle::{
 };
 pub use limits::{open_files_limit, raise_open_files_limit, ShardBudget};
 pub use secure::{
-    load_identity, load_or_create_identity, read_network_secret, IdentityFileError, KnownPeers,
-    NodeSecurity,
+    load_identity, load_or_create_identity, read_network_secret, HandshakeFailure,
+    IdentityFileError, KnownPeers, NodeSecurity,
 };
 pub use seed::{SeedStats, ServedFile};
 

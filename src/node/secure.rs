@@ -335,9 +335,10 @@ fn fresh_random() -> HandshakeRandom {
     r
 }
 
-/// Why a handshake failed.
+/// Why a handshake over a connection failed: the transport, the framing of the handshake
+/// messages, the handshake core's verdict ([`HandshakeError`]), or the peer's refusal.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum HandshakeFailure {
+pub enum HandshakeFailure {
     #[error("connection error during the handshake: {0}")]
     Io(#[from] io::Error),
     #[error("connection closed during the handshake")]
@@ -355,7 +356,7 @@ impl HandshakeFailure {
     /// certificate, its network secret); transport failures, oversized messages and
     /// refusals are the peer's (seen from here, a refusal means the peer would not talk
     /// to this node).
-    pub(super) fn blame(&self) -> Blame {
+    pub fn blame(&self) -> Blame {
         match self {
             Self::Protocol(e) => e.blame(),
             Self::Io(_) | Self::Closed | Self::TooLong { .. } | Self::Refused(_) => Blame::Peer,

@@ -27,10 +27,7 @@ use super::limits::{AcceptBackoff, ShardBudget};
 use super::secure::NodeSecurity;
 use super::transport::{Conn, RecvError, TcpConn, TcpSide};
 use super::{clock, ShardId};
-use crate::config::{
-    throttle_burst_bytes, IDLE_TIMEOUT, PEER_TIMEOUT, REQUEST_BODY_MAX_BYTES,
-    THROTTLE_PIECE_MAX_BYTES,
-};
+use crate::config::{throttle_burst_bytes, REQUEST_BODY_MAX_BYTES, THROTTLE_PIECE_MAX_BYTES};
 use crate::crypto::handshake::Blame;
 use crate::crypto::record::TAG_BYTES;
 use crate::crypto::{FileId, RecordAad};
@@ -60,7 +57,7 @@ pub struct SeedStats {
     /// (encryption on; no separate copy).
     pub payload_bytes_sealed: u64,
     /// Connections whose handshake failed (wrong network, pin, encryption setting, bad
-    /// signature, replay, or no handshake within `PEER_TIMEOUT`):
+    /// signature, replay, or no handshake within `NodeConfig::peer_timeout_ms`):
     /// `handshakes_failed_peer + handshakes_failed_local`.
     pub handshakes_failed: u64,
     /// Handshakes that failed by the peer's fault (or an attacker's on the path): bad or
@@ -111,6 +108,10 @@ pub(super) struct Limits {
     pub(super) budget: ShardBudget,
     pub(super) node: Option<Arc<Throttle>>,
     pub(super) peer_rate_bytes: Option<u64>,
+    /// `NodeConfig::peer_timeout_ms`: the handshake's deadline and a blocked write's.
+    pub(super) peer_timeout: std::time::Duration,
+    /// `NodeConfig::idle_timeout_ms`: how long a connection may sit without a request.
+    pub(super) idle_timeout: std::time::Duration,
 }
 
 /// A file the seeder serves: a published one, or one this node is still downloading (then
@@ -296,7 +297,8 @@ pub(super) struct ShardSetup {
     /// The files served from the start.
     pub(super) catalog: HashMap<FileId, ServedFile>,
     /// The DHT, if this shard runs it (shard 0 of a node that has one).
-    pub(super) dht: Option<(DhtServerOptions, flume::Receiver<dht::DhtControl>)>,
+    pub(super) dht:
+        Option<(DhtServerOptions, flume::Receiver<dht::DhtControl>, crate::config::NodeConfig)>,
     pub(super) limits: Limits,
     pub(super) security: Arc<NodeSecurity>,
     pub(super) inbox: flume::Receiver<ShardCommand>,
@@ -321,10 +323,10 @@ pub(super) async fn run_shard(
     // Shard 0 owns the DHT: the control plane is small, one owner keeps it lock-free.
     let dht_stop = Arc::new(AtomicBool::new(false));
     let dht_task = match (dht, listen) {
-        (Some((opts, control)), Some(addr)) => match dht::bind_server(addr) {
+        (Some((opts, control, config)), Some(addr)) => match dht::bind_server(addr) {
             Ok(socket) => {
-                let task =
-                    dht::serve(socket, addr, opts, security.clone(), control, dht_stop.clone());
+                let (sec, stop) = (security.clone(), dht_stop.clone());
+                let task = dht::serve(socket, addr, opts, sec, control, config, stop);
                 Some(glommio::spawn_local(task))
             }
             Err(e) => {
@@ -425,8 +427,9 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
 /// per-connection bound).
 async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(PEER_TIMEOUT))?;
-    stream.set_write_timeout(Some(PEER_TIMEOUT))?;
+    let peer_timeout = shard.limits.peer_timeout;
+    stream.set_read_timeout(Some(peer_timeout))?;
+    stream.set_write_timeout(Some(peer_timeout))?;
     // One deadline for the whole handshake, not per read: a client dripping a byte per
     // read timeout must not hold a connection slot unauthenticated.
     let handshake = async {
@@ -435,7 +438,7 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
             .map_err(|e| e.blame())
     };
     let deadline = async {
-        glommio::timer::sleep(PEER_TIMEOUT).await;
+        glommio::timer::sleep(peer_timeout).await;
         // A client that never finishes the handshake.
         Err(Blame::Peer)
     };
@@ -454,7 +457,7 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
     // From here the session's idle deadline decides how long a quiet client may stay.
     tcp.stream().set_read_timeout(None)?;
     let mut conn = Conn::Tcp(tcp);
-    let mut session = ServerSession::new(clock::now(), IDLE_TIMEOUT);
+    let mut session = ServerSession::new(clock::now(), shard.limits.idle_timeout);
     let result = serve(shard, &mut conn, &mut session).await;
     let s = session.stats();
     let mut st = shard.stats.borrow_mut();
