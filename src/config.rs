@@ -94,6 +94,12 @@ pub const RESUME_SAVE_DEFAULT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How long a downloader waits for a peer to connect or answer before giving up on it.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `get`'s coordinator waits for its shards once the download stopped (complete,
+/// failed or interrupted) while none of them reports anything: connections blocked on a
+/// read see the stop flag within 50 ms and writes in flight take milliseconds, so a shard
+/// still silent after this is stuck (a lost wake-up): it is reported and left behind, the
+/// state is saved and the command ends. Keeps Ctrl-C and SIGTERM within a second.
+pub const SHARD_STOP_GRACE: Duration = Duration::from_millis(500);
 /// How long a seeder lets a connection sit idle (no request) before closing it.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a node's Ed25519 session certificate is valid. The node re-issues it (one local

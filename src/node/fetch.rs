@@ -32,7 +32,9 @@ use super::secure::{HandshakeFailure, NodeSecurity};
 use super::seed::ServedFile;
 use super::transport::{Conn, RecvError, TcpConn, TcpSide};
 use super::{clock, ShardId};
-use crate::config::{throttle_burst_bytes, RESPONSE_BODY_MAX_BYTES, WRITES_INFLIGHT_MAX};
+use crate::config::{
+    throttle_burst_bytes, RESPONSE_BODY_MAX_BYTES, SHARD_STOP_GRACE, WRITES_INFLIGHT_MAX,
+};
 use crate::crypto::handshake::Blame;
 use crate::crypto::FileId;
 use crate::dht::NodeId;
@@ -396,7 +398,15 @@ async fn connect(
         |p: &Pins| p.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&peer).copied();
     let expected = lock(pins);
     let side = TcpSide::Client { expected };
-    let established = TcpConn::establish(s, sec, side, RESPONSE_BODY_MAX_BYTES).await;
+    // One deadline for the whole handshake, not per read: a peer dripping a byte per read
+    // timeout must not hold the download (or Ctrl-C's first step) forever.
+    let handshake = async { Some(TcpConn::establish(s, sec, side, RESPONSE_BODY_MAX_BYTES).await) };
+    let deadline = async {
+        glommio::timer::sleep(timeout).await;
+        None
+    };
+    let timed_out = || HandshakeFailure::Io(io::ErrorKind::TimedOut.into());
+    let established = future::or(handshake, deadline).await.unwrap_or_else(|| Err(timed_out()));
     if let Err(e) = &established {
         let mut c = counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match e.blame() {
@@ -520,9 +530,16 @@ impl FetchCtx {
 }
 
 enum ShardMsg {
-    Verified { index: u32, len: u64 },
-    ConnDone { conn: usize, result: Result<(), GetError> },
-    ShardDone(Result<(), GetError>),
+    Verified {
+        index: u32,
+        len: u64,
+    },
+    ConnDone {
+        conn: usize,
+        result: Result<(), GetError>,
+    },
+    /// The shard (its index) ended: every connection of it ended and its writes completed.
+    ShardDone(usize, Result<(), GetError>),
 }
 
 async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Sender<ShardMsg>) {
@@ -530,7 +547,7 @@ async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Send
         Ok(w) => Rc::new(w),
         Err(e) => {
             ctx.stop.store(true, Ordering::SeqCst);
-            let _ = tx.send(ShardMsg::ShardDone(Err(e)));
+            let _ = tx.send(ShardMsg::ShardDone(shard.0, Err(e)));
             return;
         }
     };
@@ -548,7 +565,7 @@ async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Send
     for t in tasks {
         t.await;
     }
-    let _ = tx.send(ShardMsg::ShardDone(writer.finish().await));
+    let _ = tx.send(ShardMsg::ShardDone(shard.0, writer.finish().await));
 }
 
 async fn connect_retrying(ctx: &FetchCtx, peer: SocketAddr, tries: u32) -> Result<Conn, GetError> {
@@ -593,11 +610,17 @@ const PROGRESS_TICK: Duration = Duration::from_secs(1);
 /// error): a slow or dripping peer must not keep the whole download from ending. A read
 /// abandoned half-way leaves the connection unusable, which is fine: it ends here.
 async fn until_stopped<T>(ctx: &FetchCtx, read: impl Future<Output = T>) -> Result<T, GetError> {
+    until_flag(&ctx.stop, read).await.ok_or(GetError::Interrupted)
+}
+
+/// Runs `work` unless `flag` becomes true first (checked every `STOP_POLL`, so the wait
+/// always has a timer armed): `None` then.
+async fn until_flag<T>(flag: &AtomicBool, work: impl Future<Output = T>) -> Option<T> {
     let stopped = async {
-        super::wait_until(STOP_POLL, || ctx.stop.load(Ordering::Relaxed)).await;
+        super::wait_until(STOP_POLL, || flag.load(Ordering::Relaxed)).await;
         None
     };
-    future::or(async { Some(read.await) }, stopped).await.ok_or(GetError::Interrupted)
+    future::or(async { Some(work.await) }, stopped).await
 }
 
 /// Request-to-verified latency of chunks, in microseconds (1 µs to 10 min, 3 digits).
@@ -833,6 +856,44 @@ impl Durability {
     }
 }
 
+/// Runs `task` on shard `shard` of the node and waits for its result, or for `interrupt`:
+/// then the task is told to stop (the flag it was given) and `Interrupted` is returned at
+/// once, without waiting for it (a stuck shard cannot hold the command).
+fn run_on_until<T, F, Fut>(
+    node: &Handle,
+    shard: usize,
+    interrupt: &AtomicBool,
+    task: F,
+) -> Result<Result<T, GetError>, super::handle::NodeError>
+where
+    T: Send + 'static,
+    F: FnOnce(Arc<AtomicBool>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, GetError>> + 'static,
+{
+    let abort = Arc::new(AtomicBool::new(false));
+    let (reply, answer) = crossbeam_channel::bounded(1);
+    let flag = abort.clone();
+    node.spawn_on(
+        shard,
+        Box::new(move || {
+            Box::pin(async move {
+                let _ = reply.send(task(flag).await);
+            })
+        }),
+    )?;
+    loop {
+        match answer.recv_timeout(STOP_POLL) {
+            Ok(result) => return Ok(result),
+            Err(RecvTimeoutError::Timeout) if interrupt.load(Ordering::Relaxed) => {
+                abort.store(true, Ordering::SeqCst);
+                return Ok(Err(GetError::Interrupted));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Err(super::handle::NodeError::Stopped),
+        }
+    }
+}
+
 /// Fetches the manifest from the first of `peers` that has it.
 async fn fetch_manifest_any(
     peers: &[PeerAddr],
@@ -884,17 +945,19 @@ pub(super) fn get(
             let (peers, id, p) = (opts.peers.clone(), opts.file_id, partial.clone());
             let (sec, pins2, counters2) = (opts.security.clone(), pins.clone(), counters.clone());
             let timeout = node.config().peer_timeout();
-            let info = node
-                .run_on(0, move || async move {
+            // SIGINT/SIGTERM end this step too: connects, handshakes and the manifest's
+            // reads each have their own deadline, but several peers' worth can add up.
+            let info = run_on_until(node, 0, interrupt, move |abort| async move {
+                until_flag(&abort, async {
                     let (s, p2, c2) = (&sec, &pins2, &counters2);
                     let info = fetch_manifest_any(&peers, id, s, p2, c2, timeout).await?;
                     create_partial(&p, info.size).await?;
                     Ok::<_, GetError>(info)
                 })
-                .map_err(|e| GetError::Io {
-                    path: partial.clone(),
-                    source: io::Error::other(e),
-                })??;
+                .await
+                .unwrap_or(Err(GetError::Interrupted))
+            })
+            .map_err(|e| GetError::Io { path: partial.clone(), source: io::Error::other(e) })??;
             let bits = Bitfield::new(info.chunk_count());
             write_atomic(&resume, &wire::encode_resume(&info, bits.as_bytes()))
                 .map_err(|e| GetError::io(&resume, e))?;
@@ -977,14 +1040,27 @@ pub(super) fn get(
     drop(tx);
     let outcome = coordinate(&ctx, &rx, shards, &mut dur, interrupt, progress);
     ctx.stop.store(true, Ordering::SeqCst);
-    // Wait for every shard's part to end (a shard that stopped drops its sender).
+    // Wait for every shard's part to end (a shard that stopped drops its sender), with a
+    // deadline: a shard that does not end is a bug (a lost wake-up); the download's state
+    // is saved, so say so and let the command end instead of hanging on it.
     let mut shards_done = outcome.shards_done;
-    while shards_done < shards {
-        match rx.recv() {
-            Ok(ShardMsg::ShardDone(_)) => shards_done += 1,
+    while !outcome.gave_up && shards_done.contains(&false) {
+        match rx.recv_timeout(SHARD_STOP_GRACE) {
+            Ok(ShardMsg::ShardDone(i, _)) => {
+                if let Some(d) = shards_done.get_mut(i) {
+                    *d = true;
+                }
+            }
             Ok(_) => {}
             Err(_) => break,
         }
+    }
+    let stuck: Vec<usize> = (0..shards).filter(|&i| !shards_done[i]).collect();
+    if !stuck.is_empty() {
+        note!(
+            "furymesh get: download shard(s) {stuck:?} did not stop within {} ms; left behind",
+            SHARD_STOP_GRACE.as_millis()
+        );
     }
     let peers = peer_reports(&ctx, &outcome.conn_errors);
     let uploaded_bytes = if serving {
@@ -1057,12 +1133,16 @@ fn peer_reports(ctx: &FetchCtx, errors: &[(usize, String)]) -> Vec<PeerReport> {
     out
 }
 
-/// What the coordinator saw: the outcome, and each connection's error.
+/// What the coordinator saw: the outcome, each connection's error, and which shards
+/// reported their end (the others had not within `SHARD_STOP_GRACE` of the download
+/// stopping, or the coordinator stopped watching early on an error).
 struct Outcome {
     result: Result<(u64, u64), GetError>,
     conn_errors: Vec<(usize, String)>,
-    /// Shards whose part of the download ended while the coordinator watched.
-    shards_done: usize,
+    /// Which shards reported the end of their part of the download.
+    shards_done: Vec<bool>,
+    /// The coordinator already waited `SHARD_STOP_GRACE` for the others after the stop.
+    gave_up: bool,
 }
 
 /// Runs on the calling thread while the shards fetch: collects verified chunks, persists
@@ -1083,11 +1163,21 @@ fn coordinate(
     let mut fatal: Option<GetError> = None;
     let (mut done, mut chunks, mut bytes) = (0, 0u64, 0u64);
     let mut last_save = clock::now();
+    let mut shard_done = vec![false; shards];
+    // When the download stopped (complete, failed or interrupted), and when a shard last
+    // said anything: a shard silent for SHARD_STOP_GRACE after both is stuck.
+    let mut stopped_at: Option<Instant> = None;
+    let mut last_message = clock::now();
+    let mut gave_up = false;
     let result = loop {
         if done >= shards {
             break Ok(());
         }
-        match rx.recv_timeout(Duration::from_millis(100)) {
+        let message = rx.recv_timeout(Duration::from_millis(100));
+        if message.is_ok() {
+            last_message = clock::now();
+        }
+        match message {
             Ok(ShardMsg::Verified { index, len }) => {
                 dur.pending.push(index);
                 dur.pending_bytes += len;
@@ -1095,10 +1185,16 @@ fn coordinate(
                 bytes += len;
                 done_bytes += len;
             }
+            // Connections stopped because the download completed did not fail.
+            Ok(ShardMsg::ConnDone { result: Err(GetError::Interrupted), .. })
+                if ctx.sched().is_complete() => {}
             Ok(ShardMsg::ConnDone { conn, result: Err(e) }) => errors.push((conn, e)),
             Ok(ShardMsg::ConnDone { result: Ok(()), .. }) => {}
-            Ok(ShardMsg::ShardDone(r)) => {
-                done += 1;
+            Ok(ShardMsg::ShardDone(shard, r)) => {
+                if let Some(d) = shard_done.get_mut(shard).filter(|d| !**d) {
+                    *d = true;
+                    done += 1;
+                }
                 if let Err(e) = r {
                     fatal.get_or_insert(e);
                 }
@@ -1109,6 +1205,20 @@ fn coordinate(
         if interrupt.load(Ordering::Relaxed) {
             ctx.stop.store(true, Ordering::SeqCst);
             fatal.get_or_insert(GetError::Interrupted);
+        }
+        if ctx.sched().is_complete() {
+            // Nothing left to wait for from any peer: connections still blocked on a read
+            // (an endgame duplicate, a slow answer) stop now instead of at their timeout.
+            ctx.stop.store(true, Ordering::SeqCst);
+        }
+        if ctx.stop.load(Ordering::Relaxed) {
+            let now = clock::now();
+            let since = *stopped_at.get_or_insert(now);
+            if now.saturating_duration_since(since.max(last_message)) >= SHARD_STOP_GRACE {
+                // The shards not done are stuck; the caller reports them.
+                gave_up = true;
+                break Ok(());
+            }
         }
         // Bans and stalls are in the per-peer report and the node's counters.
         count_events(ctx);
@@ -1138,14 +1248,13 @@ fn coordinate(
     };
     count_events(ctx);
     ctx.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).bytes_verified += bytes;
-    let shards_done = done;
     if result.is_err() {
         // Keep what verified before failing.
         if let Err(e) = dur.save() {
-            return Outcome { result: Err(e), conn_errors, shards_done };
+            return Outcome { result: Err(e), conn_errors, shards_done: shard_done, gave_up };
         }
     }
-    Outcome { result, conn_errors, shards_done }
+    Outcome { result, conn_errors, shards_done: shard_done, gave_up }
 }
 
 /// Moves the scheduler's events into the node's counters.

@@ -27,7 +27,7 @@ use super::limits::ShardBudget;
 use super::secure::NodeSecurity;
 use super::seed::{Limits, SeedStats, ServedFile, ShardCommand, ShardSetup, ShardTask};
 use super::spawn_shards;
-use crate::config::{throttle_burst_bytes, ConfigError, NodeConfig};
+use crate::config::{throttle_burst_bytes, ConfigError, NodeConfig, SHARD_STOP_GRACE};
 use crate::crypto::FileId;
 use crate::dht::Key;
 use crate::storage::{self, Catalog, CatalogEntry, CatalogError, PublishError, Published};
@@ -105,6 +105,9 @@ pub enum NodeError {
     Catalog(#[from] CatalogError),
     #[error("no download with ID {0}")]
     UnknownDownload(DownloadId),
+    /// A shard did not answer within `SHARD_STOP_GRACE` (it is stuck: a bug).
+    #[error("shard {0} did not answer within {ms} ms", ms = SHARD_STOP_GRACE.as_millis())]
+    ShardStuck(usize),
 }
 
 /// A node's counters at one instant: the serving side summed over shards (with the
@@ -369,8 +372,19 @@ impl Node {
         }
         let mut serving = SeedStats::default();
         if let Some(pool) = self.pool.take() {
-            for s in pool.join_all().into_iter().flatten() {
-                serving.add(&s);
+            // Joined with a deadline (shard 0 saves the DHT table on its way out): a shard
+            // that does not stop is reported and left behind, so SIGTERM still ends the
+            // command.
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let joiner = std::thread::Builder::new()
+                .name("furymesh-stop".into())
+                .spawn(move || drop(tx.send(pool.join_all())));
+            match joiner.ok().and_then(|_| rx.recv_timeout(2 * SHARD_STOP_GRACE).ok()) {
+                Some(all) => all.into_iter().flatten().for_each(|s| serving.add(&s)),
+                None => note!(
+                    "furymesh: shards did not stop within {} ms; left behind",
+                    (2 * SHARD_STOP_GRACE).as_millis()
+                ),
             }
         }
         NodeStats {
@@ -427,33 +441,21 @@ impl Handle {
             tx.send(cmd(reply)).map_err(|_| NodeError::Stopped)?;
             waiting.push(answer);
         }
-        waiting.into_iter().map(|a| a.recv().map_err(|_| NodeError::Stopped)).collect()
+        // Shards handle their inbox within INBOX_POLL even if a wake-up is lost; one that
+        // does not answer at all is stuck, and the caller hears so instead of hanging.
+        let answer = |(i, a): (usize, flume::Receiver<R>)| {
+            a.recv_timeout(SHARD_STOP_GRACE).map_err(|e| match e {
+                flume::RecvTimeoutError::Timeout => NodeError::ShardStuck(i),
+                flume::RecvTimeoutError::Disconnected => NodeError::Stopped,
+            })
+        };
+        waiting.into_iter().enumerate().map(answer).collect()
     }
 
     /// Runs `task()` on shard `shard % shards` (a download's connections).
     pub(super) fn spawn_on(&self, shard: usize, task: ShardTask) -> Result<(), NodeError> {
         let tx = &self.inner.shards[shard % self.inner.shards.len()];
         tx.send(ShardCommand::Spawn(task)).map_err(|_| NodeError::Stopped)
-    }
-
-    /// Runs `task()` on shard `shard % shards` and waits for its result (control work such
-    /// as fetching a manifest, on the node's executors instead of a new one).
-    pub(super) fn run_on<T, F, Fut>(&self, shard: usize, task: F) -> Result<T, NodeError>
-    where
-        T: Send + 'static,
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = T> + 'static,
-    {
-        let (reply, answer) = flume::bounded(1);
-        self.spawn_on(
-            shard,
-            Box::new(move || {
-                Box::pin(async move {
-                    let _ = reply.send(task().await);
-                })
-            }),
-        )?;
-        answer.recv().map_err(|_| NodeError::Stopped)
     }
 
     /// Stops serving a partial download (served by [`Handle::serve`] with `have`), unless

@@ -362,9 +362,32 @@ pub(super) async fn run_shard(
     stats
 }
 
-/// Handles the shard's commands until `Stop` or until the handle is gone.
+/// Longest a command waits in a shard's inbox if the wake-up its sender gave was lost.
+const INBOX_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Handles the shard's commands until `Stop` or until the handle is gone. The wait for the
+/// next command always has a timer armed (`INBOX_POLL`): the wake-up a sending thread gives
+/// the sleeping executor is the one thing here that crosses threads, and if it were ever
+/// lost, the command would still be seen within `INBOX_POLL` instead of never (the
+/// executor sleeping with nothing armed, and whoever waits for the answer with it).
 async fn handle_inbox(shard: &Shard, inbox: &flume::Receiver<ShardCommand>) {
-    while let Ok(cmd) = inbox.recv_async().await {
+    loop {
+        let cmd = match inbox.try_recv() {
+            Ok(cmd) => cmd,
+            Err(flume::TryRecvError::Disconnected) => return,
+            Err(flume::TryRecvError::Empty) => {
+                // Dropping the receive on the timer loses nothing: the command stays queued.
+                let tick = async {
+                    glommio::timer::sleep(INBOX_POLL).await;
+                    None
+                };
+                match future::or(async { Some(inbox.recv_async().await) }, tick).await {
+                    None => continue,
+                    Some(Ok(cmd)) => cmd,
+                    Some(Err(_)) => return,
+                }
+            }
+        };
         match cmd {
             ShardCommand::Serve(file, done) => {
                 let id = file.entry.info.file_id;
