@@ -688,6 +688,7 @@ fn seed(
         bootstrap: a.bootstrap.clone(),
         table_path: Some(layout::dht_table_path(dir)),
         provide: files.iter().map(|e| Key::from_file_id(&e.info.file_id)).collect(),
+        read_only: false,
     };
     let opts = NodeOptions {
         dht: Some(dht),
@@ -808,42 +809,30 @@ fn get(
     json: bool,
 ) -> Result<i32> {
     let security = security(dir, network, a.encryption.value)?;
-    // Trust on first use, remembered: a plain HOST:PORT used before must be the same node.
-    let mut known = node::KnownPeers::load(dir);
-    let mut peers = a.peer.clone();
-    let mut pinned_by_known = Vec::new();
-    for p in peers.iter_mut().filter(|p| p.node_id.is_none()) {
-        p.node_id = known.get(p.addr);
-        if p.node_id.is_some() {
-            pinned_by_known.push(p.addr);
-        }
-    }
-    if !a.bootstrap.is_empty() {
-        let key = Key::from_file_id(&a.file_id);
-        let network = security.network().cloned();
-        let limit = config::DHT_PROVIDERS_SEARCH_TIMEOUT;
-        let found = node::find_providers_until_found(&a.bootstrap, key, network, limit)
-            .context("cannot find providers through the DHT")?;
-        // A provider found through the DHT must prove the node ID its record names.
-        peers.extend(
-            found
-                .contacts
-                .iter()
-                .filter(|c| Some(c.addr) != a.listen)
-                .map(|c| PeerAddr { addr: c.addr, node_id: c.node_id.parse().ok() }),
-        );
-        if peers.is_empty() {
-            bail!("no provider of {} found through the DHT", a.file_id);
-        }
-    }
-    // One entry per address; a pinned one wins over a plain one.
-    peers.sort_by_key(|p| (p.addr, p.node_id.is_none()));
-    peers.dedup_by_key(|p| p.addr);
     let connections = a.connections.unwrap_or_else(node::available_cores).max(1);
+    // One node for this command: its shards carry the connections and, with --listen,
+    // serve the verified chunks meanwhile; with --bootstrap its DHT finds the providers
+    // (a read-only client, or a full DHT node on the --listen port).
+    let dht = (!a.bootstrap.is_empty()).then(|| DhtServerOptions {
+        read_only: a.listen.is_none(),
+        ..DhtServerOptions::client(a.bootstrap.clone())
+    });
+    let node_opts = NodeOptions {
+        data_dir: Some(dir.to_owned()),
+        config,
+        dht,
+        ..NodeOptions::new(a.listen, connections.min(node::available_cores()), security.clone())
+    };
+    let node = Node::start(Vec::new(), &node_opts)
+        .map_err(|e| GetError::Listen { what: e.to_string() })?;
+    let resolved = node
+        .handle()
+        .resolve_peers(a.file_id, &a.peer)
+        .context("cannot find providers through the DHT")?;
     let opts = GetOptions {
         file_id: a.file_id,
-        peers,
-        security: security.clone(),
+        peers: resolved.peers.clone(),
+        security,
         output: a.output.clone(),
         force: a.force,
         connections,
@@ -855,15 +844,6 @@ fn get(
         download_rate_bytes: a.max_download_rate,
     };
     let stop = stop_on_signals()?;
-    // One node for this command: its shards carry the connections and, with --listen,
-    // serve the verified chunks meanwhile.
-    let node_opts = NodeOptions {
-        data_dir: Some(dir.to_owned()),
-        config,
-        ..NodeOptions::new(a.listen, connections.min(node::available_cores()), security)
-    };
-    let node = Node::start(Vec::new(), &node_opts)
-        .map_err(|e| GetError::Listen { what: e.to_string() })?;
     let bar = progress_bar(0, "downloading");
     let bar2 = bar.clone();
     let result = node.handle().get(
@@ -877,23 +857,8 @@ fn get(
     bar.finish_and_clear();
     match result {
         Ok(r) => {
-            if let Some(info) = r.info.clone() {
-                if let Err(e) = node.handle().record_download(info, &a.output) {
-                    note!(
-                        "furymesh get: warning: not recorded in the catalog of {}: {e}",
-                        dir.display()
-                    );
-                }
-            }
-            // Remember the peers given with --peer (DHT providers are pinned by their record).
-            for p in &r.peers {
-                let Some(given) = a.peer.iter().find(|g| g.addr == p.addr) else { continue };
-                if let Some(id) = p.node_id.as_deref().and_then(|s| s.parse().ok()) {
-                    known.remember(p.addr, id, given.node_id.is_some());
-                }
-            }
-            if let Err(e) = known.save() {
-                note!("furymesh get: warning: cannot save {}: {e}", known.path().display());
+            for w in node.handle().finish_download(&a.peer, &r) {
+                note!("furymesh get: warning: {w}");
             }
             print_json_or(json, &r, || {
                 let mut s = format!(
@@ -926,13 +891,13 @@ fn get(
             note!("furymesh get: {e}");
             Ok(130)
         }
-        Err(GetError::WrongNode { peer, what }) if pinned_by_known.contains(&peer) => {
+        Err(GetError::WrongNode { peer, what }) if resolved.pinned_by_known.contains(&peer) => {
             bail!(
                 "handshake with {peer} failed: {what}\n\
              {peer} proved to be another node when this data directory first used it (see \
              {}); if its identity changed on purpose, delete that line or pin the new ID \
              with --peer NODE_ID@{peer}",
-                known.path().display()
+                resolved.known_path.as_deref().unwrap_or(Path::new("known-peers")).display()
             )
         }
         Err(e) => Err(e.into()),

@@ -94,6 +94,7 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
             bootstrap: seeders.last().map(|s| vec![s.1]).unwrap_or_default(),
             table_path: None,
             provide: vec![key],
+            read_only: false,
         };
         let opts = NodeOptions {
             dht: Some(dht),

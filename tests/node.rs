@@ -314,3 +314,37 @@ fn the_config_file_sets_the_node_knobs() {
     assert!(!out.status.success());
     assert!(stderr_of(&out).contains("dht_tick_ms = 0 is outside"), "{}", stderr_of(&out));
 }
+
+/// The DHT through the node: a seeder node publishes through its handle (announced at
+/// once), and a client node that joins through it finds the seeder as the provider of the
+/// new file through its own handle; `resolve_peers` turns that into a pinned peer.
+#[test]
+fn a_file_published_through_the_handle_is_found_through_another_nodes_dht() {
+    use furymesh::dht::Key;
+    use furymesh::node::DhtServerOptions;
+    let t = tempdir();
+    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
+    write_file(&t.path().join("f.bin"), 70 << 10, 10);
+    let opts = NodeOptions {
+        data_dir: Some(sd.clone()),
+        dht: Some(DhtServerOptions { read_only: false, ..DhtServerOptions::client(Vec::new()) }),
+        ..NodeOptions::new(Some("127.0.0.1:0".parse().unwrap()), 1, security(&sd))
+    };
+    let a = Node::start(Vec::new(), &opts).unwrap();
+    let id = publish(&a.handle(), &t.path().join("f.bin"));
+    let client = NodeOptions {
+        dht: Some(DhtServerOptions::client(vec![addr(&a)])),
+        ..NodeOptions::new(None, 1, security(&dd))
+    };
+    let b = Node::start(Vec::new(), &client).unwrap();
+    let hb = b.handle();
+    let found = hb.find_providers(Key::from_file_id(&id), Duration::from_secs(15)).unwrap();
+    assert_eq!(found.contacts.len(), 1, "{found:?}");
+    assert_eq!(found.contacts[0].addr, addr(&a));
+    let resolved = hb.resolve_peers(id, &[]).unwrap();
+    assert_eq!(resolved.peers.len(), 1);
+    assert_eq!(resolved.peers[0].node_id, Some(a.handle().security().node_id()));
+    let out = t.path().join("out");
+    get(&hb, id, resolved.peers[0], out.clone()).expect("download from the provider");
+    assert_eq!(fs::read(&out).unwrap(), fs::read(t.path().join("f.bin")).unwrap());
+}

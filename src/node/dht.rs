@@ -322,6 +322,17 @@ pub struct DhtServerOptions {
     pub table_path: Option<PathBuf>,
     /// Keys this node provides (one per published file).
     pub provide: Vec<Key>,
+    /// A client of the DHT only (BEP 43 read-only): it looks things up but answers no
+    /// requests, enters no routing table and provides nothing. Always so for a node
+    /// without a listen address (a `get` or `dht` command), whose UDP port is ephemeral.
+    pub read_only: bool,
+}
+
+impl DhtServerOptions {
+    /// A read-only client joining through `bootstrap`.
+    pub fn client(bootstrap: Vec<SocketAddr>) -> Self {
+        Self { bootstrap, table_path: None, provide: Vec::new(), read_only: true }
+    }
 }
 
 /// Tries at resolving port 0 to a port free for both TCP and UDP.
@@ -342,6 +353,12 @@ pub(super) fn resolve_listen_addr(listen: SocketAddr, udp_too: bool) -> io::Resu
     Err(io::Error::new(io::ErrorKind::AddrInUse, "no port is free for both TCP and UDP"))
 }
 
+/// Binds a client's DHT socket on an ephemeral port, on loopback if it talks to loopback.
+pub(super) fn bind_client(toward: Option<SocketAddr>) -> Result<UdpSocket, DhtError> {
+    let bind = client_bind_addr(toward.unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))));
+    UdpSocket::bind(bind).map_err(|e| DhtError::Bind { addr: bind, source: super::glommio_io(e) })
+}
+
 /// Binds the DHT socket of a seeder on `addr` (same address and port as its TCP listener).
 pub(super) fn bind_server(addr: SocketAddr) -> Result<UdpSocket, DhtError> {
     super::sys::udp_socket(addr).map_err(|source| DhtError::Bind { addr, source })
@@ -358,7 +375,10 @@ pub(super) enum DhtControl {
     /// A snapshot of the DHT's counters.
     Stats(flume::Sender<DhtNodeStats>),
     /// A lookup through this node's routing table; the answer is sent when it finishes.
-    Query(DhtQuery, flume::Sender<DhtAnswer>),
+    /// Lookups asked before the node has joined (its bootstrap lookup) wait for it.
+    Query(DhtQuery, flume::Sender<Result<DhtAnswer, DhtError>>),
+    /// Join again through the bootstrap nodes (they may know more nodes by now).
+    Rejoin,
 }
 
 /// Runs a node's DHT until `stop`, taking commands from `control`, then saves the routing
@@ -372,8 +392,11 @@ pub(super) async fn serve(
     knobs: NodeConfig,
     stop: Arc<AtomicBool>,
 ) -> DhtNodeStats {
-    let local = Contact { id: security.node_id(), addr };
-    let config = config_for(addr.ip());
+    // A read-only client is in nobody's table: a fresh random ID keeps it from mistaking a
+    // node that runs with the same identity (a `seed` on the same data directory) for itself.
+    let id = if opts.read_only { NodeId::from_bytes(clock::random()) } else { security.node_id() };
+    let local = Contact { id, addr };
+    let config = DhtConfig { read_only: opts.read_only, ..config_for(addr.ip()) };
     let ttl = config.provider_ttl.as_secs();
     let dht = Dht::new(config, local, clock::random());
     let auth = DhtAuth { network: security.network().cloned(), signer: Some(security) };
@@ -385,11 +408,19 @@ pub(super) async fn serve(
             driver.command(DhtCommand::Restore(contacts));
         }
     }
+    // Until the first join finishes, lookups wait (a lookup through an empty table would
+    // find nothing). With nothing to join through, there is nothing to wait for.
+    let mut joined = true;
     if !opts.bootstrap.is_empty() {
         driver.command(DhtCommand::Bootstrap(opts.bootstrap.clone()));
+        joined = false;
+    } else if !driver.dht.borrow().table().is_empty() {
+        joined = false;
     }
-    for key in &opts.provide {
-        driver.command(DhtCommand::Announce(*key));
+    if !opts.read_only {
+        for key in &opts.provide {
+            driver.command(DhtCommand::Announce(*key));
+        }
     }
     let save = |driver: &Driver| {
         if let Some(p) = &opts.table_path {
@@ -400,28 +431,55 @@ pub(super) async fn serve(
         }
     };
     let mut last_save = clock::now();
-    // Lookups asked through the handle, answered when their event comes.
-    let mut pending: Vec<(DhtQuery, flume::Sender<DhtAnswer>)> = Vec::new();
+    // Lookups asked through the handle: waiting for the join, then running until their
+    // event comes.
+    let mut waiting: Vec<(DhtQuery, Reply)> = Vec::new();
+    let mut pending: Vec<(DhtQuery, Reply)> = Vec::new();
+    let names = || opts.bootstrap.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    let start = |d: &Driver, q: DhtQuery| {
+        d.command(match q {
+            DhtQuery::FindProviders(k) => DhtCommand::FindProviders(k),
+            DhtQuery::FindNode(id) => DhtCommand::FindNode(id),
+        });
+    };
     driver
         .run_until(|d| {
             while let Ok(c) = control.try_recv() {
                 match c {
-                    DhtControl::Announce(key) => d.command(DhtCommand::Announce(key)),
+                    DhtControl::Announce(key) if !opts.read_only => {
+                        d.command(DhtCommand::Announce(key));
+                    }
+                    DhtControl::Announce(_) => {}
                     DhtControl::Withdraw(key) => d.command(DhtCommand::Withdraw(key)),
                     DhtControl::Stats(reply) => {
                         let _ = reply.send(d.snapshot_stats());
                     }
-                    DhtControl::Query(q, reply) => {
-                        d.command(match q {
-                            DhtQuery::FindProviders(k) => DhtCommand::FindProviders(k),
-                            DhtQuery::FindNode(id) => DhtCommand::FindNode(id),
-                        });
+                    DhtControl::Query(q, reply) if joined => {
+                        start(d, q);
+                        pending.push((q, reply));
+                    }
+                    DhtControl::Query(q, reply) => waiting.push((q, reply)),
+                    DhtControl::Rejoin if !opts.bootstrap.is_empty() => {
+                        d.command(DhtCommand::Bootstrap(opts.bootstrap.clone()));
+                    }
+                    DhtControl::Rejoin => {}
+                }
+            }
+            match answer_queries(d, &mut pending) {
+                // Nobody answered the join: the lookups waiting for it fail clearly.
+                Some(0) if !joined => {
+                    for (_, reply) in waiting.drain(..) {
+                        let _ = reply.send(Err(DhtError::NoAnswer(names())));
+                    }
+                }
+                Some(_) if !joined => {
+                    joined = true;
+                    for (q, reply) in waiting.drain(..) {
+                        start(d, q);
                         pending.push((q, reply));
                     }
                 }
-            }
-            if !pending.is_empty() {
-                answer_queries(d, &mut pending);
+                _ => {}
             }
             if last_save.elapsed() >= knobs.dht_table_save_interval() {
                 save(d);
@@ -435,13 +493,22 @@ pub(super) async fn serve(
     driver.snapshot_stats()
 }
 
-/// Answers the handle's lookups whose events have come (the queue keeps other events for
-/// counting only).
-fn answer_queries(d: &Driver, pending: &mut Vec<(DhtQuery, flume::Sender<DhtAnswer>)>) {
+/// Where a handle's lookup is answered.
+type Reply = flume::Sender<Result<DhtAnswer, DhtError>>;
+
+/// Answers the handle's lookups whose events have come (other events are only counted,
+/// so the queue is drained here). Returns the table size after a join (bootstrap) that
+/// finished, if one did.
+fn answer_queries(d: &Driver, pending: &mut Vec<(DhtQuery, Reply)>) -> Option<usize> {
     let events: Vec<DhtEvent> = d.events.borrow_mut().drain(..).collect();
     let table_len = d.dht.borrow().table().len();
+    let mut joined = None;
     for ev in events {
         let (found, contacts, s) = match ev {
+            DhtEvent::Bootstrapped { table_len } => {
+                joined = Some(table_len);
+                continue;
+            }
             DhtEvent::ProvidersFound { key, providers, stats } => {
                 (DhtQuery::FindProviders(key), providers, stats)
             }
@@ -461,12 +528,13 @@ fn answer_queries(d: &Driver, pending: &mut Vec<(DhtQuery, flume::Sender<DhtAnsw
             if *q != found {
                 return true;
             }
-            let _ = reply.send(answer.clone());
+            let _ = reply.send(Ok(answer.clone()));
             false
         });
     }
     // Askers that gave up.
     pending.retain(|(_, reply)| !reply.is_disconnected());
+    joined
 }
 
 /// A one-shot lookup through the DHT.

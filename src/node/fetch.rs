@@ -118,6 +118,9 @@ pub struct GetReport {
     /// The manifest (for recording the file in the catalog).
     #[serde(skip)]
     pub info: Option<FileInfo>,
+    /// Where the verified file now is.
+    #[serde(skip)]
+    pub output: Option<PathBuf>,
 }
 
 /// Percentiles of a latency distribution, in microseconds.
@@ -1097,6 +1100,7 @@ pub(super) fn get(
         latency_histogram: Some(latency),
         uploaded_bytes,
         info: Some(info),
+        output: Some(output.clone()),
     })
 }
 

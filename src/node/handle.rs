@@ -21,9 +21,10 @@ use std::time::Duration;
 use glommio::PoolThreadHandles;
 use serde::Serialize;
 
-use super::dht::{self, DhtAnswer, DhtControl, DhtNodeStats, DhtQuery, DhtServerOptions};
-use super::fetch::{self, GetError, GetOptions, GetProgress, GetReport};
+use super::dht::{self, DhtAnswer, DhtControl, DhtError, DhtNodeStats, DhtQuery, DhtServerOptions};
+use super::fetch::{self, GetError, GetOptions, GetProgress, GetReport, PeerAddr};
 use super::limits::ShardBudget;
+use super::secure::KnownPeers;
 use super::secure::NodeSecurity;
 use super::seed::{Limits, SeedStats, ServedFile, ShardCommand, ShardSetup, ShardTask};
 use super::spawn_shards;
@@ -93,7 +94,7 @@ pub enum NodeError {
     /// The node has shut down (or a shard died): nothing can be asked of it any more.
     #[error("the node has stopped")]
     Stopped,
-    /// The node runs no DHT (it has no listen address or was started without one).
+    /// The node was started without a DHT.
     #[error("this node runs no DHT")]
     NoDht,
     #[error("the DHT lookup did not finish within {0:?}")]
@@ -108,6 +109,24 @@ pub enum NodeError {
     /// A shard did not answer within `SHARD_STOP_GRACE` (it is stuck: a bug).
     #[error("shard {0} did not answer within {ms} ms", ms = SHARD_STOP_GRACE.as_millis())]
     ShardStuck(usize),
+    #[error(transparent)]
+    Dht(#[from] DhtError),
+    /// The DHT lookup found nobody providing the file (and no peer was given).
+    #[error("no provider of {0} found through the DHT")]
+    NoProviders(FileId),
+}
+
+/// The peers a download will ask, with where their pins came from.
+#[derive(Debug, Clone, Default)]
+pub struct ResolvedPeers {
+    /// One entry per address.
+    pub peers: Vec<PeerAddr>,
+    /// Plain addresses pinned to the node they proved when this data directory last used
+    /// them (trust on first use): a different node there now is refused, and the error
+    /// should say how to accept a deliberate change.
+    pub pinned_by_known: Vec<SocketAddr>,
+    /// Where those pins are kept (`known-peers` in the data directory).
+    pub known_path: Option<PathBuf>,
 }
 
 /// A node's counters at one instant: the serving side summed over shards (with the
@@ -244,7 +263,7 @@ impl Node {
     pub fn start(files: Vec<ServedFile>, opts: &NodeOptions) -> Result<Self, NodeError> {
         opts.config.validate()?;
         let shards = opts.shards.max(1);
-        let with_dht = opts.dht.is_some() && opts.listen.is_some();
+        let with_dht = opts.dht.is_some();
         // Bind once without SO_REUSEPORT: this fails if anyone else holds the port (shards
         // bind with SO_REUSEPORT and would otherwise silently share it with a stranger), and
         // resolves port 0 to a real port for all shards (and the DHT's UDP socket).
@@ -579,24 +598,32 @@ impl Handle {
         let tx = self.inner.dht.as_ref().ok_or(NodeError::NoDht)?;
         let (reply, answer) = flume::bounded(1);
         tx.send(DhtControl::Query(q, reply)).map_err(|_| NodeError::Stopped)?;
-        answer.recv_timeout(limit).map_err(|e| match e {
+        let answer = answer.recv_timeout(limit).map_err(|e| match e {
             flume::RecvTimeoutError::Timeout => NodeError::DhtTimeout(limit),
             flume::RecvTimeoutError::Disconnected => NodeError::Stopped,
-        })
+        })?;
+        Ok(answer?)
     }
 
-    /// Like [`Handle::dht_query`] for providers, but while none is found it asks again
-    /// (the node's own announcements and joins may still be on their way), until `limit`.
+    /// Like [`Handle::dht_query`] for providers, but while none is found it joins again
+    /// through its bootstrap nodes and asks again (a network still forming: a node that
+    /// started a moment ago, an announcement still in its paced queue), after
+    /// `DHT_PROVIDER_RETRY_MIN`, doubling up to `DHT_PROVIDER_RETRY_MAX`, until `limit`.
+    /// Returns the last (possibly empty) answer.
     pub fn find_providers(&self, key: Key, limit: Duration) -> Result<DhtAnswer, NodeError> {
         let deadline = clock::now() + limit;
         let mut pause = crate::config::DHT_PROVIDER_RETRY_MIN;
         loop {
             let left = deadline.saturating_duration_since(clock::now());
-            let answer = self.dht_query(DhtQuery::FindProviders(key), left)?;
+            let answer = match self.dht_query(DhtQuery::FindProviders(key), left) {
+                Err(NodeError::DhtTimeout(_)) => return Err(NodeError::DhtTimeout(limit)),
+                other => other?,
+            };
             if !answer.contacts.is_empty() || clock::now() + pause >= deadline {
                 return Ok(answer);
             }
             std::thread::sleep(pause);
+            self.dht(DhtControl::Rejoin);
             pause = (pause * 2).min(crate::config::DHT_PROVIDER_RETRY_MAX);
         }
     }
@@ -652,6 +679,76 @@ impl Handle {
     ) -> Result<GetReport, GetError> {
         let id = self.download(opts, interrupt, progress)?;
         self.wait(id)?
+    }
+
+    /// The peers to download `file_id` from: the `given` ones, a plain `HOST:PORT` pinned
+    /// to the node it proved the last time this data directory used it (trust on first
+    /// use, `known-peers`), plus — if the node runs a DHT — the providers it finds within
+    /// `DHT_PROVIDERS_SEARCH_TIMEOUT`, each pinned to the node ID its signed record names.
+    /// One entry per address (a pinned one wins); never the node's own listen address.
+    /// Errors: `NoProviders` when the DHT was asked, nothing was given and nobody provides
+    /// the file; DHT failures.
+    pub fn resolve_peers(
+        &self,
+        file_id: FileId,
+        given: &[PeerAddr],
+    ) -> Result<ResolvedPeers, NodeError> {
+        let known = self.inner.data_dir.as_deref().map(KnownPeers::load);
+        let mut out = ResolvedPeers {
+            peers: given.to_vec(),
+            known_path: known.as_ref().map(|k| k.path().to_owned()),
+            ..ResolvedPeers::default()
+        };
+        if let Some(known) = &known {
+            for p in out.peers.iter_mut().filter(|p| p.node_id.is_none()) {
+                p.node_id = known.get(p.addr);
+                if p.node_id.is_some() {
+                    out.pinned_by_known.push(p.addr);
+                }
+            }
+        }
+        if self.inner.dht.is_some() {
+            let limit = crate::config::DHT_PROVIDERS_SEARCH_TIMEOUT;
+            let found = self.find_providers(Key::from_file_id(&file_id), limit)?;
+            out.peers.extend(
+                found
+                    .contacts
+                    .iter()
+                    .filter(|c| Some(c.addr) != self.inner.addr)
+                    .map(|c| PeerAddr { addr: c.addr, node_id: c.node_id.parse().ok() }),
+            );
+            if out.peers.is_empty() {
+                return Err(NodeError::NoProviders(file_id));
+            }
+        }
+        out.peers.sort_by_key(|p| (p.addr, p.node_id.is_none()));
+        out.peers.dedup_by_key(|p| p.addr);
+        Ok(out)
+    }
+
+    /// After a download: pins each peer that was `given` as a plain address to the node it
+    /// proved (trust on first use; DHT providers are pinned by their records) in the data
+    /// directory's `known-peers`, and records the file in the catalog so the node serves
+    /// it. Returns the problems as warnings: the download itself succeeded.
+    pub fn finish_download(&self, given: &[PeerAddr], report: &GetReport) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let Some(dir) = self.inner.data_dir.as_deref() else { return warnings };
+        let mut known = KnownPeers::load(dir);
+        for p in &report.peers {
+            let Some(g) = given.iter().find(|g| g.addr == p.addr) else { continue };
+            if let Some(id) = p.node_id.as_deref().and_then(|s| s.parse().ok()) {
+                known.remember(p.addr, id, g.node_id.is_some());
+            }
+        }
+        if let Err(e) = known.save() {
+            warnings.push(format!("cannot save {}: {e}", known.path().display()));
+        }
+        if let (Some(info), Some(output)) = (report.info.clone(), report.output.as_deref()) {
+            if let Err(e) = self.record_download(info, output) {
+                warnings.push(format!("not recorded in the catalog of {}: {e}", dir.display()));
+            }
+        }
+        warnings
     }
 
     /// Asks a download to stop; its verified chunks are kept for resuming. [`Handle::wait`]

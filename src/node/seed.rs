@@ -266,6 +266,9 @@ impl Shard {
     }
 }
 
+const UNSPECIFIED_ADDR: SocketAddr =
+    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
+
 /// A command to one shard, sent to its inbox by the node's [`super::Handle`]. The shard
 /// handles commands between connection events, on its own thread: the catalog it serves
 /// and its counters are never shared or locked.
@@ -322,19 +325,31 @@ pub(super) async fn run_shard(
     };
     // Shard 0 owns the DHT: the control plane is small, one owner keeps it lock-free.
     let dht_stop = Arc::new(AtomicBool::new(false));
-    let dht_task = match (dht, listen) {
-        (Some((opts, control, config)), Some(addr)) => match dht::bind_server(addr) {
-            Ok(socket) => {
-                let (sec, stop) = (security.clone(), dht_stop.clone());
-                let task = dht::serve(socket, addr, opts, sec, control, config, stop);
-                Some(glommio::spawn_local(task))
+    // A node that listens serves the DHT on its port; one that does not is a read-only
+    // client on an ephemeral port.
+    let dht_task = match dht {
+        Some((mut opts, control, config)) => {
+            let socket = match listen {
+                Some(addr) => dht::bind_server(addr),
+                None => {
+                    opts.read_only = true;
+                    dht::bind_client(opts.bootstrap.first().copied())
+                }
+            };
+            match socket {
+                Ok(socket) => {
+                    let addr = socket.local_addr().ok().or(listen).unwrap_or(UNSPECIFIED_ADDR);
+                    let (sec, stop) = (security.clone(), dht_stop.clone());
+                    let task = dht::serve(socket, addr, opts, sec, control, config, stop);
+                    Some(glommio::spawn_local(task))
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(io::Error::other(e.to_string())));
+                    return SeedStats::default();
+                }
             }
-            Err(e) => {
-                let _ = ready.send(Err(io::Error::other(e.to_string())));
-                return SeedStats::default();
-            }
-        },
-        _ => None,
+        }
+        None => None,
     };
     let _ = ready.send(Ok(()));
     drop(ready);
