@@ -897,7 +897,11 @@ fn get(
              {peer} proved to be another node when this data directory first used it (see \
              {}); if its identity changed on purpose, delete that line or pin the new ID \
              with --peer NODE_ID@{peer}",
-                resolved.known_path.as_deref().unwrap_or(Path::new("known-peers")).display()
+                resolved
+                    .known_path
+                    .clone()
+                    .unwrap_or_else(|| layout::known_peers_path(dir))
+                    .display()
             )
         }
         Err(e) => Err(e.into()),

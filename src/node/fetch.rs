@@ -507,6 +507,10 @@ struct FetchCtx {
     /// Verified bytes not yet durable. Connections stop asking for chunks while this is at
     /// `unsaved_max_bytes`, so a crash never loses more than that plus the requests in flight.
     unsaved_bytes: AtomicU64,
+    /// Verified chunks handed to the writer and not yet written. While there are any, the
+    /// download is making progress: a shard busy writing (a 16 MiB chunk on a loaded
+    /// machine or a slow disk) is not a stuck shard.
+    writes_in_flight: AtomicU64,
     unsaved_max_bytes: u64,
     /// Milliseconds since `epoch` of the last verified chunk (for giving up on idle peers).
     last_progress_ms: AtomicU64,
@@ -800,7 +804,14 @@ impl ChunkWriter {
     ) -> Result<(), GetError> {
         self.check()?;
         let closed = |_| GetError::io(&ctx.partial, io::Error::other("writer closed"));
-        let permit = self.permits.acquire_static_permit(1).await.map_err(closed)?;
+        ctx.writes_in_flight.fetch_add(1, Ordering::AcqRel);
+        let permit = match self.permits.acquire_static_permit(1).await {
+            Ok(p) => p,
+            Err(e) => {
+                ctx.writes_in_flight.fetch_sub(1, Ordering::AcqRel);
+                return Err(closed(e));
+            }
+        };
         let (file, failed) = (self.file.clone(), self.failed.clone());
         glommio::spawn_local(async move {
             let len = buf.len() as u64;
@@ -818,6 +829,7 @@ impl ChunkWriter {
             if let Some(e) = fail {
                 failed.borrow_mut().get_or_insert(e);
             }
+            ctx.writes_in_flight.fetch_sub(1, Ordering::AcqRel);
             drop(permit);
         })
         .detach();
@@ -1003,6 +1015,7 @@ pub(super) fn get(
             .download_rate_bytes
             .map(|r| Throttle::new(r, throttle_burst_bytes(r), clock::now())),
         unsaved_bytes: AtomicU64::new(0),
+        writes_in_flight: AtomicU64::new(0),
         // Saving starts at save_every; the second half keeps connections busy meanwhile.
         unsaved_max_bytes: opts.save_every_bytes.saturating_mul(2),
         last_progress_ms: AtomicU64::new(0),
@@ -1055,6 +1068,8 @@ pub(super) fn get(
                 }
             }
             Ok(_) => {}
+            // Writes still in flight: the shards are busy, not stuck.
+            Err(RecvTimeoutError::Timeout) if ctx.writes_in_flight.load(Ordering::Acquire) > 0 => {}
             Err(_) => break,
         }
     }
@@ -1214,6 +1229,10 @@ fn coordinate(
             // Nothing left to wait for from any peer: connections still blocked on a read
             // (an endgame duplicate, a slow answer) stop now instead of at their timeout.
             ctx.stop.store(true, Ordering::SeqCst);
+        }
+        if ctx.writes_in_flight.load(Ordering::Acquire) > 0 {
+            // A chunk still being written is progress, not a stuck shard.
+            last_message = clock::now();
         }
         if ctx.stop.load(Ordering::Relaxed) {
             let now = clock::now();

@@ -386,6 +386,10 @@ impl Node {
         for id in ids {
             let _ = self.handle.wait(id);
         }
+        // A snapshot first, through the inboxes: if tearing a shard down takes longer than
+        // the join's deadline below (the kernel cancelling its io_uring work under load),
+        // the counters are not lost with it.
+        let snapshot = self.handle.stats().map(|s| s.serving).ok();
         for tx in &inner.shards {
             let _ = tx.send(ShardCommand::Stop);
         }
@@ -400,10 +404,13 @@ impl Node {
                 .spawn(move || drop(tx.send(pool.join_all())));
             match joiner.ok().and_then(|_| rx.recv_timeout(2 * SHARD_STOP_GRACE).ok()) {
                 Some(all) => all.into_iter().flatten().for_each(|s| serving.add(&s)),
-                None => note!(
-                    "furymesh: shards did not stop within {} ms; left behind",
-                    (2 * SHARD_STOP_GRACE).as_millis()
-                ),
+                None => {
+                    note!(
+                        "furymesh: shards did not stop within {} ms; left behind",
+                        (2 * SHARD_STOP_GRACE).as_millis()
+                    );
+                    serving = snapshot.unwrap_or_default();
+                }
             }
         }
         NodeStats {
