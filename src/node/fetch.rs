@@ -401,15 +401,19 @@ async fn connect(
         |p: &Pins| p.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&peer).copied();
     let expected = lock(pins);
     let side = TcpSide::Client { expected };
-    // One deadline for the whole handshake, not per read: a peer dripping a byte per read
-    // timeout must not hold the download (or Ctrl-C's first step) forever.
+    // One deadline for the whole handshake, not only per read: a peer dripping a byte per
+    // read timeout must not hold the download (or Ctrl-C's first step) forever. Twice the
+    // timeout: a busy seeder may leave the connection in its accept queue for up to one
+    // (reads time out after that), then gives its handshake one from accept.
     let handshake = async { Some(TcpConn::establish(s, sec, side, RESPONSE_BODY_MAX_BYTES).await) };
     let deadline = async {
-        glommio::timer::sleep(timeout).await;
+        glommio::timer::sleep(2 * timeout).await;
         None
     };
-    let timed_out = || HandshakeFailure::Io(io::ErrorKind::TimedOut.into());
-    let established = future::or(handshake, deadline).await.unwrap_or_else(|| Err(timed_out()));
+    let raced = future::or(handshake, deadline).await;
+    let whole = raced.is_none();
+    let established =
+        raced.unwrap_or_else(|| Err(HandshakeFailure::Io(io::ErrorKind::TimedOut.into())));
     if let Err(e) = &established {
         let mut c = counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match e.blame() {
@@ -419,7 +423,7 @@ async fn connect(
     }
     let conn = established.map_err(|e| match e {
         HandshakeFailure::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
-            GetError::Timeout { peer, after: timeout }
+            GetError::Timeout { peer, after: if whole { 2 * timeout } else { timeout } }
         }
         other if other.is_wrong_node() => GetError::WrongNode { peer, what: other.to_string() },
         source => GetError::Handshake { peer, source },
@@ -605,6 +609,9 @@ async fn run_conn(
     result
 }
 
+/// How often the manifest step, left behind by an interrupted caller, looks whether to
+/// stop (nobody waits for it: slower polling only saves wake-ups of busy processes).
+const ABORT_POLL: Duration = Duration::from_millis(250);
 /// How often a connection blocked on a read looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(50);
 /// How often a connection in the middle of a record reports the bytes that arrived as
@@ -617,14 +624,18 @@ const PROGRESS_TICK: Duration = Duration::from_secs(1);
 /// error): a slow or dripping peer must not keep the whole download from ending. A read
 /// abandoned half-way leaves the connection unusable, which is fine: it ends here.
 async fn until_stopped<T>(ctx: &FetchCtx, read: impl Future<Output = T>) -> Result<T, GetError> {
-    until_flag(&ctx.stop, read).await.ok_or(GetError::Interrupted)
+    until_flag(&ctx.stop, STOP_POLL, read).await.ok_or(GetError::Interrupted)
 }
 
-/// Runs `work` unless `flag` becomes true first (checked every `STOP_POLL`, so the wait
-/// always has a timer armed): `None` then.
-async fn until_flag<T>(flag: &AtomicBool, work: impl Future<Output = T>) -> Option<T> {
+/// Runs `work` unless `flag` becomes true first (checked `every`, so the wait always has a
+/// timer armed): `None` then.
+async fn until_flag<T>(
+    flag: &AtomicBool,
+    every: Duration,
+    work: impl Future<Output = T>,
+) -> Option<T> {
     let stopped = async {
-        super::wait_until(STOP_POLL, || flag.load(Ordering::Relaxed)).await;
+        super::wait_until(every, || flag.load(Ordering::Relaxed)).await;
         None
     };
     future::or(async { Some(work.await) }, stopped).await
@@ -963,7 +974,8 @@ pub(super) fn get(
             // SIGINT/SIGTERM end this step too: connects, handshakes and the manifest's
             // reads each have their own deadline, but several peers' worth can add up.
             let info = run_on_until(node, 0, interrupt, move |abort| async move {
-                until_flag(&abort, async {
+                // The caller returns at once on an interrupt; this only ends the task.
+                until_flag(&abort, ABORT_POLL, async {
                     let (s, p2, c2) = (&sec, &pins2, &counters2);
                     let info = fetch_manifest_any(&peers, id, s, p2, c2, timeout).await?;
                     create_partial(&p, info.size).await?;

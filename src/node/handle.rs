@@ -26,7 +26,7 @@ use super::fetch::{self, GetError, GetOptions, GetProgress, GetReport, PeerAddr}
 use super::limits::ShardBudget;
 use super::secure::KnownPeers;
 use super::secure::NodeSecurity;
-use super::seed::{Limits, SeedStats, ServedFile, ShardCommand, ShardSetup, ShardTask};
+use super::seed::{Limits, SeedStats, ServedFile, ShardCommand, ShardSetup, ShardTask, INBOX_POLL};
 use super::spawn_shards;
 use crate::config::{throttle_burst_bytes, ConfigError, NodeConfig, SHARD_STOP_GRACE};
 use crate::crypto::FileId;
@@ -106,8 +106,8 @@ pub enum NodeError {
     Catalog(#[from] CatalogError),
     #[error("no download with ID {0}")]
     UnknownDownload(DownloadId),
-    /// A shard did not answer within `SHARD_STOP_GRACE` (it is stuck: a bug).
-    #[error("shard {0} did not answer within {ms} ms", ms = SHARD_STOP_GRACE.as_millis())]
+    /// A shard did not answer a command within three `INBOX_POLL`s (it is stuck: a bug).
+    #[error("shard {0} did not answer within {ms} ms", ms = (3 * INBOX_POLL).as_millis())]
     ShardStuck(usize),
     #[error(transparent)]
     Dht(#[from] DhtError),
@@ -468,9 +468,9 @@ impl Handle {
             waiting.push(answer);
         }
         // Shards handle their inbox within INBOX_POLL even if a wake-up is lost; one that
-        // does not answer at all is stuck, and the caller hears so instead of hanging.
+        // does not answer within three is stuck, and the caller hears so instead of hanging.
         let answer = |(i, a): (usize, flume::Receiver<R>)| {
-            a.recv_timeout(SHARD_STOP_GRACE).map_err(|e| match e {
+            a.recv_timeout(3 * INBOX_POLL).map_err(|e| match e {
                 flume::RecvTimeoutError::Timeout => NodeError::ShardStuck(i),
                 flume::RecvTimeoutError::Disconnected => NodeError::Stopped,
             })

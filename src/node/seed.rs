@@ -377,8 +377,10 @@ pub(super) async fn run_shard(
     stats
 }
 
-/// Longest a command waits in a shard's inbox if the wake-up its sender gave was lost.
-const INBOX_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+/// Longest a command waits in a shard's inbox if the wake-up its sender gave was lost. A
+/// second: every idle shard of every process wakes this often, and 50 ms (20 wake-ups a
+/// second per shard) made 500 concurrent `get`s on 2 cores twice as slow (tuning.md).
+pub(super) const INBOX_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Handles the shard's commands until `Stop` or until the handle is gone. The wait for the
 /// next command always has a timer armed (`INBOX_POLL`): the wake-up a sending thread gives
