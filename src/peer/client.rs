@@ -748,6 +748,50 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_trickling_in_keeps_its_peer_from_stalling_and_silence_does_not() {
+        let (info, _, mut sched, mut s, asked) = started(4, 2);
+        let t0 = crate::sim::epoch();
+        s.handle_frame(t0, &chunk_header(&info, asked[0]));
+        // Its payload arrives a little every second, for three stall timeouts (10 s each).
+        for sec in 1..=30 {
+            let now = t0 + Duration::from_secs(sec);
+            s.handle_progress(now);
+            drive(&mut s, &mut sched, now);
+        }
+        assert_eq!(sched.peer_stats(ConnId(0)).unwrap().stalls, 0);
+        assert!(!s.is_finished());
+        // Then nothing for the stall timeout: the peer stalls.
+        drive(&mut s, &mut sched, t0 + Duration::from_secs(40));
+        assert_eq!(sched.peer_stats(ConnId(0)).unwrap().stalls, 1);
+    }
+
+    #[test]
+    fn requests_held_back_by_our_download_limit_do_not_stall_the_peer() {
+        let (info, _) = file(8);
+        let mut sched = scheduler(&info, 4);
+        let t0 = crate::sim::epoch();
+        // 100 B/s: each 4 KiB request is released ~41 s after the one before.
+        let throttle = Throttle::new(100, 100, t0);
+        let mut s = ClientSession::new(info.clone(), ConnId(0), ClientConfig::default(), t0);
+        let mut swarm = Swarm {
+            scheduler: &mut sched,
+            may_request: true,
+            throttle: Some(&throttle),
+            last_progress: t0,
+        };
+        s.drive(t0, &mut swarm);
+        sent(&mut s, t0);
+        s.handle_frame(t0, &body(Response::Bitfield { file_id: info.file_id, bits: None }));
+        for sec in 0..=60 {
+            let now = t0 + Duration::from_secs(sec);
+            swarm.last_progress = now;
+            s.drive(now, &mut swarm);
+            sent(&mut s, now);
+        }
+        assert_eq!(swarm.scheduler.peer_stats(ConnId(0)).unwrap().stalls, 0);
+    }
+
+    #[test]
     fn an_idle_connection_starves_only_without_progress_anywhere() {
         let (info, _) = file(4);
         let config = SchedulerConfig {
