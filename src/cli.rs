@@ -148,6 +148,26 @@ pub struct SeedArgs {
     pub max_peer_upload_rate: Option<u64>,
     #[command(flatten)]
     pub encryption: EncryptionArg,
+    /// Control API and Prometheus `/metrics` (HTTP): `HOST:PORT`, or `off`. Default
+    /// 127.0.0.1:7421 (`config::API_LISTEN_DEFAULT`; if that port is taken, e.g. by another
+    /// seed, the node runs without an API and says so). Its bearer token is
+    /// DATA_DIR/api.token; reads need it only off loopback, changes always.
+    #[arg(long, value_parser = parse_api, value_name = "HOST:PORT|off")]
+    pub api: Option<ApiBind>,
+}
+
+/// `seed --api`: an address, or off.
+#[derive(Debug, Clone, Copy)]
+pub enum ApiBind {
+    On(SocketAddr),
+    Off,
+}
+
+fn parse_api(s: &str) -> Result<ApiBind, String> {
+    if s == "off" {
+        return Ok(ApiBind::Off);
+    }
+    parse_addr(s).map(ApiBind::On)
 }
 
 #[derive(Debug, Args)]
@@ -307,7 +327,7 @@ fn parse_encryption(s: &str) -> Result<Encryption, String> {
 }
 
 /// `HOST:PORT` or `NODE_ID@HOST:PORT`.
-fn parse_peer(s: &str) -> Result<PeerAddr, String> {
+pub(crate) fn parse_peer(s: &str) -> Result<PeerAddr, String> {
     match s.split_once('@') {
         None => Ok(parse_addr(s)?.into()),
         Some((id, addr)) => {
@@ -666,6 +686,9 @@ fn seed(
     config: config::NodeConfig,
     json: bool,
 ) -> Result<i32> {
+    // Stamped before the catalog is read: whatever is published from here on (even before
+    // the node listens) changes the directory's mtime after this and is synced.
+    let catalog_stamp = catalog_stamp(dir);
     let catalog =
         Catalog::load(dir).with_context(|| format!("cannot read catalog in {}", dir.display()))?;
     for (p, why) in &catalog.skipped {
@@ -704,8 +727,13 @@ fn seed(
         node.addr().map(|a| a.to_string()).unwrap_or_default(),
         if a.encryption.value == Encryption::On { "on" } else { "OFF" }
     );
+    let api = start_api(&node.handle(), dir, a.api)?;
     let cpu0 = node::process_cpu_seconds();
-    serve_until_signal(&node.handle(), dir, &signals);
+    serve_until_signal(&node.handle(), dir, catalog_stamp, &signals);
+    // The API first: its downloads stop (state saved) while the shards still run.
+    if let Some(api) = api {
+        api.stop();
+    }
     let stats = node.shutdown();
     let cpu = node::process_cpu_seconds() - cpu0;
     let mut v = serde_json::to_value(&stats)?;
@@ -718,6 +746,40 @@ fn seed(
         )
     })?;
     Ok(0)
+}
+
+/// Starts the control API for `seed --api` (`None`: the default address, skipped with a
+/// warning when taken; an explicit address that cannot be bound is an error).
+fn start_api(
+    handle: &Handle,
+    dir: &Path,
+    api: Option<ApiBind>,
+) -> Result<Option<crate::api::ApiServer>> {
+    let (bind, explicit) = match api {
+        Some(ApiBind::Off) => return Ok(None),
+        Some(ApiBind::On(bind)) => (bind, true),
+        None => (parse_addr(config::API_LISTEN_DEFAULT).map_err(anyhow::Error::msg)?, false),
+    };
+    let opts = crate::api::ApiOptions { bind, data_dir: dir.to_owned() };
+    match crate::api::ApiServer::start(handle.clone(), &opts) {
+        Ok(api) => {
+            note!(
+                "furymesh seed: API on http://{} (token in {})",
+                api.addr(),
+                layout::api_token_path(dir).display()
+            );
+            Ok(Some(api))
+        }
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::AddrInUse => {
+            note!(
+                "furymesh seed: warning: no control API: {bind} is in use (another seed?); \
+                 pass --api HOST:PORT to choose another address"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::Error::new(e)
+            .context(format!("cannot start the control API on {bind} (--api off to run without)"))),
+    }
 }
 
 /// SIGINT, SIGTERM and SIGHUP as messages (a thread of signal-hook's waits for them).
@@ -739,14 +801,23 @@ fn signal_channel() -> Result<crossbeam_channel::Receiver<i32>> {
     Ok(rx)
 }
 
+/// The catalog directory's mtime (it changes with every manifest written or removed).
+fn catalog_stamp(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(layout::catalog_dir(dir)).and_then(|m| m.modified()).ok()
+}
+
 /// Serves until SIGINT or SIGTERM. Keeps the node in step with the data directory's
 /// catalog meanwhile: `furymesh publish` and `unpublish` run by anyone against the same
 /// directory take effect within `NodeConfig::catalog_watch_interval_ms` (the catalog directory's mtime
-/// changes with every manifest written or removed), and at once on SIGHUP.
-fn serve_until_signal(node: &Handle, dir: &Path, signals: &crossbeam_channel::Receiver<i32>) {
-    let catalog_dir = layout::catalog_dir(dir);
-    let stamp = || std::fs::metadata(&catalog_dir).and_then(|m| m.modified()).ok();
-    let mut seen = stamp();
+/// changes with every manifest written or removed; `seen` is its stamp from before the
+/// node read the catalog), and at once on SIGHUP.
+fn serve_until_signal(
+    node: &Handle,
+    dir: &Path,
+    mut seen: Option<std::time::SystemTime>,
+    signals: &crossbeam_channel::Receiver<i32>,
+) {
+    let stamp = || catalog_stamp(dir);
     loop {
         let sync = match signals.recv_timeout(node.config().catalog_watch_interval()) {
             Ok(signal_hook::consts::SIGHUP) => true,

@@ -66,6 +66,24 @@ pub fn throttle_burst_bytes(bytes_per_sec: u64) -> u64 {
 /// Default TCP (and later UDP) listen address of `furymesh seed`.
 pub const LISTEN_DEFAULT: &str = "0.0.0.0:7420";
 
+/// Default address of the control API and `/metrics` while `seed` runs (`seed --api`):
+/// loopback only, so nothing outside the host reaches it unless asked.
+pub const API_LISTEN_DEFAULT: &str = "127.0.0.1:7421";
+
+/// Largest request body the control API reads; a larger one is refused with 413.
+pub const API_BODY_MAX_BYTES: usize = 64 * 1024;
+
+/// Threads the control API may block at once on slow node calls (publishing hashes the
+/// file; a DHT lookup waits for the network). Never a shard's thread.
+pub const API_WORKERS_MAX: usize = 4;
+
+/// How long `GET /api/dht/providers/{id}` and a download started without peers look for
+/// providers through the node's DHT.
+pub const API_DHT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Window over which the API computes a download's rate (and so its ETA).
+pub const API_RATE_WINDOW: Duration = Duration::from_secs(3);
+
 /// Connections one seeder shard serves at once; more are closed at accept. Keep
 /// shards × this below the file-descriptor limit (`ulimit -n`).
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 4096;

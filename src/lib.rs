@@ -14,6 +14,8 @@
 //!   timers and events out. Both, and the node's bandwidth limits, use the token bucket in
 //!   [`throttle`]. `sim` (feature `sim`) runs thousands of DHT nodes on virtual
 //!   time.
+//! - [`api`] is the control API and `/metrics` of a running `seed` (HTTP on a thread of
+//!   its own, a client of the node's handle).
 //! - [`cli`], [`demo`] and [`bench`] are the binary's front ends; [`output`] is their one
 //!   writer of stdout.
 //!
@@ -30,6 +32,7 @@ macro_rules! note {
     }};
 }
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -184,6 +184,8 @@ impl Default for PeerReport {
 pub struct GetProgress {
     pub done_bytes: u64,
     pub total_bytes: u64,
+    /// The manifest's chunk size in bytes (chunk counts for status reports).
+    pub chunk_size: u32,
 }
 
 /// Why a download failed. Every variant is one line a user can act on; [`GetError::blame`]
@@ -1268,10 +1270,14 @@ fn coordinate(
                 }
             }
             last_save = clock::now();
-            progress(GetProgress { done_bytes, total_bytes: info.size });
+            progress(GetProgress {
+                done_bytes,
+                total_bytes: info.size,
+                chunk_size: info.chunk_size,
+            });
         }
     };
-    progress(GetProgress { done_bytes, total_bytes: info.size });
+    progress(GetProgress { done_bytes, total_bytes: info.size, chunk_size: info.chunk_size });
     let conn_errors = errors.iter().map(|(c, e)| (*c, e.to_string())).collect();
     let complete = ctx.sched().is_complete();
     let result = match (result, fatal) {

@@ -8,6 +8,8 @@
 //!   dht-table.fmt           routing-table snapshot, a FlatBuffers `DhtTable` (node::dht)
 //!   catalog/<file_id>.fmm   one FlatBuffers `Manifest` per published file (storage::Catalog)
 //!   catalog/.lock           the catalog's write lock (flock; storage::Catalog::relock)
+//!   api.token               the control API's bearer token, mode 600 (api)
+//!   api.addr                the running seed's API address, `HOST:PORT` (api)
 //!   demo/node-<n>/          the demo's node data directories, same layout (demo)
 //! ```
 //!
@@ -29,6 +31,8 @@ const CATALOG_LOCK_FILE: &str = ".lock";
 /// Extension of a manifest file in the catalog.
 const MANIFEST_EXTENSION: &str = "fmm";
 const DEMO_DIR: &str = "demo";
+const API_TOKEN_FILE: &str = "api.token";
+const API_ADDR_FILE: &str = "api.addr";
 
 /// The data directory when neither `--data-dir` nor `FURYMESH_HOME` names one:
 /// `furymesh` under the platform's data directory. `None` if the platform has none.
@@ -49,6 +53,16 @@ pub fn known_peers_path(data_dir: &Path) -> PathBuf {
 /// The DHT routing-table snapshot a seeder loads at start and saves at stop.
 pub fn dht_table_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DHT_TABLE_FILE)
+}
+
+/// The control API's bearer token (created by the first `seed` with the API on).
+pub fn api_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(API_TOKEN_FILE)
+}
+
+/// The address a running `seed`'s control API listens on (removed when it stops).
+pub fn api_addr_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(API_ADDR_FILE)
 }
 
 /// The catalog directory: one manifest file per published file.

@@ -1,0 +1,287 @@
+//! `/metrics`: the node's counters in the Prometheus text exposition format (version
+//! 0.0.4, <https://prometheus.io/docs/instrumenting/exposition_formats/>), taken live from
+//! [`NodeStats`] at each scrape.
+//!
+//! Names follow Prometheus conventions: the `furymesh_` prefix, base units in the name
+//! (`_bytes`, `_seconds`), `_total` on counters, labels for the dimension that splits a
+//! total (`blame`, `direction`, `outcome`, `reason`). The process metrics use the standard
+//! names every exporter uses (`process_resident_memory_bytes`, `process_cpu_seconds_total`)
+//! so existing dashboards find them.
+
+use std::fmt::Write;
+
+use crate::node::NodeStats;
+
+/// The `Content-Type` of the exposition.
+pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// One metric family being written.
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+}
+
+impl Family<'_> {
+    /// A sample with labels (`[("blame", "peer")]`); values are integers or floats.
+    fn sample(&mut self, labels: &[(&str, &str)], value: f64) -> &mut Self {
+        self.out.push_str(self.name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape_label(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {}", number(value));
+        self
+    }
+}
+
+/// Label values escape `\`, `"` and newlines.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Integers print without a fraction; other values as Rust floats (which Prometheus
+/// parses, including `NaN` and `+Inf`).
+fn number(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A text exposition under construction.
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &'static str, kind: &str, help: &str) -> Family<'_> {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        Family { out: &mut self.out, name }
+    }
+
+    fn counter(&mut self, name: &'static str, help: &str, value: u64) {
+        self.family(name, "counter", help).sample(&[], value as f64);
+    }
+
+    fn gauge(&mut self, name: &'static str, help: &str, value: f64) {
+        self.family(name, "gauge", help).sample(&[], value);
+    }
+}
+
+/// Process figures read from `/proc/self`.
+pub(super) struct ProcessFigures {
+    pub(super) resident_bytes: u64,
+    pub(super) cpu_seconds: f64,
+    pub(super) start_unix: u64,
+}
+
+impl ProcessFigures {
+    /// Reads RSS from `/proc/self/statm` (pages) and CPU time from `/proc/self/stat`.
+    pub(super) fn read(start_unix: u64) -> Self {
+        let page = rustix::param::page_size() as u64;
+        let resident_pages = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0);
+        Self {
+            resident_bytes: resident_pages * page,
+            cpu_seconds: crate::node::process_cpu_seconds(),
+            start_unix,
+        }
+    }
+}
+
+/// The exposition of `s` and the process figures.
+pub(super) fn render(s: &NodeStats, p: &ProcessFigures) -> String {
+    let mut e = Exposition { out: String::with_capacity(8 * 1024) };
+    let v = &s.serving;
+    e.gauge("furymesh_shards", "Shards (pinned executors) of the node.", s.shards as f64);
+    e.gauge(
+        "furymesh_files_served",
+        "Files the node serves now (published files and partial downloads).",
+        s.files_served as f64,
+    );
+    e.counter(
+        "furymesh_served_payload_bytes_total",
+        "Chunk payload bytes sent to peers (from memory maps, plaintext or sealed).",
+        v.payload_bytes_from_map + v.payload_bytes_sealed,
+    );
+    e.family(
+        "furymesh_served_payload_by_encryption_bytes_total",
+        "counter",
+        "Chunk payload bytes sent to peers, by how they left: sealed (AES-256-GCM) or plaintext.",
+    )
+    .sample(&[("encryption", "on")], v.payload_bytes_sealed as f64)
+    .sample(&[("encryption", "off")], v.payload_bytes_from_map as f64);
+    e.counter("furymesh_chunks_served_total", "Chunks sent to peers.", v.chunks_served);
+    e.counter("furymesh_requests_total", "Requests received from peers.", v.requests);
+    e.counter("furymesh_manifests_served_total", "Manifests sent to peers.", v.manifests_served);
+    e.counter(
+        "furymesh_error_replies_total",
+        "Error replies sent to peers (unknown file, bad range, ...).",
+        v.error_replies,
+    );
+    e.counter(
+        "furymesh_bad_frames_total",
+        "Connections closed because the peer sent an undecodable or oversized frame.",
+        v.bad_frames,
+    );
+    e.counter(
+        "furymesh_records_rejected_total",
+        "Connections closed because a sealed record failed authentication.",
+        v.records_rejected,
+    );
+    e.counter(
+        "furymesh_connections_accepted_total",
+        "Incoming connections accepted.",
+        v.connections,
+    );
+    e.counter(
+        "furymesh_connections_refused_total",
+        "Incoming connections closed at accept (over the per-shard limits).",
+        v.connections_refused,
+    );
+    e.gauge(
+        "furymesh_connections_open",
+        "Incoming connections open now.",
+        v.connections_open as f64,
+    );
+    let d = &s.downloading;
+    e.family(
+        "furymesh_handshake_failures_total",
+        "counter",
+        "Failed handshakes, by direction and by whose fault (peer or local).",
+    )
+    .sample(&[("direction", "incoming"), ("blame", "peer")], v.handshakes_failed_peer as f64)
+    .sample(&[("direction", "incoming"), ("blame", "local")], v.handshakes_failed_local as f64)
+    .sample(&[("direction", "outgoing"), ("blame", "peer")], d.handshakes_failed_peer as f64)
+    .sample(&[("direction", "outgoing"), ("blame", "local")], d.handshakes_failed_local as f64);
+    e.counter(
+        "furymesh_chunk_verification_failures_total",
+        "Downloaded chunks whose SHA-256 did not match the manifest.",
+        d.chunks_corrupt,
+    );
+    e.counter(
+        "furymesh_peers_banned_total",
+        "Peers banned by downloads for sending corrupt chunks.",
+        d.peers_banned,
+    );
+    e.counter(
+        "furymesh_peers_stalled_total",
+        "Peers given up on by downloads for making no progress.",
+        d.peers_stalled,
+    );
+    e.counter(
+        "furymesh_downloaded_bytes_total",
+        "Payload bytes verified by finished downloads (added when each download ends).",
+        d.bytes_verified,
+    );
+    e.counter("furymesh_downloads_started_total", "Downloads started.", d.started);
+    e.family("furymesh_downloads_finished_total", "counter", "Downloads ended, by outcome.")
+        .sample(&[("outcome", "completed")], d.completed as f64)
+        .sample(&[("outcome", "failed")], d.failed as f64)
+        .sample(&[("outcome", "cancelled")], d.cancelled as f64);
+    e.gauge("furymesh_downloads_active", "Downloads running now.", s.downloads_active as f64);
+    if let Some(h) = &v.dht {
+        e.family("furymesh_dht_datagrams_total", "counter", "DHT datagrams, by direction.")
+            .sample(&[("direction", "in")], h.datagrams_in as f64)
+            .sample(&[("direction", "out")], h.datagrams_out as f64);
+        e.family(
+            "furymesh_dht_datagrams_dropped_total",
+            "counter",
+            "DHT datagrams dropped or not sent, by reason.",
+        )
+        .sample(&[("reason", "undecodable")], h.bad_datagrams as f64)
+        .sample(&[("reason", "wrong_network")], h.wrong_network as f64)
+        .sample(&[("reason", "send_error")], h.send_errors as f64);
+        e.counter(
+            "furymesh_dht_announcements_total",
+            "Provider announcements this node accepted from others.",
+            h.announcements,
+        );
+        e.family(
+            "furymesh_dht_announcements_rejected_total",
+            "counter",
+            "Provider announcements dropped, by reason (invalid signature or certificate, or over the verification budget).",
+        )
+        .sample(&[("reason", "invalid")], h.announcements_rejected as f64)
+        .sample(&[("reason", "throttled")], h.announcements_throttled as f64);
+        e.counter(
+            "furymesh_dht_contact_verify_pings_total",
+            "Pings sent to verify a node before it may enter the routing table.",
+            h.contacts_verify_pings,
+        );
+        e.counter(
+            "furymesh_dht_contacts_evicted_total",
+            "Contacts evicted from the routing table after failing to answer.",
+            h.contacts_evicted,
+        );
+        e.gauge(
+            "furymesh_dht_routing_table_contacts",
+            "Contacts in the DHT routing table.",
+            h.table_len as f64,
+        );
+        e.gauge(
+            "furymesh_dht_provider_records",
+            "Provider records this node stores for others.",
+            h.provider_records as f64,
+        );
+    }
+    e.gauge(
+        "process_resident_memory_bytes",
+        "Resident set size of the process in bytes.",
+        p.resident_bytes as f64,
+    );
+    e.family(
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time of the process in seconds.",
+    )
+    .sample(&[], p.cpu_seconds);
+    e.gauge(
+        "process_start_time_seconds",
+        "Start time of the API (about the node's) since the Unix epoch in seconds.",
+        p.start_unix as f64,
+    );
+    e.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_labels_follow_the_text_format() {
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(0.25), "0.25");
+        assert_eq!(number(f64::INFINITY), "+Inf");
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_before_its_samples() {
+        let text = render(&NodeStats::default(), &ProcessFigures::read(0));
+        let mut declared = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.insert(rest.split(' ').next().unwrap().to_owned());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(declared.contains(name), "{name} sampled before its TYPE line");
+            }
+        }
+        assert!(text.ends_with('\n'));
+    }
+}

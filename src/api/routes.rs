@@ -1,0 +1,433 @@
+//! The API's resources (see README.md, "Control API"), the bearer-token check and the
+//! request-body limit. Handlers reach the node through [`Handle`] on blocking threads.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::downloads::{CancelError, Downloads};
+use super::error::ApiError;
+use super::metrics;
+use crate::config::{self, API_BODY_MAX_BYTES, API_DHT_QUERY_TIMEOUT};
+use crate::crypto::{Encryption, FileId};
+use crate::dht::Key;
+use crate::node::{clock, DhtQuery, DownloadId, GetOptions, Handle, PeerAddr};
+use crate::storage::CatalogEntry;
+use crate::transfer::Strategy;
+
+/// What every handler shares.
+pub(super) struct ApiState {
+    handle: Handle,
+    /// SHA-256 of the token: compared digest to digest, so the comparison's timing says
+    /// nothing about the token.
+    token_digest: [u8; 32],
+    /// Bound to a loopback address: reads need no token.
+    loopback: bool,
+    started: Instant,
+    started_unix: u64,
+    downloads: Arc<Downloads>,
+}
+
+impl ApiState {
+    pub(super) fn new(handle: Handle, token: &str, loopback: bool, started: Instant) -> Self {
+        Self {
+            handle,
+            token_digest: Sha256::digest(token.as_bytes()).into(),
+            loopback,
+            started,
+            started_unix: clock::now_unix(),
+            downloads: Arc::default(),
+        }
+    }
+
+    /// Cancels the downloads the API started and waits until their state is saved.
+    pub(super) fn stop_downloads(&self) {
+        self.downloads.stop_all(&self.handle);
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let Some(token) = value.strip_prefix("Bearer ") else { return false };
+        let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        digest == self.token_digest
+    }
+}
+
+type Shared = State<Arc<ApiState>>;
+
+/// The router: every resource, the token check, the body limit, JSON 404/405.
+pub(super) fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/api/node", get(node))
+        .route("/api/files", get(list_files).post(publish))
+        .route("/api/files/{id}", get(file).delete(unpublish))
+        .route("/api/downloads", get(list_downloads).post(start_download))
+        .route("/api/downloads/{id}", get(download).delete(cancel_download))
+        .route("/api/stats", get(stats))
+        .route("/api/dht/providers/{id}", get(providers))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(DefaultBodyLimit::max(API_BODY_MAX_BYTES))
+        .with_state(state)
+}
+
+/// Mutating calls always need the token; every call does off loopback.
+async fn auth(State(s): Shared, req: Request, next: Next) -> Response {
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    if (!read_only || !s.loopback) && !s.authorized(req.headers()) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer TOKEN (the token is in DATA_DIR/api.token)",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such resource")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+}
+
+/// A JSON body whose rejections are [`ApiError`]s (400 malformed, 413 too large, 415).
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Json::<T>::from_request(req, state).await.map(|Json(v)| Self(v)).map_err(ApiError::from)
+    }
+}
+
+/// Runs a node call on the API's blocking pool (never on the runtime's thread).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::internal("the request's worker thread panicked")))
+}
+
+fn parse_file_id(s: &str) -> Result<FileId, ApiError> {
+    s.parse().map_err(|e: crate::crypto::ParseFileIdError| {
+        ApiError::bad_request("bad_file_id", format!("{s:?} is not a file ID: {e}"))
+    })
+}
+
+fn parse_download_id(s: &str) -> Result<DownloadId, ApiError> {
+    s.parse().map(DownloadId).map_err(|_| {
+        ApiError::bad_request("bad_download_id", format!("{s:?} is not a download ID"))
+    })
+}
+
+#[derive(Serialize)]
+struct NodeView {
+    node_id: String,
+    version: &'static str,
+    uptime_seconds: f64,
+    shards: usize,
+    /// Where peers connect (TCP) and the DHT listens (UDP).
+    listen_addresses: Vec<String>,
+    encryption: &'static str,
+    private_network: bool,
+    /// Contacts in the DHT routing table (`null`: no DHT).
+    dht_table_size: Option<usize>,
+    files_served: usize,
+    downloads_active: usize,
+}
+
+async fn node(State(s): Shared) -> Result<Json<NodeView>, ApiError> {
+    let st = s.clone();
+    let stats = blocking(move || Ok(st.handle.stats()?)).await?;
+    let sec = s.handle.security();
+    Ok(Json(NodeView {
+        node_id: sec.node_id().to_string(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: s.started.elapsed().as_secs_f64(),
+        shards: s.handle.shards(),
+        listen_addresses: s.handle.addr().map(|a| a.to_string()).into_iter().collect(),
+        encryption: if sec.encryption() == Encryption::On { "on" } else { "off" },
+        private_network: sec.network().is_some(),
+        dht_table_size: stats.serving.dht.as_ref().map(|d| d.table_len),
+        files_served: stats.files_served,
+        downloads_active: stats.downloads_active,
+    }))
+}
+
+/// A published file (the manifest's summary).
+#[derive(Serialize)]
+struct FileView {
+    file_id: String,
+    /// The file's name in its manifest.
+    name: String,
+    /// Where it is served from (lossy UTF-8).
+    path: String,
+    size: u64,
+    chunk_size: u32,
+    chunks: u32,
+    /// Unix seconds when it was published.
+    creation_time: i64,
+}
+
+impl FileView {
+    fn of(e: &CatalogEntry) -> Self {
+        Self {
+            file_id: e.info.file_id.to_hex(),
+            name: e.info.name.clone(),
+            path: e.path.to_string_lossy().into_owned(),
+            size: e.info.size,
+            chunk_size: e.info.chunk_size,
+            chunks: e.info.chunk_count(),
+            creation_time: e.info.creation_time,
+        }
+    }
+}
+
+async fn list_files(State(s): Shared) -> Json<Vec<FileView>> {
+    let mut v: Vec<FileView> = s.handle.published().iter().map(FileView::of).collect();
+    v.sort_by(|a, b| a.path.cmp(&b.path));
+    Json(v)
+}
+
+async fn file(State(s): Shared, Path(id): Path<String>) -> Result<Json<FileView>, ApiError> {
+    let id = parse_file_id(&id)?;
+    s.handle
+        .published()
+        .iter()
+        .find(|e| e.info.file_id == id)
+        .map(|e| Json(FileView::of(e)))
+        .ok_or_else(|| ApiError::not_found(format!("file {id} is not published")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    /// A file or directory on the server, absolute.
+    path: PathBuf,
+    /// Chunk size in bytes (default: picked per file).
+    #[serde(default)]
+    chunk_size: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct PublishFailure {
+    error: String,
+}
+
+#[derive(Serialize)]
+struct PublishView {
+    published: Vec<FileView>,
+    failed: Vec<PublishFailure>,
+}
+
+async fn publish(
+    State(s): Shared,
+    Body(req): Body<PublishRequest>,
+) -> Result<(StatusCode, Json<PublishView>), ApiError> {
+    if !req.path.is_absolute() {
+        return Err(ApiError::bad_request(
+            "bad_path",
+            "path must be absolute (a server-side path)",
+        ));
+    }
+    if let Some(cs) = req.chunk_size {
+        config::validate_chunk_size(u64::from(cs))
+            .map_err(|e| ApiError::bad_request("bad_chunk_size", e))?;
+    }
+    if !req.path.exists() {
+        return Err(ApiError::bad_request(
+            "bad_path",
+            format!("{} does not exist on the server", req.path.display()),
+        ));
+    }
+    let view = blocking(move || {
+        let results = s.handle.publish(&[req.path], req.chunk_size, &|_| {})?;
+        let mut view = PublishView { published: Vec::new(), failed: Vec::new() };
+        for r in results {
+            match r {
+                Ok(p) => view.published.push(FileView::of(&p.entry)),
+                Err(e) => view.failed.push(PublishFailure { error: e.to_string() }),
+            }
+        }
+        Ok(view)
+    })
+    .await?;
+    if view.published.is_empty() {
+        let detail = match view.failed.first() {
+            Some(f) => f.error.clone(),
+            None => "no regular files under the path".into(),
+        };
+        return Err(ApiError::bad_request("publish_failed", detail));
+    }
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn unpublish(State(s): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let id = parse_file_id(&id)?;
+    let removed = blocking(move || Ok(s.handle.unpublish(&id)?)).await?;
+    if removed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("file {id} is not published")))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DownloadRequest {
+    file_id: String,
+    /// `[NODE_ID@]HOST:PORT` each; empty: providers found through the node's DHT.
+    #[serde(default)]
+    peers: Vec<String>,
+    /// Where to write the file on the server, absolute.
+    output: PathBuf,
+    /// Replace the output if it exists.
+    #[serde(default)]
+    force: bool,
+    /// Connections (default: the available cores).
+    #[serde(default)]
+    connections: Option<usize>,
+    /// Download limit in bytes per second.
+    #[serde(default)]
+    max_download_rate: Option<u64>,
+}
+
+async fn start_download(
+    State(s): Shared,
+    Body(req): Body<DownloadRequest>,
+) -> Result<(StatusCode, Response), ApiError> {
+    let file_id = parse_file_id(&req.file_id)?;
+    let mut peers = Vec::with_capacity(req.peers.len());
+    for p in &req.peers {
+        peers.push(crate::cli::parse_peer(p).map_err(|e| ApiError::bad_request("bad_peer", e))?);
+    }
+    if !req.output.is_absolute() || req.output.file_name().is_none() {
+        return Err(ApiError::bad_request("bad_output", "output must be an absolute file path"));
+    }
+    if !req.output.parent().is_some_and(|d| d.is_dir()) {
+        return Err(ApiError::bad_request(
+            "bad_output",
+            format!("the directory of {} does not exist on the server", req.output.display()),
+        ));
+    }
+    if req.output.exists() && !req.force {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "output_exists",
+            format!("{} exists (send \"force\": true to replace it)", req.output.display()),
+        ));
+    }
+    if req.connections == Some(0) || req.max_download_rate == Some(0) {
+        return Err(ApiError::bad_request("bad_limit", "connections and rates must be above zero"));
+    }
+    let st = s.clone();
+    let id = blocking(move || {
+        let h = &st.handle;
+        if peers.is_empty() {
+            let answer = h.find_providers(Key::from_file_id(&file_id), API_DHT_QUERY_TIMEOUT)?;
+            peers.extend(
+                answer
+                    .contacts
+                    .iter()
+                    .filter(|c| Some(c.addr) != h.addr())
+                    .map(|c| PeerAddr { addr: c.addr, node_id: c.node_id.parse().ok() }),
+            );
+            if peers.is_empty() {
+                return Err(ApiError::not_found(format!(
+                    "no provider of {file_id} found through the DHT; give peers"
+                )));
+            }
+        }
+        let opts = GetOptions {
+            file_id,
+            peers,
+            security: h.security().clone(),
+            output: req.output,
+            force: req.force,
+            connections: req.connections.unwrap_or_else(crate::node::available_cores).max(1),
+            window: config::REQUESTS_INFLIGHT_DEFAULT,
+            strategy: Strategy::RarestFirst,
+            max_peers: 16,
+            serve_partial: false,
+            save_every_bytes: config::RESUME_SAVE_DEFAULT_BYTES,
+            download_rate_bytes: req.max_download_rate,
+        };
+        Ok(st.downloads.start(h, opts)?)
+    })
+    .await?;
+    let view = s.downloads.view(&s.handle, id);
+    Ok((StatusCode::CREATED, Json(view).into_response()))
+}
+
+async fn list_downloads(State(s): Shared) -> Response {
+    blocking(move || Ok(s.downloads.list(&s.handle))).await.map(Json).into_response()
+}
+
+async fn download(State(s): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_download_id(&id)?;
+    let view = blocking(move || {
+        s.downloads
+            .view(&s.handle, id)
+            .ok_or_else(|| ApiError::not_found(format!("no download with ID {id}")))
+    })
+    .await?;
+    Ok(Json(view).into_response())
+}
+
+async fn cancel_download(State(s): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_download_id(&id)?;
+    blocking(move || match s.downloads.cancel(&s.handle, id) {
+        Ok(()) => Ok((StatusCode::ACCEPTED, Json(s.downloads.view(&s.handle, id))).into_response()),
+        Err(CancelError::Unknown) => Err(ApiError::not_found(format!("no download with ID {id}"))),
+        Err(CancelError::NotRunning(state)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_running",
+            format!("download {id} is not running ({state})"),
+        )),
+        Err(CancelError::Node(e)) => Err(e.into()),
+    })
+    .await
+}
+
+async fn stats(State(s): Shared) -> Result<Response, ApiError> {
+    let stats = blocking(move || Ok(s.handle.stats()?)).await?;
+    Ok(Json(stats).into_response())
+}
+
+async fn providers(State(s): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_file_id(&id)?;
+    let answer = blocking(move || {
+        Ok(s.handle
+            .dht_query(DhtQuery::FindProviders(Key::from_file_id(&id)), API_DHT_QUERY_TIMEOUT)?)
+    })
+    .await?;
+    Ok(Json(answer).into_response())
+}
+
+async fn metrics_text(State(s): Shared) -> Result<Response, ApiError> {
+    let text = blocking(move || {
+        let stats = s.handle.stats()?;
+        Ok(metrics::render(&stats, &metrics::ProcessFigures::read(s.started_unix)))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+}

@@ -1,0 +1,431 @@
+//! The control API and `/metrics` of real `furymesh seed` processes on loopback, through a
+//! raw HTTP/1.1 client: every resource, the token rules, refusals with their JSON error
+//! bodies, a download started through the API, and metrics parsed by the reference
+//! Prometheus parser (`prometheus_client` from PyPI, installed here when missing).
+// Waits for events read the wall clock (the lint confines it to node::clock in the crate).
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{fm, node_id, publish_id, run_ok, tempdir, write_file, Seeder};
+use serde_json::{json, Value};
+
+/// One answer: status, lower-cased header block, body.
+struct Answer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// A refusal: `status` with the JSON error body naming `error`.
+    fn refused(&self, status: u16, error: &str) {
+        assert_eq!(self.status, status, "{}", String::from_utf8_lossy(&self.body));
+        assert!(self.head.contains("content-type: application/json"), "{}", self.head);
+        let v = self.json();
+        assert_eq!(v["error"], error, "{v}");
+        assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+    }
+}
+
+/// One request on its own connection (`Connection: close`).
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &[u8])>,
+) -> Answer {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let (ctype, bytes) = body.unwrap_or(("", b""));
+    if !ctype.is_empty() {
+        req.push_str(&format!("Content-Type: {ctype}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", bytes.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    // The server may answer (413) before it reads all of a large body.
+    let _ = s.write_all(bytes);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete header");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap().to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Answer { status, head, body }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        b = &b[eol + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+fn post_json(addr: SocketAddr, path: &str, token: Option<&str>, v: &Value) -> Answer {
+    http(addr, "POST", path, token, Some(("application/json", v.to_string().as_bytes())))
+}
+
+/// A seeder with its API on an OS-chosen loopback port (or `api`); returns it with the
+/// API address (from the address file it writes) and its token.
+fn seeder_with_api(dir: &Path, api: &str, extra: &[&str]) -> (Seeder, SocketAddr, String) {
+    let mut args = vec!["--api", api];
+    args.extend_from_slice(extra);
+    let _ = fs::remove_file(dir.join("api.addr"));
+    let seeder = Seeder::start_with_args(dir, 1, &args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr: SocketAddr = loop {
+        if let Some(a) =
+            fs::read_to_string(dir.join("api.addr")).ok().and_then(|s| s.trim().parse().ok())
+        {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "the seeder wrote no api.addr");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let token = fs::read_to_string(dir.join("api.token")).unwrap().trim().to_owned();
+    // Connect to loopback even when bound to every address.
+    let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), addr.port());
+    (seeder, addr, token)
+}
+
+/// Polls a download until it leaves `running`/`cancelling` (bounded wait, not a timing).
+fn wait_download(api: SocketAddr, id: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let a = http(api, "GET", &format!("/api/downloads/{id}"), None, None);
+        assert_eq!(a.status, 200);
+        let v = a.json();
+        if !matches!(v["state"].as_str(), Some("running" | "cancelling")) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "download {id} did not end: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_resource_answers_and_client_mistakes_are_4xx_with_a_json_body() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("node");
+    let file = tmp.path().join("a.bin");
+    write_file(&file, 300_000, 1);
+    let id = publish_id(&dir, &file, &[]);
+    let (seeder, api, token) = seeder_with_api(&dir, "127.0.0.1:0", &[]);
+    let t = Some(token.as_str());
+    let mode = fs::metadata(dir.join("api.token")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the token is private");
+
+    // Node.
+    let a = http(api, "GET", "/api/node", None, None);
+    assert_eq!(a.status, 200);
+    let n = a.json();
+    assert_eq!(n["node_id"], node_id(&dir));
+    assert_eq!(n["shards"], 1);
+    assert_eq!(n["encryption"], "on");
+    assert_eq!(n["listen_addresses"][0], seeder.peer());
+    assert!(n["dht_table_size"].is_u64(), "{n}");
+    assert!(n["uptime_seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(n["version"], env!("CARGO_PKG_VERSION"));
+
+    // Files: list, one, unknown, malformed ID.
+    let files = http(api, "GET", "/api/files", None, None).json();
+    assert_eq!(files.as_array().unwrap().len(), 1);
+    assert_eq!(files[0]["file_id"], id.as_str());
+    let f = http(api, "GET", &format!("/api/files/{id}"), None, None);
+    assert_eq!(f.status, 200);
+    assert_eq!(f.json()["size"], 300_000);
+    assert_eq!(f.json()["name"], "a.bin");
+    http(api, "GET", &format!("/api/files/{}", "ab".repeat(32)), None, None)
+        .refused(404, "not_found");
+    http(api, "GET", "/api/files/nothex", None, None).refused(400, "bad_file_id");
+
+    // Publish: refused without the token (and with a wrong one), then done with it.
+    let other = tmp.path().join("b.bin");
+    write_file(&other, 100_000, 2);
+    let body = json!({ "path": other });
+    post_json(api, "/api/files", None, &body).refused(401, "unauthorized");
+    post_json(api, "/api/files", Some(&"00".repeat(32)), &body).refused(401, "unauthorized");
+    let p = post_json(api, "/api/files", t, &body);
+    assert_eq!(p.status, 201, "{}", String::from_utf8_lossy(&p.body));
+    let new_id = p.json()["published"][0]["file_id"].as_str().unwrap().to_owned();
+    let files = http(api, "GET", "/api/files", None, None).json();
+    assert_eq!(files.as_array().unwrap().len(), 2);
+    // The CLI sees the same catalog.
+    let ls = common::json(&run_ok(fm(&dir).args(["--json", "ls"])));
+    assert!(ls.as_array().unwrap().iter().any(|e| e["file_id"] == new_id.as_str()));
+
+    // Bad bodies.
+    http(api, "POST", "/api/files", t, Some(("application/json", b"{\"path\":")))
+        .refused(400, "malformed_json");
+    post_json(api, "/api/files", t, &json!({ "path": 5 })).refused(400, "invalid_body");
+    post_json(api, "/api/files", t, &json!({ "path": "/x", "extra": 1 }))
+        .refused(400, "invalid_body");
+    post_json(api, "/api/files", t, &json!({ "path": "relative/x" })).refused(400, "bad_path");
+    post_json(api, "/api/files", t, &json!({ "path": tmp.path().join("missing") }))
+        .refused(400, "bad_path");
+    http(api, "POST", "/api/files", t, Some(("text/plain", b"{}")))
+        .refused(415, "unsupported_media_type");
+    let big = format!("{{\"path\":\"{}\"}}", "x".repeat(200_000));
+    http(api, "POST", "/api/files", t, Some(("application/json", big.as_bytes())))
+        .refused(413, "body_too_large");
+
+    // Unpublish: token, then gone, then unknown.
+    let del = format!("/api/files/{new_id}");
+    http(api, "DELETE", &del, None, None).refused(401, "unauthorized");
+    assert_eq!(http(api, "DELETE", &del, t, None).status, 204);
+    http(api, "DELETE", &del, t, None).refused(404, "not_found");
+    http(api, "GET", &del, None, None).refused(404, "not_found");
+
+    // Downloads: empty list, unknown IDs, bad requests.
+    let d = http(api, "GET", "/api/downloads", None, None);
+    assert_eq!(d.status, 200);
+    assert_eq!(d.json(), json!([]));
+    http(api, "GET", "/api/downloads/7", None, None).refused(404, "not_found");
+    http(api, "GET", "/api/downloads/x", None, None).refused(400, "bad_download_id");
+    http(api, "DELETE", "/api/downloads/7", None, None).refused(401, "unauthorized");
+    http(api, "DELETE", "/api/downloads/7", t, None).refused(404, "not_found");
+    let out = tmp.path().join("out.bin");
+    let req = |file_id: &str, peers: Value, output: &Path| json!({ "file_id": file_id, "peers": peers, "output": output });
+    post_json(api, "/api/downloads", None, &req(&id, json!([seeder.peer()]), &out))
+        .refused(401, "unauthorized");
+    post_json(api, "/api/downloads", t, &req("zz", json!([seeder.peer()]), &out))
+        .refused(400, "bad_file_id");
+    post_json(api, "/api/downloads", t, &req(&id, json!(["nowhere"]), &out))
+        .refused(400, "bad_peer");
+    post_json(api, "/api/downloads", t, &req(&id, json!([seeder.peer()]), Path::new("rel.bin")))
+        .refused(400, "bad_output");
+    post_json(api, "/api/downloads", t, &req(&id, json!([seeder.peer()]), &file))
+        .refused(409, "output_exists");
+    post_json(api, "/api/downloads", t, &json!({ "file_id": id })).refused(400, "invalid_body");
+
+    // Stats and the DHT.
+    let s = http(api, "GET", "/api/stats", None, None);
+    assert_eq!(s.status, 200);
+    assert_eq!(s.json()["shards"], 1);
+    assert_eq!(s.json()["files_served"], 1);
+    let prov = http(api, "GET", &format!("/api/dht/providers/{id}"), None, None);
+    assert_eq!(prov.status, 200, "{}", String::from_utf8_lossy(&prov.body));
+    assert!(prov.json()["contacts"].is_array());
+    http(api, "GET", "/api/dht/providers/zz", None, None).refused(400, "bad_file_id");
+
+    // Unknown resources and methods.
+    http(api, "GET", "/api/nothing", None, None).refused(404, "not_found");
+    http(api, "PUT", "/api/node", t, None).refused(405, "method_not_allowed");
+
+    seeder.stop();
+    assert!(!dir.join("api.addr").exists(), "the address file is removed at stop");
+}
+
+#[test]
+fn off_loopback_every_call_needs_the_token_and_api_off_serves_none() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("node");
+    let (seeder, api, token) = seeder_with_api(&dir, "0.0.0.0:0", &[]);
+    http(api, "GET", "/api/node", None, None).refused(401, "unauthorized");
+    http(api, "GET", "/metrics", None, None).refused(401, "unauthorized");
+    assert_eq!(http(api, "GET", "/api/node", Some(&token), None).status, 200);
+    assert_eq!(http(api, "GET", "/metrics", Some(&token), None).status, 200);
+    seeder.stop();
+    // The token stays the same across restarts; `--api off` writes no address.
+    let again = Seeder::start_with_args(&dir, 1, &["--api", "off"]);
+    assert!(!dir.join("api.addr").exists());
+    assert_eq!(fs::read_to_string(dir.join("api.token")).unwrap().trim(), token);
+    again.stop();
+}
+
+/// `prometheus_client` (PyPI), installed for this user when missing.
+fn ensure_prometheus_parser() {
+    let have = |py: &str| {
+        Command::new(py)
+            .args(["-c", "import prometheus_client.parser"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if have("python3") {
+        return;
+    }
+    let ok = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "prometheus_client",
+        ])
+        .status()
+        .expect("python3 runs");
+    assert!(ok.success() && have("python3"), "cannot install prometheus_client (pip)");
+}
+
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    out["TYPE " + fam.name] = fam.type
+    for s in fam.samples:
+        labels = ",".join('%s="%s"' % kv for kv in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+
+/// `/metrics` of `api`, parsed by the reference parser: sample (with sorted labels) → value,
+/// and `TYPE family` → type.
+fn scrape(api: SocketAddr) -> serde_json::Map<String, Value> {
+    let a = http(api, "GET", "/metrics", None, None);
+    assert_eq!(a.status, 200);
+    assert!(a.head.contains("content-type: text/plain; version=0.0.4"), "{}", a.head);
+    let mut py = Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    py.stdin.take().unwrap().write_all(&a.body).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(out.status.success(), "the parser refused:\n{}", String::from_utf8_lossy(&a.body));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap().as_object().unwrap().clone()
+}
+
+fn metric(m: &serde_json::Map<String, Value>, key: &str) -> f64 {
+    m.get(key).and_then(Value::as_f64).unwrap_or_else(|| panic!("no sample {key}"))
+}
+
+#[test]
+fn api_download_completes_byte_identical_and_metrics_rise_during_it() {
+    ensure_prometheus_parser();
+    let tmp = tempdir();
+    let (src_dir, dst_dir) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let file = tmp.path().join("big.bin");
+    let data = write_file(&file, 24 << 20, 3);
+    let id = publish_id(&src_dir, &file, &[]);
+    let slow = tmp.path().join("slow.bin");
+    write_file(&slow, 16 << 20, 4);
+    let slow_id = publish_id(&src_dir, &slow, &[]);
+    // Paced uploads, so scrapes land while chunks flow.
+    let (src, src_api, _) =
+        seeder_with_api(&src_dir, "127.0.0.1:0", &["--max-upload-rate", "12MiB"]);
+    let (dst, dst_api, token) = seeder_with_api(&dst_dir, "127.0.0.1:0", &[]);
+    let peer = format!("{}@{}", node_id(&src_dir), src.peer());
+
+    let before = scrape(src_api);
+    assert_eq!(before["TYPE furymesh_served_payload_bytes"], "counter");
+    assert_eq!(before["TYPE furymesh_connections_open"], "gauge");
+    assert_eq!(metric(&before, "furymesh_served_payload_bytes_total"), 0.0);
+    assert_eq!(metric(&before, "furymesh_chunks_served_total"), 0.0);
+    assert!(metric(&before, "process_resident_memory_bytes") > 0.0);
+    assert!(before.contains_key("furymesh_dht_routing_table_contacts"));
+    assert!(before
+        .contains_key(r#"furymesh_handshake_failures_total{blame="peer",direction="incoming"}"#));
+
+    let out = tmp.path().join("got.bin");
+    let started = post_json(
+        dst_api,
+        "/api/downloads",
+        Some(&token),
+        &json!({ "file_id": id, "peers": [peer], "output": out }),
+    );
+    assert_eq!(started.status, 201, "{}", String::from_utf8_lossy(&started.body));
+    let did = started.json()["id"].as_u64().unwrap();
+    assert_eq!(started.json()["file_id"], id.as_str());
+
+    // Scrape the seeder while the download runs: every scrape parses, counters never fall.
+    let mut served = vec![0.0];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let m = scrape(src_api);
+        let bytes = metric(&m, "furymesh_served_payload_bytes_total");
+        assert!(bytes >= *served.last().unwrap(), "a counter fell: {served:?} then {bytes}");
+        served.push(bytes);
+        let s = http(dst_api, "GET", &format!("/api/downloads/{did}"), None, None).json();
+        if s["state"] != "running" {
+            break s;
+        }
+        assert!(s["total_bytes"] == 0 || s["total_bytes"] == data.len(), "{s}");
+        assert!(Instant::now() < deadline, "the download did not end: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(status["done_bytes"], data.len());
+    assert_eq!(status["total_bytes"], data.len());
+    assert_eq!(status["chunks_done"], status["chunks_total"]);
+    assert!(status["chunks_total"].as_u64().unwrap() > 1);
+    assert_eq!(status["report"]["file_id"], id.as_str());
+    assert_eq!(fs::read(&out).unwrap(), data, "the API's download is byte-identical");
+    // The paced upload takes seconds: some scrape caught it midway.
+    assert!(
+        served.iter().any(|&b| b > 0.0 && b < data.len() as f64),
+        "no scrape saw the transfer in progress: {served:?}"
+    );
+
+    let after = scrape(src_api);
+    assert!(metric(&after, "furymesh_served_payload_bytes_total") >= data.len() as f64);
+    assert!(
+        metric(&after, "furymesh_chunks_served_total") >= status["chunks_total"].as_f64().unwrap()
+    );
+    assert!(metric(&after, "furymesh_connections_accepted_total") >= 1.0);
+    assert!(metric(&after, "furymesh_requests_total") > 0.0);
+    let dst_m = scrape(dst_api);
+    assert_eq!(metric(&dst_m, "furymesh_downloads_started_total"), 1.0);
+    assert_eq!(metric(&dst_m, r#"furymesh_downloads_finished_total{outcome="completed"}"#), 1.0);
+    assert_eq!(metric(&dst_m, "furymesh_downloaded_bytes_total"), data.len() as f64);
+
+    // The finished file is in the downloading node's catalog, and listed.
+    let files = http(dst_api, "GET", "/api/files", None, None).json();
+    assert!(files.as_array().unwrap().iter().any(|f| f["file_id"] == id.as_str()), "{files}");
+    let list = http(dst_api, "GET", "/api/downloads", None, None).json();
+    assert_eq!(list[0]["state"], "completed");
+
+    // A slow second download, cancelled: the verified part stays for a resume.
+    let out2 = tmp.path().join("slow-got.bin");
+    let started = post_json(
+        dst_api,
+        "/api/downloads",
+        Some(&token),
+        &json!({ "file_id": slow_id, "peers": [src.peer()], "output": out2, "max_download_rate": 1 << 20 }),
+    );
+    assert_eq!(started.status, 201, "{}", String::from_utf8_lossy(&started.body));
+    let sid = started.json()["id"].as_u64().unwrap();
+    assert_ne!(sid, did);
+    let path = format!("/api/downloads/{sid}");
+    let c = http(dst_api, "DELETE", &path, Some(&token), None);
+    assert_eq!(c.status, 202, "{}", String::from_utf8_lossy(&c.body));
+    let end = wait_download(dst_api, sid);
+    assert_eq!(end["state"], "cancelled", "{end}");
+    assert!(!out2.exists(), "a cancelled download leaves no output");
+    http(dst_api, "DELETE", &path, Some(&token), None).refused(409, "not_running");
+
+    dst.stop();
+    src.stop();
+}
