@@ -65,6 +65,11 @@ pub enum Command {
     Ls,
     /// Serve every published file until SIGINT/SIGTERM.
     Seed(SeedArgs),
+    /// Show the `seed` running on this data directory, through its control API (the
+    /// address and token it wrote there): identity, addresses, files, traffic, DHT.
+    Status,
+    /// List the downloads started through the running `seed`'s control API, with progress.
+    Downloads,
     /// Download a file from a peer, verifying every chunk; rerun to resume.
     Get(GetArgs),
     /// Publish, seed and download a generated 256 MiB file on loopback, and check it.
@@ -365,6 +370,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Publish(a) => publish(&data_dir(&cli)?, a, cli.json),
         Command::Unpublish(a) => unpublish(&data_dir(&cli)?, a, cli.json),
         Command::Ls => ls(&data_dir(&cli)?, cli.json),
+        Command::Status => status(&data_dir(&cli)?, cli.json),
+        Command::Downloads => downloads(&data_dir(&cli)?, cli.json),
         Command::Seed(a) => seed(&data_dir(&cli)?, a, network(&cli)?, node_config(&cli)?, cli.json),
         Command::Get(a) => get(&data_dir(&cli)?, a, network(&cli)?, node_config(&cli)?, cli.json),
         Command::Dht(d) => dht(d, network(&cli)?, cli.json),
@@ -664,6 +671,78 @@ fn ls(dir: &Path, json: bool) -> Result<i32> {
     print_json_or(json, &rows, || {
         rows.iter()
             .map(|p| format!("{}  {:>12}  {}", p.file_id, p.size, p.shown))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    Ok(0)
+}
+
+/// The client of the node running on `dir`, with a clear error when none runs.
+fn api_client(dir: &Path) -> Result<crate::api::ApiClient> {
+    Ok(crate::api::ApiClient::for_data_dir(dir)?)
+}
+
+fn status(dir: &Path, json: bool) -> Result<i32> {
+    let client = api_client(dir)?;
+    let node = client.get("/api/node")?;
+    let stats = client.get("/api/stats")?;
+    let v = serde_json::json!({ "api": client.addr().to_string(), "node": node, "stats": stats });
+    print_json_or(json, &v, || {
+        let n = |k: &str| node.get(k).cloned().unwrap_or_default();
+        let s = |k: &str| stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        let listen: Vec<String> = n("listen_addresses")
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        format!(
+            "node {} (furymesh {}), up {:.0} s, API http://{}\n\
+             listening on {} ({} shards, encryption {})\n\
+             {} files served, DHT table {} contacts\n\
+             connections: {} open, {} accepted, {} failed the handshake\n\
+             served: {} chunks, {} bytes; downloads running: {}",
+            n("node_id").as_str().unwrap_or("?"),
+            n("version").as_str().unwrap_or("?"),
+            n("uptime_seconds").as_f64().unwrap_or(0.0),
+            client.addr(),
+            listen.join(", "),
+            n("shards"),
+            n("encryption").as_str().unwrap_or("?"),
+            s("files_served"),
+            n("dht_table_size"),
+            s("connections_open"),
+            s("connections"),
+            s("handshakes_failed"),
+            s("chunks_served"),
+            s("payload_bytes_from_map") + s("payload_bytes_sealed"),
+            s("downloads_active"),
+        )
+    })?;
+    Ok(0)
+}
+
+fn downloads(dir: &Path, json: bool) -> Result<i32> {
+    let list = api_client(dir)?.get("/api/downloads")?;
+    let rows = list.as_array().cloned().unwrap_or_default();
+    print_json_or(json, &list, || {
+        if rows.is_empty() {
+            return "no downloads".into();
+        }
+        rows.iter()
+            .map(|d| {
+                let (done, total) =
+                    (d["done_bytes"].as_u64().unwrap_or(0), d["total_bytes"].as_u64().unwrap_or(0));
+                format!(
+                    "{:>3}  {:<10} {:>5.1}%  {}/{} bytes  {:.1} MB/s  {}  -> {}",
+                    d["id"],
+                    d["state"].as_str().unwrap_or("?"),
+                    if total == 0 { 0.0 } else { done as f64 * 100.0 / total as f64 },
+                    done,
+                    total,
+                    d["rate_bytes_per_s"].as_f64().unwrap_or(0.0) / 1e6,
+                    d["file_id"].as_str().unwrap_or("?"),
+                    d["output"].as_str().unwrap_or("?"),
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     })?;

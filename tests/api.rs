@@ -241,8 +241,25 @@ fn every_resource_answers_and_client_mistakes_are_4xx_with_a_json_body() {
     http(api, "GET", "/api/nothing", None, None).refused(404, "not_found");
     http(api, "PUT", "/api/node", t, None).refused(405, "method_not_allowed");
 
+    // The CLI as a client: status and downloads through the address and token files.
+    let st = common::json(&run_ok(fm(&dir).args(["--json", "status"])));
+    assert_eq!(st["node"]["node_id"], node_id(&dir));
+    assert_eq!(st["stats"]["files_served"], 1);
+    assert_eq!(st["api"], api.to_string());
+    let human = run_ok(fm(&dir).arg("status"));
+    assert!(String::from_utf8_lossy(&human.stdout).contains(&node_id(&dir)));
+    let dl = common::json(&run_ok(fm(&dir).args(["--json", "downloads"])));
+    assert_eq!(dl, json!([]));
+
     seeder.stop();
     assert!(!dir.join("api.addr").exists(), "the address file is removed at stop");
+    let down = fm(&dir).arg("status").output().unwrap();
+    assert!(!down.status.success());
+    assert!(
+        common::stderr_of(&down).contains("no node is running"),
+        "{}",
+        common::stderr_of(&down)
+    );
 }
 
 #[test]
@@ -406,6 +423,9 @@ fn api_download_completes_byte_identical_and_metrics_rise_during_it() {
     assert!(files.as_array().unwrap().iter().any(|f| f["file_id"] == id.as_str()), "{files}");
     let list = http(dst_api, "GET", "/api/downloads", None, None).json();
     assert_eq!(list[0]["state"], "completed");
+    let cli = common::json(&run_ok(fm(&dst_dir).args(["--json", "downloads"])));
+    assert_eq!(cli[0]["state"], "completed");
+    assert_eq!(cli[0]["file_id"], id.as_str());
 
     // A slow second download, cancelled: the verified part stays for a resume.
     let out2 = tmp.path().join("slow-got.bin");

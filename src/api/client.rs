@@ -16,7 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No node runs for this data directory (no address file, or nobody listens there).
-    #[error("no node is running for {0} (no API answers there)")]
+    #[error("no node is running for {0} (start `furymesh seed` there, with its API on)")]
     NotRunning(String),
     #[error("the API at {addr} failed: {source}")]
     Io { addr: SocketAddr, source: std::io::Error },
