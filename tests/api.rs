@@ -413,6 +413,15 @@ fn api_download_completes_byte_identical_and_metrics_rise_during_it() {
     );
     assert!(metric(&after, "furymesh_connections_accepted_total") >= 1.0);
     assert!(metric(&after, "furymesh_requests_total") > 0.0);
+    // One shard: its series is the node's total (the transfer is over, nothing moves).
+    assert_eq!(
+        metric(&after, r#"furymesh_shard_served_payload_bytes_total{shard="0"}"#),
+        metric(&after, "furymesh_served_payload_bytes_total")
+    );
+    assert_eq!(
+        metric(&after, r#"furymesh_shard_chunks_served_total{shard="0"}"#),
+        metric(&after, "furymesh_chunks_served_total")
+    );
     let dst_m = scrape(dst_api);
     assert_eq!(metric(&dst_m, "furymesh_downloads_started_total"), 1.0);
     assert_eq!(metric(&dst_m, r#"furymesh_downloads_finished_total{outcome="completed"}"#), 1.0);

@@ -4,13 +4,16 @@
 //!
 //! Names follow Prometheus conventions: the `furymesh_` prefix, base units in the name
 //! (`_bytes`, `_seconds`), `_total` on counters, labels for the dimension that splits a
-//! total (`blame`, `direction`, `outcome`, `reason`). The process metrics use the standard
+//! total (`blame`, `direction`, `outcome`, `reason`, `shard`). The per-shard families
+//! (`furymesh_shard_…{shard="N"}`) split the node totals of the same name; each scrape
+//! takes the totals and the shards' counters in two round trips, so they can differ by
+//! what happened in between. The process metrics use the standard
 //! names every exporter uses (`process_resident_memory_bytes`, `process_cpu_seconds_total`)
 //! so existing dashboards find them.
 
 use std::fmt::Write;
 
-use crate::node::NodeStats;
+use crate::node::{NodeStats, SeedStats};
 
 /// The `Content-Type` of the exposition.
 pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -103,10 +106,48 @@ impl ProcessFigures {
     }
 }
 
-/// The exposition of `s` and the process figures.
-pub(super) fn render(s: &NodeStats, p: &ProcessFigures) -> String {
+/// A per-shard family: name, type, help, and the counter it reads.
+type PerShard = (&'static str, &'static str, &'static str, fn(&SeedStats) -> u64);
+
+/// The exposition of `s`, each shard's counters and the process figures.
+pub(super) fn render(s: &NodeStats, shards: &[SeedStats], p: &ProcessFigures) -> String {
     let mut e = Exposition { out: String::with_capacity(8 * 1024) };
     let v = &s.serving;
+    let per_shard: [PerShard; 5] = [
+        (
+            "furymesh_shard_served_payload_bytes_total",
+            "counter",
+            "Chunk payload bytes sent to peers, by shard.",
+            |s| s.payload_bytes_from_map + s.payload_bytes_sealed,
+        ),
+        ("furymesh_shard_chunks_served_total", "counter", "Chunks sent to peers, by shard.", |s| {
+            s.chunks_served
+        }),
+        (
+            "furymesh_shard_requests_total",
+            "counter",
+            "Requests received from peers, by shard.",
+            |s| s.requests,
+        ),
+        (
+            "furymesh_shard_connections_accepted_total",
+            "counter",
+            "Incoming connections accepted, by shard.",
+            |s| s.connections,
+        ),
+        (
+            "furymesh_shard_connections_open",
+            "gauge",
+            "Incoming connections open now, by shard.",
+            |s| s.connections_open,
+        ),
+    ];
+    for (name, kind, help, value) in per_shard {
+        let mut f = e.family(name, kind, help);
+        for (i, s) in shards.iter().enumerate() {
+            f.sample(&[("shard", &i.to_string())], value(s) as f64);
+        }
+    }
     e.gauge("furymesh_shards", "Shards (pinned executors) of the node.", s.shards as f64);
     e.gauge(
         "furymesh_files_served",
@@ -272,7 +313,7 @@ mod tests {
 
     #[test]
     fn every_family_has_help_and_type_before_its_samples() {
-        let text = render(&NodeStats::default(), &ProcessFigures::read(0));
+        let text = render(&NodeStats::default(), &[SeedStats::default()], &ProcessFigures::read(0));
         let mut declared = std::collections::HashSet::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {

@@ -426,7 +426,8 @@ async fn providers(State(s): Shared, Path(id): Path<String>) -> Result<Response,
 async fn metrics_text(State(s): Shared) -> Result<Response, ApiError> {
     let text = blocking(move || {
         let stats = s.handle.stats()?;
-        Ok(metrics::render(&stats, &metrics::ProcessFigures::read(s.started_unix)))
+        let shards = s.handle.shard_stats()?;
+        Ok(metrics::render(&stats, &shards, &metrics::ProcessFigures::read(s.started_unix)))
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())

@@ -575,6 +575,12 @@ impl Handle {
         lock(&self.inner.published).values().cloned().collect()
     }
 
+    /// Each shard's serving counters now, in shard order ([`Handle::stats`] sums them;
+    /// the DHT's counters are only there).
+    pub fn shard_stats(&self) -> Result<Vec<SeedStats>, NodeError> {
+        self.on_every_shard(ShardCommand::Stats)
+    }
+
     /// A snapshot of the node's counters, taken from every shard now.
     pub fn stats(&self) -> Result<NodeStats, NodeError> {
         let mut serving = SeedStats::default();
