@@ -458,3 +458,40 @@ fn api_download_completes_byte_identical_and_metrics_rise_during_it() {
     dst.stop();
     src.stop();
 }
+
+/// A download started through the API with no peers: the node finds the providers through
+/// its own DHT (joined through the source), as `GET /api/dht/providers/{id}` shows them.
+#[test]
+fn api_download_without_peers_finds_providers_through_the_nodes_dht() {
+    let tmp = tempdir();
+    let (src_dir, dst_dir) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let file = tmp.path().join("f.bin");
+    let data = write_file(&file, 2 << 20, 5);
+    let id = publish_id(&src_dir, &file, &[]);
+    let (src, _, _) = seeder_with_api(&src_dir, "127.0.0.1:0", &[]);
+    let (dst, dst_api, token) =
+        seeder_with_api(&dst_dir, "127.0.0.1:0", &["--bootstrap", &src.peer()]);
+    let out = tmp.path().join("got.bin");
+    let started = post_json(
+        dst_api,
+        "/api/downloads",
+        Some(&token),
+        &json!({ "file_id": id, "output": out }),
+    );
+    assert_eq!(started.status, 201, "{}", String::from_utf8_lossy(&started.body));
+    let did = started.json()["id"].as_u64().unwrap();
+    let src_node = node_id(&src_dir);
+    assert_eq!(started.json()["peers"][0], format!("{src_node}@{}", src.peer()));
+    let end = wait_download(dst_api, did);
+    assert_eq!(end["state"], "completed", "{end}");
+    assert_eq!(fs::read(&out).unwrap(), data);
+    let prov = http(dst_api, "GET", &format!("/api/dht/providers/{id}"), None, None);
+    assert_eq!(prov.status, 200);
+    let contacts = prov.json()["contacts"].clone();
+    assert!(
+        contacts.as_array().unwrap().iter().any(|c| c["node_id"] == src_node.as_str()),
+        "{contacts}"
+    );
+    dst.stop();
+    src.stop();
+}
