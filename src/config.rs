@@ -73,6 +73,9 @@ pub const API_LISTEN_DEFAULT: &str = "127.0.0.1:7421";
 /// Largest request body the control API reads; a larger one is refused with 413.
 pub const API_BODY_MAX_BYTES: usize = 64 * 1024;
 
+/// Connections the control API keeps open at once; more are closed at accept.
+pub const API_CONNECTIONS_MAX: usize = 64;
+
 /// Threads the control API may block at once on slow node calls (publishing hashes the
 /// file; a DHT lookup waits for the network). Never a shard's thread.
 pub const API_WORKERS_MAX: usize = 4;

@@ -495,3 +495,59 @@ fn api_download_without_peers_finds_providers_through_the_nodes_dht() {
     dst.stop();
     src.stop();
 }
+
+/// Idle HTTP clients can fill the API's connection cap (64), not the process: the next
+/// connection is closed at once, the node keeps serving peers meanwhile, and the API
+/// answers again once they leave.
+#[test]
+fn idle_api_clients_are_capped_and_never_stop_the_data_path() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("src");
+    let file = tmp.path().join("f.bin");
+    let data = write_file(&file, 1 << 20, 6);
+    let id = publish_id(&dir, &file, &[]);
+    let (seeder, api, _) = seeder_with_api(&dir, "127.0.0.1:0", &[]);
+    // Each sends half a request line and waits (the server waits for the rest).
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        let mut s = TcpStream::connect(api).unwrap();
+        s.write_all(b"GET /api/node HTTP/1.1\r\n").unwrap();
+        idle.push(s);
+    }
+    // Over the cap: accepted and closed without an answer (bounded wait for the close).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut s = TcpStream::connect(api).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(b"GET /api/node HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let mut buf = Vec::new();
+        let closed = matches!(s.read_to_end(&mut buf), Ok(0)) || buf.is_empty();
+        if closed {
+            break;
+        }
+        // The 64 idle connections may not all be accepted yet.
+        assert!(Instant::now() < deadline, "the API answered beyond its cap");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The data path does not notice.
+    let out = tmp.path().join("got.bin");
+    run_ok(&mut common::get_cmd(&tmp.path().join("dl"), &id, &seeder.peer(), &out));
+    assert_eq!(fs::read(&out).unwrap(), data);
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = TcpStream::connect(api).is_ok_and(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = s.write_all(b"GET /api/node HTTP/1.1\r\nConnection: close\r\n\r\n");
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            buf.starts_with(b"HTTP/1.1 200")
+        });
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the API did not recover");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    seeder.stop();
+}

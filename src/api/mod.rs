@@ -16,6 +16,7 @@
 mod client;
 mod downloads;
 mod error;
+mod listener;
 mod metrics;
 mod routes;
 
@@ -79,7 +80,7 @@ impl ApiServer {
         let thread = std::thread::Builder::new().name("furymesh-api".into()).spawn(move || {
             runtime.block_on(async move {
                 let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => l,
+                    Ok(l) => listener::CappedListener::new(l),
                     Err(e) => {
                         note!("furymesh seed: the API cannot listen: {e}");
                         return;
