@@ -215,8 +215,10 @@ pub enum GetError {
     /// The peer proved to be another node than the one pinned for its address.
     #[error("handshake with {peer} failed: {what}")]
     WrongNode { peer: SocketAddr, what: String },
-    #[error("connection to {peer} closed: {what}")]
-    Tampered { peer: SocketAddr, what: String },
+    /// A sealed record failed authentication: tampered with, replayed or reordered on the
+    /// way. Nothing of it was written.
+    #[error("connection to {peer} closed: {source} (tampered, replayed or reordered on the way); nothing of it was written")]
+    Tampered { peer: SocketAddr, source: crate::crypto::RecordError },
     #[error("chunk {chunk_index} from {peer} failed verification (hash mismatch); nothing of it was kept")]
     HashMismatch { peer: SocketAddr, chunk_index: u32 },
     #[error("disk full writing {path}")]
@@ -288,12 +290,7 @@ impl GetError {
     /// Why a session gave up on `peer` (downloading `file_id`, if known).
     fn peer(peer: SocketAddr, file_id: Option<FileId>, e: PeerError) -> Self {
         match e {
-            PeerError::Frame(FrameError::Record(r)) => Self::Tampered {
-                peer,
-                what: format!(
-                    "{r} (tampered, replayed or reordered on the way); nothing of it was written"
-                ),
-            },
+            PeerError::Frame(FrameError::Record(source)) => Self::Tampered { peer, source },
             PeerError::Frame(f @ FrameError::TooLarge { .. }) => {
                 Self::Protocol { peer, what: f.to_string() }
             }
