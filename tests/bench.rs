@@ -35,15 +35,18 @@ fn bench_json_has_every_documented_field() {
         l["max"].as_u64().unwrap(),
     );
     assert!(p50 > 0 && p50 <= p90 && p90 <= p99 && p99 <= p999 && p999 <= max, "{l}");
-    // 8 MiB at the automatic 256 KiB chunk size: 32 chunks measured.
-    assert_eq!(l["count"], 32);
+    // 8 MiB at the automatic 256 KiB chunk size: 32 chunks measured (a chunk asked again
+    // after a stall on a loaded machine is measured again when both copies verify).
+    let count = l["count"].as_u64().unwrap();
+    assert!((32..=64).contains(&count), "{l}");
     assert!(v["cpu_seconds_per_gib"].as_f64().unwrap() > 0.0);
     // Both ends are accounted separately (threads of the seeders' and the downloader's
-    // nodes, 10 ms ticks: a side of this short run may read 0), within the whole process.
+    // nodes, in 10 ms ticks: either may read 0 in this short run), within the whole process.
     let whole = v["cpu_seconds_per_gib"].as_f64().unwrap();
     let seeder = v["seeder_cpu_seconds_per_gib"].as_f64().unwrap();
     let downloader = v["downloader_cpu_seconds_per_gib"].as_f64().unwrap();
-    assert!(seeder + downloader > 0.0 && seeder + downloader <= whole + 1e-9, "{v}");
+    assert!(seeder >= 0.0 && downloader >= 0.0, "{v}");
+    assert!(seeder + downloader <= whole + 1e-9, "{v}");
     let sha = v["ratios"]["sha256_all_cores"].as_f64().unwrap();
     assert!(sha > 0.0 && sha < 10.0, "{v}");
     let seconds = v["seconds"].as_f64().unwrap();
