@@ -317,7 +317,8 @@ fn the_config_file_sets_the_node_knobs() {
 
 /// The DHT through the node: a seeder node publishes through its handle (announced at
 /// once), and a client node that joins through it finds the seeder as the provider of the
-/// new file through its own handle; `resolve_peers` turns that into a pinned peer.
+/// new file through its own handle; `resolve_peers` turns that into a pinned peer. Once
+/// unpublished, the file is no longer found.
 #[test]
 fn a_file_published_through_the_handle_is_found_through_another_nodes_dht() {
     use furymesh::dht::Key;
@@ -347,4 +348,10 @@ fn a_file_published_through_the_handle_is_found_through_another_nodes_dht() {
     let out = t.path().join("out");
     get(&hb, id, resolved.peers[0], out.clone()).expect("download from the provider");
     assert_eq!(fs::read(&out).unwrap(), fs::read(t.path().join("f.bin")).unwrap());
+
+    // Unpublished: withdrawn from the DHT (the seeder no longer answers for it; in this
+    // two-node network nobody else holds its record), so nobody finds it any more.
+    assert!(a.handle().unpublish(&id).unwrap());
+    let gone = hb.find_providers(Key::from_file_id(&id), Duration::from_secs(2)).unwrap();
+    assert!(gone.contacts.is_empty(), "still found after unpublish: {gone:?}");
 }
