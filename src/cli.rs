@@ -1,7 +1,7 @@
 //! The command line: clap arguments and human/JSON output. No protocol or storage logic.
 
 use std::io::IsTerminal;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -332,22 +332,12 @@ fn parse_encryption(s: &str) -> Result<Encryption, String> {
 }
 
 /// `HOST:PORT` or `NODE_ID@HOST:PORT`.
-pub(crate) fn parse_peer(s: &str) -> Result<PeerAddr, String> {
-    match s.split_once('@') {
-        None => Ok(parse_addr(s)?.into()),
-        Some((id, addr)) => {
-            let node_id: NodeId =
-                id.parse().map_err(|e| format!("{id:?} is not a node ID: {e}"))?;
-            Ok(PeerAddr { addr: parse_addr(addr)?, node_id: Some(node_id) })
-        }
-    }
+fn parse_peer(s: &str) -> Result<PeerAddr, String> {
+    s.parse()
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {s:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{s:?} resolves to no address"))
+    node::resolve_addr(s)
 }
 
 /// The data directory: `--data-dir`, else `$FURYMESH_HOME` (both via clap), else the

@@ -318,7 +318,7 @@ async fn start_download(
     let file_id = parse_file_id(&req.file_id)?;
     let mut peers = Vec::with_capacity(req.peers.len());
     for p in &req.peers {
-        peers.push(crate::cli::parse_peer(p).map_err(|e| ApiError::bad_request("bad_peer", e))?);
+        peers.push(p.parse::<PeerAddr>().map_err(|e| ApiError::bad_request("bad_peer", e))?);
     }
     if !req.output.is_absolute() || req.output.file_name().is_none() {
         return Err(ApiError::bad_request("bad_output", "output must be an absolute file path"));

@@ -54,6 +54,32 @@ pub struct PeerAddr {
     pub node_id: Option<NodeId>,
 }
 
+/// `HOST:PORT` as a socket address; HOST may be a name, resolved now (its first address).
+/// Errors are one line naming the input.
+pub fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+impl std::str::FromStr for PeerAddr {
+    type Err = String;
+
+    /// `[NODE_ID@]HOST:PORT` (the form `--peer` and the API take).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('@') {
+            None => Ok(resolve_addr(s)?.into()),
+            Some((id, addr)) => {
+                let node_id: NodeId =
+                    id.parse().map_err(|e| format!("{id:?} is not a node ID: {e}"))?;
+                Ok(Self { addr: resolve_addr(addr)?, node_id: Some(node_id) })
+            }
+        }
+    }
+}
+
 impl From<SocketAddr> for PeerAddr {
     fn from(addr: SocketAddr) -> Self {
         Self { addr, node_id: None }

@@ -32,7 +32,7 @@ pub use dht::{
     DhtNodeStats, DhtQuery, DhtServerOptions, PingAnswer,
 };
 pub use fetch::{
-    GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr, PeerReport,
+    resolve_addr, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr, PeerReport,
 };
 pub use handle::{
     DownloadCounters, DownloadId, Handle, Node, NodeError, NodeOptions, NodeStats, TransferStatus,
