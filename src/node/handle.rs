@@ -528,7 +528,8 @@ impl Handle {
         let dir = self.inner.data_dir.as_deref().ok_or(NodeError::NoDataDir)?;
         let mut catalog = Catalog::load(dir)?;
         let results = storage::publish(&mut catalog, paths, chunk_size, progress);
-        self.sync_catalog()?;
+        // `publish` reloaded the catalog under its lock before writing: it is current.
+        self.sync_with(&catalog)?;
         Ok(results)
     }
 
@@ -538,7 +539,7 @@ impl Handle {
         let dir = self.inner.data_dir.as_deref().ok_or(NodeError::NoDataDir)?;
         let (mut catalog, _lock) = Catalog::load_for_update(dir)?;
         let removed = catalog.remove(id)?;
-        self.sync_catalog()?;
+        self.sync_with(&catalog)?;
         Ok(removed)
     }
 
@@ -548,7 +549,11 @@ impl Handle {
     /// of files added and removed.
     pub fn sync_catalog(&self) -> Result<(usize, usize), NodeError> {
         let dir = self.inner.data_dir.as_deref().ok_or(NodeError::NoDataDir)?;
-        let catalog = Catalog::load(dir)?;
+        self.sync_with(&Catalog::load(dir)?)
+    }
+
+    /// [`Handle::sync_catalog`] with the catalog as the caller just read or wrote it.
+    fn sync_with(&self, catalog: &Catalog) -> Result<(usize, usize), NodeError> {
         let mut published = lock(&self.inner.published);
         let gone: Vec<FileId> =
             published.keys().filter(|id| catalog.get(id).is_none()).copied().collect();
@@ -584,7 +589,7 @@ impl Handle {
     /// A snapshot of the node's counters, taken from every shard now.
     pub fn stats(&self) -> Result<NodeStats, NodeError> {
         let mut serving = SeedStats::default();
-        for s in self.on_every_shard(ShardCommand::Stats)? {
+        for s in self.shard_stats()? {
             serving.add(&s);
         }
         serving.dht = self.dht_stats();
@@ -851,7 +856,7 @@ impl Handle {
             catalog.insert(CatalogEntry { info, path, stamp })?;
         }
         drop(lock);
-        self.sync_catalog()?;
+        self.sync_with(&catalog)?;
         Ok(())
     }
 }
