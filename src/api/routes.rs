@@ -203,7 +203,7 @@ impl FileView {
 }
 
 async fn list_files(State(s): Shared) -> Json<Vec<FileView>> {
-    let mut v: Vec<FileView> = s.handle.published().iter().map(FileView::of).collect();
+    let mut v: Vec<FileView> = s.handle.published().iter().map(|e| FileView::of(e)).collect();
     v.sort_by(|a, b| a.path.cmp(&b.path));
     Json(v)
 }

@@ -1071,7 +1071,7 @@ pub(super) fn get(
             path: partial.clone(),
             stamp: FileStamp { size: info.size, mtime_ns: 0 },
         };
-        node.serve(ServedFile { entry, have: Some(have.clone()) })
+        node.serve(ServedFile { entry: Arc::new(entry), have: Some(have.clone()) })
             .map_err(|e| GetError::Listen { what: e.to_string() })?;
     }
     let mut dur = Durability {

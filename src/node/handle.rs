@@ -215,7 +215,7 @@ struct Inner {
     config: NodeConfig,
     /// What the shards serve from the catalog (control plane only: the shards keep their
     /// own copies). Partial downloads are served too but not listed here.
-    published: Mutex<HashMap<FileId, CatalogEntry>>,
+    published: Mutex<HashMap<FileId, Arc<CatalogEntry>>>,
     /// Partial downloads being served (`get --listen`).
     partials: AtomicU64,
     downloads: Mutex<Downloads>,
@@ -557,13 +557,13 @@ impl Handle {
         let mut published = lock(&self.inner.published);
         let gone: Vec<FileId> =
             published.keys().filter(|id| catalog.get(id).is_none()).copied().collect();
-        let fresh: Vec<CatalogEntry> = catalog
+        let fresh: Vec<Arc<CatalogEntry>> = catalog
             .entries()
             .filter(|e| published.get(&e.info.file_id).is_none_or(|old| old.path != e.path))
-            .cloned()
+            .map(|e| Arc::new(e.clone()))
             .collect();
         for e in &fresh {
-            self.serve(e.clone().into())?;
+            self.serve(ServedFile { entry: e.clone(), have: None })?;
             self.dht(DhtControl::Announce(Key::from_file_id(&e.info.file_id)));
             published.insert(e.info.file_id, e.clone());
         }
@@ -575,8 +575,8 @@ impl Handle {
         Ok((fresh.len(), gone.len()))
     }
 
-    /// The entries the node serves from its catalog.
-    pub fn published(&self) -> Vec<CatalogEntry> {
+    /// The entries the node serves from its catalog (shared, not copied).
+    pub fn published(&self) -> Vec<Arc<CatalogEntry>> {
         lock(&self.inner.published).values().cloned().collect()
     }
 

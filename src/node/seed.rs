@@ -118,13 +118,15 @@ pub(super) struct Limits {
 /// `have` says which chunks are verified and written, and only those are served).
 #[derive(Debug, Clone)]
 pub struct ServedFile {
-    pub entry: CatalogEntry,
+    /// Shared by every shard that serves it and the handle's list: a manifest holds up to
+    /// 32 MiB of chunk hashes, so it is never copied per shard.
+    pub entry: Arc<CatalogEntry>,
     pub have: Option<Arc<SharedBitfield>>,
 }
 
 impl From<CatalogEntry> for ServedFile {
     fn from(entry: CatalogEntry) -> Self {
-        Self { entry, have: None }
+        Self { entry: Arc::new(entry), have: None }
     }
 }
 
