@@ -189,7 +189,8 @@ pub struct TransferStatus {
     pub done_bytes: u64,
     /// The file's size, once its manifest is known (0 before).
     pub total_bytes: u64,
-    /// `running`, `completed`, `failed` or `cancelled`.
+    /// `running`, or `ended` once its thread is done; [`Handle::wait`] then returns the
+    /// outcome (and forgets the download).
     pub state: &'static str,
 }
 
@@ -235,8 +236,12 @@ struct Download {
     interrupt: Arc<AtomicBool>,
     progress: Arc<ProgressCell>,
     thread: Option<JoinHandle<Result<GetReport, GetError>>>,
-    /// Set once joined.
-    finished: Option<&'static str>,
+}
+
+impl Download {
+    fn running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
 }
 
 /// The latest progress of a download, written by its coordinator.
@@ -598,7 +603,7 @@ impl Handle {
             shards: self.inner.shards.len(),
             files_served: lock(&self.inner.published).len()
                 + self.inner.partials.load(Ordering::Relaxed) as usize,
-            downloads_active: downloads.all.values().filter(|d| d.finished.is_none()).count(),
+            downloads_active: downloads.all.values().filter(|d| d.running()).count(),
             serving,
             downloading: lock(&self.inner.counters).clone(),
         })
@@ -675,14 +680,7 @@ impl Handle {
         lock(&self.inner.counters).started += 1;
         downloads.all.insert(
             id,
-            Download {
-                file_id,
-                output,
-                interrupt,
-                progress: cell,
-                thread: Some(thread),
-                finished: None,
-            },
+            Download { file_id, output, interrupt, progress: cell, thread: Some(thread) },
         );
         Ok(id)
     }
@@ -788,7 +786,7 @@ impl Handle {
             output: d.output.clone(),
             done_bytes: d.progress.done.load(Ordering::Relaxed),
             total_bytes: d.progress.total.load(Ordering::Relaxed),
-            state: d.finished.unwrap_or("running"),
+            state: if d.running() { "running" } else { "ended" },
         })
     }
 
