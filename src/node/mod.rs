@@ -114,29 +114,57 @@ async fn wait_until(every: Duration, stop: impl Fn() -> bool) {
 /// that already ended are not counted.
 pub fn threads_cpu_seconds(prefix: &str) -> f64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
-    let mut ticks = 0u64;
-    for t in tasks.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with(prefix) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { continue };
-        let Some(after_comm) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
-        let f: Vec<&str> = after_comm.split_whitespace().collect();
-        let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        ticks += field(11) + field(12);
-    }
-    ticks as f64 / 100.0
+    tasks
+        .flatten()
+        .filter(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            comm.starts_with(prefix)
+        })
+        .map(|t| stat_cpu_seconds(&t.path().join("stat")))
+        .sum()
 }
 
 /// CPU seconds (user + system, all threads) this process has used so far.
 pub fn process_cpu_seconds() -> f64 {
-    // Fields 14 and 15 of /proc/self/stat are utime and stime in clock ticks, which Linux
-    // fixes at 100 per second for user space (USER_HZ).
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    stat_cpu_seconds(std::path::Path::new("/proc/self/stat"))
+}
+
+/// User + system CPU seconds in a `/proc/.../stat` file (0 if it cannot be read).
+fn stat_cpu_seconds(path: &std::path::Path) -> f64 {
+    // Fields 14 and 15 are utime and stime in clock ticks, which Linux fixes at 100 per
+    // second for user space (USER_HZ).
+    let Ok(stat) = std::fs::read_to_string(path) else { return 0.0 };
     let Some(after_comm) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return 0.0 };
     let f: Vec<&str> = after_comm.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // after_comm starts at field 3 (state): utime is field 14 → index 11.
     (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    /// A named thread's CPU is counted under its name's prefix, and only there.
+    #[test]
+    fn threads_cpu_seconds_counts_the_named_threads() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let (busy_tx, busy_rx) = std::sync::mpsc::channel::<()>();
+        let burner = std::thread::Builder::new()
+            .name("fmtest-burn".into())
+            .spawn(move || {
+                // Spin until this thread's own CPU shows 50 ms (5 ticks), then stay alive.
+                let mut x = 0u64;
+                while super::stat_cpu_seconds(std::path::Path::new("/proc/thread-self/stat")) < 0.05
+                {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+                busy_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+            })
+            .unwrap();
+        busy_rx.recv().unwrap();
+        assert!(super::threads_cpu_seconds("fmtest-burn") >= 0.05);
+        assert_eq!(super::threads_cpu_seconds("fmtest-none"), 0.0);
+        done_tx.send(()).unwrap();
+        burner.join().unwrap();
+    }
 }
