@@ -498,6 +498,23 @@ mod tests {
         s.drive(now, &mut swarm);
     }
 
+    /// A fresh session, and a swarm whose requests `throttle` releases.
+    fn throttled<'a>(
+        info: &Arc<FileInfo>,
+        sched: &'a mut Scheduler,
+        throttle: &'a Throttle,
+        now: Instant,
+    ) -> (ClientSession, Swarm<'a>) {
+        let s = ClientSession::new(info.clone(), ConnId(0), ClientConfig::default(), now);
+        let swarm = Swarm {
+            scheduler: sched,
+            may_request: true,
+            throttle: Some(throttle),
+            last_progress: now,
+        };
+        (s, swarm)
+    }
+
     fn sent(s: &mut ClientSession, now: Instant) -> Vec<Request> {
         std::iter::from_fn(|| s.poll_transmit(now))
             .map(|f| crate::wire::decode_request(&f[4..]).unwrap())
@@ -729,13 +746,7 @@ mod tests {
         let t0 = crate::sim::epoch();
         // 4096 B/s with a burst of one chunk: the second request waits about a second.
         let throttle = Throttle::new(4096, 4096, t0);
-        let mut s = ClientSession::new(info.clone(), ConnId(0), ClientConfig::default(), t0);
-        let mut swarm = Swarm {
-            scheduler: &mut sched,
-            may_request: true,
-            throttle: Some(&throttle),
-            last_progress: t0,
-        };
+        let (mut s, mut swarm) = throttled(&info, &mut sched, &throttle, t0);
         s.drive(t0, &mut swarm);
         assert_eq!(sent(&mut s, t0).len(), 1);
         s.handle_frame(t0, &body(Response::Bitfield { file_id: info.file_id, bits: None }));
@@ -772,13 +783,7 @@ mod tests {
         let t0 = crate::sim::epoch();
         // 100 B/s: each 4 KiB request is released ~41 s after the one before.
         let throttle = Throttle::new(100, 100, t0);
-        let mut s = ClientSession::new(info.clone(), ConnId(0), ClientConfig::default(), t0);
-        let mut swarm = Swarm {
-            scheduler: &mut sched,
-            may_request: true,
-            throttle: Some(&throttle),
-            last_progress: t0,
-        };
+        let (mut s, mut swarm) = throttled(&info, &mut sched, &throttle, t0);
         s.drive(t0, &mut swarm);
         sent(&mut s, t0);
         s.handle_frame(t0, &body(Response::Bitfield { file_id: info.file_id, bits: None }));
