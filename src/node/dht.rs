@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use glommio::net::UdpSocket;
 use serde::Serialize;
@@ -26,10 +26,7 @@ use serde::Serialize;
 use super::clock::{self, now_unix};
 use super::run_local;
 use super::secure::NodeSecurity;
-use crate::config::{
-    NodeConfig, DHT_EVENTS_QUEUED_MAX, DHT_PING_TIMEOUT, DHT_PING_TRIES, DHT_PROVIDER_RETRY_MAX,
-    DHT_PROVIDER_RETRY_MIN,
-};
+use crate::config::{NodeConfig, DHT_EVENTS_QUEUED_MAX, DHT_PING_TIMEOUT, DHT_PING_TRIES};
 use crate::crypto::handshake::NETWORK_TAG_BYTES;
 use crate::crypto::{
     network_tag, sign_provider_record, verify_network_tag, verify_provider_record, Certificate,
@@ -578,37 +575,13 @@ fn client_bind_addr(toward: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, 0)
 }
 
-/// Joins the DHT through `bootstrap` as a short-lived client and runs `query` once.
+/// Joins the DHT through `bootstrap` as a short-lived client and runs `query` once (the
+/// `dht find-providers|find-node` commands; a node asks its own DHT through its handle).
 pub fn query(
     bootstrap: &[SocketAddr],
     query: DhtQuery,
     network: Option<NetworkSecret>,
     limit: Duration,
-) -> Result<DhtAnswer, DhtError> {
-    run_query(bootstrap, query, network, limit, false)
-}
-
-/// Like [`query`] for `FindProviders(key)`, but while the lookup finds no provider it
-/// joins again through `bootstrap` and looks again (after `DHT_PROVIDER_RETRY_MIN`,
-/// doubling up to `DHT_PROVIDER_RETRY_MAX`),
-/// until `limit`. A network that is still forming — a node that started a moment ago and
-/// has not joined yet, an announcement still in its paced queue — then answers as soon as
-/// it can instead of failing the download. Returns the last (possibly empty) answer.
-pub fn find_providers_until_found(
-    bootstrap: &[SocketAddr],
-    key: Key,
-    network: Option<NetworkSecret>,
-    limit: Duration,
-) -> Result<DhtAnswer, DhtError> {
-    run_query(bootstrap, DhtQuery::FindProviders(key), network, limit, true)
-}
-
-fn run_query(
-    bootstrap: &[SocketAddr],
-    query: DhtQuery,
-    network: Option<NetworkSecret>,
-    limit: Duration,
-    until_found: bool,
 ) -> Result<DhtAnswer, DhtError> {
     let first =
         *bootstrap.first().ok_or_else(|| DhtError::NoAnswer("(no bootstrap given)".into()))?;
@@ -628,18 +601,9 @@ fn run_query(
         driver.command(DhtCommand::Bootstrap(bootstrap.clone()));
         let deadline = clock::now() + limit;
         let mut answer: Option<Result<DhtAnswer, DhtError>> = None;
-        // An empty answer kept while a retry is pending (`until_found`).
-        let mut empty: Option<DhtAnswer> = None;
-        let mut retry_at: Option<Instant> = None;
-        let mut pause = DHT_PROVIDER_RETRY_MIN;
         let names = || bootstrap.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         driver
             .run_until(|d| {
-                if retry_at.is_some_and(|at| clock::now() >= at) {
-                    retry_at = None;
-                    // Join again: the nodes asked may have learned contacts since.
-                    d.command(DhtCommand::Bootstrap(bootstrap.clone()));
-                }
                 while let Some(ev) = d.events.borrow_mut().pop_front() {
                     let table_len = d.dht.borrow().table().len();
                     let done = |contacts: &[Contact], s: LookupStats| {
@@ -663,14 +627,7 @@ fn run_query(
                             },
                         ),
                         DhtEvent::ProvidersFound { providers, stats, .. } => {
-                            let next_try = clock::now() + pause;
-                            if until_found && providers.is_empty() && next_try < deadline {
-                                empty = done(&providers, stats).and_then(Result::ok);
-                                retry_at = Some(next_try);
-                                pause = (pause * 2).min(DHT_PROVIDER_RETRY_MAX);
-                            } else {
-                                answer = done(&providers, stats);
-                            }
+                            answer = done(&providers, stats);
                         }
                         DhtEvent::LookupFinished { target, closest, stats }
                             if matches!(query, DhtQuery::FindNode(t) if t == target) =>
@@ -681,7 +638,7 @@ fn run_query(
                     }
                 }
                 if answer.is_none() && clock::now() >= deadline {
-                    answer = Some(empty.take().ok_or(DhtError::Timeout(limit)));
+                    answer = Some(Err(DhtError::Timeout(limit)));
                 }
                 answer.is_some()
             })

@@ -359,7 +359,7 @@ impl Node {
         if let Some(source) = failure {
             node.shutdown();
             return Err(NodeError::Listen {
-                addr: addr.or(opts.listen).unwrap_or(UNSPECIFIED),
+                addr: addr.or(opts.listen).unwrap_or(super::UNSPECIFIED_ADDR),
                 source,
             });
         }
@@ -436,9 +436,6 @@ impl Drop for Node {
         }
     }
 }
-
-const UNSPECIFIED: SocketAddr =
-    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
 
 impl Handle {
     /// The address the node listens on, if any.

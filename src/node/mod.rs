@@ -28,8 +28,8 @@ use std::time::Duration;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 
 pub use dht::{
-    config_for, find_providers_until_found, ping, query, ContactJson, DhtAnswer, DhtError,
-    DhtNodeStats, DhtQuery, DhtServerOptions, PingAnswer,
+    config_for, ping, query, ContactJson, DhtAnswer, DhtError, DhtNodeStats, DhtQuery,
+    DhtServerOptions, PingAnswer,
 };
 pub use fetch::{
     resolve_addr, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr, PeerReport,
@@ -45,6 +45,10 @@ pub use secure::{
 pub use seed::{SeedStats, ServedFile};
 
 use crate::config::IO_MEMORY_PER_SHARD_BYTES;
+
+/// `0.0.0.0:0`: where an address is needed and none is known (an error's context).
+const UNSPECIFIED_ADDR: std::net::SocketAddr =
+    std::net::SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
 
 /// Index of a shard within its node, `0..shards`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

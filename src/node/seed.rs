@@ -268,9 +268,6 @@ impl Shard {
     }
 }
 
-const UNSPECIFIED_ADDR: SocketAddr =
-    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
-
 /// A command to one shard, sent to its inbox by the node's [`super::Handle`]. The shard
 /// handles commands between connection events, on its own thread: the catalog it serves
 /// and its counters are never shared or locked.
@@ -340,7 +337,8 @@ pub(super) async fn run_shard(
             };
             match socket {
                 Ok(socket) => {
-                    let addr = socket.local_addr().ok().or(listen).unwrap_or(UNSPECIFIED_ADDR);
+                    let addr =
+                        socket.local_addr().ok().or(listen).unwrap_or(super::UNSPECIFIED_ADDR);
                     let (sec, stop) = (security.clone(), dht_stop.clone());
                     let task = dht::serve(socket, addr, opts, sec, control, config, stop);
                     Some(glommio::spawn_local(task))
