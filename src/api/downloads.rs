@@ -73,13 +73,15 @@ struct Entry {
 
 /// A download as `GET /api/downloads/{id}` shows it: the node's `TransferStatus` (verified
 /// and total bytes, state) with chunk counts, rate and ETA, and the report once it ended.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct DownloadView {
     id: u64,
     file_id: String,
+    #[schema(value_type = String)]
     output: PathBuf,
     peers: Vec<String>,
     /// `running`, `cancelling`, `completed`, `failed` or `cancelled`.
+    #[schema(value_type = String)]
     state: &'static str,
     /// Unix seconds when the API started it.
     started_unix: u64,

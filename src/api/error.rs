@@ -9,11 +9,14 @@ use serde::Serialize;
 use crate::node::NodeError;
 
 /// An error answer: `status` with `{"error": error, "detail": detail}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiError {
+    /// The HTTP status (not in the body).
     #[serde(skip)]
+    #[schema(ignore)]
     pub status: StatusCode,
     /// A stable, machine-readable kind (`not_found`, `unauthorized`, `malformed_json`, …).
+    #[schema(value_type = String)]
     pub error: &'static str,
     /// What went wrong, for a person.
     pub detail: String,

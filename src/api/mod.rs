@@ -172,6 +172,19 @@ pub fn load_or_create_token(data_dir: &Path) -> io::Result<String> {
     }
 }
 
+/// The API's OpenAPI 3.1 document as pretty-printed JSON with a final newline: what
+/// `GET /api/openapi.json` serves and `docs/openapi.json` holds (`scripts/gen-openapi`
+/// writes it; a test fails when the committed one differs).
+pub fn openapi_json() -> String {
+    use utoipa::OpenApi;
+    let mut doc = routes::ApiDoc::openapi();
+    // The crate's version would make the file stale at every release for no API change.
+    doc.info.version = "1".into();
+    let mut text = doc.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
+}
+
 /// Reads the token of `data_dir`, if there is one.
 pub fn read_token(data_dir: &Path) -> Option<String> {
     let s = fs::read_to_string(layout::api_token_path(data_dir)).ok()?;
@@ -201,6 +214,20 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn committed_openapi_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+        let committed = fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == openapi_json(),
+            "{} is stale (or missing): the API changed. Run scripts/gen-openapi and commit it.",
+            path.display()
+        );
+        let doc: serde_json::Value = serde_json::from_str(&committed).unwrap();
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", doc["openapi"]);
+        assert!(doc["paths"]["/api/downloads/{id}"]["delete"].is_object());
+    }
 
     #[test]
     fn token_is_created_private_and_kept() {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -14,14 +14,17 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
-use super::downloads::{CancelError, Downloads};
+use super::downloads::{CancelError, DownloadView, Downloads};
 use super::error::ApiError;
 use super::metrics;
 use crate::config::{self, API_BODY_MAX_BYTES, API_DHT_QUERY_TIMEOUT};
 use crate::crypto::{Encryption, FileId};
 use crate::dht::Key;
-use crate::node::{clock, DhtQuery, DownloadId, GetOptions, Handle, PeerAddr};
+use crate::node::{
+    clock, DhtAnswer, DhtQuery, DownloadId, GetOptions, Handle, NodeStats, PeerAddr,
+};
 use crate::storage::CatalogEntry;
 use crate::transfer::Strategy;
 
@@ -78,6 +81,7 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
         .route("/api/stats", get(stats))
         .route("/api/dht/providers/{id}", get(providers))
         .route("/metrics", get(metrics_text))
+        .route("/api/openapi.json", get(openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -88,7 +92,9 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
 /// Mutating calls always need the token; every call does off loopback.
 async fn auth(State(s): Shared, req: Request, next: Next) -> Response {
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
-    if (!read_only || !s.loopback) && !s.authorized(req.headers()) {
+    // The API's description is public, like any published OpenAPI document.
+    let public = read_only && req.uri().path() == "/api/openapi.json";
+    if !public && (!read_only || !s.loopback) && !s.authorized(req.headers()) {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -118,6 +124,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// A path segment (`{id}`) whose rejection (bad percent-encoding, not UTF-8) is an
+/// [`ApiError`] like every other client mistake, not axum's plain-text 400.
+struct Id(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(s)| Self(s))
+            .map_err(|e| ApiError::bad_request("bad_path_parameter", e.body_text()))
+    }
+}
+
 /// Runs a node call on the API's blocking pool (never on the runtime's thread).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -139,14 +163,17 @@ fn parse_download_id(s: &str) -> Result<DownloadId, ApiError> {
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct NodeView {
     node_id: String,
+    #[schema(value_type = String)]
     version: &'static str,
     uptime_seconds: f64,
     shards: usize,
     /// Where peers connect (TCP) and the DHT listens (UDP).
     listen_addresses: Vec<String>,
+    /// `on` or `off`.
+    #[schema(value_type = String)]
     encryption: &'static str,
     private_network: bool,
     /// Contacts in the DHT routing table (`null`: no DHT).
@@ -155,6 +182,13 @@ struct NodeView {
     downloads_active: usize,
 }
 
+#[utoipa::path(get, path = "/api/node", tag = "node",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The node's identity and state", body = NodeView),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
+    ))]
 async fn node(State(s): Shared) -> Result<Json<NodeView>, ApiError> {
     let st = s.clone();
     let stats = blocking(move || Ok(st.handle.stats()?)).await?;
@@ -174,7 +208,7 @@ async fn node(State(s): Shared) -> Result<Json<NodeView>, ApiError> {
 }
 
 /// A published file (the manifest's summary).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct FileView {
     file_id: String,
     /// The file's name in its manifest.
@@ -202,13 +236,28 @@ impl FileView {
     }
 }
 
+#[utoipa::path(get, path = "/api/files", tag = "files",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Published files, by path", body = [FileView]),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+    ))]
 async fn list_files(State(s): Shared) -> Json<Vec<FileView>> {
     let mut v: Vec<FileView> = s.handle.published().iter().map(|e| FileView::of(e)).collect();
     v.sort_by(|a, b| a.path.cmp(&b.path));
     Json(v)
 }
 
-async fn file(State(s): Shared, Path(id): Path<String>) -> Result<Json<FileView>, ApiError> {
+#[utoipa::path(get, path = "/api/files/{id}", tag = "files",
+    security((), ("bearer" = [])),
+    params(("id" = String, Path, description = "File ID: 64 lowercase hex characters", pattern = "^[0-9a-f]{64}$")),
+    responses(
+        (status = 200, description = "One published file", body = FileView),
+        (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 404, description = "unknown ID", body = ApiError),
+    ))]
+async fn file(State(s): Shared, Id(id): Id) -> Result<Json<FileView>, ApiError> {
     let id = parse_file_id(&id)?;
     s.handle
         .published()
@@ -218,27 +267,41 @@ async fn file(State(s): Shared, Path(id): Path<String>) -> Result<Json<FileView>
         .ok_or_else(|| ApiError::not_found(format!("file {id} is not published")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PublishRequest {
     /// A file or directory on the server, absolute.
+    #[schema(value_type = String)]
     path: PathBuf,
     /// Chunk size in bytes (default: picked per file).
     #[serde(default)]
     chunk_size: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PublishFailure {
     error: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PublishView {
     published: Vec<FileView>,
     failed: Vec<PublishFailure>,
 }
 
+#[utoipa::path(post, path = "/api/files", tag = "files",
+    security(("bearer" = [])),
+    request_body = PublishRequest,
+    responses(
+        (status = 201, description = "Published (directories: every regular file under it)", body = PublishView),
+        (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 409, description = "conflicts with the node's state", body = ApiError),
+        (status = 413, description = "body over the size limit", body = ApiError),
+        (status = 415, description = "body not sent as application/json", body = ApiError),
+        (status = 500, description = "the node's own trouble (its catalog cannot be written)", body = ApiError),
+        (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
+    ))]
 async fn publish(
     State(s): Shared,
     Body(req): Body<PublishRequest>,
@@ -281,7 +344,19 @@ async fn publish(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-async fn unpublish(State(s): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(delete, path = "/api/files/{id}", tag = "files",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "File ID: 64 lowercase hex characters", pattern = "^[0-9a-f]{64}$")),
+    responses(
+        (status = 204, description = "Unpublished: no longer served or announced"),
+        (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 404, description = "unknown ID", body = ApiError),
+        (status = 409, description = "conflicts with the node's state", body = ApiError),
+        (status = 500, description = "the node's own trouble (its catalog cannot be written)", body = ApiError),
+        (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
+    ))]
+async fn unpublish(State(s): Shared, Id(id): Id) -> Result<StatusCode, ApiError> {
     let id = parse_file_id(&id)?;
     let removed = blocking(move || Ok(s.handle.unpublish(&id)?)).await?;
     if removed {
@@ -291,7 +366,7 @@ async fn unpublish(State(s): Shared, Path(id): Path<String>) -> Result<StatusCod
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DownloadRequest {
     file_id: String,
@@ -299,6 +374,7 @@ struct DownloadRequest {
     #[serde(default)]
     peers: Vec<String>,
     /// Where to write the file on the server, absolute.
+    #[schema(value_type = String)]
     output: PathBuf,
     /// Replace the output if it exists.
     #[serde(default)]
@@ -311,6 +387,22 @@ struct DownloadRequest {
     max_download_rate: Option<u64>,
 }
 
+#[utoipa::path(post, path = "/api/downloads", tag = "downloads",
+    security(("bearer" = [])),
+    request_body = DownloadRequest,
+    responses(
+        (status = 201, description = "Started", body = DownloadView),
+        (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 404, description = "unknown ID", body = ApiError),
+        (status = 409, description = "conflicts with the node's state", body = ApiError),
+        (status = 413, description = "body over the size limit", body = ApiError),
+        (status = 415, description = "body not sent as application/json", body = ApiError),
+        (status = 500, description = "the node's own trouble (its catalog cannot be written)", body = ApiError),
+        (status = 502, description = "the DHT failed", body = ApiError),
+        (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
+        (status = 504, description = "the DHT lookup timed out", body = ApiError),
+    ))]
 async fn start_download(
     State(s): Shared,
     Body(req): Body<DownloadRequest>,
@@ -378,11 +470,26 @@ async fn start_download(
     Ok((StatusCode::CREATED, Json(view).into_response()))
 }
 
+#[utoipa::path(get, path = "/api/downloads", tag = "downloads",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Downloads started through the API, oldest first", body = [DownloadView]),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+    ))]
 async fn list_downloads(State(s): Shared) -> Response {
     blocking(move || Ok(s.downloads.list(&s.handle))).await.map(Json).into_response()
 }
 
-async fn download(State(s): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/api/downloads/{id}", tag = "downloads",
+    security((), ("bearer" = [])),
+    params(("id" = u64, Path, description = "Download ID (from POST /api/downloads)")),
+    responses(
+        (status = 200, description = "Where the download stands", body = DownloadView),
+        (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 404, description = "unknown ID", body = ApiError),
+    ))]
+async fn download(State(s): Shared, Id(id): Id) -> Result<Response, ApiError> {
     let id = parse_download_id(&id)?;
     let view = blocking(move || {
         s.downloads
@@ -393,7 +500,18 @@ async fn download(State(s): Shared, Path(id): Path<String>) -> Result<Response, 
     Ok(Json(view).into_response())
 }
 
-async fn cancel_download(State(s): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+#[utoipa::path(delete, path = "/api/downloads/{id}", tag = "downloads",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "Download ID (from POST /api/downloads)")),
+    responses(
+        (status = 202, description = "Asked to stop; verified chunks are kept for a later resume", body = DownloadView),
+        (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 404, description = "unknown ID", body = ApiError),
+        (status = 409, description = "conflicts with the node's state", body = ApiError),
+        (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
+    ))]
+async fn cancel_download(State(s): Shared, Id(id): Id) -> Result<Response, ApiError> {
     let id = parse_download_id(&id)?;
     blocking(move || match s.downloads.cancel(&s.handle, id) {
         Ok(()) => Ok((StatusCode::ACCEPTED, Json(s.downloads.view(&s.handle, id))).into_response()),
@@ -408,12 +526,31 @@ async fn cancel_download(State(s): Shared, Path(id): Path<String>) -> Result<Res
     .await
 }
 
+#[utoipa::path(get, path = "/api/stats", tag = "node",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The node's counters now", body = NodeStats),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
+    ))]
 async fn stats(State(s): Shared) -> Result<Response, ApiError> {
     let stats = blocking(move || Ok(s.handle.stats()?)).await?;
     Ok(Json(stats).into_response())
 }
 
-async fn providers(State(s): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/api/dht/providers/{id}", tag = "dht",
+    security((), ("bearer" = [])),
+    params(("id" = String, Path, description = "File ID: 64 lowercase hex characters", pattern = "^[0-9a-f]{64}$")),
+    responses(
+        (status = 200, description = "Providers of the file found through the node's DHT", body = DhtAnswer),
+        (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 409, description = "conflicts with the node's state", body = ApiError),
+        (status = 502, description = "the DHT failed", body = ApiError),
+        (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
+        (status = 504, description = "the DHT lookup timed out", body = ApiError),
+    ))]
+async fn providers(State(s): Shared, Id(id): Id) -> Result<Response, ApiError> {
     let id = parse_file_id(&id)?;
     let answer = blocking(move || {
         Ok(s.handle
@@ -423,6 +560,13 @@ async fn providers(State(s): Shared, Path(id): Path<String>) -> Result<Response,
     Ok(Json(answer).into_response())
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "metrics",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
+    ))]
 async fn metrics_text(State(s): Shared) -> Result<Response, ApiError> {
     let text = blocking(move || {
         let stats = s.handle.stats()?;
@@ -432,3 +576,60 @@ async fn metrics_text(State(s): Shared) -> Result<Response, ApiError> {
     .await?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
+
+#[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
+    security(()),
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")))]
+async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], super::openapi_json()).into_response()
+}
+
+/// Adds the bearer-token scheme the paths name (`bearer`).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The token in DATA_DIR/api.token. Changes always need it; reads need it \
+                         only when the API is bound to a non-loopback address.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The API's OpenAPI document, generated from the handlers' annotations and the types'
+/// `ToSchema` derives (`docs/openapi.json` is this, committed; `scripts/gen-openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "FuryMesh control API",
+        description = "The control API of a running `furymesh seed`: node, files, downloads, \
+                       DHT, counters and Prometheus metrics. Every error is a JSON body \
+                       `{\"error\": KIND, \"detail\": TEXT}`; a client mistake is always a 4xx.",
+        license(name = "MIT"),
+    ),
+    paths(
+        node, stats, list_files, publish, file, unpublish, list_downloads, start_download,
+        download, cancel_download, providers, metrics_text, openapi_json
+    ),
+    components(schemas(ApiError)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "node", description = "The node's identity, state and counters"),
+        (name = "files", description = "The catalog of published files"),
+        (name = "downloads", description = "Downloads run inside the node"),
+        (name = "dht", description = "Lookups through the node's DHT"),
+        (name = "metrics", description = "Prometheus exposition"),
+        (name = "meta", description = "This description"),
+    )
+)]
+pub(super) struct ApiDoc;

@@ -63,7 +63,7 @@ pub fn config_for(ip: IpAddr) -> DhtConfig {
 }
 
 /// Counters of the glue (the core counts the rest in `DhtStats`).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct DhtNodeStats {
     pub datagrams_in: u64,
     pub datagrams_out: u64,
@@ -542,7 +542,7 @@ pub enum DhtQuery {
 }
 
 /// What a one-shot lookup found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DhtAnswer {
     /// Providers (FindProviders) or the closest nodes (FindNode).
     pub contacts: Vec<ContactJson>,
@@ -553,9 +553,11 @@ pub struct DhtAnswer {
 }
 
 /// A contact as users see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ContactJson {
     pub node_id: String,
+    /// `HOST:PORT`.
+    #[schema(value_type = String)]
     pub addr: SocketAddr,
 }
 

@@ -117,7 +117,7 @@ pub struct GetOptions {
 }
 
 /// The outcome of a download (`--json`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GetReport {
     pub file_id: String,
     pub file_size: u64,
@@ -150,7 +150,7 @@ pub struct GetReport {
 }
 
 /// Percentiles of a latency distribution, in microseconds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct LatencyReport {
     pub p50: u64,
     pub p90: u64,
@@ -174,8 +174,10 @@ impl LatencyReport {
 }
 
 /// One peer's part in a download.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PeerReport {
+    /// `HOST:PORT`.
+    #[schema(value_type = String)]
     pub addr: SocketAddr,
     /// The node ID the peer proved in the handshake (pin it next time with
     /// `--peer NODE_ID@HOST:PORT`).

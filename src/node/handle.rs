@@ -131,7 +131,7 @@ pub struct ResolvedPeers {
 
 /// A node's counters at one instant: the serving side summed over shards (with the
 /// DHT's), and what its downloads saw. Counters only rise; gauges are marked.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct NodeStats {
     /// Shards of the node.
     pub shards: usize,
@@ -147,7 +147,7 @@ pub struct NodeStats {
 }
 
 /// Events of the node's downloads, counted by blame (see `crypto::handshake::Blame`).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct DownloadCounters {
     /// Downloads started / finished verified / failed / cancelled.
     pub started: u64,

@@ -40,7 +40,7 @@ use crate::wire::frame::Deframed;
 /// Counters of the serving side of a node: one shard's, or summed over shards. Counters
 /// only rise (Prometheus `_total` style); `connections_open` is a gauge. Snapshotted at
 /// any time through [`super::Handle::stats`], returned in full by `shutdown`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SeedStats {
     /// Connections accepted (handshake not yet judged).
     pub connections: u64,
