@@ -119,15 +119,22 @@ fn seeder_with_api(dir: &Path, api: &str, extra: &[&str]) -> (Seeder, SocketAddr
 
 /// Polls a download until it leaves `running`/`cancelling` (bounded wait, not a timing).
 fn wait_download(api: SocketAddr, id: u64) -> Value {
+    wait_for(api, id, "to end", |v| {
+        !matches!(v["state"].as_str(), Some("starting" | "running" | "pausing" | "cancelling"))
+    })
+}
+
+/// Polls a download's status until `ok` holds (bounded wait, not a timing).
+fn wait_for(api: SocketAddr, id: u64, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let a = http(api, "GET", &format!("/api/downloads/{id}"), None, None);
-        assert_eq!(a.status, 200);
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
         let v = a.json();
-        if !matches!(v["state"].as_str(), Some("running" | "cancelling")) {
+        if ok(&v) {
             return v;
         }
-        assert!(Instant::now() < deadline, "download {id} did not end: {v}");
+        assert!(Instant::now() < deadline, "download {id} did not get {what}: {v}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -453,7 +460,7 @@ fn api_download_completes_byte_identical_and_metrics_rise_during_it() {
     let end = wait_download(dst_api, sid);
     assert_eq!(end["state"], "cancelled", "{end}");
     assert!(!out2.exists(), "a cancelled download leaves no output");
-    http(dst_api, "DELETE", &path, Some(&token), None).refused(409, "not_running");
+    http(dst_api, "DELETE", &path, Some(&token), None).refused(409, "wrong_state");
 
     dst.stop();
     src.stop();
@@ -629,4 +636,122 @@ fn schemathesis_finds_no_server_errors_and_answers_match_the_openapi_document() 
     // The node still serves after the fuzzing.
     assert_eq!(http(api, "GET", "/api/node", None, None).status, 200);
     seeder.stop();
+}
+
+/// The source's open peer connections, from its API.
+fn connections_open(api: SocketAddr) -> u64 {
+    http(api, "GET", "/api/stats", None, None).json()["connections_open"].as_u64().unwrap()
+}
+
+/// Pause closes the download's connections and keeps its verified chunks; resume goes on
+/// from them to a byte-identical file. The status has per-peer rows while it runs.
+#[test]
+fn api_download_pauses_and_resumes_with_per_peer_rows() {
+    let tmp = tempdir();
+    let (src_dir, dst_dir) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let file = tmp.path().join("f.bin");
+    let data = write_file(&file, 16 << 20, 9);
+    let id = publish_id(&src_dir, &file, &[]);
+    let (src, src_api, _) =
+        seeder_with_api(&src_dir, "127.0.0.1:0", &["--max-upload-rate", "4MiB"]);
+    let (dst, api, token) = seeder_with_api(&dst_dir, "127.0.0.1:0", &[]);
+    let t = Some(token.as_str());
+    let out = tmp.path().join("got.bin");
+    let started = post_json(
+        api,
+        "/api/downloads",
+        t,
+        &json!({ "file_id": id, "peers": [src.peer()], "output": out, "connections": 1 }),
+    );
+    assert_eq!(started.status, 201, "{}", String::from_utf8_lossy(&started.body));
+    let did = started.json()["id"].as_u64().unwrap();
+    let base = format!("/api/downloads/{did}");
+
+    // Refusals first: no token, unknown ID, malformed ID, resume of a running download.
+    http(api, "POST", &format!("{base}/pause"), None, None).refused(401, "unauthorized");
+    http(api, "POST", "/api/downloads/99/pause", t, None).refused(404, "not_found");
+    http(api, "POST", "/api/downloads/x/resume", t, None).refused(400, "bad_download_id");
+    http(api, "POST", &format!("{base}/resume"), t, None).refused(409, "wrong_state");
+
+    let running = wait_for(api, did, "a peer row with bytes", |v| {
+        v["peer_rows"][0]["bytes"].as_u64().is_some_and(|b| b > 0)
+    });
+    let row = &running["peer_rows"][0];
+    assert_eq!(row["addr"], src.peer(), "{running}");
+    assert_eq!(row["transport"], "tcp");
+    assert_eq!(row["node_id"], node_id(&src_dir));
+    assert!(row["chunks"].as_u64().unwrap() > 0, "{running}");
+
+    let p = http(api, "POST", &format!("{base}/pause"), t, None);
+    assert_eq!(p.status, 202, "{}", String::from_utf8_lossy(&p.body));
+    let paused = wait_for(api, did, "paused", |v| v["state"] == "paused");
+    let kept = paused["done_bytes"].as_u64().unwrap();
+    assert!(kept > 0 && kept < data.len() as u64, "{paused}");
+    assert!(!out.exists());
+    // Paused: the source sees its connection closed (bounded wait for the close).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while connections_open(src_api) > 0 {
+        assert!(Instant::now() < deadline, "the paused download kept its connection");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    http(api, "POST", &format!("{base}/pause"), t, None).refused(409, "wrong_state");
+    assert_eq!(http(api, "GET", &base, None, None).json()["state"], "paused");
+
+    let r = http(api, "POST", &format!("{base}/resume"), t, None);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let end = wait_download(api, did);
+    assert_eq!(end["state"], "completed", "{end}");
+    assert_eq!(fs::read(&out).unwrap(), data, "paused and resumed, byte-identical");
+    let reused = end["report"]["chunks_reused"].as_u64().unwrap();
+    assert!(reused > 0, "the resumed run fetched everything again: {end}");
+    http(api, "POST", &format!("{base}/resume"), t, None).refused(409, "wrong_state");
+    dst.stop();
+    src.stop();
+}
+
+/// A download started through the API survives `kill -9` of its node: the restarted
+/// `seed` resumes it from the list in its data directory, reusing the verified chunks,
+/// and it completes byte-identical under the same API ID.
+#[test]
+fn api_download_resumes_after_the_node_is_killed() {
+    let tmp = tempdir();
+    let (src_dir, dst_dir) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let file = tmp.path().join("f.bin");
+    let data = write_file(&file, 24 << 20, 10);
+    let id = publish_id(&src_dir, &file, &[]);
+    let (src, _, _) = seeder_with_api(&src_dir, "127.0.0.1:0", &["--max-upload-rate", "4MiB"]);
+    let peer = format!("{}@{}", node_id(&src_dir), src.peer());
+    let (dst, api, token) = seeder_with_api(&dst_dir, "127.0.0.1:0", &[]);
+    let out = tmp.path().join("got.bin");
+    let started = post_json(
+        api,
+        "/api/downloads",
+        Some(&token),
+        &json!({ "file_id": id, "peers": [peer], "output": out }),
+    );
+    assert_eq!(started.status, 201, "{}", String::from_utf8_lossy(&started.body));
+    let did = started.json()["id"].as_u64().unwrap();
+    // Midway: some chunks verified (and saved), most still to come.
+    let mid = wait_for(api, did, "some verified chunks", |v| {
+        v["chunks_done"].as_u64().is_some_and(|c| c >= 2)
+    });
+    assert!(mid["done_bytes"].as_u64().unwrap() < data.len() as u64, "{mid}");
+    dst.kill9();
+    let list: Value =
+        serde_json::from_slice(&fs::read(dst_dir.join("api-downloads.json")).unwrap()).unwrap();
+    assert_eq!(list["downloads"][0]["id"], did, "{list}");
+
+    let (dst, api, _) = seeder_with_api(&dst_dir, "127.0.0.1:0", &[]);
+    let end = wait_download(api, did);
+    assert_eq!(end["state"], "completed", "{end}");
+    assert_eq!(fs::read(&out).unwrap(), data, "resumed after kill -9, byte-identical");
+    let r = &end["report"];
+    let kept = r["chunks_reused"].as_u64().unwrap() + r["chunks_reverified"].as_u64().unwrap();
+    assert!(kept > 0, "the restarted node fetched everything again: {end}");
+    // Done: the list no longer names it, so a later start does not resume it again.
+    let list: Value =
+        serde_json::from_slice(&fs::read(dst_dir.join("api-downloads.json")).unwrap()).unwrap();
+    assert_eq!(list["downloads"], json!([]), "{list}");
+    dst.stop();
+    src.stop();
 }

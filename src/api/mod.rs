@@ -67,8 +67,14 @@ impl ApiServer {
         let addr = listener.local_addr()?;
         let addr_file = layout::api_addr_path(&opts.data_dir);
         write_atomically(&addr_file, format!("{addr}\n").as_bytes(), 0o644)?;
-        let state =
-            Arc::new(routes::ApiState::new(handle, &token, addr.ip().is_loopback(), clock::now()));
+        let state = Arc::new(routes::ApiState::new(
+            handle,
+            &token,
+            addr.ip().is_loopback(),
+            clock::now(),
+            Some(opts.data_dir.clone()),
+        ));
+        state.restore_downloads();
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         let state2 = state.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()

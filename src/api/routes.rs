@@ -9,24 +9,21 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Reque
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::downloads::{CancelError, DownloadView, Downloads};
+use super::downloads::{self, ActionError, DownloadView, Downloads, Spec};
 use super::error::ApiError;
 use super::metrics;
 use crate::config::{self, API_BODY_MAX_BYTES, API_DHT_QUERY_TIMEOUT};
 use crate::crypto::{Encryption, FileId};
 use crate::dht::Key;
-use crate::node::{
-    clock, DhtAnswer, DhtQuery, DownloadId, GetOptions, Handle, NodeStats, PeerAddr,
-};
+use crate::node::{clock, DhtAnswer, DhtQuery, Handle, NodeStats, PeerAddr};
 use crate::storage::CatalogEntry;
-use crate::transfer::Strategy;
 
 /// What every handler shares.
 pub(super) struct ApiState {
@@ -42,15 +39,26 @@ pub(super) struct ApiState {
 }
 
 impl ApiState {
-    pub(super) fn new(handle: Handle, token: &str, loopback: bool, started: Instant) -> Self {
+    pub(super) fn new(
+        handle: Handle,
+        token: &str,
+        loopback: bool,
+        started: Instant,
+        data_dir: Option<PathBuf>,
+    ) -> Self {
         Self {
             handle,
             token_digest: Sha256::digest(token.as_bytes()).into(),
             loopback,
             started,
             started_unix: clock::now_unix(),
-            downloads: Arc::default(),
+            downloads: Arc::new(Downloads::new(data_dir)),
         }
+    }
+
+    /// Resumes the downloads the API had started before the node last stopped.
+    pub(super) fn restore_downloads(&self) {
+        self.downloads.restore(&self.handle);
     }
 
     /// Cancels the downloads the API started and waits until their state is saved.
@@ -78,6 +86,8 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
         .route("/api/files/{id}", get(file).delete(unpublish))
         .route("/api/downloads", get(list_downloads).post(start_download))
         .route("/api/downloads/{id}", get(download).delete(cancel_download))
+        .route("/api/downloads/{id}/pause", post(pause_download))
+        .route("/api/downloads/{id}/resume", post(resume_download))
         .route("/api/stats", get(stats))
         .route("/api/dht/providers/{id}", get(providers))
         .route("/metrics", get(metrics_text))
@@ -157,8 +167,8 @@ fn parse_file_id(s: &str) -> Result<FileId, ApiError> {
     })
 }
 
-fn parse_download_id(s: &str) -> Result<DownloadId, ApiError> {
-    s.parse().map(DownloadId).map_err(|_| {
+fn parse_download_id(s: &str) -> Result<u64, ApiError> {
+    s.parse().map_err(|_| {
         ApiError::bad_request("bad_download_id", format!("{s:?} is not a download ID"))
     })
 }
@@ -408,9 +418,8 @@ async fn start_download(
     Body(req): Body<DownloadRequest>,
 ) -> Result<(StatusCode, Response), ApiError> {
     let file_id = parse_file_id(&req.file_id)?;
-    let mut peers = Vec::with_capacity(req.peers.len());
     for p in &req.peers {
-        peers.push(p.parse::<PeerAddr>().map_err(|e| ApiError::bad_request("bad_peer", e))?);
+        p.parse::<PeerAddr>().map_err(|e| ApiError::bad_request("bad_peer", e))?;
     }
     if !req.output.is_absolute() || req.output.file_name().is_none() {
         return Err(ApiError::bad_request("bad_output", "output must be an absolute file path"));
@@ -431,39 +440,22 @@ async fn start_download(
     if req.connections == Some(0) || req.max_download_rate == Some(0) {
         return Err(ApiError::bad_request("bad_limit", "connections and rates must be above zero"));
     }
+    let spec = Spec {
+        id: 0,
+        file_id: file_id.to_hex(),
+        peers: req.peers,
+        output: req.output,
+        force: req.force,
+        connections: req.connections,
+        max_download_rate: req.max_download_rate,
+        paused: false,
+        started_unix: clock::now_unix(),
+    };
     let st = s.clone();
     let id = blocking(move || {
-        let h = &st.handle;
-        if peers.is_empty() {
-            let answer = h.find_providers(Key::from_file_id(&file_id), API_DHT_QUERY_TIMEOUT)?;
-            peers.extend(
-                answer
-                    .contacts
-                    .iter()
-                    .filter(|c| Some(c.addr) != h.addr())
-                    .map(|c| PeerAddr { addr: c.addr, node_id: c.node_id.parse().ok() }),
-            );
-            if peers.is_empty() {
-                return Err(ApiError::not_found(format!(
-                    "no provider of {file_id} found through the DHT; give peers"
-                )));
-            }
-        }
-        let opts = GetOptions {
-            file_id,
-            peers,
-            security: h.security().clone(),
-            output: req.output,
-            force: req.force,
-            connections: req.connections.unwrap_or_else(crate::node::available_cores).max(1),
-            window: config::REQUESTS_INFLIGHT_DEFAULT,
-            strategy: Strategy::RarestFirst,
-            max_peers: 16,
-            serve_partial: false,
-            save_every_bytes: config::RESUME_SAVE_DEFAULT_BYTES,
-            download_rate_bytes: req.max_download_rate,
-        };
-        Ok(st.downloads.start(h, opts)?)
+        // Checked above; resolved again (through the DHT when none were given).
+        let found = downloads::resolve(&st.handle, &spec)?;
+        Ok(st.downloads.start(&st.handle, spec, found)?)
     })
     .await?;
     let view = s.downloads.view(&s.handle, id);
@@ -513,15 +505,64 @@ async fn download(State(s): Shared, Id(id): Id) -> Result<Response, ApiError> {
     ))]
 async fn cancel_download(State(s): Shared, Id(id): Id) -> Result<Response, ApiError> {
     let id = parse_download_id(&id)?;
-    blocking(move || match s.downloads.cancel(&s.handle, id) {
+    blocking(move || {
+        let r = s.downloads.cancel(&s.handle, id);
+        action_answer(&s, id, r)
+    })
+    .await
+}
+
+/// The answer to a pause, resume or cancel: 202 with the download's view, or the refusal.
+fn action_answer(s: &ApiState, id: u64, r: Result<(), ActionError>) -> Result<Response, ApiError> {
+    match r {
         Ok(()) => Ok((StatusCode::ACCEPTED, Json(s.downloads.view(&s.handle, id))).into_response()),
-        Err(CancelError::Unknown) => Err(ApiError::not_found(format!("no download with ID {id}"))),
-        Err(CancelError::NotRunning(state)) => Err(ApiError::new(
+        Err(ActionError::Unknown) => Err(ApiError::not_found(format!("no download with ID {id}"))),
+        Err(ActionError::Conflict(state)) => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "not_running",
-            format!("download {id} is not running ({state})"),
+            "wrong_state",
+            format!("download {id} is {state}"),
         )),
-        Err(CancelError::Node(e)) => Err(e.into()),
+        Err(ActionError::Node(e)) => Err(e.into()),
+    }
+}
+
+#[utoipa::path(post, path = "/api/downloads/{id}/pause", tag = "downloads",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "Download ID (from POST /api/downloads)")),
+    responses(
+        (status = 202, description = "Pausing: connections close, verified chunks are kept", body = DownloadView),
+        (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 404, description = "unknown ID", body = ApiError),
+        (status = 409, description = "not running", body = ApiError),
+    ))]
+async fn pause_download(State(s): Shared, Id(id): Id) -> Result<Response, ApiError> {
+    let id = parse_download_id(&id)?;
+    blocking(move || {
+        let r = s.downloads.pause(&s.handle, id);
+        action_answer(&s, id, r)
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/api/downloads/{id}/resume", tag = "downloads",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "Download ID (from POST /api/downloads)")),
+    responses(
+        (status = 202, description = "Running again from the verified chunks", body = DownloadView),
+        (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 404, description = "unknown ID, or no provider found through the DHT", body = ApiError),
+        (status = 409, description = "not paused", body = ApiError),
+        (status = 502, description = "the DHT failed", body = ApiError),
+        (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
+        (status = 504, description = "the DHT lookup timed out", body = ApiError),
+    ))]
+async fn resume_download(State(s): Shared, Id(id): Id) -> Result<Response, ApiError> {
+    let id = parse_download_id(&id)?;
+    blocking(move || {
+        let r = s.downloads.resume(&s.handle, id);
+        action_answer(&s, id, r)
     })
     .await
 }
@@ -619,7 +660,8 @@ impl utoipa::Modify for BearerAuth {
     ),
     paths(
         node, stats, list_files, publish, file, unpublish, list_downloads, start_download,
-        download, cancel_download, providers, metrics_text, openapi_json
+        download, cancel_download, pause_download, resume_download, providers, metrics_text,
+        openapi_json
     ),
     components(schemas(ApiError)),
     modifiers(&BearerAuth),

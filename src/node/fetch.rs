@@ -208,12 +208,15 @@ impl Default for PeerReport {
 }
 
 /// Progress reported to the caller while downloading.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GetProgress {
     pub done_bytes: u64,
     pub total_bytes: u64,
     /// The manifest's chunk size in bytes (chunk counts for status reports).
     pub chunk_size: u32,
+    /// What each peer delivered so far in this run (one row per address; errors only in
+    /// the final report).
+    pub peers: Arc<Vec<PeerReport>>,
 }
 
 /// Why a download failed. Every variant is one line a user can act on; [`GetError::blame`]
@@ -346,7 +349,7 @@ fn claim_output(partial: &Path, resume: &Path, output: &Path) -> Result<Download
 }
 
 /// Paths of a download's partial data and resume state, next to the output.
-fn side_paths(output: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn side_paths(output: &Path) -> (PathBuf, PathBuf) {
     let mut partial = output.as_os_str().to_owned();
     partial.push(".furymesh-partial");
     let mut resume = output.as_os_str().to_owned();
@@ -1299,11 +1302,18 @@ fn coordinate(
                 done_bytes,
                 total_bytes: info.size,
                 chunk_size: info.chunk_size,
+                peers: Arc::new(peer_reports(ctx, &[])),
             });
         }
     };
-    progress(GetProgress { done_bytes, total_bytes: info.size, chunk_size: info.chunk_size });
-    let conn_errors = errors.iter().map(|(c, e)| (*c, e.to_string())).collect();
+    let conn_errors: Vec<(usize, String)> =
+        errors.iter().map(|(c, e)| (*c, e.to_string())).collect();
+    progress(GetProgress {
+        done_bytes,
+        total_bytes: info.size,
+        chunk_size: info.chunk_size,
+        peers: Arc::new(peer_reports(ctx, &conn_errors)),
+    });
     let complete = ctx.sched().is_complete();
     let result = match (result, fatal) {
         (Err(e), _) => Err(e),

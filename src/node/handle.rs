@@ -252,7 +252,7 @@ pub(super) struct ProgressCell {
 }
 
 impl ProgressCell {
-    pub(super) fn set(&self, p: GetProgress) {
+    pub(super) fn set(&self, p: &GetProgress) {
         self.total.store(p.total_bytes, Ordering::Relaxed);
         self.done.store(p.done_bytes, Ordering::Relaxed);
     }
@@ -669,7 +669,7 @@ impl Handle {
             .name(format!("{}-dl-{id}", self.inner.name))
             .spawn(move || {
                 fetch::get(&handle, &opts, &stop, &|p| {
-                    cell2.set(p);
+                    cell2.set(&p);
                     progress(p);
                 })
             })

@@ -31,6 +31,7 @@ pub use dht::{
     config_for, ping, query, ContactJson, DhtAnswer, DhtError, DhtNodeStats, DhtQuery,
     DhtServerOptions, PingAnswer,
 };
+pub(crate) use fetch::side_paths;
 pub use fetch::{
     resolve_addr, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr, PeerReport,
 };

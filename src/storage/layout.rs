@@ -10,6 +10,7 @@
 //!   catalog/.lock           the catalog's write lock (flock; storage::Catalog::relock)
 //!   api.token               the control API's bearer token, mode 600 (api)
 //!   api.addr                the running seed's API address, `HOST:PORT` (api)
+//!   api-downloads.json      downloads started through the API, resumed at the next start (api)
 //!   demo/node-<n>/          the demo's node data directories, same layout (demo)
 //! ```
 //!
@@ -33,6 +34,7 @@ const MANIFEST_EXTENSION: &str = "fmm";
 const DEMO_DIR: &str = "demo";
 const API_TOKEN_FILE: &str = "api.token";
 const API_ADDR_FILE: &str = "api.addr";
+const API_DOWNLOADS_FILE: &str = "api-downloads.json";
 
 /// The data directory when neither `--data-dir` nor `FURYMESH_HOME` names one:
 /// `furymesh` under the platform's data directory. `None` if the platform has none.
@@ -63,6 +65,12 @@ pub fn api_token_path(data_dir: &Path) -> PathBuf {
 /// The address a running `seed`'s control API listens on (removed when it stops).
 pub fn api_addr_path(data_dir: &Path) -> PathBuf {
     data_dir.join(API_ADDR_FILE)
+}
+
+/// The downloads started through the API that have not ended (running or paused): a
+/// restarted `seed` resumes them. Replaced atomically (written aside, then renamed).
+pub fn api_downloads_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(API_DOWNLOADS_FILE)
 }
 
 /// The catalog directory: one manifest file per published file.
