@@ -14,13 +14,14 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::config::{self, LISTEN_DEFAULT, REQUESTS_INFLIGHT_DEFAULT};
+use crate::config::{self, REQUESTS_INFLIGHT_DEFAULT};
 use crate::crypto::{Encryption, FileId, NetworkSecret, NodeId};
 use crate::dht::Key;
 use crate::node::{
     self, clock, DhtQuery, DhtServerOptions, GetError, GetOptions, Handle, Node, NodeOptions,
     NodeSecurity, PeerAddr,
 };
+use crate::service;
 use crate::storage::{self, layout, Catalog};
 use crate::transfer::Strategy;
 
@@ -40,10 +41,22 @@ pub struct Cli {
     /// nor use this node's DHT. Applies to seed, get, dht and bench.
     #[arg(long, global = true, env = "FURYMESH_NETWORK_SECRET", value_name = "FILE")]
     pub network_secret: Option<PathBuf>,
-    /// Node configuration: a TOML file of runtime knobs (timeouts, pool sizes, DHT
-    /// timings; every key optional, listed in tuning.md). Applies to seed and get.
+    /// Configuration file (TOML): the node's runtime knobs at the top (timeouts, pool
+    /// sizes, DHT timings; listed in tuning.md) and every `seed` option in a `[seed]`
+    /// table; every key optional. Default: DATA_DIR/config.toml if it exists. Flags and
+    /// FURYMESH_* variables override it; `furymesh config` prints the result.
     #[arg(long, global = true, env = "FURYMESH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Log lines on stderr as text or as one JSON object per line. `RUST_LOG` filters them
+    /// (default `info`).
+    #[arg(
+        long,
+        global = true,
+        env = "FURYMESH_LOG_FORMAT",
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub log_format: service::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -65,6 +78,10 @@ pub enum Command {
     Ls,
     /// Serve every published file until SIGINT/SIGTERM.
     Seed(SeedArgs),
+    /// Print the configuration `seed` would run with (same flags as `seed`): the
+    /// configuration file, FURYMESH_* variables and flags applied over the defaults, as a
+    /// file you could use as DATA_DIR/config.toml.
+    Config(SeedArgs),
     /// Show the `seed` running on this data directory, through its control API (the
     /// address and token it wrote there): identity, addresses, files, traffic, DHT.
     Status,
@@ -135,30 +152,55 @@ pub struct UnpublishArgs {
 
 #[derive(Debug, Args)]
 pub struct SeedArgs {
-    /// Address to listen on (every shard listens on it with SO_REUSEPORT).
-    #[arg(long, default_value = LISTEN_DEFAULT, value_parser = parse_addr, value_name = "HOST:PORT")]
-    pub listen: SocketAddr,
+    /// Address to listen on (every shard listens on it with SO_REUSEPORT). Default:
+    /// 0.0.0.0:7420 (`config::LISTEN_DEFAULT`).
+    #[arg(long, env = "FURYMESH_LISTEN", value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
     /// Number of shards (pinned executors). Default: the available cores.
-    #[arg(long, value_name = "N")]
-    pub shards: Option<usize>,
-    /// A DHT node to join through (repeatable). Without one, the node starts a network (or
-    /// rejoins through the routing table it saved last time).
-    #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
+    #[arg(long, env = "FURYMESH_SHARDS", value_parser = clap::value_parser!(u32).range(1..=4096), value_name = "N")]
+    pub shards: Option<u32>,
+    /// A DHT node to join through (repeatable; in the environment, comma-separated).
+    /// Without one, the node starts a network (or rejoins through the routing table it
+    /// saved last time).
+    #[arg(long, env = "FURYMESH_BOOTSTRAP", value_delimiter = ',', value_parser = parse_addr, value_name = "HOST:PORT")]
     pub bootstrap: Vec<SocketAddr>,
     /// Upload limit for the whole node, in bytes per second (8MiB, 100KB, …).
-    #[arg(long, value_parser = parse_rate, value_name = "BYTES")]
+    #[arg(long, env = "FURYMESH_MAX_UPLOAD_RATE", value_parser = parse_rate, value_name = "BYTES")]
     pub max_upload_rate: Option<u64>,
     /// Upload limit per connection, in bytes per second.
-    #[arg(long, value_parser = parse_rate, value_name = "BYTES")]
+    #[arg(long, env = "FURYMESH_MAX_PEER_UPLOAD_RATE", value_parser = parse_rate, value_name = "BYTES")]
     pub max_peer_upload_rate: Option<u64>,
-    #[command(flatten)]
-    pub encryption: EncryptionArg,
+    /// AES-256-GCM on every connection (`on`, the default), or plaintext records (`off`:
+    /// only as an explicit choice for public mirrors and benchmarks; peers are still
+    /// authenticated and chunks still hashed). Both sides must use the same setting.
+    #[arg(long, env = "FURYMESH_ENCRYPTION", value_parser = parse_encryption, value_name = "on|off")]
+    pub encryption: Option<Encryption>,
     /// Control API and Prometheus `/metrics` (HTTP): `HOST:PORT`, or `off`. Default
     /// 127.0.0.1:7421 (`config::API_LISTEN_DEFAULT`; if that port is taken, e.g. by another
     /// seed, the node runs without an API and says so). Its bearer token is
     /// DATA_DIR/api.token; reads need it only off loopback, changes always.
-    #[arg(long, value_parser = parse_api, value_name = "HOST:PORT|off")]
+    #[arg(long, env = "FURYMESH_API", value_parser = parse_api, value_name = "HOST:PORT|off")]
     pub api: Option<ApiBind>,
+}
+
+impl SeedArgs {
+    /// The options given on the command line or in the environment, for
+    /// [`SeedSettings::resolve`](crate::service::SeedSettings::resolve).
+    fn flags(&self, network_secret: Option<&Path>) -> service::SeedFlags {
+        service::SeedFlags {
+            listen: self.listen,
+            shards: self.shards.map(|n| n as usize),
+            bootstrap: self.bootstrap.clone(),
+            max_upload_rate: self.max_upload_rate,
+            max_peer_upload_rate: self.max_peer_upload_rate,
+            encryption: self.encryption,
+            api: self.api.map(|a| match a {
+                ApiBind::On(a) => Some(a),
+                ApiBind::Off => None,
+            }),
+            network_secret: network_secret.map(Path::to_owned),
+        }
+    }
 }
 
 /// `seed --api`: an address, or off.
@@ -169,10 +211,7 @@ pub enum ApiBind {
 }
 
 fn parse_api(s: &str) -> Result<ApiBind, String> {
-    if s == "off" {
-        return Ok(ApiBind::Off);
-    }
-    parse_addr(s).map(ApiBind::On)
+    Ok(service::parse_api(s)?.map_or(ApiBind::Off, ApiBind::On))
 }
 
 #[derive(Debug, Args)]
@@ -313,10 +352,7 @@ fn parse_chunk_size(s: &str) -> Result<u32, String> {
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
-    match config::parse_bytes(s.trim_end_matches("/s"))? {
-        0 => Err("a rate must be above zero".into()),
-        n => Ok(n),
-    }
+    service::parse_rate(s)
 }
 
 fn parse_file_id(s: &str) -> Result<FileId, String> {
@@ -324,11 +360,7 @@ fn parse_file_id(s: &str) -> Result<FileId, String> {
 }
 
 fn parse_encryption(s: &str) -> Result<Encryption, String> {
-    match s {
-        "on" => Ok(Encryption::On),
-        "off" => Ok(Encryption::Off),
-        _ => Err(format!("{s:?}: expected `on` or `off`")),
-    }
+    service::parse_encryption(s)
 }
 
 /// `HOST:PORT` or `NODE_ID@HOST:PORT`.
@@ -362,7 +394,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Ls => ls(&data_dir(&cli)?, cli.json),
         Command::Status => status(&data_dir(&cli)?, cli.json),
         Command::Downloads => downloads(&data_dir(&cli)?, cli.json),
-        Command::Seed(a) => seed(&data_dir(&cli)?, a, network(&cli)?, node_config(&cli)?, cli.json),
+        Command::Seed(a) => seed(&cli, a),
+        Command::Config(a) => show_config(&cli, a),
         Command::Get(a) => get(&data_dir(&cli)?, a, network(&cli)?, node_config(&cli)?, cli.json),
         Command::Dht(d) => dht(d, network(&cli)?, cli.json),
         Command::Demo(a) => crate::demo::run(
@@ -408,13 +441,40 @@ pub fn run(cli: Cli) -> Result<i32> {
 /// The `--network-secret`, read.
 /// The node configuration from `--config`, or the defaults.
 fn node_config(cli: &Cli) -> Result<config::NodeConfig> {
-    let Some(path) = &cli.config else { return Ok(config::NodeConfig::default()) };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the configuration {}", path.display()))?;
-    let c: config::NodeConfig = toml::from_str(&text)
-        .with_context(|| format!("invalid configuration {}", path.display()))?;
-    c.validate().with_context(|| format!("invalid configuration {}", path.display()))?;
-    Ok(c)
+    Ok(config_file(cli)?.node)
+}
+
+/// The configuration file: `--config`, else DATA_DIR/config.toml, else the defaults.
+fn config_file(cli: &Cli) -> Result<service::ConfigFile> {
+    service::ConfigFile::load(cli.config.as_deref(), data_dir(cli).ok().as_deref())
+}
+
+/// What `seed` runs with: the configuration file under the flags and environment.
+fn seed_settings(cli: &Cli, a: &SeedArgs) -> Result<(service::ConfigFile, service::SeedSettings)> {
+    let file = config_file(cli)?;
+    let settings =
+        service::SeedSettings::resolve(&a.flags(cli.network_secret.as_deref()), &file.seed)
+            .with_context(|| match &file.path {
+                Some(p) => format!("invalid configuration {}", p.display()),
+                None => "invalid configuration".into(),
+            })?;
+    Ok((file, settings))
+}
+
+/// `furymesh config`: the effective configuration of `seed`.
+fn show_config(cli: &Cli, a: &SeedArgs) -> Result<i32> {
+    let (file, settings) = seed_settings(cli, a)?;
+    if cli.json {
+        let v = serde_json::json!({
+            "config_file": file.path,
+            "node": file.node,
+            "seed": settings,
+        });
+        print_json_or(true, &v, String::new)?;
+    } else {
+        say(service::effective_toml(&file, &settings)?.trim_end())?;
+    }
+    Ok(0)
 }
 
 fn network(cli: &Cli) -> Result<Option<NetworkSecret>> {
@@ -450,13 +510,13 @@ fn bench(dir: &Path, b: &BenchArgs, network: Option<NetworkSecret>, json: bool) 
     let quiet = json || !std::io::stderr().is_terminal();
     let report = crate::bench::run_scenario(scenario, security, &|line| {
         if !quiet {
-            note!("bench: {line}");
+            tracing::info!("bench: {line}");
         }
     })?;
     if let Some(dir) = &b.out {
         for f in crate::bench::write_out(&report, dir)? {
             if !json {
-                note!("bench: wrote {}", f.display());
+                tracing::info!("bench: wrote {}", f.display());
             }
         }
     }
@@ -748,13 +808,12 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-fn seed(
-    dir: &Path,
-    a: &SeedArgs,
-    network: Option<NetworkSecret>,
-    config: config::NodeConfig,
-    json: bool,
-) -> Result<i32> {
+fn seed(cli: &Cli, a: &SeedArgs) -> Result<i32> {
+    let dir = &data_dir(cli)?;
+    let json = cli.json;
+    let (file, s) = seed_settings(cli, a)?;
+    let config = file.node;
+    let network = s.network_secret.as_deref().map(node::read_network_secret).transpose()?;
     // Stamped before the catalog is read: whatever is published from here on (even before
     // the node listens) changes the directory's mtime after this and is synced.
     let catalog_stamp = catalog_stamp(dir);
@@ -770,33 +829,33 @@ fn seed(
             dir.display()
         );
     }
-    let shards = a.shards.unwrap_or_else(node::available_cores).max(1);
+    let shards = s.shards.unwrap_or_else(node::available_cores).max(1);
     let signals = signal_channel()?;
     let files = catalog.entries().cloned().collect::<Vec<_>>();
     let n = files.len();
-    let security = security(dir, network, a.encryption.value)?;
+    let security = security(dir, network, s.encryption)?;
     let node_id = security.node_id();
     let dht = DhtServerOptions {
-        bootstrap: a.bootstrap.clone(),
+        bootstrap: s.bootstrap.clone(),
         table_path: Some(layout::dht_table_path(dir)),
         provide: files.iter().map(|e| Key::from_file_id(&e.info.file_id)).collect(),
         read_only: false,
     };
     let opts = NodeOptions {
         dht: Some(dht),
-        upload_rate_bytes: a.max_upload_rate,
-        peer_upload_rate_bytes: a.max_peer_upload_rate,
+        upload_rate_bytes: s.max_upload_rate,
+        peer_upload_rate_bytes: s.max_peer_upload_rate,
         data_dir: Some(dir.to_owned()),
         config,
-        ..NodeOptions::new(Some(a.listen), shards, security)
+        ..NodeOptions::new(Some(s.listen), shards, security)
     };
     let node = Node::start(files.into_iter().map(Into::into).collect(), &opts)?;
-    note!(
+    tracing::info!(
         "furymesh seed: listening on {} ({shards} shards, {n} files, node {node_id}, encryption {})",
         node.addr().map(|a| a.to_string()).unwrap_or_default(),
-        if a.encryption.value == Encryption::On { "on" } else { "OFF" }
+        if s.encryption == Encryption::On { "on" } else { "OFF" }
     );
-    let api = start_api(&node.handle(), dir, a.api)?;
+    let api = start_api(&node.handle(), dir, s.api, s.api_is_default)?;
     let cpu0 = node::process_cpu_seconds();
     serve_until_signal(&node.handle(), dir, catalog_stamp, &signals);
     // The API first: its downloads stop (state saved) while the shards still run.
@@ -817,22 +876,21 @@ fn seed(
     Ok(0)
 }
 
-/// Starts the control API for `seed --api` (`None`: the default address, skipped with a
-/// warning when taken; an explicit address that cannot be bound is an error).
+/// Starts the control API for `seed --api` (`None`: off). The built-in default address
+/// (`is_default`) is skipped with a warning when taken; a chosen address that cannot be
+/// bound is an error.
 fn start_api(
     handle: &Handle,
     dir: &Path,
-    api: Option<ApiBind>,
+    api: Option<SocketAddr>,
+    is_default: bool,
 ) -> Result<Option<crate::api::ApiServer>> {
-    let (bind, explicit) = match api {
-        Some(ApiBind::Off) => return Ok(None),
-        Some(ApiBind::On(bind)) => (bind, true),
-        None => (parse_addr(config::API_LISTEN_DEFAULT).map_err(anyhow::Error::msg)?, false),
-    };
+    let Some(bind) = api else { return Ok(None) };
+    let explicit = !is_default;
     let opts = crate::api::ApiOptions { bind, data_dir: dir.to_owned() };
     match crate::api::ApiServer::start(handle.clone(), &opts) {
         Ok(api) => {
-            note!(
+            tracing::info!(
                 "furymesh seed: API on http://{} (token in {})",
                 api.addr(),
                 layout::api_token_path(dir).display()
@@ -902,7 +960,7 @@ fn serve_until_signal(
             match node.sync_catalog() {
                 Ok((0, 0)) => {}
                 Ok((added, removed)) => {
-                    note!("furymesh seed: catalog changed: {added} files served anew, {removed} no longer")
+                    tracing::info!("furymesh seed: catalog changed: {added} files served anew, {removed} no longer")
                 }
                 Err(e) => note!("furymesh seed: warning: cannot reload the catalog: {e}"),
             }

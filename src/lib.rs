@@ -17,19 +17,19 @@
 //! - [`api`] is the control API and `/metrics` of a running `seed` (HTTP on a thread of
 //!   its own, a client of the node's handle).
 //! - [`cli`], [`demo`] and [`bench`] are the binary's front ends; [`output`] is their one
-//!   writer of stdout.
+//!   writer of stdout; [`service`] resolves `seed`'s configuration file and sets up logs.
 //!
 //! ARCHITECTURE.md records each design decision and why.
 #![deny(unsafe_code)]
 
-/// `eprintln!` that never panics: a diagnostic line on stderr, dropped if stderr is closed
-/// or failing (`furymesh seed 2>&1 | head -1` must not crash the seeder later). Every
-/// diagnostic of the crate goes through it; stdout goes through [`output::say`].
+/// A warning or error worth an operator's attention, as a `tracing` event at WARN level
+/// (the subscriber of [`service::init_logging`] writes it on stderr and drops it if stderr
+/// is closed: `furymesh seed 2>&1 | head -1` must not crash the seeder later). Progress
+/// worth logging uses `tracing::info!`; stdout goes through [`output::say`].
 macro_rules! note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        tracing::warn!($($arg)*)
+    };
 }
 
 pub mod api;
@@ -43,6 +43,7 @@ pub mod manifest;
 pub mod node;
 pub mod output;
 pub mod peer;
+pub mod service;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod storage;

@@ -6,6 +6,8 @@ use clap::Parser;
 
 fn main() {
     let cli = furymesh::cli::Cli::parse();
+    let daemon = matches!(cli.command, furymesh::cli::Command::Seed(_));
+    furymesh::service::init_logging(cli.log_format, daemon);
     let code = match furymesh::cli::run(cli) {
         Ok(code) => code,
         // The reader of stdout went away (`furymesh demo | head -3`): stop quietly.

@@ -97,7 +97,10 @@ impl AcceptBackoff {
     /// After a successful accept: ends a run of failures, saying how long it was.
     pub(super) fn succeeded(&mut self, shard: usize) {
         if self.failures > 0 {
-            note!("furymesh seed: shard {shard}: accepting again after {} failures", self.failures);
+            tracing::info!(
+                "furymesh seed: shard {shard}: accepting again after {} failures",
+                self.failures
+            );
             *self = Self::default();
         }
     }

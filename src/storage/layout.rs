@@ -57,6 +57,11 @@ pub fn dht_table_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DHT_TABLE_FILE)
 }
 
+/// The configuration file `seed` reads when no `--config` is given (`service::ConfigFile`).
+pub fn config_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("config.toml")
+}
+
 /// The control API's bearer token (created by the first `seed` with the API on).
 pub fn api_token_path(data_dir: &Path) -> PathBuf {
     data_dir.join(API_TOKEN_FILE)
