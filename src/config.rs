@@ -87,6 +87,11 @@ pub const API_DHT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Window over which the API computes a download's rate (and so its ETA).
 pub const API_RATE_WINDOW: Duration = Duration::from_secs(3);
 
+/// Ended downloads the API remembers (listed, kept across restarts in
+/// `api-downloads.json`, and cleaned up by `POST /api/storage/cleanup`); older ones are
+/// forgotten.
+pub const API_DOWNLOADS_ENDED_KEPT: usize = 256;
+
 /// Connections one seeder shard serves at once; more are closed at accept. Keep
 /// shards × this below the file-descriptor limit (`ulimit -n`).
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 4096;

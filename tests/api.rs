@@ -755,3 +755,119 @@ fn api_download_resumes_after_the_node_is_killed() {
     dst.stop();
     src.stop();
 }
+
+/// Peers in both directions, per-file served figures, and storage: an abandoned
+/// (cancelled) download's partial file is counted and removed by a cleanup old enough,
+/// while a running download's is never touched.
+#[test]
+fn peers_served_files_storage_and_cleanup() {
+    let tmp = tempdir();
+    let (src_dir, dst_dir) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let (fa, fb) = (tmp.path().join("a.bin"), tmp.path().join("b.bin"));
+    write_file(&fa, 16 << 20, 11);
+    write_file(&fb, 16 << 20, 12);
+    let (ida, idb) = (publish_id(&src_dir, &fa, &[]), publish_id(&src_dir, &fb, &[]));
+    let (src, src_api, _) =
+        seeder_with_api(&src_dir, "127.0.0.1:0", &["--max-upload-rate", "4MiB"]);
+    let (dst, api, token) = seeder_with_api(&dst_dir, "127.0.0.1:0", &[]);
+    let t = Some(token.as_str());
+    let start = |id: &str, out: &Path, rate: u64| {
+        let body = json!({ "file_id": id, "peers": [src.peer()], "output": out,
+                           "connections": 1, "max_download_rate": rate });
+        let a = post_json(api, "/api/downloads", t, &body);
+        assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+        a.json()["id"].as_u64().unwrap()
+    };
+    let (outa, outb) = (tmp.path().join("got-a.bin"), tmp.path().join("got-b.bin"));
+    let da = start(&ida, &outa, 4 << 20);
+    wait_for(api, da, "bytes from its peer", |v| {
+        v["peer_rows"][0]["bytes"].as_u64().is_some_and(|b| b > 0)
+    });
+
+    // Both ends see the connection: the source uploads to dst, dst downloads from it.
+    let up = http(src_api, "GET", "/api/peers", None, None).json();
+    let row = up
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node_id"] == node_id(&dst_dir).as_str())
+        .unwrap_or_else(|| panic!("no row for the downloader: {up}"))
+        .clone();
+    assert_eq!(row["direction"], "upload");
+    assert_eq!(row["transport"], "tcp");
+    assert_eq!(row["shard"], 0);
+    let down = http(api, "GET", "/api/peers", None, None).json();
+    let row = down
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["direction"] == "download")
+        .unwrap_or_else(|| panic!("no download row: {down}"))
+        .clone();
+    assert_eq!(row["download_id"], da);
+    assert_eq!(row["addr"], src.peer());
+    assert_eq!(row["node_id"], node_id(&src_dir));
+    assert!(row["bytes"].as_u64().unwrap() > 0, "{row}");
+
+    // Abandon a: cancelled midway, its partial file and resume state stay.
+    assert_eq!(http(api, "DELETE", &format!("/api/downloads/{da}"), t, None).status, 202);
+    assert_eq!(wait_download(api, da)["state"], "cancelled");
+    let (partial_a, resume_a) = (
+        tmp.path().join("got-a.bin.furymesh-partial"),
+        tmp.path().join("got-a.bin.furymesh-resume"),
+    );
+    assert!(partial_a.exists() && resume_a.exists());
+    // The source served a's chunks, per file.
+    let f = http(src_api, "GET", &format!("/api/files/{ida}"), None, None).json();
+    assert!(f["served_bytes"].as_u64().unwrap() > 0, "{f}");
+    assert!(f["served_chunks"].as_u64().unwrap() > 0, "{f}");
+    let list = http(src_api, "GET", "/api/files", None, None).json();
+    let b_row = list.as_array().unwrap().iter().find(|f| f["file_id"] == idb.as_str()).unwrap();
+    assert_eq!(b_row["served_bytes"], 0, "{list}");
+
+    // b runs slowly while storage is measured and cleaned.
+    let db = start(&idb, &outb, 1 << 20);
+    wait_for(api, db, "some bytes", |v| v["done_bytes"].as_u64().is_some_and(|b| b > 0));
+    let st = http(api, "GET", "/api/storage", None, None).json();
+    assert_eq!(st["partial_downloads"], 2, "{st}");
+    assert_eq!(st["abandoned_downloads"], 1, "{st}");
+    assert!(st["abandoned_bytes"].as_u64().unwrap() > 0, "{st}");
+    assert!(st["partial_bytes"].as_u64().unwrap() > st["abandoned_bytes"].as_u64().unwrap());
+    let srcst = http(src_api, "GET", "/api/storage", None, None).json();
+    assert_eq!(srcst["published_files"], 2);
+    assert_eq!(srcst["published_bytes"], 32 << 20);
+
+    // Refusals.
+    let c = "/api/storage/cleanup";
+    post_json(api, c, None, &json!({ "older_than_secs": 0 })).refused(401, "unauthorized");
+    http(api, "POST", c, t, Some(("application/json", b"{\"older_than_secs\"")))
+        .refused(400, "malformed_json");
+    post_json(api, c, t, &json!({ "older_than_secs": -1 })).refused(400, "invalid_body");
+    post_json(api, c, t, &json!({ "older_than_secs": "1" })).refused(400, "invalid_body");
+    post_json(api, c, t, &json!({ "older_than_secs": 1, "all": true }))
+        .refused(400, "invalid_body");
+    post_json(api, c, t, &json!({})).refused(400, "invalid_body");
+
+    // Too young: kept. Old enough (any age): a's leftovers go, b's (running) stay.
+    let young = post_json(api, c, t, &json!({ "older_than_secs": 86_400 }));
+    assert_eq!(young.status, 200, "{}", String::from_utf8_lossy(&young.body));
+    assert_eq!(young.json()["removed"], json!([]));
+    assert_eq!(young.json()["kept_young"], 1);
+    assert!(partial_a.exists());
+    let done = post_json(api, c, t, &json!({ "older_than_secs": 0 })).json();
+    assert_eq!(done["removed"][0]["id"], da, "{done}");
+    assert_eq!(done["removed"][0]["files"].as_array().unwrap().len(), 2, "{done}");
+    assert!(done["bytes_freed"].as_u64().unwrap() > 0);
+    assert!(!partial_a.exists() && !resume_a.exists());
+    assert!(tmp.path().join("got-b.bin.furymesh-partial").exists(), "a running download's partial");
+    assert_eq!(
+        http(api, "GET", &format!("/api/downloads/{db}"), None, None).json()["state"],
+        "running"
+    );
+    let st = http(api, "GET", "/api/storage", None, None).json();
+    assert_eq!(st["abandoned_downloads"], 0, "{st}");
+    assert_eq!(st["partial_downloads"], 1, "{st}");
+
+    dst.stop();
+    src.stop();
+}

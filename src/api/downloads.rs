@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, API_DHT_QUERY_TIMEOUT, API_RATE_WINDOW};
+use crate::config::{self, API_DHT_QUERY_TIMEOUT, API_DOWNLOADS_ENDED_KEPT, API_RATE_WINDOW};
 use crate::crypto::FileId;
 use crate::dht::Key;
 use crate::node::{
@@ -40,10 +40,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Progress samples (time, bytes) kept over `API_RATE_WINDOW`: a rate is the bytes between
 /// the oldest and the newest over the time between them.
 #[derive(Default)]
-struct Samples(VecDeque<(Instant, u64)>);
+pub(super) struct Samples(VecDeque<(Instant, u64)>);
 
 impl Samples {
-    fn push(&mut self, now: Instant, bytes: u64) {
+    /// Adds a sample and forgets those older than the window (keeping at least two).
+    pub(super) fn push(&mut self, now: Instant, bytes: u64) {
         self.0.push_back((now, bytes));
         while self.0.len() > 2
             && self.0.front().is_some_and(|(t, _)| now.duration_since(*t) > API_RATE_WINDOW)
@@ -53,7 +54,7 @@ impl Samples {
     }
 
     /// Bytes per second over the window (0 with fewer than two samples).
-    fn rate(&self) -> f64 {
+    pub(super) fn rate(&self) -> f64 {
         match (self.0.front(), self.0.back()) {
             (Some((t0, d0)), Some((t1, d1))) if t1 > t0 => {
                 d1.saturating_sub(*d0) as f64 / t1.duration_since(*t0).as_secs_f64()
@@ -115,11 +116,33 @@ pub(super) struct Spec {
     pub(super) started_unix: u64,
 }
 
-/// The list file: every download not yet ended, and the next API ID.
+/// The list file: every download not yet ended, the last ones that ended (for the history
+/// and for cleaning up what they left), and the next API ID.
 #[derive(Default, Serialize, Deserialize)]
 struct ListFile {
     next_id: u64,
     downloads: Vec<Spec>,
+    #[serde(default)]
+    ended: Vec<Ended>,
+}
+
+/// A download that ended, as the list file keeps it.
+#[derive(Serialize, Deserialize)]
+struct Ended {
+    spec: Spec,
+    state: String,
+    #[serde(default)]
+    error: Option<String>,
+    ended_unix: u64,
+}
+
+/// The state names an ended download can have (`&'static` for the views).
+fn ended_state(s: &str) -> &'static str {
+    match s {
+        "completed" => "completed",
+        "cancelled" => "cancelled",
+        _ => "failed",
+    }
 }
 
 /// How a download ended.
@@ -139,6 +162,8 @@ enum Want {
 
 struct Entry {
     spec: Spec,
+    /// Unix seconds when it ended.
+    ended_unix: Option<u64>,
     meter: Arc<Mutex<Meter>>,
     want: Want,
     /// The node download of the current run, while it runs.
@@ -153,22 +178,22 @@ struct Entry {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct PeerRow {
     /// `HOST:PORT`.
-    addr: String,
+    pub(super) addr: String,
     /// The node ID it proved, once connected.
-    node_id: Option<String>,
+    pub(super) node_id: Option<String>,
     /// `tcp` (the only peer transport so far).
     #[schema(value_type = String)]
-    transport: &'static str,
+    pub(super) transport: &'static str,
     /// Verified payload bytes it delivered in this run.
-    bytes: u64,
+    pub(super) bytes: u64,
     /// Verified chunks it delivered in this run.
-    chunks: u64,
+    pub(super) chunks: u64,
     /// Its verified bytes per second over the last few seconds.
-    rate_bytes_per_s: f64,
+    pub(super) rate_bytes_per_s: f64,
     /// Chunks from it that failed verification.
-    corrupt_chunks: u64,
+    pub(super) corrupt_chunks: u64,
     /// Dropped after repeated corrupt chunks.
-    banned: bool,
+    pub(super) banned: bool,
 }
 
 /// A download as `GET /api/downloads/{id}` shows it: the node's `TransferStatus` (verified
@@ -263,6 +288,7 @@ impl Downloads {
         let id = spec.id;
         let entry = Entry {
             spec,
+            ended_unix: None,
             meter: Arc::default(),
             want: Want::Run,
             run: None,
@@ -276,7 +302,7 @@ impl Downloads {
             return Err(e);
         }
         t.next_id = id + 1;
-        self.persist(&t);
+        self.persist(&mut t);
         Ok(id)
     }
 
@@ -350,8 +376,9 @@ impl Downloads {
         };
         if finished.is_some() {
             e.finished = finished;
+            e.ended_unix = Some(clock::now_unix());
             if !stopping {
-                self.persist(&t);
+                self.persist(&mut t);
             }
         }
     }
@@ -374,7 +401,7 @@ impl Downloads {
             e.spec.paused = false;
             return Err(ActionError::Conflict("finishing"));
         }
-        self.persist(&t);
+        self.persist(&mut t);
         Ok(())
     }
 
@@ -402,7 +429,7 @@ impl Downloads {
         if let Some(e) = t.all.get_mut(&id) {
             e.spec.paused = false;
         }
-        self.persist(&t);
+        self.persist(&mut t);
         Ok(())
     }
 
@@ -427,9 +454,10 @@ impl Downloads {
             None => {
                 e.want = Want::Cancel;
                 e.finished = Some(Finished { state: "cancelled", error: None, report: None });
+                e.ended_unix = Some(clock::now_unix());
             }
         }
-        self.persist(&t);
+        self.persist(&mut t);
         Ok(())
     }
 
@@ -441,6 +469,96 @@ impl Downloads {
     /// Every download the API started, oldest first.
     pub(super) fn list(&self, handle: &Handle) -> Vec<DownloadView> {
         lock(&self.table).all.values().map(|e| view(handle, e)).collect()
+    }
+
+    /// The peers of every running download: (API ID, row).
+    pub(super) fn running_peers(&self) -> Vec<(u64, PeerRow)> {
+        let t = lock(&self.table);
+        let mut out = Vec::new();
+        for e in t.all.values().filter(|e| state_of(e) == "running") {
+            let m = lock(&e.meter);
+            out.extend(m.peers.iter().map(|p| (e.spec.id, peer_row(&m, p, true))));
+        }
+        out
+    }
+
+    /// What the API's downloads hold on disk: finished files still there, and the partial
+    /// files and resume states of the ones not completed (abandoned: cancelled or failed).
+    pub(super) fn storage(&self) -> DownloadStorage {
+        let t = lock(&self.table);
+        let mut s = DownloadStorage::default();
+        for e in t.all.values() {
+            let state = state_of(e);
+            if state == "completed" {
+                if let Ok(m) = fs::metadata(&e.spec.output) {
+                    s.downloaded_files += 1;
+                    s.downloaded_bytes += m.len();
+                }
+            }
+            let left = leftovers(&e.spec.output);
+            if !left.exists {
+                continue;
+            }
+            s.partial_downloads += 1;
+            s.partial_bytes += left.bytes;
+            if e.finished.is_some() {
+                s.abandoned_downloads += 1;
+                s.abandoned_bytes += left.bytes;
+            }
+        }
+        s
+    }
+
+    /// Removes the partial files and resume states left by downloads that ended (cancelled,
+    /// failed, or completed with a stray resume state) and were last written at least
+    /// `older_than_secs` ago. Never a running or paused download's, and never one another
+    /// process is writing (its claim on the partial file is held).
+    pub(super) fn cleanup(&self, older_than_secs: u64) -> Cleanup {
+        let ended: Vec<(u64, PathBuf)> = lock(&self.table)
+            .all
+            .values()
+            .filter(|e| e.finished.is_some())
+            .map(|e| (e.spec.id, e.spec.output.clone()))
+            .collect();
+        let now = clock::now_unix();
+        let mut out = Cleanup::default();
+        for (id, output) in ended {
+            let left = leftovers(&output);
+            if !left.exists {
+                continue;
+            }
+            let written = left
+                .modified
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(now, |d| d.as_secs());
+            if now.saturating_sub(written) < older_than_secs {
+                out.kept_young += 1;
+                continue;
+            }
+            let (partial, resume) = crate::node::side_paths(&output);
+            let claim = match crate::storage::DownloadClaim::try_new(&partial, &resume) {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    out.kept_busy += 1;
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let mut removed = Vec::new();
+            for p in [&resume, &partial] {
+                if fs::remove_file(p).is_ok() {
+                    removed.push(p.to_string_lossy().into_owned());
+                }
+            }
+            drop(claim);
+            out.bytes_freed += left.bytes;
+            out.removed.push(Removed {
+                id,
+                output: output.to_string_lossy().into_owned(),
+                files: removed,
+            });
+        }
+        out
     }
 
     /// Loads the list file and resumes what it names, on a thread of its own (a DHT lookup
@@ -478,6 +596,7 @@ impl Downloads {
                 let mut e = Entry {
                     want: if spec.paused { Want::Pause } else { Want::Run },
                     spec,
+                    ended_unix: None,
                     meter: Arc::default(),
                     run: None,
                     run_peers: Vec::new(),
@@ -486,12 +605,34 @@ impl Downloads {
                 };
                 if done {
                     e.finished = Some(Finished { state: "completed", error: None, report: None });
+                    e.ended_unix = Some(clock::now_unix());
                 } else if e.want == Want::Run {
                     to_run.push(e.spec.id);
                 }
                 t.all.insert(e.spec.id, e);
             }
-            self.persist(&t);
+            for ended in list.ended {
+                if t.all.contains_key(&ended.spec.id) {
+                    continue;
+                }
+                t.next_id = t.next_id.max(ended.spec.id + 1);
+                let e = Entry {
+                    want: Want::Cancel,
+                    ended_unix: Some(ended.ended_unix),
+                    finished: Some(Finished {
+                        state: ended_state(&ended.state),
+                        error: ended.error,
+                        report: None,
+                    }),
+                    spec: ended.spec,
+                    meter: Arc::default(),
+                    run: None,
+                    run_peers: Vec::new(),
+                    reaper: None,
+                };
+                t.all.insert(e.spec.id, e);
+            }
+            self.persist(&mut t);
         }
         if to_run.is_empty() {
             return;
@@ -524,8 +665,9 @@ impl Downloads {
                             error: Some(format!("could not resume after a restart: {err}")),
                             report: None,
                         });
+                        e.ended_unix = Some(clock::now_unix());
                     }
-                    me.persist(&t);
+                    me.persist(&mut t);
                 }
             }
         });
@@ -558,7 +700,13 @@ impl Downloads {
 
     /// Writes the list of unfinished downloads atomically. A failure is reported, not
     /// fatal: the downloads go on, only a restart would not resume them.
-    fn persist(&self, t: &Table) {
+    fn persist(&self, t: &mut Table) {
+        // Only the last API_DOWNLOADS_ENDED_KEPT ended downloads are remembered.
+        let ended: Vec<u64> =
+            t.all.iter().filter(|(_, e)| e.finished.is_some()).map(|(id, _)| *id).collect();
+        for id in ended.iter().take(ended.len().saturating_sub(API_DOWNLOADS_ENDED_KEPT)) {
+            t.all.remove(id);
+        }
         let Some(dir) = &self.data_dir else { return };
         let list = ListFile {
             next_id: t.next_id,
@@ -567,6 +715,19 @@ impl Downloads {
                 .values()
                 .filter(|e| e.finished.is_none())
                 .map(|e| e.spec.clone())
+                .collect(),
+            ended: t
+                .all
+                .values()
+                .filter_map(|e| {
+                    let f = e.finished.as_ref()?;
+                    Some(Ended {
+                        spec: e.spec.clone(),
+                        state: f.state.into(),
+                        error: f.error.clone(),
+                        ended_unix: e.ended_unix.unwrap_or(0),
+                    })
+                })
                 .collect(),
         };
         let path = layout::api_downloads_path(dir);
@@ -685,24 +846,7 @@ fn view(handle: &Handle, e: &Entry) -> DownloadView {
         "completed" => Some(0.0),
         _ => None,
     };
-    let peer_rows = m
-        .peers
-        .iter()
-        .map(|p| PeerRow {
-            addr: p.addr.to_string(),
-            node_id: p.node_id.clone(),
-            transport: "tcp",
-            bytes: p.bytes,
-            chunks: p.chunks,
-            rate_bytes_per_s: if running {
-                m.per_peer.get(&p.addr).map_or(0.0, Samples::rate)
-            } else {
-                0.0
-            },
-            corrupt_chunks: p.corrupt_chunks,
-            banned: p.banned,
-        })
-        .collect();
+    let peer_rows = m.peers.iter().map(|p| peer_row(&m, p, running)).collect();
     let f = e.finished.as_ref();
     DownloadView {
         id: e.spec.id,
@@ -722,4 +866,86 @@ fn view(handle: &Handle, e: &Entry) -> DownloadView {
         error: f.and_then(|f| f.error.clone()),
         report: f.and_then(|f| f.report.clone()),
     }
+}
+
+fn peer_row(m: &Meter, p: &PeerReport, running: bool) -> PeerRow {
+    PeerRow {
+        addr: p.addr.to_string(),
+        node_id: p.node_id.clone(),
+        transport: "tcp",
+        bytes: p.bytes,
+        chunks: p.chunks,
+        rate_bytes_per_s: if running {
+            m.per_peer.get(&p.addr).map_or(0.0, Samples::rate)
+        } else {
+            0.0
+        },
+        corrupt_chunks: p.corrupt_chunks,
+        banned: p.banned,
+    }
+}
+
+/// What a download left beside its output: whether a partial file or resume state exists,
+/// the bytes they occupy on disk, and when either was last written.
+struct Leftovers {
+    exists: bool,
+    bytes: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+fn leftovers(output: &Path) -> Leftovers {
+    use std::os::unix::fs::MetadataExt;
+    let (partial, resume) = crate::node::side_paths(output);
+    let mut l = Leftovers { exists: false, bytes: 0, modified: None };
+    for p in [partial, resume] {
+        if let Ok(m) = fs::symlink_metadata(&p) {
+            l.exists = true;
+            // Allocated bytes: a partial file is preallocated at full size.
+            l.bytes += m.blocks() * 512;
+            if let Ok(t) = m.modified() {
+                l.modified = Some(l.modified.map_or(t, |o| o.max(t)));
+            }
+        }
+    }
+    l
+}
+
+/// The downloads' share of `GET /api/storage`.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub(super) struct DownloadStorage {
+    /// Completed API downloads whose file is still there.
+    pub(super) downloaded_files: u64,
+    /// Their bytes.
+    pub(super) downloaded_bytes: u64,
+    /// Downloads with a partial file or resume state on disk (running, paused or
+    /// abandoned).
+    pub(super) partial_downloads: u64,
+    /// Bytes those occupy on disk.
+    pub(super) partial_bytes: u64,
+    /// Of those, the ended ones (cancelled or failed): what cleanup may remove.
+    pub(super) abandoned_downloads: u64,
+    /// Bytes those occupy on disk.
+    pub(super) abandoned_bytes: u64,
+}
+
+/// One download's leftovers that a cleanup removed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Removed {
+    /// The download's API ID.
+    id: u64,
+    output: String,
+    /// The files removed (resume state, partial file).
+    files: Vec<String>,
+}
+
+/// What `POST /api/storage/cleanup` did.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub(super) struct Cleanup {
+    removed: Vec<Removed>,
+    /// Bytes the removed files occupied.
+    bytes_freed: u64,
+    /// Leftovers kept because they were written more recently than the age given.
+    kept_young: u64,
+    /// Leftovers kept because a download (in this or another process) holds them.
+    kept_busy: u64,
 }

@@ -1,6 +1,7 @@
 //! The API's resources (see README.md, "Control API"), the bearer-token check and the
 //! request-body limit. Handlers reach the node through [`Handle`] on blocking threads.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::downloads::{self, ActionError, DownloadView, Downloads, Spec};
+use super::downloads::{
+    self, ActionError, Cleanup, DownloadStorage, DownloadView, Downloads, Samples, Spec,
+};
 use super::error::ApiError;
 use super::metrics;
 use crate::config::{self, API_BODY_MAX_BYTES, API_DHT_QUERY_TIMEOUT};
@@ -36,6 +39,9 @@ pub(super) struct ApiState {
     started: Instant,
     started_unix: u64,
     downloads: Arc<Downloads>,
+    /// Bytes-sent samples of the open serving connections, by (shard, connection), for
+    /// their rates in `GET /api/peers` (pruned to the open ones at each call).
+    conn_rates: std::sync::Mutex<HashMap<(usize, u64), Samples>>,
 }
 
 impl ApiState {
@@ -53,6 +59,7 @@ impl ApiState {
             started,
             started_unix: clock::now_unix(),
             downloads: Arc::new(Downloads::new(data_dir)),
+            conn_rates: std::sync::Mutex::default(),
         }
     }
 
@@ -89,6 +96,9 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
         .route("/api/downloads/{id}/pause", post(pause_download))
         .route("/api/downloads/{id}/resume", post(resume_download))
         .route("/api/stats", get(stats))
+        .route("/api/peers", get(peers))
+        .route("/api/storage", get(storage))
+        .route("/api/storage/cleanup", post(cleanup))
         .route("/api/dht/providers/{id}", get(providers))
         .route("/metrics", get(metrics_text))
         .route("/api/openapi.json", get(openapi_json))
@@ -230,11 +240,17 @@ struct FileView {
     chunks: u32,
     /// Unix seconds when it was published.
     creation_time: i64,
+    /// Payload bytes of its chunks served to peers since the node started.
+    served_bytes: u64,
+    /// Chunks of it served to peers since the node started.
+    served_chunks: u64,
 }
 
 impl FileView {
     fn of(e: &CatalogEntry) -> Self {
         Self {
+            served_bytes: 0,
+            served_chunks: 0,
             file_id: e.info.file_id.to_hex(),
             name: e.info.name.clone(),
             path: e.path.to_string_lossy().into_owned(),
@@ -251,11 +267,29 @@ impl FileView {
     responses(
         (status = 200, description = "Published files, by path", body = [FileView]),
         (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
     ))]
-async fn list_files(State(s): Shared) -> Json<Vec<FileView>> {
-    let mut v: Vec<FileView> = s.handle.published().iter().map(|e| FileView::of(e)).collect();
-    v.sort_by(|a, b| a.path.cmp(&b.path));
-    Json(v)
+async fn list_files(State(s): Shared) -> Result<Json<Vec<FileView>>, ApiError> {
+    blocking(move || {
+        let (_, served) = s.handle.activity()?;
+        let mut v: Vec<FileView> = s
+            .handle
+            .published()
+            .iter()
+            .map(|e| with_served(FileView::of(e), served.get(&e.info.file_id)))
+            .collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Json(v))
+    })
+    .await
+}
+
+fn with_served(mut v: FileView, served: Option<&crate::node::FileServed>) -> FileView {
+    if let Some(f) = served {
+        v.served_bytes = f.bytes;
+        v.served_chunks = f.chunks;
+    }
+    v
 }
 
 #[utoipa::path(get, path = "/api/files/{id}", tag = "files",
@@ -266,15 +300,21 @@ async fn list_files(State(s): Shared) -> Json<Vec<FileView>> {
         (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
         (status = 401, description = "no or wrong bearer token", body = ApiError),
         (status = 404, description = "unknown ID", body = ApiError),
+        (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
     ))]
 async fn file(State(s): Shared, Id(id): Id) -> Result<Json<FileView>, ApiError> {
     let id = parse_file_id(&id)?;
-    s.handle
+    let entry = s
+        .handle
         .published()
-        .iter()
+        .into_iter()
         .find(|e| e.info.file_id == id)
-        .map(|e| Json(FileView::of(e)))
-        .ok_or_else(|| ApiError::not_found(format!("file {id} is not published")))
+        .ok_or_else(|| ApiError::not_found(format!("file {id} is not published")))?;
+    blocking(move || {
+        let (_, served) = s.handle.activity()?;
+        Ok(Json(with_served(FileView::of(&entry), served.get(&id))))
+    })
+    .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -567,6 +607,146 @@ async fn resume_download(State(s): Shared, Id(id): Id) -> Result<Response, ApiEr
     .await
 }
 
+/// One peer connection: a downloader this node serves (`upload`), or a peer one of the
+/// API's downloads fetches from (`download`).
+#[derive(Serialize, ToSchema)]
+struct PeerView {
+    /// `upload` (it downloads from this node) or `download` (this node downloads from it).
+    #[schema(value_type = String)]
+    direction: &'static str,
+    /// `HOST:PORT`.
+    addr: String,
+    /// The node ID it proved (`null` before the handshake ends).
+    node_id: Option<String>,
+    /// `tcp`.
+    #[schema(value_type = String)]
+    transport: &'static str,
+    /// The shard serving it (uploads).
+    shard: Option<usize>,
+    /// The API download fetching from it (downloads).
+    download_id: Option<u64>,
+    /// Payload bytes sent to it (uploads) or verified from it in this run (downloads).
+    bytes: u64,
+    /// Chunks sent to it or verified from it.
+    chunks: u64,
+    /// Bytes per second over the last few seconds (an upload seen for the first time: its
+    /// average since it connected).
+    rate_bytes_per_s: f64,
+    /// Seconds since it connected (uploads).
+    connected_seconds: Option<f64>,
+}
+
+#[utoipa::path(get, path = "/api/peers", tag = "node",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Open peer connections, both directions", body = [PeerView]),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
+    ))]
+async fn peers(State(s): Shared) -> Result<Json<Vec<PeerView>>, ApiError> {
+    blocking(move || {
+        let (conns, _) = s.handle.activity()?;
+        let now = clock::now();
+        let mut rates = s.conn_rates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        rates.retain(|k, _| conns.iter().any(|c| (c.shard, c.id) == *k));
+        let mut out: Vec<PeerView> = conns
+            .iter()
+            .map(|c| {
+                let samples = rates.entry((c.shard, c.id)).or_default();
+                samples.push(now, c.bytes_sent);
+                let mut rate = samples.rate();
+                if rate == 0.0 && c.connected_seconds > 0.0 {
+                    rate = c.bytes_sent as f64 / c.connected_seconds;
+                }
+                PeerView {
+                    direction: "upload",
+                    addr: c.addr.to_string(),
+                    node_id: c.node_id.clone(),
+                    transport: "tcp",
+                    shard: Some(c.shard),
+                    download_id: None,
+                    bytes: c.bytes_sent,
+                    chunks: c.chunks_sent,
+                    rate_bytes_per_s: rate,
+                    connected_seconds: Some(c.connected_seconds),
+                }
+            })
+            .collect();
+        drop(rates);
+        for (id, row) in s.downloads.running_peers() {
+            out.push(PeerView {
+                direction: "download",
+                addr: row.addr,
+                node_id: row.node_id,
+                transport: row.transport,
+                shard: None,
+                download_id: Some(id),
+                bytes: row.bytes,
+                chunks: row.chunks,
+                rate_bytes_per_s: row.rate_bytes_per_s,
+                connected_seconds: None,
+            });
+        }
+        Ok(Json(out))
+    })
+    .await
+}
+
+/// What the node holds on disk: the files it publishes, and what its API downloads
+/// completed, left partial, or abandoned.
+#[derive(Serialize, ToSchema)]
+struct StorageView {
+    /// Files in the catalog.
+    published_files: u64,
+    /// Their bytes (served in place, never copied).
+    published_bytes: u64,
+    #[serde(flatten)]
+    downloads: DownloadStorage,
+}
+
+#[utoipa::path(get, path = "/api/storage", tag = "storage",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Bytes published, downloaded and partial", body = StorageView),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+    ))]
+async fn storage(State(s): Shared) -> Result<Json<StorageView>, ApiError> {
+    blocking(move || {
+        let published = s.handle.published();
+        Ok(Json(StorageView {
+            published_files: published.len() as u64,
+            published_bytes: published.iter().map(|e| e.info.size).sum(),
+            downloads: s.downloads.storage(),
+        }))
+    })
+    .await
+}
+
+/// `POST /api/storage/cleanup`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CleanupRequest {
+    /// Remove only leftovers last written at least this many seconds ago.
+    older_than_secs: u64,
+}
+
+#[utoipa::path(post, path = "/api/storage/cleanup", tag = "storage",
+    security(("bearer" = [])),
+    request_body = CleanupRequest,
+    responses(
+        (status = 200, description = "What was removed and what was kept", body = Cleanup),
+        (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 413, description = "body over the size limit", body = ApiError),
+        (status = 415, description = "body not sent as application/json", body = ApiError),
+    ))]
+async fn cleanup(
+    State(s): Shared,
+    Body(req): Body<CleanupRequest>,
+) -> Result<Json<Cleanup>, ApiError> {
+    blocking(move || Ok(Json(s.downloads.cleanup(req.older_than_secs)))).await
+}
+
 #[utoipa::path(get, path = "/api/stats", tag = "node",
     security((), ("bearer" = [])),
     responses(
@@ -660,8 +840,8 @@ impl utoipa::Modify for BearerAuth {
     ),
     paths(
         node, stats, list_files, publish, file, unpublish, list_downloads, start_download,
-        download, cancel_download, pause_download, resume_download, providers, metrics_text,
-        openapi_json
+        download, cancel_download, pause_download, resume_download, peers, storage, cleanup,
+        providers, metrics_text, openapi_json
     ),
     components(schemas(ApiError)),
     modifiers(&BearerAuth),
@@ -670,6 +850,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "files", description = "The catalog of published files"),
         (name = "downloads", description = "Downloads run inside the node"),
         (name = "dht", description = "Lookups through the node's DHT"),
+        (name = "storage", description = "Disk used by published, downloaded and partial files"),
         (name = "metrics", description = "Prometheus exposition"),
         (name = "meta", description = "This description"),
     )

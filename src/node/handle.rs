@@ -26,7 +26,10 @@ use super::fetch::{self, GetError, GetOptions, GetProgress, GetReport, PeerAddr}
 use super::limits::ShardBudget;
 use super::secure::KnownPeers;
 use super::secure::NodeSecurity;
-use super::seed::{Limits, SeedStats, ServedFile, ShardCommand, ShardSetup, ShardTask, INBOX_POLL};
+use super::seed::{
+    ConnectionInfo, FileServed, Limits, SeedStats, ServedFile, ShardCommand, ShardSetup, ShardTask,
+    INBOX_POLL,
+};
 use super::spawn_shards;
 use crate::config::{throttle_burst_bytes, ConfigError, NodeConfig, SHARD_STOP_GRACE};
 use crate::crypto::FileId;
@@ -586,6 +589,25 @@ impl Handle {
     /// the DHT's counters are only there).
     pub fn shard_stats(&self) -> Result<Vec<SeedStats>, NodeError> {
         self.on_every_shard(ShardCommand::Stats)
+    }
+
+    /// Every shard's open peer connections (downloaders of this node's files, with what
+    /// was sent to each) and what the node served per file, summed over shards, now.
+    pub fn activity(
+        &self,
+    ) -> Result<(Vec<ConnectionInfo>, HashMap<FileId, FileServed>), NodeError> {
+        let mut conns = Vec::new();
+        let mut files: HashMap<FileId, FileServed> = HashMap::new();
+        for a in self.on_every_shard(ShardCommand::Activity)? {
+            conns.extend(a.connections);
+            for (id, f) in a.files {
+                let sum = files.entry(id).or_default();
+                sum.bytes += f.bytes;
+                sum.chunks += f.chunks;
+            }
+        }
+        conns.sort_by_key(|c| (c.shard, c.id));
+        Ok((conns, files))
     }
 
     /// A snapshot of the node's counters, taken from every shard now.

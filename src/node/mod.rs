@@ -43,7 +43,7 @@ pub use secure::{
     load_identity, load_or_create_identity, read_network_secret, HandshakeFailure,
     IdentityFileError, KnownPeers, NodeSecurity,
 };
-pub use seed::{SeedStats, ServedFile};
+pub use seed::{ConnectionInfo, FileServed, SeedStats, ServedFile, ShardActivity};
 
 use crate::config::IO_MEMORY_PER_SHARD_BYTES;
 

@@ -100,6 +100,51 @@ impl SeedStats {
     }
 }
 
+/// One open peer connection of a shard (a downloader of this node's files), as
+/// [`super::Handle::activity`] reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionInfo {
+    /// The shard serving it.
+    pub shard: usize,
+    /// Its number on that shard (unique per shard while the node runs).
+    pub id: u64,
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The node ID it proved in the handshake (`None` until the handshake is done).
+    pub node_id: Option<String>,
+    /// Seconds since it was accepted.
+    pub connected_seconds: f64,
+    /// Payload bytes of the chunks sent to it.
+    pub bytes_sent: u64,
+    /// Chunks sent to it.
+    pub chunks_sent: u64,
+}
+
+/// What a node served of one file since it started (all shards).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct FileServed {
+    /// Payload bytes of the chunks served.
+    pub bytes: u64,
+    /// Chunks served.
+    pub chunks: u64,
+}
+
+/// A shard's open connections and what it served per file.
+#[derive(Debug, Clone, Default)]
+pub struct ShardActivity {
+    pub connections: Vec<ConnectionInfo>,
+    pub files: HashMap<FileId, FileServed>,
+}
+
+/// An open connection as its shard tracks it (single-threaded: `Cell`s).
+struct ConnTrack {
+    addr: SocketAddr,
+    node_id: Cell<Option<crate::crypto::NodeId>>,
+    since: std::time::Instant,
+    bytes: Cell<u64>,
+    chunks: Cell<u64>,
+}
+
 /// Upload limits: one bucket for the node (an atomic word every shard charges) and a rate
 /// for each connection's own bucket.
 #[derive(Clone)]
@@ -144,6 +189,12 @@ struct Shard {
     open: RefCell<HashMap<FileId, Rc<OpenFile>>>,
     stats: RefCell<SeedStats>,
     connections: Cell<usize>,
+    /// The open connections by number, and the next number.
+    tracked: RefCell<HashMap<u64, Rc<ConnTrack>>>,
+    next_conn: Cell<u64>,
+    /// Served bytes and chunks per file since the shard started (a file unpublished and
+    /// published again keeps counting).
+    by_file: RefCell<HashMap<FileId, FileServed>>,
     limits: Limits,
     security: Arc<NodeSecurity>,
 }
@@ -168,6 +219,26 @@ impl Shard {
         let mut st = self.stats.borrow().clone();
         st.connections_open = self.connections.get() as u64;
         st
+    }
+
+    /// The shard's open connections and per-file figures now.
+    fn activity(&self) -> ShardActivity {
+        let now = clock::now();
+        let connections = self
+            .tracked
+            .borrow()
+            .iter()
+            .map(|(id, t)| ConnectionInfo {
+                shard: self.id.0,
+                id: *id,
+                addr: t.addr,
+                node_id: t.node_id.get().map(|n| n.to_string()),
+                connected_seconds: now.saturating_duration_since(t.since).as_secs_f64(),
+                bytes_sent: t.bytes.get(),
+                chunks_sent: t.chunks.get(),
+            })
+            .collect();
+        ShardActivity { connections, files: self.by_file.borrow().clone() }
     }
 
     /// The shard's map of `id`, opened on first use.
@@ -280,6 +351,8 @@ pub(super) enum ShardCommand {
     Unserve(FileId, flume::Sender<()>),
     /// A snapshot of the shard's counters.
     Stats(flume::Sender<SeedStats>),
+    /// The shard's open connections and per-file served figures.
+    Activity(flume::Sender<ShardActivity>),
     /// Runs a task on this shard (a download's connections). The task owns what it needs
     /// and ends on its own or when the shard stops.
     Spawn(ShardTask),
@@ -359,6 +432,9 @@ pub(super) async fn run_shard(
         open: RefCell::new(HashMap::new()),
         stats: RefCell::new(SeedStats::default()),
         connections: Cell::new(0),
+        tracked: RefCell::new(HashMap::new()),
+        next_conn: Cell::new(0),
+        by_file: RefCell::new(HashMap::new()),
         limits,
         security,
     });
@@ -420,6 +496,9 @@ async fn handle_inbox(shard: &Shard, inbox: &flume::Receiver<ShardCommand>) {
             ShardCommand::Stats(reply) => {
                 let _ = reply.send(shard.snapshot());
             }
+            ShardCommand::Activity(reply) => {
+                let _ = reply.send(shard.activity());
+            }
             ShardCommand::Spawn(task) => {
                 glommio::spawn_local(task()).detach();
             }
@@ -447,10 +526,21 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
         }
         shard.stats.borrow_mut().connections += 1;
         shard.connections.set(shard.connections.get() + 1);
+        let conn_id = shard.next_conn.get();
+        shard.next_conn.set(conn_id + 1);
+        let track = Rc::new(ConnTrack {
+            addr: stream.peer_addr().unwrap_or(super::UNSPECIFIED_ADDR),
+            node_id: Cell::new(None),
+            since: clock::now(),
+            bytes: Cell::new(0),
+            chunks: Cell::new(0),
+        });
+        shard.tracked.borrow_mut().insert(conn_id, track.clone());
         let shard2 = shard.clone();
         glommio::spawn_local(async move {
             // Per-connection failures (resets, timeouts) end that connection only.
-            let _ = serve_connection(&shard2, stream).await;
+            let _ = serve_connection(&shard2, stream, &track).await;
+            shard2.tracked.borrow_mut().remove(&conn_id);
             shard2.connections.set(shard2.connections.get() - 1);
         })
         .detach();
@@ -465,7 +555,7 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
 /// pipelines as many as it likes, and the pump reads ahead at most one receive buffer of
 /// them (the rest waits in the kernel's socket buffer: TCP back-pressure is the
 /// per-connection bound).
-async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
+async fn serve_connection(shard: &Shard, stream: TcpStream, track: &ConnTrack) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let peer_timeout = shard.limits.peer_timeout;
     stream.set_read_timeout(Some(peer_timeout))?;
@@ -497,8 +587,9 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
     // From here the session's idle deadline decides how long a quiet client may stay.
     tcp.stream().set_read_timeout(None)?;
     let mut conn = Conn::Tcp(tcp);
+    track.node_id.set(Some(conn.peer_id()));
     let mut session = ServerSession::new(clock::now(), shard.limits.idle_timeout);
-    let result = serve(shard, &mut conn, &mut session).await;
+    let result = serve(shard, &mut conn, &mut session, track).await;
     let s = session.stats();
     let mut st = shard.stats.borrow_mut();
     st.requests += s.requests;
@@ -509,7 +600,12 @@ async fn serve_connection(shard: &Shard, stream: TcpStream) -> io::Result<()> {
     result
 }
 
-async fn serve(shard: &Shard, conn: &mut Conn, session: &mut ServerSession) -> io::Result<()> {
+async fn serve(
+    shard: &Shard,
+    conn: &mut Conn,
+    session: &mut ServerSession,
+    track: &ConnTrack,
+) -> io::Result<()> {
     let mut scratch = Vec::new();
     let peer_limit = shard
         .limits
@@ -521,10 +617,20 @@ async fn serve(shard: &Shard, conn: &mut Conn, session: &mut ServerSession) -> i
                 ServerTransmit::Frame(frame) => conn.push_frame(&frame),
                 ServerTransmit::Chunk { header, file_id, chunk_index, range, aad, partial } => {
                     conn.flush().await?;
+                    let len = range.end.saturating_sub(range.start);
                     let chunk = ChunkSend { header, file_id, range, aad, partial };
                     let sent = send_chunk(shard, conn, peer_limit.as_ref(), &mut scratch, chunk);
                     match sent.await? {
-                        Ok(()) => session.handle_sent(clock::now()),
+                        Ok(()) => {
+                            track.bytes.set(track.bytes.get() + len);
+                            track.chunks.set(track.chunks.get() + 1);
+                            let mut by_file = shard.by_file.borrow_mut();
+                            let f = by_file.entry(file_id).or_default();
+                            f.bytes += len;
+                            f.chunks += 1;
+                            drop(by_file);
+                            session.handle_sent(clock::now());
+                        }
                         Err(why) => {
                             session.handle_chunk_failed(clock::now(), file_id, chunk_index, why);
                         }
