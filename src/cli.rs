@@ -159,6 +159,11 @@ pub struct SeedArgs {
     /// Number of shards (pinned executors). Default: the available cores.
     #[arg(long, env = "FURYMESH_SHARDS", value_parser = clap::value_parser!(u32).range(1..=4096), value_name = "N")]
     pub shards: Option<u32>,
+    /// Also accept WebRTC data channels: every shard answers offers on this UDP address
+    /// (SO_REUSEPORT; port 0 picks one, printed at start). Downloaders reach it with
+    /// `get --transport webrtc --peer HOST:PORT`. Default: off.
+    #[arg(long, env = "FURYMESH_WEBRTC", value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub webrtc: Option<SocketAddr>,
     /// A DHT node to join through (repeatable; in the environment, comma-separated).
     /// Without one, the node starts a network (or rejoins through the routing table it
     /// saved last time).
@@ -269,6 +274,11 @@ pub struct GetArgs {
     /// Download limit in bytes per second (8MiB, 100KB, …).
     #[arg(long, value_parser = parse_rate, value_name = "BYTES")]
     pub max_download_rate: Option<u64>,
+    /// How to reach the peers: `tcp`; `webrtc` (each `--peer` is then a seeder's `--webrtc`
+    /// UDP address: a data channel, the same handshake and records inside); `auto` (TCP,
+    /// and a data channel to the same address when TCP cannot connect).
+    #[arg(long, default_value = "tcp", value_name = "auto|tcp|webrtc")]
+    pub transport: node::TransportChoice,
     #[command(flatten)]
     pub encryption: EncryptionArg,
 }
@@ -847,6 +857,7 @@ fn seed(cli: &Cli, a: &SeedArgs) -> Result<i32> {
         peer_upload_rate_bytes: s.max_peer_upload_rate,
         data_dir: Some(dir.to_owned()),
         config,
+        webrtc: a.webrtc,
         ..NodeOptions::new(Some(s.listen), shards, security)
     };
     let node = Node::start(files.into_iter().map(Into::into).collect(), &opts)?;
@@ -855,6 +866,9 @@ fn seed(cli: &Cli, a: &SeedArgs) -> Result<i32> {
         node.addr().map(|a| a.to_string()).unwrap_or_default(),
         if s.encryption == Encryption::On { "on" } else { "OFF" }
     );
+    if let Some(w) = node.handle().webrtc_addr() {
+        tracing::info!("furymesh seed: webrtc on udp {w} ({shards} shards)");
+    }
     let api = start_api(&node.handle(), dir, s.api, s.api_is_default)?;
     let cpu0 = node::process_cpu_seconds();
     serve_until_signal(&node.handle(), dir, catalog_stamp, &signals);
@@ -1040,6 +1054,7 @@ fn get(
         serve_partial: a.listen.is_some(),
         save_every_bytes: a.save_every.max(1),
         download_rate_bytes: a.max_download_rate,
+        transport: a.transport,
     };
     let stop = stop_on_signals()?;
     let bar = progress_bar(0, "downloading");

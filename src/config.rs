@@ -63,6 +63,35 @@ pub fn throttle_burst_bytes(bytes_per_sec: u64) -> u64 {
     at_rate.clamp(THROTTLE_BURST_MIN_BYTES, THROTTLE_BURST_MAX_BYTES)
 }
 
+/// Largest data-channel message (block) FuryMesh sends by default: a chunk payload and
+/// every record travel over a WebRTC data channel as messages of at most this many bytes.
+/// 64 KiB is what every browser accepts (RFC 8831 §6.6 leaves the cap to the peers; the
+/// SDP `max-message-size` attribute, RFC 8841, announces it).
+pub const WEBRTC_BLOCK_BYTES: usize = 64 * 1024;
+/// Largest block size a node may be configured to (`WEBRTC_BLOCK_BYTES` raised, up to the
+/// 256 KiB browsers cap a message at), and the largest message it accepts (announced in SDP).
+pub const WEBRTC_BLOCK_MAX_BYTES: usize = 256 * 1024;
+/// Bytes a data channel may hold unacknowledged in SCTP before writes wait (back-pressure,
+/// the W3C `bufferedAmount`); writers resume below half of it.
+pub const WEBRTC_SEND_BUFFER_BYTES: usize = 1 << 20;
+/// Received bytes a data channel keeps for a reader that has not taken them; beyond it the
+/// rest stays in SCTP, whose receive window then slows the sender.
+pub const WEBRTC_RECV_BUFFER_BYTES: usize = 1 << 20;
+/// Send and receive buffer of a WebRTC UDP socket (SO_SNDBUF/SO_RCVBUF; capped at
+/// net.core.wmem_max/rmem_max unless the process may force it): bursts of a whole SCTP
+/// window must not be dropped by the kernel, SCTP in `rtc` recovers slowly from loss.
+pub const WEBRTC_SOCKET_BUFFER_BYTES: usize = 8 << 20;
+/// ICE connectivity-check interval (RFC 8445 §14.2 Ta), in milliseconds: ~60 ms to an open
+/// channel on loopback instead of ~250 ms with `rtc`'s default 200 ms.
+pub const WEBRTC_ICE_CHECK_INTERVAL_MS: u64 = 10;
+/// How often a downloader sends its offer again until answered, in milliseconds.
+pub const WEBRTC_OFFER_RETRY_MS: u64 = 250;
+/// Smallest offer datagram a seeder answers (the offerer pads it): an answer is never
+/// larger than its offer, so a spoofed source cannot use a seeder as an amplifier.
+pub const WEBRTC_OFFER_MIN_BYTES: usize = 1200;
+/// Largest signaling datagram (offer or answer) sent or accepted, in bytes.
+pub const WEBRTC_SIGNAL_MAX_BYTES: usize = 4096;
+
 /// Default TCP (and later UDP) listen address of `furymesh seed`.
 pub const LISTEN_DEFAULT: &str = "0.0.0.0:7420";
 

@@ -19,7 +19,7 @@ use crate::crypto::Encryption;
 use crate::dht::Key;
 use crate::node::{
     self, clock, ContactJson, DhtQuery, DhtServerOptions, GetOptions, Node, NodeOptions,
-    NodeSecurity, PeerAddr, SeedStats,
+    NodeSecurity, PeerAddr, SeedStats, TransportChoice,
 };
 use crate::storage::{self, layout, Catalog};
 use crate::transfer::Strategy;
@@ -135,6 +135,7 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
         serve_partial: false,
         save_every_bytes: RESUME_SAVE_DEFAULT_BYTES,
         download_rate_bytes: None,
+        transport: TransportChoice::Tcp,
     };
     // The downloader is a node of its own (no listener): the download runs on its shards.
     let getter = Node::start(Vec::new(), &NodeOptions::new(None, shards, downloader))?;

@@ -401,7 +401,7 @@ mod tests {
         let flags =
             SeedFlags { listen: Some("127.0.0.1:9100".parse().unwrap()), ..Default::default() };
         let s = SeedSettings::resolve(&flags, &file.seed).unwrap();
-        assert_eq!(s.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(s.listen, "127.0.0.1:9100".parse::<SocketAddr>().unwrap());
         assert_eq!(s.sources["listen"], Source::CommandLine);
         assert_eq!(s.max_upload_rate, Some(8 << 20));
         assert_eq!(s.sources["max_upload_rate"], Source::File);

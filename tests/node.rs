@@ -17,6 +17,7 @@ use common::{ensure_identity, tempdir, write_file};
 use furymesh::crypto::{Encryption, FileId};
 use furymesh::node::{
     self, GetError, GetOptions, Handle, Node, NodeOptions, NodeSecurity, NodeStats, PeerAddr,
+    TransportChoice,
 };
 use furymesh::transfer::Strategy;
 
@@ -59,6 +60,7 @@ fn get_opts(h: &Handle, id: FileId, peer: PeerAddr, out: PathBuf) -> GetOptions 
         serve_partial: false,
         save_every_bytes: 1 << 20,
         download_rate_bytes: None,
+        transport: TransportChoice::Tcp,
     }
 }
 

@@ -28,7 +28,7 @@ use crate::crypto::FileId;
 use crate::dht::Key;
 use crate::node::{
     clock, DownloadId, GetError, GetOptions, GetProgress, GetReport, Handle, NodeError, PeerAddr,
-    PeerReport,
+    PeerReport, TransportChoice,
 };
 use crate::storage::layout;
 use crate::transfer::Strategy;
@@ -797,6 +797,7 @@ fn options(spec: &Spec, handle: &Handle, peers: Vec<PeerAddr>) -> Result<GetOpti
         serve_partial: false,
         save_every_bytes: config::RESUME_SAVE_DEFAULT_BYTES,
         download_rate_bytes: spec.max_download_rate,
+        transport: TransportChoice::Tcp,
     })
 }
 

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::config::RESUME_SAVE_DEFAULT_BYTES;
 use crate::node::{
     self, clock, GetOptions, LatencyReport, Node, NodeOptions, NodeSecurity, PeerAddr, SeedStats,
+    TransportChoice,
 };
 use crate::storage::{self, Catalog};
 use crate::transfer::Strategy;
@@ -279,6 +280,7 @@ pub fn run(
                     serve_partial: false,
                     save_every_bytes: RESUME_SAVE_DEFAULT_BYTES,
                     download_rate_bytes: None,
+                    transport: TransportChoice::Tcp,
                 };
                 let (progress, handle) = (progress.clone(), getter.handle());
                 s.spawn(move || {

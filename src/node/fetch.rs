@@ -30,7 +30,7 @@ use serde::Serialize;
 use super::handle::{DownloadCounters, Handle};
 use super::secure::{HandshakeFailure, NodeSecurity};
 use super::seed::ServedFile;
-use super::transport::{Conn, RecvError, TcpConn, TcpSide};
+use super::transport::{webrtc, Conn, RecvError, StreamConn, TcpConn, TcpSide, Transport};
 use super::{clock, ShardId};
 use crate::config::{
     throttle_burst_bytes, RESPONSE_BODY_MAX_BYTES, SHARD_STOP_GRACE, WRITES_INFLIGHT_MAX,
@@ -114,6 +114,34 @@ pub struct GetOptions {
     pub save_every_bytes: u64,
     /// Download limit, shared by all connections.
     pub download_rate_bytes: Option<u64>,
+    /// How to reach the peers: TCP, WebRTC data channels, or TCP falling back to WebRTC.
+    pub transport: TransportChoice,
+}
+
+/// `get --transport`: how a download reaches its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransportChoice {
+    /// TCP first; if TCP cannot connect, a WebRTC data channel to the same address.
+    #[default]
+    Auto,
+    /// TCP only.
+    Tcp,
+    /// WebRTC data channels only: each peer address is a seeder's WebRTC (UDP) address.
+    Webrtc,
+}
+
+impl std::str::FromStr for TransportChoice {
+    type Err = String;
+
+    /// `auto`, `tcp` or `webrtc`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "tcp" => Ok(Self::Tcp),
+            "webrtc" => Ok(Self::Webrtc),
+            _ => Err(format!("{s:?} is not a transport (auto, tcp or webrtc)")),
+        }
+    }
 }
 
 /// The outcome of a download (`--json`).
@@ -182,6 +210,8 @@ pub struct PeerReport {
     /// The node ID the peer proved in the handshake (pin it next time with
     /// `--peer NODE_ID@HOST:PORT`).
     pub node_id: Option<String>,
+    /// The transport its last connection used (`tcp` or `webrtc`), if one was made.
+    pub transport: Option<Transport>,
     /// Verified payload bytes it sent (endgame duplicates included).
     pub bytes: u64,
     pub chunks: u64,
@@ -198,6 +228,7 @@ impl Default for PeerReport {
         Self {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             node_id: None,
+            transport: None,
             bytes: 0,
             chunks: 0,
             corrupt_chunks: 0,
@@ -409,8 +440,96 @@ fn pins_of(peers: &[PeerAddr]) -> Pins {
     Mutex::new(peers.iter().filter_map(|p| Some((p.addr, p.node_id?))).collect())
 }
 
-/// Connects and runs the handshake; the peer must be the node pinned for its address.
+/// Connects over `transport` (TCP, WebRTC, or TCP falling back to WebRTC when it cannot
+/// connect) and runs the handshake; the peer must be the node pinned for its address.
 async fn connect(
+    peer: SocketAddr,
+    sec: &NodeSecurity,
+    pins: &Pins,
+    counters: &Mutex<DownloadCounters>,
+    timeout: Duration,
+    transport: TransportChoice,
+) -> Result<Conn, GetError> {
+    match transport {
+        TransportChoice::Tcp => connect_tcp(peer, sec, pins, counters, timeout).await,
+        TransportChoice::Webrtc => connect_rtc(peer, sec, pins, counters, timeout).await,
+        TransportChoice::Auto => match connect_tcp(peer, sec, pins, counters, timeout).await {
+            Err(GetError::Connect { .. }) => connect_rtc(peer, sec, pins, counters, timeout).await,
+            other => other,
+        },
+    }
+}
+
+/// Opens a WebRTC data channel to the seeder endpoint at `peer` and runs the handshake in
+/// it, within twice the timeout (signaling and ICE, then the handshake).
+async fn connect_rtc(
+    peer: SocketAddr,
+    sec: &NodeSecurity,
+    pins: &Pins,
+    counters: &Mutex<DownloadCounters>,
+    timeout: Duration,
+) -> Result<Conn, GetError> {
+    let any: SocketAddr = match peer {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = super::sys::webrtc_socket(any, false, Some(peer))
+        .map_err(|source| GetError::Connect { peer, source })?;
+    let expected =
+        pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&peer).copied();
+    let open_and_handshake = async {
+        let stream = webrtc::connect(socket, peer, timeout)
+            .await
+            .map_err(|source| GetError::Connect { peer, source })?;
+        let side = TcpSide::Client { expected };
+        StreamConn::establish(stream, sec, side, RESPONSE_BODY_MAX_BYTES)
+            .await
+            .map_err(|e| handshake_error(peer, e, counters, timeout))
+    };
+    let deadline = async {
+        glommio::timer::sleep(2 * timeout).await;
+        Err(GetError::Timeout { peer, after: 2 * timeout })
+    };
+    let conn = Conn::Rtc(future::or(open_and_handshake, deadline).await?);
+    check_pin(peer, conn, pins)
+}
+
+/// Counts a failed handshake and turns it into the download's error.
+fn handshake_error(
+    peer: SocketAddr,
+    e: HandshakeFailure,
+    counters: &Mutex<DownloadCounters>,
+    timeout: Duration,
+) -> GetError {
+    let mut c = counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match e.blame() {
+        Blame::Peer => c.handshakes_failed_peer += 1,
+        Blame::Local => c.handshakes_failed_local += 1,
+    }
+    match e {
+        HandshakeFailure::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
+            GetError::Timeout { peer, after: timeout }
+        }
+        other if other.is_wrong_node() => GetError::WrongNode { peer, what: other.to_string() },
+        source => GetError::Handshake { peer, source },
+    }
+}
+
+/// The first handshake with an address pins its node for the rest of the transfer.
+fn check_pin(peer: SocketAddr, conn: Conn, pins: &Pins) -> Result<Conn, GetError> {
+    let mut pins = pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let pinned = *pins.entry(peer).or_insert(conn.peer_id());
+    if pinned != conn.peer_id() {
+        return Err(GetError::WrongNode {
+            peer,
+            what: format!("it is node {}, not node {pinned} as before", conn.peer_id()),
+        });
+    }
+    Ok(conn)
+}
+
+/// Connects over TCP and runs the handshake.
+async fn connect_tcp(
     peer: SocketAddr,
     sec: &NodeSecurity,
     pins: &Pins,
@@ -458,16 +577,7 @@ async fn connect(
         other if other.is_wrong_node() => GetError::WrongNode { peer, what: other.to_string() },
         source => GetError::Handshake { peer, source },
     })?;
-    let conn = Conn::Tcp(conn);
-    let mut pins = pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let pinned = *pins.entry(peer).or_insert(conn.peer_id());
-    if pinned != conn.peer_id() {
-        return Err(GetError::WrongNode {
-            peer,
-            what: format!("it is node {}, not node {pinned} as before", conn.peer_id()),
-        });
-    }
-    Ok(conn)
+    check_pin(peer, Conn::Tcp(conn), pins)
 }
 
 /// Asks `peer` for the manifest of `file_id` and checks it against the ID.
@@ -478,8 +588,9 @@ async fn fetch_manifest(
     pins: &Pins,
     counters: &Mutex<DownloadCounters>,
     timeout: Duration,
+    transport: TransportChoice,
 ) -> Result<FileInfo, GetError> {
-    let mut conn = connect(peer, sec, pins, counters, timeout).await?;
+    let mut conn = connect(peer, sec, pins, counters, timeout, transport).await?;
     let io_err = |e: io::Error| GetError::Connection { peer, what: e.to_string() };
     conn.push_frame(Encoder::default().request(&Request::FileInfo { file_id }));
     conn.flush().await.map_err(io_err)?;
@@ -555,6 +666,10 @@ struct FetchCtx {
     counters: Arc<Mutex<DownloadCounters>>,
     /// `NodeConfig::peer_timeout_ms`: connect, handshake and read deadline.
     peer_timeout: Duration,
+    /// How connections reach the peers (`get --transport`).
+    transport: TransportChoice,
+    /// The transport each peer address's last connection used.
+    used: Mutex<std::collections::HashMap<SocketAddr, Transport>>,
     /// `NodeConfig::resume_save_interval_ms`: longest time between two resume saves.
     save_interval: Duration,
 }
@@ -612,7 +727,16 @@ async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Send
 async fn connect_retrying(ctx: &FetchCtx, peer: SocketAddr, tries: u32) -> Result<Conn, GetError> {
     let mut wait = Duration::from_millis(250);
     for _ in 1..tries {
-        match connect(peer, &ctx.security, &ctx.pins, &ctx.counters, ctx.peer_timeout).await {
+        match connect(
+            peer,
+            &ctx.security,
+            &ctx.pins,
+            &ctx.counters,
+            ctx.peer_timeout,
+            ctx.transport,
+        )
+        .await
+        {
             Err(GetError::Connect { .. }) => {
                 glommio::timer::sleep(wait).await;
                 wait *= 2;
@@ -620,7 +744,10 @@ async fn connect_retrying(ctx: &FetchCtx, peer: SocketAddr, tries: u32) -> Resul
             other => return other,
         }
     }
-    connect(peer, &ctx.security, &ctx.pins, &ctx.counters, ctx.peer_timeout).await
+    let conn =
+        connect(peer, &ctx.security, &ctx.pins, &ctx.counters, ctx.peer_timeout, ctx.transport)
+            .await;
+    conn
 }
 
 /// Drives one connection until the download completes, the peer fails or is banned, or
@@ -689,6 +816,10 @@ async fn conn_loop(
     let mut wait = Duration::from_millis(250);
     for attempt in 1..=tries {
         let mut conn = connect_retrying(ctx, peer, tries).await?;
+        ctx.used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(peer, conn.transport());
         let mut session =
             ClientSession::new(ctx.info.clone(), c.id, client_config(ctx), clock::now());
         let result = pump(ctx, &mut conn, &mut session, writer, tx, latency).await;
@@ -958,10 +1089,11 @@ async fn fetch_manifest_any(
     pins: &Pins,
     counters: &Mutex<DownloadCounters>,
     timeout: Duration,
+    transport: TransportChoice,
 ) -> Result<FileInfo, GetError> {
     let mut last = GetError::NoPeers;
     for peer in peers {
-        match fetch_manifest(peer.addr, file_id, sec, pins, counters, timeout).await {
+        match fetch_manifest(peer.addr, file_id, sec, pins, counters, timeout, transport).await {
             Ok(info) => return Ok(info),
             Err(e) => last = e,
         }
@@ -1001,13 +1133,15 @@ pub(super) fn get(
             let (peers, id, p) = (opts.peers.clone(), opts.file_id, partial.clone());
             let (sec, pins2, counters2) = (opts.security.clone(), pins.clone(), counters.clone());
             let timeout = node.config().peer_timeout();
+            let transport = opts.transport;
             // SIGINT/SIGTERM end this step too: connects, handshakes and the manifest's
             // reads each have their own deadline, but several peers' worth can add up.
             let info = run_on_until(node, 0, interrupt, move |abort| async move {
                 // The caller returns at once on an interrupt; this only ends the task.
                 until_flag(&abort, ABORT_POLL, async {
                     let (s, p2, c2) = (&sec, &pins2, &counters2);
-                    let info = fetch_manifest_any(&peers, id, s, p2, c2, timeout).await?;
+                    let info =
+                        fetch_manifest_any(&peers, id, s, p2, c2, timeout, transport).await?;
                     create_partial(&p, info.size).await?;
                     Ok::<_, GetError>(info)
                 })
@@ -1065,6 +1199,8 @@ pub(super) fn get(
         latency: Mutex::new(new_latency_histogram()),
         counters,
         peer_timeout: node.config().peer_timeout(),
+        transport: opts.transport,
+        used: Mutex::default(),
         save_interval: node.config().resume_save_interval(),
     });
     // Partial seeding: the node serves what is verified while downloading.
@@ -1176,7 +1312,9 @@ fn peer_reports(ctx: &FetchCtx, errors: &[(usize, String)]) -> Vec<PeerReport> {
             None => {
                 let pins = ctx.pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let node_id = pins.get(&c.addr).map(ToString::to_string);
-                out.push(PeerReport { addr: c.addr, node_id, ..PeerReport::default() });
+                let used = ctx.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let transport = used.get(&c.addr).copied();
+                out.push(PeerReport { addr: c.addr, node_id, transport, ..PeerReport::default() });
                 out.len() - 1
             }
         };

@@ -45,6 +45,9 @@ pub struct NodeOptions {
     /// Address every shard accepts peer connections on (SO_REUSEPORT), and the DHT's UDP
     /// port. `None`: the node serves nothing and runs no DHT (a plain `get`).
     pub listen: Option<SocketAddr>,
+    /// UDP address every shard answers WebRTC offers on (SO_REUSEPORT; port 0: one free
+    /// port, chosen at start). `None`: no WebRTC.
+    pub webrtc: Option<SocketAddr>,
     /// Shards (pinned executors), at least 1.
     pub shards: usize,
     /// The DHT, run by shard 0 on the listen address. `None`: no DHT.
@@ -73,6 +76,7 @@ impl NodeOptions {
     pub fn new(listen: Option<SocketAddr>, shards: usize, security: Arc<NodeSecurity>) -> Self {
         Self {
             listen,
+            webrtc: None,
             shards,
             dht: None,
             upload_rate_bytes: None,
@@ -213,6 +217,7 @@ struct Inner {
     shards: Vec<flume::Sender<ShardCommand>>,
     dht: Option<flume::Sender<DhtControl>>,
     addr: Option<SocketAddr>,
+    webrtc: Option<SocketAddr>,
     security: Arc<NodeSecurity>,
     data_dir: Option<PathBuf>,
     name: String,
@@ -282,6 +287,15 @@ impl Node {
             ),
             None => None,
         };
+        // Port 0 resolved once, like the TCP port: the shards bind with SO_REUSEPORT.
+        let webrtc = match opts.webrtc {
+            Some(a) => Some(
+                std::net::UdpSocket::bind(a)
+                    .and_then(|s| s.local_addr())
+                    .map_err(|source| NodeError::Listen { addr: a, source })?,
+            ),
+            None => None,
+        };
         let limits = Limits {
             budget: ShardBudget::new(
                 super::open_files_limit(),
@@ -316,6 +330,7 @@ impl Node {
             };
             setups.push(Some(ShardSetup {
                 listen: addr,
+                webrtc,
                 catalog: catalog.clone(),
                 dht,
                 limits: limits.clone(),
@@ -340,6 +355,7 @@ impl Node {
                 shards: senders,
                 dht: with_dht.then_some(dht_tx),
                 addr,
+                webrtc,
                 security: opts.security.clone(),
                 data_dir: opts.data_dir.clone(),
                 name: opts.name.clone(),
@@ -444,6 +460,11 @@ impl Handle {
     /// The address the node listens on, if any.
     pub fn addr(&self) -> Option<SocketAddr> {
         self.inner.addr
+    }
+
+    /// The UDP address the node answers WebRTC offers on (port 0 resolved), if any.
+    pub fn webrtc_addr(&self) -> Option<SocketAddr> {
+        self.inner.webrtc
     }
 
     /// The node's identity, network secret and encryption setting.

@@ -33,7 +33,8 @@ pub use dht::{
 };
 pub(crate) use fetch::side_paths;
 pub use fetch::{
-    resolve_addr, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr, PeerReport,
+    resolve_addr, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr,
+    PeerReport, TransportChoice,
 };
 pub use handle::{
     DownloadCounters, DownloadId, Handle, Node, NodeError, NodeOptions, NodeStats, TransferStatus,
@@ -44,6 +45,7 @@ pub use secure::{
     IdentityFileError, KnownPeers, NodeSecurity,
 };
 pub use seed::{ConnectionInfo, FileServed, SeedStats, ServedFile, ShardActivity};
+pub use transport::Transport;
 
 use crate::config::IO_MEMORY_PER_SHARD_BYTES;
 

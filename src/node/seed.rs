@@ -1,8 +1,9 @@
-//! The seeder: per-shard TCP listeners and zero-copy chunk serving.
+//! The seeder: per-shard TCP listeners and WebRTC endpoints, and zero-copy chunk serving.
 //!
 //! Every shard binds its own listener on the same address with SO_REUSEPORT, so the kernel
 //! spreads connections over the shards and a connection never leaves the shard that
-//! accepted it. Each shard maps the files it serves itself (`OpenFiles`), and sends a chunk
+//! accepted it; with `--webrtc` every shard also binds a UDP socket on the WebRTC address
+//! (SO_REUSEPORT too) and answers the offers that reach it (`transport::webrtc`). Each shard maps the files it serves itself (`OpenFiles`), and sends a chunk
 //! as a small FlatBuffers header followed by a slice of the map handed straight to `send(2)`:
 //! no user-space copy of the payload; with encryption on, the cipher reads the map and
 //! writes the send buffer in one pass. `SeedStats::payload_bytes_from_map` and
@@ -25,7 +26,8 @@ use serde::Serialize;
 use super::dht::{self, DhtNodeStats, DhtServerOptions};
 use super::limits::{AcceptBackoff, ShardBudget};
 use super::secure::NodeSecurity;
-use super::transport::{Conn, RecvError, TcpConn, TcpSide};
+use super::transport::webrtc::Endpoint;
+use super::transport::{Conn, RecvError, RtcStream, StreamConn, TcpConn, TcpSide};
 use super::{clock, ShardId};
 use crate::config::{throttle_burst_bytes, REQUEST_BODY_MAX_BYTES, THROTTLE_PIECE_MAX_BYTES};
 use crate::crypto::handshake::Blame;
@@ -42,8 +44,14 @@ use crate::wire::frame::Deframed;
 /// any time through [`super::Handle::stats`], returned in full by `shutdown`.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SeedStats {
-    /// Connections accepted (handshake not yet judged).
+    /// Connections accepted (handshake not yet judged), TCP and WebRTC.
     pub connections: u64,
+    /// Of `connections`, WebRTC data channels that opened.
+    pub webrtc_connections: u64,
+    /// WebRTC offers answered.
+    pub webrtc_offers: u64,
+    /// WebRTC offers dropped (malformed, unparseable SDP, shard full, unpadded).
+    pub webrtc_offers_dropped: u64,
     /// Connections open now (a gauge).
     pub connections_open: u64,
     pub connections_refused: u64,
@@ -81,6 +89,9 @@ impl SeedStats {
     /// had them win).
     pub fn add(&mut self, o: &Self) {
         self.connections += o.connections;
+        self.webrtc_connections += o.webrtc_connections;
+        self.webrtc_offers += o.webrtc_offers;
+        self.webrtc_offers_dropped += o.webrtc_offers_dropped;
         self.connections_open += o.connections_open;
         self.connections_refused += o.connections_refused;
         self.requests += o.requests;
@@ -369,6 +380,8 @@ pub(super) type ShardTask =
 pub(super) struct ShardSetup {
     /// The address to accept connections on (SO_REUSEPORT, shared by all shards), if any.
     pub(super) listen: Option<SocketAddr>,
+    /// The UDP address to answer WebRTC offers on (SO_REUSEPORT, shared by all shards), if any.
+    pub(super) webrtc: Option<SocketAddr>,
     /// The files served from the start.
     pub(super) catalog: HashMap<FileId, ServedFile>,
     /// The DHT, if this shard runs it (shard 0 of a node that has one).
@@ -387,9 +400,20 @@ pub(super) async fn run_shard(
     setup: ShardSetup,
     ready: crossbeam_channel::Sender<io::Result<()>>,
 ) -> SeedStats {
-    let ShardSetup { listen, catalog, dht, limits, security, inbox } = setup;
+    let ShardSetup { listen, webrtc, catalog, dht, limits, security, inbox } = setup;
     let listener = match listen.map(super::sys::tcp_listener).transpose() {
         Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return SeedStats::default();
+        }
+    };
+    let rtc_socket = webrtc.map(|a| super::sys::webrtc_socket(a, true, None)).transpose();
+    let endpoint = match rtc_socket.and_then(|s| {
+        s.map(|s| Endpoint::server(s, limits.budget.connections_max, limits.peer_timeout))
+            .transpose()
+    }) {
+        Ok(e) => e,
         Err(e) => {
             let _ = ready.send(Err(e));
             return SeedStats::default();
@@ -444,9 +468,20 @@ pub(super) async fn run_shard(
             None => future::pending().await,
         }
     };
-    future::or(accepting, handle_inbox(&shard, &inbox)).await;
+    let accepting_rtc = async {
+        match &endpoint {
+            Some(ep) => accept_rtc_loop(&shard, ep).await,
+            None => future::pending().await,
+        }
+    };
+    future::or(future::or(accepting, accepting_rtc), handle_inbox(&shard, &inbox)).await;
     dht_stop.store(true, Ordering::SeqCst);
     let mut stats = shard.snapshot();
+    if let Some(ep) = &endpoint {
+        let e = ep.stats();
+        stats.webrtc_offers = e.offers;
+        stats.webrtc_offers_dropped = e.offers_dropped;
+    }
     if let Some(task) = dht_task {
         stats.dht = Some(task.await);
     }
@@ -547,6 +582,77 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
     }
 }
 
+/// Runs the shard's WebRTC endpoint and serves every data channel that opens on it, each by
+/// its own task on this shard, like a TCP connection.
+async fn accept_rtc_loop(shard: &Rc<Shard>, ep: &Rc<Endpoint>) {
+    let run = ep.clone().run();
+    let accept = async {
+        loop {
+            let stream = ep.accept().await;
+            {
+                let mut st = shard.stats.borrow_mut();
+                st.connections += 1;
+                st.webrtc_connections += 1;
+            }
+            shard.connections.set(shard.connections.get() + 1);
+            let conn_id = shard.next_conn.get();
+            shard.next_conn.set(conn_id + 1);
+            let track = Rc::new(ConnTrack {
+                addr: stream.peer_addr(),
+                node_id: Cell::new(None),
+                since: clock::now(),
+                bytes: Cell::new(0),
+                chunks: Cell::new(0),
+            });
+            shard.tracked.borrow_mut().insert(conn_id, track.clone());
+            let shard2 = shard.clone();
+            glommio::spawn_local(async move {
+                let _ = serve_rtc(&shard2, stream, &track).await;
+                shard2.tracked.borrow_mut().remove(&conn_id);
+                shard2.connections.set(shard2.connections.get() - 1);
+            })
+            .detach();
+        }
+    };
+    future::or(run, accept).await;
+}
+
+/// Serves one WebRTC data channel: the same handshake and session as over TCP, inside the
+/// channel.
+async fn serve_rtc(shard: &Shard, stream: RtcStream, track: &ConnTrack) -> io::Result<()> {
+    let handshake = async {
+        StreamConn::establish(stream, &shard.security, TcpSide::Server, REQUEST_BODY_MAX_BYTES)
+            .await
+            .map_err(|e| e.blame())
+    };
+    let Some(conn) = handshake_within(shard, handshake).await else { return Ok(()) };
+    serve_session(shard, Conn::Rtc(conn), track).await
+}
+
+/// Runs `handshake` within the peer timeout, counting a failure (`None`).
+async fn handshake_within<T>(
+    shard: &Shard,
+    handshake: impl std::future::Future<Output = Result<T, Blame>>,
+) -> Option<T> {
+    let deadline = async {
+        glommio::timer::sleep(shard.limits.peer_timeout).await;
+        // A client that never finishes the handshake.
+        Err(Blame::Peer)
+    };
+    match future::or(handshake, deadline).await {
+        Ok(c) => Some(c),
+        Err(blame) => {
+            let mut st = shard.stats.borrow_mut();
+            st.handshakes_failed += 1;
+            match blame {
+                Blame::Peer => st.handshakes_failed_peer += 1,
+                Blame::Local => st.handshakes_failed_local += 1,
+            }
+            None
+        }
+    }
+}
+
 /// Serves one connection until the peer closes it, sends something malformed, or idles out.
 /// The handshake comes first; nothing is read as a request before it succeeds. The
 /// protocol decisions are the `peer::ServerSession`'s; this pump moves its frames, reads
@@ -567,26 +673,14 @@ async fn serve_connection(shard: &Shard, stream: TcpStream, track: &ConnTrack) -
             .await
             .map_err(|e| e.blame())
     };
-    let deadline = async {
-        glommio::timer::sleep(peer_timeout).await;
-        // A client that never finishes the handshake.
-        Err(Blame::Peer)
-    };
-    let tcp = match future::or(handshake, deadline).await {
-        Ok(tcp) => tcp,
-        Err(blame) => {
-            let mut st = shard.stats.borrow_mut();
-            st.handshakes_failed += 1;
-            match blame {
-                Blame::Peer => st.handshakes_failed_peer += 1,
-                Blame::Local => st.handshakes_failed_local += 1,
-            }
-            return Ok(());
-        }
-    };
+    let Some(tcp) = handshake_within(shard, handshake).await else { return Ok(()) };
     // From here the session's idle deadline decides how long a quiet client may stay.
     tcp.stream().set_read_timeout(None)?;
-    let mut conn = Conn::Tcp(tcp);
+    serve_session(shard, Conn::Tcp(tcp), track).await
+}
+
+/// Runs the server session on an established connection and adds its counters.
+async fn serve_session(shard: &Shard, mut conn: Conn, track: &ConnTrack) -> io::Result<()> {
     track.node_id.set(Some(conn.peer_id()));
     let mut session = ServerSession::new(clock::now(), shard.limits.idle_timeout);
     let result = serve(shard, &mut conn, &mut session, track).await;
@@ -711,7 +805,7 @@ async fn send_chunk(
     pace(&limits, first.len()).await;
     // The freshness check runs after the first wait, right before the bytes are read.
     let paced = first.len() < len;
-    let payload: &[u8] = if sealed || paced {
+    let payload: &[u8] = if sealed || paced || !conn.sends_map_slices() {
         // Encrypted, or paced in pieces: pread the chunk into the buffer (and seal it in
         // place, once). Mapped pages are never read in user space, where a truncated file
         // would raise SIGBUS (storage::mmap); and a plaintext chunk that goes out over many

@@ -4,16 +4,19 @@
 //! connection's deframer (`crate::wire::frame`). It interprets nothing: it never decodes a
 //! body, matches a response or decides to refuse.
 //!
-//! A closed set, an enum and not a trait object: TCP now, WebRTC data channels next. Each
-//! keeps what its medium is good at: TCP hands payload slices of the memory map to
-//! send(2) (zero copy) or seals a pread buffer in place; a data channel will send blocks of
-//! at most 64 KiB (`wire::frame::blocks`) and rely on DTLS.
+//! A closed set, an enum and not a trait object: TCP and WebRTC data channels. Each keeps
+//! what its medium is good at: TCP hands payload slices of the memory map to send(2) (zero
+//! copy) or seals a pread buffer in place; a data channel copies every byte into its
+//! messages (blocks of at most `WEBRTC_BLOCK_BYTES`), so it is never handed map slices
+//! ([`Conn::sends_map_slices`]): the seeder preads the chunk first.
 
 mod tcp;
+pub(super) mod webrtc;
 
 use std::io;
 
-pub(super) use tcp::{TcpConn, TcpSide};
+pub(super) use tcp::{StreamConn, TcpConn, TcpSide};
+pub(super) use webrtc::RtcStream;
 
 use crate::crypto::{NodeId, RecordAad};
 use crate::wire::frame::{Deframed, FrameError};
@@ -37,6 +40,18 @@ pub(super) enum RecvError {
 /// An established peer-wire connection (after its handshake), whatever carries it.
 pub(super) enum Conn {
     Tcp(TcpConn),
+    /// A WebRTC data channel (RFC 8831) read and written as a byte stream.
+    Rtc(StreamConn<RtcStream>),
+}
+
+/// Which transport a connection uses (the per-peer report names it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A TCP connection.
+    Tcp,
+    /// A WebRTC data channel over UDP (ICE, DTLS, SCTP).
+    Webrtc,
 }
 
 impl Conn {
@@ -44,6 +59,7 @@ impl Conn {
     pub(super) fn peer_id(&self) -> NodeId {
         match self {
             Self::Tcp(c) => c.peer_id(),
+            Self::Rtc(c) => c.peer_id(),
         }
     }
 
@@ -53,6 +69,7 @@ impl Conn {
     pub(super) fn seals(&self) -> bool {
         match self {
             Self::Tcp(c) => c.seals(),
+            Self::Rtc(c) => c.seals(),
         }
     }
 
@@ -60,6 +77,7 @@ impl Conn {
     pub(super) async fn recv(&mut self) -> Result<Deframed, RecvError> {
         match self {
             Self::Tcp(c) => c.recv().await,
+            Self::Rtc(c) => c.recv().await,
         }
     }
 
@@ -67,6 +85,7 @@ impl Conn {
     pub(super) fn body(&self) -> &[u8] {
         match self {
             Self::Tcp(c) => c.body(),
+            Self::Rtc(c) => c.body(),
         }
     }
 
@@ -74,6 +93,7 @@ impl Conn {
     pub(super) fn expect_payload(&mut self, len: u32, aad: RecordAad) {
         match self {
             Self::Tcp(c) => c.expect_payload(len, aad),
+            Self::Rtc(c) => c.expect_payload(len, aad),
         }
     }
 
@@ -81,6 +101,7 @@ impl Conn {
     pub(super) fn push_frame(&mut self, frame: &[u8]) {
         match self {
             Self::Tcp(c) => c.push_frame(frame),
+            Self::Rtc(c) => c.push_frame(frame),
         }
     }
 
@@ -88,6 +109,7 @@ impl Conn {
     pub(super) async fn flush(&mut self) -> io::Result<()> {
         match self {
             Self::Tcp(c) => c.flush().await,
+            Self::Rtc(c) => c.flush().await,
         }
     }
 
@@ -97,6 +119,7 @@ impl Conn {
     pub(super) fn begin_plain_chunk(&mut self, header: &[u8]) -> io::Result<()> {
         match self {
             Self::Tcp(c) => c.begin_plain_chunk(header),
+            Self::Rtc(c) => c.begin_plain_chunk(header),
         }
     }
 
@@ -112,6 +135,7 @@ impl Conn {
     ) -> io::Result<()> {
         match self {
             Self::Tcp(c) => c.seal_chunk(header, aad, buf),
+            Self::Rtc(c) => c.seal_chunk(header, aad, buf),
         }
     }
 
@@ -120,7 +144,23 @@ impl Conn {
     pub(super) async fn write_payload(&mut self, piece: &[u8]) -> io::Result<()> {
         match self {
             Self::Tcp(c) => c.write_payload(piece).await,
+            Self::Rtc(c) => c.write_payload(piece).await,
         }
+    }
+
+    /// Which transport carries this connection.
+    pub(super) fn transport(&self) -> Transport {
+        match self {
+            Self::Tcp(_) => Transport::Tcp,
+            Self::Rtc(_) => Transport::Webrtc,
+        }
+    }
+
+    /// Whether slices of a memory map may be handed to [`Conn::write_payload`]: only TCP,
+    /// where only the kernel reads them (send(2)). A data channel copies them in user space,
+    /// where a file truncated meanwhile would raise SIGBUS (`storage::mmap`).
+    pub(super) fn sends_map_slices(&self) -> bool {
+        matches!(self, Self::Tcp(_))
     }
 
     /// Bytes read from the peer so far. A reader that sees this grow knows the peer is
@@ -128,6 +168,7 @@ impl Conn {
     pub(super) fn bytes_received(&self) -> u64 {
         match self {
             Self::Tcp(c) => c.bytes_received(),
+            Self::Rtc(c) => c.bytes_received(),
         }
     }
 }

@@ -1,11 +1,12 @@
-//! TCP: a glommio stream per connection, the handshake on it, then records through the
-//! wire's framer and deframer. Payload bytes are read straight into the chunk buffer the
+//! A byte stream per connection, the handshake on it, then records through the wire's
+//! framer and deframer: a glommio TCP stream (`TcpConn`), or a WebRTC data channel read
+//! as a stream (`StreamConn<RtcStream>`, see `webrtc.rs`). Payload bytes are read straight into the chunk buffer the
 //! deframer hands out; a plaintext payload is written from the caller's slice (a memory map
 //! on the seeder: zero copy), a sealed one from the caller's buffer, sealed in place.
 
 use std::io;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::RecvError;
@@ -25,9 +26,9 @@ pub(in crate::node) enum TcpSide {
     Server,
 }
 
-/// An established TCP connection.
-pub(in crate::node) struct TcpConn {
-    stream: TcpStream,
+/// An established connection over a byte stream `S`.
+pub(in crate::node) struct StreamConn<S> {
+    stream: S,
     peer: NodeId,
     framer: Framer,
     deframer: Deframer,
@@ -38,11 +39,14 @@ pub(in crate::node) struct TcpConn {
     received: u64,
 }
 
-impl TcpConn {
+/// An established TCP connection.
+pub(in crate::node) type TcpConn = StreamConn<TcpStream>;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> StreamConn<S> {
     /// Runs the handshake on `stream` (unbuffered, so no byte after it is read early) and
     /// sets up the records. Incoming control records are limited to `body_max` bytes.
     pub(in crate::node) async fn establish(
-        mut stream: TcpStream,
+        mut stream: S,
         security: &NodeSecurity,
         side: TcpSide,
         body_max: u32,
@@ -56,7 +60,7 @@ impl TcpConn {
         Ok(Self::new(stream, session, body_max))
     }
 
-    fn new(stream: TcpStream, session: Session, body_max: u32) -> Self {
+    fn new(stream: S, session: Session, body_max: u32) -> Self {
         let peer = session.peer_id();
         let (sealer, opener) = match session.into_records() {
             Some((s, o)) => (Some(s), Some(o)),
@@ -72,8 +76,8 @@ impl TcpConn {
         }
     }
 
-    /// The underlying socket (for socket options).
-    pub(in crate::node) fn stream(&self) -> &TcpStream {
+    /// The underlying stream (a TCP socket's options).
+    pub(in crate::node) fn stream(&self) -> &S {
         &self.stream
     }
 

@@ -1,0 +1,810 @@
+//! WebRTC data channels: the sans-IO `rtc` crate (ICE, RFC 8445; STUN, RFC 5389; DTLS;
+//! SCTP; data channels, RFC 8831/8832) driven from a glommio UDP socket and glommio timers.
+//!
+//! An [`Endpoint`] is one UDP socket and the peer connections behind it: a seeder shard has
+//! one (SO_REUSEPORT, like its TCP listener) serving many peers; a downloader's connection
+//! has one of its own, connected to the seeder, serving one. Two tasks run an endpoint, both
+//! on the shard that owns it:
+//!
+//! - the *receiver* keeps one long-lived `recv_from` (never dropped in a select: glommio's
+//!   receive is not cancel-safe, a dropped one can lose a datagram), hands each datagram to
+//!   the peer connection of its source address and wakes the driver;
+//! - the *driver* sends what the connections want sent (`poll_write`), fires their timers
+//!   (`poll_timeout` → glommio sleep → `handle_timeout`), moves received messages into each
+//!   channel's inbox, and sleeps until the next deadline or a wake-up.
+//!
+//! A channel is a [`RtcStream`]: a reliable, ordered data channel that the downloader opens
+//! in band (DCEP, RFC 8832: the seeder has the channel before any data can reach it, and
+//! a browser opens channels the same way), read and written as a byte stream. Writes go out as messages of at most the endpoint's
+//! block size (64 KiB by default: a browser's message cap), and block while more than
+//! `WEBRTC_SEND_BUFFER_BYTES` are outstanding in SCTP (back-pressure). Reads take bytes from
+//! the messages in order; at most `WEBRTC_RECV_BUFFER_BYTES` wait in the inbox, beyond that
+//! the driver leaves them in SCTP, whose receive window then throttles the sender. The
+//! node's authenticated handshake and sealed records run inside the stream, exactly as over
+//! TCP (ARCHITECTURE.md, "WebRTC data channels").
+//!
+//! Signaling, first slice: the offer and answer travel as single datagrams on the same UDP
+//! socket, told apart from STUN/DTLS by their first byte (RFC 7983 leaves 192..=255
+//! unassigned). They are not signed: a forged or tampered answer can at worst make the
+//! connection fail, because the handshake inside the channel authenticates the node (and
+//! pins its ID), whatever DTLS certificate was negotiated. Offers must be padded to
+//! `WEBRTC_OFFER_MIN_BYTES` and an answer is never larger than its offer, so a spoofed
+//! source cannot use a seeder to amplify traffic.
+//!
+//! Everything a datagram carries is hostile: signaling datagrams are bounded and parsed
+//! without panics, SDP goes to `rtc`'s parser and errors drop the offer, datagrams from
+//! unknown sources are dropped, a shard holds at most `channels_max` connections, and a
+//! connection that does not open within its deadline is closed.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_lite::{future, AsyncRead, AsyncWrite};
+use glommio::net::UdpSocket;
+use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit};
+use rtc::peer_connection::configuration::setting_engine::{
+    SctpMaxMessageSize, SettingEngineBuilder,
+};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use crate::config::{
+    WEBRTC_BLOCK_MAX_BYTES, WEBRTC_ICE_CHECK_INTERVAL_MS, WEBRTC_OFFER_MIN_BYTES,
+    WEBRTC_OFFER_RETRY_MS, WEBRTC_RECV_BUFFER_BYTES, WEBRTC_SEND_BUFFER_BYTES,
+    WEBRTC_SIGNAL_MAX_BYTES,
+};
+use crate::node::clock;
+
+/// First byte of a signaling datagram (RFC 7983 §7: 192..=255 is unassigned, so it can
+/// never be mistaken for STUN, DTLS, TURN or RTP).
+const SIGNAL_MAGIC: u8 = 0xF6;
+const KIND_OFFER: u8 = 1;
+const KIND_ANSWER: u8 = 2;
+/// magic, kind, nonce (u64 LE), SDP length (u16 LE).
+const SIGNAL_HEADER_BYTES: usize = 12;
+const CHANNEL_LABEL: &str = "furymesh";
+
+/// A signaling message: an SDP offer or answer (RFC 8866 text), and the nonce that pairs an
+/// answer with its offer (and a retransmitted offer with the answer already given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Signal {
+    kind: u8,
+    nonce: u64,
+    sdp: String,
+}
+
+impl Signal {
+    /// `magic ‖ kind ‖ nonce u64 LE ‖ len u16 LE ‖ sdp ‖ zero padding up to `min_len``.
+    fn encode(&self, min_len: usize) -> Option<Vec<u8>> {
+        let len = u16::try_from(self.sdp.len()).ok()?;
+        let mut out = Vec::with_capacity((SIGNAL_HEADER_BYTES + self.sdp.len()).max(min_len));
+        out.push(SIGNAL_MAGIC);
+        out.push(self.kind);
+        out.extend_from_slice(&self.nonce.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(self.sdp.as_bytes());
+        if out.len() < min_len {
+            out.resize(min_len, 0);
+        }
+        (out.len() <= WEBRTC_SIGNAL_MAX_BYTES).then_some(out)
+    }
+
+    /// Parses a datagram that starts with [`SIGNAL_MAGIC`]; `None` for anything malformed
+    /// (too long, truncated, unknown kind, SDP not UTF-8).
+    fn decode(d: &[u8]) -> Option<Self> {
+        if d.len() < SIGNAL_HEADER_BYTES || d.len() > WEBRTC_SIGNAL_MAX_BYTES {
+            return None;
+        }
+        if d[0] != SIGNAL_MAGIC || !matches!(d[1], KIND_OFFER | KIND_ANSWER) {
+            return None;
+        }
+        let nonce = u64::from_le_bytes(d[2..10].try_into().ok()?);
+        let len = u16::from_le_bytes(d[10..12].try_into().ok()?) as usize;
+        let sdp = d.get(SIGNAL_HEADER_BYTES..SIGNAL_HEADER_BYTES + len)?;
+        let sdp = std::str::from_utf8(sdp).ok()?.to_owned();
+        Some(Self { kind: d[1], nonce, sdp })
+    }
+}
+
+/// A same-thread wake-up that is never lost: a notification before the wait is kept.
+#[derive(Default)]
+struct Notify {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Notify {
+    fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    async fn notified(&self) {
+        future::poll_fn(|cx| {
+            if self.set.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Open,
+    Closed,
+}
+
+/// One peer connection with its data channel, shared by the endpoint's tasks and the
+/// [`RtcStream`] that reads and writes it (all on one shard: `Rc`, `RefCell`, never
+/// borrowed across an await).
+struct Channel {
+    pc: RefCell<RTCPeerConnection>,
+    /// The channel: the one the client created; on a server, the first the peer opened.
+    dc: Cell<Option<RTCDataChannelId>>,
+    /// Our address as the peer sees it (the host candidate's), for `handle_read`.
+    local: SocketAddr,
+    /// The peer's address (where its offer came from, or where ours went).
+    remote: SocketAddr,
+    state: Cell<State>,
+    /// Closed unless open by then.
+    open_deadline: Instant,
+    /// Received messages not yet read, and how far into the first one the reader is.
+    inbox: RefCell<VecDeque<BytesMut>>,
+    inbox_bytes: Cell<usize>,
+    read_offset: Cell<usize>,
+    reader: RefCell<Option<Waker>>,
+    /// A writer waiting for the channel to open or for SCTP to drain.
+    writer: RefCell<Option<Waker>>,
+    /// The offer's nonce (server side): a retransmitted offer gets `answer` again.
+    nonce: u64,
+    answer: RefCell<Option<Vec<u8>>>,
+    /// The stream was dropped: close the connection at the driver's next round.
+    abandoned: Cell<bool>,
+}
+
+impl Channel {
+    fn close(&self) {
+        if self.state.replace(State::Closed) != State::Closed {
+            let _ = self.pc.borrow_mut().close();
+        }
+        Self::wake(&self.reader);
+        Self::wake(&self.writer);
+    }
+
+    fn wake(slot: &RefCell<Option<Waker>>) {
+        if let Some(w) = slot.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Handles the connection's events and moves received messages into the inbox (up to
+    /// `WEBRTC_RECV_BUFFER_BYTES`). Returns whether it opened now.
+    fn pump(&self) -> bool {
+        let mut opened = false;
+        let mut pc = self.pc.borrow_mut();
+        while let Some(ev) = pc.poll_event() {
+            match ev {
+                RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id))
+                    if self.state.get() == State::Connecting
+                        && self.dc.get().is_none_or(|dc| dc == id) =>
+                {
+                    self.dc.set(Some(id));
+                    self.state.set(State::Open);
+                    opened = true;
+                }
+                RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(id))
+                    if self.dc.get() == Some(id) =>
+                {
+                    self.state.set(State::Closed);
+                }
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed,
+                ) => self.state.set(State::Closed),
+                _ => {}
+            }
+        }
+        while self.inbox_bytes.get() < WEBRTC_RECV_BUFFER_BYTES {
+            let Some(m) = pc.poll_read() else { break };
+            // Messages on any other channel the peer opened are not ours: dropped.
+            if let RTCMessage::DataChannelMessage(id, msg) = m.message {
+                if self.dc.get() == Some(id) && !msg.data.is_empty() {
+                    self.inbox_bytes.set(self.inbox_bytes.get() + msg.data.len());
+                    self.inbox.borrow_mut().push_back(msg.data);
+                }
+            }
+        }
+        let writable = self
+            .dc
+            .get()
+            .and_then(|id| pc.data_channel(id))
+            .is_some_and(|dc| dc.outstanding_bytes() < WEBRTC_SEND_BUFFER_BYTES / 2);
+        drop(pc);
+        if self.inbox_bytes.get() > 0 {
+            Self::wake(&self.reader);
+        }
+        if self.state.get() != State::Connecting && (writable || self.state.get() == State::Closed)
+        {
+            Self::wake(&self.writer);
+        }
+        if self.state.get() == State::Closed {
+            Self::wake(&self.reader);
+        }
+        opened
+    }
+}
+
+/// Which side of the offer/answer an endpoint is.
+enum Role {
+    /// A seeder shard: answers offers, queues opened channels for [`Endpoint::accept`].
+    Server {
+        channels_max: usize,
+        open_timeout: Duration,
+        accepted: RefCell<VecDeque<RtcStream>>,
+        acceptor: RefCell<Option<Waker>>,
+    },
+    /// A downloader's connection: sends one offer, waits for its answer.
+    Client { answer: RefCell<Option<Signal>>, answered: Notify },
+}
+
+/// Counters of one endpoint (a shard's WebRTC side).
+#[derive(Debug, Clone, Copy, Default)]
+pub(in crate::node) struct EndpointStats {
+    /// Offers answered.
+    pub(in crate::node) offers: u64,
+    /// Offers dropped: malformed, unparseable SDP, full shard, or an answer that would have
+    /// been larger than the offer.
+    pub(in crate::node) offers_dropped: u64,
+    /// Datagrams from sources with no connection (dropped).
+    pub(in crate::node) strays: u64,
+}
+
+/// One UDP socket and the WebRTC peer connections behind it.
+pub(in crate::node) struct Endpoint {
+    socket: UdpSocket,
+    bound: SocketAddr,
+    role: Role,
+    channels: RefCell<HashMap<SocketAddr, Rc<Channel>>>,
+    /// Signaling datagrams to send.
+    outbox: RefCell<VecDeque<(SocketAddr, Vec<u8>)>>,
+    wake: Notify,
+    stats: Cell<EndpointStats>,
+}
+
+/// Settings every peer connection of this crate uses: a 10 ms ICE check interval (set-up
+/// in ~60 ms instead of ~250 ms on loopback, DESIGN.md), messages up to
+/// `WEBRTC_BLOCK_MAX_BYTES`, no mDNS.
+fn new_peer_connection(now: Instant) -> io::Result<RTCPeerConnection> {
+    let engine = SettingEngineBuilder::new()
+        .with_ice_connection_attempts(
+            Some(Duration::from_millis(WEBRTC_ICE_CHECK_INTERVAL_MS)),
+            None,
+        )
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(WEBRTC_BLOCK_MAX_BYTES as u32))
+        .build();
+    RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(engine)
+        .build(now)
+        .map_err(rtc_io)
+}
+
+fn rtc_io(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("webrtc: {e}"))
+}
+
+/// A host candidate (RFC 8445 §5.1.1.1) for `addr`.
+fn host_candidate(
+    addr: SocketAddr,
+) -> io::Result<rtc::peer_connection::transport::RTCIceCandidateInit> {
+    let c = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(rtc_io)?;
+    RTCIceCandidate::from(&c).to_json().map_err(rtc_io)
+}
+
+/// The reliable, ordered channel the downloader opens (DCEP, RFC 8832).
+fn create_channel(pc: &mut RTCPeerConnection) -> io::Result<RTCDataChannelId> {
+    let init = RTCDataChannelInit { ordered: true, ..Default::default() };
+    Ok(pc.create_data_channel(CHANNEL_LABEL, Some(init)).map_err(rtc_io)?.id())
+}
+
+/// The local address the kernel would use toward `peer` (for a socket bound to the
+/// unspecified address, which cannot name itself in a candidate).
+fn route_ip(peer: SocketAddr) -> Option<IpAddr> {
+    let any: SocketAddr = match peer {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect(peer).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
+
+impl Endpoint {
+    /// A seeder shard's endpoint on `socket` (bound, SO_REUSEPORT): answers offers, at most
+    /// `channels_max` connections at once, each closed unless open within `open_timeout`.
+    pub(in crate::node) fn server(
+        socket: UdpSocket,
+        channels_max: usize,
+        open_timeout: Duration,
+    ) -> io::Result<Rc<Self>> {
+        let role = Role::Server {
+            channels_max,
+            open_timeout,
+            accepted: RefCell::default(),
+            acceptor: RefCell::default(),
+        };
+        Self::new(socket, role)
+    }
+
+    fn new(socket: UdpSocket, role: Role) -> io::Result<Rc<Self>> {
+        let bound = socket.local_addr().map_err(super::super::glommio_io)?;
+        Ok(Rc::new(Self {
+            socket,
+            bound,
+            role,
+            channels: RefCell::default(),
+            outbox: RefCell::default(),
+            wake: Notify::default(),
+            stats: Cell::default(),
+        }))
+    }
+
+    /// The endpoint's counters.
+    pub(in crate::node) fn stats(&self) -> EndpointStats {
+        self.stats.get()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut EndpointStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    /// Runs the endpoint (receiver and driver) until dropped; a client's ends once its
+    /// connection is closed and the closing datagrams are sent.
+    pub(in crate::node) async fn run(self: Rc<Self>) {
+        future::or(self.receive(), self.drive()).await;
+    }
+
+    /// The next channel that opened (server side).
+    pub(in crate::node) async fn accept(&self) -> RtcStream {
+        let Role::Server { accepted, acceptor, .. } = &self.role else {
+            return future::pending().await;
+        };
+        future::poll_fn(|cx| match accepted.borrow_mut().pop_front() {
+            Some(s) => Poll::Ready(s),
+            None => {
+                *acceptor.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    async fn receive(&self) {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            // The one receive future, never dropped before the endpoint is (cancel safety).
+            let Ok((n, from)) = self.socket.recv_from(&mut buf).await else {
+                // ICMP errors (a connected client's peer gone) and the like: per datagram.
+                continue;
+            };
+            self.on_datagram(from, &buf[..n]);
+            self.wake.notify();
+        }
+    }
+
+    fn on_datagram(&self, from: SocketAddr, d: &[u8]) {
+        if d.first() == Some(&SIGNAL_MAGIC) {
+            match (&self.role, Signal::decode(d)) {
+                (Role::Server { .. }, Some(s)) if s.kind == KIND_OFFER => {
+                    if self.on_offer(from, s, d.len()).is_none() {
+                        self.count(|s| s.offers_dropped += 1);
+                    }
+                }
+                (Role::Client { answer, answered }, Some(s)) if s.kind == KIND_ANSWER => {
+                    *answer.borrow_mut() = Some(s);
+                    answered.notify();
+                }
+                _ => self.count(|s| s.offers_dropped += 1),
+            }
+            return;
+        }
+        let ch = self.channels.borrow().get(&from).cloned();
+        let Some(ch) = ch else {
+            self.count(|s| s.strays += 1);
+            return;
+        };
+        let msg = TaggedBytesMut {
+            now: clock::now(),
+            transport: TransportContext {
+                local_addr: ch.local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(d),
+        };
+        // A datagram the connection refuses (bad DTLS record, STUN without integrity) is
+        // dropped by it; only its own state decides whether the connection goes on.
+        let _ = ch.pc.borrow_mut().handle_read(msg);
+    }
+
+    /// Answers an offer from `from` (a datagram of `offer_len` bytes); `None` drops it.
+    fn on_offer(&self, from: SocketAddr, offer: Signal, offer_len: usize) -> Option<()> {
+        let Role::Server { channels_max, open_timeout, .. } = &self.role else { return None };
+        let existing = self.channels.borrow().get(&from).cloned();
+        if let Some(ch) = existing {
+            if ch.nonce == offer.nonce {
+                // A retransmitted offer: the answer was lost.
+                let answer = ch.answer.borrow().clone()?;
+                self.outbox.borrow_mut().push_back((from, answer));
+                return Some(());
+            }
+            if ch.state.get() != State::Closed {
+                return None;
+            }
+            self.channels.borrow_mut().remove(&from);
+        }
+        if offer_len < WEBRTC_OFFER_MIN_BYTES || self.channels.borrow().len() >= *channels_max {
+            return None;
+        }
+        let now = clock::now();
+        let ip = if self.bound.ip().is_unspecified() { route_ip(from)? } else { self.bound.ip() };
+        let local = SocketAddr::new(ip, self.bound.port());
+        let mut pc = new_peer_connection(now).ok()?;
+        let desc = RTCSessionDescription::offer(offer.sdp).ok()?;
+        pc.set_remote_description(now, desc).ok()?;
+        pc.add_local_candidate(host_candidate(local).ok()?).ok()?;
+        let answer = pc.create_answer(None).ok()?;
+        pc.set_local_description(now, answer.clone()).ok()?;
+        let sdp = pc.local_description().map(|d| d.sdp).unwrap_or(answer.sdp);
+        let datagram = Signal { kind: KIND_ANSWER, nonce: offer.nonce, sdp }.encode(0)?;
+        // Never more bytes back than came in: no amplification toward a spoofed source.
+        if datagram.len() > offer_len {
+            return None;
+        }
+        let ch = Rc::new(Channel {
+            pc: RefCell::new(pc),
+            dc: Cell::new(None),
+            local,
+            remote: from,
+            state: Cell::new(State::Connecting),
+            open_deadline: now + *open_timeout,
+            inbox: RefCell::default(),
+            inbox_bytes: Cell::new(0),
+            read_offset: Cell::new(0),
+            reader: RefCell::default(),
+            writer: RefCell::default(),
+            nonce: offer.nonce,
+            answer: RefCell::new(Some(datagram.clone())),
+            abandoned: Cell::new(false),
+        });
+        self.channels.borrow_mut().insert(from, ch);
+        self.outbox.borrow_mut().push_back((from, datagram));
+        self.count(|s| s.offers += 1);
+        Some(())
+    }
+
+    /// Sends what is queued, fires timers, fills inboxes; sleeps until the next deadline or
+    /// wake-up. Returns only on a client endpoint, once its connection is gone.
+    async fn drive(self: &Rc<Self>) {
+        loop {
+            loop {
+                // The borrow ends before the send's await (the receiver queues answers).
+                let next = self.outbox.borrow_mut().pop_front();
+                let Some((to, d)) = next else { break };
+                let _ = self.socket.send_to(&d, to).await;
+            }
+            let now = clock::now();
+            let chans: Vec<(SocketAddr, Rc<Channel>)> =
+                self.channels.borrow().iter().map(|(a, c)| (*a, c.clone())).collect();
+            let mut next: Option<Instant> = None;
+            for (addr, ch) in chans {
+                if ch.abandoned.get()
+                    || (ch.state.get() == State::Connecting && now >= ch.open_deadline)
+                {
+                    ch.close();
+                }
+                let due = ch.pc.borrow_mut().poll_timeout().is_some_and(|t| t <= now);
+                if due {
+                    let _ = ch.pc.borrow_mut().handle_timeout(now);
+                }
+                if ch.pump() {
+                    if let Role::Server { accepted, acceptor, .. } = &self.role {
+                        accepted.borrow_mut().push_back(RtcStream::new(self.clone(), ch.clone()));
+                        Channel::wake(acceptor);
+                    }
+                }
+                loop {
+                    let out = ch.pc.borrow_mut().poll_write();
+                    let Some(out) = out else { break };
+                    let _ = self.socket.send_to(&out.message, out.transport.peer_addr).await;
+                }
+                if ch.state.get() == State::Closed {
+                    self.channels.borrow_mut().remove(&addr);
+                    continue;
+                }
+                let mut t = ch.pc.borrow_mut().poll_timeout();
+                if ch.state.get() == State::Connecting {
+                    t = Some(t.map_or(ch.open_deadline, |t| t.min(ch.open_deadline)));
+                }
+                next = match (next, t) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            if !self.outbox.borrow().is_empty() {
+                continue;
+            }
+            if matches!(self.role, Role::Client { .. }) && self.channels.borrow().is_empty() {
+                return;
+            }
+            match next {
+                Some(t) => {
+                    let sleep = glommio::timer::sleep(t.saturating_duration_since(clock::now()));
+                    future::or(sleep, self.wake.notified()).await;
+                }
+                None => self.wake.notified().await,
+            }
+        }
+    }
+}
+
+/// Opens a data channel to the seeder endpoint at `peer` from a socket of its own (bound
+/// and connected toward `peer` by the caller): sends the offer (again every
+/// `WEBRTC_OFFER_RETRY_MS` until answered), applies the answer, adds `peer` as the remote
+/// host candidate and waits for the channel to open. Gives up after `timeout`
+/// (`TimedOut`). The returned stream owns the endpoint's task.
+pub(in crate::node) async fn connect(
+    socket: UdpSocket,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> io::Result<RtcStream> {
+    let role = Role::Client { answer: RefCell::default(), answered: Notify::default() };
+    let ep = Endpoint::new(socket, role)?;
+    let local = ep.bound;
+    let now = clock::now();
+    let mut pc = new_peer_connection(now)?;
+    let dc = create_channel(&mut pc)?;
+    pc.add_local_candidate(host_candidate(local)?).map_err(rtc_io)?;
+    let offer = pc.create_offer(None).map_err(rtc_io)?;
+    pc.set_local_description(now, offer.clone()).map_err(rtc_io)?;
+    let sdp = pc.local_description().map(|d| d.sdp).unwrap_or(offer.sdp);
+    let nonce: u64 = clock::random();
+    let datagram = Signal { kind: KIND_OFFER, nonce, sdp }
+        .encode(WEBRTC_OFFER_MIN_BYTES)
+        .ok_or_else(|| rtc_io("offer too large for one datagram"))?;
+    let ch = Rc::new(Channel {
+        pc: RefCell::new(pc),
+        dc: Cell::new(Some(dc)),
+        local,
+        remote: peer,
+        state: Cell::new(State::Connecting),
+        open_deadline: now + timeout,
+        inbox: RefCell::default(),
+        inbox_bytes: Cell::new(0),
+        read_offset: Cell::new(0),
+        reader: RefCell::default(),
+        writer: RefCell::default(),
+        nonce,
+        answer: RefCell::default(),
+        abandoned: Cell::new(false),
+    });
+    ep.channels.borrow_mut().insert(peer, ch.clone());
+    let task = glommio::spawn_local(ep.clone().run());
+    let stream = RtcStream { ep: ep.clone(), ch: ch.clone(), task: Some(task) };
+    let Role::Client { answer, answered } = &ep.role else {
+        return Err(rtc_io("not a client endpoint"));
+    };
+    let deadline = now + timeout;
+    // Offer, again and again until answered (UDP may lose either datagram).
+    let answer = loop {
+        ep.outbox.borrow_mut().push_back((peer, datagram.clone()));
+        ep.wake.notify();
+        let left = deadline.saturating_duration_since(clock::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        let retry = Duration::from_millis(WEBRTC_OFFER_RETRY_MS).min(left);
+        future::or(answered.notified(), glommio::timer::sleep(retry)).await;
+        match answer.borrow_mut().take() {
+            Some(a) if a.nonce == nonce => break a,
+            _ => continue,
+        }
+    };
+    {
+        let now = clock::now();
+        let mut pc = ch.pc.borrow_mut();
+        let desc = RTCSessionDescription::answer(answer.sdp).map_err(rtc_io)?;
+        pc.set_remote_description(now, desc).map_err(rtc_io)?;
+        // The answer's own candidates may name an address we cannot reach; the address the
+        // answer came from is the one we know works.
+        pc.add_remote_candidate(host_candidate(peer)?).map_err(rtc_io)?;
+    }
+    ep.wake.notify();
+    // The driver closes the channel at `open_deadline` if it has not opened.
+    future::poll_fn(|cx| match ch.state.get() {
+        State::Open => Poll::Ready(Ok(())),
+        State::Closed => Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "webrtc: the data channel did not open (ICE or DTLS failed)",
+        ))),
+        State::Connecting => {
+            *ch.writer.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await?;
+    Ok(stream)
+}
+
+/// An open data channel read and written as a byte stream ([`AsyncRead`] + [`AsyncWrite`]),
+/// so the node's handshake and records run on it as on a TCP stream. Dropping it closes the
+/// peer connection.
+pub(in crate::node) struct RtcStream {
+    ep: Rc<Endpoint>,
+    ch: Rc<Channel>,
+    /// The client endpoint's task, detached when the stream goes: it closes the connection
+    /// (the peer hears of it) and ends. None on a server.
+    task: Option<glommio::Task<()>>,
+}
+
+impl RtcStream {
+    fn new(ep: Rc<Endpoint>, ch: Rc<Channel>) -> Self {
+        Self { ep, ch, task: None }
+    }
+
+    /// The peer's address.
+    pub(in crate::node) fn peer_addr(&self) -> SocketAddr {
+        self.ch.remote
+    }
+
+    /// The block size writes are cut into (message size on the channel), in bytes.
+    fn block(&self) -> usize {
+        crate::config::WEBRTC_BLOCK_BYTES
+    }
+}
+
+impl Drop for RtcStream {
+    fn drop(&mut self) {
+        self.ch.abandoned.set(true);
+        self.ep.wake.notify();
+        if let Some(task) = self.task.take() {
+            task.detach();
+        }
+    }
+}
+
+impl AsyncRead for RtcStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let ch = &self.ch;
+        let mut inbox = ch.inbox.borrow_mut();
+        let Some(front) = inbox.front() else {
+            if ch.state.get() == State::Closed {
+                return Poll::Ready(Ok(0));
+            }
+            *ch.reader.borrow_mut() = Some(cx.waker().clone());
+            return Poll::Pending;
+        };
+        let off = ch.read_offset.get();
+        let n = buf.len().min(front.len() - off);
+        buf[..n].copy_from_slice(&front[off..off + n]);
+        if off + n == front.len() {
+            inbox.pop_front();
+            ch.read_offset.set(0);
+        } else {
+            ch.read_offset.set(off + n);
+        }
+        let before = ch.inbox_bytes.get();
+        ch.inbox_bytes.set(before - n);
+        drop(inbox);
+        // Room again in the inbox: let the driver take more from SCTP.
+        if before >= WEBRTC_RECV_BUFFER_BYTES && ch.inbox_bytes.get() < WEBRTC_RECV_BUFFER_BYTES {
+            self.ep.wake.notify();
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for RtcStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let ch = &self.ch;
+        if ch.state.get() == State::Closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let n = buf.len().min(self.block());
+        let mut pc = ch.pc.borrow_mut();
+        let Some(mut dc) = ch.dc.get().and_then(|id| pc.data_channel(id)) else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
+        if ch.state.get() != State::Open || dc.outstanding_bytes() >= WEBRTC_SEND_BUFFER_BYTES {
+            *ch.writer.borrow_mut() = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        dc.send(clock::now(), BytesMut::from(&buf[..n])).map_err(rtc_io)?;
+        drop(pc);
+        self.ep.wake.notify();
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Messages are in SCTP's hands once sent; the driver puts them on the wire.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.ch.abandoned.set(true);
+        self.ep.wake.notify();
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_round_trip_and_hostile_ones_are_refused() {
+        let s = Signal { kind: KIND_OFFER, nonce: 7, sdp: "v=0\r\n".into() };
+        let d = s.encode(WEBRTC_OFFER_MIN_BYTES).unwrap();
+        assert_eq!(d.len(), WEBRTC_OFFER_MIN_BYTES);
+        assert_eq!(Signal::decode(&d), Some(s.clone()));
+        // Truncated inside the SDP, an unknown kind, oversized, not UTF-8.
+        assert_eq!(Signal::decode(&d[..SIGNAL_HEADER_BYTES + 2]), None);
+        let mut bad = d.clone();
+        bad[1] = 9;
+        assert_eq!(Signal::decode(&bad), None);
+        assert_eq!(Signal::decode(&vec![SIGNAL_MAGIC; WEBRTC_SIGNAL_MAX_BYTES + 1]), None);
+        let mut bad = d;
+        bad[SIGNAL_HEADER_BYTES] = 0xFF;
+        assert_eq!(Signal::decode(&bad), None);
+        // Every prefix of a valid datagram is refused or parsed, never a panic.
+        let d = s.encode(0).unwrap();
+        for i in 0..d.len() {
+            let _ = Signal::decode(&d[..i]);
+        }
+    }
+}

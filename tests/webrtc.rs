@@ -1,0 +1,254 @@
+//! WebRTC data channels end to end, through real processes on loopback: a seeder answering
+//! offers on every shard (`seed --webrtc`) and `get --transport webrtc` downloading over a
+//! data channel, byte-identical; hostile datagrams at the WebRTC port; an answer whose DTLS
+//! fingerprint was changed on the way never opens a channel.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+/// A `furymesh seed --webrtc 127.0.0.1:0` process: its TCP and WebRTC (UDP) addresses.
+struct RtcSeeder {
+    child: Option<Child>,
+    tcp: SocketAddr,
+    udp: SocketAddr,
+}
+
+impl RtcSeeder {
+    fn start(data_dir: &Path, shards: usize, extra: &[&str]) -> Self {
+        let mut cmd = fm(data_dir);
+        cmd.args(["--json", "seed", "--listen", "127.0.0.1:0", "--api", "off", "--shards"])
+            .arg(shards.to_string())
+            .args(["--webrtc", "127.0.0.1:0"])
+            .args(extra);
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn seeder");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut tcp, mut seen) = (None, String::new());
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let word_after = |key: &str| {
+                    line.split(key)
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                        .map(str::to_owned)
+                };
+                if let Some(a) = word_after("listening on ") {
+                    tcp = Some(a);
+                } else if let Some(a) = word_after("webrtc on udp ") {
+                    let _ = tx.send(Ok((tcp.clone().unwrap_or_default(), a)));
+                } else {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+            }
+            let _ = tx.send(Err(seen));
+        });
+        let (tcp, udp) = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(addrs)) => addrs,
+            Ok(Err(stderr)) => panic!("seeder did not start: {stderr}"),
+            Err(e) => panic!("seeder did not start: {e}"),
+        };
+        Self { child: Some(child), tcp: tcp.parse().unwrap(), udp: udp.parse().unwrap() }
+    }
+
+    /// SIGTERM, wait, and return the stats JSON it prints.
+    fn stop(mut self) -> serde_json::Value {
+        let child = self.child.take().unwrap();
+        signal(child.id(), "TERM");
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "seeder exited with {}", out.status);
+        serde_json::from_slice(&out.stdout).expect("seeder stats JSON")
+    }
+}
+
+impl Drop for RtcSeeder {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `get` over WebRTC from `peer` (the seeder's UDP address), as JSON.
+fn get_webrtc(data_dir: &Path, id: &str, peer: &str, out: &Path) -> serde_json::Value {
+    json(&run_ok(get_cmd(data_dir, id, peer, out).args(["--transport", "webrtc"])))
+}
+
+#[test]
+fn a_download_over_webrtc_is_byte_identical_and_reports_its_transport() {
+    let t = tempdir();
+    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
+    // Not a multiple of the chunk size, several chunks, each cut into 64 KiB blocks.
+    let data = write_file(&t.path().join("f.bin"), (3 << 20) + 12_345, 1);
+    let id = publish_id(&sd, &t.path().join("f.bin"), &["--chunk-size", "256KiB"]);
+    let seeder = RtcSeeder::start(&sd, 2, &[]);
+
+    let out = t.path().join("out.bin");
+    let report = get_webrtc(&dd, &id, &seeder.udp.to_string(), &out);
+    assert_eq!(std::fs::read(&out).unwrap(), data, "webrtc download differs");
+    let peers = report["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 1, "{report}");
+    assert_eq!(peers[0]["transport"], "webrtc", "{report}");
+    // Endgame duplicates (two connections asking for the last chunks) count too.
+    assert!(peers[0]["bytes"].as_u64().unwrap() >= data.len() as u64, "{report}");
+
+    // The same seeder over TCP, for contrast: the report names the transport it used.
+    let out_tcp = t.path().join("out-tcp.bin");
+    let report = json(&run_ok(&mut get_cmd(&dd, &id, &seeder.tcp.to_string(), &out_tcp)));
+    assert_eq!(report["peers"][0]["transport"], "tcp", "{report}");
+    assert_eq!(std::fs::read(&out_tcp).unwrap(), data);
+
+    let stats = seeder.stop();
+    assert!(stats["webrtc_connections"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["connections"].as_u64().unwrap() > stats["webrtc_connections"].as_u64().unwrap());
+    // Encryption on: every payload byte was sealed in the records inside the channel too.
+    assert!(served_bytes(&stats) >= 2 * data.len() as u64, "{stats}");
+    assert_eq!(stats["payload_bytes_from_map"], 0, "{stats}");
+}
+
+#[test]
+fn plaintext_records_over_webrtc_and_a_pinned_node_id_hold() {
+    let t = tempdir();
+    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
+    let data = write_file(&t.path().join("f.bin"), 700_001, 2);
+    let id = publish_id(&sd, &t.path().join("f.bin"), &["--chunk-size", "64KiB"]);
+    let seeder = RtcSeeder::start(&sd, 1, &["--encryption", "off"]);
+    let udp = seeder.udp.to_string();
+
+    // Pinned to the right node: the handshake inside the channel proves it.
+    let out = t.path().join("out.bin");
+    let pinned = format!("{}@{udp}", node_id(&sd));
+    let mut get = get_cmd(&dd, &id, &pinned, &out);
+    let report = json(&run_ok(get.args(["--transport", "webrtc", "--encryption", "off"])));
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert_eq!(report["peers"][0]["transport"], "webrtc", "{report}");
+
+    // Pinned to another node: the channel opens, the handshake in it refuses, nothing is
+    // written.
+    let other = t.path().join("other");
+    let wrong = format!("{}@{udp}", node_id(&other));
+    let out2 = t.path().join("out2.bin");
+    let mut get = get_cmd(&dd, &id, &wrong, &out2);
+    let res = get.args(["--transport", "webrtc", "--encryption", "off"]).output().unwrap();
+    assert!(!res.status.success(), "a download from the wrong node succeeded");
+    assert!(!out2.exists());
+
+    let stats = seeder.stop();
+    // Plaintext over a data channel is copied into messages: read with pread, never handed
+    // over as map slices, and still counted as plaintext payload (endgame duplicates too).
+    let plain = stats["payload_bytes_from_map"].as_u64().unwrap();
+    assert!(plain >= data.len() as u64 && stats["payload_bytes_sealed"] == 0, "{stats}");
+}
+
+#[test]
+fn hostile_datagrams_at_the_webrtc_port_are_dropped_and_the_seeder_serves_on() {
+    let t = tempdir();
+    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
+    let data = write_file(&t.path().join("f.bin"), 300_000, 3);
+    let id = publish_id(&sd, &t.path().join("f.bin"), &[]);
+    let seeder = RtcSeeder::start(&sd, 2, &[]);
+
+    let junk_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut state = 42u64;
+    let mut offer = vec![0xF6, 1];
+    offer.extend_from_slice(&7u64.to_le_bytes());
+    let sdp = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=application 9 x\r\n";
+    offer.extend_from_slice(&(sdp.len() as u16).to_le_bytes());
+    offer.extend_from_slice(sdp);
+    let unpadded = offer.clone();
+    offer.resize(1200, 0);
+    let mut lying = offer.clone();
+    lying[10..12].copy_from_slice(&u16::MAX.to_le_bytes());
+    let datagrams: Vec<Vec<u8>> = vec![
+        offer,                                   // garbage SDP in a well-formed offer
+        unpadded,                                // shorter than the answer would be
+        lying,                                   // SDP length past the datagram
+        vec![0xF6],                              // header cut short
+        vec![0xF6; 9000],                        // oversized signal
+        vec![0x00, 0x01, 0x00, 0x00],            // a STUN-looking stray
+        vec![22, 254, 253, 0, 0, 0, 0, 0, 0, 0], // a DTLS-looking stray
+        junk(1500, &mut state),
+        junk(40, &mut state),
+    ];
+    for d in &datagrams {
+        junk_socket.send_to(d, seeder.udp).unwrap();
+    }
+
+    let out = t.path().join("out.bin");
+    let report = get_webrtc(&dd, &id, &seeder.udp.to_string(), &out);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert_eq!(report["peers"][0]["transport"], "webrtc");
+    let stats = seeder.stop();
+    // The five signaling datagrams were dropped (garbage SDP, unpadded, a lying length, cut
+    // short, oversized); only the real downloader's offers were answered.
+    assert!(stats["webrtc_offers_dropped"].as_u64().unwrap() >= 5, "{stats}");
+    assert!(stats["webrtc_offers"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+/// A UDP relay between one downloader and the seeder that rewrites the DTLS fingerprint in
+/// the seeder's answer (RFC 8122 `a=fingerprint`): a man in the middle offering its own
+/// certificate. Returns the relay's address; it runs until the process ends.
+fn fingerprint_tampering_relay(seeder: SocketAddr) -> SocketAddr {
+    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = front.local_addr().unwrap();
+    let client = std::sync::Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+    let (f2, b2, c2) = (front.try_clone().unwrap(), back.try_clone().unwrap(), client.clone());
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = f2.recv_from(&mut buf) {
+            *c2.lock().unwrap() = Some(from);
+            let _ = b2.send_to(&buf[..n], seeder);
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, _)) = back.recv_from(&mut buf) {
+            let mut d = buf[..n].to_vec();
+            if d.first() == Some(&0xF6) {
+                // Flip one hex digit of the fingerprint: same length, another certificate.
+                let text = String::from_utf8_lossy(&d).into_owned();
+                if let Some(at) = text.find("a=fingerprint:sha-256 ") {
+                    let i = at + "a=fingerprint:sha-256 ".len();
+                    d[i] = if d[i] == b'A' { b'B' } else { b'A' };
+                }
+            }
+            if let Some(c) = *client.lock().unwrap() {
+                let _ = front.send_to(&d, c);
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_answer_with_a_tampered_dtls_fingerprint_never_opens_a_channel() {
+    let t = tempdir();
+    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
+    write_file(&t.path().join("f.bin"), 200_000, 4);
+    let id = publish_id(&sd, &t.path().join("f.bin"), &[]);
+    let seeder = RtcSeeder::start(&sd, 1, &[]);
+    let relay = fingerprint_tampering_relay(seeder.udp);
+
+    let out = t.path().join("out.bin");
+    let res = get_cmd(&dd, &id, &relay.to_string(), &out)
+        .args(["--transport", "webrtc"])
+        .output()
+        .unwrap();
+    assert!(!res.status.success(), "a channel opened despite the tampered fingerprint");
+    assert!(!out.exists());
+    let stats = seeder.stop();
+    assert_eq!(stats["webrtc_offers"], 1, "{stats}");
+    assert_eq!(stats["webrtc_connections"], 0, "{stats}");
+    assert_eq!(served_bytes(&stats), 0, "{stats}");
+}
