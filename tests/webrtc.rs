@@ -252,3 +252,34 @@ fn an_answer_with_a_tampered_dtls_fingerprint_never_opens_a_channel() {
     assert_eq!(stats["webrtc_connections"], 0, "{stats}");
     assert_eq!(served_bytes(&stats), 0, "{stats}");
 }
+
+#[test]
+fn auto_uses_tcp_where_it_connects_and_a_data_channel_where_it_cannot_in_one_download() {
+    let t = tempdir();
+    let (a, b, dd) = (t.path().join("a"), t.path().join("b"), t.path().join("dl"));
+    let data = write_file(&t.path().join("f.bin"), (2 << 20) + 777, 5);
+    let id = publish_id(&a, &t.path().join("f.bin"), &["--chunk-size", "64KiB"]);
+    assert_eq!(publish_id(&b, &t.path().join("f.bin"), &["--chunk-size", "64KiB"]), id);
+    let (sa, sb) = (RtcSeeder::start(&a, 1, &[]), RtcSeeder::start(&b, 1, &[]));
+
+    // Seeder A by its TCP address, seeder B by its WebRTC (UDP) address, where nothing
+    // accepts TCP: auto connects to A over TCP and falls back to a data channel for B.
+    let out = t.path().join("out.bin");
+    let mut get = fm(&dd);
+    get.args(["--json", "get", &id, "--transport", "auto", "-o"]).arg(&out);
+    get.args(["--peer", &sa.tcp.to_string(), "--peer", &sb.udp.to_string()]);
+    let report = json(&run_ok(&mut get));
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    let peers = report["peers"].as_array().unwrap();
+    let by_addr = |addr: SocketAddr| {
+        peers.iter().find(|p| p["addr"] == addr.to_string()).unwrap_or_else(|| panic!("{report}"))
+    };
+    assert_eq!(by_addr(sa.tcp)["transport"], "tcp", "{report}");
+    assert_eq!(by_addr(sb.udp)["transport"], "webrtc", "{report}");
+    let total: u64 = peers.iter().map(|p| p["bytes"].as_u64().unwrap()).sum();
+    assert!(total >= data.len() as u64, "{report}");
+    // Each seeder saw the transport it was reached by.
+    let (st_a, st_b) = (sa.stop(), sb.stop());
+    assert_eq!(st_a["webrtc_connections"], 0, "{st_a}");
+    assert!(st_b["webrtc_connections"].as_u64().unwrap() >= 1, "{st_b}");
+}
