@@ -348,6 +348,9 @@ pub struct NodeConfig {
     /// How often `seed` looks for catalog changes (`CATALOG_WATCH_INTERVAL`), in
     /// milliseconds.
     pub catalog_watch_interval_ms: u64,
+    /// Largest data-channel message a seeder sends over WebRTC (`WEBRTC_BLOCK_BYTES`), in
+    /// bytes, up to `WEBRTC_BLOCK_MAX_BYTES` (what browsers accept).
+    pub webrtc_block_bytes: usize,
 }
 
 impl Default for NodeConfig {
@@ -363,6 +366,7 @@ impl Default for NodeConfig {
             dht_tick_ms: ms(DHT_TICK),
             dht_table_save_interval_ms: ms(DHT_TABLE_SAVE_INTERVAL),
             catalog_watch_interval_ms: ms(CATALOG_WATCH_INTERVAL),
+            webrtc_block_bytes: WEBRTC_BLOCK_BYTES,
         }
     }
 }
@@ -401,7 +405,9 @@ impl NodeConfig {
         )?;
         check("dht_tick_ms", self.dht_tick_ms, 1, 1_000)?;
         check("dht_table_save_interval_ms", self.dht_table_save_interval_ms, 100, 86_400_000)?;
-        check("catalog_watch_interval_ms", self.catalog_watch_interval_ms, 10, 3_600_000)
+        check("catalog_watch_interval_ms", self.catalog_watch_interval_ms, 10, 3_600_000)?;
+        let max = WEBRTC_BLOCK_MAX_BYTES as u64;
+        check("webrtc_block_bytes", self.webrtc_block_bytes as u64, 1024, max)
     }
 
     /// A small configuration for tests: few connections and maps, short timeouts, frequent
@@ -417,6 +423,7 @@ impl NodeConfig {
             dht_tick_ms: 10,
             dht_table_save_interval_ms: 1_000,
             catalog_watch_interval_ms: 100,
+            webrtc_block_bytes: WEBRTC_BLOCK_BYTES,
         }
     }
 

@@ -283,3 +283,29 @@ fn auto_uses_tcp_where_it_connects_and_a_data_channel_where_it_cannot_in_one_dow
     assert_eq!(st_a["webrtc_connections"], 0, "{st_a}");
     assert!(st_b["webrtc_connections"].as_u64().unwrap() >= 1, "{st_b}");
 }
+
+#[test]
+fn a_seeder_configured_for_256_kib_messages_serves_over_webrtc() {
+    let t = tempdir();
+    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
+    let data = write_file(&t.path().join("f.bin"), (1 << 20) + 3, 6);
+    let id = publish_id(&sd, &t.path().join("f.bin"), &["--chunk-size", "512KiB"]);
+    let config = t.path().join("node.toml");
+    std::fs::write(&config, "webrtc_block_bytes = 262144\n").unwrap();
+    let seeder = RtcSeeder::start(&sd, 1, &["--config", config.to_str().unwrap()]);
+    let out = t.path().join("out.bin");
+    let report = get_webrtc(&dd, &id, &seeder.udp.to_string(), &out);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert_eq!(report["peers"][0]["transport"], "webrtc");
+    seeder.stop();
+
+    // Beyond what browsers accept: refused with the key's name, the seeder does not start.
+    std::fs::write(&config, "webrtc_block_bytes = 262145\n").unwrap();
+    let res = fm(&sd)
+        .args(["seed", "--listen", "127.0.0.1:0", "--api", "off", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!res.status.success());
+    assert!(stderr_of(&res).contains("webrtc_block_bytes"), "{}", stderr_of(&res));
+}

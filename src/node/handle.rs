@@ -309,6 +309,7 @@ impl Node {
             peer_rate_bytes: opts.peer_upload_rate_bytes,
             peer_timeout: opts.config.peer_timeout(),
             idle_timeout: opts.config.idle_timeout(),
+            webrtc_block_bytes: opts.config.webrtc_block_bytes,
         };
         let catalog: HashMap<FileId, ServedFile> =
             files.into_iter().map(|f| (f.entry.info.file_id, f)).collect();

@@ -168,6 +168,8 @@ pub(super) struct Limits {
     pub(super) peer_timeout: std::time::Duration,
     /// `NodeConfig::idle_timeout_ms`: how long a connection may sit without a request.
     pub(super) idle_timeout: std::time::Duration,
+    /// `NodeConfig::webrtc_block_bytes`: largest data-channel message sent.
+    pub(super) webrtc_block_bytes: usize,
 }
 
 /// A file the seeder serves: a published one, or one this node is still downloading (then
@@ -410,8 +412,9 @@ pub(super) async fn run_shard(
     };
     let rtc_socket = webrtc.map(|a| super::sys::webrtc_socket(a, true, None)).transpose();
     let endpoint = match rtc_socket.and_then(|s| {
-        s.map(|s| Endpoint::server(s, limits.budget.connections_max, limits.peer_timeout))
-            .transpose()
+        let (max, timeout, block) =
+            (limits.budget.connections_max, limits.peer_timeout, limits.webrtc_block_bytes);
+        s.map(|s| Endpoint::server(s, max, timeout, block)).transpose()
     }) {
         Ok(e) => e,
         Err(e) => {

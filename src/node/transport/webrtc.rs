@@ -63,9 +63,9 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use crate::config::{
-    WEBRTC_BLOCK_MAX_BYTES, WEBRTC_ICE_CHECK_INTERVAL_MS, WEBRTC_OFFER_MIN_BYTES,
-    WEBRTC_OFFER_RETRY_MS, WEBRTC_RECV_BUFFER_BYTES, WEBRTC_SEND_BUFFER_BYTES,
-    WEBRTC_SIGNAL_MAX_BYTES,
+    WEBRTC_BLOCK_BYTES, WEBRTC_BLOCK_MAX_BYTES, WEBRTC_ICE_CHECK_INTERVAL_MS,
+    WEBRTC_OFFER_MIN_BYTES, WEBRTC_OFFER_RETRY_MS, WEBRTC_RECV_BUFFER_BYTES,
+    WEBRTC_SEND_BUFFER_BYTES, WEBRTC_SIGNAL_MAX_BYTES,
 };
 use crate::node::clock;
 
@@ -289,6 +289,8 @@ pub(in crate::node) struct Endpoint {
     outbox: RefCell<VecDeque<(SocketAddr, Vec<u8>)>>,
     wake: Notify,
     stats: Cell<EndpointStats>,
+    /// Largest message written (`RtcStream` cuts writes into blocks of this size).
+    block: usize,
 }
 
 /// Settings every peer connection of this crate uses: a 10 ms ICE check interval (set-up
@@ -352,11 +354,13 @@ fn route_ip(peer: SocketAddr) -> Option<IpAddr> {
 
 impl Endpoint {
     /// A seeder shard's endpoint on `socket` (bound, SO_REUSEPORT): answers offers, at most
-    /// `channels_max` connections at once, each closed unless open within `open_timeout`.
+    /// `channels_max` connections at once, each closed unless open within `open_timeout`;
+    /// writes messages of at most `block` bytes (capped at `WEBRTC_BLOCK_MAX_BYTES`).
     pub(in crate::node) fn server(
         socket: UdpSocket,
         channels_max: usize,
         open_timeout: Duration,
+        block: usize,
     ) -> io::Result<Rc<Self>> {
         let role = Role::Server {
             channels_max,
@@ -364,10 +368,10 @@ impl Endpoint {
             accepted: RefCell::default(),
             acceptor: RefCell::default(),
         };
-        Self::new(socket, role)
+        Self::new(socket, role, block)
     }
 
-    fn new(socket: UdpSocket, role: Role) -> io::Result<Rc<Self>> {
+    fn new(socket: UdpSocket, role: Role, block: usize) -> io::Result<Rc<Self>> {
         let bound = socket.local_addr().map_err(super::super::glommio_io)?;
         Ok(Rc::new(Self {
             socket,
@@ -377,6 +381,7 @@ impl Endpoint {
             outbox: RefCell::default(),
             wake: Notify::default(),
             stats: Cell::default(),
+            block: block.clamp(1, WEBRTC_BLOCK_MAX_BYTES),
         }))
     }
 
@@ -593,7 +598,8 @@ pub(in crate::node) async fn connect(
     timeout: Duration,
 ) -> io::Result<RtcStream> {
     let role = Role::Client { answer: RefCell::default(), answered: Notify::default() };
-    let ep = Endpoint::new(socket, role)?;
+    // A downloader writes only requests: the default block size is plenty.
+    let ep = Endpoint::new(socket, role, WEBRTC_BLOCK_BYTES)?;
     let local = ep.bound;
     let now = clock::now();
     let mut pc = new_peer_connection(now)?;
@@ -693,7 +699,7 @@ impl RtcStream {
 
     /// The block size writes are cut into (message size on the channel), in bytes.
     fn block(&self) -> usize {
-        crate::config::WEBRTC_BLOCK_BYTES
+        self.ep.block
     }
 }
 
