@@ -141,12 +141,29 @@ pub struct PublishArgs {
     /// Default: picked per file, about 2,048 chunks, 256 KiB to 16 MiB (1 GiB → 512 KiB).
     #[arg(long, value_parser = parse_chunk_size)]
     pub chunk_size: Option<u32>,
+    /// Inside a directory, leave out (with a warning) what a release cannot carry safely —
+    /// symlinks leaving the directory, special files, unreadable files — instead of
+    /// refusing them (then the command fails and no collection is recorded).
+    #[arg(long)]
+    pub skip_unsafe: bool,
+    /// Put this node in the printed links as a pinned peer at HOST:PORT (the address its
+    /// `seed` listens on, as downloaders reach it; repeatable).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub link_peer: Vec<crate::link::HostPort>,
+    /// Put this DHT node in the printed links (repeatable).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub link_bootstrap: Vec<crate::link::HostPort>,
+    /// Put this HTTP mirror URL in the printed links (repeatable; carried for HTTP
+    /// mirrors, not fetched from by `get` yet).
+    #[arg(long, value_name = "URL")]
+    pub link_web_seed: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct UnpublishArgs {
-    /// File IDs (64 hex characters) or published paths.
-    #[arg(required = true, value_name = "FILE_ID|PATH")]
+    /// File IDs (64 hex characters), collection IDs (`c-` and 64 hex characters) or
+    /// published paths.
+    #[arg(required = true, value_name = "ID|PATH")]
     pub targets: Vec<String>,
 }
 
@@ -230,13 +247,16 @@ pub struct EncryptionArg {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// The file ID (64 hex characters) printed by `publish`.
-    #[arg(value_parser = parse_file_id, value_name = "FILE_ID")]
-    pub file_id: FileId,
+    /// What to download, as `publish` printed it: a file ID (64 hex characters), a
+    /// collection ID (`c-` and 64 hex characters: every file of a release, into the
+    /// directory -o names) or a `furymesh:` link (whose peers, bootstrap nodes and name are
+    /// used as if given with --peer, --bootstrap and -o).
+    #[arg(value_name = "ID|LINK")]
+    pub target: String,
     /// A peer to download from (repeatable: all of them at once). `NODE_ID@HOST:PORT` pins
     /// the node it must prove to be; plain `HOST:PORT` trusts whichever node answers first
-    /// (its ID is in the report).
-    #[arg(long, value_parser = parse_peer, value_name = "[NODE_ID@]HOST:PORT", required_unless_present = "bootstrap")]
+    /// (its ID is in the report). A peer or a bootstrap node is needed (here or in a link).
+    #[arg(long, value_parser = parse_peer, value_name = "[NODE_ID@]HOST:PORT")]
     pub peer: Vec<PeerAddr>,
     /// Find providers through the DHT, joining through this node (repeatable), and download
     /// from all of them (with any --peer given too).
@@ -254,8 +274,9 @@ pub struct GetArgs {
     pub listen: Option<SocketAddr>,
     /// Where to write the file. It appears only once the whole file is verified; until then
     /// the data lives in PATH.furymesh-partial and the resume state in PATH.furymesh-resume.
+    /// For a collection: the directory to download into. Default: the link's name.
     #[arg(short, long, value_name = "PATH")]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     /// Replace PATH if it exists.
     #[arg(long)]
     pub force: bool,
@@ -648,17 +669,101 @@ fn shown(path: &Path) -> String {
     s
 }
 
+/// One recorded collection as `publish --json` and `ls --json` print it.
+#[derive(Serialize)]
+struct CollectionJson {
+    /// `c-` and 64 hex characters.
+    collection_id: String,
+    name: String,
+    /// The directory published (publish) or the encoded collection (ls).
+    path: String,
+    files: usize,
+    /// Total size of the files, in bytes.
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
+}
+
+/// The links `publish` prints: the ID and name, plus the peers, bootstrap nodes and web
+/// seeds its `--link-*` flags give (peers pinned to this data directory's node ID).
+struct LinkTemplate {
+    peers: Vec<crate::link::LinkPeer>,
+    bootstrap: Vec<crate::link::HostPort>,
+    web_seeds: Vec<String>,
+}
+
+impl LinkTemplate {
+    fn new(dir: &Path, a: &PublishArgs) -> Result<Self> {
+        let peers = if a.link_peer.is_empty() {
+            Vec::new()
+        } else {
+            let node_id = node::load_identity(dir)
+                .context("--link-peer names this node: it needs an identity (furymesh init)")?
+                .node_id();
+            a.link_peer
+                .iter()
+                .map(|addr| crate::link::LinkPeer { node_id, addr: addr.clone() })
+                .collect()
+        };
+        for w in &a.link_web_seed {
+            let probe = format!("furymesh:{}?web-seed={}", "0".repeat(64), w);
+            probe
+                .parse::<crate::link::Link>()
+                .map_err(|e| anyhow::anyhow!("--link-web-seed: {e}"))?;
+        }
+        Ok(Self { peers, bootstrap: a.link_bootstrap.clone(), web_seeds: a.link_web_seed.clone() })
+    }
+
+    fn link(&self, id: crate::crypto::ContentId, name: &str) -> String {
+        crate::link::Link {
+            id,
+            name: crate::link::check_name(name).is_ok().then(|| name.to_owned()),
+            peers: self.peers.clone(),
+            bootstrap: self.bootstrap.clone(),
+            web_seeds: self.web_seeds.clone(),
+        }
+        .to_string()
+    }
+}
+
+/// `publish --json`: the files, each with its link, then the collections recorded.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PublishRow {
+    File {
+        #[serde(flatten)]
+        file: PublishedJson,
+        link: String,
+    },
+    Collection(CollectionJson),
+}
+
 fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
+    use crate::crypto::ContentId;
+    let links = LinkTemplate::new(dir, a)?;
     let mut catalog =
         Catalog::load(dir).with_context(|| format!("cannot read catalog in {}", dir.display()))?;
     // Sizing the bar walks the tree once more: only worth it when a bar is shown.
     let total = if std::io::stderr().is_terminal() { storage::total_bytes(&a.paths) } else { 0 };
     let bar = progress_bar(total, "hashing");
     let started = clock::now();
-    let results = storage::publish(&mut catalog, &a.paths, a.chunk_size, &|n| bar.inc(n));
+    let skip = a.skip_unsafe;
+    let policy = if skip { storage::UnsafePolicy::Skip } else { storage::UnsafePolicy::Refuse };
+    let outcome =
+        storage::publish_tree(&mut catalog, &a.paths, a.chunk_size, policy, &|n| bar.inc(n));
     bar.finish_and_clear();
-    let (mut out, mut failed, mut hashed, mut reused) = (Vec::new(), 0, 0u64, 0);
-    for r in results {
+    for (path, why) in &outcome.skipped {
+        note!("furymesh publish: warning: skipped {}: {why}", path.display());
+    }
+    let (mut rows, mut failed, mut hashed, mut reused, mut files) = (Vec::new(), 0, 0u64, 0, 0);
+    let mut human = String::new();
+    let direct: std::collections::HashSet<PathBuf> = a
+        .paths
+        .iter()
+        .filter(|p| !p.is_dir())
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .collect();
+    for r in outcome.files {
         match r {
             Ok(p) => {
                 if p.reused {
@@ -666,7 +771,14 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
                 } else {
                     hashed += p.entry.info.size;
                 }
-                out.push(PublishedJson::of(&p.entry));
+                files += 1;
+                let f = PublishedJson::of(&p.entry);
+                let link = links.link(ContentId::file(p.entry.info.file_id), &p.entry.info.name);
+                human.push_str(&format!("{}  {:>12}  {}\n", f.file_id, f.size, f.shown));
+                if direct.contains(&p.entry.path) {
+                    human.push_str(&format!("  link: {link}\n"));
+                }
+                rows.push(PublishRow::File { file: f, link });
             }
             Err(e) => {
                 failed += 1;
@@ -675,20 +787,41 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    print_json_or(json, &out, || {
-        let mut s: String =
-            out.iter().map(|p| format!("{}  {:>12}  {}\n", p.file_id, p.size, p.shown)).collect();
-        s.push_str(&format!(
-            "published {} files ({} unchanged), hashed {:.1} MiB in {:.2} s ({:.0} MB/s)",
-            out.len(),
-            reused,
-            hashed as f64 / (1 << 20) as f64,
-            secs,
-            hashed as f64 / secs.max(1e-9) / 1e6
-        ));
-        s
-    })?;
-    if out.is_empty() && failed == 0 {
+    human.push_str(&format!(
+        "published {} files ({} unchanged), hashed {:.1} MiB in {:.2} s ({:.0} MB/s)",
+        files,
+        reused,
+        hashed as f64 / (1 << 20) as f64,
+        secs,
+        hashed as f64 / secs.max(1e-9) / 1e6
+    ));
+    for c in outcome.collections {
+        match c {
+            Ok(c) => {
+                let id = ContentId::collection(c.id);
+                let link = links.link(id, &c.name);
+                human.push_str(&format!(
+                    "\ncollection {id}  {} files, {} bytes  {}\n  link: {link}",
+                    c.collection.entries.len(),
+                    c.collection.total_size(),
+                    shown(&c.dir),
+                ));
+                rows.push(PublishRow::Collection(CollectionJson {
+                    collection_id: id.to_string(),
+                    name: c.name,
+                    path: c.dir.to_string_lossy().into_owned(),
+                    files: c.collection.entries.len(),
+                    size: c.collection.total_size(),
+                    link: Some(link),
+                }));
+            }
+            // Its files are published; why there is no collection is said (a refused
+            // entry already failed the command above).
+            Err(why) => note!("furymesh publish: warning: {why}"),
+        }
+    }
+    print_json_or(json, &rows, || human)?;
+    if files == 0 && failed == 0 {
         bail!("no regular files found under the given paths");
     }
     Ok(if failed > 0 { 1 } else { 0 })
@@ -699,8 +832,9 @@ fn unpublish(dir: &Path, a: &UnpublishArgs, json: bool) -> Result<i32> {
         .with_context(|| format!("cannot update the catalog in {}", dir.display()))?;
     let (mut removed, mut missing) = (Vec::new(), 0);
     for t in &a.targets {
-        // A file ID, else a path as published (canonical, as the catalog keeps it).
-        let id = parse_file_id(t).ok().or_else(|| {
+        // A file or collection ID, else a path as published (canonical, as the catalog
+        // keeps it).
+        let id = t.parse::<crate::crypto::ContentId>().ok().map(|c| c.id).or_else(|| {
             let path = std::fs::canonicalize(t).unwrap_or_else(|_| PathBuf::from(t));
             catalog.entries().find(|e| e.path == path).map(|e| e.info.file_id)
         });
@@ -721,19 +855,51 @@ fn unpublish(dir: &Path, a: &UnpublishArgs, json: bool) -> Result<i32> {
 }
 
 fn ls(dir: &Path, json: bool) -> Result<i32> {
+    use crate::crypto::{ContentId, IdKind};
     let catalog = Catalog::load(dir)?;
     for (p, why) in &catalog.skipped {
         note!("furymesh ls: skipping unreadable manifest {}: {why}", p.display());
     }
-    let mut entries: Vec<_> = catalog.entries().collect();
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    let rows: Vec<PublishedJson> = entries.into_iter().map(PublishedJson::of).collect();
-    print_json_or(json, &rows, || {
-        rows.iter()
-            .map(|p| format!("{}  {:>12}  {}", p.file_id, p.size, p.shown))
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
+    let (mut files, mut colls): (Vec<_>, Vec<_>) =
+        catalog.entries().partition(|e| e.info.kind() != Some(IdKind::Collection));
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    colls.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+    let mut human: Vec<String> = Vec::new();
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    for e in files {
+        let p = PublishedJson::of(e);
+        human.push(format!("{}  {:>12}  {}", p.file_id, p.size, p.shown));
+        rows.push(serde_json::to_value(&p)?);
+    }
+    for e in colls {
+        // Read back from its encoding (checked like a peer's): what the seeder serves.
+        let c = match std::fs::read(&e.path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| crate::wire::decode_collection(&b).map_err(|e| e.to_string()))
+        {
+            Ok(c) => c,
+            Err(why) => {
+                note!("furymesh ls: skipping collection {}: {why}", e.path.display());
+                continue;
+            }
+        };
+        let id = ContentId::collection(e.info.file_id);
+        human.push(format!(
+            "{id}  {:>12}  {}/ ({} files)",
+            c.total_size(),
+            e.info.name,
+            c.entries.len()
+        ));
+        rows.push(serde_json::to_value(CollectionJson {
+            collection_id: id.to_string(),
+            name: e.info.name.clone(),
+            path: e.path.to_string_lossy().into_owned(),
+            files: c.entries.len(),
+            size: c.total_size(),
+            link: None,
+        })?);
+    }
+    print_json_or(json, &rows, || human.join("\n"))?;
     Ok(0)
 }
 
@@ -1013,6 +1179,53 @@ fn dht(d: &DhtCommandArgs, network: Option<NetworkSecret>, json: bool) -> Result
     Ok(if answer.contacts.is_empty() { 1 } else { 0 })
 }
 
+/// What `get` was given, with a link's parts merged into the flags.
+struct GetTarget {
+    id: crate::crypto::ContentId,
+    peers: Vec<PeerAddr>,
+    bootstrap: Vec<SocketAddr>,
+    output: PathBuf,
+}
+
+/// Reads `get`'s ID or link and merges a link's peers, bootstrap nodes and name with the
+/// flags (peers' host names are resolved here). Errors name the bad part.
+fn get_target(a: &GetArgs) -> Result<GetTarget> {
+    let (id, link) = if a.target.get(..9).is_some_and(|p| p.eq_ignore_ascii_case("furymesh:")) {
+        let link: crate::link::Link = a.target.parse()?;
+        (link.id, Some(link))
+    } else {
+        let id = a
+            .target
+            .parse::<crate::crypto::ContentId>()
+            .map_err(|e| anyhow::anyhow!("{:?}: {e}", a.target))?;
+        (id, None)
+    };
+    let mut peers = a.peer.clone();
+    let mut bootstrap = a.bootstrap.clone();
+    let mut name = None;
+    if let Some(l) = link {
+        for p in &l.peers {
+            peers.push(p.to_string().parse().map_err(|e| anyhow::anyhow!("link peer {p}: {e}"))?);
+        }
+        for b in &l.bootstrap {
+            bootstrap.push(
+                parse_addr(&b.to_string())
+                    .map_err(|e| anyhow::anyhow!("link bootstrap {b}: {e}"))?,
+            );
+        }
+        name = l.name;
+    }
+    if peers.is_empty() && bootstrap.is_empty() {
+        bail!("nowhere to download from: give --peer or --bootstrap (or a link that carries them)");
+    }
+    let output = match (&a.output, name) {
+        (Some(o), _) => o.clone(),
+        (None, Some(n)) => PathBuf::from(n),
+        (None, None) => bail!("-o PATH is needed (only a link with a name supplies one)"),
+    };
+    Ok(GetTarget { id, peers, bootstrap, output })
+}
+
 fn get(
     dir: &Path,
     a: &GetArgs,
@@ -1020,14 +1233,15 @@ fn get(
     config: config::NodeConfig,
     json: bool,
 ) -> Result<i32> {
+    let t = get_target(a)?;
     let security = security(dir, network, a.encryption.value)?;
     let connections = a.connections.unwrap_or_else(node::available_cores).max(1);
     // One node for this command: its shards carry the connections and, with --listen,
     // serve the verified chunks meanwhile; with --bootstrap its DHT finds the providers
     // (a read-only client, or a full DHT node on the --listen port).
-    let dht = (!a.bootstrap.is_empty()).then(|| DhtServerOptions {
+    let dht = (!t.bootstrap.is_empty()).then(|| DhtServerOptions {
         read_only: a.listen.is_none(),
-        ..DhtServerOptions::client(a.bootstrap.clone())
+        ..DhtServerOptions::client(t.bootstrap.clone())
     });
     let node_opts = NodeOptions {
         data_dir: Some(dir.to_owned()),
@@ -1039,13 +1253,14 @@ fn get(
         .map_err(|e| GetError::Listen { what: e.to_string() })?;
     let resolved = node
         .handle()
-        .resolve_peers(a.file_id, &a.peer)
+        .resolve_peers(t.id.id, &t.peers)
         .context("cannot find providers through the DHT")?;
     let opts = GetOptions {
-        file_id: a.file_id,
+        kind: crate::crypto::IdKind::File,
+        file_id: t.id.id,
         peers: resolved.peers.clone(),
         security,
-        output: a.output.clone(),
+        output: t.output.clone(),
         force: a.force,
         connections,
         window: a.window,
@@ -1057,6 +1272,9 @@ fn get(
         transport: a.transport,
     };
     let stop = stop_on_signals()?;
+    if t.id.kind == crate::crypto::IdKind::Collection {
+        return get_collection(dir, &node, &opts, &stop, &t, &resolved, json);
+    }
     let bar = progress_bar(0, "downloading");
     let bar2 = bar.clone();
     let result = node.handle().get(
@@ -1070,14 +1288,14 @@ fn get(
     bar.finish_and_clear();
     match result {
         Ok(r) => {
-            for w in node.handle().finish_download(&a.peer, &r) {
+            for w in node.handle().finish_download(&t.peers, &r) {
                 note!("furymesh get: warning: {w}");
             }
             print_json_or(json, &r, || {
                 let mut s = format!(
                     "{} -> {}: {} bytes fetched in {:.2} s ({:.1} MB/s), {} chunks fetched, {} reused, {} re-verified",
                     r.file_id,
-                    a.output.display(),
+                    t.output.display(),
                     r.bytes,
                     r.seconds,
                     r.bytes_per_sec / 1e6,
@@ -1116,6 +1334,57 @@ fn get(
                     .unwrap_or_else(|| layout::known_peers_path(dir))
                     .display()
             )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `get c-… -o DIR` (see `node::get_collection`), printing its report.
+fn get_collection(
+    dir: &Path,
+    node: &Node,
+    opts: &GetOptions,
+    stop: &Arc<AtomicBool>,
+    t: &GetTarget,
+    resolved: &node::ResolvedPeers,
+    json: bool,
+) -> Result<i32> {
+    let bar = progress_bar(0, "files");
+    let bar2 = bar.clone();
+    let result = node::get_collection(&node.handle(), opts, stop, &move |done, total| {
+        bar2.set_length(total as u64);
+        bar2.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(r) => {
+            if let Err(w) = node::record_collection(dir, &r) {
+                note!(
+                    "furymesh get: warning: not recorded in the catalog of {}: {w}",
+                    dir.display()
+                );
+            }
+            print_json_or(json, &r, || {
+                format!(
+                    "{} -> {}: {} files ({} bytes), {} fetched ({} bytes in {:.2} s), {} already there",
+                    r.collection_id,
+                    t.output.display(),
+                    r.files,
+                    r.total_bytes,
+                    r.files_fetched,
+                    r.bytes,
+                    r.seconds,
+                    r.files_kept
+                )
+            })?;
+            Ok(0)
+        }
+        Err(e @ GetError::Interrupted) => {
+            note!("furymesh get: {e}");
+            Ok(130)
+        }
+        Err(GetError::WrongNode { peer, what }) if resolved.pinned_by_known.contains(&peer) => {
+            bail!("handshake with {peer} failed: {what} (pinned in known-peers)")
         }
         Err(e) => Err(e.into()),
     }

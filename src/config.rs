@@ -201,6 +201,25 @@ pub const LISTEN_BACKLOG_CONNECTIONS: i32 = 1024;
 /// limit on many hosts is 8 MiB for the whole process (see tuning.md).
 pub const IO_MEMORY_PER_SHARD_BYTES: usize = 512 * 1024;
 
+/// Most entries a collection may hold (`publish DIR`, `get c-…`); a peer's collection with
+/// more is refused before anything is written.
+pub const COLLECTION_ENTRIES_MAX: usize = 1 << 20;
+/// Largest encoded collection accepted, in bytes (the blob `get c-…` fetches first and
+/// holds in memory): about 300,000 entries of 200-byte paths.
+pub const COLLECTION_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Longest relative path of a collection entry, in bytes (Linux `PATH_MAX`).
+pub const COLLECTION_PATH_MAX_BYTES: usize = 4096;
+/// Longest component (file or directory name) of a collection entry, in bytes (Linux
+/// `NAME_MAX`).
+pub const COLLECTION_NAME_MAX_BYTES: usize = 255;
+/// Files of a collection `get` downloads at once, all over the same node and peers: enough
+/// to hide one file's manifest round trip and handshakes behind another's transfer.
+pub const COLLECTION_FILES_PARALLEL: usize = 4;
+/// `get -o -` (stdout): chunks verified beyond the first one not yet written that the
+/// scheduler may ask for. Chunks are requested in file order; this bounds how far ahead a
+/// fast peer runs while a slow one holds the next chunk (and the spooled bytes on disk).
+pub const STREAM_WINDOW_CHUNKS: u32 = 64;
+
 /// Checks a chunk size given on the command line.
 pub fn validate_chunk_size(bytes: u64) -> Result<u32, String> {
     if !(CHUNK_SIZE_MIN_BYTES as u64..=CHUNK_SIZE_MAX_BYTES as u64).contains(&bytes) {

@@ -120,6 +120,7 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
         providers.len()
     ))?;
     let get_opts = GetOptions {
+        kind: crate::crypto::IdKind::File,
         file_id,
         peers: providers
             .iter()

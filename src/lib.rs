@@ -5,7 +5,8 @@
 //!   that touches sockets, files on the data path, timers and the clock. The seeder serves
 //!   chunks from memory maps without user-space copies; `get` downloads, verifies and
 //!   persists resumable state.
-//! - [`manifest`] is the file manifest (`FileInfo`) and the check that authenticates it.
+//! - [`manifest`] is the file manifest (`FileInfo`) and the check that authenticates it;
+//!   [`collection`] is a release's list of files and the rules for its entry paths.
 //! - [`wire`] turns `schemas/furymesh.fbs` FlatBuffers into verified, owned messages.
 //! - [`storage`] owns the data directory: the catalog of published files, chunking and
 //!   hashing, memory maps (the crate's only `unsafe`), atomic writes.
@@ -16,6 +17,7 @@
 //!   time.
 //! - [`api`] is the control API and `/metrics` of a running `seed` (HTTP on a thread of
 //!   its own, a client of the node's handle).
+//! - [`link`] reads and writes `furymesh:` share links.
 //! - [`cli`], [`demo`] and [`bench`] are the binary's front ends; [`output`] is their one
 //!   writer of stdout; [`service`] resolves `seed`'s configuration file and sets up logs.
 //!
@@ -35,10 +37,12 @@ macro_rules! note {
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod collection;
 pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod dht;
+pub mod link;
 pub mod manifest;
 pub mod node;
 pub mod output;

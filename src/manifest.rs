@@ -5,7 +5,7 @@
 //! Pure: no I/O.
 
 use crate::config::{CHUNKS_PER_FILE_MAX, CHUNK_SIZE_MAX_BYTES, CHUNK_SIZE_MIN_BYTES};
-use crate::crypto::{ChunkHash, FileId};
+use crate::crypto::{ChunkHash, FileId, IdKind};
 
 /// A manifest: everything a downloader needs to fetch and verify a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +68,9 @@ impl FileInfo {
     }
 
     /// Checks that size, chunk size and hash count agree, and that the ID is the hash of the
-    /// manifest. A manifest that passes authenticates every chunk hash in it.
-    pub fn check(&self) -> Result<(), ManifestError> {
+    /// manifest, in the file domain or the collection domain (which one is returned). A
+    /// manifest that passes authenticates every chunk hash in it.
+    pub fn check(&self) -> Result<IdKind, ManifestError> {
         let chunk_size = self.chunk_size;
         if !(CHUNK_SIZE_MIN_BYTES..=CHUNK_SIZE_MAX_BYTES).contains(&chunk_size) {
             return Err(ManifestError::ChunkSizeOutOfRange { chunk_size });
@@ -79,10 +80,21 @@ impl FileInfo {
         if chunks != hashes as u64 || chunks > CHUNKS_PER_FILE_MAX as u64 {
             return Err(ManifestError::ChunkCountMismatch { hashes, chunks });
         }
-        if FileId::from_manifest(self.size, chunk_size, &self.chunk_hashes) != self.file_id {
-            return Err(ManifestError::IdMismatch);
+        if FileId::from_manifest(self.size, chunk_size, &self.chunk_hashes) == self.file_id {
+            return Ok(IdKind::File);
         }
-        Ok(())
+        if FileId::collection_from_manifest(self.size, chunk_size, &self.chunk_hashes)
+            == self.file_id
+        {
+            return Ok(IdKind::Collection);
+        }
+        Err(ManifestError::IdMismatch)
+    }
+
+    /// What this manifest's ID names, by hash domain (`None` if it is the hash of neither:
+    /// a manifest that would fail [`FileInfo::check`]).
+    pub fn kind(&self) -> Option<IdKind> {
+        self.check().ok()
     }
 }
 
@@ -108,7 +120,7 @@ pub(crate) mod tests {
     #[test]
     fn check_accepts_an_honest_manifest_and_names_each_lie() {
         let good = sample(3, CHUNK_SIZE_MIN_BYTES);
-        assert_eq!(good.check(), Ok(()));
+        assert_eq!(good.check(), Ok(IdKind::File));
         assert_eq!(good.chunk_len(2), CHUNK_SIZE_MIN_BYTES as u64 - 1);
 
         let mut small = sample(3, CHUNK_SIZE_MIN_BYTES);

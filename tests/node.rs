@@ -48,6 +48,7 @@ fn publish(h: &Handle, path: &Path) -> FileId {
 
 fn get_opts(h: &Handle, id: FileId, peer: PeerAddr, out: PathBuf) -> GetOptions {
     GetOptions {
+        kind: furymesh::crypto::IdKind::File,
         file_id: id,
         peers: vec![peer],
         security: h.security().clone(),

@@ -786,6 +786,7 @@ fn options(spec: &Spec, handle: &Handle, peers: Vec<PeerAddr>) -> Result<GetOpti
         spec.file_id.parse().map_err(|_| NodeError::UnknownDownload(DownloadId(spec.id)))?;
     Ok(GetOptions {
         file_id,
+        kind: crate::crypto::IdKind::File,
         peers,
         security: handle.security().clone(),
         output: spec.output.clone(),

@@ -268,6 +268,7 @@ pub fn run(
         let handles: Vec<_> = (0..scenario.downloaders)
             .map(|i| {
                 let opts = GetOptions {
+                    kind: crate::crypto::IdKind::File,
                     file_id: entry.info.file_id,
                     peers: peers.clone(),
                     security: security.clone(),

@@ -36,6 +36,11 @@ pub const DIGEST_BYTES: usize = 32;
 
 /// Domain separator that starts the canonical manifest encoding hashed into a file ID.
 const FILE_ID_DOMAIN: &[u8] = b"furymesh-file-v1\0";
+/// Domain separator for a collection ID: the same manifest encoding (of the blob holding
+/// the encoded collection) under another prefix, so no collection ID is ever a file ID.
+const COLLECTION_ID_DOMAIN: &[u8] = b"furymesh-collection-v1\0";
+/// Textual prefix of a collection ID (`c-` then 64 lowercase hex characters).
+pub const COLLECTION_ID_PREFIX: &str = "c-";
 
 /// SHA-256 of one chunk.
 pub type ChunkHash = [u8; DIGEST_BYTES];
@@ -50,8 +55,29 @@ impl FileId {
     /// `"furymesh-file-v1\0" || size (u64 LE) || chunk_size (u32 LE) || chunk_count (u32 LE)
     /// || chunk_hash[0] || … || chunk_hash[n-1]`, hashed with SHA-256.
     pub fn from_manifest(size: u64, chunk_size: u32, chunk_hashes: &[ChunkHash]) -> Self {
+        Self::hash_manifest(FILE_ID_DOMAIN, size, chunk_size, chunk_hashes)
+    }
+
+    /// The ID of a collection whose encoding is the blob with this manifest: the
+    /// [`FileId::from_manifest`] encoding with the prefix `"furymesh-collection-v1\0"`
+    /// instead. Seeders serve the blob under this ID; it lives in the same 32-byte
+    /// namespace as file IDs, and the domain keeps the two apart (see [`IdKind`]).
+    pub fn collection_from_manifest(
+        size: u64,
+        chunk_size: u32,
+        chunk_hashes: &[ChunkHash],
+    ) -> Self {
+        Self::hash_manifest(COLLECTION_ID_DOMAIN, size, chunk_size, chunk_hashes)
+    }
+
+    fn hash_manifest(
+        domain: &[u8],
+        size: u64,
+        chunk_size: u32,
+        chunk_hashes: &[ChunkHash],
+    ) -> Self {
         let mut h = Sha256::new();
-        h.update(FILE_ID_DOMAIN);
+        h.update(domain);
         h.update(size.to_le_bytes());
         h.update(chunk_size.to_le_bytes());
         // Chunk counts are bounded by `config::CHUNKS_PER_FILE_MAX`, far below u32::MAX.
@@ -100,6 +126,71 @@ impl FromStr for FileId {
     }
 }
 
+/// What a 32-byte ID names: a file, or a collection (a release of files). The hash domain
+/// decides ([`FileId::from_manifest`] vs [`FileId::collection_from_manifest`]), so a
+/// manifest proves its kind, and the textual form shows it ([`ContentId`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdKind {
+    File,
+    Collection,
+}
+
+/// An ID as users write it: a file ID (64 lowercase hex characters) or a collection ID
+/// (`c-` then 64 lowercase hex characters).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContentId {
+    /// The 32 bytes peers know it by.
+    pub id: FileId,
+    /// File or collection.
+    pub kind: IdKind,
+}
+
+impl ContentId {
+    /// A file's ID.
+    pub fn file(id: FileId) -> Self {
+        Self { id, kind: IdKind::File }
+    }
+
+    /// A collection's ID.
+    pub fn collection(id: FileId) -> Self {
+        Self { id, kind: IdKind::Collection }
+    }
+}
+
+impl fmt::Display for ContentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind == IdKind::Collection {
+            f.write_str(COLLECTION_ID_PREFIX)?;
+        }
+        f.write_str(&self.id.to_hex())
+    }
+}
+
+impl fmt::Debug for ContentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentId({self})")
+    }
+}
+
+/// Why a string is not a file or collection ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an ID is 64 lowercase hex characters (a file) or `c-` and 64 lowercase hex characters (a collection)")]
+pub struct ParseContentIdError;
+
+impl FromStr for ContentId {
+    type Err = ParseContentIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, hex) = match s.strip_prefix(COLLECTION_ID_PREFIX) {
+            Some(rest) => (IdKind::Collection, rest),
+            None => (IdKind::File, s),
+        };
+        let id = hex.parse().map_err(|_| ParseContentIdError)?;
+        Ok(Self { id, kind })
+    }
+}
+
 /// SHA-256 of a chunk's bytes.
 pub fn chunk_hash(data: &[u8]) -> ChunkHash {
     Sha256::digest(data).into()
@@ -123,6 +214,22 @@ mod tests {
         assert_eq!(hex.parse::<FileId>(), Ok(id));
         assert!(hex.to_uppercase().parse::<FileId>().is_err());
         assert!(hex[1..].parse::<FileId>().is_err());
+    }
+
+    #[test]
+    fn collection_ids_are_another_domain_and_another_text() {
+        let hashes = [chunk_hash(b"a")];
+        let file = FileId::from_manifest(1, 4096, &hashes);
+        let coll = FileId::collection_from_manifest(1, 4096, &hashes);
+        assert_ne!(file, coll, "the same blob has distinct file and collection IDs");
+        let c = ContentId::collection(coll);
+        let text = c.to_string();
+        assert_eq!(text, format!("c-{}", coll.to_hex()));
+        assert_eq!(text.parse::<ContentId>(), Ok(c));
+        assert_eq!(file.to_hex().parse::<ContentId>(), Ok(ContentId::file(file)));
+        for bad in ["c-", "c-xyz", "C-00", "d-00", &format!("c-{}", "A".repeat(64))] {
+            assert_eq!(bad.parse::<ContentId>(), Err(ParseContentIdError), "{bad}");
+        }
     }
 
     #[test]

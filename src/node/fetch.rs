@@ -36,7 +36,7 @@ use crate::config::{
     throttle_burst_bytes, RESPONSE_BODY_MAX_BYTES, SHARD_STOP_GRACE, WRITES_INFLIGHT_MAX,
 };
 use crate::crypto::handshake::Blame;
-use crate::crypto::FileId;
+use crate::crypto::{FileId, IdKind};
 use crate::dht::NodeId;
 use crate::manifest::FileInfo;
 use crate::peer::{manifest_from, ClientConfig, ClientEvent, ClientSession, PeerError, Swarm};
@@ -90,6 +90,9 @@ impl From<SocketAddr> for PeerAddr {
 #[derive(Debug, Clone)]
 pub struct GetOptions {
     pub file_id: FileId,
+    /// What `file_id` must name: a file, or a collection's encoding (fetched like a file
+    /// by `get c-…`). A manifest proving the other kind is refused (`GetError::WrongKind`).
+    pub kind: IdKind,
     /// Peers to download from, all at once.
     pub peers: Vec<PeerAddr>,
     /// Identity, network secret and encryption setting for every connection.
@@ -291,6 +294,18 @@ pub enum GetError {
     Interrupted,
     #[error("no peer to download from")]
     NoPeers,
+    /// A collection that cannot be downloaded safely: too large, malformed, or an entry
+    /// path that is refused (`collection::PathError`), or a file that disagrees with its
+    /// entry. Nothing of it was written.
+    #[error("refusing collection {id}: {what}")]
+    BadCollection { id: String, what: String },
+    /// Where a collection's entry would go is not safe to write: a symlink (or a file
+    /// where a directory is needed) already inside the output directory.
+    #[error("{path}: {why}; nothing of the collection was written")]
+    UnsafeOutput { path: PathBuf, why: String },
+    /// The ID names a collection where a file was asked for, or the other way round.
+    #[error("{id} names a {found:?}, not a {expected:?}{}", if *.found == IdKind::Collection { format!(" (get c-{} -o DIR)", .id) } else { String::new() })]
+    WrongKind { id: FileId, expected: IdKind, found: IdKind },
     #[error("cannot serve while downloading: {what}")]
     Listen { what: String },
     /// The node the download runs in failed or stopped.
@@ -314,12 +329,15 @@ impl GetError {
             | Self::Protocol { .. }
             | Self::WrongNode { .. }
             | Self::Tampered { .. }
-            | Self::HashMismatch { .. } => Some(Blame::Peer),
+            | Self::HashMismatch { .. }
+            | Self::BadCollection { .. } => Some(Blame::Peer),
             Self::OutputExists { .. }
             | Self::OutputBusy { .. }
             | Self::DiskFull { .. }
             | Self::Io { .. }
             | Self::NoPeers
+            | Self::WrongKind { .. }
+            | Self::UnsafeOutput { .. }
             | Self::Listen { .. }
             | Self::Node(_) => Some(Blame::Local),
         }
@@ -1081,6 +1099,23 @@ where
     }
 }
 
+/// Refuses a manifest whose ID is of another kind than asked for (a collection fetched as
+/// a file, or the other way round), and a collection's encoding larger than
+/// `COLLECTION_BYTES_MAX`.
+fn check_kind(info: &FileInfo, expected: IdKind) -> Result<(), GetError> {
+    let found = info.kind().unwrap_or(IdKind::File);
+    if found != expected {
+        return Err(GetError::WrongKind { id: info.file_id, expected, found });
+    }
+    if found == IdKind::Collection && info.size > crate::config::COLLECTION_BYTES_MAX {
+        return Err(GetError::BadCollection {
+            id: format!("c-{}", info.file_id),
+            what: format!("{} bytes, more than COLLECTION_BYTES_MAX", info.size),
+        });
+    }
+    Ok(())
+}
+
 /// Fetches the manifest from the first of `peers` that has it.
 async fn fetch_manifest_any(
     peers: &[PeerAddr],
@@ -1131,6 +1166,7 @@ pub(super) fn get(
         }
         None => {
             let (peers, id, p) = (opts.peers.clone(), opts.file_id, partial.clone());
+            let kind = opts.kind;
             let (sec, pins2, counters2) = (opts.security.clone(), pins.clone(), counters.clone());
             let timeout = node.config().peer_timeout();
             let transport = opts.transport;
@@ -1142,6 +1178,8 @@ pub(super) fn get(
                     let (s, p2, c2) = (&sec, &pins2, &counters2);
                     let info =
                         fetch_manifest_any(&peers, id, s, p2, c2, timeout, transport).await?;
+                    // Before anything is written for it.
+                    check_kind(&info, kind)?;
                     create_partial(&p, info.size).await?;
                     Ok::<_, GetError>(info)
                 })
@@ -1155,6 +1193,7 @@ pub(super) fn get(
             (info, bits, 0)
         }
     };
+    check_kind(&info, opts.kind)?;
     let reused = u64::from(bits.count_ones()) - reverified;
     let data =
         OpenOptions::new().write(true).open(&partial).map_err(|e| GetError::io(&partial, e))?;

@@ -11,6 +11,7 @@
 pub mod clock;
 mod dht;
 mod fetch;
+mod fetch_collection;
 mod handle;
 mod limits;
 mod secure;
@@ -36,8 +37,10 @@ pub use fetch::{
     resolve_addr, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr,
     PeerReport, TransportChoice,
 };
+pub use fetch_collection::{get_collection, record_collection, CollectionReport};
 pub use handle::{
-    DownloadCounters, DownloadId, Handle, Node, NodeError, NodeOptions, NodeStats, TransferStatus,
+    DownloadCounters, DownloadId, Handle, Node, NodeError, NodeOptions, NodeStats, ResolvedPeers,
+    TransferStatus,
 };
 pub use limits::{open_files_limit, raise_open_files_limit, ShardBudget};
 pub use secure::{

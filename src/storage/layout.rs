@@ -8,6 +8,8 @@
 //!   dht-table.fmt           routing-table snapshot, a FlatBuffers `DhtTable` (node::dht)
 //!   catalog/<file_id>.fmm   one FlatBuffers `Manifest` per published file (storage::Catalog)
 //!   catalog/.lock           the catalog's write lock (flock; storage::Catalog::relock)
+//!   collections/<id>.fmc    a published collection's canonical encoding, served in place
+//!                           under its collection ID (storage::store_collection)
 //!   api.token               the control API's bearer token, mode 600 (api)
 //!   api.addr                the running seed's API address, `HOST:PORT` (api)
 //!   api-downloads.json      downloads started through the API, resumed at the next start (api)
@@ -32,6 +34,9 @@ const CATALOG_LOCK_FILE: &str = ".lock";
 /// Extension of a manifest file in the catalog.
 const MANIFEST_EXTENSION: &str = "fmm";
 const DEMO_DIR: &str = "demo";
+const COLLECTIONS_DIR: &str = "collections";
+/// Extension of an encoded collection.
+const COLLECTION_EXTENSION: &str = "fmc";
 const API_TOKEN_FILE: &str = "api.token";
 const API_ADDR_FILE: &str = "api.addr";
 const API_DOWNLOADS_FILE: &str = "api-downloads.json";
@@ -100,6 +105,16 @@ pub fn is_manifest(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()) == Some(MANIFEST_EXTENSION)
 }
 
+/// Where published collections' encodings live (served in place like files).
+pub fn collections_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(COLLECTIONS_DIR)
+}
+
+/// The encoded collection `id` (its 64 hex characters, without the `c-` prefix).
+pub fn collection_path(data_dir: &Path, id: &FileId) -> PathBuf {
+    collections_dir(data_dir).join(format!("{id}.{COLLECTION_EXTENSION}"))
+}
+
 /// The data directory of demo node `index` (a data directory of its own).
 pub fn demo_node_dir(data_dir: &Path, index: usize) -> PathBuf {
     data_dir.join(DEMO_DIR).join(format!("node-{index}"))
@@ -123,5 +138,7 @@ mod tests {
         assert!(is_manifest(&m));
         assert!(!is_manifest(Path::new("/d/catalog/.furymesh-tmpXYZ")));
         assert_eq!(demo_node_dir(d, 3), Path::new("/d/demo/node-3"));
+        let c = collection_path(d, &id);
+        assert_eq!(c, Path::new(&format!("/d/collections/{}.fmc", "ab".repeat(32))));
     }
 }

@@ -23,7 +23,10 @@ use std::path::{Path, PathBuf};
 pub use lock::{lock_exclusive, lock_shared, try_lock_exclusive, DownloadClaim, LockFile};
 pub use mmap::MappedFile;
 pub use partial::reverify_chunks;
-pub use publish::{publish, total_bytes, PublishError, Published};
+pub use publish::{
+    publish, publish_tree, store_collection, total_bytes, PublishError, Published,
+    PublishedCollection, TreeOutcome, UnsafePolicy,
+};
 
 use crate::crypto::FileId;
 use crate::manifest::FileInfo;
@@ -225,6 +228,11 @@ impl Catalog {
             }
         }
         Ok(())
+    }
+
+    /// The data directory this catalog belongs to.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     pub fn get(&self, id: &FileId) -> Option<&CatalogEntry> {

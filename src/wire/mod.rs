@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
 
+use crate::collection::{Collection, CollectionEntry, CollectionError};
 use crate::crypto::{FileId, DIGEST_BYTES};
 use crate::manifest::{FileInfo, ManifestError};
 use generated::furymesh as fb;
@@ -626,6 +627,80 @@ pub fn decode_resume(buf: &[u8]) -> Result<(FileInfo, Vec<u8>), DecodeError> {
     Ok((info, bits))
 }
 
+/// Encodes a collection canonically: the same entries (in their canonical order, which
+/// [`Collection::new`] establishes) always give the same bytes, and so the same ID. The
+/// layout is whatever this builder writes (the flatbuffers crate is pinned; a test pins the
+/// ID of a sample collection).
+pub fn encode_collection(c: &Collection) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(64 + c.entries.len() * 96);
+    let entries: Vec<_> = c
+        .entries
+        .iter()
+        .map(|e| {
+            let path = fbb.create_string(&e.path);
+            let file_id = fbb.create_vector(&e.file_id.0);
+            fb::CollectionEntry::create(
+                &mut fbb,
+                &fb::CollectionEntryArgs {
+                    path: Some(path),
+                    file_id: Some(file_id),
+                    size: e.size,
+                    executable: e.executable,
+                    chunk_size: e.chunk_size,
+                },
+            )
+        })
+        .collect();
+    let entries = fbb.create_vector(&entries);
+    let root = fb::Collection::create(&mut fbb, &fb::CollectionArgs { entries: Some(entries) });
+    fbb.finish_minimal(root);
+    fbb.finished_data().to_vec()
+}
+
+/// Decodes and checks a collection from untrusted bytes (a peer's blob, even once its hash
+/// verified: its author may be hostile): at most `COLLECTION_BYTES_MAX` bytes, the
+/// FlatBuffers verifier bounded by the buffer's size, then every entry checked
+/// ([`Collection::check`]: paths, order, collisions, entry count).
+pub fn decode_collection(buf: &[u8]) -> Result<Collection, CollectionError> {
+    let malformed = |what: &str| CollectionError::Malformed(what.to_owned());
+    if buf.len() as u64 > crate::config::COLLECTION_BYTES_MAX {
+        return Err(malformed("larger than COLLECTION_BYTES_MAX"));
+    }
+    // Each entry is a table of at least 4 fields: the table count is bounded by the size.
+    let opts = VerifierOptions {
+        max_depth: 4,
+        max_tables: buf.len() / 16 + 2,
+        max_apparent_size: buf.len().saturating_mul(2).saturating_add(256),
+        ignore_missing_null_terminator: false,
+    };
+    let root = flatbuffers::root_with_opts::<fb::Collection>(&opts, buf)
+        .map_err(|e| CollectionError::Malformed(format!("failed FlatBuffers verification: {e}")))?;
+    let list = root.entries().ok_or_else(|| malformed("no entries field"))?;
+    if list.len() > crate::config::COLLECTION_ENTRIES_MAX {
+        return Err(CollectionError::TooManyEntries { count: list.len() });
+    }
+    let mut entries = Vec::with_capacity(list.len());
+    for (i, e) in list.iter().enumerate() {
+        let path = e.path().ok_or_else(|| malformed(&format!("entry {i} has no path")))?;
+        let raw = e.file_id().map(|v| v.bytes()).unwrap_or_default();
+        let mut id = [0u8; DIGEST_BYTES];
+        if raw.len() != DIGEST_BYTES {
+            return Err(malformed(&format!("entry {i}: file ID is not 32 bytes")));
+        }
+        id.copy_from_slice(raw);
+        entries.push(CollectionEntry {
+            path: path.to_owned(),
+            file_id: FileId(id),
+            size: e.size(),
+            chunk_size: e.chunk_size(),
+            executable: e.executable(),
+        });
+    }
+    let c = Collection { entries };
+    c.check()?;
+    Ok(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,5 +821,64 @@ mod tests {
         fbb.finish_minimal(root);
         let old = fbb.finished_data();
         assert_eq!(decode_manifest(old), Ok((info, "/srv/old.iso".into(), 9)));
+    }
+
+    fn sample_collection() -> Collection {
+        let e = |path: &str, n: u8, size: u64, executable: bool| CollectionEntry {
+            path: path.into(),
+            file_id: FileId([n; 32]),
+            size,
+            chunk_size: 262_144,
+            executable,
+        };
+        Collection::new(vec![
+            e("bin/run", 1, 10, true),
+            e("README", 2, 0, false),
+            e("a/b/c", 3, 7, false),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn collections_round_trip_and_encode_canonically() {
+        let c = sample_collection();
+        let bytes = encode_collection(&c);
+        assert_eq!(decode_collection(&bytes), Ok(c.clone()));
+        // The same entries given in another order encode to the same bytes.
+        let mut shuffled = c.entries.clone();
+        shuffled.reverse();
+        assert_eq!(encode_collection(&Collection::new(shuffled).unwrap()), bytes);
+        // Pins the encoding: a change here changes every published collection ID.
+        let chunk_hashes = [crate::crypto::chunk_hash(&bytes)];
+        let id = FileId::collection_from_manifest(bytes.len() as u64, 262_144, &chunk_hashes);
+        assert_eq!(bytes.len(), 296);
+        assert_eq!(id.to_hex(), "40a2063d9e6a30cab29f76a353c8e759aeadd4a202b47b99fe2b976949633020");
+    }
+
+    #[test]
+    fn hostile_collection_encodings_are_refused() {
+        assert!(matches!(decode_collection(b"junk"), Err(CollectionError::Malformed(_))));
+        assert!(matches!(decode_collection(&[]), Err(CollectionError::Malformed(_))));
+        // Entries out of canonical order, and a bad path, survive encoding but not decoding.
+        let mut c = sample_collection();
+        c.entries.swap(0, 1);
+        assert!(matches!(
+            decode_collection(&encode_collection(&c)),
+            Err(CollectionError::NotSorted { .. })
+        ));
+        let mut c = sample_collection();
+        c.entries[0].path = "../../etc/passwd".into();
+        assert!(matches!(
+            decode_collection(&encode_collection(&c)),
+            Err(CollectionError::Path { .. })
+        ));
+        // Every truncation of a good encoding is refused or decodes to a checked collection;
+        // none panics.
+        let good = encode_collection(&sample_collection());
+        for n in 0..good.len() {
+            if let Ok(c) = decode_collection(&good[..n]) {
+                assert_eq!(c.check(), Ok(()));
+            }
+        }
     }
 }

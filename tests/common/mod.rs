@@ -98,8 +98,17 @@ pub fn write_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
     data
 }
 
-/// Publishes `paths` and returns the JSON array.
+/// Publishes `paths` and returns the JSON array's files (the rows with a `file_id`; a
+/// directory also adds a row with its `collection_id`, see [`publish_rows`]).
 pub fn publish(data_dir: &Path, paths: &[&Path], extra: &[&str]) -> Vec<serde_json::Value> {
+    publish_rows(data_dir, paths, extra)
+        .into_iter()
+        .filter(|r| r.get("file_id").is_some())
+        .collect()
+}
+
+/// Publishes `paths` and returns every row of the JSON array (files, then collections).
+pub fn publish_rows(data_dir: &Path, paths: &[&Path], extra: &[&str]) -> Vec<serde_json::Value> {
     let out = run_ok(fm(data_dir).arg("--json").arg("publish").args(extra).args(paths));
     json(&out).as_array().expect("array").clone()
 }

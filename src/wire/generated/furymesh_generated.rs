@@ -2359,6 +2359,266 @@ impl ::core::fmt::Debug for ResumeState<'_> {
       ds.finish()
   }
 }
+pub enum CollectionEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CollectionEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CollectionEntry<'a> {
+  type Inner = CollectionEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CollectionEntry<'a> {
+  pub const VT_PATH: ::flatbuffers::VOffsetT = 4;
+  pub const VT_FILE_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_EXECUTABLE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CHUNK_SIZE: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CollectionEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CollectionEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CollectionEntry<'bldr>> {
+    let mut builder = CollectionEntryBuilder::new(_fbb);
+    builder.add_size(args.size);
+    builder.add_chunk_size(args.chunk_size);
+    if let Some(x) = args.file_id { builder.add_file_id(x); }
+    if let Some(x) = args.path { builder.add_path(x); }
+    builder.add_executable(args.executable);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn path(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(CollectionEntry::VT_PATH, None)}
+  }
+  #[inline]
+  pub fn file_id(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(CollectionEntry::VT_FILE_ID, None)}
+  }
+  #[inline]
+  pub fn size(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CollectionEntry::VT_SIZE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn executable(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(CollectionEntry::VT_EXECUTABLE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn chunk_size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(CollectionEntry::VT_CHUNK_SIZE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CollectionEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("path", Self::VT_PATH, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("file_id", Self::VT_FILE_ID, false)?
+     .visit_field::<u64>("size", Self::VT_SIZE, false)?
+     .visit_field::<bool>("executable", Self::VT_EXECUTABLE, false)?
+     .visit_field::<u32>("chunk_size", Self::VT_CHUNK_SIZE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CollectionEntryArgs<'a> {
+    pub path: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub file_id: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub size: u64,
+    pub executable: bool,
+    pub chunk_size: u32,
+}
+impl<'a> Default for CollectionEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CollectionEntryArgs {
+      path: None,
+      file_id: None,
+      size: 0,
+      executable: false,
+      chunk_size: 0,
+    }
+  }
+}
+
+pub struct CollectionEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CollectionEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_path(&mut self, path: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CollectionEntry::VT_PATH, path);
+  }
+  #[inline]
+  pub fn add_file_id(&mut self, file_id: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CollectionEntry::VT_FILE_ID, file_id);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u64) {
+    self.fbb_.push_slot::<u64>(CollectionEntry::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn add_executable(&mut self, executable: bool) {
+    self.fbb_.push_slot::<bool>(CollectionEntry::VT_EXECUTABLE, executable, false);
+  }
+  #[inline]
+  pub fn add_chunk_size(&mut self, chunk_size: u32) {
+    self.fbb_.push_slot::<u32>(CollectionEntry::VT_CHUNK_SIZE, chunk_size, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CollectionEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CollectionEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CollectionEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CollectionEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CollectionEntry");
+      ds.field("path", &self.path());
+      ds.field("file_id", &self.file_id());
+      ds.field("size", &self.size());
+      ds.field("executable", &self.executable());
+      ds.field("chunk_size", &self.chunk_size());
+      ds.finish()
+  }
+}
+pub enum CollectionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Collection<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Collection<'a> {
+  type Inner = Collection<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Collection<'a> {
+  pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Collection { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CollectionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Collection<'bldr>> {
+    let mut builder = CollectionBuilder::new(_fbb);
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn entries(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CollectionEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CollectionEntry>>>>(Collection::VT_ENTRIES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Collection<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<CollectionEntry>>>>("entries", Self::VT_ENTRIES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CollectionArgs<'a> {
+    pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CollectionEntry<'a>>>>>,
+}
+impl<'a> Default for CollectionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CollectionArgs {
+      entries: None,
+    }
+  }
+}
+
+pub struct CollectionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CollectionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<CollectionEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Collection::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CollectionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CollectionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Collection<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Collection<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Collection");
+      ds.field("entries", &self.entries());
+      ds.finish()
+  }
+}
 pub enum DhtPacketOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
