@@ -111,7 +111,10 @@ fn a_40_file_release_is_one_id_fetched_with_one_get_and_resumed_after_kill_9() {
     assert!(kept >= 5, "files verified before the kill are kept: {report}");
     assert_eq!(report["files_fetched"].as_u64().unwrap() + kept, 40);
     // Byte-identical, modes included, and nothing but the release in the directory.
-    assert_eq!(tree(&out), tree(&src));
+    let (got, want) = (tree(&out), tree(&src));
+    let extra: Vec<_> = got.iter().filter(|e| !want.contains(e)).collect();
+    let missing: Vec<_> = want.iter().filter(|e| !got.contains(e)).collect();
+    assert!(extra.is_empty() && missing.is_empty(), "extra {extra:?}, missing {missing:?}");
     assert_eq!(fs::metadata(out.join("bin/tool.sh")).unwrap().permissions().mode() & 0o111, 0o111);
     assert_eq!(fs::metadata(out.join("EMPTY")).unwrap().len(), 0);
     // The downloader records the release: a seed on its data directory serves it whole.

@@ -83,6 +83,7 @@ pub fn get_collection(
             Err(e) => return Err(io_err(&p, e)),
         }
     }
+    remove_stale_temporaries(&dir, &collection);
     let total = collection.entries.len();
     let kept = total - plan.len();
     progress(kept, total);
@@ -284,6 +285,29 @@ fn preflight<'c>(
         }
     }
     Ok(todo)
+}
+
+/// Removes the temporary files a run killed mid-way through an atomic write (a resume
+/// state's `.furymesh-tmp*`, `storage::write_atomic`) left in the collection's
+/// directories, unless an entry has that name. Best effort.
+fn remove_stale_temporaries(dir: &Path, c: &Collection) {
+    let entries: std::collections::HashSet<&str> =
+        c.entries.iter().map(|e| e.path.as_str()).collect();
+    let mut dirs = c.directories();
+    dirs.push(String::new());
+    for d in dirs {
+        let Ok(list) = fs::read_dir(dir.join(&d)) else { continue };
+        for f in list.flatten() {
+            let name = f.file_name();
+            let Some(name) = name.to_str().filter(|n| n.starts_with(".furymesh-tmp")) else {
+                continue;
+            };
+            let rel = if d.is_empty() { name.to_owned() } else { format!("{d}/{name}") };
+            if !entries.contains(rel.as_str()) && f.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = fs::remove_file(f.path());
+            }
+        }
+    }
 }
 
 /// Whether the file at `path` is the entry's content: its size, then its file ID computed
