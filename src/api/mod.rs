@@ -19,6 +19,7 @@ mod error;
 mod listener;
 mod metrics;
 mod routes;
+mod ui;
 
 use std::fs;
 use std::io::{self, Write};

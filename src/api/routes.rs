@@ -102,6 +102,7 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
         .route("/api/dht/providers/{id}", get(providers))
         .route("/metrics", get(metrics_text))
         .route("/api/openapi.json", get(openapi_json))
+        .merge(super::ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -112,8 +113,10 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
 /// Mutating calls always need the token; every call does off loopback.
 async fn auth(State(s): Shared, req: Request, next: Next) -> Response {
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
-    // The API's description is public, like any published OpenAPI document.
-    let public = read_only && req.uri().path() == "/api/openapi.json";
+    // The API's description is public, like any published OpenAPI document, and so are
+    // the web UI's static files (they hold no node data).
+    let path = req.uri().path();
+    let public = read_only && (path == "/api/openapi.json" || super::ui::is_public(path));
     if !public && (!read_only || !s.loopback) && !s.authorized(req.headers()) {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
