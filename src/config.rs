@@ -215,10 +215,6 @@ pub const COLLECTION_NAME_MAX_BYTES: usize = 255;
 /// Files of a collection `get` downloads at once, all over the same node and peers: enough
 /// to hide one file's manifest round trip and handshakes behind another's transfer.
 pub const COLLECTION_FILES_PARALLEL: usize = 4;
-/// `get -o -` (stdout): chunks verified beyond the first one not yet written that the
-/// scheduler may ask for. Chunks are requested in file order; this bounds how far ahead a
-/// fast peer runs while a slow one holds the next chunk (and the spooled bytes on disk).
-pub const STREAM_WINDOW_CHUNKS: u32 = 64;
 
 /// Checks a chunk size given on the command line.
 pub fn validate_chunk_size(bytes: u64) -> Result<u32, String> {

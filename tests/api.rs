@@ -582,6 +582,8 @@ fn ensure_schemathesis() -> std::path::PathBuf {
 /// Runs schemathesis against the running API at `api`; `extra` selects operations.
 fn schemathesis(exe: &Path, api: SocketAddr, token: Option<&str>, extra: &[&str]) {
     let mut cmd = Command::new(exe);
+    // Its cache (.schemathesis/) goes under target/, never into the source tree.
+    cmd.current_dir(env!("CARGO_TARGET_TMPDIR"));
     cmd.args(["run", &format!("http://{api}/api/openapi.json")])
         .args(["--url", &format!("http://{api}")])
         .args([
