@@ -429,7 +429,73 @@ fn api_download_completes_byte_identical_and_metrics_rise_during_it() {
         metric(&after, r#"furymesh_shard_chunks_served_total{shard="0"}"#),
         metric(&after, "furymesh_chunks_served_total")
     );
+    // The chunk-serve histogram counted every chunk served, in cumulative buckets.
+    assert_eq!(after["TYPE furymesh_chunk_serve_seconds"], "histogram");
+    let count = metric(&after, "furymesh_chunk_serve_seconds_count");
+    assert_eq!(count, metric(&after, "furymesh_chunks_served_total"));
+    assert_eq!(metric(&after, r#"furymesh_chunk_serve_seconds_bucket{le="+Inf"}"#), count);
+    let mut buckets: Vec<(f64, f64)> = after
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k.strip_prefix("furymesh_chunk_serve_seconds_bucket{le=\"")?;
+            Some((le.trim_end_matches("\"}").parse().ok()?, v.as_f64()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(buckets.len() > 10, "{buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "not cumulative: {buckets:?}");
+    assert!(metric(&after, "furymesh_chunk_serve_seconds_sum") > 0.0);
+    assert!(metric(&after, "furymesh_open_memory_maps") >= 1.0, "the served file is mapped");
+    assert!(metric(&after, r#"furymesh_shard_open_memory_maps{shard="0"}"#) >= 1.0);
+    for key in [
+        r#"furymesh_dht_rpcs_total{direction="sent",type="find_node"}"#,
+        r#"furymesh_dht_rpcs_total{direction="answered",type="ping"}"#,
+        "furymesh_dht_rpc_failures_total",
+        "furymesh_dht_lookups_total",
+        "furymesh_dht_lookup_failures_total",
+        "furymesh_dht_announcement_backlog",
+    ] {
+        metric(&after, key);
+    }
+    // A client that sends garbage instead of a handshake: counted by reason, and the
+    // reasons add up to the incoming failures by blame.
+    let incoming = |m: &serde_json::Map<String, Value>| -> (f64, f64) {
+        let by_reason: f64 = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("furymesh_incoming_handshake_failures_total{"))
+            .filter_map(|(_, v)| v.as_f64())
+            .sum();
+        let by_blame =
+            metric(m, r#"furymesh_handshake_failures_total{blame="peer",direction="incoming"}"#)
+                + metric(
+                    m,
+                    r#"furymesh_handshake_failures_total{blame="local",direction="incoming"}"#,
+                );
+        (by_reason, by_blame)
+    };
+    assert_eq!(incoming(&after).0, 0.0);
+    metric(&after, r#"furymesh_incoming_handshake_failures_total{reason="timeout"}"#);
+    let mut garbage = TcpStream::connect(src.addr).unwrap();
+    garbage.write_all(&[0xff; 64]).unwrap();
+    drop(garbage);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (by_reason, by_blame) = loop {
+        let m = scrape(src_api);
+        let (r, b) = incoming(&m);
+        if r >= 1.0 {
+            break (r, b);
+        }
+        assert!(Instant::now() < deadline, "the failed handshake was not counted by reason");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(by_reason, by_blame);
+    // A lookup through the downloader's DHT (which knows nobody): counted, and failed.
+    let before_lookups = metric(&scrape(dst_api), "furymesh_dht_lookups_total");
+    let prov = http(dst_api, "GET", &format!("/api/dht/providers/{id}"), None, None);
+    assert_eq!(prov.status, 200, "{}", String::from_utf8_lossy(&prov.body));
     let dst_m = scrape(dst_api);
+    assert!(metric(&dst_m, "furymesh_dht_lookups_total") > before_lookups);
+    assert!(metric(&dst_m, "furymesh_dht_lookup_failures_total") >= 1.0);
     assert_eq!(metric(&dst_m, "furymesh_downloads_started_total"), 1.0);
     assert_eq!(metric(&dst_m, r#"furymesh_downloads_finished_total{outcome="completed"}"#), 1.0);
     assert_eq!(metric(&dst_m, "furymesh_downloaded_bytes_total"), data.len() as f64);

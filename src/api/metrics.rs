@@ -13,7 +13,17 @@
 
 use std::fmt::Write;
 
-use crate::node::{NodeStats, SeedStats};
+use hdrhistogram::Histogram;
+
+use crate::node::{NodeActivity, NodeStats, SeedStats};
+
+/// Upper bounds of the chunk-serve histogram's buckets, in seconds (`+Inf` is added): a
+/// 256 KiB chunk leaves in tens of microseconds on loopback and in seconds behind a slow
+/// link or an upload limit (pacing is part of serving).
+const SERVE_BUCKETS_SECONDS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
 
 /// The `Content-Type` of the exposition.
 pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -81,6 +91,26 @@ impl Exposition {
     fn gauge(&mut self, name: &'static str, help: &str, value: f64) {
         self.family(name, "gauge", help).sample(&[], value);
     }
+
+    /// A histogram family from an hdrhistogram of microseconds: cumulative `_bucket`s at
+    /// `bounds` (seconds) and `+Inf`, `_sum` (seconds, from the recorded values at the
+    /// histogram's precision) and `_count`.
+    fn histogram(&mut self, name: &'static str, help: &str, h: &Histogram<u64>, bounds: &[f64]) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} histogram");
+        for b in bounds {
+            let us = (b * 1e6) as u64;
+            let n = h.count_between(0, us);
+            let _ = writeln!(self.out, "{name}_bucket{{le=\"{}\"}} {n}", number(*b));
+        }
+        let _ = writeln!(self.out, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
+        let sum_us: f64 = h
+            .iter_recorded()
+            .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+            .sum();
+        let _ = writeln!(self.out, "{name}_sum {}", number(sum_us / 1e6));
+        let _ = writeln!(self.out, "{name}_count {}", h.len());
+    }
 }
 
 /// Process figures read from `/proc/self`.
@@ -110,7 +140,12 @@ impl ProcessFigures {
 type PerShard = (&'static str, &'static str, &'static str, fn(&SeedStats) -> u64);
 
 /// The exposition of `s`, each shard's counters and the process figures.
-pub(super) fn render(s: &NodeStats, shards: &[SeedStats], p: &ProcessFigures) -> String {
+pub(super) fn render(
+    s: &NodeStats,
+    shards: &[SeedStats],
+    a: &NodeActivity,
+    p: &ProcessFigures,
+) -> String {
     let mut e = Exposition { out: String::with_capacity(8 * 1024) };
     let v = &s.serving;
     let per_shard: [PerShard; 5] = [
@@ -279,6 +314,78 @@ pub(super) fn render(s: &NodeStats, shards: &[SeedStats], p: &ProcessFigures) ->
             "Provider records this node stores for others.",
             h.provider_records as f64,
         );
+        let mut f = e.family(
+            "furymesh_dht_rpcs_total",
+            "counter",
+            "DHT requests, by direction (sent, or answered for others) and type.",
+        );
+        for (dir, c) in [("sent", &h.rpcs_sent), ("answered", &h.rpcs_answered)] {
+            for (ty, n) in [
+                ("ping", c.ping),
+                ("find_node", c.find_node),
+                ("get_providers", c.get_providers),
+                ("announce_provider", c.announce_provider),
+            ] {
+                f.sample(&[("direction", dir), ("type", ty)], n as f64);
+            }
+        }
+        e.counter(
+            "furymesh_dht_rpc_failures_total",
+            "DHT requests that got no answer after their resends.",
+            h.rpcs_failed,
+        );
+        e.counter(
+            "furymesh_dht_lookups_total",
+            "DHT lookups started (joins, refreshes, announcements, queries).",
+            h.lookups,
+        );
+        e.counter(
+            "furymesh_dht_lookup_failures_total",
+            "DHT lookups that ended with no node having answered.",
+            h.lookups_failed,
+        );
+        e.gauge(
+            "furymesh_dht_announcement_backlog",
+            "Provided keys waiting in the paced announcement queue.",
+            h.announcement_backlog as f64,
+        );
+    }
+    {
+        let mut f = e.family(
+            "furymesh_incoming_handshake_failures_total",
+            "counter",
+            "Incoming handshakes that failed, by reason.",
+        );
+        // Always the common reasons, so a dashboard's series exist before the first one.
+        for r in ["timeout", "closed", "wrong_network", "encryption_mismatch", "malformed"] {
+            if !v.handshakes_failed_by_reason.contains_key(r) {
+                f.sample(&[("reason", r)], 0.0);
+            }
+        }
+        for (r, n) in &v.handshakes_failed_by_reason {
+            f.sample(&[("reason", r)], *n as f64);
+        }
+    }
+    e.histogram(
+        "furymesh_chunk_serve_seconds",
+        "Time to serve one chunk to a peer (read, seal, pace and write), in seconds.",
+        &a.serve_latency_us,
+        &SERVE_BUCKETS_SECONDS,
+    );
+    e.gauge(
+        "furymesh_open_memory_maps",
+        "Published files the shards have mapped now.",
+        a.open_maps.iter().sum::<usize>() as f64,
+    );
+    {
+        let mut f = e.family(
+            "furymesh_shard_open_memory_maps",
+            "gauge",
+            "Published files a shard has mapped now, by shard.",
+        );
+        for (i, n) in a.open_maps.iter().enumerate() {
+            f.sample(&[("shard", &i.to_string())], *n as f64);
+        }
     }
     e.gauge(
         "process_resident_memory_bytes",
@@ -313,14 +420,30 @@ mod tests {
 
     #[test]
     fn every_family_has_help_and_type_before_its_samples() {
-        let text = render(&NodeStats::default(), &[SeedStats::default()], &ProcessFigures::read(0));
+        let activity = NodeActivity {
+            connections: Vec::new(),
+            files: Default::default(),
+            serve_latency_us: Histogram::new(2).unwrap(),
+            open_maps: vec![0],
+        };
+        let text = render(
+            &NodeStats::default(),
+            &[SeedStats::default()],
+            &activity,
+            &ProcessFigures::read(0),
+        );
         let mut declared = std::collections::HashSet::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 declared.insert(rest.split(' ').next().unwrap().to_owned());
             } else if !line.starts_with('#') {
                 let name = line.split(['{', ' ']).next().unwrap();
-                assert!(declared.contains(name), "{name} sampled before its TYPE line");
+                // A histogram's samples carry suffixes on the family's name.
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|sfx| name.strip_suffix(sfx).filter(|f| declared.contains(*f)))
+                    .unwrap_or(name);
+                assert!(declared.contains(family), "{name} sampled before its TYPE line");
             }
         }
         assert!(text.ends_with('\n'));

@@ -274,7 +274,7 @@ impl FileView {
     ))]
 async fn list_files(State(s): Shared) -> Result<Json<Vec<FileView>>, ApiError> {
     blocking(move || {
-        let (_, served) = s.handle.activity()?;
+        let served = s.handle.activity()?.files;
         let mut v: Vec<FileView> = s
             .handle
             .published()
@@ -314,7 +314,7 @@ async fn file(State(s): Shared, Id(id): Id) -> Result<Json<FileView>, ApiError> 
         .find(|e| e.info.file_id == id)
         .ok_or_else(|| ApiError::not_found(format!("file {id} is not published")))?;
     blocking(move || {
-        let (_, served) = s.handle.activity()?;
+        let served = s.handle.activity()?.files;
         Ok(Json(with_served(FileView::of(&entry), served.get(&id))))
     })
     .await
@@ -648,7 +648,7 @@ struct PeerView {
     ))]
 async fn peers(State(s): Shared) -> Result<Json<Vec<PeerView>>, ApiError> {
     blocking(move || {
-        let (conns, _) = s.handle.activity()?;
+        let conns = s.handle.activity()?.connections;
         let now = clock::now();
         let mut rates = s.conn_rates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         rates.retain(|k, _| conns.iter().any(|c| (c.shard, c.id) == *k));
@@ -795,7 +795,9 @@ async fn metrics_text(State(s): Shared) -> Result<Response, ApiError> {
     let text = blocking(move || {
         let stats = s.handle.stats()?;
         let shards = s.handle.shard_stats()?;
-        Ok(metrics::render(&stats, &shards, &metrics::ProcessFigures::read(s.started_unix)))
+        let activity = s.handle.activity()?;
+        let process = metrics::ProcessFigures::read(s.started_unix);
+        Ok(metrics::render(&stats, &shards, &activity, &process))
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())

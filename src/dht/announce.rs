@@ -54,6 +54,11 @@ impl Publisher {
         }
     }
 
+    /// Keys queued and not yet started.
+    pub(crate) fn backlog(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Adds `key` (or re-announces it now); `false` if `published_keys_max` keys are provided.
     pub(crate) fn publish(&mut self, now: Instant, key: Key) -> bool {
         if !self.keys.contains_key(&key) && self.keys.len() >= self.keys_max {

@@ -114,9 +114,40 @@ pub enum Rejection {
     },
 }
 
+/// RPCs counted by request type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct RpcCounts {
+    pub ping: u64,
+    pub find_node: u64,
+    pub get_providers: u64,
+    pub announce_provider: u64,
+}
+
+impl RpcCounts {
+    /// Counts one request of `body`'s type (replies are not requests: not counted).
+    pub fn count(&mut self, body: &DhtBody) {
+        match body {
+            DhtBody::Ping => self.ping += 1,
+            DhtBody::FindNode { .. } => self.find_node += 1,
+            DhtBody::GetProviders { .. } => self.get_providers += 1,
+            DhtBody::AnnounceProvider { .. } => self.announce_provider += 1,
+            DhtBody::Pong
+            | DhtBody::Nodes { .. }
+            | DhtBody::Providers { .. }
+            | DhtBody::AnnounceAck { .. } => {}
+        }
+    }
+}
+
 /// Counters of everything the core did or absorbed. Monotonic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DhtStats {
+    /// Requests answered, by type.
+    pub requests_by_type: RpcCounts,
+    /// Requests sent (first transmissions), by type.
+    pub rpcs_sent_by_type: RpcCounts,
+    /// Lookups (all purposes) that ended with no node having answered.
+    pub lookups_failed: u64,
     /// Datagrams past the rate limiter.
     pub datagrams_accepted: u64,
     /// Datagrams dropped by the per-source-IP rate limiter.
@@ -262,6 +293,11 @@ impl Dht {
     /// The configuration this node runs with.
     pub fn config(&self) -> &DhtConfig {
         &self.config
+    }
+
+    /// Keys waiting in the announcement queue (not yet started).
+    pub fn announcement_backlog(&self) -> usize {
+        self.publisher.backlog()
     }
 
     /// Counters.
@@ -421,6 +457,8 @@ impl Dht {
             self.check_newcomer(now, sender);
         }
         let k = self.config.k;
+        let mut by_type = self.stats.requests_by_type;
+        by_type.count(&msg.body);
         let reply = match msg.body {
             DhtBody::Ping => DhtBody::Pong,
             DhtBody::FindNode { target } => {
@@ -455,6 +493,7 @@ impl Dht {
             }
         };
         self.stats.requests_answered += 1;
+        self.stats.requests_by_type = by_type;
         let msg = DhtMessage {
             tx: msg.tx,
             sender: self.local,
@@ -710,6 +749,7 @@ impl Dht {
         );
         self.deadlines.insert((deadline, tx));
         self.stats.rpcs_sent += 1;
+        self.stats.rpcs_sent_by_type.count(&self.rpcs[&tx].request);
         self.transmit(to, msg);
         true
     }
@@ -840,6 +880,9 @@ impl Dht {
     }
 
     fn finish_lookup(&mut self, now: Instant, lookup: Lookup) {
+        if lookup.closest_responded().is_empty() {
+            self.stats.lookups_failed += 1;
+        }
         match lookup.purpose {
             Purpose::FindNode => self.events.push_back(DhtEvent::LookupFinished {
                 target: lookup.target,

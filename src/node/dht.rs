@@ -87,6 +87,18 @@ pub struct DhtNodeStats {
     pub contacts_verify_pings: u64,
     /// Contacts evicted from the routing table after failing to answer.
     pub contacts_evicted: u64,
+    /// Requests answered, by type.
+    pub rpcs_answered: crate::dht::RpcCounts,
+    /// Requests sent, by type.
+    pub rpcs_sent: crate::dht::RpcCounts,
+    /// Requests that got no answer after their resends.
+    pub rpcs_failed: u64,
+    /// Lookups started (all purposes: joins, refreshes, announcements, queries).
+    pub lookups: u64,
+    /// Lookups that ended with no node having answered.
+    pub lookups_failed: u64,
+    /// Provided keys waiting in the paced announcement queue.
+    pub announcement_backlog: usize,
 }
 
 /// What secures a node's datagrams: the private network's secret (a tag on every
@@ -306,6 +318,12 @@ impl Driver {
         st.provider_records = dht.stored_records();
         st.contacts_verify_pings = dht.stats().contacts_verify_pings;
         st.contacts_evicted = dht.stats().contacts_evicted;
+        st.rpcs_answered = dht.stats().requests_by_type;
+        st.rpcs_sent = dht.stats().rpcs_sent_by_type;
+        st.rpcs_failed = dht.stats().rpcs_failed;
+        st.lookups = dht.stats().lookups_started;
+        st.lookups_failed = dht.stats().lookups_failed;
+        st.announcement_backlog = dht.announcement_backlog();
         st
     }
 }

@@ -201,6 +201,19 @@ pub struct TransferStatus {
     pub state: &'static str,
 }
 
+/// What the node's shards are doing now ([`Handle::activity`]).
+#[derive(Debug, Clone)]
+pub struct NodeActivity {
+    /// Open peer connections of every shard (downloaders of this node's files).
+    pub connections: Vec<ConnectionInfo>,
+    /// Bytes and chunks served per file since the node started, summed over shards.
+    pub files: HashMap<FileId, FileServed>,
+    /// Chunk-serve times of every shard, in microseconds.
+    pub serve_latency_us: hdrhistogram::Histogram<u64>,
+    /// Open memory maps, per shard.
+    pub open_maps: Vec<usize>,
+}
+
 /// A running node. Dropping it without [`Node::shutdown`] stops the shards too.
 pub struct Node {
     handle: Handle,
@@ -614,13 +627,16 @@ impl Handle {
     }
 
     /// Every shard's open peer connections (downloaders of this node's files, with what
-    /// was sent to each) and what the node served per file, summed over shards, now.
-    pub fn activity(
-        &self,
-    ) -> Result<(Vec<ConnectionInfo>, HashMap<FileId, FileServed>), NodeError> {
+    /// was sent to each), what the node served per file (summed over shards), its
+    /// chunk-serve times and open maps, now.
+    pub fn activity(&self) -> Result<NodeActivity, NodeError> {
         let mut conns = Vec::new();
         let mut files: HashMap<FileId, FileServed> = HashMap::new();
+        let mut latency = super::seed::serve_latency_histogram();
+        let mut open_maps = Vec::new();
         for a in self.on_every_shard(ShardCommand::Activity)? {
+            let _ = latency.add(&a.serve_latency_us);
+            open_maps.push(a.open_maps);
             conns.extend(a.connections);
             for (id, f) in a.files {
                 let sum = files.entry(id).or_default();
@@ -629,7 +645,7 @@ impl Handle {
             }
         }
         conns.sort_by_key(|c| (c.shard, c.id));
-        Ok((conns, files))
+        Ok(NodeActivity { connections: conns, files, serve_latency_us: latency, open_maps })
     }
 
     /// A snapshot of the node's counters, taken from every shard now.

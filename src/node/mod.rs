@@ -39,8 +39,8 @@ pub use fetch::{
 };
 pub use fetch_collection::{get_collection, record_collection, CollectionReport};
 pub use handle::{
-    DownloadCounters, DownloadId, Handle, Node, NodeError, NodeOptions, NodeStats, ResolvedPeers,
-    TransferStatus,
+    DownloadCounters, DownloadId, Handle, Node, NodeActivity, NodeError, NodeOptions, NodeStats,
+    ResolvedPeers, TransferStatus,
 };
 pub use limits::{open_files_limit, raise_open_files_limit, ShardBudget};
 pub use secure::{

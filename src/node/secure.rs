@@ -363,6 +363,32 @@ impl HandshakeFailure {
         }
     }
 
+    /// A short, stable name for what went wrong, for the `reason` label of
+    /// `furymesh_incoming_handshake_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Io(e) if e.kind() == io::ErrorKind::TimedOut => "timeout",
+            Self::Io(_) => "io",
+            Self::Closed => "closed",
+            Self::TooLong { .. } => "oversized",
+            Self::Refused(_) => "refused",
+            Self::Protocol(e) => match e {
+                HandshakeError::Malformed { .. } => "malformed",
+                HandshakeError::UnsupportedVersion { .. } => "unsupported_version",
+                HandshakeError::WrongNetworkSecret => "wrong_network",
+                HandshakeError::EncryptionMismatch { .. } => "encryption_mismatch",
+                HandshakeError::NotTheExpectedNode { .. }
+                | HandshakeError::PeerIdMismatch { .. } => "wrong_node",
+                HandshakeError::PeerCertificate(_) => "bad_certificate",
+                HandshakeError::NonContributoryKeyExchange => "bad_key_exchange",
+                HandshakeError::BadSignature => "bad_signature",
+                HandshakeError::BadFinishedMac => "bad_mac",
+                HandshakeError::LocalCertificateExpired { .. } => "local_certificate_expired",
+                HandshakeError::WeakNetworkSecret { .. } => "weak_network_secret",
+            },
+        }
+    }
+
     /// The peer is not the node this connection pinned (it said so, or its certificate
     /// named another node).
     pub(super) fn is_wrong_node(&self) -> bool {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use futures_lite::future;
 use glommio::net::TcpStream;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::dht::{self, DhtNodeStats, DhtServerOptions};
@@ -80,6 +81,9 @@ pub struct SeedStats {
     pub error_replies: u64,
     /// Connections closed because the peer sent something undecodable or oversized.
     pub bad_frames: u64,
+    /// Incoming handshakes that failed, by reason (`HandshakeFailure::reason`, or
+    /// `timeout` for a client that never finished).
+    pub handshakes_failed_by_reason: std::collections::BTreeMap<String, u64>,
     /// The DHT's counters (shard 0), when it ran.
     pub dht: Option<DhtNodeStats>,
 }
@@ -105,6 +109,9 @@ impl SeedStats {
         self.manifests_served += o.manifests_served;
         self.error_replies += o.error_replies;
         self.bad_frames += o.bad_frames;
+        for (k, v) in &o.handshakes_failed_by_reason {
+            *self.handshakes_failed_by_reason.entry(k.clone()).or_default() += v;
+        }
         if o.dht.is_some() {
             self.dht.clone_from(&o.dht);
         }
@@ -140,11 +147,25 @@ pub struct FileServed {
     pub chunks: u64,
 }
 
-/// A shard's open connections and what it served per file.
-#[derive(Debug, Clone, Default)]
+/// A shard's open connections, what it served per file, how long serving chunks took,
+/// and its open memory maps.
+#[derive(Debug, Clone)]
 pub struct ShardActivity {
     pub connections: Vec<ConnectionInfo>,
     pub files: HashMap<FileId, FileServed>,
+    /// Time to send each chunk (open, freshness check, pacing and writing it to the
+    /// socket), in microseconds.
+    pub serve_latency_us: Histogram<u64>,
+    /// Files this shard has mapped now (its cache of maps).
+    pub open_maps: usize,
+}
+
+/// The histogram of chunk-serve times: 1 µs to 10 minutes, 2 significant digits
+/// (`hdrhistogram`, a few KiB per shard). Longer times are clamped to the top.
+pub(super) fn serve_latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 2).unwrap_or_else(|_| {
+        Histogram::new(2).unwrap_or_else(|_| unreachable!("2 significant digits is valid"))
+    })
 }
 
 /// An open connection as its shard tracks it (single-threaded: `Cell`s).
@@ -208,6 +229,7 @@ struct Shard {
     /// Served bytes and chunks per file since the shard started (a file unpublished and
     /// published again keeps counting).
     by_file: RefCell<HashMap<FileId, FileServed>>,
+    serve_latency: RefCell<Histogram<u64>>,
     limits: Limits,
     security: Arc<NodeSecurity>,
 }
@@ -251,7 +273,12 @@ impl Shard {
                 chunks_sent: t.chunks.get(),
             })
             .collect();
-        ShardActivity { connections, files: self.by_file.borrow().clone() }
+        ShardActivity {
+            connections,
+            files: self.by_file.borrow().clone(),
+            serve_latency_us: self.serve_latency.borrow().clone(),
+            open_maps: self.open.borrow().len(),
+        }
     }
 
     /// The shard's map of `id`, opened on first use.
@@ -462,6 +489,7 @@ pub(super) async fn run_shard(
         tracked: RefCell::new(HashMap::new()),
         next_conn: Cell::new(0),
         by_file: RefCell::new(HashMap::new()),
+        serve_latency: RefCell::new(serve_latency_histogram()),
         limits,
         security,
     });
@@ -626,27 +654,29 @@ async fn serve_rtc(shard: &Shard, stream: RtcStream, track: &ConnTrack) -> io::R
     let handshake = async {
         StreamConn::establish(stream, &shard.security, TcpSide::Server, REQUEST_BODY_MAX_BYTES)
             .await
-            .map_err(|e| e.blame())
+            .map_err(|e| (e.blame(), e.reason()))
     };
     let Some(conn) = handshake_within(shard, handshake).await else { return Ok(()) };
     serve_session(shard, Conn::Rtc(conn), track).await
 }
 
-/// Runs `handshake` within the peer timeout, counting a failure (`None`).
+/// Runs `handshake` within the peer timeout, counting a failure (`None`) by blame and by
+/// reason (`HandshakeFailure::reason`, or `timeout`).
 async fn handshake_within<T>(
     shard: &Shard,
-    handshake: impl std::future::Future<Output = Result<T, Blame>>,
+    handshake: impl std::future::Future<Output = Result<T, (Blame, &'static str)>>,
 ) -> Option<T> {
     let deadline = async {
         glommio::timer::sleep(shard.limits.peer_timeout).await;
         // A client that never finishes the handshake.
-        Err(Blame::Peer)
+        Err((Blame::Peer, "timeout"))
     };
     match future::or(handshake, deadline).await {
         Ok(c) => Some(c),
-        Err(blame) => {
+        Err((blame, reason)) => {
             let mut st = shard.stats.borrow_mut();
             st.handshakes_failed += 1;
+            *st.handshakes_failed_by_reason.entry(reason.to_owned()).or_default() += 1;
             match blame {
                 Blame::Peer => st.handshakes_failed_peer += 1,
                 Blame::Local => st.handshakes_failed_local += 1,
@@ -674,7 +704,7 @@ async fn serve_connection(shard: &Shard, stream: TcpStream, track: &ConnTrack) -
     let handshake = async {
         TcpConn::establish(stream, &shard.security, TcpSide::Server, REQUEST_BODY_MAX_BYTES)
             .await
-            .map_err(|e| e.blame())
+            .map_err(|e| (e.blame(), e.reason()))
     };
     let Some(tcp) = handshake_within(shard, handshake).await else { return Ok(()) };
     // From here the session's idle deadline decides how long a quiet client may stay.
@@ -716,9 +746,12 @@ async fn serve(
                     conn.flush().await?;
                     let len = range.end.saturating_sub(range.start);
                     let chunk = ChunkSend { header, file_id, range, aad, partial };
+                    let began = clock::now();
                     let sent = send_chunk(shard, conn, peer_limit.as_ref(), &mut scratch, chunk);
                     match sent.await? {
                         Ok(()) => {
+                            let us = clock::now().saturating_duration_since(began).as_micros();
+                            shard.serve_latency.borrow_mut().saturating_record(us as u64);
                             track.bytes.set(track.bytes.get() + len);
                             track.chunks.set(track.chunks.get() + 1);
                             let mut by_file = shard.by_file.borrow_mut();
