@@ -262,6 +262,9 @@ fn ui_shows_files_and_a_live_download_in_chromium() {
         download_pct(&v).is_some_and(|p| p > first)
     });
     let later = download_pct(&serde_json::from_str(later.as_str().unwrap()).unwrap()).unwrap();
+    // The node counts it as running (a download the API waits on is still running).
+    let node = api.get("/api/node").unwrap();
+    assert_eq!(node["downloads_active"], 1, "{node}");
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshot.png");
     page.screenshot(&shot);
     eprintln!("progress on screen: {first}% then {later}%; screenshot {}", shot.display());

@@ -256,12 +256,16 @@ struct Download {
     output: PathBuf,
     interrupt: Arc<AtomicBool>,
     progress: Arc<ProgressCell>,
+    /// Taken by [`Handle::wait`], which may join it long before the download ends.
     thread: Option<JoinHandle<Result<GetReport, GetError>>>,
+    /// Set by the download's thread as its last act: the download ended, whoever holds
+    /// the thread (a waiter takes it, so the thread's presence says nothing).
+    ended: Arc<AtomicBool>,
 }
 
 impl Download {
     fn running(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+        !self.ended.load(Ordering::Acquire)
     }
 }
 
@@ -725,19 +729,23 @@ impl Handle {
         downloads.next += 1;
         let (handle, stop, cell2) = (self.clone(), interrupt.clone(), cell.clone());
         let (file_id, output) = (opts.file_id, opts.output.clone());
+        let ended = Arc::new(AtomicBool::new(false));
+        let ended2 = ended.clone();
         let thread = std::thread::Builder::new()
             .name(format!("{}-dl-{id}", self.inner.name))
             .spawn(move || {
-                fetch::get(&handle, &opts, &stop, &|p| {
+                let outcome = fetch::get(&handle, &opts, &stop, &|p| {
                     cell2.set(&p);
                     progress(p);
-                })
+                });
+                ended2.store(true, Ordering::Release);
+                outcome
             })
             .map_err(NodeError::Shards)?;
         lock(&self.inner.counters).started += 1;
         downloads.all.insert(
             id,
-            Download { file_id, output, interrupt, progress: cell, thread: Some(thread) },
+            Download { file_id, output, interrupt, progress: cell, thread: Some(thread), ended },
         );
         Ok(id)
     }
