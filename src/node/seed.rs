@@ -249,6 +249,30 @@ impl ServedFiles for CatalogView<'_> {
 }
 
 impl Shard {
+    /// Registers a connection just accepted (TCP or a data channel): counted open and
+    /// tracked for `/api/peers` until [`Shard::close_connection`]. Returns its ID and its
+    /// tracking row.
+    fn open_connection(&self, addr: SocketAddr) -> (u64, Rc<ConnTrack>) {
+        self.connections.set(self.connections.get() + 1);
+        let conn_id = self.next_conn.get();
+        self.next_conn.set(conn_id + 1);
+        let track = Rc::new(ConnTrack {
+            addr,
+            node_id: Cell::new(None),
+            since: clock::now(),
+            bytes: Cell::new(0),
+            chunks: Cell::new(0),
+        });
+        self.tracked.borrow_mut().insert(conn_id, track.clone());
+        (conn_id, track)
+    }
+
+    /// Forgets a connection that ended.
+    fn close_connection(&self, conn_id: u64) {
+        self.tracked.borrow_mut().remove(&conn_id);
+        self.connections.set(self.connections.get() - 1);
+    }
+
     /// The shard's counters now, with its open connections.
     fn snapshot(&self) -> SeedStats {
         let mut st = self.stats.borrow().clone();
@@ -591,23 +615,13 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
             continue;
         }
         shard.stats.borrow_mut().connections += 1;
-        shard.connections.set(shard.connections.get() + 1);
-        let conn_id = shard.next_conn.get();
-        shard.next_conn.set(conn_id + 1);
-        let track = Rc::new(ConnTrack {
-            addr: stream.peer_addr().unwrap_or(super::UNSPECIFIED_ADDR),
-            node_id: Cell::new(None),
-            since: clock::now(),
-            bytes: Cell::new(0),
-            chunks: Cell::new(0),
-        });
-        shard.tracked.borrow_mut().insert(conn_id, track.clone());
+        let (conn_id, track) =
+            shard.open_connection(stream.peer_addr().unwrap_or(super::UNSPECIFIED_ADDR));
         let shard2 = shard.clone();
         glommio::spawn_local(async move {
             // Per-connection failures (resets, timeouts) end that connection only.
             let _ = serve_connection(&shard2, stream, &track).await;
-            shard2.tracked.borrow_mut().remove(&conn_id);
-            shard2.connections.set(shard2.connections.get() - 1);
+            shard2.close_connection(conn_id);
         })
         .detach();
     }
@@ -625,22 +639,11 @@ async fn accept_rtc_loop(shard: &Rc<Shard>, ep: &Rc<Endpoint>) {
                 st.connections += 1;
                 st.webrtc_connections += 1;
             }
-            shard.connections.set(shard.connections.get() + 1);
-            let conn_id = shard.next_conn.get();
-            shard.next_conn.set(conn_id + 1);
-            let track = Rc::new(ConnTrack {
-                addr: stream.peer_addr(),
-                node_id: Cell::new(None),
-                since: clock::now(),
-                bytes: Cell::new(0),
-                chunks: Cell::new(0),
-            });
-            shard.tracked.borrow_mut().insert(conn_id, track.clone());
+            let (conn_id, track) = shard.open_connection(stream.peer_addr());
             let shard2 = shard.clone();
             glommio::spawn_local(async move {
                 let _ = serve_rtc(&shard2, stream, &track).await;
-                shard2.tracked.borrow_mut().remove(&conn_id);
-                shard2.connections.set(shard2.connections.get() - 1);
+                shard2.close_connection(conn_id);
             })
             .detach();
         }
