@@ -85,8 +85,10 @@ pub enum Command {
     /// Show the `seed` running on this data directory, through its control API (the
     /// address and token it wrote there): identity, addresses, files, traffic, DHT.
     Status,
-    /// List the downloads started through the running `seed`'s control API, with progress.
-    Downloads,
+    /// List the downloads running inside the `seed` on this data directory (started with
+    /// `get --detach` or through the control API), with progress; or pause, resume or
+    /// cancel one.
+    Downloads(DownloadsArgs),
     /// Download a file from a peer, verifying every chunk; rerun to resume.
     Get(GetArgs),
     /// Publish, seed and download a generated 256 MiB file on loopback, and check it.
@@ -157,6 +159,33 @@ pub struct PublishArgs {
     /// mirrors, not fetched from by `get` yet).
     #[arg(long, value_name = "URL")]
     pub link_web_seed: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadsArgs {
+    #[command(subcommand)]
+    pub action: Option<DownloadAction>,
+}
+
+/// What `furymesh downloads` does to one download of the running node.
+#[derive(Debug, Subcommand)]
+pub enum DownloadAction {
+    /// Stop a download's transfers, keeping its verified chunks; `resume` continues it.
+    Pause {
+        #[arg(value_name = "DOWNLOAD_ID")]
+        id: u64,
+    },
+    /// Continue a paused download.
+    Resume {
+        #[arg(value_name = "DOWNLOAD_ID")]
+        id: u64,
+    },
+    /// Stop a download and forget it (its partial file and resume state stay on disk until
+    /// a storage cleanup or a `get` of the same output picks them up).
+    Cancel {
+        #[arg(value_name = "DOWNLOAD_ID")]
+        id: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -300,6 +329,12 @@ pub struct GetArgs {
     /// and a data channel to the same address when TCP cannot connect).
     #[arg(long, default_value = "tcp", value_name = "auto|tcp|webrtc")]
     pub transport: node::TransportChoice,
+    /// Hand the download to the `seed` running on this data directory (through its control
+    /// API) and return at once with its download ID; `furymesh downloads` follows it. The
+    /// node runs it with its own settings and resumes it after a restart. Without --peer
+    /// the node finds providers through its own DHT. File IDs and links only.
+    #[arg(long, conflicts_with_all = ["listen", "bootstrap"])]
+    pub detach: bool,
     #[command(flatten)]
     pub encryption: EncryptionArg,
 }
@@ -424,7 +459,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Unpublish(a) => unpublish(&data_dir(&cli)?, a, cli.json),
         Command::Ls => ls(&data_dir(&cli)?, cli.json),
         Command::Status => status(&data_dir(&cli)?, cli.json),
-        Command::Downloads => downloads(&data_dir(&cli)?, cli.json),
+        Command::Downloads(a) => downloads(&data_dir(&cli)?, a, cli.json),
         Command::Seed(a) => seed(&cli, a),
         Command::Config(a) => show_config(&cli, a),
         Command::Get(a) => get(&data_dir(&cli)?, a, network(&cli)?, node_config(&cli)?, cli.json),
@@ -639,6 +674,13 @@ struct PublishedJson {
     size: u64,
     chunk_size: u32,
     chunks: u32,
+    /// Payload bytes of it the running node has served since it started (`ls` with a node
+    /// running on the data directory; absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    served_bytes: Option<u64>,
+    /// Chunks of it the running node has served since it started (as `served_bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    served_chunks: Option<u64>,
 }
 
 impl PublishedJson {
@@ -652,6 +694,8 @@ impl PublishedJson {
             size: e.info.size,
             chunk_size: e.info.chunk_size,
             chunks: e.info.chunk_count(),
+            served_bytes: None,
+            served_chunks: None,
         }
     }
 }
@@ -820,6 +864,9 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
             Err(why) => note!("furymesh publish: warning: {why}"),
         }
     }
+    if files > 0 {
+        sync_running_node(dir, "publish");
+    }
     print_json_or(json, &rows, || human)?;
     if files == 0 && failed == 0 {
         bail!("no regular files found under the given paths");
@@ -828,7 +875,7 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
 }
 
 fn unpublish(dir: &Path, a: &UnpublishArgs, json: bool) -> Result<i32> {
-    let (mut catalog, _lock) = Catalog::load_for_update(dir)
+    let (mut catalog, lock) = Catalog::load_for_update(dir)
         .with_context(|| format!("cannot update the catalog in {}", dir.display()))?;
     let (mut removed, mut missing) = (Vec::new(), 0);
     for t in &a.targets {
@@ -846,6 +893,12 @@ fn unpublish(dir: &Path, a: &UnpublishArgs, json: bool) -> Result<i32> {
             }
         }
     }
+    // The node reads the catalog without the lock; released first all the same, so that
+    // nothing it does can wait on this command.
+    drop(lock);
+    if !removed.is_empty() {
+        sync_running_node(dir, "unpublish");
+    }
     print_json_or(json, &removed, || {
         let mut s: String = removed.iter().map(|id| format!("{id}\n")).collect();
         s.push_str(&format!("unpublished {} files", removed.len()));
@@ -860,6 +913,7 @@ fn ls(dir: &Path, json: bool) -> Result<i32> {
     for (p, why) in &catalog.skipped {
         note!("furymesh ls: skipping unreadable manifest {}: {why}", p.display());
     }
+    let served = served_by_running_node(dir);
     let (mut files, mut colls): (Vec<_>, Vec<_>) =
         catalog.entries().partition(|e| e.info.kind() != Some(IdKind::Collection));
     files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -867,8 +921,17 @@ fn ls(dir: &Path, json: bool) -> Result<i32> {
     let mut human: Vec<String> = Vec::new();
     let mut rows: Vec<serde_json::Value> = Vec::new();
     for e in files {
-        let p = PublishedJson::of(e);
-        human.push(format!("{}  {:>12}  {}", p.file_id, p.size, p.shown));
+        let mut p = PublishedJson::of(e);
+        match served.as_ref().map(|m| m.get(&p.file_id).copied().unwrap_or_default()) {
+            Some((bytes, chunks)) => {
+                (p.served_bytes, p.served_chunks) = (Some(bytes), Some(chunks));
+                human.push(format!(
+                    "{}  {:>12}  {}  (served {} bytes, {} chunks)",
+                    p.file_id, p.size, p.shown, bytes, chunks
+                ));
+            }
+            None => human.push(format!("{}  {:>12}  {}", p.file_id, p.size, p.shown)),
+        }
         rows.push(serde_json::to_value(&p)?);
     }
     for e in colls {
@@ -906,6 +969,43 @@ fn ls(dir: &Path, json: bool) -> Result<i32> {
 /// The client of the node running on `dir`, with a clear error when none runs.
 fn api_client(dir: &Path) -> Result<crate::api::ApiClient> {
     Ok(crate::api::ApiClient::for_data_dir(dir)?)
+}
+
+/// Tells the node running on `dir`, if any, to take the catalog as `publish` or
+/// `unpublish` (`cmd`) just wrote it (`POST /api/catalog/sync`), so the command returns only
+/// once the node serves the change. With no node running there is nothing to tell (a node
+/// started later reads the catalog); a node whose API is off, or that does not answer,
+/// still picks the change up through its catalog watch within a second, and a warning says
+/// so.
+fn sync_running_node(dir: &Path, cmd: &str) {
+    let Ok(client) = crate::api::ApiClient::for_data_dir(dir) else { return };
+    match client.request("POST", "/api/catalog/sync", None) {
+        Ok(v) => note!(
+            "furymesh {cmd}: the node running here (API http://{}) serves {} files now",
+            client.addr(),
+            v["files"]
+        ),
+        Err(crate::api::ClientError::NotRunning(_)) => {}
+        Err(e) => note!(
+            "furymesh {cmd}: warning: the node running here did not confirm the change ({e}); \
+             it picks it up through its catalog watch"
+        ),
+    }
+}
+
+/// What the node running on `dir` has served of each file since it started, by file ID
+/// (hex): (payload bytes, chunks). None when no node answers.
+fn served_by_running_node(dir: &Path) -> Option<std::collections::HashMap<String, (u64, u64)>> {
+    let list = crate::api::ApiClient::for_data_dir(dir).ok()?.get("/api/files").ok()?;
+    Some(
+        list.as_array()?
+            .iter()
+            .filter_map(|f| {
+                let n = |k: &str| f[k].as_u64().unwrap_or(0);
+                Some((f["file_id"].as_str()?.to_owned(), (n("served_bytes"), n("served_chunks"))))
+            })
+            .collect(),
+    )
 }
 
 fn status(dir: &Path, json: bool) -> Result<i32> {
@@ -946,8 +1046,25 @@ fn status(dir: &Path, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-fn downloads(dir: &Path, json: bool) -> Result<i32> {
-    let list = api_client(dir)?.get("/api/downloads")?;
+fn downloads(dir: &Path, a: &DownloadsArgs, json: bool) -> Result<i32> {
+    let client = api_client(dir)?;
+    if let Some(action) = &a.action {
+        let (verb, id, method, path) = match action {
+            DownloadAction::Pause { id } => {
+                ("paused", id, "POST", format!("/api/downloads/{id}/pause"))
+            }
+            DownloadAction::Resume { id } => {
+                ("resumed", id, "POST", format!("/api/downloads/{id}/resume"))
+            }
+            DownloadAction::Cancel { id } => {
+                ("cancelled", id, "DELETE", format!("/api/downloads/{id}"))
+            }
+        };
+        let v = client.request(method, &path, None)?;
+        print_json_or(json, &v, || format!("download {id} {verb}"))?;
+        return Ok(0);
+    }
+    let list = client.get("/api/downloads")?;
     let rows = list.as_array().cloned().unwrap_or_default();
     print_json_or(json, &list, || {
         if rows.is_empty() {
@@ -1190,16 +1307,7 @@ struct GetTarget {
 /// Reads `get`'s ID or link and merges a link's peers, bootstrap nodes and name with the
 /// flags (peers' host names are resolved here). Errors name the bad part.
 fn get_target(a: &GetArgs) -> Result<GetTarget> {
-    let (id, link) = if a.target.get(..9).is_some_and(|p| p.eq_ignore_ascii_case("furymesh:")) {
-        let link: crate::link::Link = a.target.parse()?;
-        (link.id, Some(link))
-    } else {
-        let id = a
-            .target
-            .parse::<crate::crypto::ContentId>()
-            .map_err(|e| anyhow::anyhow!("{:?}: {e}", a.target))?;
-        (id, None)
-    };
+    let (id, link) = parse_get_target(&a.target)?;
     let mut peers = a.peer.clone();
     let mut bootstrap = a.bootstrap.clone();
     let mut name = None;
@@ -1226,6 +1334,69 @@ fn get_target(a: &GetArgs) -> Result<GetTarget> {
     Ok(GetTarget { id, peers, bootstrap, output })
 }
 
+/// `get --detach`: the download runs inside the node on `dir` (`POST /api/downloads`).
+fn get_detached(dir: &Path, a: &GetArgs, json: bool) -> Result<i32> {
+    let (id, link) = parse_get_target(&a.target)?;
+    if id.kind == crate::crypto::IdKind::Collection {
+        bail!("--detach takes file IDs and links to files; run `get` of a collection in the foreground");
+    }
+    let mut peers: Vec<String> = a.peer.iter().map(ToString::to_string).collect();
+    let mut name = None;
+    if let Some(l) = link {
+        if !l.bootstrap.is_empty() || !l.web_seeds.is_empty() {
+            note!("furymesh get: the node uses its own DHT: the link's bootstrap nodes and web seeds are not passed on");
+        }
+        peers.extend(l.peers.iter().map(ToString::to_string));
+        name = l.name;
+    }
+    let output = match (&a.output, name) {
+        (Some(o), _) => o.clone(),
+        (None, Some(n)) => PathBuf::from(n),
+        (None, None) => bail!("-o PATH is needed (only a link with a name supplies one)"),
+    };
+    // The node resolves paths from its own working directory: send an absolute one.
+    let output = std::path::absolute(&output)
+        .with_context(|| format!("cannot make {} absolute", output.display()))?;
+    let client = api_client(dir).context("--detach hands the download to a running node")?;
+    let mut body = serde_json::json!({
+        "file_id": id.id.to_hex(),
+        "peers": peers,
+        "output": output,
+        "force": a.force,
+    });
+    if let Some(c) = a.connections {
+        body["connections"] = c.into();
+    }
+    if let Some(r) = a.max_download_rate {
+        body["max_download_rate"] = r.into();
+    }
+    let v = client.request("POST", "/api/downloads", Some(&body))?;
+    print_json_or(json, &v, || {
+        format!(
+            "download {} started in the node (API http://{}): {} -> {}\n\
+             follow it with `furymesh downloads`",
+            v["id"],
+            client.addr(),
+            id.id,
+            output.display()
+        )
+    })?;
+    Ok(0)
+}
+
+/// `get`'s ID or link, parsed (errors name the bad part).
+fn parse_get_target(target: &str) -> Result<(crate::crypto::ContentId, Option<crate::link::Link>)> {
+    if target.get(..9).is_some_and(|p| p.eq_ignore_ascii_case("furymesh:")) {
+        let link: crate::link::Link = target.parse()?;
+        Ok((link.id, Some(link)))
+    } else {
+        let id = target
+            .parse::<crate::crypto::ContentId>()
+            .map_err(|e| anyhow::anyhow!("{target:?}: {e}"))?;
+        Ok((id, None))
+    }
+}
+
 fn get(
     dir: &Path,
     a: &GetArgs,
@@ -1233,6 +1404,9 @@ fn get(
     config: config::NodeConfig,
     json: bool,
 ) -> Result<i32> {
+    if a.detach {
+        return get_detached(dir, a, json);
+    }
     let t = get_target(a)?;
     let security = security(dir, network, a.encryption.value)?;
     let connections = a.connections.unwrap_or_else(node::available_cores).max(1);

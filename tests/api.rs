@@ -939,3 +939,90 @@ fn peers_served_files_storage_and_cleanup() {
     dst.stop();
     src.stop();
 }
+
+/// The CLI as the running node's client: `publish` and `unpublish` return once the node
+/// serves (or refuses) the change, `ls` shows what the node served of each file, `get
+/// --detach` hands a download to the node and `downloads` follows it; with no node running
+/// `--detach` says so.
+#[test]
+fn cli_publish_unpublish_ls_and_get_detach_go_through_the_running_node() {
+    let tmp = tempdir();
+    let (src_dir, dst_dir) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let (a, b) = (tmp.path().join("a.bin"), tmp.path().join("b.bin"));
+    let data_a = write_file(&a, 1 << 20, 31);
+    let data_b = write_file(&b, 3 << 19, 32);
+    let id_a = publish_id(&src_dir, &a, &[]);
+    let (src, _, _) = seeder_with_api(&src_dir, "127.0.0.1:0", &[]);
+
+    // Published while seeding: served the moment `publish` returns (no watch interval).
+    let out = run_ok(fm(&src_dir).args(["--json", "publish"]).arg(&b));
+    let id_b = common::json(&out)[0]["file_id"].as_str().unwrap().to_owned();
+    let said = common::stderr_of(&out);
+    assert!(said.contains("the node running here") && said.contains("serves 2 files"), "{said}");
+    let got_b = tmp.path().join("got-b.bin");
+    run_ok(&mut common::get_cmd(&tmp.path().join("g1"), &id_b, &src.peer(), &got_b));
+    assert_eq!(fs::read(&got_b).unwrap(), data_b);
+
+    // `ls` merges the node's per-file counters into the catalog's rows.
+    let rows = common::json(&run_ok(fm(&src_dir).args(["--json", "ls"])));
+    let row =
+        |id: &str| rows.as_array().unwrap().iter().find(|r| r["file_id"] == id).cloned().unwrap();
+    // At least the file (an end-game duplicate may be served twice).
+    assert!(row(&id_b)["served_bytes"].as_u64().unwrap() >= data_b.len() as u64, "{rows}");
+    assert_eq!(row(&id_a)["served_bytes"], 0, "{rows}");
+
+    // Unpublished: refused the moment `unpublish` returns.
+    let out = run_ok(fm(&src_dir).args(["unpublish", &id_b]));
+    assert!(common::stderr_of(&out).contains("serves 1 files"), "{}", common::stderr_of(&out));
+    let refused =
+        common::get_cmd(&tmp.path().join("g2"), &id_b, &src.peer(), &tmp.path().join("x"))
+            .output()
+            .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        common::stderr_of(&refused).contains("does not have file"),
+        "{}",
+        common::stderr_of(&refused)
+    );
+
+    // `get --detach` on a data directory with no node: a clear refusal, nothing started.
+    let none = fm(&dst_dir)
+        .args(["get", &id_a, "--peer", &src.peer(), "-o", "a-out.bin", "--detach"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    assert!(
+        common::stderr_of(&none).contains("no node is running"),
+        "{}",
+        common::stderr_of(&none)
+    );
+
+    // With a node: the download runs inside it; a relative -o is the caller's.
+    let (dst, _, _) = seeder_with_api(&dst_dir, "127.0.0.1:0", &[]);
+    let started = common::json(&run_ok(
+        fm(&dst_dir)
+            .args(["--json", "get", &id_a, "--peer", &src.peer(), "-o", "a-out.bin", "--detach"])
+            .current_dir(tmp.path()),
+    ));
+    let did = started["id"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = common::json(&run_ok(fm(&dst_dir).args(["--json", "downloads"])));
+        let d = list.as_array().unwrap().iter().find(|d| d["id"] == did).cloned().unwrap();
+        if d["state"] == "completed" {
+            break;
+        }
+        assert!(d["state"] != "failed", "{d}");
+        assert!(Instant::now() < deadline, "detached download did not complete: {d}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(fs::read(tmp.path().join("a-out.bin")).unwrap(), data_a);
+    let human = run_ok(fm(&dst_dir).arg("downloads"));
+    assert!(String::from_utf8_lossy(&human.stdout).contains("completed"));
+    let unknown = fm(&dst_dir).args(["downloads", "cancel", "999"]).output().unwrap();
+    assert!(!unknown.status.success());
+    assert!(common::stderr_of(&unknown).contains("404"), "{}", common::stderr_of(&unknown));
+    dst.stop();
+    src.stop();
+}

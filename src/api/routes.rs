@@ -91,6 +91,7 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
         .route("/api/node", get(node))
         .route("/api/files", get(list_files).post(publish))
         .route("/api/files/{id}", get(file).delete(unpublish))
+        .route("/api/catalog/sync", post(sync_catalog))
         .route("/api/downloads", get(list_downloads).post(start_download))
         .route("/api/downloads/{id}", get(download).delete(cancel_download))
         .route("/api/downloads/{id}/pause", post(pause_download))
@@ -750,6 +751,36 @@ async fn cleanup(
     blocking(move || Ok(Json(s.downloads.cleanup(req.older_than_secs)))).await
 }
 
+/// `POST /api/catalog/sync`: what changed.
+#[derive(Serialize, ToSchema)]
+struct SyncView {
+    /// Files served (and announced) anew: published, or republished from another path.
+    added: usize,
+    /// Files no longer served (and withdrawn from the DHT).
+    removed: usize,
+    /// Files served now.
+    files: usize,
+}
+
+/// Brings the node in step with its data directory's catalog at once, as the catalog
+/// watch would within its interval: `furymesh publish` and `unpublish` (which write the
+/// catalog themselves) call it so that they return only once the node serves the change.
+#[utoipa::path(post, path = "/api/catalog/sync", tag = "files",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The node serves exactly the catalog on disk now", body = SyncView),
+        (status = 401, description = "no or wrong bearer token", body = ApiError),
+        (status = 500, description = "the node's own trouble (its catalog cannot be read)", body = ApiError),
+        (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
+    ))]
+async fn sync_catalog(State(s): Shared) -> Result<Json<SyncView>, ApiError> {
+    blocking(move || {
+        let (added, removed) = s.handle.sync_catalog()?;
+        Ok(Json(SyncView { added, removed, files: s.handle.published().len() }))
+    })
+    .await
+}
+
 #[utoipa::path(get, path = "/api/stats", tag = "node",
     security((), ("bearer" = [])),
     responses(
@@ -844,7 +875,7 @@ impl utoipa::Modify for BearerAuth {
         license(name = "MIT"),
     ),
     paths(
-        node, stats, list_files, publish, file, unpublish, list_downloads, start_download,
+        node, stats, list_files, publish, file, unpublish, sync_catalog, list_downloads, start_download,
         download, cancel_download, pause_download, resume_download, peers, storage, cleanup,
         providers, metrics_text, openapi_json
     ),

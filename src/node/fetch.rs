@@ -80,6 +80,16 @@ impl std::str::FromStr for PeerAddr {
     }
 }
 
+impl std::fmt::Display for PeerAddr {
+    /// `[NODE_ID@]HOST:PORT` with the resolved address: what [`PeerAddr::from_str`] reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.node_id {
+            Some(id) => write!(f, "{id}@{}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
 impl From<SocketAddr> for PeerAddr {
     fn from(addr: SocketAddr) -> Self {
         Self { addr, node_id: None }
