@@ -232,6 +232,11 @@ pub struct SeedArgs {
     /// DATA_DIR/api.token; reads need it only off loopback, changes always.
     #[arg(long, env = "FURYMESH_API", value_parser = parse_api, value_name = "HOST:PORT|off")]
     pub api: Option<ApiBind>,
+    /// Public HTTP gateway: published files at http://HOST:PORT/files/FILE_ID and
+    /// collections at /c/COLLECTION_ID/PATH, for curl and browsers, with no token (it
+    /// serves only what is published). `HOST:PORT` or `off` (the default).
+    #[arg(long, env = "FURYMESH_HTTP", value_parser = parse_api, value_name = "HOST:PORT|off")]
+    pub http: Option<ApiBind>,
 }
 
 impl SeedArgs {
@@ -245,10 +250,8 @@ impl SeedArgs {
             max_upload_rate: self.max_upload_rate,
             max_peer_upload_rate: self.max_peer_upload_rate,
             encryption: self.encryption,
-            api: self.api.map(|a| match a {
-                ApiBind::On(a) => Some(a),
-                ApiBind::Off => None,
-            }),
+            api: self.api.map(ApiBind::addr),
+            http: self.http.map(ApiBind::addr),
             network_secret: network_secret.map(Path::to_owned),
         }
     }
@@ -259,6 +262,15 @@ impl SeedArgs {
 pub enum ApiBind {
     On(SocketAddr),
     Off,
+}
+
+impl ApiBind {
+    fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Self::On(a) => Some(a),
+            Self::Off => None,
+        }
+    }
 }
 
 fn parse_api(s: &str) -> Result<ApiBind, String> {
@@ -1152,9 +1164,13 @@ fn seed(cli: &Cli, a: &SeedArgs) -> Result<i32> {
     if let Some(w) = node.handle().webrtc_addr() {
         tracing::info!("furymesh seed: webrtc on udp {w} ({shards} shards)");
     }
+    let gateway = start_gateway(&node.handle(), dir, s.http)?;
     let api = start_api(&node.handle(), dir, s.api, s.api_is_default)?;
     let cpu0 = node::process_cpu_seconds();
     serve_until_signal(&node.handle(), dir, catalog_stamp, &signals);
+    if let Some(g) = gateway {
+        g.stop();
+    }
     // The API first: its downloads stop (state saved) while the shards still run.
     if let Some(api) = api {
         api.stop();
@@ -1204,6 +1220,21 @@ fn start_api(
         Err(e) => Err(anyhow::Error::new(e)
             .context(format!("cannot start the control API on {bind} (--api off to run without)"))),
     }
+}
+
+/// Starts the public HTTP gateway for `seed --http` (`None`: off).
+fn start_gateway(
+    handle: &Handle,
+    dir: &Path,
+    http: Option<SocketAddr>,
+) -> Result<Option<crate::gateway::GatewayServer>> {
+    let Some(bind) = http else { return Ok(None) };
+    let opts = crate::gateway::GatewayOptions { bind, data_dir: dir.to_owned() };
+    let g = crate::gateway::GatewayServer::start(handle.clone(), &opts).with_context(|| {
+        format!("cannot start the HTTP gateway on {bind} (--http off to run without)")
+    })?;
+    tracing::info!("furymesh seed: HTTP gateway on http://{}/files/FILE_ID", g.addr());
+    Ok(Some(g))
 }
 
 /// SIGINT, SIGTERM and SIGHUP as messages (a thread of signal-hook's waits for them).

@@ -121,6 +121,27 @@ pub const API_RATE_WINDOW: Duration = Duration::from_secs(3);
 /// forgotten.
 pub const API_DOWNLOADS_ENDED_KEPT: usize = 256;
 
+/// Connections the HTTP gateway (`seed --http`) keeps open at once; more are closed at
+/// accept. Each may hold one read piece (`GATEWAY_READ_BYTES`) plus hyper's write buffer.
+pub const GATEWAY_CONNECTIONS_MAX: usize = 256;
+
+/// Bytes the gateway reads (pread) from a file per step of a response body: the bound on
+/// what one connection buffers in user space, and the unit of the size/mtime re-check.
+pub const GATEWAY_READ_BYTES: usize = 256 * 1024;
+
+/// Threads the gateway may block at once in file reads (its tokio blocking pool), so a
+/// cold disk never stalls the gateway's runtime thread. Never a shard's thread.
+pub const GATEWAY_READERS_MAX: usize = 8;
+
+/// A gateway connection on which no byte moved either way for this long while the server
+/// waits on it (an idle keep-alive, a client that stopped reading or trickles its request)
+/// is closed.
+pub const GATEWAY_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Decoded collections the gateway keeps for `/c/ID/PATH` (a collection ID names its
+/// content, so a cached one is valid while it is published); more clear the cache.
+pub const GATEWAY_COLLECTIONS_CACHED: usize = 16;
+
 /// Connections one seeder shard serves at once; more are closed at accept. Keep
 /// shards × this below the file-descriptor limit (`ulimit -n`).
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 4096;

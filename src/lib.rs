@@ -16,7 +16,8 @@
 //!   [`throttle`]. `sim` (feature `sim`) runs thousands of DHT nodes on virtual
 //!   time.
 //! - [`api`] is the control API and `/metrics` of a running `seed` (HTTP on a thread of
-//!   its own, a client of the node's handle).
+//!   its own, a client of the node's handle); [`gateway`] is the public HTTP gateway of
+//!   `seed --http` (published files and collections to curl and browsers, same stack).
 //! - [`link`] reads and writes `furymesh:` share links.
 //! - [`cli`], [`demo`] and [`bench`] are the binary's front ends; [`output`] is their one
 //!   writer of stdout; [`service`] resolves `seed`'s configuration file and sets up logs.
@@ -42,6 +43,7 @@ pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod dht;
+pub mod gateway;
 pub mod link;
 pub mod manifest;
 pub mod node;

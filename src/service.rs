@@ -83,6 +83,8 @@ pub struct SeedFile {
     pub encryption: Option<String>,
     /// `--api`: `"HOST:PORT"` or `"off"`.
     pub api: Option<String>,
+    /// `--http`: the public HTTP gateway, `"HOST:PORT"` or `"off"`.
+    pub http: Option<String>,
     /// `--network-secret`: the private network's secret file.
     pub network_secret: Option<PathBuf>,
 }
@@ -156,6 +158,8 @@ pub struct SeedFlags {
     pub encryption: Option<Encryption>,
     /// `Some(None)`: `--api off`.
     pub api: Option<Option<SocketAddr>>,
+    /// `Some(None)`: `--http off`.
+    pub http: Option<Option<SocketAddr>>,
     pub network_secret: Option<PathBuf>,
 }
 
@@ -180,6 +184,9 @@ pub struct SeedSettings {
     /// warning; a chosen one is an error).
     #[serde(skip)]
     pub api_is_default: bool,
+    /// The public HTTP gateway's address; `None`: off (the default; `"off"` in JSON).
+    #[serde(serialize_with = "api_text")]
+    pub http: Option<SocketAddr>,
     pub network_secret: Option<PathBuf>,
     /// Option name → where its value came from.
     pub sources: BTreeMap<&'static str, Source>,
@@ -205,7 +212,7 @@ pub fn parse_encryption(s: &str) -> Result<Encryption, String> {
     }
 }
 
-/// Parses `seed --api`: `"off"` or an address.
+/// Parses `seed --api` and `seed --http`: `"off"` or an address.
 pub fn parse_api(s: &str) -> Result<Option<SocketAddr>, String> {
     if s == "off" {
         return Ok(None);
@@ -311,6 +318,11 @@ impl SeedSettings {
                 true,
             ),
         };
+        let http = match pick("http", flags.http.is_some(), file.http.is_some()) {
+            Source::CommandLine => flags.http.unwrap(),
+            Source::File => parse_api(file.http.as_deref().unwrap()).map_err(|e| bad("http", e))?,
+            Source::Default => None,
+        };
         let network_secret = match pick(
             "network_secret",
             flags.network_secret.is_some(),
@@ -329,6 +341,7 @@ impl SeedSettings {
             encryption,
             api,
             api_is_default,
+            http,
             network_secret,
             sources,
         })
@@ -359,6 +372,7 @@ impl SeedSettings {
             s(if self.encryption == Encryption::On { "on" } else { "off" }.into()),
         );
         t.insert("api".into(), s(self.api.map_or("off".into(), |a| a.to_string())));
+        t.insert("http".into(), s(self.http.map_or("off".into(), |a| a.to_string())));
         if let Some(p) = &self.network_secret {
             t.insert("network_secret".into(), s(p.display().to_string()));
         }
@@ -394,7 +408,7 @@ mod tests {
     #[test]
     fn file_then_flags_then_defaults() {
         let file = ConfigFile::parse(
-            "peer_timeout_ms = 3000\n[seed]\nlisten = \"127.0.0.1:9000\"\nmax_upload_rate = \"8MiB\"\nencryption = \"off\"\napi = \"off\"\n",
+            "peer_timeout_ms = 3000\n[seed]\nlisten = \"127.0.0.1:9000\"\nmax_upload_rate = \"8MiB\"\nencryption = \"off\"\napi = \"off\"\nhttp = \"127.0.0.1:9080\"\n",
         )
         .unwrap();
         assert_eq!(file.node.peer_timeout_ms, 3000);
@@ -407,13 +421,18 @@ mod tests {
         assert_eq!(s.sources["max_upload_rate"], Source::File);
         assert_eq!(s.encryption, Encryption::Off);
         assert_eq!(s.api, None);
+        assert_eq!(s.http, Some("127.0.0.1:9080".parse().unwrap()));
+        assert_eq!(s.sources["http"], Source::File);
         assert_eq!(s.shards, None);
         assert_eq!(s.sources["shards"], Source::Default);
         // What `furymesh config` prints reads back as the same settings.
         let text = effective_toml(&file, &s).unwrap();
         let again = ConfigFile::parse(&text).unwrap();
         let s2 = SeedSettings::resolve(&SeedFlags::default(), &again.seed).unwrap();
-        assert_eq!((s2.listen, s2.max_upload_rate, s2.api), (s.listen, s.max_upload_rate, s.api));
+        assert_eq!(
+            (s2.listen, s2.max_upload_rate, s2.api, s2.http),
+            (s.listen, s.max_upload_rate, s.api, s.http)
+        );
         assert_eq!(again.node, file.node);
     }
 

@@ -624,6 +624,12 @@ impl Handle {
         lock(&self.inner.published).values().cloned().collect()
     }
 
+    /// The catalog entry the node serves under `id`, if it is published (partial
+    /// downloads are not).
+    pub fn published_entry(&self, id: &FileId) -> Option<Arc<CatalogEntry>> {
+        lock(&self.inner.published).get(id).cloned()
+    }
+
     /// Each shard's serving counters now, in shard order ([`Handle::stats`] sums them;
     /// the DHT's counters are only there).
     pub fn shard_stats(&self) -> Result<Vec<SeedStats>, NodeError> {

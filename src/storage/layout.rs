@@ -13,6 +13,7 @@
 //!   api.token               the control API's bearer token, mode 600 (api)
 //!   api.addr                the running seed's API address, `HOST:PORT` (api)
 //!   api-downloads.json      downloads started through the API, resumed at the next start (api)
+//!   http.addr               the running seed's HTTP gateway address, `HOST:PORT` (gateway)
 //!   demo/node-<n>/          the demo's node data directories, same layout (demo)
 //! ```
 //!
@@ -40,6 +41,7 @@ const COLLECTION_EXTENSION: &str = "fmc";
 const API_TOKEN_FILE: &str = "api.token";
 const API_ADDR_FILE: &str = "api.addr";
 const API_DOWNLOADS_FILE: &str = "api-downloads.json";
+const HTTP_ADDR_FILE: &str = "http.addr";
 
 /// The data directory when neither `--data-dir` nor `FURYMESH_HOME` names one:
 /// `furymesh` under the platform's data directory. `None` if the platform has none.
@@ -103,6 +105,11 @@ pub fn manifest_path(data_dir: &Path, file_id: &FileId) -> PathBuf {
 /// (temporary files of an interrupted write) are ignored.
 pub fn is_manifest(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()) == Some(MANIFEST_EXTENSION)
+}
+
+/// Where a running `seed --http` writes its gateway's address (removed when it stops).
+pub fn http_addr_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(HTTP_ADDR_FILE)
 }
 
 /// Where published collections' encodings live (served in place like files).
