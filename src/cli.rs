@@ -316,6 +316,13 @@ pub struct GetArgs {
     /// Where to write the file. It appears only once the whole file is verified; until then
     /// the data lives in PATH.furymesh-partial and the resume state in PATH.furymesh-resume.
     /// For a collection: the directory to download into. Default: the link's name.
+    ///
+    /// `-o -` streams the file to standard output in order as its chunks verify
+    /// (`get ID -o - | tar x`): chunks are fetched in file order within a reorder window
+    /// (STREAM_WINDOW_BYTES), nothing unverified is ever written, progress and the report
+    /// (--json) go to stderr. A stream is not resumable: nothing is kept on disk, and an
+    /// interrupted or failed stream (exit 130 or 1, a verified but truncated output) starts
+    /// over when run again. Exit 141 if the reader goes away first. Not for collections.
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
     /// Replace PATH if it exists.
@@ -1439,6 +1446,13 @@ fn get(
         return get_detached(dir, a, json);
     }
     let t = get_target(a)?;
+    if t.output.as_os_str() == "-" && t.id.kind == crate::crypto::IdKind::Collection {
+        bail!(
+            "c-{} is a collection: it cannot be streamed to standard output (-o -); \
+             give -o DIR to download its files",
+            t.id.id
+        );
+    }
     let security = security(dir, network, a.encryption.value)?;
     let connections = a.connections.unwrap_or_else(node::available_cores).max(1);
     // One node for this command: its shards carry the connections and, with --listen,
@@ -1477,6 +1491,9 @@ fn get(
         transport: a.transport,
     };
     let stop = stop_on_signals()?;
+    if t.output.as_os_str() == "-" {
+        return get_stream(&node, &opts, &stop, &t, json);
+    }
     if t.id.kind == crate::crypto::IdKind::Collection {
         return get_collection(dir, &node, &opts, &stop, &t, &resolved, json);
     }
@@ -1539,6 +1556,65 @@ fn get(
                     .unwrap_or_else(|| layout::known_peers_path(dir))
                     .display()
             )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `get ID -o -`: the file to stdout in order as it verifies, the report on stderr.
+fn get_stream(
+    node: &Node,
+    opts: &GetOptions,
+    stop: &Arc<AtomicBool>,
+    t: &GetTarget,
+    json: bool,
+) -> Result<i32> {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    // A descriptor of its own for stdout: plain write(2)s of whole chunks, not the line
+    // buffering of `std::io::Stdout`.
+    let out =
+        std::io::stdout().as_fd().try_clone_to_owned().context("cannot use standard output")?;
+    let out: Box<dyn Write + Send> = Box::new(std::fs::File::from(out));
+    let bar = progress_bar(0, "streaming");
+    let bar2 = bar.clone();
+    let result = node.handle().stream(opts, out, stop, &move |p| {
+        bar2.set_length(p.total_bytes);
+        bar2.set_position(p.done_bytes);
+    });
+    bar.finish_and_clear();
+    let mut err = std::io::stderr().lock();
+    match result {
+        Ok(r) => {
+            for w in node.handle().finish_download(&t.peers, &r) {
+                note!("furymesh get: warning: {w}");
+            }
+            // stdout carries the file: the report goes to stderr (dropped if it is closed).
+            let line = if json {
+                serde_json::to_string(&r).context("cannot serialize the output")?
+            } else {
+                format!(
+                    "{} -> stdout: {} bytes in {:.2} s ({:.1} MB/s), {} chunks",
+                    r.file_id,
+                    r.bytes,
+                    r.seconds,
+                    r.bytes_per_sec / 1e6,
+                    r.chunks_fetched
+                )
+            };
+            let _ = writeln!(err, "{line}");
+            Ok(0)
+        }
+        Err(GetError::Interrupted) => {
+            note!(
+                "furymesh get: interrupted; a stream is not resumable (run it again to start over)"
+            );
+            Ok(130)
+        }
+        Err(e @ GetError::StdoutClosed { .. }) => {
+            note!("furymesh get: {e}");
+            // What a shell reports for a writer ended by SIGPIPE.
+            Ok(141)
         }
         Err(e) => Err(e.into()),
     }

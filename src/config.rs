@@ -236,6 +236,20 @@ pub const COLLECTION_NAME_MAX_BYTES: usize = 255;
 /// Files of a collection `get` downloads at once, all over the same node and peers: enough
 /// to hide one file's manifest round trip and handshakes behind another's transfer.
 pub const COLLECTION_FILES_PARALLEL: usize = 4;
+/// `get -o -` (standard output): the reorder window, in bytes of chunks, counted from the
+/// first chunk not yet written out. Chunks are requested in file order and only inside the
+/// window, so a fast peer runs at most this far ahead of a slow one holding the next chunk,
+/// and the verified chunks held in memory (plus the requests in flight) never exceed it.
+/// At least [`STREAM_WINDOW_CHUNKS_MIN`] chunks whatever the chunk size.
+pub const STREAM_WINDOW_BYTES: u64 = 64 * 1024 * 1024;
+/// Smallest reorder window of `get -o -`, in chunks (16 MiB chunks: 64 MiB held at most).
+pub const STREAM_WINDOW_CHUNKS_MIN: u32 = 4;
+
+/// The reorder window of a stream of `chunk_size`-byte chunks, in chunks.
+pub fn stream_window_chunks(chunk_size: u32) -> u32 {
+    let chunks = STREAM_WINDOW_BYTES / u64::from(chunk_size.max(1));
+    (chunks.min(u64::from(u32::MAX)) as u32).max(STREAM_WINDOW_CHUNKS_MIN)
+}
 
 /// Checks a chunk size given on the command line.
 pub fn validate_chunk_size(bytes: u64) -> Result<u32, String> {

@@ -302,6 +302,10 @@ pub enum GetError {
     Io { path: PathBuf, source: io::Error },
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
+    /// `get -o -`: whoever read standard output went away (EPIPE) after `bytes` bytes; the
+    /// download stopped. What was written was verified, but it is not the whole file.
+    #[error("standard output was closed by its reader after {bytes} bytes; download stopped")]
+    StdoutClosed { bytes: u64 },
     #[error("no peer to download from")]
     NoPeers,
     /// A collection that cannot be downloaded safely: too large, malformed, or an entry
@@ -329,7 +333,7 @@ impl GetError {
     /// `None` for an interruption, nobody's fault.
     pub fn blame(&self) -> Option<Blame> {
         match self {
-            Self::Interrupted => None,
+            Self::Interrupted | Self::StdoutClosed { .. } => None,
             Self::Handshake { source, .. } => Some(source.blame()),
             Self::UnknownFile { .. }
             | Self::Connect { .. }
@@ -700,6 +704,35 @@ struct FetchCtx {
     used: Mutex<std::collections::HashMap<SocketAddr, Transport>>,
     /// `NodeConfig::resume_save_interval_ms`: longest time between two resume saves.
     save_interval: Duration,
+    /// `get -o -`: verified chunks go to the coordinator (and out in file order), not to a
+    /// partial file; the scheduler requests only inside the stream's reorder window.
+    stream: Option<Arc<StreamShared>>,
+}
+
+/// What the shards of a streaming download and its stdout writer share.
+#[derive(Debug)]
+struct StreamShared {
+    /// Chunks written out so far: the stream's position, in chunks.
+    written: std::sync::atomic::AtomicU32,
+    /// The reorder window, in chunks (`config::stream_window_chunks`).
+    window: u32,
+    /// Chunks handed to the writer. While it has not written them all (a slow or paused
+    /// reader), the connections wait for it, which is not the swarm starving.
+    sent: std::sync::atomic::AtomicU32,
+    /// The writer gave up (the reader went away, or another write error).
+    failed: AtomicBool,
+}
+
+impl StreamShared {
+    /// Chunks below this index may be requested.
+    fn limit(&self) -> u32 {
+        self.written.load(Ordering::Acquire).saturating_add(self.window)
+    }
+
+    /// The writer holds chunks it has not written yet.
+    fn busy(&self) -> bool {
+        self.sent.load(Ordering::Acquire) > self.written.load(Ordering::Acquire)
+    }
 }
 
 impl FetchCtx {
@@ -714,9 +747,12 @@ impl FetchCtx {
 }
 
 enum ShardMsg {
+    /// A chunk verified and written to the partial file, or (streaming) verified and handed
+    /// over with its bytes.
     Verified {
         index: u32,
         len: u64,
+        bytes: Option<Vec<u8>>,
     },
     ConnDone {
         conn: usize,
@@ -727,7 +763,12 @@ enum ShardMsg {
 }
 
 async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Sender<ShardMsg>) {
-    let writer = match ChunkWriter::open(&ctx.partial).await {
+    let writer = if ctx.stream.is_some() {
+        Ok(ChunkWriter::to_coordinator())
+    } else {
+        ChunkWriter::open(&ctx.partial).await
+    };
+    let writer = match writer {
         Ok(w) => Rc::new(w),
         Err(e) => {
             ctx.stop.store(true, Ordering::SeqCst);
@@ -893,12 +934,20 @@ async fn pump(
         let now = clock::now();
         {
             let mut sched = ctx.sched();
+            let mut last_progress =
+                ctx.epoch + Duration::from_millis(ctx.last_progress_ms.load(Ordering::Relaxed));
+            if let Some(stream) = &ctx.stream {
+                sched.set_request_limit(Some(stream.limit()));
+                if stream.busy() {
+                    // Waiting for the reader of stdout, not for the swarm.
+                    last_progress = now;
+                }
+            }
             let mut swarm = Swarm {
                 scheduler: &mut sched,
                 may_request: ctx.unsaved_bytes.load(Ordering::Acquire) < ctx.unsaved_max_bytes,
                 throttle: ctx.throttle.as_ref(),
-                last_progress: ctx.epoch
-                    + Duration::from_millis(ctx.last_progress_ms.load(Ordering::Relaxed)),
+                last_progress,
             };
             session.drive(now, &mut swarm);
         }
@@ -970,8 +1019,10 @@ fn session_peer(ctx: &FetchCtx, session: &ClientSession) -> SocketAddr {
 /// Writes verified chunks in the background (at most `WRITES_INFLIGHT_MAX` at once, so the
 /// shard receives and hashes the next chunk while the kernel copies this one), and reports
 /// each to the coordinator once it is written.
+/// Streaming (`get -o -`), there is no file: verified chunks go to the coordinator with
+/// their bytes, which writes them out in order.
 struct ChunkWriter {
-    file: Rc<BufferedFile>,
+    file: Option<Rc<BufferedFile>>,
     permits: Rc<Semaphore>,
     failed: Rc<RefCell<Option<GetError>>>,
 }
@@ -984,10 +1035,19 @@ impl ChunkWriter {
             .await
             .map_err(|e| GetError::glommio(path, e))?;
         Ok(Self {
-            file: Rc::new(file),
+            file: Some(Rc::new(file)),
             permits: Rc::new(Semaphore::new(WRITES_INFLIGHT_MAX)),
             failed: Rc::new(RefCell::new(None)),
         })
+    }
+
+    /// A writer that hands verified chunks to the coordinator (streaming).
+    fn to_coordinator() -> Self {
+        Self {
+            file: None,
+            permits: Rc::new(Semaphore::new(WRITES_INFLIGHT_MAX)),
+            failed: Rc::new(RefCell::new(None)),
+        }
     }
 
     fn check(&self) -> Result<(), GetError> {
@@ -1003,6 +1063,12 @@ impl ChunkWriter {
         buf: Vec<u8>,
     ) -> Result<(), GetError> {
         self.check()?;
+        let Some(file) = self.file.clone() else {
+            // The coordinator holds it until its turn; the reorder window bounds how many.
+            let len = buf.len() as u64;
+            let _ = tx.send(ShardMsg::Verified { index, len, bytes: Some(buf) });
+            return Ok(());
+        };
         let closed = |_| GetError::io(&ctx.partial, io::Error::other("writer closed"));
         ctx.writes_in_flight.fetch_add(1, Ordering::AcqRel);
         let permit = match self.permits.acquire_static_permit(1).await {
@@ -1012,7 +1078,7 @@ impl ChunkWriter {
                 return Err(closed(e));
             }
         };
-        let (file, failed) = (self.file.clone(), self.failed.clone());
+        let failed = self.failed.clone();
         glommio::spawn_local(async move {
             let len = buf.len() as u64;
             let fail = match file.write_at(buf, offset).await {
@@ -1020,7 +1086,7 @@ impl ChunkWriter {
                     ctx.unsaved_bytes.fetch_add(len, Ordering::AcqRel);
                     // Written: partial seeding may serve it from now on.
                     ctx.have.set(index);
-                    let _ = tx.send(ShardMsg::Verified { index, len });
+                    let _ = tx.send(ShardMsg::Verified { index, len, bytes: None });
                     None
                 }
                 Ok(_) => Some(GetError::io(&ctx.partial, io::Error::other("short write"))),
@@ -1068,6 +1134,190 @@ impl Durability {
         write_atomic(&self.resume, &wire::encode_resume(&self.info, self.bits.as_bytes()))
             .map_err(|e| GetError::io(&self.resume, e))?;
         Ok(std::mem::take(&mut self.pending_bytes))
+    }
+}
+
+/// Where a download's verified chunks end up.
+enum Keep {
+    /// In the partial file, made durable at intervals and recorded for resuming (`-o PATH`).
+    File(Durability),
+    /// Out to a writer in file order (`-o -`): nothing on disk, nothing to resume.
+    Stream(StreamOut),
+}
+
+impl Keep {
+    /// Bytes of the file already verified when the transfer starts.
+    fn done_bytes(&self, info: &FileInfo) -> u64 {
+        match self {
+            Self::File(dur) => (0..info.chunk_count())
+                .filter(|&i| dur.bits.get(i))
+                .map(|i| info.chunk_len(i))
+                .sum(),
+            Self::Stream(_) => 0,
+        }
+    }
+
+    /// A verified chunk: recorded for the next save, or queued for its turn on the stream.
+    fn take(&mut self, index: u32, len: u64, bytes: Option<Vec<u8>>) {
+        match (self, bytes) {
+            (Self::File(dur), _) => {
+                dur.pending.push(index);
+                dur.pending_bytes += len;
+            }
+            (Self::Stream(out), Some(bytes)) => out.take(index, bytes),
+            // Shards of a stream always send the bytes.
+            (Self::Stream(_), None) => {}
+        }
+    }
+
+    /// Whether a save is due after `since` (streams have nothing to save).
+    fn save_due(&self, save_every_bytes: u64, since: Instant, interval: Duration) -> bool {
+        match self {
+            Self::File(dur) => dur.pending_bytes >= save_every_bytes || since.elapsed() >= interval,
+            Self::Stream(_) => since.elapsed() >= interval,
+        }
+    }
+
+    /// Makes what verified durable; the bytes that became so.
+    fn save(&mut self) -> Result<u64, GetError> {
+        match self {
+            Self::File(dur) => dur.save(),
+            Self::Stream(_) => Ok(0),
+        }
+    }
+
+    /// Why the output cannot take more, if it cannot.
+    fn failed(&self) -> Option<GetError> {
+        match self {
+            Self::File(_) => None,
+            Self::Stream(out) => out.error(),
+        }
+    }
+}
+
+/// The in-order writer of a streaming download. Verified chunks arrive in any order; those
+/// past the next one wait in `held` (at most the reorder window: nothing beyond it is
+/// requested), and each contiguous run goes to a thread of its own that writes it out,
+/// so a blocked reader never blocks the coordinator (Ctrl-C and errors still end `get`).
+struct StreamOut {
+    shared: Arc<StreamShared>,
+    /// Verified chunks waiting for an earlier one, by index.
+    held: std::collections::BTreeMap<u32, Vec<u8>>,
+    /// The next chunk to hand to the writer thread.
+    next: u32,
+    tx: Option<Sender<Vec<u8>>>,
+    /// Bytes written, and the writer's error if it failed.
+    result: Arc<Mutex<(u64, Option<io::Error>)>>,
+    /// Tells when the writer thread ended (its sender drops).
+    ended: Receiver<()>,
+}
+
+impl StreamOut {
+    /// Starts the writer thread on `out`, for a reorder window of `window` chunks.
+    fn start(mut out: Box<dyn io::Write + Send>, window: u32) -> Result<Self, GetError> {
+        let shared = Arc::new(StreamShared {
+            written: std::sync::atomic::AtomicU32::new(0),
+            window: window.max(1),
+            sent: std::sync::atomic::AtomicU32::new(0),
+            failed: AtomicBool::new(false),
+        });
+        let (tx, rx) = crossbeam_channel::unbounded::<Vec<u8>>();
+        let (ended_tx, ended) = crossbeam_channel::bounded::<()>(0);
+        let result = Arc::new(Mutex::new((0u64, None)));
+        let (shared2, result2) = (shared.clone(), result.clone());
+        std::thread::Builder::new()
+            .name("furymesh-stdout".into())
+            .spawn(move || {
+                let _ended = ended_tx;
+                let fail = |e: io::Error| {
+                    let mut g = result2.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    g.1 = Some(e);
+                    shared2.failed.store(true, Ordering::Release);
+                };
+                let count = |n: usize| {
+                    result2.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0 += n as u64;
+                };
+                while let Ok(chunk) = rx.recv() {
+                    // write_all by hand, so the bytes count is exact when the reader quits.
+                    let mut rest = &chunk[..];
+                    while !rest.is_empty() {
+                        match out.write(rest) {
+                            Ok(0) => return fail(io::ErrorKind::WriteZero.into()),
+                            Ok(n) => {
+                                count(n);
+                                rest = &rest[n..];
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return fail(e),
+                        }
+                    }
+                    if let Err(e) = out.flush() {
+                        return fail(e);
+                    }
+                    drop(chunk);
+                    shared2.written.fetch_add(1, Ordering::AcqRel);
+                }
+            })
+            .map_err(|e| GetError::Io { path: "-".into(), source: e })?;
+        Ok(Self {
+            shared,
+            held: std::collections::BTreeMap::new(),
+            next: 0,
+            tx: Some(tx),
+            result,
+            ended,
+        })
+    }
+
+    /// A verified chunk; it and any that were waiting for it go out if it is the next one.
+    fn take(&mut self, index: u32, bytes: Vec<u8>) {
+        if index < self.next {
+            return;
+        }
+        self.held.insert(index, bytes);
+        while let Some(bytes) = self.held.remove(&self.next) {
+            self.shared.sent.fetch_add(1, Ordering::AcqRel);
+            if let Some(tx) = &self.tx {
+                let _ = tx.send(bytes);
+            }
+            self.next += 1;
+        }
+    }
+
+    /// The writer's failure, as the download's error.
+    fn error(&self) -> Option<GetError> {
+        if !self.shared.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        let g = self.result.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(match &g.1 {
+            Some(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                GetError::StdoutClosed { bytes: g.0 }
+            }
+            Some(e) => {
+                GetError::Io { path: "-".into(), source: io::Error::new(e.kind(), e.to_string()) }
+            }
+            None => GetError::Io { path: "-".into(), source: io::Error::other("write failed") },
+        })
+    }
+
+    /// Lets the writer finish what it holds and waits for it (the reader must read it all),
+    /// or for `interrupt`. Returns the bytes written.
+    fn finish(&mut self, interrupt: &AtomicBool) -> Result<u64, GetError> {
+        drop(self.tx.take());
+        loop {
+            match self.ended.recv_timeout(STOP_POLL) {
+                Err(RecvTimeoutError::Timeout) if interrupt.load(Ordering::Relaxed) => {
+                    return Err(GetError::Interrupted)
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => break,
+            }
+        }
+        if let Some(e) = self.error() {
+            return Err(e);
+        }
+        Ok(self.result.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0)
     }
 }
 
@@ -1146,6 +1396,40 @@ async fn fetch_manifest_any(
     Err(last)
 }
 
+/// Fetches and checks the manifest on shard 0 (and, for a file download, creates the
+/// partial file at full size before anything is written for it). SIGINT/SIGTERM end this
+/// step too: connects, handshakes and the manifest's reads each have their own deadline,
+/// but several peers' worth can add up.
+fn fetch_info(
+    node: &Handle,
+    opts: &GetOptions,
+    pins: &Arc<Pins>,
+    interrupt: &AtomicBool,
+    partial: Option<PathBuf>,
+) -> Result<FileInfo, GetError> {
+    let (peers, id, kind) = (opts.peers.clone(), opts.file_id, opts.kind);
+    let (sec, pins2, counters2) = (opts.security.clone(), pins.clone(), node.download_counters());
+    let timeout = node.config().peer_timeout();
+    let transport = opts.transport;
+    let shown = partial.clone().unwrap_or_else(|| PathBuf::from("-"));
+    run_on_until(node, 0, interrupt, move |abort| async move {
+        // The caller returns at once on an interrupt; this only ends the task.
+        until_flag(&abort, ABORT_POLL, async {
+            let (s, p2, c2) = (&sec, &pins2, &counters2);
+            let info = fetch_manifest_any(&peers, id, s, p2, c2, timeout, transport).await?;
+            // Before anything is written for it.
+            check_kind(&info, kind)?;
+            if let Some(p) = &partial {
+                create_partial(p, info.size).await?;
+            }
+            Ok::<_, GetError>(info)
+        })
+        .await
+        .unwrap_or(Err(GetError::Interrupted))
+    })
+    .map_err(|e| GetError::Io { path: shown, source: io::Error::other(e) })?
+}
+
 /// Downloads a file from `opts.peers` at once, its connections on `node`'s shards; runs
 /// on the download's own thread ([`Handle::download`]), which makes verified chunks
 /// durable. `interrupt` stops the download cleanly (state saved) when it becomes true;
@@ -1168,35 +1452,13 @@ pub(super) fn get(
     let (partial, resume) = side_paths(output);
     let _claim = claim_output(&partial, &resume, output)?;
     let pins = Arc::new(pins_of(&opts.peers));
-    let counters = node.download_counters();
     let (info, bits, reverified) = match load_resume(&opts.file_id, &partial, &resume) {
         Some((info, mut bits)) => {
             let reverified = reverify_unrecorded(&info, &mut bits, &partial, &resume)?;
             (info, bits, reverified)
         }
         None => {
-            let (peers, id, p) = (opts.peers.clone(), opts.file_id, partial.clone());
-            let kind = opts.kind;
-            let (sec, pins2, counters2) = (opts.security.clone(), pins.clone(), counters.clone());
-            let timeout = node.config().peer_timeout();
-            let transport = opts.transport;
-            // SIGINT/SIGTERM end this step too: connects, handshakes and the manifest's
-            // reads each have their own deadline, but several peers' worth can add up.
-            let info = run_on_until(node, 0, interrupt, move |abort| async move {
-                // The caller returns at once on an interrupt; this only ends the task.
-                until_flag(&abort, ABORT_POLL, async {
-                    let (s, p2, c2) = (&sec, &pins2, &counters2);
-                    let info =
-                        fetch_manifest_any(&peers, id, s, p2, c2, timeout, transport).await?;
-                    // Before anything is written for it.
-                    check_kind(&info, kind)?;
-                    create_partial(&p, info.size).await?;
-                    Ok::<_, GetError>(info)
-                })
-                .await
-                .unwrap_or(Err(GetError::Interrupted))
-            })
-            .map_err(|e| GetError::Io { path: partial.clone(), source: io::Error::other(e) })??;
+            let info = fetch_info(node, opts, &pins, interrupt, Some(partial.clone()))?;
             let bits = Bitfield::new(info.chunk_count());
             write_atomic(&resume, &wire::encode_resume(&info, bits.as_bytes()))
                 .map_err(|e| GetError::io(&resume, e))?;
@@ -1207,6 +1469,134 @@ pub(super) fn get(
     let reused = u64::from(bits.count_ones()) - reverified;
     let data =
         OpenOptions::new().write(true).open(&partial).map_err(|e| GetError::io(&partial, e))?;
+    let mut keep = Keep::File(Durability {
+        info: info.clone(),
+        bits,
+        pending: Vec::new(),
+        pending_bytes: 0,
+        data,
+        partial: partial.clone(),
+        resume: resume.clone(),
+    });
+    let ran = transfer(node, opts, &info, pins, &partial, &mut keep, interrupt, progress)?;
+    let Keep::File(mut dur) = keep else { unreachable!("a file download keeps a file") };
+    let (fetched, fetched_bytes) = ran.result?;
+    dur.save()?;
+    if dur.bits.count_ones() != info.chunk_count() {
+        return Err(GetError::Io {
+            path: partial,
+            source: io::Error::other("download ended with chunks missing"),
+        });
+    }
+    finish(&partial, &resume, output, opts.force)?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(GetReport {
+        file_id: info.file_id.to_hex(),
+        file_size: info.size,
+        bytes: fetched_bytes,
+        seconds,
+        bytes_per_sec: if seconds > 0.0 { fetched_bytes as f64 / seconds } else { 0.0 },
+        chunks_fetched: fetched,
+        chunks_reused: reused,
+        chunks_reverified: reverified,
+        cpu_seconds: super::process_cpu_seconds() - cpu_start,
+        peers: ran.peers,
+        latency_us: LatencyReport::of(&ran.latency),
+        latency_histogram: Some(ran.latency),
+        uploaded_bytes: ran.uploaded_bytes,
+        info: Some(info),
+        output: Some(output.clone()),
+    })
+}
+
+/// Downloads a file like [`get`] but writes it to `out` (standard output for `get -o -`)
+/// in file order as chunks verify: chunks are requested in file order, only inside the
+/// reorder window (`config::stream_window_chunks`), so memory stays bounded by it; nothing
+/// unverified is ever written. Nothing goes to disk and there is no resume: an interrupted
+/// stream starts over. Errors: those of [`get`], and [`GetError::StdoutClosed`] when the
+/// reader of `out` goes away (EPIPE). The report has no `output`. Runs on the calling thread.
+pub(super) fn stream(
+    node: &Handle,
+    opts: &GetOptions,
+    out: Box<dyn io::Write + Send>,
+    interrupt: &AtomicBool,
+    progress: &dyn Fn(GetProgress),
+) -> Result<GetReport, GetError> {
+    let started = clock::now();
+    let cpu_start = super::process_cpu_seconds();
+    if opts.peers.is_empty() {
+        return Err(GetError::NoPeers);
+    }
+    let pins = Arc::new(pins_of(&opts.peers));
+    let info = fetch_info(node, opts, &pins, interrupt, None)?;
+    check_kind(&info, opts.kind)?;
+    let window = crate::config::stream_window_chunks(info.chunk_size);
+    let mut keep = Keep::Stream(StreamOut::start(out, window)?);
+    // File order: the chunk the reader needs next is always the one asked for first.
+    let opts = GetOptions { strategy: Strategy::RoundRobin, serve_partial: false, ..opts.clone() };
+    let ran = transfer(node, &opts, &info, pins, Path::new("-"), &mut keep, interrupt, progress)?;
+    let Keep::Stream(mut out) = keep else { unreachable!("a stream keeps a stream") };
+    if let Some(e) = out.error() {
+        return Err(e);
+    }
+    let (fetched, fetched_bytes) = ran.result?;
+    let written = out.finish(interrupt)?;
+    if written != info.size {
+        return Err(GetError::Io {
+            path: "-".into(),
+            source: io::Error::other(format!(
+                "stream ended after {written} of {} bytes",
+                info.size
+            )),
+        });
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(GetReport {
+        file_id: info.file_id.to_hex(),
+        file_size: info.size,
+        bytes: fetched_bytes,
+        seconds,
+        bytes_per_sec: if seconds > 0.0 { fetched_bytes as f64 / seconds } else { 0.0 },
+        chunks_fetched: fetched,
+        chunks_reused: 0,
+        chunks_reverified: 0,
+        cpu_seconds: super::process_cpu_seconds() - cpu_start,
+        peers: ran.peers,
+        latency_us: LatencyReport::of(&ran.latency),
+        latency_histogram: Some(ran.latency),
+        uploaded_bytes: 0,
+        info: Some(info),
+        output: None,
+    })
+}
+
+/// What one transfer did: its outcome (chunks, bytes fetched), per-peer figures, latency
+/// and what it served meanwhile.
+struct Ran {
+    result: Result<(u64, u64), GetError>,
+    peers: Vec<PeerReport>,
+    latency: Histogram<u64>,
+    uploaded_bytes: u64,
+}
+
+/// Moves the missing chunks of `info` from the peers into `keep`: the connections on the
+/// node's shards, the coordinator on this thread. `partial` is the file the shards write
+/// (and partial seeding serves); unused when streaming.
+#[allow(clippy::too_many_arguments)]
+fn transfer(
+    node: &Handle,
+    opts: &GetOptions,
+    info: &FileInfo,
+    pins: Arc<Pins>,
+    partial: &Path,
+    keep: &mut Keep,
+    interrupt: &AtomicBool,
+    progress: &dyn Fn(GetProgress),
+) -> Result<Ran, GetError> {
+    let (bits, stream) = match keep {
+        Keep::File(dur) => (dur.bits.clone(), None),
+        Keep::Stream(out) => (Bitfield::new(info.chunk_count()), Some(out.shared.clone())),
+    };
     // One connection per peer, or `connections` spread over the peers if that is more.
     let total = opts.connections.max(opts.peers.len());
     let conns: Vec<ConnSlot> = (0..total)
@@ -1223,13 +1613,16 @@ pub(super) fn get(
         endgame_copies_max: if opts.peers.len() > 1 { 2 } else { 1 },
         ..SchedulerConfig::default()
     };
-    let scheduler = Scheduler::new(sched_config, info.chunk_count(), &bits, clock::random());
+    let mut scheduler = Scheduler::new(sched_config, info.chunk_count(), &bits, clock::random());
+    if let Some(s) = &stream {
+        scheduler.set_request_limit(Some(s.limit()));
+    }
     let have = Arc::new(SharedBitfield::new(&bits));
     let ctx = Arc::new(FetchCtx {
         info: Arc::new(info.clone()),
         security: opts.security.clone(),
         pins,
-        partial: partial.clone(),
+        partial: partial.to_owned(),
         conns,
         sched: Mutex::new(scheduler),
         have: have.clone(),
@@ -1246,33 +1639,25 @@ pub(super) fn get(
         last_progress_ms: AtomicU64::new(0),
         epoch: clock::now(),
         latency: Mutex::new(new_latency_histogram()),
-        counters,
+        counters: node.download_counters(),
         peer_timeout: node.config().peer_timeout(),
         transport: opts.transport,
         used: Mutex::default(),
         save_interval: node.config().resume_save_interval(),
+        stream,
     });
     // Partial seeding: the node serves what is verified while downloading.
-    let serving = opts.serve_partial && node.addr().is_some();
+    let serving = opts.serve_partial && node.addr().is_some() && ctx.stream.is_none();
     let uploaded_before = if serving { uploaded(node) } else { 0 };
     if serving {
         let entry = CatalogEntry {
             info: info.clone(),
-            path: partial.clone(),
+            path: partial.to_owned(),
             stamp: FileStamp { size: info.size, mtime_ns: 0 },
         };
         node.serve(ServedFile { entry: Arc::new(entry), have: Some(have.clone()) })
             .map_err(|e| GetError::Listen { what: e.to_string() })?;
     }
-    let mut dur = Durability {
-        info: info.clone(),
-        bits,
-        pending: Vec::new(),
-        pending_bytes: 0,
-        data,
-        partial: partial.clone(),
-        resume: resume.clone(),
-    };
     let shards = ctx.conns.len().min(node.shards()).max(1);
     let (tx, rx) = crossbeam_channel::unbounded();
     for i in 0..shards {
@@ -1281,7 +1666,7 @@ pub(super) fn get(
             .map_err(|e| GetError::Listen { what: e.to_string() })?;
     }
     drop(tx);
-    let outcome = coordinate(&ctx, &rx, shards, &mut dur, interrupt, progress);
+    let outcome = coordinate(&ctx, &rx, shards, keep, interrupt, progress);
     ctx.stop.store(true, Ordering::SeqCst);
     // Wait for every shard's part to end (a shard that stopped drops its sender), with a
     // deadline: a shard that does not end is a bug (a lost wake-up); the download's state
@@ -1316,34 +1701,8 @@ pub(super) fn get(
     } else {
         0
     };
-    let (fetched, fetched_bytes) = outcome.result?;
-    dur.save()?;
-    if dur.bits.count_ones() != info.chunk_count() {
-        return Err(GetError::Io {
-            path: partial,
-            source: io::Error::other("download ended with chunks missing"),
-        });
-    }
-    finish(&partial, &resume, output, opts.force)?;
     let latency = ctx.latency.lock().map(|h| h.clone()).unwrap_or_else(|_| new_latency_histogram());
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(GetReport {
-        file_id: info.file_id.to_hex(),
-        file_size: info.size,
-        bytes: fetched_bytes,
-        seconds,
-        bytes_per_sec: if seconds > 0.0 { fetched_bytes as f64 / seconds } else { 0.0 },
-        chunks_fetched: fetched,
-        chunks_reused: reused,
-        chunks_reverified: reverified,
-        cpu_seconds: super::process_cpu_seconds() - cpu_start,
-        peers,
-        latency_us: LatencyReport::of(&latency),
-        latency_histogram: Some(latency),
-        uploaded_bytes,
-        info: Some(info),
-        output: Some(output.clone()),
-    })
+    Ok(Ran { result: outcome.result, peers, latency, uploaded_bytes })
 }
 
 /// Payload bytes the node has served so far.
@@ -1400,13 +1759,12 @@ fn coordinate(
     ctx: &FetchCtx,
     rx: &Receiver<ShardMsg>,
     shards: usize,
-    dur: &mut Durability,
+    keep: &mut Keep,
     interrupt: &AtomicBool,
     progress: &dyn Fn(GetProgress),
 ) -> Outcome {
     let info = &ctx.info;
-    let mut done_bytes: u64 =
-        (0..info.chunk_count()).filter(|&i| dur.bits.get(i)).map(|i| info.chunk_len(i)).sum();
+    let mut done_bytes: u64 = keep.done_bytes(info);
     let mut errors: Vec<(usize, GetError)> = Vec::new();
     let mut fatal: Option<GetError> = None;
     let (mut done, mut chunks, mut bytes) = (0, 0u64, 0u64);
@@ -1426,9 +1784,8 @@ fn coordinate(
             last_message = clock::now();
         }
         match message {
-            Ok(ShardMsg::Verified { index, len }) => {
-                dur.pending.push(index);
-                dur.pending_bytes += len;
+            Ok(ShardMsg::Verified { index, len, bytes: data }) => {
+                keep.take(index, len, data);
                 chunks += 1;
                 bytes += len;
                 done_bytes += len;
@@ -1454,6 +1811,11 @@ fn coordinate(
             ctx.stop.store(true, Ordering::SeqCst);
             fatal.get_or_insert(GetError::Interrupted);
         }
+        if let Some(e) = keep.failed() {
+            // The output cannot take more (a stream's reader went away): nothing to go on for.
+            ctx.stop.store(true, Ordering::SeqCst);
+            fatal.get_or_insert(e);
+        }
         if ctx.sched().is_complete() {
             // Nothing left to wait for from any peer: connections still blocked on a read
             // (an endgame duplicate, a slow answer) stop now instead of at their timeout.
@@ -1474,8 +1836,8 @@ fn coordinate(
         }
         // Bans and stalls are in the per-peer report and the node's counters.
         count_events(ctx);
-        if dur.pending_bytes >= ctx.save_every_bytes || last_save.elapsed() >= ctx.save_interval {
-            match dur.save() {
+        if keep.save_due(ctx.save_every_bytes, last_save, ctx.save_interval) {
+            match keep.save() {
                 Ok(saved) => {
                     ctx.unsaved_bytes.fetch_sub(saved, Ordering::AcqRel);
                 }
@@ -1513,7 +1875,7 @@ fn coordinate(
     ctx.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).bytes_verified += bytes;
     if result.is_err() {
         // Keep what verified before failing.
-        if let Err(e) = dur.save() {
+        if let Err(e) = keep.save() {
             return Outcome { result: Err(e), conn_errors, shards_done: shard_done, gave_up };
         }
     }

@@ -768,6 +768,30 @@ impl Handle {
         self.wait(id)?
     }
 
+    /// Downloads `opts.file_id` in this node and writes it to `out` in file order as its
+    /// chunks verify (`get -o -`), on the calling thread: see `fetch::stream` for the
+    /// reorder window and what is never written. `opts.output`, `force`, `strategy` (file
+    /// order is used), `serve_partial` and `save_every_bytes` do not apply; there is no
+    /// resume state. Errors: as [`Handle::get`], plus `GetError::StdoutClosed` when the
+    /// reader of `out` goes away.
+    pub fn stream(
+        &self,
+        opts: &GetOptions,
+        out: Box<dyn io::Write + Send>,
+        interrupt: &AtomicBool,
+        progress: &dyn Fn(GetProgress),
+    ) -> Result<GetReport, GetError> {
+        lock(&self.inner.counters).started += 1;
+        let result = fetch::stream(self, opts, out, interrupt, progress);
+        let mut c = lock(&self.inner.counters);
+        match &result {
+            Ok(_) => c.completed += 1,
+            Err(GetError::Interrupted | GetError::StdoutClosed { .. }) => c.cancelled += 1,
+            Err(_) => c.failed += 1,
+        }
+        result
+    }
+
     /// The peers to download `file_id` from: the `given` ones, a plain `HOST:PORT` pinned
     /// to the node it proved the last time this data directory used it (trust on first
     /// use, `known-peers`), plus — if the node runs a DHT — the providers it finds within

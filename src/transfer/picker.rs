@@ -71,8 +71,19 @@ impl Pending {
         self.set.range((1, 0, 0)..).map(|k| k.2)
     }
 
+    #[cfg(test)]
     pub(super) fn has_requestable(&self) -> bool {
         self.requestable().next().is_some()
+    }
+
+    /// Chunks some usable peer has whose index is below `limit`, best first. In file order
+    /// (round-robin) this stops at `limit` without looking further; rarest-first has to
+    /// skip the chunks past it.
+    pub(super) fn requestable_below(&self, limit: u32) -> Box<dyn Iterator<Item = u32> + '_> {
+        match self.strategy {
+            Strategy::RoundRobin => Box::new(self.set.range((1, 0, 0)..(1, limit, 0)).map(|k| k.2)),
+            Strategy::RarestFirst => Box::new(self.requestable().filter(move |&c| c < limit)),
+        }
     }
 
     pub(super) fn len(&self) -> usize {
@@ -128,6 +139,8 @@ mod tests {
         p.rekey(5, 2, 9); // same class: no move needed
         assert_eq!(p.requestable().collect::<Vec<_>>(), vec![0, 1, 3, 5]);
         assert!(p.has_requestable());
+        assert_eq!(p.requestable_below(3).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(p.requestable_below(0).count(), 0);
         p.rebuild([(9, 0), (4, 3)].into_iter());
         assert_eq!(p.requestable().collect::<Vec<_>>(), vec![4]);
         assert_eq!(p.len(), 2);

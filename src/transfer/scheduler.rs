@@ -325,6 +325,8 @@ pub struct Scheduler {
     events: VecDeque<SchedulerEvent>,
     complete_emitted: bool,
     stats: SchedulerStats,
+    /// Chunks at or past this index are not requested ([`Scheduler::set_request_limit`]).
+    request_limit: u32,
 }
 
 impl Scheduler {
@@ -370,6 +372,7 @@ impl Scheduler {
             events: VecDeque::new(),
             complete_emitted: false,
             stats: SchedulerStats::default(),
+            request_limit: u32::MAX,
         };
         s.check_complete();
         s
@@ -620,7 +623,7 @@ impl Scheduler {
             }
         }
         let chunk = self.pick_pending(peer).or_else(|| {
-            if self.pending.has_requestable() {
+            if self.pending.requestable_below(self.request_limit).next().is_some() {
                 None
             } else {
                 self.pick_takeover(now, peer).or_else(|| self.pick_endgame(peer))
@@ -638,6 +641,20 @@ impl Scheduler {
         }
         self.stats.requests += 1;
         Some(chunk)
+    }
+
+    /// Requests only chunks whose index is below `limit` (`None`: any chunk), until changed.
+    /// A streaming download (`get -o -`, chunks written out in file order) keeps `limit` at
+    /// the first chunk not yet written plus its reorder window, so what it must hold in
+    /// memory stays bounded however far ahead a fast peer could run. Requests already in
+    /// flight are kept; takeovers and endgame duplicates only concern chunks in flight, so
+    /// they stay below the limit too. Peers that came away empty are polled again.
+    pub fn set_request_limit(&mut self, limit: Option<u32>) {
+        let limit = limit.unwrap_or(u32::MAX);
+        if limit != self.request_limit {
+            self.request_limit = limit;
+            self.invalidate();
+        }
     }
 
     /// A request to cancel: `chunk` arrived from another peer, or the peer stalled, or a
@@ -914,7 +931,10 @@ impl Scheduler {
 
     fn pick_pending(&mut self, peer: ConnId) -> Option<u32> {
         let p = self.peers.get(&peer)?;
-        let chunk = self.pending.requestable().find(|&c| p.has.get(c) && !self.shunned(peer, c))?;
+        let chunk = self
+            .pending
+            .requestable_below(self.request_limit)
+            .find(|&c| p.has.get(c) && !self.shunned(peer, c))?;
         self.pending.remove(chunk, self.avail[chunk as usize]);
         self.holders.insert(chunk, vec![peer]);
         Some(chunk)
@@ -1159,6 +1179,26 @@ mod tests {
         assert_eq!(given[&B], vec![1, 4, 7, 10]);
         assert_eq!(given[&C], vec![2, 5, 8, 11]);
         assert_eq!(events(&mut s), vec![SchedulerEvent::Complete]);
+    }
+
+    #[test]
+    fn the_request_limit_bounds_what_is_asked_and_moves_with_the_stream() {
+        let config = SchedulerConfig { strategy: Strategy::RoundRobin, ..cfg(8) };
+        let mut s = swarm(config, 20, &[(A, bits(20, 0..20)), (B, bits(20, 0..20))]);
+        let t0 = crate::sim::epoch();
+        s.set_request_limit(Some(3));
+        let mut asked = drain_requests(&mut s, t0, A);
+        asked.extend(drain_requests(&mut s, t0, B));
+        assert_eq!(asked, vec![0, 1, 2], "nothing at or past the limit");
+        s.assert_invariants();
+        // Chunk 0 was written out: the window slides by one, and only chunk 3 joins.
+        s.handle_chunk_verified(ms(t0, 1), A, 0);
+        s.set_request_limit(Some(4));
+        assert_eq!(drain_requests(&mut s, ms(t0, 1), B), vec![3]);
+        assert!(drain_requests(&mut s, ms(t0, 1), A).is_empty());
+        s.set_request_limit(None);
+        assert_eq!(drain_requests(&mut s, ms(t0, 2), A).len(), 6, "A's window of 8 refills");
+        s.assert_invariants();
     }
 
     /// One peer behind a path of `rtt` and a server sending `rate` bytes per second, serving
