@@ -1540,11 +1540,20 @@ fn get(
             })?;
             Ok(0)
         }
-        Err(e @ GetError::Interrupted) => {
+        Err(e) => get_failed(dir, &resolved, e),
+    }
+}
+
+/// How a failed `get` (of a file or a collection) ends: interrupted by a signal is exit
+/// 130; a peer that proved to be another node than the one this data directory pinned on
+/// first use gets the way out spelled; anything else is the error itself (exit 1).
+fn get_failed(dir: &Path, resolved: &node::ResolvedPeers, e: GetError) -> Result<i32> {
+    match e {
+        GetError::Interrupted => {
             note!("furymesh get: {e}");
             Ok(130)
         }
-        Err(GetError::WrongNode { peer, what }) if resolved.pinned_by_known.contains(&peer) => {
+        GetError::WrongNode { peer, what } if resolved.pinned_by_known.contains(&peer) => {
             bail!(
                 "handshake with {peer} failed: {what}\n\
              {peer} proved to be another node when this data directory first used it (see \
@@ -1557,7 +1566,7 @@ fn get(
                     .display()
             )
         }
-        Err(e) => Err(e.into()),
+        e => Err(e.into()),
     }
 }
 
@@ -1660,14 +1669,7 @@ fn get_collection(
             })?;
             Ok(0)
         }
-        Err(e @ GetError::Interrupted) => {
-            note!("furymesh get: {e}");
-            Ok(130)
-        }
-        Err(GetError::WrongNode { peer, what }) if resolved.pinned_by_known.contains(&peer) => {
-            bail!("handshake with {peer} failed: {what} (pinned in known-peers)")
-        }
-        Err(e) => Err(e.into()),
+        Err(e) => get_failed(dir, resolved, e),
     }
 }
 

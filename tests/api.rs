@@ -1026,3 +1026,41 @@ fn cli_publish_unpublish_ls_and_get_detach_go_through_the_running_node() {
     dst.stop();
     src.stop();
 }
+
+/// `GET /api/node` names the WebRTC address and `GET /api/peers` the transport of each
+/// upload: a download over a data channel shows as `webrtc`.
+#[test]
+fn peers_name_each_uploads_transport() {
+    let tmp = tempdir();
+    let src_dir = tmp.path().join("src");
+    let file = tmp.path().join("f.bin");
+    write_file(&file, 2 << 20, 41);
+    let id = publish_id(&src_dir, &file, &["--chunk-size", "256KiB"]);
+    // Paced so the download is still open when /api/peers is read.
+    let (src, api, _) = seeder_with_api(
+        &src_dir,
+        "127.0.0.1:0",
+        &["--webrtc", "127.0.0.1:0", "--max-upload-rate", "512KiB"],
+    );
+    let node = http(api, "GET", "/api/node", None, None).json();
+    let udp = node["webrtc_address"].as_str().unwrap_or_else(|| panic!("{node}")).to_owned();
+    let mut get = common::get_cmd(&tmp.path().join("dl"), &id, &udp, &tmp.path().join("o"))
+        .args(["--transport", "webrtc"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let row = loop {
+        let peers = http(api, "GET", "/api/peers", None, None).json();
+        if let Some(r) = peers.as_array().unwrap().iter().find(|r| r["direction"] == "upload") {
+            break r.clone();
+        }
+        assert!(Instant::now() < deadline, "no upload row: {peers}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(row["transport"], "webrtc", "{row}");
+    let _ = get.kill();
+    let _ = get.wait();
+    src.stop();
+}

@@ -181,9 +181,9 @@ pub(super) struct PeerRow {
     pub(super) addr: String,
     /// The node ID it proved, once connected.
     pub(super) node_id: Option<String>,
-    /// `tcp` (the only peer transport so far).
-    #[schema(value_type = String)]
-    pub(super) transport: &'static str,
+    /// `tcp` or `webrtc` (a data channel): what its last connection used; `null` before
+    /// one was made.
+    pub(super) transport: Option<crate::node::Transport>,
     /// Verified payload bytes it delivered in this run.
     pub(super) bytes: u64,
     /// Verified chunks it delivered in this run.
@@ -874,7 +874,7 @@ fn peer_row(m: &Meter, p: &PeerReport, running: bool) -> PeerRow {
     PeerRow {
         addr: p.addr.to_string(),
         node_id: p.node_id.clone(),
-        transport: "tcp",
+        transport: p.transport,
         bytes: p.bytes,
         chunks: p.chunks,
         rate_bytes_per_s: if running {

@@ -25,7 +25,7 @@ use super::metrics;
 use crate::config::{self, API_BODY_MAX_BYTES, API_DHT_QUERY_TIMEOUT};
 use crate::crypto::{Encryption, FileId};
 use crate::dht::Key;
-use crate::node::{clock, DhtAnswer, DhtQuery, Handle, NodeStats, PeerAddr};
+use crate::node::{clock, DhtAnswer, DhtQuery, Handle, NodeStats, PeerAddr, Transport};
 use crate::storage::CatalogEntry;
 
 /// What every handler shares.
@@ -196,6 +196,8 @@ struct NodeView {
     shards: usize,
     /// Where peers connect (TCP) and the DHT listens (UDP).
     listen_addresses: Vec<String>,
+    /// Where WebRTC offers are answered (UDP, `seed --webrtc`); `null` when off.
+    webrtc_address: Option<String>,
     /// `on` or `off`.
     #[schema(value_type = String)]
     encryption: &'static str,
@@ -223,6 +225,7 @@ async fn node(State(s): Shared) -> Result<Json<NodeView>, ApiError> {
         uptime_seconds: s.started.elapsed().as_secs_f64(),
         shards: s.handle.shards(),
         listen_addresses: s.handle.addr().map(|a| a.to_string()).into_iter().collect(),
+        webrtc_address: s.handle.webrtc_addr().map(|a| a.to_string()),
         encryption: if sec.encryption() == Encryption::On { "on" } else { "off" },
         private_network: sec.network().is_some(),
         dht_table_size: stats.serving.dht.as_ref().map(|d| d.table_len),
@@ -622,9 +625,8 @@ struct PeerView {
     addr: String,
     /// The node ID it proved (`null` before the handshake ends).
     node_id: Option<String>,
-    /// `tcp`.
-    #[schema(value_type = String)]
-    transport: &'static str,
+    /// `tcp` or `webrtc` (a data channel); `null` for a download's peer not connected yet.
+    transport: Option<Transport>,
     /// The shard serving it (uploads).
     shard: Option<usize>,
     /// The API download fetching from it (downloads).
@@ -666,7 +668,7 @@ async fn peers(State(s): Shared) -> Result<Json<Vec<PeerView>>, ApiError> {
                     direction: "upload",
                     addr: c.addr.to_string(),
                     node_id: c.node_id.clone(),
-                    transport: "tcp",
+                    transport: Some(c.transport),
                     shard: Some(c.shard),
                     download_id: None,
                     bytes: c.bytes_sent,

@@ -128,6 +128,8 @@ pub struct ConnectionInfo {
     pub id: u64,
     /// The peer's address.
     pub addr: SocketAddr,
+    /// How it reached this node: `tcp` or `webrtc` (a data channel).
+    pub transport: super::Transport,
     /// The node ID it proved in the handshake (`None` until the handshake is done).
     pub node_id: Option<String>,
     /// Seconds since it was accepted.
@@ -171,6 +173,7 @@ pub(super) fn serve_latency_histogram() -> Histogram<u64> {
 /// An open connection as its shard tracks it (single-threaded: `Cell`s).
 struct ConnTrack {
     addr: SocketAddr,
+    transport: super::Transport,
     node_id: Cell<Option<crate::crypto::NodeId>>,
     since: std::time::Instant,
     bytes: Cell<u64>,
@@ -252,12 +255,17 @@ impl Shard {
     /// Registers a connection just accepted (TCP or a data channel): counted open and
     /// tracked for `/api/peers` until [`Shard::close_connection`]. Returns its ID and its
     /// tracking row.
-    fn open_connection(&self, addr: SocketAddr) -> (u64, Rc<ConnTrack>) {
+    fn open_connection(
+        &self,
+        addr: SocketAddr,
+        transport: super::Transport,
+    ) -> (u64, Rc<ConnTrack>) {
         self.connections.set(self.connections.get() + 1);
         let conn_id = self.next_conn.get();
         self.next_conn.set(conn_id + 1);
         let track = Rc::new(ConnTrack {
             addr,
+            transport,
             node_id: Cell::new(None),
             since: clock::now(),
             bytes: Cell::new(0),
@@ -291,6 +299,7 @@ impl Shard {
                 shard: self.id.0,
                 id: *id,
                 addr: t.addr,
+                transport: t.transport,
                 node_id: t.node_id.get().map(|n| n.to_string()),
                 connected_seconds: now.saturating_duration_since(t.since).as_secs_f64(),
                 bytes_sent: t.bytes.get(),
@@ -615,8 +624,10 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
             continue;
         }
         shard.stats.borrow_mut().connections += 1;
-        let (conn_id, track) =
-            shard.open_connection(stream.peer_addr().unwrap_or(super::UNSPECIFIED_ADDR));
+        let (conn_id, track) = shard.open_connection(
+            stream.peer_addr().unwrap_or(super::UNSPECIFIED_ADDR),
+            super::Transport::Tcp,
+        );
         let shard2 = shard.clone();
         glommio::spawn_local(async move {
             // Per-connection failures (resets, timeouts) end that connection only.
@@ -639,7 +650,8 @@ async fn accept_rtc_loop(shard: &Rc<Shard>, ep: &Rc<Endpoint>) {
                 st.connections += 1;
                 st.webrtc_connections += 1;
             }
-            let (conn_id, track) = shard.open_connection(stream.peer_addr());
+            let (conn_id, track) =
+                shard.open_connection(stream.peer_addr(), super::Transport::Webrtc);
             let shard2 = shard.clone();
             glommio::spawn_local(async move {
                 let _ = serve_rtc(&shard2, stream, &track).await;
