@@ -354,6 +354,14 @@ pub struct GetArgs {
     /// the node finds providers through its own DHT. File IDs and links only.
     #[arg(long, conflicts_with_all = ["listen", "bootstrap"])]
     pub detach: bool,
+    /// An HTTP(S) mirror of the file (repeatable; a link's `web-seed=` too): chunks are
+    /// fetched from it with Range requests (RFC 9110; BEP 19's web seeds) beside the peers,
+    /// each verified against the manifest, which still comes from a peer. A mirror that
+    /// serves wrong bytes is banned like a corrupt peer; one that ignores ranges, errs,
+    /// redirects in a loop or stalls is dropped with a note (and its `error` in --json)
+    /// while the download goes on. Single files only: ignored for a collection.
+    #[arg(long = "web-seed", value_parser = node::parse_web_seed, value_name = "URL", conflicts_with = "detach")]
+    pub web_seed: Vec<String>,
     #[command(flatten)]
     pub encryption: EncryptionArg,
 }
@@ -1340,6 +1348,8 @@ struct GetTarget {
     peers: Vec<PeerAddr>,
     bootstrap: Vec<SocketAddr>,
     output: PathBuf,
+    /// `--web-seed`s, then the link's.
+    web_seeds: Vec<String>,
 }
 
 /// Reads `get`'s ID or link and merges a link's peers, bootstrap nodes and name with the
@@ -1348,8 +1358,13 @@ fn get_target(a: &GetArgs) -> Result<GetTarget> {
     let (id, link) = parse_get_target(&a.target)?;
     let mut peers = a.peer.clone();
     let mut bootstrap = a.bootstrap.clone();
+    let mut web_seeds = a.web_seed.clone();
     let mut name = None;
     if let Some(l) = link {
+        for w in &l.web_seeds {
+            web_seeds
+                .push(node::parse_web_seed(w).map_err(|e| anyhow::anyhow!("link web seed: {e}"))?);
+        }
         for p in &l.peers {
             peers.push(p.to_string().parse().map_err(|e| anyhow::anyhow!("link peer {p}: {e}"))?);
         }
@@ -1369,7 +1384,9 @@ fn get_target(a: &GetArgs) -> Result<GetTarget> {
         (None, Some(n)) => PathBuf::from(n),
         (None, None) => bail!("-o PATH is needed (only a link with a name supplies one)"),
     };
-    Ok(GetTarget { id, peers, bootstrap, output })
+    let mut seen = std::collections::HashSet::new();
+    web_seeds.retain(|w| seen.insert(w.clone()));
+    Ok(GetTarget { id, peers, bootstrap, output, web_seeds })
 }
 
 /// `get --detach`: the download runs inside the node on `dir` (`POST /api/downloads`).
@@ -1489,12 +1506,16 @@ fn get(
         save_every_bytes: a.save_every.max(1),
         download_rate_bytes: a.max_download_rate,
         transport: a.transport,
+        web_seeds: t.web_seeds.clone(),
     };
     let stop = stop_on_signals()?;
     if t.output.as_os_str() == "-" {
         return get_stream(&node, &opts, &stop, &t, json);
     }
     if t.id.kind == crate::crypto::IdKind::Collection {
+        if !t.web_seeds.is_empty() {
+            note!("furymesh get: web seeds serve single files; not used for a collection");
+        }
         return get_collection(dir, &node, &opts, &stop, &t, &resolved, json);
     }
     let bar = progress_bar(0, "downloading");
@@ -1534,6 +1555,16 @@ fn get(
                         p.corrupt_chunks,
                         if p.banned { ", banned" } else { "" },
                         p.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+                    ));
+                }
+                for w in &r.web_seeds {
+                    s.push_str(&format!(
+                        "\n  web seed {}: {} bytes, {} corrupt chunks{}{}",
+                        w.url,
+                        w.bytes,
+                        w.corrupt_chunks,
+                        if w.banned { ", banned" } else { "" },
+                        w.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
                     ));
                 }
                 s

@@ -245,6 +245,18 @@ pub const STREAM_WINDOW_BYTES: u64 = 64 * 1024 * 1024;
 /// Smallest reorder window of `get -o -`, in chunks (16 MiB chunks: 64 MiB held at most).
 pub const STREAM_WINDOW_CHUNKS_MIN: u32 = 4;
 
+/// Requests a web seed (`get --web-seed`) may have queued at its HTTP thread at once, in
+/// chunks: at most this, and at most the scheduler's window for it. The thread fetches them
+/// one after another on one keep-alive connection, so more would only hold chunks back
+/// from faster sources.
+pub const WEB_SEED_REQUESTS_INFLIGHT_MAX: u32 = 4;
+/// Redirects a web seed's client follows per request (a longer chain, a loop among them,
+/// is that web seed's error).
+pub const WEB_SEED_REDIRECTS_MAX: u32 = 5;
+/// A web seed's thread reports progress every this many bytes of a chunk body, so a mirror
+/// sending a big chunk slowly is not taken for a stalled one.
+pub const WEB_SEED_PROGRESS_BYTES: u64 = 256 * 1024;
+
 /// The reorder window of a stream of `chunk_size`-byte chunks, in chunks.
 pub fn stream_window_chunks(chunk_size: u32) -> u32 {
     let chunks = STREAM_WINDOW_BYTES / u64::from(chunk_size.max(1));

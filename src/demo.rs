@@ -137,6 +137,7 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
         save_every_bytes: RESUME_SAVE_DEFAULT_BYTES,
         download_rate_bytes: None,
         transport: TransportChoice::Tcp,
+        web_seeds: Vec::new(),
     };
     // The downloader is a node of its own (no listener): the download runs on its shards.
     let getter = Node::start(Vec::new(), &NodeOptions::new(None, shards, downloader))?;

@@ -7,7 +7,7 @@
 //! `ID` is a file ID (64 hex) or a collection ID (`c-` + 64 hex); every field after it is
 //! optional, `peer`, `bootstrap` and `web-seed` repeatable, values percent-encoded
 //! (RFC 3986). Peers are pinned: the link names the node each must prove to be. Web seeds
-//! are carried for HTTP mirrors (`get` does not fetch from them yet). Pure: hosts are not
+//! name HTTP mirrors that `get` fetches chunks from (`node::webseed`). Pure: hosts are not
 //! resolved here. A malformed link is refused with an error naming the part that is wrong.
 
 use std::fmt;

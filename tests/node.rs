@@ -62,6 +62,7 @@ fn get_opts(h: &Handle, id: FileId, peer: PeerAddr, out: PathBuf) -> GetOptions 
         save_every_bytes: 1 << 20,
         download_rate_bytes: None,
         transport: TransportChoice::Tcp,
+        web_seeds: Vec::new(),
     }
 }
 

@@ -799,6 +799,7 @@ fn options(spec: &Spec, handle: &Handle, peers: Vec<PeerAddr>) -> Result<GetOpti
         save_every_bytes: config::RESUME_SAVE_DEFAULT_BYTES,
         download_rate_bytes: spec.max_download_rate,
         transport: TransportChoice::Tcp,
+        web_seeds: Vec::new(),
     })
 }
 

@@ -282,6 +282,7 @@ pub fn run(
                     save_every_bytes: RESUME_SAVE_DEFAULT_BYTES,
                     download_rate_bytes: None,
                     transport: TransportChoice::Tcp,
+                    web_seeds: Vec::new(),
                 };
                 let (progress, handle) = (progress.clone(), getter.handle());
                 s.spawn(move || {

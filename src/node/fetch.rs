@@ -129,6 +129,10 @@ pub struct GetOptions {
     pub download_rate_bytes: Option<u64>,
     /// How to reach the peers: TCP, WebRTC data channels, or TCP falling back to WebRTC.
     pub transport: TransportChoice,
+    /// HTTP(S) mirrors of the file (`--web-seed`, a link's `web-seed=`): each URL serves
+    /// the whole file and is asked for chunks with Range requests (`node::webseed`). The
+    /// manifest still comes from `peers`.
+    pub web_seeds: Vec<String>,
 }
 
 /// `get --transport`: how a download reaches its peers.
@@ -175,6 +179,8 @@ pub struct GetReport {
     pub cpu_seconds: f64,
     /// What each peer delivered.
     pub peers: Vec<PeerReport>,
+    /// What each web seed (HTTP mirror) delivered.
+    pub web_seeds: Vec<WebSeedReport>,
     /// Request-to-verified latency of the chunks fetched, in microseconds.
     pub latency_us: LatencyReport,
     /// The whole latency distribution (for merging several downloads).
@@ -251,6 +257,24 @@ impl Default for PeerReport {
     }
 }
 
+/// One web seed's part in a download.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct WebSeedReport {
+    /// The mirror's URL, as given.
+    pub url: String,
+    /// Verified payload bytes it sent (endgame duplicates included).
+    pub bytes: u64,
+    /// Verified chunks it sent (endgame duplicates included).
+    pub chunks: u64,
+    /// Chunks from it that failed verification (never written).
+    pub corrupt_chunks: u64,
+    /// Dropped for this transfer after repeated corrupt chunks.
+    pub banned: bool,
+    /// Why it was given up on, if it was (no Range support, an HTTP status, a redirect
+    /// loop, a timeout, a ban).
+    pub error: Option<String>,
+}
+
 /// Progress reported to the caller while downloading.
 #[derive(Debug, Clone)]
 pub struct GetProgress {
@@ -308,6 +332,9 @@ pub enum GetError {
     StdoutClosed { bytes: u64 },
     #[error("no peer to download from")]
     NoPeers,
+    /// A web seed could not serve (or was banned); the download goes on without it.
+    #[error("web seed {url}: {what}")]
+    WebSeed { url: String, what: String },
     /// A collection that cannot be downloaded safely: too large, malformed, or an entry
     /// path that is refused (`collection::PathError`), or a file that disagrees with its
     /// entry. Nothing of it was written.
@@ -344,6 +371,7 @@ impl GetError {
             | Self::WrongNode { .. }
             | Self::Tampered { .. }
             | Self::HashMismatch { .. }
+            | Self::WebSeed { .. }
             | Self::BadCollection { .. } => Some(Blame::Peer),
             Self::OutputExists { .. }
             | Self::OutputBusy { .. }
@@ -662,6 +690,13 @@ struct ConnSlot {
     addr: SocketAddr,
 }
 
+/// One web seed of a download: its URL and its id in the scheduler.
+#[derive(Debug, Clone)]
+struct WebSlot {
+    id: ConnId,
+    url: String,
+}
+
 /// State shared by the shards of one download. The scheduler is the one decision point of
 /// the transfer: connections lock it for a few microseconds per chunk (see ARCHITECTURE.md).
 struct FetchCtx {
@@ -670,6 +705,8 @@ struct FetchCtx {
     pins: Arc<Pins>,
     partial: PathBuf,
     conns: Vec<ConnSlot>,
+    /// The web seeds, scheduler peers numbered after the connections.
+    web: Vec<WebSlot>,
     sched: Mutex<Scheduler>,
     /// Chunks verified and written (what partial seeding serves).
     have: Arc<SharedBitfield>,
@@ -787,7 +824,23 @@ async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Send
             })
         })
         .collect();
-    for t in tasks {
+    let web: Vec<_> = (0..ctx.web.len())
+        .filter(|j| (ctx.conns.len() + j) % shards == shard.0)
+        .map(|j| {
+            let (ctx, writer, tx) = (ctx.clone(), writer.clone(), tx.clone());
+            glommio::spawn_local(async move {
+                let w = ctx.web[j].clone();
+                let result = web_loop(&ctx, &w, &writer, &tx).await;
+                if let Err(e @ GetError::WebSeed { .. }) = &result {
+                    if !ctx.sched().is_complete() {
+                        note!("furymesh get: {e}; going on with the other sources");
+                    }
+                }
+                let _ = tx.send(ShardMsg::ConnDone { conn: ctx.conns.len() + j, result });
+            })
+        })
+        .collect();
+    for t in tasks.into_iter().chain(web) {
         t.await;
     }
     let _ = tx.send(ShardMsg::ShardDone(shard.0, writer.finish().await));
@@ -1014,6 +1067,153 @@ async fn pump(
 
 fn session_peer(ctx: &FetchCtx, session: &ClientSession) -> SocketAddr {
     ctx.conns[session.conn().0 as usize].addr
+}
+
+/// Drives one web seed: a source of the scheduler like a connection (a peer that has every
+/// chunk, with its own window), whose requests go to the web seed's HTTP thread
+/// (`webseed::spawn`) and whose answers come back over a channel, so the shard never
+/// blocks on HTTP. Each chunk is hashed against the manifest (on the HTTP thread) before
+/// the scheduler hears of it; a corrupt one is never written and counts toward a ban like a
+/// peer's. Ends when the download completes or stops, or with `GetError::WebSeed` when the
+/// mirror fails or is banned.
+async fn web_loop(
+    ctx: &Arc<FetchCtx>,
+    w: &WebSlot,
+    writer: &ChunkWriter,
+    tx: &Sender<ShardMsg>,
+) -> Result<(), GetError> {
+    use super::webseed::{self, WebAnswer, WebRequest};
+    let fail = |what: String| GetError::WebSeed { url: w.url.clone(), what };
+    let (req_tx, req_rx) = flume::unbounded::<WebRequest>();
+    let (ans_tx, ans_rx) = flume::unbounded::<WebAnswer>();
+    webseed::spawn(w.url.clone(), ctx.info.clone(), ctx.peer_timeout, req_rx, ans_tx)
+        .map_err(|e| fail(format!("cannot start its thread: {e}")))?;
+    let n = ctx.info.chunk_count();
+    {
+        let mut all = Bitfield::new(n);
+        (0..n).for_each(|i| all.set(i));
+        let mut sched = ctx.sched();
+        let now = clock::now();
+        sched.handle_peer_added(now, w.id);
+        sched.handle_bitfield(now, w.id, &all);
+    }
+    let mut latency = new_latency_histogram();
+    // Chunks handed to the thread and not answered yet, oldest first.
+    let mut asked: std::collections::VecDeque<u32> = std::collections::VecDeque::new();
+    let mut last_corrupt = None;
+    let result = loop {
+        if ctx.stop.load(Ordering::Relaxed) {
+            break Err(GetError::Interrupted);
+        }
+        let now = clock::now();
+        {
+            let mut sched = ctx.sched();
+            if let Some(stream) = &ctx.stream {
+                sched.set_request_limit(Some(stream.limit()));
+            }
+            sched.handle_timeout(now);
+            if sched.peer_stats(w.id).is_some_and(|p| p.banned) {
+                let chunk = last_corrupt.unwrap_or(0);
+                break Err(fail(format!(
+                    "banned: chunk {chunk} and others failed verification (hash mismatch); \
+                     nothing of them was kept"
+                )));
+            }
+            if sched.is_complete() {
+                break Ok(());
+            }
+            let window = sched.window(w.id).min(crate::config::WEB_SEED_REQUESTS_INFLIGHT_MAX);
+            let may_request = ctx.unsaved_bytes.load(Ordering::Acquire) < ctx.unsaved_max_bytes;
+            let mut release = now;
+            while may_request && (asked.len() as u32) < window {
+                let Some(chunk) = sched.poll_request(now, w.id) else { break };
+                if let Some(t) = &ctx.throttle {
+                    release = release.max(now + t.reserve(now, ctx.info.chunk_len(chunk)));
+                }
+                let range = ctx.info.chunk_range(chunk);
+                if req_tx.send(WebRequest { index: chunk, range, release }).is_err() {
+                    break;
+                }
+                asked.push_back(chunk);
+            }
+        }
+        let wait = if asked.is_empty() { IDLE_WAIT } else { PROGRESS_TICK };
+        let tick = async {
+            glommio::timer::sleep(wait).await;
+            None
+        };
+        let Some(answer) =
+            until_stopped(ctx, future::or(async { Some(ans_rx.recv_async().await) }, tick)).await?
+        else {
+            continue;
+        };
+        let now = clock::now();
+        match answer {
+            Err(_) => break Err(fail("its HTTP thread ended".into())),
+            Ok(WebAnswer::Progress) => {
+                ctx.sched().handle_progress(now, w.id);
+                ctx.last_progress_ms.store(ctx.now_ms(), Ordering::Relaxed);
+            }
+            Ok(WebAnswer::Chunk { index, bytes, verified, latency: l }) => {
+                asked.retain(|&c| c != index);
+                if !verified {
+                    last_corrupt = Some(index);
+                    ctx.sched().handle_chunk_corrupt(now, w.id, index);
+                    let mut c =
+                        ctx.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    c.chunks_corrupt += 1;
+                    continue;
+                }
+                ctx.sched().handle_chunk_verified(now, w.id, index);
+                // Endgame duplicates are verified but written (and counted) once.
+                if !ctx.claimed.test_and_set(index) {
+                    let offset = ctx.info.chunk_range(index).start;
+                    writer.start(ctx.clone(), tx.clone(), index, offset, bytes).await?;
+                }
+                ctx.last_progress_ms.store(ctx.now_ms(), Ordering::Relaxed);
+                latency.saturating_record(l.as_micros() as u64);
+            }
+            Ok(WebAnswer::Failed(e)) => break Err(fail(e.to_string())),
+        }
+    };
+    {
+        let mut sched = ctx.sched();
+        if !sched.is_complete() && !sched.peer_stats(w.id).is_some_and(|p| p.banned) {
+            sched.handle_peer_removed(clock::now(), w.id);
+        }
+    }
+    if let Ok(mut all) = ctx.latency.lock() {
+        let _ = all.add(&latency);
+    }
+    // Closing the request channel ends the thread after the request it is on.
+    drop(req_tx);
+    result
+}
+
+/// Per-web-seed figures for the report (`errors` by source index: web seed `j` is
+/// `conns.len() + j`).
+fn web_reports(ctx: &FetchCtx, errors: &[(usize, String)]) -> Vec<WebSeedReport> {
+    let sched = ctx.sched();
+    ctx.web
+        .iter()
+        .enumerate()
+        .map(|(j, w)| {
+            let mut r = WebSeedReport { url: w.url.clone(), ..WebSeedReport::default() };
+            if let Some(st) = sched.peer_stats(w.id) {
+                r.bytes = st.bytes_verified;
+                r.chunks = st.chunks_verified;
+                r.corrupt_chunks = u64::from(st.corrupt_chunks);
+                r.banned = st.banned;
+            }
+            let me = ctx.conns.len() + j;
+            let prefix = format!("web seed {}: ", w.url);
+            r.error = errors
+                .iter()
+                .find(|(i, _)| *i == me)
+                .map(|(_, e)| e.strip_prefix(&prefix).unwrap_or(e).to_owned());
+            r
+        })
+        .collect()
 }
 
 /// Writes verified chunks in the background (at most `WRITES_INFLIGHT_MAX` at once, so the
@@ -1501,6 +1701,7 @@ pub(super) fn get(
         chunks_reverified: reverified,
         cpu_seconds: super::process_cpu_seconds() - cpu_start,
         peers: ran.peers,
+        web_seeds: ran.web_seeds,
         latency_us: LatencyReport::of(&ran.latency),
         latency_histogram: Some(ran.latency),
         uploaded_bytes: ran.uploaded_bytes,
@@ -1562,6 +1763,7 @@ pub(super) fn stream(
         chunks_reverified: 0,
         cpu_seconds: super::process_cpu_seconds() - cpu_start,
         peers: ran.peers,
+        web_seeds: ran.web_seeds,
         latency_us: LatencyReport::of(&ran.latency),
         latency_histogram: Some(ran.latency),
         uploaded_bytes: 0,
@@ -1575,6 +1777,7 @@ pub(super) fn stream(
 struct Ran {
     result: Result<(u64, u64), GetError>,
     peers: Vec<PeerReport>,
+    web_seeds: Vec<WebSeedReport>,
     latency: Histogram<u64>,
     uploaded_bytes: u64,
 }
@@ -1602,15 +1805,22 @@ fn transfer(
     let conns: Vec<ConnSlot> = (0..total)
         .map(|i| ConnSlot { id: ConnId(i as u32), addr: opts.peers[i % opts.peers.len()].addr })
         .collect();
+    let web: Vec<WebSlot> = opts
+        .web_seeds
+        .iter()
+        .enumerate()
+        .map(|(j, url)| WebSlot { id: ConnId((total + j) as u32), url: url.clone() })
+        .collect();
+    let sources = conns.len() + web.len();
     let sched_config = SchedulerConfig {
         strategy: opts.strategy,
         chunk_size_bytes: info.chunk_size,
         file_size_bytes: Some(info.size),
         max_peers: opts.max_peers.max(1),
         window_max: opts.window.max(2),
-        peers_max: conns.len().max(opts.max_peers).max(1),
+        peers_max: sources.max(opts.max_peers).max(1),
         // Duplicates only help when they can come from another host.
-        endgame_copies_max: if opts.peers.len() > 1 { 2 } else { 1 },
+        endgame_copies_max: if opts.peers.len() + web.len() > 1 { 2 } else { 1 },
         ..SchedulerConfig::default()
     };
     let mut scheduler = Scheduler::new(sched_config, info.chunk_count(), &bits, clock::random());
@@ -1624,6 +1834,7 @@ fn transfer(
         pins,
         partial: partial.to_owned(),
         conns,
+        web,
         sched: Mutex::new(scheduler),
         have: have.clone(),
         claimed: SharedBitfield::new(&bits),
@@ -1658,7 +1869,7 @@ fn transfer(
         node.serve(ServedFile { entry: Arc::new(entry), have: Some(have.clone()) })
             .map_err(|e| GetError::Listen { what: e.to_string() })?;
     }
-    let shards = ctx.conns.len().min(node.shards()).max(1);
+    let shards = (ctx.conns.len() + ctx.web.len()).min(node.shards()).max(1);
     let (tx, rx) = crossbeam_channel::unbounded();
     for i in 0..shards {
         let (ctx2, tx2) = (ctx.clone(), tx.clone());
@@ -1693,6 +1904,7 @@ fn transfer(
         );
     }
     let peers = peer_reports(&ctx, &outcome.conn_errors);
+    let web_seeds = web_reports(&ctx, &outcome.conn_errors);
     let uploaded_bytes = if serving {
         let n = uploaded(node).saturating_sub(uploaded_before);
         // The final file is served from the catalog once recorded; the partial no longer.
@@ -1702,7 +1914,7 @@ fn transfer(
         0
     };
     let latency = ctx.latency.lock().map(|h| h.clone()).unwrap_or_else(|_| new_latency_histogram());
-    Ok(Ran { result: outcome.result, peers, latency, uploaded_bytes })
+    Ok(Ran { result: outcome.result, peers, web_seeds, latency, uploaded_bytes })
 }
 
 /// Payload bytes the node has served so far.

@@ -113,6 +113,7 @@ pub fn get_collection(
                 kind: IdKind::File,
                 output: dir.join(&e.path),
                 serve_partial: false,
+                web_seeds: Vec::new(),
                 ..template.clone()
             };
             match node.download(opts, stop.clone(), Box::new(|_| {})) {
@@ -207,6 +208,7 @@ fn fetch_collection_into(
         output: blob.clone(),
         force: false,
         serve_partial: false,
+        web_seeds: Vec::new(),
         ..template.clone()
     };
     let report = node.get(opts, interrupt.clone(), Box::new(|_| {}))?;

@@ -7,6 +7,7 @@
 //!
 //! - `seed`: the seeder (per-shard listeners with SO_REUSEPORT, zero-copy chunk serving).
 //! - `fetch`: the downloader behind `furymesh get`.
+//! - `webseed`: HTTP mirrors as sources of a download (one blocking client thread each).
 
 pub mod clock;
 mod dht;
@@ -19,6 +20,7 @@ mod seed;
 #[allow(unsafe_code)]
 mod sys;
 mod transport;
+mod webseed;
 
 use std::future::Future;
 use std::io;
@@ -35,7 +37,7 @@ pub use dht::{
 pub(crate) use fetch::side_paths;
 pub use fetch::{
     resolve_addr, GetError, GetOptions, GetProgress, GetReport, LatencyReport, PeerAddr,
-    PeerReport, TransportChoice,
+    PeerReport, TransportChoice, WebSeedReport,
 };
 pub use fetch_collection::{get_collection, record_collection, CollectionReport};
 pub use handle::{
@@ -49,6 +51,7 @@ pub use secure::{
 };
 pub use seed::{ConnectionInfo, FileServed, SeedStats, ServedFile, ShardActivity};
 pub use transport::Transport;
+pub use webseed::{parse_web_seed, WebSeedError};
 
 use crate::config::IO_MEMORY_PER_SHARD_BYTES;
 
