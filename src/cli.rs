@@ -1510,7 +1510,7 @@ fn get(
     };
     let stop = stop_on_signals()?;
     if t.output.as_os_str() == "-" {
-        return get_stream(&node, &opts, &stop, &t, json);
+        return get_stream(dir, &node, &opts, &stop, &t, &resolved, json);
     }
     if t.id.kind == crate::crypto::IdKind::Collection {
         if !t.web_seeds.is_empty() {
@@ -1603,10 +1603,12 @@ fn get_failed(dir: &Path, resolved: &node::ResolvedPeers, e: GetError) -> Result
 
 /// `get ID -o -`: the file to stdout in order as it verifies, the report on stderr.
 fn get_stream(
+    dir: &Path,
     node: &Node,
     opts: &GetOptions,
     stop: &Arc<AtomicBool>,
     t: &GetTarget,
+    resolved: &node::ResolvedPeers,
     json: bool,
 ) -> Result<i32> {
     use std::io::Write;
@@ -1656,7 +1658,7 @@ fn get_stream(
             // What a shell reports for a writer ended by SIGPIPE.
             Ok(141)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => get_failed(dir, resolved, e),
     }
 }
 
