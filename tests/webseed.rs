@@ -162,13 +162,20 @@ fn a_download_mixes_a_linked_nginx_web_seed_with_two_seeders_and_gets_chunks_fro
 }
 
 #[test]
-fn a_lying_web_seed_is_banned_and_broken_ones_are_reported_while_the_file_arrives_intact() {
+fn a_lying_web_seed_is_banned_and_broken_or_silent_ones_are_reported_while_the_file_arrives_intact()
+{
     let t = tempdir();
     let (bytes, id, d1, _) = setup(t.path(), 32, 72);
     let www = t.path().join("www");
     let nginx = Nginx::start(&t.path().join("nginx"), &www.join("good"), &www.join("bad"));
-    // One honest seeder, paced: the liar answers many requests before the file is done.
-    let seeder = Seeder::start_with_args(&d1, 1, &["--max-upload-rate", "2MiB"]);
+    // One honest seeder, paced (about two seconds for the file): the liar answers many
+    // requests before the file is done, and the silent one outlasts the peer timeout.
+    let seeder = Seeder::start_with_args(&d1, 1, &["--max-upload-rate", "1MiB"]);
+    // A "mirror" that accepts connections (the kernel's backlog) and never answers.
+    let silent_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!("http://{}/f.bin", silent_listener.local_addr().unwrap());
+    let conf = t.path().join("fast-timeout.toml");
+    fs::write(&conf, "peer_timeout_ms = 1000\n").unwrap();
     let (bad, norange, missing, looping) = (
         nginx.url("/bad/f.bin"),
         nginx.url("/norange/f.bin"),
@@ -177,8 +184,9 @@ fn a_lying_web_seed_is_banned_and_broken_ones_are_reported_while_the_file_arrive
     );
     let out = t.path().join("out.bin");
     let mut cmd = fm(&t.path().join("dl"));
+    cmd.arg("--config").arg(&conf);
     cmd.args(["--json", "get", &id, "--peer", &seeder.peer(), "-o"]).arg(&out);
-    for w in [&bad, &norange, &missing, &looping] {
+    for w in [&bad, &norange, &missing, &looping, &silent] {
         cmd.args(["--web-seed", w]);
     }
     let done = run_ok(&mut cmd);
@@ -192,9 +200,10 @@ fn a_lying_web_seed_is_banned_and_broken_ones_are_reported_while_the_file_arrive
     assert!(err(&norange).contains("does not support Range"), "{report}");
     assert!(err(&missing).contains("404"), "{report}");
     assert!(err(&looping).contains("redirect"), "{report}");
+    assert!(err(&silent).contains("stalled"), "{report}");
     // Each was also a note on stderr while the download went on.
     let stderr = stderr_of(&done);
-    for url in [&bad, &norange, &missing, &looping] {
+    for url in [&bad, &norange, &missing, &looping, &silent] {
         assert!(stderr.contains(&format!("web seed {url}")), "{url} not noted: {stderr}");
     }
     assert_eq!(report["peers"][0]["banned"], false);

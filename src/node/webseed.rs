@@ -93,7 +93,11 @@ pub enum WebSeedError {
     /// The body ended before the chunk's length.
     #[error("body of {got} bytes where bytes {range} ({want} bytes) were due")]
     Short { got: u64, want: u64, range: String },
-    /// Transport failure: connect, TLS, too many redirects, a timeout, a closed connection.
+    /// Nothing arrived for the node's peer timeout while connecting, waiting for the
+    /// response or reading the body (`phase`).
+    #[error("stalled: nothing for {}s ({phase})", .after.as_secs_f64())]
+    Stalled { after: Duration, phase: String },
+    /// Transport failure: connect, TLS, too many redirects, a closed connection.
     #[error("{0}")]
     Http(String),
 }
@@ -127,7 +131,7 @@ pub(super) fn spawn(
             if !wait.is_zero() {
                 std::thread::sleep(wait);
             }
-            let answer = match fetch_range(&agent, &url, &req.range, info.size, &answers) {
+            let answer = match fetch_range(&agent, &url, &req.range, info.size, timeout, &answers) {
                 Ok(bytes) => {
                     let verified = info
                         .chunk_hashes
@@ -156,15 +160,18 @@ fn fetch_range(
     url: &str,
     range: &Range<u64>,
     size: u64,
+    timeout: Duration,
     answers: &flume::Sender<WebAnswer>,
 ) -> Result<Vec<u8>, WebSeedError> {
+    let stalled = |phase: String| WebSeedError::Stalled { after: timeout, phase };
     let (first, last) = (range.start, range.end.saturating_sub(1));
     let asked = format!("{first}-{last}");
-    let resp = agent
-        .get(url)
-        .header("Range", format!("bytes={asked}"))
-        .call()
-        .map_err(|e| WebSeedError::Http(e.to_string()))?;
+    let resp =
+        agent.get(url).header("Range", format!("bytes={asked}")).call().map_err(|e| match e {
+            ureq::Error::Timeout(t) => stalled(format!("timeout: {t}")),
+            ureq::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => stalled(io.to_string()),
+            other => WebSeedError::Http(other.to_string()),
+        })?;
     match resp.status().as_u16() {
         206 => {}
         200 => return Err(WebSeedError::RangeIgnored),
@@ -183,10 +190,13 @@ fn fetch_range(
     let mut body = resp.into_body().into_reader().take(want);
     let mut bytes = Vec::with_capacity(want as usize);
     loop {
-        let n = (&mut body)
-            .take(WEB_SEED_PROGRESS_BYTES)
-            .read_to_end(&mut bytes)
-            .map_err(|e| WebSeedError::Http(e.to_string()))?;
+        let n =
+            (&mut body).take(WEB_SEED_PROGRESS_BYTES).read_to_end(&mut bytes).map_err(
+                |e| match e.kind() {
+                    io::ErrorKind::TimedOut => stalled(format!("reading the body: {e}")),
+                    _ => WebSeedError::Http(e.to_string()),
+                },
+            )?;
         if n == 0 || bytes.len() as u64 == want {
             break;
         }
