@@ -1049,7 +1049,7 @@ fn status(dir: &Path, json: bool) -> Result<i32> {
             .unwrap_or_default();
         format!(
             "node {} (furymesh {}), up {:.0} s, API http://{}\n\
-             listening on {} ({} shards, encryption {})\n\
+             listening on {} ({} shards, encryption {}){}\n\
              {} files served, DHT table {} contacts\n\
              connections: {} open, {} accepted, {} failed the handshake\n\
              served: {} chunks, {} bytes; downloads running: {}",
@@ -1060,6 +1060,10 @@ fn status(dir: &Path, json: bool) -> Result<i32> {
             listen.join(", "),
             n("shards"),
             n("encryption").as_str().unwrap_or("?"),
+            n("http_gateway")
+                .as_str()
+                .map(|u| format!("\nHTTP gateway {u}/files/FILE_ID"))
+                .unwrap_or_default(),
             s("files_served"),
             n("dht_table_size"),
             s("connections_open"),
@@ -1180,7 +1184,8 @@ fn seed(cli: &Cli, a: &SeedArgs) -> Result<i32> {
         tracing::info!("furymesh seed: webrtc on udp {w} ({shards} shards)");
     }
     let gateway = start_gateway(&node.handle(), dir, s.http)?;
-    let api = start_api(&node.handle(), dir, s.api, s.api_is_default)?;
+    let http = gateway.as_ref().map(|g| g.addr());
+    let api = start_api(&node.handle(), dir, s.api, s.api_is_default, http)?;
     let cpu0 = node::process_cpu_seconds();
     serve_until_signal(&node.handle(), dir, catalog_stamp, &signals);
     if let Some(g) = gateway {
@@ -1212,10 +1217,11 @@ fn start_api(
     dir: &Path,
     api: Option<SocketAddr>,
     is_default: bool,
+    http_gateway: Option<SocketAddr>,
 ) -> Result<Option<crate::api::ApiServer>> {
     let Some(bind) = api else { return Ok(None) };
     let explicit = !is_default;
-    let opts = crate::api::ApiOptions { bind, data_dir: dir.to_owned() };
+    let opts = crate::api::ApiOptions { bind, data_dir: dir.to_owned(), http_gateway };
     match crate::api::ApiServer::start(handle.clone(), &opts) {
         Ok(api) => {
             tracing::info!(

@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A seeder with the gateway on an OS-chosen port, and that port (from `DATA_DIR/http.addr`).
-fn seed_with_gateway(data: &Path) -> (Seeder, SocketAddr) {
-    let seeder = Seeder::start_with_args(data, 1, &["--api", "off", "--http", "127.0.0.1:0"]);
+/// A seeder with the gateway on an OS-chosen port (and the control API on `api`), and the
+/// gateway's address (from `DATA_DIR/http.addr`).
+fn seed_with_gateway(data: &Path, api: &str) -> (Seeder, SocketAddr) {
+    let seeder = Seeder::start_with_args(data, 1, &["--api", api, "--http", "127.0.0.1:0"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(a) = furymesh::gateway::read_addr(data) {
@@ -110,7 +111,7 @@ fn curl_gets_files_ranges_and_collection_entries_byte_identical() {
         .unwrap()
         .to_owned();
     let cid = rows.iter().find_map(|r| r["collection_id"].as_str()).unwrap().to_owned();
-    let (mut seeder, addr) = seed_with_gateway(&data);
+    let (mut seeder, addr) = seed_with_gateway(&data, "off");
     let url = format!("http://{addr}/files/{big_id}");
     let len = big.len();
 
@@ -239,7 +240,12 @@ fn a_file_truncated_under_the_gateway_is_a_clean_error_and_the_node_keeps_servin
     let other = write_file(&t.path().join("other.bin"), 100_000, 3);
     let id = publish_id(&data, &path, &[]);
     let other_id = publish_id(&data, &t.path().join("other.bin"), &[]);
-    let (mut seeder, addr) = seed_with_gateway(&data);
+    let (mut seeder, addr) = seed_with_gateway(&data, "127.0.0.1:0");
+    // The API and `status` say where the gateway is.
+    let v = json(&run_ok(fm(&data).args(["--json", "status"])));
+    assert_eq!(v["node"]["http_gateway"], format!("http://{addr}"), "{v}");
+    let human = String::from_utf8(run_ok(fm(&data).arg("status")).stdout).unwrap();
+    assert!(human.contains(&format!("HTTP gateway http://{addr}/files/")), "{human}");
 
     // A client with a small receive buffer that reads nothing at first: the gateway has
     // sent what the socket buffers hold (a few MiB at most) when the file shrinks.

@@ -45,6 +45,8 @@ pub struct ApiOptions {
     pub bind: SocketAddr,
     /// The node's data directory: the token and the address file live there.
     pub data_dir: PathBuf,
+    /// Where the node's public HTTP gateway listens, if it runs (`GET /api/node` says so).
+    pub http_gateway: Option<SocketAddr>,
 }
 
 /// A running API server. [`ApiServer::stop`] (or dropping it) stops the thread and removes
@@ -68,13 +70,16 @@ impl ApiServer {
         let addr = listener.local_addr()?;
         let addr_file = layout::api_addr_path(&opts.data_dir);
         write_atomically(&addr_file, format!("{addr}\n").as_bytes(), 0o644)?;
-        let state = Arc::new(routes::ApiState::new(
-            handle,
-            &token,
-            addr.ip().is_loopback(),
-            clock::now(),
-            Some(opts.data_dir.clone()),
-        ));
+        let state = Arc::new(
+            routes::ApiState::new(
+                handle,
+                &token,
+                addr.ip().is_loopback(),
+                clock::now(),
+                Some(opts.data_dir.clone()),
+            )
+            .with_http_gateway(opts.http_gateway),
+        );
         state.restore_downloads();
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         let state2 = state.clone();

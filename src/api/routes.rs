@@ -42,6 +42,8 @@ pub(super) struct ApiState {
     /// Bytes-sent samples of the open serving connections, by (shard, connection), for
     /// their rates in `GET /api/peers` (pruned to the open ones at each call).
     conn_rates: std::sync::Mutex<HashMap<(usize, u64), Samples>>,
+    /// The public HTTP gateway's address (`seed --http`), if it runs.
+    http_gateway: Option<std::net::SocketAddr>,
 }
 
 impl ApiState {
@@ -60,7 +62,14 @@ impl ApiState {
             started_unix: clock::now_unix(),
             downloads: Arc::new(Downloads::new(data_dir)),
             conn_rates: std::sync::Mutex::default(),
+            http_gateway: None,
         }
+    }
+
+    /// Says where the node's HTTP gateway listens (shown by `GET /api/node`).
+    pub(super) fn with_http_gateway(mut self, addr: Option<std::net::SocketAddr>) -> Self {
+        self.http_gateway = addr;
+        self
     }
 
     /// Resumes the downloads the API had started before the node last stopped.
@@ -198,6 +207,10 @@ struct NodeView {
     listen_addresses: Vec<String>,
     /// Where WebRTC offers are answered (UDP, `seed --webrtc`); `null` when off.
     webrtc_address: Option<String>,
+    /// Base URL of the public HTTP gateway (`seed --http`): published files at
+    /// `{http_gateway}/files/FILE_ID`, collection entries at
+    /// `{http_gateway}/c/COLLECTION_ID/PATH`. `null`: the gateway is off.
+    http_gateway: Option<String>,
     /// `on` or `off`.
     #[schema(value_type = String)]
     encryption: &'static str,
@@ -226,6 +239,7 @@ async fn node(State(s): Shared) -> Result<Json<NodeView>, ApiError> {
         shards: s.handle.shards(),
         listen_addresses: s.handle.addr().map(|a| a.to_string()).into_iter().collect(),
         webrtc_address: s.handle.webrtc_addr().map(|a| a.to_string()),
+        http_gateway: s.http_gateway.map(|a| format!("http://{a}")),
         encryption: if sec.encryption() == Encryption::On { "on" } else { "off" },
         private_network: sec.network().is_some(),
         dht_table_size: stats.serving.dht.as_ref().map(|d| d.table_len),
