@@ -50,6 +50,29 @@ fn provider_lookups_survive_20_percent_churn() {
     }
 }
 
+/// Issue 17, "DHT under attack": a fifth of the network is one attacker's Sybils from three
+/// /24 networks, answering every lookup with the Sybils closest to the target and no
+/// providers, and dropping every announcement. The per-subnet cap keeps them to a few
+/// table entries per node, so honest lookups still reach the key's honest neighbourhood.
+#[test]
+fn twenty_percent_lying_sybils_from_three_subnets_do_not_hide_providers() {
+    for seed in seeds() {
+        let config = SimConfig {
+            keys: 200,
+            sybil_fraction: 0.2,
+            sybil_subnets: 3,
+            ..SimConfig::new(1_000, 0.0, seed)
+        };
+        let report = run(config);
+        assert_eq!(report.rounds.len(), report.lookups, "every lookup finishes; SIM_SEED={seed}");
+        assert!(
+            report.success_rate() >= 0.99,
+            "success {}; SIM_SEED={seed}",
+            report.success_rate()
+        );
+    }
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in seeds() {

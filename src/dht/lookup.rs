@@ -12,11 +12,19 @@
 //!
 //! A *round* is one referral hop: seeds are queried in round 1, contacts learned from a
 //! round-n reply in round n + 1. The rounds of a lookup are the deepest round it queried.
+//!
+//! "The k closest" always means the k closest that are neither failed nor slow *with at
+//! most `lookup_per_subnet_max` from one /24 (/64)*: the rest of a crowded subnet's
+//! candidates stay remembered but wait behind the other subnets' (see
+//! `DhtConfig::lookup_per_subnet_max`). One subnet's nodes answering with each other
+//! cannot fill the places a lookup queries and converges on.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use crate::dht::config::DhtConfig;
 use crate::dht::id::{Contact, Distance, Key, NodeId};
+use crate::dht::routing::subnet_of;
 
 /// Why a lookup runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +89,7 @@ pub(crate) struct Lookup {
     k: usize,
     alpha: usize,
     candidates_max: usize,
+    per_subnet_max: usize,
     providers_wanted: usize,
 }
 
@@ -103,6 +112,7 @@ impl Lookup {
             k: config.k,
             alpha: config.alpha,
             candidates_max: config.lookup_candidates_max,
+            per_subnet_max: config.lookup_per_subnet_max,
             providers_wanted: config.lookup_providers_wanted,
         };
         lookup.add_candidates(seeds, 1);
@@ -122,12 +132,8 @@ impl Lookup {
         if inflight + self.anonymous_inflight >= self.alpha {
             return None;
         }
-        let candidate = self
-            .candidates
-            .values_mut()
-            .filter(|c| c.state.counts())
-            .take(self.k)
-            .find(|c| c.state == State::Waiting)?;
+        let next = self.closest(|s| s.counts()).find(|c| c.state == State::Waiting)?;
+        let candidate = self.candidates.get_mut(&next.contact.id.distance(&self.target))?;
         candidate.state = State::InFlight;
         self.stats.requests_sent += 1;
         self.stats.rounds = self.stats.rounds.max(candidate.depth);
@@ -196,7 +202,7 @@ impl Lookup {
         if self.anonymous_inflight > 0 {
             return false;
         }
-        let closest = self.candidates.values().filter(|c| c.state.counts()).take(self.k);
+        let closest = self.closest(|s| s.counts());
         let (mut responded, mut all_responded) = (0, true);
         for c in closest {
             responded += 1;
@@ -210,12 +216,32 @@ impl Lookup {
 
     /// The k closest contacts that answered.
     pub(crate) fn closest_responded(&self) -> Vec<Contact> {
+        self.closest(|s| s == State::Responded).map(|c| c.contact).collect()
+    }
+
+    /// The k closest candidates whose state passes `keep`, closest first, at most
+    /// `per_subnet_max` of them from one subnet (see the module doc).
+    fn closest(&self, keep: impl Fn(State) -> bool) -> impl Iterator<Item = &Candidate> {
+        let mut subnets: Vec<(IpAddr, usize)> = Vec::new();
+        let per_subnet_max = self.per_subnet_max;
         self.candidates
             .values()
-            .filter(|c| c.state == State::Responded)
+            .filter(move |c| keep(c.state))
+            .filter(move |c| {
+                let subnet = subnet_of(&c.contact.addr);
+                match subnets.iter_mut().find(|(s, _)| *s == subnet) {
+                    Some((_, n)) if *n >= per_subnet_max => false,
+                    Some((_, n)) => {
+                        *n += 1;
+                        true
+                    }
+                    None => {
+                        subnets.push((subnet, 1));
+                        true
+                    }
+                }
+            })
             .take(self.k)
-            .map(|c| c.contact)
-            .collect()
     }
 
     fn candidate_mut(&mut self, contact: &Contact) -> Option<&mut Candidate> {
@@ -268,6 +294,35 @@ mod tests {
 
     fn config() -> DhtConfig {
         DhtConfig { k: 2, alpha: 2, lookup_candidates_max: 4, ..DhtConfig::default() }
+    }
+
+    #[test]
+    fn one_subnet_takes_at_most_its_share_of_the_k_closest() {
+        // Four candidates closer than any other, all from 10.9.9.0/24; k = 4, cap 2.
+        let crowd = |n: u8| {
+            let mut bytes = [0; 20];
+            bytes[19] = n;
+            Contact {
+                id: NodeId::from_bytes(bytes),
+                addr: format!("10.9.9.{n}:4000").parse().expect("addr"),
+            }
+        };
+        let config = DhtConfig { k: 4, alpha: 8, lookup_per_subnet_max: 2, ..DhtConfig::default() };
+        let target = NodeId::from_bytes([0; 20]);
+        let seeds = [crowd(1), crowd(2), crowd(3), crowd(4), contact(50), contact(60)];
+        let mut lookup = Lookup::new(Purpose::FindNode, target, contact(200).id, &seeds, &config);
+        let asked: Vec<Contact> = std::iter::from_fn(|| lookup.next_query()).collect();
+        assert_eq!(asked, vec![crowd(1), crowd(2), contact(50), contact(60)]);
+        for c in &asked {
+            lookup.on_response(*c, false, &[], &[]);
+        }
+        assert!(lookup.is_finished(), "the k closest by subnet answered");
+        assert_eq!(lookup.closest_responded(), asked);
+        // When another subnet's candidate fails, the crowd's next is still not asked: its
+        // share is used up, and the lookup ends with the fewer it has.
+        lookup.on_failure(Some(&contact(60)));
+        assert_eq!(lookup.next_query(), None, "the crowd's share is used up");
+        assert!(lookup.is_finished());
     }
 
     #[test]

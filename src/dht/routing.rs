@@ -335,7 +335,7 @@ pub(crate) fn ip_of(addr: &SocketAddr) -> IpAddr {
 }
 
 /// The subnet a cap counts: the /24 of an IPv4 address, the /64 of an IPv6 one.
-fn subnet_of(addr: &SocketAddr) -> IpAddr {
+pub(crate) fn subnet_of(addr: &SocketAddr) -> IpAddr {
     match ip_of(addr) {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();

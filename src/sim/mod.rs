@@ -7,7 +7,10 @@
 //! Events (datagram deliveries, node wake-ups, scheduled commands) sit in a queue ordered by
 //! virtual time, then by insertion; the virtual `now` jumps to the next one (quinn's `Pair`
 //! pattern, TigerBeetle's VOPR). Node `i` lives at `10.{i / 256}.{i % 256}.1:4000`, one node
-//! per /24, so the routing table's IP caps do not bite.
+//! per /24, so the routing table's IP caps do not bite — except Sybil nodes
+//! ([`SimConfig::sybil_fraction`]), which an attacker runs from a few /24 networks
+//! (`10.255.{subnet}.{host}`, more ports per host when they run out of hosts) and which
+//! answer every lookup with lies.
 
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::cmp::Reverse;
@@ -17,7 +20,10 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::dht::{Contact, Dht, DhtCommand, DhtConfig, DhtEvent, DhtMessage, Key, NodeId};
+use crate::dht::{
+    Contact, Dht, DhtBody, DhtCommand, DhtConfig, DhtEvent, DhtMessage, Key, NodeId,
+    CONTACTS_PER_MESSAGE_MAX,
+};
 
 pub mod transfer;
 
@@ -56,6 +62,13 @@ pub struct SimConfig {
     pub join_interval: Duration,
     /// Virtual time after the last join for refreshes to fill the tables.
     pub settle: Duration,
+    /// Fraction of nodes run by one attacker (a Sybil attack), chosen at random among all
+    /// but node 0: they join like everyone and answer pings truthfully (so they enter
+    /// routing tables), but answer every `FindNode` and `GetProviders` with the Sybils
+    /// closest to the target and no providers, and accept every announcement and drop it.
+    pub sybil_fraction: f64,
+    /// The /24 networks the Sybils' addresses come from.
+    pub sybil_subnets: u8,
     /// Configuration of every node.
     pub dht: DhtConfig,
 }
@@ -75,6 +88,8 @@ impl SimConfig {
             keys: 200,
             join_interval: Duration::from_millis(20),
             settle: Duration::from_secs(120),
+            sybil_fraction: 0.0,
+            sybil_subnets: 3,
             dht: DhtConfig::default(),
         }
     }
@@ -91,10 +106,42 @@ fn node_index(addr: &SocketAddr) -> Option<usize> {
     match addr.ip() {
         IpAddr::V4(ip) if addr.port() == PORT => {
             let [a, b, c, d] = ip.octets();
-            (a == 10 && d == 1).then_some((usize::from(b) << 8) | usize::from(c))
+            (a == 10 && b != SYBIL_NET && d == 1).then_some((usize::from(b) << 8) | usize::from(c))
         }
         _ => None,
     }
+}
+
+/// The second octet of the Sybils' networks (`10.255.0.0/16`, never an honest node's).
+const SYBIL_NET: u8 = 255;
+/// Host addresses a Sybil network uses per port (`.1` to `.250`).
+const SYBIL_HOSTS: usize = 250;
+
+/// The address of the `j`-th Sybil, spread over `subnets` /24 networks.
+fn sybil_addr(j: usize, subnets: u8) -> SocketAddr {
+    let subnets = usize::from(subnets.max(1));
+    let (subnet, slot) = (j % subnets, j / subnets);
+    let host = (slot % SYBIL_HOSTS + 1) as u8;
+    let port = PORT + 1 + (slot / SYBIL_HOSTS) as u16;
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, SYBIL_NET, subnet as u8, host)), port)
+}
+
+/// The Sybil number of a Sybil address (inverse of [`sybil_addr`]).
+fn sybil_number(addr: &SocketAddr, subnets: u8) -> Option<usize> {
+    let IpAddr::V4(ip) = addr.ip() else { return None };
+    let [a, b, subnet, host] = ip.octets();
+    let port = addr.port().checked_sub(PORT + 1)?;
+    let subnets = subnets.max(1);
+    if a != 10
+        || b != SYBIL_NET
+        || subnet >= subnets
+        || host == 0
+        || usize::from(host) > SYBIL_HOSTS
+    {
+        return None;
+    }
+    let slot = usize::from(port) * SYBIL_HOSTS + usize::from(host) - 1;
+    Some(slot * usize::from(subnets) + usize::from(subnet))
 }
 
 enum Action {
@@ -133,6 +180,8 @@ impl<A> Ord for Scheduled<A> {
 
 struct SimNode {
     dht: Dht,
+    /// Run by the attacker (see [`SimConfig::sybil_fraction`]).
+    sybil: bool,
     alive: bool,
     responsive: bool,
     wake_at: Option<Instant>,
@@ -148,6 +197,10 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<Scheduled<Action>>>,
     seq: u64,
     events: Vec<(usize, DhtEvent)>,
+    /// Node index of each Sybil, by Sybil number.
+    sybils: Vec<usize>,
+    /// Lies told: lookup requests a Sybil answered.
+    pub lies: u64,
     /// Datagrams handed to the network.
     pub datagrams_sent: u64,
     /// Datagrams lost or addressed to silent or unknown nodes.
@@ -158,13 +211,29 @@ impl Sim {
     /// Creates the nodes (none has joined yet).
     pub fn new(config: SimConfig) -> Self {
         let mut rng = SmallRng::seed_from_u64(config.seed);
+        // Chosen from a stream of their own, so a run without Sybils is the run it was
+        // before they existed.
+        let mut sybils: Vec<usize> = (1..config.nodes).collect();
+        let count = (config.sybil_fraction * config.nodes as f64) as usize;
+        if count > 0 {
+            let mut pick = SmallRng::seed_from_u64(config.seed ^ 0x5b11_a77a_c4e5);
+            shuffle(&mut sybils, &mut pick);
+        }
+        sybils.truncate(count.min(sybils.len()));
+        sybils.sort_unstable();
         let nodes = (0..config.nodes)
             .map(|index| {
                 let mut id = [0u8; 20];
                 rng.fill(&mut id[..]);
-                let local = Contact { id: NodeId::from_bytes(id), addr: node_addr(index) };
+                let sybil = sybils.binary_search(&index);
+                let addr = match sybil {
+                    Ok(j) => sybil_addr(j, config.sybil_subnets),
+                    Err(_) => node_addr(index),
+                };
+                let local = Contact { id: NodeId::from_bytes(id), addr };
                 SimNode {
                     dht: Dht::new(config.dht.clone(), local, rng.random()),
+                    sybil: sybil.is_ok(),
                     alive: true,
                     responsive: true,
                     wake_at: None,
@@ -180,6 +249,8 @@ impl Sim {
             queue: BinaryHeap::new(),
             seq: 0,
             events: Vec::new(),
+            sybils,
+            lies: 0,
             datagrams_sent: 0,
             datagrams_dropped: 0,
         }
@@ -198,6 +269,25 @@ impl Sim {
     /// Node `index`.
     pub fn node(&self, index: usize) -> &Dht {
         &self.nodes[index].dht
+    }
+
+    /// Node `index`'s address ([`node_addr`], or a Sybil network's).
+    pub fn addr(&self, index: usize) -> SocketAddr {
+        self.nodes[index].dht.local().addr
+    }
+
+    /// Whether node `index` is a Sybil.
+    pub fn is_sybil(&self, index: usize) -> bool {
+        self.nodes[index].sybil
+    }
+
+    /// The node at `addr`, if any.
+    fn index_of(&self, addr: &SocketAddr) -> Option<usize> {
+        match node_index(addr) {
+            Some(i) => (i < self.nodes.len() && !self.nodes[i].sybil).then_some(i),
+            None => sybil_number(addr, self.config.sybil_subnets)
+                .and_then(|j| self.sybils.get(j).copied()),
+        }
     }
 
     /// Whether node `index` still runs.
@@ -241,7 +331,13 @@ impl Sim {
         let local = Contact { id: NodeId::from_bytes(id), addr: node_addr(index) };
         let config = DhtConfig { read_only: true, ..self.config.dht.clone() };
         let dht = Dht::new(config, local, self.rng.random());
-        self.nodes.push(SimNode { dht, alive: true, responsive: true, wake_at: None });
+        self.nodes.push(SimNode {
+            dht,
+            sybil: false,
+            alive: true,
+            responsive: true,
+            wake_at: None,
+        });
         index
     }
 
@@ -278,6 +374,10 @@ impl Sim {
                     let node = &mut self.nodes[to];
                     if !node.alive || (!node.responsive && msg.body.is_request()) {
                         self.datagrams_dropped += 1;
+                        continue;
+                    }
+                    if node.sybil && msg.body.is_request() && !matches!(msg.body, DhtBody::Ping) {
+                        self.lie(to, from, &msg);
                         continue;
                     }
                     node.dht.handle_datagram(now, from, msg);
@@ -332,6 +432,50 @@ impl Sim {
         }
     }
 
+    /// Sybil `index` answers a lookup request from `from`: the Sybils closest to the target
+    /// and no providers; an announcement is acknowledged and dropped.
+    fn lie(&mut self, index: usize, from: SocketAddr, request: &DhtMessage) {
+        let closest_sybils = |sim: &Self, target: &NodeId| {
+            let mut c: Vec<Contact> =
+                sim.sybils.iter().map(|&i| sim.nodes[i].dht.local()).collect();
+            c.sort_by_key(|c| target.distance(&c.id));
+            c.truncate(CONTACTS_PER_MESSAGE_MAX);
+            c
+        };
+        let body = match &request.body {
+            DhtBody::FindNode { target } => {
+                DhtBody::Nodes { contacts: closest_sybils(self, target) }
+            }
+            DhtBody::GetProviders { key } => DhtBody::Providers {
+                providers: Vec::new(),
+                closer: closest_sybils(self, &key.target()),
+            },
+            DhtBody::AnnounceProvider { .. } => DhtBody::AnnounceAck { stored: true },
+            _ => return,
+        };
+        self.lies += 1;
+        let reply = DhtMessage {
+            tx: request.tx,
+            sender: self.nodes[index].dht.local(),
+            body,
+            read_only: false,
+        };
+        self.send(self.addr(index), from, reply);
+    }
+
+    /// Hands one datagram to the network: lost with the configured probability, else
+    /// delivered after a sampled delay (dropped if nobody is at `to`).
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, msg: DhtMessage) {
+        self.datagrams_sent += 1;
+        let lost = self.rng.random_bool(self.config.packet_loss_probability);
+        let Some(to) = self.index_of(&to).filter(|_| !lost) else {
+            self.datagrams_dropped += 1;
+            return;
+        };
+        let at = self.now + self.one_way_delay();
+        self.schedule(at, Action::Deliver { to, from, msg });
+    }
+
     fn schedule(&mut self, at: Duration, action: Action) {
         self.seq += 1;
         self.queue.push(Reverse(Scheduled { at, seq: self.seq, action }));
@@ -339,16 +483,9 @@ impl Sim {
 
     /// Moves node `index`'s output into the network and its event list, and re-arms its timer.
     fn flush(&mut self, index: usize) {
-        let from = node_addr(index);
+        let from = self.addr(index);
         while let Some((to, msg)) = self.nodes[index].dht.poll_transmit() {
-            self.datagrams_sent += 1;
-            let lost = self.rng.random_bool(self.config.packet_loss_probability);
-            let Some(to) = node_index(&to).filter(|&to| to < self.nodes.len() && !lost) else {
-                self.datagrams_dropped += 1;
-                continue;
-            };
-            let at = self.now + self.one_way_delay();
-            self.schedule(at, Action::Deliver { to, from, msg });
+            self.send(from, to, msg);
         }
         while let Some(event) = self.nodes[index].dht.poll_event() {
             self.events.push((index, event));
@@ -423,7 +560,8 @@ pub fn run_provider_scenario(config: SimConfig) -> SimReport {
     let mut rng = SmallRng::seed_from_u64(config.seed ^ 0x5eed);
 
     // Roles: unresponsive nodes from the start; node 0 is the bootstrap node.
-    let mut order: Vec<usize> = (1..n).collect();
+    // Sybils take no honest role (publisher, looker, churned or unresponsive node).
+    let mut order: Vec<usize> = (1..n).filter(|&i| !sim.is_sybil(i)).collect();
     shuffle(&mut order, &mut rng);
     let unresponsive_count = (config.unresponsive_fraction * n as f64) as usize;
     let (unresponsive, rest) = order.split_at(unresponsive_count.min(order.len()));
@@ -435,7 +573,7 @@ pub fn run_provider_scenario(config: SimConfig) -> SimReport {
     for index in 1..n {
         let mut seeds = vec![node_addr(0)];
         if index > 1 {
-            seeds.push(node_addr(rng.random_range(1..index)));
+            seeds.push(sim.addr(rng.random_range(1..index)));
         }
         sim.command_after(config.join_interval * index as u32, index, DhtCommand::Bootstrap(seeds));
     }
@@ -523,6 +661,18 @@ mod tests {
             assert_eq!(node_index(&node_addr(index)), Some(index));
         }
         assert_eq!(node_index(&"10.0.0.2:4000".parse().expect("addr")), None);
+    }
+
+    #[test]
+    fn sybil_addresses_map_back_and_share_three_subnets() {
+        for j in [0, 1, 2, 3, 749, 750, 751, 5_000] {
+            let a = sybil_addr(j, 3);
+            assert_eq!(sybil_number(&a, 3), Some(j), "{a}");
+            assert_eq!(node_index(&a), None, "{a}");
+            let IpAddr::V4(ip) = a.ip() else { panic!("v4") };
+            assert!(ip.octets()[2] < 3, "{a}");
+        }
+        assert_eq!(sybil_number(&node_addr(7), 3), None);
     }
 
     #[test]
