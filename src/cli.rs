@@ -206,10 +206,16 @@ pub struct SeedArgs {
     #[arg(long, env = "FURYMESH_SHARDS", value_parser = clap::value_parser!(u32).range(1..=4096), value_name = "N")]
     pub shards: Option<u32>,
     /// Also accept WebRTC data channels: every shard answers offers on this UDP address
-    /// (SO_REUSEPORT; port 0 picks one, printed at start). Downloaders reach it with
-    /// `get --transport webrtc --peer HOST:PORT`. Default: off.
+    /// (SO_REUSEPORT; port 0 picks one, printed at start), and the provider records say so.
+    /// Downloaders reach it with `get --transport webrtc --peer HOST:PORT`, or through the
+    /// DHT (`get --transport webrtc|auto --bootstrap`). Also `webrtc` in config.toml's
+    /// `[seed]`. Default: off.
     #[arg(long, env = "FURYMESH_WEBRTC", value_parser = parse_addr, value_name = "HOST:PORT")]
     pub webrtc: Option<SocketAddr>,
+    /// Take no TCP connections (with `--webrtc`): peers reach this node over WebRTC only,
+    /// and its provider records say so. The DHT still runs on the listen address.
+    #[arg(long, env = "FURYMESH_NO_TCP")]
+    pub no_tcp: bool,
     /// A DHT node to join through (repeatable; in the environment, comma-separated).
     /// Without one, the node starts a network (or rejoins through the routing table it
     /// saved last time).
@@ -253,6 +259,7 @@ impl SeedArgs {
             api: self.api.map(ApiBind::addr),
             http: self.http.map(ApiBind::addr),
             network_secret: network_secret.map(Path::to_owned),
+            webrtc: self.webrtc,
         }
     }
 }
@@ -344,8 +351,10 @@ pub struct GetArgs {
     #[arg(long, value_parser = parse_rate, value_name = "BYTES")]
     pub max_download_rate: Option<u64>,
     /// How to reach the peers: `tcp`; `webrtc` (each `--peer` is then a seeder's `--webrtc`
-    /// UDP address: a data channel, the same handshake and records inside); `auto` (TCP,
-    /// and a data channel to the same address when TCP cannot connect).
+    /// UDP address: a data channel, the same handshake and records inside; providers found
+    /// through `--bootstrap` whose records offer WebRTC are signaled through the DHT);
+    /// `auto` (TCP, and a data channel when TCP cannot connect or a provider's record
+    /// offers no TCP).
     #[arg(long, default_value = "tcp", value_name = "auto|tcp|webrtc")]
     pub transport: node::TransportChoice,
     /// Hand the download to the `seed` running on this data directory (through its control
@@ -1171,7 +1180,8 @@ fn seed(cli: &Cli, a: &SeedArgs) -> Result<i32> {
         peer_upload_rate_bytes: s.max_peer_upload_rate,
         data_dir: Some(dir.to_owned()),
         config,
-        webrtc: a.webrtc,
+        webrtc: s.webrtc,
+        accept_tcp: !a.no_tcp,
         ..NodeOptions::new(Some(s.listen), shards, security)
     };
     let node = Node::start(files.into_iter().map(Into::into).collect(), &opts)?;

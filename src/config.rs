@@ -215,6 +215,22 @@ pub const DHT_PROVIDERS_SEARCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Receive buffer asked for the DHT's UDP socket: room for a burst of ~700 full datagrams
 /// (the kernel caps it at `net.core.rmem_max`).
 pub const DHT_RECV_BUFFER_BYTES: usize = 1 << 20;
+/// Relays a WebRTC signal is tried through (the target's closest nodes, then the target
+/// itself), one after the other (ARCHITECTURE.md, "Signaling through the DHT").
+pub const DHT_SIGNAL_RELAYS: usize = 3;
+/// How long a signal waits for its relay's answer before it is sent again (once), then the
+/// next relay is tried.
+pub const DHT_SIGNAL_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long a relay remembers a signal it passed on, waiting for the target's reply.
+pub const DHT_SIGNAL_RELAY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Signals a relay holds for targets at once; more are answered "not relayed".
+pub const DHT_SIGNAL_PENDING_MAX: usize = 256;
+/// Signals a node relays per second, all sources together (each source is already held to
+/// the DHT's per-IP rate limit).
+pub const DHT_SIGNAL_RELAYS_PER_S: u64 = 200;
+/// How often a node that accepts WebRTC looks itself up, which keeps it in touch with the
+/// nodes closest to it (its relays) and its NAT mappings toward them open.
+pub const DHT_SIGNAL_KEEPALIVE: Duration = Duration::from_secs(20);
 /// Pending connections the kernel queues on each shard's listener before `accept`.
 pub const LISTEN_BACKLOG_CONNECTIONS: i32 = 1024;
 

@@ -87,6 +87,8 @@ pub struct SeedFile {
     pub http: Option<String>,
     /// `--network-secret`: the private network's secret file.
     pub network_secret: Option<PathBuf>,
+    /// `--webrtc`: the UDP `HOST:PORT` WebRTC data channels are answered on.
+    pub webrtc: Option<String>,
 }
 
 /// A parsed configuration file.
@@ -161,6 +163,7 @@ pub struct SeedFlags {
     /// `Some(None)`: `--http off`.
     pub http: Option<Option<SocketAddr>>,
     pub network_secret: Option<PathBuf>,
+    pub webrtc: Option<SocketAddr>,
 }
 
 /// What `seed` runs with: each option resolved (command line, environment, file, default)
@@ -188,6 +191,8 @@ pub struct SeedSettings {
     #[serde(serialize_with = "api_text")]
     pub http: Option<SocketAddr>,
     pub network_secret: Option<PathBuf>,
+    /// UDP address WebRTC data channels are answered on; `None`: no WebRTC.
+    pub webrtc: Option<SocketAddr>,
     /// Option name → where its value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -332,6 +337,14 @@ impl SeedSettings {
             Source::File => file.network_secret.clone(),
             Source::Default => None,
         };
+        let webrtc = match pick("webrtc", flags.webrtc.is_some(), file.webrtc.is_some()) {
+            Source::CommandLine => flags.webrtc,
+            Source::File => Some(
+                crate::node::resolve_addr(file.webrtc.as_deref().unwrap())
+                    .map_err(|e| bad("webrtc", e))?,
+            ),
+            Source::Default => None,
+        };
         Ok(Self {
             listen,
             shards,
@@ -343,6 +356,7 @@ impl SeedSettings {
             api_is_default,
             http,
             network_secret,
+            webrtc,
             sources,
         })
     }
@@ -375,6 +389,9 @@ impl SeedSettings {
         t.insert("http".into(), s(self.http.map_or("off".into(), |a| a.to_string())));
         if let Some(p) = &self.network_secret {
             t.insert("network_secret".into(), s(p.display().to_string()));
+        }
+        if let Some(w) = self.webrtc {
+            t.insert("webrtc".into(), s(w.to_string()));
         }
         t
     }

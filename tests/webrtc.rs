@@ -309,3 +309,203 @@ fn a_seeder_configured_for_256_kib_messages_serves_over_webrtc() {
     assert!(!res.status.success());
     assert!(stderr_of(&res).contains("webrtc_block_bytes"), "{}", stderr_of(&res));
 }
+
+/// A bootstrap node with nothing published (the DHT's meeting point).
+fn bootstrap_node(dir: &Path) -> Seeder {
+    Seeder::start_with_args(dir, 1, &["--api", "off"])
+}
+
+#[test]
+fn a_node_that_knows_only_a_bootstrap_address_downloads_over_webrtc_signaled_through_the_dht() {
+    let t = tempdir();
+    let (boot, sd, dd) = (t.path().join("boot"), t.path().join("seed"), t.path().join("dl"));
+    let data = write_file(&t.path().join("f.bin"), (1 << 20) + 4321, 7);
+    let id = publish_id(&sd, &t.path().join("f.bin"), &["--chunk-size", "256KiB"]);
+    let b0 = bootstrap_node(&boot);
+    let seeder = RtcSeeder::start(&sd, 2, &["--bootstrap", &b0.peer()]);
+
+    // The record advertises WebRTC: `dht find-providers` shows it.
+    let found = json(&run_ok(fm(&dd).args([
+        "--json",
+        "dht",
+        "find-providers",
+        &id,
+        "--bootstrap",
+        &b0.peer(),
+        "--timeout-secs",
+        "10",
+    ])));
+    let provider = &found["contacts"][0];
+    assert_eq!(provider["addr"], seeder.tcp.to_string(), "{found}");
+    assert_eq!(provider["webrtc"], true, "{found}");
+    assert_eq!(provider["tcp"], true, "{found}");
+    assert_eq!(provider["webrtc_port"], seeder.udp.port(), "{found}");
+
+    // Only the bootstrap address is known: providers come from the DHT, and the offer and
+    // answer travel through it (the bootstrap node relays them to the seeder).
+    let out = t.path().join("out.bin");
+    let mut get = fm(&dd);
+    get.args(["--json", "get", &id, "--transport", "webrtc", "--bootstrap", &b0.peer(), "-o"]);
+    let report = json(&run_ok(get.arg(&out)));
+    assert_eq!(std::fs::read(&out).unwrap(), data, "webrtc download differs");
+    let peers = report["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 1, "{report}");
+    assert_eq!(peers[0]["transport"], "webrtc", "{report}");
+    assert_eq!(peers[0]["node_id"], node_id(&sd), "{report}");
+
+    let stats = seeder.stop();
+    assert!(stats["webrtc_connections"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(served_bytes(&stats) >= data.len() as u64, "{stats}");
+    // Hello and offer answered for each connection (the manifest's and the transfer's).
+    assert!(stats["dht"]["signals_answered"].as_u64().unwrap() >= 2, "{stats}");
+    assert_eq!(stats["dht"]["signals_refused"], 0, "{stats}");
+    let relay = b0.stop();
+    assert!(relay["dht"]["signals_relayed"].as_u64().unwrap() >= 2, "{relay}");
+}
+
+/// Sends one signal datagram to a node's DHT port and returns its answer, if one comes.
+fn ask_signal(
+    sock: &UdpSocket,
+    node: SocketAddr,
+    target: furymesh::dht::NodeId,
+    signal: Vec<u8>,
+) -> Option<furymesh::wire::SignalPacket> {
+    use furymesh::wire::{
+        decode_dht_datagram, encode_signal, DhtDatagram, SignalKind, SignalPacket,
+    };
+    let me = furymesh::dht::Contact {
+        id: furymesh::dht::NodeId::from_bytes([9; 20]),
+        addr: sock.local_addr().unwrap(),
+    };
+    let tx = furymesh::node::clock::random();
+    let p =
+        SignalPacket { tx, sender: me, kind: SignalKind::Signal, target, signal, relayed: false };
+    let mut buf = Vec::new();
+    encode_signal(&p, &mut buf);
+    sock.send_to(&buf, node).unwrap();
+    let mut rx = vec![0u8; 2048];
+    loop {
+        let (n, _) = sock.recv_from(&mut rx).ok()?;
+        match decode_dht_datagram(&rx[..n]) {
+            Ok(DhtDatagram::Signal(a)) if a.tx == tx && a.kind == SignalKind::Answer => {
+                return Some(a)
+            }
+            _ => continue,
+        }
+    }
+}
+
+#[test]
+fn tampered_replayed_and_misdirected_signals_at_a_seeder_open_no_channel() {
+    use furymesh::crypto::signal::{SignalInitiator, SignalPayload};
+    let t = tempdir();
+    let sd = t.path().join("seed");
+    let seeder = RtcSeeder::start(&sd, 1, &[]);
+    let target: furymesh::dht::NodeId = node_id(&sd).parse().unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let session = fixture_session(1);
+    let now = unix_now();
+
+    // A genuine Hello, sent straight to the seeder: answered, and the reply is signed by the
+    // seeder's node (its certificate names the ID asked for).
+    let (init, hello) =
+        SignalInitiator::start(session.clone(), target, now, furymesh::node::clock::random());
+    let reply = ask_signal(&sock, seeder.tcp, target, hello.clone()).expect("an answer");
+    assert!(reply.relayed, "a genuine Hello is answered");
+    let mut offerer = init.handle_reply(&reply.signal, now).expect("the seeder's reply verifies");
+    assert_eq!(offerer.target(), target);
+    // The same Hello again (a replay within the window): refused.
+    let again = ask_signal(&sock, seeder.tcp, target, hello).expect("an answer");
+    assert!(!again.relayed, "a replayed Hello is answered with nothing");
+    // The offer with one bit flipped on the way (its fingerprint, its candidate: sealed):
+    // refused; it used up the exchange, so even the genuine offer is refused after it.
+    let payload = SignalPayload {
+        candidate: "127.0.0.1:9".parse().unwrap(),
+        sdp: "v=0\r\na=fingerprint:sha-256 AA:BB\r\n".into(),
+    };
+    let offer = offerer.seal_offer(&payload).unwrap();
+    let mut tampered = offer.clone();
+    tampered[30] ^= 1;
+    assert!(!ask_signal(&sock, seeder.tcp, target, tampered).expect("an answer").relayed);
+    assert!(!ask_signal(&sock, seeder.tcp, target, offer).expect("an answer").relayed);
+    // A Hello signed for another node, and noise: nothing.
+    let other = furymesh::dht::NodeId::from_bytes([1; 20]);
+    let (_, misdirected) =
+        SignalInitiator::start(session, other, now, furymesh::node::clock::random());
+    let a = ask_signal(&sock, seeder.tcp, other, misdirected).expect("an answer");
+    assert!(!a.relayed, "not relayed: the seeder does not know that node");
+    assert!(!ask_signal(&sock, seeder.tcp, target, vec![1, 1, 0]).expect("an answer").relayed);
+
+    let stats = seeder.stop();
+    assert_eq!(stats["dht"]["signals_answered"], 1, "{stats}");
+    assert_eq!(stats["dht"]["signals_refused"], 4, "{stats}");
+    assert_eq!(stats["webrtc_offers"], 0, "{stats}");
+    assert_eq!(stats["webrtc_connections"], 0, "{stats}");
+}
+
+/// Polls `dht find-providers` until `n` providers of `id` answer (a forming network).
+fn wait_for_providers(dir: &Path, id: &str, via: &str, n: usize) -> serde_json::Value {
+    for _ in 0..40 {
+        let out = fm(dir)
+            .args(["--json", "dht", "find-providers", id, "--bootstrap", via])
+            .args(["--timeout-secs", "5"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let found = json(&out);
+            if found["contacts"].as_array().is_some_and(|c| c.len() >= n) {
+                return found;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("{n} providers of {id} never showed up");
+}
+
+#[test]
+fn one_download_mixes_a_tcp_seeder_and_a_webrtc_only_seeder_found_through_the_dht() {
+    let t = tempdir();
+    let (boot, a, b, dd) =
+        (t.path().join("boot"), t.path().join("a"), t.path().join("b"), t.path().join("dl"));
+    let data = write_file(&t.path().join("f.bin"), (2 << 20) + 999, 11);
+    let id = publish_id(&a, &t.path().join("f.bin"), &["--chunk-size", "64KiB"]);
+    assert_eq!(publish_id(&b, &t.path().join("f.bin"), &["--chunk-size", "64KiB"]), id);
+    let b0 = bootstrap_node(&boot);
+    // A: TCP only, as every seeder before WebRTC. B: WebRTC only (no TCP listener at all).
+    let sa = Seeder::start_with_args(&a, 1, &["--api", "off", "--bootstrap", &b0.peer()]);
+    let sb = RtcSeeder::start(&b, 1, &["--no-tcp", "--bootstrap", &b0.peer()]);
+    let found = wait_for_providers(&dd, &id, &b0.peer(), 2);
+    let rows = found["contacts"].as_array().unwrap();
+    let row = |addr: SocketAddr| rows.iter().find(|r| r["addr"] == addr.to_string()).unwrap();
+    assert_eq!(
+        (row(sa.addr)["tcp"].clone(), row(sa.addr)["webrtc"].clone()),
+        (true.into(), false.into())
+    );
+    assert_eq!(
+        (row(sb.tcp)["tcp"].clone(), row(sb.tcp)["webrtc"].clone()),
+        (false.into(), true.into())
+    );
+    // Nothing accepts TCP at B's address.
+    assert!(std::net::TcpStream::connect(sb.tcp).is_err());
+
+    // `auto`: TCP to A; to B, whose record offers no TCP, a data channel signaled through
+    // the DHT. One download, both transports, byte-identical.
+    let out = t.path().join("out.bin");
+    let mut get = fm(&dd);
+    get.args(["--json", "get", &id, "--transport", "auto", "--bootstrap", &b0.peer(), "-o"]);
+    let report = json(&run_ok(get.arg(&out)));
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    let peers = report["peers"].as_array().unwrap();
+    let by_addr = |addr: SocketAddr| {
+        peers.iter().find(|p| p["addr"] == addr.to_string()).unwrap_or_else(|| panic!("{report}"))
+    };
+    assert_eq!(by_addr(sa.addr)["transport"], "tcp", "{report}");
+    assert_eq!(by_addr(sb.tcp)["transport"], "webrtc", "{report}");
+    let total: u64 = peers.iter().map(|p| p["bytes"].as_u64().unwrap()).sum();
+    assert!(total >= data.len() as u64, "{report}");
+    let (st_a, st_b) = (sa.stop(), sb.stop());
+    assert_eq!(st_a["webrtc_connections"], 0, "{st_a}");
+    assert!(st_b["webrtc_connections"].as_u64().unwrap() >= 1, "{st_b}");
+    assert_eq!(st_b["connections"], st_b["webrtc_connections"], "{st_b}");
+}

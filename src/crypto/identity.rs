@@ -53,6 +53,8 @@ pub const ED25519_SIGNATURE_BYTES: usize = 64;
 
 const CERT_DOMAIN: &[u8] = b"furymesh-cert-v1\0";
 const PROVIDER_DOMAIN: &[u8] = b"furymesh-provider-v1\0";
+/// Domain separator of the signature over a provider record's advertised transports.
+const TRANSPORTS_DOMAIN: &[u8] = b"furymesh-transports-v1\0";
 
 /// Why an identity, certificate or signed record was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -406,6 +408,51 @@ pub fn verify_provider_record(
     let message = provider_message(&certificate.node_id, key, addr, expires);
     certificate.verify_session_signature(&message, signature)?;
     Ok(certificate.node_id)
+}
+
+fn transports_message(
+    node_id: &NodeId,
+    key: &[u8; 20],
+    addr: &[u8],
+    expires: u64,
+    flags: u8,
+    webrtc_port: u16,
+) -> Vec<u8> {
+    let mut m = provider_message(node_id, key, addr, expires);
+    m.splice(..PROVIDER_DOMAIN.len(), TRANSPORTS_DOMAIN.iter().copied());
+    m.push(flags);
+    m.extend_from_slice(&webrtc_port.to_le_bytes());
+    m
+}
+
+/// Signs the transports a provider record advertises: `"furymesh-transports-v1\0" ‖` the
+/// provider record's fields (as in [`sign_provider_record`]) `‖ flags u8 ‖ webrtc_port u16
+/// LE`. A separate signature, so a node that predates transports still verifies the record's
+/// own signature and stores it as a TCP record.
+pub fn sign_provider_transports(
+    session: &SessionIdentity,
+    key: &[u8; 20],
+    addr: &[u8],
+    expires: u64,
+    flags: u8,
+    webrtc_port: u16,
+) -> [u8; ED25519_SIGNATURE_BYTES] {
+    session.sign(&transports_message(&session.node_id, key, addr, expires, flags, webrtc_port))
+}
+
+/// Verifies [`sign_provider_transports`]' signature against the provider's verified
+/// certificate.
+pub fn verify_provider_transports(
+    certificate: &VerifiedCertificate,
+    key: &[u8; 20],
+    addr: &[u8],
+    expires: u64,
+    flags: u8,
+    webrtc_port: u16,
+    signature: &[u8; ED25519_SIGNATURE_BYTES],
+) -> Result<(), IdentityError> {
+    let m = transports_message(&certificate.node_id, key, addr, expires, flags, webrtc_port);
+    certificate.verify_session_signature(&m, signature)
 }
 
 /// A bounds-checked cursor over untrusted bytes: every read returns `None` past the end.

@@ -16,6 +16,7 @@ pub mod handshake;
 pub mod id;
 pub mod identity;
 pub mod record;
+pub mod signal;
 
 pub use handshake::{
     network_tag, verify_network_tag, Encryption, HandshakeConfig, HandshakeError, HandshakeRandom,
@@ -23,8 +24,9 @@ pub use handshake::{
 };
 pub use id::{IdParseError, NodeId, NODE_ID_BYTES};
 pub use identity::{
-    sign_provider_record, verify_provider_record, Certificate, Identity, IdentityError,
-    SessionIdentity, VerifiedCertificate,
+    sign_provider_record, sign_provider_transports, verify_provider_record,
+    verify_provider_transports, Certificate, Identity, IdentityError, SessionIdentity,
+    VerifiedCertificate,
 };
 pub use record::{Opener, RecordAad, RecordError, RecordKind, RekeyLimits, Sealer};
 /// The RNG traits (rand_core 0.6) that [`Identity::generate`] and

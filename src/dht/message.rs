@@ -10,8 +10,47 @@ use crate::dht::id::{Contact, Key, NodeId};
 pub const CONTACTS_PER_MESSAGE_MAX: usize = 20;
 
 /// Most provider contacts in one `Providers` reply. With 20 closer contacts, a reply stays
-/// around 1.3 KB of addresses and ids, under a 1,400-byte datagram budget.
+/// around 1.3 KB of addresses and ids, under the 1,452-byte datagram budget.
 pub const PROVIDERS_PER_MESSAGE_MAX: usize = 10;
+
+/// What a provider offers besides TCP on its contact's address (its signed provider
+/// record says so; a record without it offers TCP only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Transports {
+    /// TCP on the contact's port.
+    pub tcp: bool,
+    /// WebRTC data channels (RFC 8831), signaled through the DHT to the provider's node ID.
+    pub webrtc: bool,
+    /// The provider's own WebRTC (UDP) port at the contact's IP, if it is directly
+    /// reachable there; 0: none (signal through the DHT).
+    pub webrtc_port: u16,
+}
+
+impl Default for Transports {
+    /// TCP only: what every record from before transports were advertised means.
+    fn default() -> Self {
+        Self { tcp: true, webrtc: false, webrtc_port: 0 }
+    }
+}
+
+impl Transports {
+    const TCP: u8 = 1;
+    const WEBRTC: u8 = 2;
+
+    /// The wire flags (bit 0 TCP, bit 1 WebRTC; other bits ignored).
+    pub fn flags(self) -> u8 {
+        (u8::from(self.tcp) * Self::TCP) | (u8::from(self.webrtc) * Self::WEBRTC)
+    }
+
+    /// From the wire flags and port.
+    pub fn from_flags(flags: u8, webrtc_port: u16) -> Self {
+        Self {
+            tcp: flags & Self::TCP != 0,
+            webrtc: flags & Self::WEBRTC != 0,
+            webrtc_port: if flags & Self::WEBRTC != 0 { webrtc_port } else { 0 },
+        }
+    }
+}
 
 /// One DHT datagram.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -31,5 +31,7 @@ pub use config::{DhtConfig, DhtConfigError};
 pub use engine::{Dht, DhtCommand, DhtEvent, DhtStats, Misbehavior, Rejection, RpcCounts};
 pub use id::{Contact, Distance, IdParseError, Key, NodeId, ID_BITS, ID_BYTES};
 pub use lookup::LookupStats;
-pub use message::{DhtBody, DhtMessage, CONTACTS_PER_MESSAGE_MAX, PROVIDERS_PER_MESSAGE_MAX};
+pub use message::{
+    DhtBody, DhtMessage, Transports, CONTACTS_PER_MESSAGE_MAX, PROVIDERS_PER_MESSAGE_MAX,
+};
 pub use routing::{Insertion, RoutingTable, TableRejection, BUCKETS};

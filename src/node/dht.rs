@@ -11,33 +11,44 @@
 //! ephemeral port with the same driver.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures_lite::future;
 use glommio::net::UdpSocket;
 use serde::Serialize;
 
 use super::clock::{self, now_unix};
 use super::run_local;
 use super::secure::NodeSecurity;
-use crate::config::{NodeConfig, DHT_EVENTS_QUEUED_MAX, DHT_PING_TIMEOUT, DHT_PING_TRIES};
+use super::transport::webrtc::Endpoint;
+use crate::config::{
+    NodeConfig, DHT_EVENTS_QUEUED_MAX, DHT_PING_TIMEOUT, DHT_PING_TRIES, DHT_SIGNAL_KEEPALIVE,
+    DHT_SIGNAL_PENDING_MAX, DHT_SIGNAL_RELAYS, DHT_SIGNAL_RELAYS_PER_S, DHT_SIGNAL_RELAY_TIMEOUT,
+    DHT_SIGNAL_TIMEOUT,
+};
 use crate::crypto::handshake::NETWORK_TAG_BYTES;
+use crate::crypto::signal::{SignalPayload, SignalResponder};
 use crate::crypto::{
-    network_tag, sign_provider_record, verify_network_tag, verify_provider_record, Certificate,
-    NetworkSecret,
+    network_tag, sign_provider_record, sign_provider_transports, verify_network_tag,
+    verify_provider_record, verify_provider_transports, Certificate, NetworkSecret,
 };
 use crate::dht::{
     Contact, Dht, DhtBody, DhtCommand, DhtConfig, DhtEvent, DhtMessage, Key, LookupStats, NodeId,
+    Transports,
 };
 use crate::storage::write_atomic;
 use crate::throttle::Throttle;
-use crate::wire::{self, provider_addr_bytes, AnnounceProof, DHT_DATAGRAM_MAX_BYTES};
+use crate::wire::{
+    self, provider_addr_bytes, AnnounceProof, DhtDatagram, DhtExtras, SignalKind, SignalPacket,
+    SignedTransports, DHT_DATAGRAM_MAX_BYTES,
+};
 
 /// Why a DHT operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +110,18 @@ pub struct DhtNodeStats {
     pub lookups_failed: u64,
     /// Provided keys waiting in the paced announcement queue.
     pub announcement_backlog: usize,
+    /// WebRTC signals passed on to their target as a relay.
+    pub signals_relayed: u64,
+    /// Signals a relay answered "not relayed": target unknown, relay budget or pending
+    /// table full.
+    pub signals_not_relayed: u64,
+    /// Signaling messages for this node answered (Hellos and offers).
+    pub signals_answered: u64,
+    /// Signaling messages for this node refused: malformed, stale, replayed, wrong target,
+    /// certificate or signature not verifying, undecryptable, or no WebRTC here.
+    pub signals_refused: u64,
+    /// Hellos dropped unverified because the verification budget was spent.
+    pub signals_throttled: u64,
 }
 
 /// What secures a node's datagrams: the private network's secret (a tag on every
@@ -133,6 +156,7 @@ fn verify_announce(
     msg: &DhtMessage,
     from: SocketAddr,
     proof: Option<&AnnounceProof>,
+    transports: Option<&SignedTransports>,
     now: u64,
     ttl_max: u64,
 ) -> Result<(), &'static str> {
@@ -160,8 +184,41 @@ fn verify_announce(
     let addr = provider_addr_bytes(provider.addr);
     verify_provider_record(&cert, key.as_bytes(), &addr, proof.expires, &proof.signature, now)
         .map_err(|_| "signature does not verify")?;
+    if let Some(t) = transports {
+        let (flags, port) = (t.transports.flags(), t.transports.webrtc_port);
+        verify_provider_transports(
+            &cert,
+            key.as_bytes(),
+            &addr,
+            proof.expires,
+            flags,
+            port,
+            &t.signature,
+        )
+        .map_err(|_| "transports signature does not verify")?;
+    }
     Ok(())
 }
+
+/// A signal a relay passed on, waiting for the target's reply.
+struct Forward {
+    /// Who asked, and the transaction ID its answer must carry.
+    asker: SocketAddr,
+    asker_tx: u64,
+    /// Where the target is (its reply must come from there).
+    target: SocketAddr,
+    deadline: Instant,
+}
+
+/// What a node that accepts WebRTC answers signals with: its endpoint for signaled
+/// sessions (shard 0, a socket of its own) and what its records advertise.
+pub(super) struct SignalSetup {
+    pub(super) endpoint: Rc<Endpoint>,
+    pub(super) transports: Transports,
+}
+
+/// Transports remembered per provider node (from verified announcements and from replies).
+const KNOWN_TRANSPORTS_MAX: usize = 4096;
 
 /// A sans-IO core plus its socket.
 struct Driver {
@@ -175,6 +232,21 @@ struct Driver {
     verify_budget: Throttle,
     /// `NodeConfig::dht_tick_ms`.
     tick: Duration,
+    /// What this node's records advertise (TCP only without `--webrtc`).
+    transports: Transports,
+    /// Transports of other providers: verified with their announcements, or as a reply
+    /// said. Bounded by `KNOWN_TRANSPORTS_MAX` (cleared when full).
+    known_transports: RefCell<HashMap<NodeId, Transports>>,
+    /// The WebRTC endpoint signaled sessions are answered on, and the responder that
+    /// checks Hellos and offers for it (a node with `--webrtc` and an identity).
+    endpoint: Option<Rc<Endpoint>>,
+    responder: RefCell<Option<SignalResponder>>,
+    /// Signals relayed, by the transaction ID sent to the target.
+    forwards: RefCell<HashMap<u64, Forward>>,
+    /// This node's own signals in flight: transaction ID → (relay, where its answer goes).
+    asked: RefCell<HashMap<u64, (SocketAddr, flume::Sender<SignalPacket>)>>,
+    /// Signals relayed per second (`DHT_SIGNAL_RELAYS_PER_S`).
+    relay_budget: Throttle,
 }
 
 impl Driver {
@@ -184,8 +256,25 @@ impl Driver {
         auth: DhtAuth,
         provider_ttl_secs: u64,
         knobs: &NodeConfig,
+        signal: Option<SignalSetup>,
     ) -> Rc<Self> {
+        let responder = match (&signal, &auth.signer) {
+            (Some(_), Some(sec)) => Some(SignalResponder::new(sec.session())),
+            _ => None,
+        };
+        let transports = signal.as_ref().map_or_else(Transports::default, |s| s.transports);
         Rc::new(Self {
+            transports,
+            known_transports: RefCell::default(),
+            endpoint: signal.map(|s| s.endpoint),
+            responder: RefCell::new(responder),
+            forwards: RefCell::default(),
+            asked: RefCell::default(),
+            relay_budget: Throttle::new(
+                DHT_SIGNAL_RELAYS_PER_S,
+                DHT_SIGNAL_RELAYS_PER_S,
+                clock::now(),
+            ),
             dht: RefCell::new(dht),
             socket,
             events: RefCell::new(VecDeque::new()),
@@ -214,6 +303,67 @@ impl Driver {
         })
     }
 
+    /// Our signature on the transports an announcement of ourselves advertises. Only when
+    /// they are not the default (TCP only): a TCP seeder's announcement stays as it was.
+    fn transports_for(&self, msg: &DhtMessage, proof: &AnnounceProof) -> Option<SignedTransports> {
+        let DhtBody::AnnounceProvider { key, provider } = &msg.body else { return None };
+        if self.transports == Transports::default() {
+            return None;
+        }
+        let session = self.auth.signer.as_ref()?.session();
+        let t = self.transports;
+        let addr = provider_addr_bytes(provider.addr);
+        let signature = sign_provider_transports(
+            &session,
+            key.as_bytes(),
+            &addr,
+            proof.expires,
+            t.flags(),
+            t.webrtc_port,
+        );
+        Some(SignedTransports { transports: t, signature })
+    }
+
+    /// The extras a datagram carries: signed transports on our announcements, the
+    /// transports of a reply's providers.
+    fn extras_for(&self, msg: &DhtMessage, proof: Option<&AnnounceProof>) -> DhtExtras {
+        let mut extras = DhtExtras::default();
+        match &msg.body {
+            DhtBody::AnnounceProvider { .. } => {
+                extras.transports = proof.and_then(|p| self.transports_for(msg, p));
+            }
+            DhtBody::Providers { providers, .. } => {
+                let me = self.dht.borrow().local().id;
+                let known = self.known_transports.borrow();
+                extras.providers_transports = providers
+                    .iter()
+                    .map(|p| {
+                        if p.id == me {
+                            self.transports
+                        } else {
+                            known.get(&p.id).copied().unwrap_or_default()
+                        }
+                    })
+                    .collect();
+            }
+            _ => {}
+        }
+        extras
+    }
+
+    fn learn_transports(&self, id: NodeId, t: Transports) {
+        let mut known = self.known_transports.borrow_mut();
+        if known.len() >= KNOWN_TRANSPORTS_MAX && !known.contains_key(&id) {
+            known.clear();
+        }
+        known.insert(id, t);
+    }
+
+    /// What a provider offers, as far as this node knows (TCP only if unknown).
+    fn transports_of(&self, id: &NodeId) -> Transports {
+        self.known_transports.borrow().get(id).copied().unwrap_or_default()
+    }
+
     fn command(&self, cmd: DhtCommand) {
         self.dht.borrow_mut().handle_command(clock::now(), cmd);
     }
@@ -232,7 +382,8 @@ impl Driver {
         let mut buf = Vec::with_capacity(DHT_DATAGRAM_MAX_BYTES);
         for (addr, msg) in out {
             let proof = self.proof_for(&msg);
-            wire::encode_dht_proved(&msg, proof.as_ref(), &mut buf);
+            let extras = self.extras_for(&msg, proof.as_ref());
+            wire::encode_dht_with(&msg, proof.as_ref(), &extras, &mut buf);
             seal_datagram(&mut buf, self.auth.network.as_ref());
             let sent = self.socket.send_to(&buf, addr).await;
             let mut st = self.stats.borrow_mut();
@@ -270,33 +421,226 @@ impl Driver {
                 self.stats.borrow_mut().wrong_network += 1;
                 continue;
             };
-            match wire::decode_dht_proved(datagram) {
-                Ok((msg, proof)) => {
+            match wire::decode_dht_datagram(datagram) {
+                Ok(DhtDatagram::Core { msg, proof, extras }) => {
                     // The per-IP rate limit first, so one source cannot spend the node-wide
                     // verification budget.
                     if !self.dht.borrow_mut().admit(clock::now(), from) {
                         continue;
                     }
-                    if matches!(msg.body, DhtBody::AnnounceProvider { .. }) {
+                    if let DhtBody::AnnounceProvider { provider, .. } = &msg.body {
                         if !self.verify_budget.try_take(clock::now(), 1) {
                             self.stats.borrow_mut().announcements_throttled += 1;
                             continue;
                         }
                         let ttl_max = 2 * self.provider_ttl_secs;
-                        let checked =
-                            verify_announce(&msg, from, proof.as_ref(), now_unix(), ttl_max);
+                        let signed = extras.transports.as_ref();
+                        let checked = verify_announce(
+                            &msg,
+                            from,
+                            proof.as_ref(),
+                            signed,
+                            now_unix(),
+                            ttl_max,
+                        );
                         if checked.is_err() {
                             self.stats.borrow_mut().announcements_rejected += 1;
                             continue;
+                        }
+                        let t =
+                            extras.transports.map_or_else(Transports::default, |t| t.transports);
+                        self.learn_transports(provider.id, t);
+                    }
+                    if let DhtBody::Providers { providers, .. } = &msg.body {
+                        for (p, t) in providers.iter().zip(&extras.providers_transports) {
+                            self.learn_transports(p.id, *t);
                         }
                     }
                     self.dht.borrow_mut().handle_admitted(clock::now(), from, msg);
                     // Answer now rather than at the next tick.
                     self.pump().await;
                 }
+                Ok(DhtDatagram::Signal(p)) => {
+                    if !self.dht.borrow_mut().admit(clock::now(), from) {
+                        continue;
+                    }
+                    for (to, packet) in self.on_signal(from, p) {
+                        self.send_signal(to, &packet).await;
+                    }
+                }
                 Err(_) => self.stats.borrow_mut().bad_datagrams += 1,
             }
         }
+    }
+
+    async fn send_signal(&self, to: SocketAddr, p: &SignalPacket) {
+        let mut buf = Vec::with_capacity(DHT_DATAGRAM_MAX_BYTES);
+        wire::encode_signal(p, &mut buf);
+        seal_datagram(&mut buf, self.auth.network.as_ref());
+        let sent = self.socket.send_to(&buf, to).await;
+        let mut st = self.stats.borrow_mut();
+        match sent {
+            Ok(_) => st.datagrams_out += 1,
+            Err(_) => st.send_errors += 1,
+        }
+    }
+
+    /// Handles a signaling datagram (already admitted by the per-IP rate limit) and returns
+    /// what to send: as the target, the reply; as a relay, the message passed on to the
+    /// target, or the target's reply passed back; as the asker, nothing (the answer goes to
+    /// whoever waits for it).
+    fn on_signal(&self, from: SocketAddr, p: SignalPacket) -> Vec<(SocketAddr, SignalPacket)> {
+        let now = clock::now();
+        let me = self.dht.borrow().local();
+        let reply = |kind, signal: Option<Vec<u8>>| SignalPacket {
+            tx: p.tx,
+            sender: me,
+            kind,
+            target: p.target,
+            relayed: signal.is_some(),
+            signal: signal.unwrap_or_default(),
+        };
+        self.forwards.borrow_mut().retain(|_, f| f.deadline > now);
+        match p.kind {
+            SignalKind::Signal if p.target == me.id => {
+                vec![(from, reply(SignalKind::Answer, self.respond(&p.signal)))]
+            }
+            SignalKind::Signal => {
+                if self.dht.borrow().config().read_only {
+                    return Vec::new();
+                }
+                let target = self.dht.borrow().table().get(&p.target);
+                let room = self.forwards.borrow().len() < DHT_SIGNAL_PENDING_MAX;
+                let target = target.filter(|_| room && self.relay_budget.try_take(now, 1));
+                let Some(target) = target else {
+                    self.stats.borrow_mut().signals_not_relayed += 1;
+                    return vec![(from, reply(SignalKind::Answer, None))];
+                };
+                let tx: u64 = clock::random();
+                let forward = Forward {
+                    asker: from,
+                    asker_tx: p.tx,
+                    target: target.addr,
+                    deadline: now + DHT_SIGNAL_RELAY_TIMEOUT,
+                };
+                self.forwards.borrow_mut().insert(tx, forward);
+                self.stats.borrow_mut().signals_relayed += 1;
+                let deliver = SignalPacket { tx, sender: me, kind: SignalKind::Deliver, ..p };
+                vec![(target.addr, deliver)]
+            }
+            SignalKind::Deliver if p.target == me.id => {
+                vec![(from, reply(SignalKind::Delivered, self.respond(&p.signal)))]
+            }
+            SignalKind::Deliver => Vec::new(),
+            SignalKind::Delivered => {
+                let mut forwards = self.forwards.borrow_mut();
+                // Only the target's own reply, from where the message went.
+                if forwards.get(&p.tx).is_none_or(|f| f.target != from) {
+                    return Vec::new();
+                }
+                let Some(f) = forwards.remove(&p.tx) else { return Vec::new() };
+                let answer =
+                    SignalPacket { tx: f.asker_tx, sender: me, kind: SignalKind::Answer, ..p };
+                vec![(f.asker, answer)]
+            }
+            SignalKind::Answer => {
+                let mut asked = self.asked.borrow_mut();
+                if asked.get(&p.tx).is_some_and(|(relay, _)| *relay == from) {
+                    if let Some((_, waiter)) = asked.remove(&p.tx) {
+                        let _ = waiter.try_send(p);
+                    }
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// This node's reply to a signaling message for it (`crypto::signal`): a HelloReply,
+    /// or the sealed answer of the session its endpoint opened for an offer. `None`:
+    /// refused, counted.
+    fn respond(&self, message: &[u8]) -> Option<Vec<u8>> {
+        let out = self.try_respond(message);
+        let mut st = self.stats.borrow_mut();
+        match out {
+            Ok(m) => {
+                st.signals_answered += 1;
+                Some(m)
+            }
+            Err(true) => {
+                st.signals_throttled += 1;
+                None
+            }
+            Err(false) => {
+                st.signals_refused += 1;
+                None
+            }
+        }
+    }
+
+    /// `Err(true)`: over the verification budget; `Err(false)`: refused.
+    fn try_respond(&self, message: &[u8]) -> Result<Vec<u8>, bool> {
+        let mut responder = self.responder.borrow_mut();
+        let (Some(responder), Some(sec), Some(ep)) =
+            (responder.as_mut(), self.auth.signer.as_ref(), self.endpoint.as_ref())
+        else {
+            return Err(false);
+        };
+        responder.set_session(sec.session());
+        if SignalResponder::is_hello(message) {
+            // A Hello costs a certificate check (RSA verify): the same budget as
+            // announcements.
+            if !self.verify_budget.try_take(clock::now(), 1) {
+                return Err(true);
+            }
+            let random: [u8; 32] = clock::random();
+            return responder.handle_hello(message, now_unix(), random).map_err(|_| false);
+        }
+        let offer = responder.open_offer(message).map_err(|_| false)?;
+        let (sdp, candidate) =
+            ep.answer_signaled(offer.payload.candidate, offer.payload.sdp.clone()).ok_or(false)?;
+        responder.seal_answer(&offer, &SignalPayload { candidate, sdp }).ok_or(false)
+    }
+
+    /// Sends `message` toward node `target` through `relays` in turn (each tried twice,
+    /// `DHT_SIGNAL_TIMEOUT` apart) until one passes it on and brings the target's reply.
+    /// Returns the relay that did and the reply.
+    async fn signal_through(
+        &self,
+        target: NodeId,
+        relays: &[SocketAddr],
+        message: &[u8],
+    ) -> Option<(SocketAddr, Vec<u8>)> {
+        let me = self.dht.borrow().local();
+        for &relay in relays {
+            for _ in 0..2 {
+                let tx: u64 = clock::random();
+                let (answered, answer) = flume::bounded(1);
+                self.asked.borrow_mut().insert(tx, (relay, answered));
+                let p = SignalPacket {
+                    tx,
+                    sender: me,
+                    kind: SignalKind::Signal,
+                    target,
+                    signal: message.to_vec(),
+                    relayed: false,
+                };
+                self.send_signal(relay, &p).await;
+                let wait = async { answer.recv_async().await.ok() };
+                let expire = async {
+                    glommio::timer::sleep(DHT_SIGNAL_TIMEOUT).await;
+                    None
+                };
+                let got = future::or(wait, expire).await;
+                self.asked.borrow_mut().remove(&tx);
+                match got {
+                    Some(a) if a.relayed => return Some((relay, a.signal)),
+                    // Not relayed (target unknown there, or refused): the next relay.
+                    Some(_) => break,
+                    None => continue,
+                }
+            }
+        }
+        None
     }
 
     /// Pumps every tick until `done` says stop. (Datagrams are answered as they arrive by
@@ -394,10 +738,56 @@ pub(super) enum DhtControl {
     Query(DhtQuery, flume::Sender<Result<DhtAnswer, DhtError>>),
     /// Join again through the bootstrap nodes (they may know more nodes by now).
     Rejoin,
+    /// Send a sealed signaling message (`crypto::signal`) toward node `target`: through
+    /// `relay` if given, else through the nodes closest to the target (found by a lookup),
+    /// then the target itself. The reply names the relay that passed it on and carries the
+    /// target's sealed reply.
+    Signal {
+        target: NodeId,
+        relay: Option<SocketAddr>,
+        message: Vec<u8>,
+        reply: flume::Sender<Result<(SocketAddr, Vec<u8>), DhtError>>,
+    },
+}
+
+/// Runs one [`DhtControl::Signal`] on the DHT's shard: the lookup (through the driver's
+/// own control queue), then the relays in turn.
+async fn signal_task(
+    d: Rc<Driver>,
+    queries: flume::Sender<DhtControl>,
+    target: NodeId,
+    relay: Option<SocketAddr>,
+    message: Vec<u8>,
+) -> Result<(SocketAddr, Vec<u8>), DhtError> {
+    let relays = match relay {
+        Some(r) => vec![r],
+        None => {
+            let (tx, rx) = flume::bounded(1);
+            let _ = queries.send(DhtControl::Query(DhtQuery::FindNode(target), tx));
+            let lost = || DhtError::NoAnswer(format!("no lookup of node {target}"));
+            let answer = rx.recv_async().await.map_err(|_| lost())??;
+            let name = target.to_string();
+            // The target's closest nodes first: it keeps in touch with them, so they reach
+            // it even behind a NAT. The target itself last (reachable only if direct).
+            let mut relays: Vec<SocketAddr> = answer
+                .contacts
+                .iter()
+                .filter(|c| c.node_id != name)
+                .map(|c| c.addr)
+                .take(DHT_SIGNAL_RELAYS)
+                .collect();
+            relays.extend(answer.contacts.iter().filter(|c| c.node_id == name).map(|c| c.addr));
+            relays
+        }
+    };
+    d.signal_through(target, &relays, &message).await.ok_or_else(|| {
+        DhtError::NoAnswer(format!("node {target} (signaled through {} relays)", relays.len()))
+    })
 }
 
 /// Runs a node's DHT until `stop`, taking commands from `control`, then saves the routing
 /// table. Returns its counters.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve(
     socket: UdpSocket,
     addr: SocketAddr,
@@ -406,6 +796,7 @@ pub(super) async fn serve(
     control: flume::Receiver<DhtControl>,
     knobs: NodeConfig,
     stop: Arc<AtomicBool>,
+    signal: Option<SignalSetup>,
 ) -> DhtNodeStats {
     // A read-only client is in nobody's table: a fresh random ID keeps it from mistaking a
     // node that runs with the same identity (a `seed` on the same data directory) for itself.
@@ -415,7 +806,12 @@ pub(super) async fn serve(
     let ttl = config.provider_ttl.as_secs();
     let dht = Dht::new(config, local, clock::random());
     let auth = DhtAuth { network: security.network().cloned(), signer: Some(security) };
-    let driver = Driver::new(socket, dht, auth, ttl, &knobs);
+    let signal = signal.filter(|_| !opts.read_only);
+    let driver = Driver::new(socket, dht, auth, ttl, &knobs, signal);
+    // The driver's own requests (a signal's lookup), handled like the handle's.
+    let (own_tx, own_rx) = flume::unbounded::<DhtControl>();
+    let own_id = id;
+    let mut last_keepalive = clock::now();
     let receiver = glommio::spawn_local(driver.clone().receive());
     let saved = opts.table_path.as_ref().and_then(|p| std::fs::read(p).ok());
     if let Some(contacts) = saved.and_then(|b| wire::decode_dht_table(&b).ok()) {
@@ -457,9 +853,10 @@ pub(super) async fn serve(
             DhtQuery::FindNode(id) => DhtCommand::FindNode(id),
         });
     };
+    let driver2 = driver.clone();
     driver
         .run_until(|d| {
-            while let Ok(c) = control.try_recv() {
+            while let Ok(c) = control.try_recv().or_else(|_| own_rx.try_recv()) {
                 match c {
                     DhtControl::Announce(key) if !opts.read_only => {
                         d.command(DhtCommand::Announce(key));
@@ -478,7 +875,21 @@ pub(super) async fn serve(
                         d.command(DhtCommand::Bootstrap(opts.bootstrap.clone()));
                     }
                     DhtControl::Rejoin => {}
+                    DhtControl::Signal { target, relay, message, reply } => {
+                        let (d2, q) = (driver2.clone(), own_tx.clone());
+                        glommio::spawn_local(async move {
+                            let r = signal_task(d2, q, target, relay, message).await;
+                            let _ = reply.send(r);
+                        })
+                        .detach();
+                    }
                 }
+            }
+            // A node that answers signals keeps in touch with its closest nodes (its
+            // relays): a lookup of itself contacts them, refreshing NAT mappings too.
+            if d.endpoint.is_some() && joined && last_keepalive.elapsed() >= DHT_SIGNAL_KEEPALIVE {
+                d.command(DhtCommand::FindNode(own_id));
+                last_keepalive = clock::now();
             }
             match answer_queries(d, &mut pending) {
                 // Nobody answered the join: the lookups waiting for it fail clearly.
@@ -533,7 +944,10 @@ fn answer_queries(d: &Driver, pending: &mut Vec<(DhtQuery, Reply)>) -> Option<us
             _ => continue,
         };
         let answer = DhtAnswer {
-            contacts: contacts.iter().map(ContactJson::from).collect(),
+            contacts: contacts
+                .iter()
+                .map(|c| ContactJson::with_transports(c, d.transports_of(&c.id)))
+                .collect(),
             rounds: s.rounds,
             requests_sent: s.requests_sent,
             responses_received: s.responses_received,
@@ -577,11 +991,40 @@ pub struct ContactJson {
     /// `HOST:PORT`.
     #[schema(value_type = String)]
     pub addr: SocketAddr,
+    /// Whether it takes TCP connections on `addr` (as its provider record says; true when
+    /// unknown).
+    pub tcp: bool,
+    /// Whether it takes WebRTC data channels, signaled through the DHT to `node_id`.
+    pub webrtc: bool,
+    /// Its WebRTC (UDP) port at `addr`'s IP, if reachable directly.
+    pub webrtc_port: Option<u16>,
 }
 
 impl From<&Contact> for ContactJson {
     fn from(c: &Contact) -> Self {
-        Self { node_id: c.id.to_string(), addr: c.addr }
+        Self::with_transports(c, Transports::default())
+    }
+}
+
+impl ContactJson {
+    /// A contact with the transports its provider record advertises.
+    pub fn with_transports(c: &Contact, t: Transports) -> Self {
+        Self {
+            node_id: c.id.to_string(),
+            addr: c.addr,
+            tcp: t.tcp,
+            webrtc: t.webrtc,
+            webrtc_port: (t.webrtc_port != 0).then_some(t.webrtc_port),
+        }
+    }
+
+    /// The transports, back in the node's terms.
+    pub fn transports(&self) -> Transports {
+        Transports {
+            tcp: self.tcp,
+            webrtc: self.webrtc,
+            webrtc_port: self.webrtc_port.unwrap_or(0),
+        }
     }
 }
 
@@ -616,7 +1059,7 @@ pub fn query(
         let ttl = config.provider_ttl.as_secs();
         let auth = DhtAuth { network, signer: None };
         let dht = Dht::new(config, local, clock::random());
-        let driver = Driver::new(socket, dht, auth, ttl, &NodeConfig::default());
+        let driver = Driver::new(socket, dht, auth, ttl, &NodeConfig::default(), None);
         let _receiver = glommio::spawn_local(driver.clone().receive());
         driver.command(DhtCommand::Bootstrap(bootstrap.clone()));
         let deadline = clock::now() + limit;
@@ -628,7 +1071,10 @@ pub fn query(
                     let table_len = d.dht.borrow().table().len();
                     let done = |contacts: &[Contact], s: LookupStats| {
                         Some(Ok(DhtAnswer {
-                            contacts: contacts.iter().map(ContactJson::from).collect(),
+                            contacts: contacts
+                                .iter()
+                                .map(|c| ContactJson::with_transports(c, d.transports_of(&c.id)))
+                                .collect(),
                             rounds: s.rounds,
                             requests_sent: s.requests_sent,
                             responses_received: s.responses_received,

@@ -27,17 +27,21 @@ use glommio::sync::Semaphore;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::dht::DhtControl;
 use super::handle::{DownloadCounters, Handle};
 use super::secure::{HandshakeFailure, NodeSecurity};
 use super::seed::ServedFile;
-use super::transport::{webrtc, Conn, RecvError, StreamConn, TcpConn, TcpSide, Transport};
+use super::transport::{
+    webrtc, Conn, RecvError, RtcStream, StreamConn, TcpConn, TcpSide, Transport,
+};
 use super::{clock, ShardId};
 use crate::config::{
     throttle_burst_bytes, RESPONSE_BODY_MAX_BYTES, SHARD_STOP_GRACE, WRITES_INFLIGHT_MAX,
 };
 use crate::crypto::handshake::Blame;
+use crate::crypto::signal::{SignalError, SignalInitiator, SignalPayload};
 use crate::crypto::{FileId, IdKind};
-use crate::dht::NodeId;
+use crate::dht::{NodeId, Transports};
 use crate::manifest::FileInfo;
 use crate::peer::{manifest_from, ClientConfig, ClientEvent, ClientSession, PeerError, Swarm};
 use crate::storage::{write_atomic, CatalogEntry, DownloadClaim, FileStamp};
@@ -500,21 +504,53 @@ fn pins_of(peers: &[PeerAddr]) -> Pins {
     Mutex::new(peers.iter().filter_map(|p| Some((p.addr, p.node_id?))).collect())
 }
 
-/// Connects over `transport` (TCP, WebRTC, or TCP falling back to WebRTC when it cannot
-/// connect) and runs the handshake; the peer must be the node pinned for its address.
+/// How a download reaches its peers: `get --transport`, and for the providers its node
+/// found in the DHT, the transports their records advertise (with their node IDs), and the
+/// node's DHT to signal WebRTC sessions through.
+#[derive(Clone, Default)]
+pub(super) struct Reach {
+    pub(super) choice: TransportChoice,
+    /// Providers found in the DHT: address → (node ID, transports).
+    pub(super) found: Arc<std::collections::HashMap<SocketAddr, (NodeId, Transports)>>,
+    /// The node's DHT (shard 0), if it runs one.
+    pub(super) dht: Option<flume::Sender<DhtControl>>,
+}
+
+/// Connects over the chosen transport and runs the handshake; the peer must be the node
+/// pinned for its address. `tcp`: TCP only. `webrtc`: a data channel, signaled through
+/// the DHT to a provider whose record offers WebRTC, else (a `--peer` address) straight
+/// to the seeder's WebRTC address. `auto`: TCP first, WebRTC when TCP cannot connect (or
+/// at once for a provider whose record offers no TCP).
 async fn connect(
     peer: SocketAddr,
     sec: &NodeSecurity,
     pins: &Pins,
     counters: &Mutex<DownloadCounters>,
     timeout: Duration,
-    transport: TransportChoice,
+    reach: &Reach,
 ) -> Result<Conn, GetError> {
-    match transport {
+    let found = reach.found.get(&peer).copied();
+    let webrtc = || async {
+        match (found, &reach.dht) {
+            (Some((id, t)), Some(dht)) if t.webrtc => {
+                connect_rtc_dht(peer, id, dht, sec, pins, counters, timeout).await
+            }
+            (Some(_), _) => Err(GetError::Connect {
+                peer,
+                source: io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "its provider record offers no WebRTC",
+                ),
+            }),
+            (None, _) => connect_rtc(peer, sec, pins, counters, timeout).await,
+        }
+    };
+    match reach.choice {
         TransportChoice::Tcp => connect_tcp(peer, sec, pins, counters, timeout).await,
-        TransportChoice::Webrtc => connect_rtc(peer, sec, pins, counters, timeout).await,
+        TransportChoice::Webrtc => webrtc().await,
+        TransportChoice::Auto if found.is_some_and(|(_, t)| !t.tcp && t.webrtc) => webrtc().await,
         TransportChoice::Auto => match connect_tcp(peer, sec, pins, counters, timeout).await {
-            Err(GetError::Connect { .. }) => connect_rtc(peer, sec, pins, counters, timeout).await,
+            Err(GetError::Connect { .. }) => webrtc().await,
             other => other,
         },
     }
@@ -535,12 +571,81 @@ async fn connect_rtc(
     };
     let socket = super::sys::webrtc_socket(any, false, Some(peer))
         .map_err(|source| GetError::Connect { peer, source })?;
+    let open = async {
+        webrtc::connect(socket, peer, timeout)
+            .await
+            .map_err(|source| GetError::Connect { peer, source })
+    };
+    rtc_handshake(peer, open, sec, pins, counters, timeout).await
+}
+
+/// Opens a WebRTC data channel to node `id` (a provider found at `peer`), the offer and
+/// answer sealed and signed end to end and carried by DHT relays (`crypto::signal`), then
+/// runs the handshake in it, pinned to `id`.
+async fn connect_rtc_dht(
+    peer: SocketAddr,
+    id: NodeId,
+    dht: &flume::Sender<DhtControl>,
+    sec: &NodeSecurity,
+    pins: &Pins,
+    counters: &Mutex<DownloadCounters>,
+    timeout: Duration,
+) -> Result<Conn, GetError> {
+    let fail = |source: io::Error| GetError::Connect { peer, source };
+    // Our candidate: the address our traffic toward the provider leaves from.
+    let ip = webrtc::route_ip(peer)
+        .ok_or_else(|| fail(io::Error::other("no route toward the provider")))?;
+    let socket = super::sys::webrtc_socket(SocketAddr::new(ip, 0), false, None).map_err(fail)?;
+    let session = sec.session();
+    let signal = |sdp: String, candidate: SocketAddr| async move {
+        let mut random = [0u8; 48];
+        clock::fill_random(&mut random);
+        let (init, hello) = SignalInitiator::start(session, id, clock::now_unix(), random);
+        let (relay, reply) = ask_dht(dht, id, None, hello).await?;
+        let refused = |e: SignalError| io::Error::new(io::ErrorKind::PermissionDenied, e);
+        let mut offerer = init.handle_reply(&reply, clock::now_unix()).map_err(refused)?;
+        let offer = offerer
+            .seal_offer(&SignalPayload { candidate, sdp })
+            .ok_or_else(|| io::Error::other("offer too large to signal"))?;
+        let (_, answer) = ask_dht(dht, id, Some(relay), offer).await?;
+        let answer = offerer.open_answer(&answer).map_err(refused)?;
+        Ok((answer.sdp, answer.candidate))
+    };
+    let open = async { webrtc::connect_signaled(socket, timeout, signal).await.map_err(fail) };
+    rtc_handshake(peer, open, sec, pins, counters, timeout).await
+}
+
+/// Asks the node's DHT to carry a signaling message to node `target`.
+async fn ask_dht(
+    dht: &flume::Sender<DhtControl>,
+    target: NodeId,
+    relay: Option<SocketAddr>,
+    message: Vec<u8>,
+) -> io::Result<(SocketAddr, Vec<u8>)> {
+    let (reply, answer) = flume::bounded(1);
+    dht.send(DhtControl::Signal { target, relay, message, reply })
+        .map_err(|_| io::Error::other("the node's DHT is gone"))?;
+    answer
+        .recv_async()
+        .await
+        .map_err(|_| io::Error::other("the node's DHT is gone"))?
+        .map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e.to_string()))
+}
+
+/// Waits for `open` (a data channel) and runs the handshake in it, within twice the timeout
+/// (signaling and ICE, then the handshake).
+async fn rtc_handshake(
+    peer: SocketAddr,
+    open: impl Future<Output = Result<RtcStream, GetError>>,
+    sec: &NodeSecurity,
+    pins: &Pins,
+    counters: &Mutex<DownloadCounters>,
+    timeout: Duration,
+) -> Result<Conn, GetError> {
     let expected =
         pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&peer).copied();
     let open_and_handshake = async {
-        let stream = webrtc::connect(socket, peer, timeout)
-            .await
-            .map_err(|source| GetError::Connect { peer, source })?;
+        let stream = open.await?;
         let side = TcpSide::Client { expected };
         StreamConn::establish(stream, sec, side, RESPONSE_BODY_MAX_BYTES)
             .await
@@ -648,9 +753,9 @@ async fn fetch_manifest(
     pins: &Pins,
     counters: &Mutex<DownloadCounters>,
     timeout: Duration,
-    transport: TransportChoice,
+    reach: &Reach,
 ) -> Result<FileInfo, GetError> {
-    let mut conn = connect(peer, sec, pins, counters, timeout, transport).await?;
+    let mut conn = connect(peer, sec, pins, counters, timeout, reach).await?;
     let io_err = |e: io::Error| GetError::Connection { peer, what: e.to_string() };
     conn.push_frame(Encoder::default().request(&Request::FileInfo { file_id }));
     conn.flush().await.map_err(io_err)?;
@@ -735,8 +840,8 @@ struct FetchCtx {
     counters: Arc<Mutex<DownloadCounters>>,
     /// `NodeConfig::peer_timeout_ms`: connect, handshake and read deadline.
     peer_timeout: Duration,
-    /// How connections reach the peers (`get --transport`).
-    transport: TransportChoice,
+    /// How connections reach the peers (`get --transport`, DHT providers' transports).
+    reach: Reach,
     /// The transport each peer address's last connection used.
     used: Mutex<std::collections::HashMap<SocketAddr, Transport>>,
     /// `NodeConfig::resume_save_interval_ms`: longest time between two resume saves.
@@ -849,15 +954,8 @@ async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Send
 async fn connect_retrying(ctx: &FetchCtx, peer: SocketAddr, tries: u32) -> Result<Conn, GetError> {
     let mut wait = Duration::from_millis(250);
     for _ in 1..tries {
-        match connect(
-            peer,
-            &ctx.security,
-            &ctx.pins,
-            &ctx.counters,
-            ctx.peer_timeout,
-            ctx.transport,
-        )
-        .await
+        match connect(peer, &ctx.security, &ctx.pins, &ctx.counters, ctx.peer_timeout, &ctx.reach)
+            .await
         {
             Err(GetError::Connect { .. }) => {
                 glommio::timer::sleep(wait).await;
@@ -867,8 +965,7 @@ async fn connect_retrying(ctx: &FetchCtx, peer: SocketAddr, tries: u32) -> Resul
         }
     }
     let conn =
-        connect(peer, &ctx.security, &ctx.pins, &ctx.counters, ctx.peer_timeout, ctx.transport)
-            .await;
+        connect(peer, &ctx.security, &ctx.pins, &ctx.counters, ctx.peer_timeout, &ctx.reach).await;
     conn
 }
 
@@ -1584,11 +1681,11 @@ async fn fetch_manifest_any(
     pins: &Pins,
     counters: &Mutex<DownloadCounters>,
     timeout: Duration,
-    transport: TransportChoice,
+    reach: &Reach,
 ) -> Result<FileInfo, GetError> {
     let mut last = GetError::NoPeers;
     for peer in peers {
-        match fetch_manifest(peer.addr, file_id, sec, pins, counters, timeout, transport).await {
+        match fetch_manifest(peer.addr, file_id, sec, pins, counters, timeout, reach).await {
             Ok(info) => return Ok(info),
             Err(e) => last = e,
         }
@@ -1610,13 +1707,13 @@ fn fetch_info(
     let (peers, id, kind) = (opts.peers.clone(), opts.file_id, opts.kind);
     let (sec, pins2, counters2) = (opts.security.clone(), pins.clone(), node.download_counters());
     let timeout = node.config().peer_timeout();
-    let transport = opts.transport;
+    let reach = node.reach(opts.transport);
     let shown = partial.clone().unwrap_or_else(|| PathBuf::from("-"));
     run_on_until(node, 0, interrupt, move |abort| async move {
         // The caller returns at once on an interrupt; this only ends the task.
         until_flag(&abort, ABORT_POLL, async {
             let (s, p2, c2) = (&sec, &pins2, &counters2);
-            let info = fetch_manifest_any(&peers, id, s, p2, c2, timeout, transport).await?;
+            let info = fetch_manifest_any(&peers, id, s, p2, c2, timeout, &reach).await?;
             // Before anything is written for it.
             check_kind(&info, kind)?;
             if let Some(p) = &partial {
@@ -1852,7 +1949,7 @@ fn transfer(
         latency: Mutex::new(new_latency_histogram()),
         counters: node.download_counters(),
         peer_timeout: node.config().peer_timeout(),
-        transport: opts.transport,
+        reach: node.reach(opts.transport),
         used: Mutex::default(),
         save_interval: node.config().resume_save_interval(),
         stream,

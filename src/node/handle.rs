@@ -33,7 +33,7 @@ use super::seed::{
 use super::spawn_shards;
 use crate::config::{throttle_burst_bytes, ConfigError, NodeConfig, SHARD_STOP_GRACE};
 use crate::crypto::FileId;
-use crate::dht::Key;
+use crate::dht::{Key, NodeId, Transports};
 use crate::storage::{self, Catalog, CatalogEntry, CatalogError, PublishError, Published};
 use crate::throttle::Throttle;
 
@@ -48,6 +48,9 @@ pub struct NodeOptions {
     /// UDP address every shard answers WebRTC offers on (SO_REUSEPORT; port 0: one free
     /// port, chosen at start). `None`: no WebRTC.
     pub webrtc: Option<SocketAddr>,
+    /// Accept TCP connections on `listen` (the default). `false` needs `webrtc`: peers then
+    /// reach the node over WebRTC only, and its provider records say so.
+    pub accept_tcp: bool,
     /// Shards (pinned executors), at least 1.
     pub shards: usize,
     /// The DHT, run by shard 0 on the listen address. `None`: no DHT.
@@ -77,6 +80,7 @@ impl NodeOptions {
         Self {
             listen,
             webrtc: None,
+            accept_tcp: true,
             shards,
             dht: None,
             upload_rate_bytes: None,
@@ -229,6 +233,9 @@ pub struct Handle {
 struct Inner {
     shards: Vec<flume::Sender<ShardCommand>>,
     dht: Option<flume::Sender<DhtControl>>,
+    /// Providers the DHT found, with the transports their records advertise: address →
+    /// (node ID, transports). A download reaches them accordingly (`fetch::Reach`).
+    found: Mutex<HashMap<SocketAddr, (NodeId, Transports)>>,
     addr: Option<SocketAddr>,
     webrtc: Option<SocketAddr>,
     security: Arc<NodeSecurity>,
@@ -292,6 +299,11 @@ impl Node {
     /// serving `files`. Returns once every shard listens, or why one could not.
     pub fn start(files: Vec<ServedFile>, opts: &NodeOptions) -> Result<Self, NodeError> {
         opts.config.validate()?;
+        if !opts.accept_tcp && opts.webrtc.is_none() {
+            return Err(NodeError::Shards(io::Error::other(
+                "a node that takes no TCP connections needs WebRTC (--webrtc)",
+            )));
+        }
         let shards = opts.shards.max(1);
         let with_dht = opts.dht.is_some();
         // Bind once without SO_REUSEPORT: this fails if anyone else holds the port (shards
@@ -348,6 +360,7 @@ impl Node {
             };
             setups.push(Some(ShardSetup {
                 listen: addr,
+                accept_tcp: opts.accept_tcp,
                 webrtc,
                 catalog: catalog.clone(),
                 dht,
@@ -372,6 +385,7 @@ impl Node {
             inner: Arc::new(Inner {
                 shards: senders,
                 dht: with_dht.then_some(dht_tx),
+                found: Mutex::default(),
                 addr,
                 webrtc,
                 security: opts.security.clone(),
@@ -821,6 +835,14 @@ impl Handle {
         if self.inner.dht.is_some() {
             let limit = crate::config::DHT_PROVIDERS_SEARCH_TIMEOUT;
             let found = self.find_providers(Key::from_file_id(&file_id), limit)?;
+            {
+                let mut known = lock(&self.inner.found);
+                for c in &found.contacts {
+                    if let Ok(id) = c.node_id.parse() {
+                        known.insert(c.addr, (id, c.transports()));
+                    }
+                }
+            }
             out.peers.extend(
                 found
                     .contacts
@@ -835,6 +857,16 @@ impl Handle {
         out.peers.sort_by_key(|p| (p.addr, p.node_id.is_none()));
         out.peers.dedup_by_key(|p| p.addr);
         Ok(out)
+    }
+
+    /// How a download with `--transport choice` reaches its peers: the providers found in
+    /// the DHT so far, with their transports, and the DHT to signal WebRTC through.
+    pub(super) fn reach(&self, choice: fetch::TransportChoice) -> fetch::Reach {
+        fetch::Reach {
+            choice,
+            found: Arc::new(lock(&self.inner.found).clone()),
+            dht: self.inner.dht.clone(),
+        }
     }
 
     /// After a download: pins each peer that was `given` as a plain address to the node it

@@ -34,6 +34,7 @@ use crate::config::{throttle_burst_bytes, REQUEST_BODY_MAX_BYTES, THROTTLE_PIECE
 use crate::crypto::handshake::Blame;
 use crate::crypto::record::TAG_BYTES;
 use crate::crypto::{FileId, RecordAad};
+use crate::dht::Transports;
 use crate::peer::{ChunkFailure, Served, ServedFiles, ServerSession, ServerTransmit};
 use crate::storage::{CatalogEntry, FileStamp, MappedFile};
 use crate::throttle::Throttle;
@@ -442,6 +443,8 @@ pub(super) type ShardTask =
 pub(super) struct ShardSetup {
     /// The address to accept connections on (SO_REUSEPORT, shared by all shards), if any.
     pub(super) listen: Option<SocketAddr>,
+    /// Accept TCP connections on `listen` (else only the DHT uses its port, over UDP).
+    pub(super) accept_tcp: bool,
     /// The UDP address to answer WebRTC offers on (SO_REUSEPORT, shared by all shards), if any.
     pub(super) webrtc: Option<SocketAddr>,
     /// The files served from the start.
@@ -462,8 +465,9 @@ pub(super) async fn run_shard(
     setup: ShardSetup,
     ready: crossbeam_channel::Sender<io::Result<()>>,
 ) -> SeedStats {
-    let ShardSetup { listen, webrtc, catalog, dht, limits, security, inbox } = setup;
-    let listener = match listen.map(super::sys::tcp_listener).transpose() {
+    let ShardSetup { listen, accept_tcp, webrtc, catalog, dht, limits, security, inbox } = setup;
+    let tcp = listen.filter(|_| accept_tcp);
+    let listener = match tcp.map(super::sys::tcp_listener).transpose() {
         Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -481,6 +485,24 @@ pub(super) async fn run_shard(
             let _ = ready.send(Err(e));
             return SeedStats::default();
         }
+    };
+    // Sessions signaled through the DHT get an endpoint of their own on shard 0 (the DHT's
+    // shard answers their offers), on a socket of its own: on the shared SO_REUSEPORT
+    // socket the kernel could hash the peer's datagrams to another shard.
+    let signaled = match (id.0, webrtc, &dht) {
+        (0, Some(a), Some(_)) if listen.is_some() => {
+            let (max, timeout, block) =
+                (limits.budget.connections_max, limits.peer_timeout, limits.webrtc_block_bytes);
+            let socket = super::sys::webrtc_socket(SocketAddr::new(a.ip(), 0), false, None);
+            match socket.and_then(|s| Endpoint::server(s, max, timeout, block)) {
+                Ok(ep) => Some((ep, a.port())),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return SeedStats::default();
+                }
+            }
+        }
+        _ => None,
     };
     // Shard 0 owns the DHT: the control plane is small, one owner keeps it lock-free.
     let dht_stop = Arc::new(AtomicBool::new(false));
@@ -500,7 +522,15 @@ pub(super) async fn run_shard(
                     let addr =
                         socket.local_addr().ok().or(listen).unwrap_or(super::UNSPECIFIED_ADDR);
                     let (sec, stop) = (security.clone(), dht_stop.clone());
-                    let task = dht::serve(socket, addr, opts, sec, control, config, stop);
+                    let signal = signaled.as_ref().map(|(ep, port)| dht::SignalSetup {
+                        endpoint: ep.clone(),
+                        transports: Transports {
+                            tcp: accept_tcp,
+                            webrtc: true,
+                            webrtc_port: *port,
+                        },
+                    });
+                    let task = dht::serve(socket, addr, opts, sec, control, config, stop, signal);
                     Some(glommio::spawn_local(task))
                 }
                 Err(e) => {
@@ -538,13 +568,20 @@ pub(super) async fn run_shard(
             None => future::pending().await,
         }
     };
+    let accepting_signaled = async {
+        match &signaled {
+            Some((ep, _)) => accept_rtc_loop(&shard, ep).await,
+            None => future::pending().await,
+        }
+    };
+    let accepting_rtc = future::or(accepting_rtc, accepting_signaled);
     future::or(future::or(accepting, accepting_rtc), handle_inbox(&shard, &inbox)).await;
     dht_stop.store(true, Ordering::SeqCst);
     let mut stats = shard.snapshot();
-    if let Some(ep) = &endpoint {
+    for ep in endpoint.iter().chain(signaled.iter().map(|(ep, _)| ep)) {
         let e = ep.stats();
-        stats.webrtc_offers = e.offers;
-        stats.webrtc_offers_dropped = e.offers_dropped;
+        stats.webrtc_offers += e.offers;
+        stats.webrtc_offers_dropped += e.offers_dropped;
     }
     if let Some(task) = dht_task {
         stats.dht = Some(task.await);

@@ -8,16 +8,22 @@ use flatbuffers::FlatBufferBuilder;
 use super::generated::furymesh as fb;
 use super::{verifier_options, DecodeError};
 use crate::crypto::identity::{CERTIFICATE_BYTES_MAX, ED25519_SIGNATURE_BYTES};
+use crate::crypto::signal::SIGNAL_MESSAGE_BYTES_MAX;
 use crate::dht::{
-    Contact, DhtBody, DhtMessage, Key, NodeId, CONTACTS_PER_MESSAGE_MAX, PROVIDERS_PER_MESSAGE_MAX,
+    Contact, DhtBody, DhtMessage, Key, NodeId, Transports, CONTACTS_PER_MESSAGE_MAX,
+    PROVIDERS_PER_MESSAGE_MAX,
 };
 
 /// First bytes of every DHT datagram. 0xFD keeps it apart from STUN, DTLS and TURN on a
 /// shared port (RFC 7983); the last byte is the version.
 pub const DHT_MAGIC: [u8; 4] = [0xFD, b'F', b'M', 1];
-/// Largest DHT datagram we send or accept: a full reply (20 contacts and 10 providers at 38
-/// bytes each) is about 1.2 KB, under a 1,400-byte path MTU budget.
-pub const DHT_DATAGRAM_MAX_BYTES: usize = 1400;
+/// Largest DHT datagram we send or accept: 1,500-byte Ethernet MTU minus IPv6 and UDP
+/// headers, so no datagram is fragmented on such a path. A full reply (20 contacts and 10
+/// providers at 38 bytes each) is about 1.2 KB; the largest messages carry a certificate:
+/// an announcement with signed transports (~1.41 KB) and a signaling HelloReply (~1.33 KB).
+/// (Until WebRTC transports were advertised the bound was 1,400: nodes from before then
+/// refuse a WebRTC seeder's announcement, which that seeder still answers for itself.)
+pub const DHT_DATAGRAM_MAX_BYTES: usize = 1452;
 /// Most contacts in a persisted routing table (160 buckets of k = 20).
 const DHT_TABLE_CONTACTS_MAX: usize = 160 * CONTACTS_PER_MESSAGE_MAX;
 
@@ -68,6 +74,104 @@ pub struct AnnounceProof {
     pub signature: [u8; ED25519_SIGNATURE_BYTES],
 }
 
+/// The transports a provider announces with its record, signed by its session key
+/// (`crypto::sign_provider_transports`) next to the record's own signature, so nodes that
+/// predate transports still verify and store the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedTransports {
+    pub transports: Transports,
+    pub signature: [u8; ED25519_SIGNATURE_BYTES],
+}
+
+/// What a DHT datagram carries beyond the core's [`DhtMessage`]: an announcement's
+/// signed transports, a `Providers` reply's transports per provider (same order; missing
+/// entries mean TCP only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DhtExtras {
+    pub transports: Option<SignedTransports>,
+    pub providers_transports: Vec<Transports>,
+}
+
+/// The signaling messages a DHT datagram may carry instead of a core message (kinds
+/// `SIGNAL`..`SIGNAL_DELIVERED` of the schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalKind {
+    /// Request to a relay: pass `signal` to `target`.
+    Signal,
+    /// The relay's reply: the target's answer, or `relayed` false.
+    Answer,
+    /// Request from a relay to the target.
+    Deliver,
+    /// The target's reply to `Deliver`.
+    Delivered,
+}
+
+/// A signaling datagram: a sealed message (`crypto::signal`) relayed toward a node ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalPacket {
+    /// Transaction ID: random in a request, echoed in its reply.
+    pub tx: u64,
+    /// The sending node as it names itself.
+    pub sender: Contact,
+    pub kind: SignalKind,
+    /// The node the message is for.
+    pub target: NodeId,
+    /// The sealed message, at most `SIGNAL_MESSAGE_BYTES_MAX` bytes (empty when not
+    /// relayed).
+    pub signal: Vec<u8>,
+    /// In an `Answer`: whether the relay passed the message on and got a reply.
+    pub relayed: bool,
+}
+
+/// A decoded DHT datagram: a message for the core (with its proof and extras), or a
+/// signaling message for the node's relay and signaling glue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+// Decoded one at a time and handled at once: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum DhtDatagram {
+    Core { msg: DhtMessage, proof: Option<AnnounceProof>, extras: DhtExtras },
+    Signal(SignalPacket),
+}
+
+fn transports_to_fb(t: Transports) -> fb::DhtTransports {
+    fb::DhtTransports::new(t.flags(), t.webrtc_port)
+}
+
+fn transports_from_fb(t: &fb::DhtTransports) -> Transports {
+    Transports::from_flags(t.flags(), t.webrtc_port())
+}
+
+/// Encodes a signaling datagram (magic + FlatBuffer) into `out`.
+pub fn encode_signal(p: &SignalPacket, out: &mut Vec<u8>) {
+    let mut fbb = FlatBufferBuilder::with_capacity(256 + p.signal.len());
+    let kind = match p.kind {
+        SignalKind::Signal => fb::DhtKind::SIGNAL,
+        SignalKind::Answer => fb::DhtKind::SIGNAL_ANSWER,
+        SignalKind::Deliver => fb::DhtKind::SIGNAL_DELIVER,
+        SignalKind::Delivered => fb::DhtKind::SIGNAL_DELIVERED,
+    };
+    let signal = fbb.create_vector(&p.signal);
+    let sender = contact_to_fb(&p.sender);
+    let target = fb::DhtId(*p.target.as_bytes());
+    let root = fb::DhtPacket::create(
+        &mut fbb,
+        &fb::DhtPacketArgs {
+            tx: p.tx,
+            sender: Some(&sender),
+            kind,
+            target: Some(&target),
+            stored: p.relayed,
+            read_only: true,
+            signal: Some(signal),
+            ..Default::default()
+        },
+    );
+    fbb.finish_minimal(root);
+    out.clear();
+    out.extend_from_slice(&DHT_MAGIC);
+    out.extend_from_slice(fbb.finished_data());
+}
+
 /// The canonical bytes of a provider's address in a signed record: the IPv6 (IPv4-mapped)
 /// address and the port, little-endian — the same fields a `DhtContact` carries.
 pub fn provider_addr_bytes(addr: SocketAddr) -> [u8; 18] {
@@ -84,6 +188,17 @@ pub fn encode_dht(msg: &DhtMessage, out: &mut Vec<u8>) {
 
 /// Encodes `msg`, with the provider's proof when it is an `AnnounceProvider`.
 pub fn encode_dht_proved(msg: &DhtMessage, proof: Option<&AnnounceProof>, out: &mut Vec<u8>) {
+    encode_dht_with(msg, proof, &DhtExtras::default(), out);
+}
+
+/// Encodes `msg` with its proof and extras (signed transports of an announcement,
+/// transports of a reply's providers).
+pub fn encode_dht_with(
+    msg: &DhtMessage,
+    proof: Option<&AnnounceProof>,
+    extras: &DhtExtras,
+    out: &mut Vec<u8>,
+) {
     let mut fbb = FlatBufferBuilder::with_capacity(512);
     let (kind, target, contacts, providers, provider, stored) = match &msg.body {
         DhtBody::Ping => (fb::DhtKind::PING, None, None, None, None, false),
@@ -132,6 +247,20 @@ pub fn encode_dht_proved(msg: &DhtMessage, proof: Option<&AnnounceProof>, out: &
         Some(p) => (Some(fbb.create_vector(&p.certificate)), Some(fbb.create_vector(&p.signature))),
         None => (None, None),
     };
+    let transports = extras.transports.map(|t| transports_to_fb(t.transports));
+    let transports_signature = extras.transports.map(|t| fbb.create_vector(&t.signature));
+    let providers_transports = match &msg.body {
+        DhtBody::Providers { providers, .. } if !extras.providers_transports.is_empty() => {
+            let v: Vec<fb::DhtTransports> = extras
+                .providers_transports
+                .iter()
+                .take(providers.len())
+                .map(|t| transports_to_fb(*t))
+                .collect();
+            Some(fbb.create_vector(&v))
+        }
+        _ => None,
+    };
     let root = fb::DhtPacket::create(
         &mut fbb,
         &fb::DhtPacketArgs {
@@ -147,6 +276,10 @@ pub fn encode_dht_proved(msg: &DhtMessage, proof: Option<&AnnounceProof>, out: &
             provider_certificate,
             provider_expires: proof.map_or(0, |p| p.expires),
             provider_signature,
+            provider_transports: transports.as_ref(),
+            provider_transports_signature: transports_signature,
+            providers_transports,
+            signal: None,
         },
     );
     fbb.finish_minimal(root);
@@ -165,6 +298,16 @@ pub fn decode_dht(datagram: &[u8]) -> Result<DhtMessage, DecodeError> {
 pub fn decode_dht_proved(
     datagram: &[u8],
 ) -> Result<(DhtMessage, Option<AnnounceProof>), DecodeError> {
+    match decode_dht_datagram(datagram)? {
+        DhtDatagram::Core { msg, proof, .. } => Ok((msg, proof)),
+        DhtDatagram::Signal(_) => Err(DecodeError::UnknownType(fb::DhtKind::SIGNAL.0 as i8)),
+    }
+}
+
+/// Verifies and decodes one datagram of any kind: a core message with its proof and
+/// extras, or a signaling message. Never panics on any input; every list and blob is
+/// bounded (`DecodeError::TooLong`).
+pub fn decode_dht_datagram(datagram: &[u8]) -> Result<DhtDatagram, DecodeError> {
     if datagram.len() > DHT_DATAGRAM_MAX_BYTES {
         return Err(DecodeError::TooLong("datagram"));
     }
@@ -190,6 +333,29 @@ pub fn decode_dht_proved(
             provider: contact_from_fb(p.provider().ok_or(DecodeError::MissingField("provider"))?),
         },
         fb::DhtKind::ANNOUNCE_ACK => DhtBody::AnnounceAck { stored: p.stored() },
+        kind @ (fb::DhtKind::SIGNAL
+        | fb::DhtKind::SIGNAL_ANSWER
+        | fb::DhtKind::SIGNAL_DELIVER
+        | fb::DhtKind::SIGNAL_DELIVERED) => {
+            let signal = p.signal().map(|v| v.bytes()).unwrap_or_default();
+            if signal.len() > SIGNAL_MESSAGE_BYTES_MAX {
+                return Err(DecodeError::TooLong("signal"));
+            }
+            let kind = match kind {
+                fb::DhtKind::SIGNAL => SignalKind::Signal,
+                fb::DhtKind::SIGNAL_ANSWER => SignalKind::Answer,
+                fb::DhtKind::SIGNAL_DELIVER => SignalKind::Deliver,
+                _ => SignalKind::Delivered,
+            };
+            return Ok(DhtDatagram::Signal(SignalPacket {
+                tx: p.tx(),
+                sender,
+                kind,
+                target: NodeId::from_bytes(target()?),
+                signal: signal.to_vec(),
+                relayed: p.stored(),
+            }));
+        }
         other => return Err(DecodeError::UnknownType(other.0 as i8)),
     };
     let proof = match (p.provider_certificate(), p.provider_signature()) {
@@ -209,7 +375,25 @@ pub fn decode_dht_proved(
         }
         _ => None,
     };
-    Ok((DhtMessage { tx: p.tx(), sender, body, read_only: p.read_only() }, proof))
+    let transports = match (p.provider_transports(), p.provider_transports_signature()) {
+        (Some(t), Some(sig)) => Some(SignedTransports {
+            transports: transports_from_fb(t),
+            signature: sig
+                .bytes()
+                .try_into()
+                .map_err(|_| DecodeError::WrongLength("provider_transports_signature"))?,
+        }),
+        _ => None,
+    };
+    let providers_transports = match p.providers_transports() {
+        Some(v) if v.len() > PROVIDERS_PER_MESSAGE_MAX => {
+            return Err(DecodeError::TooLong("providers_transports"))
+        }
+        Some(v) => v.iter().map(transports_from_fb).collect(),
+        None => Vec::new(),
+    };
+    let msg = DhtMessage { tx: p.tx(), sender, body, read_only: p.read_only() };
+    Ok(DhtDatagram::Core { msg, proof, extras: DhtExtras { transports, providers_transports } })
 }
 
 /// Encodes a routing-table snapshot for `DATA_DIR/dht-table.fmt`.
@@ -273,6 +457,62 @@ mod tests {
         encode_dht(&DhtMessage { tx: u64::MAX, sender: c, body, read_only: false }, &mut buf);
         assert!(buf.len() <= DHT_DATAGRAM_MAX_BYTES, "{} bytes", buf.len());
         assert!(decode_dht(&buf).is_ok());
+    }
+
+    #[test]
+    fn the_largest_messages_fit_one_datagram() {
+        // A real RSA-4096 certificate is 1,106 bytes: SPKI 550, signature 512, the rest.
+        let certificate = vec![7u8; 1106];
+        let c = contact(9, "[2001:db8::1]:65535");
+        let msg = DhtMessage {
+            tx: u64::MAX,
+            sender: c,
+            body: DhtBody::AnnounceProvider { key: Key::from_bytes([1; 20]), provider: c },
+            read_only: false,
+        };
+        let proof = AnnounceProof {
+            certificate: certificate.clone(),
+            expires: u64::MAX,
+            signature: [1; 64],
+        };
+        let transports = Transports { tcp: true, webrtc: true, webrtc_port: 65535 };
+        let extras = DhtExtras {
+            transports: Some(SignedTransports { transports, signature: [2; 64] }),
+            providers_transports: Vec::new(),
+        };
+        let mut buf = Vec::new();
+        encode_dht_with(&msg, Some(&proof), &extras, &mut buf);
+        assert!(buf.len() <= DHT_DATAGRAM_MAX_BYTES, "announcement: {} bytes", buf.len());
+        match decode_dht_datagram(&buf) {
+            Ok(DhtDatagram::Core { msg: m, proof: p, extras: e }) => {
+                assert_eq!((m, p, e), (msg, Some(proof), extras));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The largest signaling message (a HelloReply with the largest certificate).
+        let p = SignalPacket {
+            tx: 1,
+            sender: c,
+            kind: SignalKind::Answer,
+            target: NodeId::from_bytes([3; 20]),
+            signal: vec![5; SIGNAL_MESSAGE_BYTES_MAX],
+            relayed: true,
+        };
+        encode_signal(&p, &mut buf);
+        assert!(buf.len() <= DHT_DATAGRAM_MAX_BYTES, "signal: {} bytes", buf.len());
+        assert_eq!(decode_dht_datagram(&buf), Ok(DhtDatagram::Signal(p)));
+        // A reply's transports per provider round-trip; too many are refused.
+        let body = DhtBody::Providers { providers: vec![c; 2], closer: vec![] };
+        let msg = DhtMessage { tx: 2, sender: c, body, read_only: false };
+        let extras = DhtExtras {
+            transports: None,
+            providers_transports: vec![transports, Transports::default()],
+        };
+        encode_dht_with(&msg, None, &extras, &mut buf);
+        match decode_dht_datagram(&buf) {
+            Ok(DhtDatagram::Core { extras: e, .. }) => assert_eq!(e, extras),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -22,8 +22,10 @@ mod dht;
 pub mod frame;
 
 pub use dht::{
-    decode_dht, decode_dht_proved, decode_dht_table, encode_dht, encode_dht_proved,
-    encode_dht_table, provider_addr_bytes, AnnounceProof, DHT_DATAGRAM_MAX_BYTES, DHT_MAGIC,
+    decode_dht, decode_dht_datagram, decode_dht_proved, decode_dht_table, encode_dht,
+    encode_dht_proved, encode_dht_table, encode_dht_with, encode_signal, provider_addr_bytes,
+    AnnounceProof, DhtDatagram, DhtExtras, SignalKind, SignalPacket, SignedTransports,
+    DHT_DATAGRAM_MAX_BYTES, DHT_MAGIC,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

@@ -342,7 +342,7 @@ fn create_channel(pc: &mut RTCPeerConnection) -> io::Result<RTCDataChannelId> {
 
 /// The local address the kernel would use toward `peer` (for a socket bound to the
 /// unspecified address, which cannot name itself in a candidate).
-fn route_ip(peer: SocketAddr) -> Option<IpAddr> {
+pub(in crate::node) fn route_ip(peer: SocketAddr) -> Option<IpAddr> {
     let any: SocketAddr = match peer {
         SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -468,7 +468,6 @@ impl Endpoint {
 
     /// Answers an offer from `from` (a datagram of `offer_len` bytes); `None` drops it.
     fn on_offer(&self, from: SocketAddr, offer: Signal, offer_len: usize) -> Option<()> {
-        let Role::Server { channels_max, open_timeout, .. } = &self.role else { return None };
         let existing = self.channels.borrow().get(&from).cloned();
         if let Some(ch) = existing {
             if ch.nonce == offer.nonce {
@@ -477,29 +476,71 @@ impl Endpoint {
                 self.outbox.borrow_mut().push_back((from, answer));
                 return Some(());
             }
+        }
+        if offer_len < WEBRTC_OFFER_MIN_BYTES {
+            return None;
+        }
+        let (ch, sdp, _) = self.open_session(from, offer.sdp, offer.nonce, false)?;
+        let datagram = Signal { kind: KIND_ANSWER, nonce: offer.nonce, sdp }.encode(0)?;
+        // Never more bytes back than came in: no amplification toward a spoofed source.
+        if datagram.len() > offer_len {
+            ch.close();
+            self.channels.borrow_mut().remove(&from);
+            return None;
+        }
+        *ch.answer.borrow_mut() = Some(datagram.clone());
+        self.outbox.borrow_mut().push_back((from, datagram));
+        Some(())
+    }
+
+    /// Answers an offer that came through the DHT, already authenticated and opened
+    /// (`crypto::signal`): a session with the peer whose ICE host candidate is `candidate`
+    /// (RFC 8445 §5.1.1.1). Returns the answer's SDP and this endpoint's own candidate, or
+    /// `None` (malformed SDP, shard full, a live session with that candidate).
+    pub(in crate::node) fn answer_signaled(
+        &self,
+        candidate: SocketAddr,
+        offer_sdp: String,
+    ) -> Option<(String, SocketAddr)> {
+        let (_, sdp, local) = self.open_session(candidate, offer_sdp, clock::random(), true)?;
+        self.wake.notify();
+        Some((sdp, local))
+    }
+
+    /// A server-side session for an offer from `from`: sets the offer, adds our host
+    /// candidate (and, when the peer's candidate came signed, `from` as its candidate),
+    /// creates the answer. Counts it; `None` (counted by the caller) drops the offer.
+    fn open_session(
+        &self,
+        from: SocketAddr,
+        offer_sdp: String,
+        nonce: u64,
+        add_remote: bool,
+    ) -> Option<(Rc<Channel>, String, SocketAddr)> {
+        let Role::Server { channels_max, open_timeout, .. } = &self.role else { return None };
+        let existing = self.channels.borrow().get(&from).cloned();
+        if let Some(ch) = existing {
             if ch.state.get() != State::Closed {
                 return None;
             }
             self.channels.borrow_mut().remove(&from);
         }
-        if offer_len < WEBRTC_OFFER_MIN_BYTES || self.channels.borrow().len() >= *channels_max {
+        if self.channels.borrow().len() >= *channels_max {
             return None;
         }
         let now = clock::now();
         let ip = if self.bound.ip().is_unspecified() { route_ip(from)? } else { self.bound.ip() };
         let local = SocketAddr::new(ip, self.bound.port());
         let mut pc = new_peer_connection(now).ok()?;
-        let desc = RTCSessionDescription::offer(offer.sdp).ok()?;
+        let desc = RTCSessionDescription::offer(offer_sdp).ok()?;
         pc.set_remote_description(now, desc).ok()?;
         pc.add_local_candidate(host_candidate(local).ok()?).ok()?;
+        if add_remote {
+            pc.add_remote_candidate(host_candidate(from).ok()?).ok()?;
+        }
         let answer = pc.create_answer(None).ok()?;
         pc.set_local_description(now, answer.clone()).ok()?;
         let sdp = pc.local_description().map(|d| d.sdp).unwrap_or(answer.sdp);
-        let datagram = Signal { kind: KIND_ANSWER, nonce: offer.nonce, sdp }.encode(0)?;
-        // Never more bytes back than came in: no amplification toward a spoofed source.
-        if datagram.len() > offer_len {
-            return None;
-        }
         let ch = Rc::new(Channel {
             pc: RefCell::new(pc),
             dc: Cell::new(None),
@@ -512,14 +553,13 @@ impl Endpoint {
             read_offset: Cell::new(0),
             reader: RefCell::default(),
             writer: RefCell::default(),
-            nonce: offer.nonce,
-            answer: RefCell::new(Some(datagram.clone())),
+            nonce,
+            answer: RefCell::new(None),
             abandoned: Cell::new(false),
         });
-        self.channels.borrow_mut().insert(from, ch);
-        self.outbox.borrow_mut().push_back((from, datagram));
+        self.channels.borrow_mut().insert(from, ch.clone());
         self.count(|s| s.offers += 1);
-        Some(())
+        Some((ch, sdp, local))
     }
 
     /// Sends what is queued, fires timers, fills inboxes; sleeps until the next deadline or
@@ -661,6 +701,76 @@ pub(in crate::node) async fn connect(
     }
     ep.wake.notify();
     // The driver closes the channel at `open_deadline` if it has not opened.
+    wait_open(&ch).await?;
+    Ok(stream)
+}
+
+/// Opens a data channel to a node reached through the DHT: `signal` carries our offer (SDP
+/// and our host candidate, RFC 8445 §5.1.1.1) to the node and returns its answer and its
+/// candidate, authenticated (`crypto::signal`: the DTLS fingerprint in the answer is the
+/// one the node signed). `socket` must be bound to a concrete IP (it names our candidate).
+/// Gives up after `timeout` (`TimedOut`), signaling included.
+pub(in crate::node) async fn connect_signaled<F, Fut>(
+    socket: UdpSocket,
+    timeout: Duration,
+    signal: F,
+) -> io::Result<RtcStream>
+where
+    F: FnOnce(String, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = io::Result<(String, SocketAddr)>>,
+{
+    let role = Role::Client { answer: RefCell::default(), answered: Notify::default() };
+    let ep = Endpoint::new(socket, role, WEBRTC_BLOCK_BYTES)?;
+    let local = ep.bound;
+    if local.ip().is_unspecified() {
+        return Err(rtc_io("a signaled connection needs a socket bound to a concrete IP"));
+    }
+    let now = clock::now();
+    let deadline = now + timeout;
+    let mut pc = new_peer_connection(now)?;
+    let dc = create_channel(&mut pc)?;
+    pc.add_local_candidate(host_candidate(local)?).map_err(rtc_io)?;
+    let offer = pc.create_offer(None).map_err(rtc_io)?;
+    pc.set_local_description(now, offer.clone()).map_err(rtc_io)?;
+    let sdp = pc.local_description().map(|d| d.sdp).unwrap_or(offer.sdp);
+    let exchange = async { Some(signal(sdp, local).await) };
+    let expire = async {
+        glommio::timer::sleep(timeout).await;
+        None
+    };
+    let (answer, remote) = future::or(exchange, expire)
+        .await
+        .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))??;
+    let now = clock::now();
+    let desc = RTCSessionDescription::answer(answer).map_err(rtc_io)?;
+    pc.set_remote_description(now, desc).map_err(rtc_io)?;
+    pc.add_remote_candidate(host_candidate(remote)?).map_err(rtc_io)?;
+    let ch = Rc::new(Channel {
+        pc: RefCell::new(pc),
+        dc: Cell::new(Some(dc)),
+        local,
+        remote,
+        state: Cell::new(State::Connecting),
+        open_deadline: deadline.max(now + Duration::from_millis(WEBRTC_OFFER_RETRY_MS)),
+        inbox: RefCell::default(),
+        inbox_bytes: Cell::new(0),
+        read_offset: Cell::new(0),
+        reader: RefCell::default(),
+        writer: RefCell::default(),
+        nonce: 0,
+        answer: RefCell::default(),
+        abandoned: Cell::new(false),
+    });
+    ep.channels.borrow_mut().insert(remote, ch.clone());
+    let task = glommio::spawn_local(ep.clone().run());
+    let stream = RtcStream { ep: ep.clone(), ch: ch.clone(), task: Some(task) };
+    ep.wake.notify();
+    wait_open(&ch).await?;
+    Ok(stream)
+}
+
+/// Waits until `ch` opens (the driver closes it at its `open_deadline` if it does not).
+async fn wait_open(ch: &Channel) -> io::Result<()> {
     future::poll_fn(|cx| match ch.state.get() {
         State::Open => Poll::Ready(Ok(())),
         State::Closed => Poll::Ready(Err(io::Error::new(
@@ -672,8 +782,7 @@ pub(in crate::node) async fn connect(
             Poll::Pending
         }
     })
-    .await?;
-    Ok(stream)
+    .await
 }
 
 /// An open data channel read and written as a byte stream ([`AsyncRead`] + [`AsyncWrite`]),

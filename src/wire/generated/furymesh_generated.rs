@@ -230,10 +230,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_DHT_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_DHT_KIND: u8 = 7;
+pub const ENUM_MAX_DHT_KIND: u8 = 11;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_DHT_KIND: [DhtKind; 8] = [
+pub const ENUM_VALUES_DHT_KIND: [DhtKind; 12] = [
   DhtKind::PING,
   DhtKind::PONG,
   DhtKind::FIND_NODE,
@@ -242,6 +242,10 @@ pub const ENUM_VALUES_DHT_KIND: [DhtKind; 8] = [
   DhtKind::PROVIDERS,
   DhtKind::ANNOUNCE_PROVIDER,
   DhtKind::ANNOUNCE_ACK,
+  DhtKind::SIGNAL,
+  DhtKind::SIGNAL_ANSWER,
+  DhtKind::SIGNAL_DELIVER,
+  DhtKind::SIGNAL_DELIVERED,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -257,9 +261,13 @@ impl DhtKind {
   pub const PROVIDERS: Self = Self(5);
   pub const ANNOUNCE_PROVIDER: Self = Self(6);
   pub const ANNOUNCE_ACK: Self = Self(7);
+  pub const SIGNAL: Self = Self(8);
+  pub const SIGNAL_ANSWER: Self = Self(9);
+  pub const SIGNAL_DELIVER: Self = Self(10);
+  pub const SIGNAL_DELIVERED: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::PING,
     Self::PONG,
@@ -269,6 +277,10 @@ impl DhtKind {
     Self::PROVIDERS,
     Self::ANNOUNCE_PROVIDER,
     Self::ANNOUNCE_ACK,
+    Self::SIGNAL,
+    Self::SIGNAL_ANSWER,
+    Self::SIGNAL_DELIVER,
+    Self::SIGNAL_DELIVERED,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -281,6 +293,10 @@ impl DhtKind {
       Self::PROVIDERS => Some("PROVIDERS"),
       Self::ANNOUNCE_PROVIDER => Some("ANNOUNCE_PROVIDER"),
       Self::ANNOUNCE_ACK => Some("ANNOUNCE_ACK"),
+      Self::SIGNAL => Some("SIGNAL"),
+      Self::SIGNAL_ANSWER => Some("SIGNAL_ANSWER"),
+      Self::SIGNAL_DELIVER => Some("SIGNAL_DELIVER"),
+      Self::SIGNAL_DELIVERED => Some("SIGNAL_DELIVERED"),
       _ => None,
     }
   }
@@ -537,6 +553,133 @@ impl<'a> DhtContact {
       ::core::ptr::copy_nonoverlapping(
         &x_le as *const _ as *const u8,
         self.0[36..].as_mut_ptr(),
+        ::core::mem::size_of::<<u16 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+// struct DhtTransports, aligned to 2
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct DhtTransports(pub [u8; 4]);
+impl Default for DhtTransports { 
+  fn default() -> Self { 
+    Self([0; 4])
+  }
+}
+impl ::core::fmt::Debug for DhtTransports {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("DhtTransports")
+      .field("flags", &self.flags())
+      .field("webrtc_port", &self.webrtc_port())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for DhtTransports {}
+impl<'a> ::flatbuffers::Follow<'a> for DhtTransports {
+  type Inner = &'a DhtTransports;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a DhtTransports>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a DhtTransports {
+  type Inner = &'a DhtTransports;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<DhtTransports>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for DhtTransports {
+    type Output = DhtTransports;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const DhtTransports as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(2)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for DhtTransports {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> DhtTransports {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    flags: u8,
+    webrtc_port: u16,
+  ) -> Self {
+    let mut s = Self([0; 4]);
+    s.set_flags(flags);
+    s.set_webrtc_port(webrtc_port);
+    s
+  }
+
+  pub fn flags(&self) -> u8 {
+    let mut mem = ::core::mem::MaybeUninit::<<u8 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u8 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_flags(&mut self, x: u8) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u8 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn webrtc_port(&self) -> u16 {
+    let mut mem = ::core::mem::MaybeUninit::<<u16 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[2..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u16 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_webrtc_port(&mut self, x: u16) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[2..].as_mut_ptr(),
         ::core::mem::size_of::<<u16 as ::flatbuffers::EndianScalar>::Scalar>(),
       );
     }
@@ -2647,6 +2790,10 @@ impl<'a> DhtPacket<'a> {
   pub const VT_PROVIDER_CERTIFICATE: ::flatbuffers::VOffsetT = 22;
   pub const VT_PROVIDER_EXPIRES: ::flatbuffers::VOffsetT = 24;
   pub const VT_PROVIDER_SIGNATURE: ::flatbuffers::VOffsetT = 26;
+  pub const VT_PROVIDER_TRANSPORTS: ::flatbuffers::VOffsetT = 28;
+  pub const VT_PROVIDER_TRANSPORTS_SIGNATURE: ::flatbuffers::VOffsetT = 30;
+  pub const VT_PROVIDERS_TRANSPORTS: ::flatbuffers::VOffsetT = 32;
+  pub const VT_SIGNAL: ::flatbuffers::VOffsetT = 34;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2660,6 +2807,10 @@ impl<'a> DhtPacket<'a> {
     let mut builder = DhtPacketBuilder::new(_fbb);
     builder.add_provider_expires(args.provider_expires);
     builder.add_tx(args.tx);
+    if let Some(x) = args.signal { builder.add_signal(x); }
+    if let Some(x) = args.providers_transports { builder.add_providers_transports(x); }
+    if let Some(x) = args.provider_transports_signature { builder.add_provider_transports_signature(x); }
+    if let Some(x) = args.provider_transports { builder.add_provider_transports(x); }
     if let Some(x) = args.provider_signature { builder.add_provider_signature(x); }
     if let Some(x) = args.provider_certificate { builder.add_provider_certificate(x); }
     if let Some(x) = args.provider { builder.add_provider(x); }
@@ -2758,6 +2909,34 @@ impl<'a> DhtPacket<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DhtPacket::VT_PROVIDER_SIGNATURE, None)}
   }
+  #[inline]
+  pub fn provider_transports(&self) -> Option<&'a DhtTransports> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<DhtTransports>(DhtPacket::VT_PROVIDER_TRANSPORTS, None)}
+  }
+  #[inline]
+  pub fn provider_transports_signature(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DhtPacket::VT_PROVIDER_TRANSPORTS_SIGNATURE, None)}
+  }
+  #[inline]
+  pub fn providers_transports(&self) -> Option<::flatbuffers::Vector<'a, DhtTransports>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, DhtTransports>>>(DhtPacket::VT_PROVIDERS_TRANSPORTS, None)}
+  }
+  #[inline]
+  pub fn signal(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DhtPacket::VT_SIGNAL, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DhtPacket<'_> {
@@ -2778,6 +2957,10 @@ impl ::flatbuffers::Verifiable for DhtPacket<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("provider_certificate", Self::VT_PROVIDER_CERTIFICATE, false)?
      .visit_field::<u64>("provider_expires", Self::VT_PROVIDER_EXPIRES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("provider_signature", Self::VT_PROVIDER_SIGNATURE, false)?
+     .visit_field::<DhtTransports>("provider_transports", Self::VT_PROVIDER_TRANSPORTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("provider_transports_signature", Self::VT_PROVIDER_TRANSPORTS_SIGNATURE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, DhtTransports>>>("providers_transports", Self::VT_PROVIDERS_TRANSPORTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("signal", Self::VT_SIGNAL, false)?
      .finish();
     Ok(())
   }
@@ -2795,6 +2978,10 @@ pub struct DhtPacketArgs<'a> {
     pub provider_certificate: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub provider_expires: u64,
     pub provider_signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub provider_transports: Option<&'a DhtTransports>,
+    pub provider_transports_signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub providers_transports: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, DhtTransports>>>,
+    pub signal: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
 }
 impl<'a> Default for DhtPacketArgs<'a> {
   #[inline]
@@ -2812,6 +2999,10 @@ impl<'a> Default for DhtPacketArgs<'a> {
       provider_certificate: None,
       provider_expires: 0,
       provider_signature: None,
+      provider_transports: None,
+      provider_transports_signature: None,
+      providers_transports: None,
+      signal: None,
     }
   }
 }
@@ -2870,6 +3061,22 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DhtPacketBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DhtPacket::VT_PROVIDER_SIGNATURE, provider_signature);
   }
   #[inline]
+  pub fn add_provider_transports(&mut self, provider_transports: &DhtTransports) {
+    self.fbb_.push_slot_always::<&DhtTransports>(DhtPacket::VT_PROVIDER_TRANSPORTS, provider_transports);
+  }
+  #[inline]
+  pub fn add_provider_transports_signature(&mut self, provider_transports_signature: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DhtPacket::VT_PROVIDER_TRANSPORTS_SIGNATURE, provider_transports_signature);
+  }
+  #[inline]
+  pub fn add_providers_transports(&mut self, providers_transports: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , DhtTransports>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DhtPacket::VT_PROVIDERS_TRANSPORTS, providers_transports);
+  }
+  #[inline]
+  pub fn add_signal(&mut self, signal: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DhtPacket::VT_SIGNAL, signal);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DhtPacketBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DhtPacketBuilder {
@@ -2899,6 +3106,10 @@ impl ::core::fmt::Debug for DhtPacket<'_> {
       ds.field("provider_certificate", &self.provider_certificate());
       ds.field("provider_expires", &self.provider_expires());
       ds.field("provider_signature", &self.provider_signature());
+      ds.field("provider_transports", &self.provider_transports());
+      ds.field("provider_transports_signature", &self.provider_transports_signature());
+      ds.field("providers_transports", &self.providers_transports());
+      ds.field("signal", &self.signal());
       ds.finish()
   }
 }
