@@ -20,8 +20,9 @@
 //!
 //! It runs like the API: a current-thread tokio runtime with axum on a thread of its own
 //! (`furymesh-http`), reaching the node only through [`Handle`] (the live catalog). Bytes
-//! are `pread` from the published file in `GATEWAY_READ_BYTES` pieces on a small blocking
-//! pool, each piece followed by an `fstat` against the catalog's size and mtime; never
+//! are `pread` from the published file in `GATEWAY_READ_BYTES` pieces (from the page cache
+//! with `RWF_NOWAIT` on the runtime thread, else on a small blocking pool), each piece
+//! followed by an `fstat` against the catalog's size and mtime; never
 //! read from a memory map in user space (ARCHITECTURE.md, "The HTTP gateway").
 
 mod listener;
@@ -310,7 +311,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Runs `f` on the gateway's blocking pool (file reads never run on its runtime thread).
+/// Runs `f` on the gateway's blocking pool (reads that may wait for the disk never run on
+/// its runtime thread).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -339,16 +341,39 @@ fn open_checked(e: &CatalogEntry) -> io::Result<File> {
     Ok(f)
 }
 
-/// Reads `len` bytes at `pos` (a short read is a file that shrank), then checks the stamp
-/// again, so no byte of a file changed meanwhile is sent as this ID's.
-fn read_piece(f: &File, pos: u64, len: usize, stamp: FileStamp) -> io::Result<Bytes> {
-    let mut buf = vec![0u8; len];
-    f.read_exact_at(&mut buf, pos).map_err(|e| match e.kind() {
+/// Fills `buf[done..]` from `pos + done` (a short read is a file that shrank), then checks
+/// the stamp again, so no byte of a file changed meanwhile is sent as this ID's.
+fn read_piece(
+    f: &File,
+    mut buf: Vec<u8>,
+    done: usize,
+    pos: u64,
+    stamp: FileStamp,
+) -> io::Result<Bytes> {
+    f.read_exact_at(&mut buf[done..], pos + done as u64).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => changed(),
         _ => e,
     })?;
     check_stamp(f, stamp)?;
     Ok(Bytes::from(buf))
+}
+
+/// Reads into `buf` from `pos` only what the page cache holds (`preadv2` with
+/// `RWF_NOWAIT`: it never waits for the disk), returning how many bytes it got. Cheap
+/// enough for the runtime thread: the common case of a cached file then costs no hop to
+/// the blocking pool. Any error (not cached, a kernel or filesystem without `RWF_NOWAIT`)
+/// or end of file stops it; the pool reads the rest and reports real errors.
+fn read_cached(f: &File, buf: &mut [u8], pos: u64) -> usize {
+    use rustix::io::{preadv2, ReadWriteFlags};
+    let mut done = 0;
+    while done < buf.len() {
+        let mut slice = [io::IoSliceMut::new(&mut buf[done..])];
+        match preadv2(f, &mut slice, pos + done as u64, ReadWriteFlags::NOWAIT) {
+            Ok(n) if n > 0 => done += n,
+            _ => break,
+        }
+    }
+    done
 }
 
 /// The answer for published file `entry` named `name`, for a `GET` or `HEAD` with
@@ -455,7 +480,14 @@ fn body(file: Arc<File>, span: std::ops::Range<u64>, stamp: FileStamp) -> Body {
             }
             let pos = span.start;
             let n = (span.end - pos).min(GATEWAY_READ_BYTES as u64) as usize;
-            match blocking(move || read_piece(&file, pos, n, stamp)).await {
+            let mut buf = vec![0u8; n];
+            let got = read_cached(&file, &mut buf, pos);
+            let piece = if got == n && check_stamp(&file, stamp).is_ok() {
+                Ok(Bytes::from(buf))
+            } else {
+                blocking(move || read_piece(&file, buf, got, pos, stamp)).await
+            };
+            match piece {
                 Ok(b) => Some((Ok(b), pos + n as u64..span.end)),
                 Err(e) => {
                     note!("furymesh seed: HTTP gateway: a response was cut at byte {pos}: {e}");
