@@ -26,10 +26,15 @@ fn seed_with_gateway(data: &Path, api: &str) -> (Seeder, SocketAddr) {
     let seeder = Seeder::start_with_args(data, 1, &["--api", api, "--http", "127.0.0.1:0"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(a) = furymesh::gateway::read_addr(data) {
+        // The API (when on) starts after the gateway: wait for its address file too.
+        let api_up = api == "off" || furymesh::api::read_addr(data).is_some();
+        if let Some(a) = furymesh::gateway::read_addr(data).filter(|_| api_up) {
             return (seeder, a);
         }
-        assert!(Instant::now() < deadline, "the gateway wrote no http.addr");
+        assert!(
+            Instant::now() < deadline,
+            "the gateway wrote no http.addr (or the API no api.addr)"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
