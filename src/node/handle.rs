@@ -714,6 +714,8 @@ impl Handle {
     /// started a moment ago, an announcement still in its paced queue), after
     /// `DHT_PROVIDER_RETRY_MIN`, doubling up to `DHT_PROVIDER_RETRY_MAX`, until `limit`.
     /// Returns the last (possibly empty) answer.
+    /// The providers' transports are remembered, so a download (also one the control API
+    /// starts) reaches each one the way its record says.
     pub fn find_providers(&self, key: Key, limit: Duration) -> Result<DhtAnswer, NodeError> {
         let deadline = clock::now() + limit;
         let mut pause = crate::config::DHT_PROVIDER_RETRY_MIN;
@@ -724,6 +726,13 @@ impl Handle {
                 other => other?,
             };
             if !answer.contacts.is_empty() || clock::now() + pause >= deadline {
+                // Remembered for downloads (`reach`): how each provider can be reached.
+                let mut known = lock(&self.inner.found);
+                for c in &answer.contacts {
+                    if let Ok(id) = c.node_id.parse() {
+                        known.insert(c.addr, (id, c.transports()));
+                    }
+                }
                 return Ok(answer);
             }
             std::thread::sleep(pause);
@@ -835,14 +844,6 @@ impl Handle {
         if self.inner.dht.is_some() {
             let limit = crate::config::DHT_PROVIDERS_SEARCH_TIMEOUT;
             let found = self.find_providers(Key::from_file_id(&file_id), limit)?;
-            {
-                let mut known = lock(&self.inner.found);
-                for c in &found.contacts {
-                    if let Ok(id) = c.node_id.parse() {
-                        known.insert(c.addr, (id, c.transports()));
-                    }
-                }
-            }
             out.peers.extend(
                 found
                     .contacts
