@@ -369,7 +369,7 @@ pub struct GetArgs {
     /// serves wrong bytes is banned like a corrupt peer; one that ignores ranges, errs,
     /// redirects in a loop or stalls is dropped with a note (and its `error` in --json)
     /// while the download goes on. Single files only: ignored for a collection.
-    #[arg(long = "web-seed", value_parser = node::parse_web_seed, value_name = "URL", conflicts_with = "detach")]
+    #[arg(long = "web-seed", value_parser = node::parse_web_seed, value_name = "URL")]
     pub web_seed: Vec<String>,
     #[command(flatten)]
     pub encryption: EncryptionArg,
@@ -1402,6 +1402,9 @@ fn get_target(a: &GetArgs) -> Result<GetTarget> {
     };
     let mut seen = std::collections::HashSet::new();
     web_seeds.retain(|w| seen.insert(w.clone()));
+    if web_seeds.len() > config::WEB_SEEDS_PER_DOWNLOAD_MAX {
+        bail!("at most {} web seeds per download", config::WEB_SEEDS_PER_DOWNLOAD_MAX);
+    }
     Ok(GetTarget { id, peers, bootstrap, output, web_seeds })
 }
 
@@ -1412,12 +1415,17 @@ fn get_detached(dir: &Path, a: &GetArgs, json: bool) -> Result<i32> {
         bail!("--detach takes file IDs and links to files; run `get` of a collection in the foreground");
     }
     let mut peers: Vec<String> = a.peer.iter().map(ToString::to_string).collect();
+    let mut web_seeds = a.web_seed.clone();
     let mut name = None;
     if let Some(l) = link {
-        if !l.bootstrap.is_empty() || !l.web_seeds.is_empty() {
-            note!("furymesh get: the node uses its own DHT: the link's bootstrap nodes and web seeds are not passed on");
+        if !l.bootstrap.is_empty() {
+            note!("furymesh get: the node uses its own DHT: the link's bootstrap nodes are not passed on");
         }
         peers.extend(l.peers.iter().map(ToString::to_string));
+        for w in &l.web_seeds {
+            web_seeds
+                .push(node::parse_web_seed(w).map_err(|e| anyhow::anyhow!("link web seed: {e}"))?);
+        }
         name = l.name;
     }
     let output = match (&a.output, name) {
@@ -1440,6 +1448,9 @@ fn get_detached(dir: &Path, a: &GetArgs, json: bool) -> Result<i32> {
     }
     if let Some(r) = a.max_download_rate {
         body["max_download_rate"] = r.into();
+    }
+    if !web_seeds.is_empty() {
+        body["web_seeds"] = web_seeds.into();
     }
     let v = client.request("POST", "/api/downloads", Some(&body))?;
     print_json_or(json, &v, || {

@@ -266,6 +266,9 @@ pub const STREAM_WINDOW_CHUNKS_MIN: u32 = 4;
 /// one after another on one keep-alive connection, so more would only hold chunks back
 /// from faster sources.
 pub const WEB_SEED_REQUESTS_INFLIGHT_MAX: u32 = 4;
+/// Web seeds one download may use (`--web-seed`, a link's, the API's `web_seeds`): each
+/// is a thread and a connection of its own.
+pub const WEB_SEEDS_PER_DOWNLOAD_MAX: usize = 16;
 /// Redirects a web seed's client follows per request (a longer chain, a loop among them,
 /// is that web seed's error).
 pub const WEB_SEED_REDIRECTS_MAX: u32 = 5;

@@ -208,3 +208,52 @@ fn a_lying_web_seed_is_banned_and_broken_or_silent_ones_are_reported_while_the_f
     }
     assert_eq!(report["peers"][0]["banned"], false);
 }
+
+/// `get --detach --web-seed URL` hands the web seed to the running node (the API's
+/// `web_seeds`), which fetches from it like a foreground `get`.
+#[test]
+fn a_detached_get_passes_its_web_seed_to_the_node() {
+    let t = tempdir();
+    let (bytes, id, d1, _) = setup(t.path(), 32, 73);
+    let www = t.path().join("www");
+    let nginx = Nginx::start(&t.path().join("nginx"), &www.join("good"), &www.join("bad"));
+    // A slow seeder: the mirror delivers most of the file.
+    let seeder = Seeder::start_with_args(&d1, 1, &["--max-upload-rate", "256KiB"]);
+    let dl = t.path().join("dl");
+    let _ = fs::remove_file(dl.join("api.addr"));
+    let node = Seeder::start_with_args(&dl, 1, &["--api", "127.0.0.1:0"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dl.join("api.addr").exists() {
+        assert!(Instant::now() < deadline, "the node wrote no api.addr");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = t.path().join("out.bin");
+    let web = nginx.url("/good/f.bin");
+    let started = json(&run_ok(
+        fm(&dl)
+            .args(["--json", "get", &id, "--peer", &seeder.peer(), "--web-seed", &web, "--detach"])
+            .arg("-o")
+            .arg(&out),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let row = loop {
+        let list = json(&run_ok(fm(&dl).args(["--json", "downloads"])));
+        let row = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == started["id"])
+            .cloned()
+            .unwrap_or_else(|| panic!("download {} not listed: {list}", started["id"]));
+        if !matches!(row["state"].as_str(), Some("starting" | "running")) {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "the detached download did not end: {row}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(row["state"], "completed", "{row}");
+    assert!(fs::read(&out).unwrap() == bytes, "download differs");
+    let w = web_row(&row["report"], &web);
+    assert!(w["chunks"].as_u64().unwrap() > 0, "nothing from the web seed: {row}");
+    drop(node);
+}

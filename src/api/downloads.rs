@@ -109,6 +109,9 @@ pub(super) struct Spec {
     pub(super) force: bool,
     pub(super) connections: Option<usize>,
     pub(super) max_download_rate: Option<u64>,
+    /// HTTP(S) mirrors (`get --web-seed`); lists written before they existed have none.
+    #[serde(default)]
+    pub(super) web_seeds: Vec<String>,
     /// Paused by the API (a restart keeps it paused).
     #[serde(default)]
     pub(super) paused: bool,
@@ -799,7 +802,7 @@ fn options(spec: &Spec, handle: &Handle, peers: Vec<PeerAddr>) -> Result<GetOpti
         save_every_bytes: config::RESUME_SAVE_DEFAULT_BYTES,
         download_rate_bytes: spec.max_download_rate,
         transport: TransportChoice::Tcp,
-        web_seeds: Vec::new(),
+        web_seeds: spec.web_seeds.clone(),
     })
 }
 

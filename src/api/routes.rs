@@ -456,6 +456,10 @@ struct DownloadRequest {
     /// Download limit in bytes per second.
     #[serde(default)]
     max_download_rate: Option<u64>,
+    /// HTTP(S) mirrors of the file, each fetched with Range requests beside the peers
+    /// (`get --web-seed`); at most `WEB_SEEDS_PER_DOWNLOAD_MAX`.
+    #[serde(default)]
+    web_seeds: Vec<String>,
 }
 
 #[utoipa::path(post, path = "/api/downloads", tag = "downloads",
@@ -498,6 +502,15 @@ async fn start_download(
             format!("{} exists (send \"force\": true to replace it)", req.output.display()),
         ));
     }
+    if req.web_seeds.len() > config::WEB_SEEDS_PER_DOWNLOAD_MAX {
+        return Err(ApiError::bad_request(
+            "bad_web_seed",
+            format!("at most {} web seeds", config::WEB_SEEDS_PER_DOWNLOAD_MAX),
+        ));
+    }
+    for w in &req.web_seeds {
+        crate::node::parse_web_seed(w).map_err(|e| ApiError::bad_request("bad_web_seed", e))?;
+    }
     if req.connections == Some(0) || req.max_download_rate == Some(0) {
         return Err(ApiError::bad_request("bad_limit", "connections and rates must be above zero"));
     }
@@ -509,6 +522,7 @@ async fn start_download(
         force: req.force,
         connections: req.connections,
         max_download_rate: req.max_download_rate,
+        web_seeds: req.web_seeds,
         paused: false,
         started_unix: clock::now_unix(),
     };
