@@ -617,6 +617,18 @@ mod tests {
             let _ = responder.open_offer(&hello[..cut]);
             let _ = signal_nonce(&hello[..cut]);
         }
+        // A reply with any byte flipped never verifies (nor panics).
+        let s = session(ALICE, 1, NOW + 3600);
+        let (_, hello) = SignalInitiator::start(s.clone(), t.node_id(), NOW, [4; 48]);
+        let reply = responder.handle_hello(&hello, NOW, [2; 32]).unwrap();
+        for i in 0..reply.len() {
+            let (init, _) = SignalInitiator::start(s.clone(), t.node_id(), NOW, [4; 48]);
+            let mut bad = reply.clone();
+            bad[i] ^= 0x01;
+            assert!(init.handle_reply(&bad, NOW).is_err(), "byte {i}");
+            let (init, _) = SignalInitiator::start(s.clone(), t.node_id(), NOW, [4; 48]);
+            assert!(init.handle_reply(&reply[..i], NOW).is_err());
+        }
         assert!(SignalPayload::decode(&[0; 3]).is_none());
     }
 }

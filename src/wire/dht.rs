@@ -500,7 +500,18 @@ mod tests {
         };
         encode_signal(&p, &mut buf);
         assert!(buf.len() <= DHT_DATAGRAM_MAX_BYTES, "signal: {} bytes", buf.len());
-        assert_eq!(decode_dht_datagram(&buf), Ok(DhtDatagram::Signal(p)));
+        assert_eq!(decode_dht_datagram(&buf), Ok(DhtDatagram::Signal(p.clone())));
+        // Every prefix and every flipped byte of a signal datagram: decoded or refused,
+        // never a panic; a signal longer than its bound is refused.
+        for i in 0..buf.len() {
+            let _ = decode_dht_datagram(&buf[..i]);
+            let mut b = buf.clone();
+            b[i] ^= 0x5a;
+            let _ = decode_dht_datagram(&b);
+        }
+        let long = SignalPacket { signal: vec![5; SIGNAL_MESSAGE_BYTES_MAX + 1], ..p };
+        encode_signal(&long, &mut buf);
+        assert!(decode_dht_datagram(&buf).is_err());
         // A reply's transports per provider round-trip; too many are refused.
         let body = DhtBody::Providers { providers: vec![c; 2], closer: vec![] };
         let msg = DhtMessage { tx: 2, sender: c, body, read_only: false };
