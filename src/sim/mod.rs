@@ -40,7 +40,7 @@ const PORT: u16 = 4000;
 /// Network faults and scenario shape. All randomness derives from `seed`.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
-    /// Number of nodes (at most 65,536).
+    /// Number of nodes (at most 65,280: 10.255.0.0/16 is the Sybils').
     pub nodes: usize,
     /// Seed of every random choice.
     pub seed: u64,
@@ -97,7 +97,8 @@ impl SimConfig {
 
 /// The address of simulated node `index`.
 pub fn node_addr(index: usize) -> SocketAddr {
-    assert!(index < 1 << 16, "at most 65,536 simulated nodes");
+    // 10.255.0.0/16 is the Sybils' (`SYBIL_NET`): honest nodes stay below it.
+    assert!(index < usize::from(SYBIL_NET) << 8, "at most 65,280 simulated nodes");
     let ip = Ipv4Addr::new(10, (index >> 8) as u8, (index & 0xff) as u8, 1);
     SocketAddr::new(IpAddr::V4(ip), PORT)
 }
@@ -657,7 +658,7 @@ mod tests {
 
     #[test]
     fn addresses_map_back_to_indices() {
-        for index in [0, 1, 255, 256, 9_999, 65_535] {
+        for index in [0, 1, 255, 256, 9_999, 65_279] {
             assert_eq!(node_index(&node_addr(index)), Some(index));
         }
         assert_eq!(node_index(&"10.0.0.2:4000".parse().expect("addr")), None);
