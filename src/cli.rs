@@ -233,9 +233,10 @@ pub struct SeedArgs {
     #[arg(long, env = "FURYMESH_ENCRYPTION", value_parser = parse_encryption, value_name = "on|off")]
     pub encryption: Option<Encryption>,
     /// Control API and Prometheus `/metrics` (HTTP): `HOST:PORT`, or `off`. Default
-    /// 127.0.0.1:7421 (`config::API_LISTEN_DEFAULT`; if that port is taken, e.g. by another
-    /// seed, the node runs without an API and says so). Its bearer token is
-    /// DATA_DIR/api.token; reads need it only off loopback, changes always.
+    /// 127.0.0.1:7421; when the default port is taken (by another seed on another data
+    /// directory), the node runs without an API and says so, while an address you chose
+    /// that cannot be bound is an error. Its bearer token is DATA_DIR/api.token; reads need
+    /// it only off loopback, changes always.
     #[arg(long, env = "FURYMESH_API", value_parser = parse_api, value_name = "HOST:PORT|off")]
     pub api: Option<ApiBind>,
     /// Public HTTP gateway: published files at http://HOST:PORT/files/FILE_ID and
@@ -476,11 +477,15 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 
 /// The data directory: `--data-dir`, else `$FURYMESH_HOME` (both via clap), else the
 /// platform's data directory.
+/// The data directory, made absolute: paths recorded under it (collections, manifests)
+/// must stay valid when another command runs from another working directory.
 fn data_dir(cli: &Cli) -> Result<PathBuf> {
-    if let Some(d) = &cli.data_dir {
-        return Ok(d.clone());
-    }
-    layout::default_data_dir().context("no data directory: pass --data-dir or set FURYMESH_HOME")
+    let dir = match &cli.data_dir {
+        Some(d) => d.clone(),
+        None => layout::default_data_dir()
+            .context("no data directory: pass --data-dir or set FURYMESH_HOME")?,
+    };
+    std::path::absolute(&dir).with_context(|| format!("cannot make {} absolute", dir.display()))
 }
 
 /// Runs a parsed command line. Returns the process exit code.
@@ -945,6 +950,13 @@ fn unpublish(dir: &Path, a: &UnpublishArgs, json: bool) -> Result<i32> {
 
 fn ls(dir: &Path, json: bool) -> Result<i32> {
     use crate::crypto::{ContentId, IdKind};
+    if !dir.is_dir() {
+        note!(
+            "furymesh ls: warning: no data directory at {} (nothing published there; check \
+             --data-dir, or run `furymesh init`)",
+            dir.display()
+        );
+    }
     let catalog = Catalog::load(dir)?;
     for (p, why) in &catalog.skipped {
         note!("furymesh ls: skipping unreadable manifest {}: {why}", p.display());
@@ -1167,6 +1179,17 @@ fn seed(cli: &Cli, a: &SeedArgs) -> Result<i32> {
     let files = catalog.entries().cloned().collect::<Vec<_>>();
     let n = files.len();
     let security = security(dir, network, s.encryption)?;
+    let lock_path = layout::seed_lock_path(dir);
+    let _seed_lock = storage::LockFile::try_acquire(&lock_path)
+        .with_context(|| format!("cannot take {}", lock_path.display()))?
+        .with_context(|| {
+            format!(
+                "another `furymesh seed` is already running on {} (it holds {}): stop it \
+                 first, or give this one its own --data-dir",
+                dir.display(),
+                lock_path.display()
+            )
+        })?;
     let node_id = security.node_id();
     let dht = DhtServerOptions {
         bootstrap: s.bootstrap.clone(),
@@ -1400,6 +1423,18 @@ fn get_target(a: &GetArgs) -> Result<GetTarget> {
         (None, Some(n)) => PathBuf::from(n),
         (None, None) => bail!("-o PATH is needed (only a link with a name supplies one)"),
     };
+    // A file goes into an existing directory (a collection's directory is created).
+    if id.kind == crate::crypto::IdKind::File && output.as_os_str() != "-" {
+        let parent =
+            output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            bail!(
+                "cannot write {}: the directory {} does not exist",
+                output.display(),
+                parent.display()
+            );
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     web_seeds.retain(|w| seen.insert(w.clone()));
     if web_seeds.len() > config::WEB_SEEDS_PER_DOWNLOAD_MAX {

@@ -281,3 +281,42 @@ fn publish_refuses_or_skips_what_a_release_cannot_carry() {
     // ok.bin and the symlink inside the tree (alias → ok.bin).
     assert_eq!(collection_row(rows)["files"], 2, "{rows:?}");
 }
+
+/// A FuryMesh data directory is never content: publishing a tree that holds one (the
+/// operator's own, or another node's) leaves it out with a warning and records the rest;
+/// publishing the data directory itself, or a file in it, is refused; downloads' side files
+/// are left out too. What was left out cannot be fetched.
+#[test]
+fn publish_never_serves_a_data_directory_or_a_downloads_side_files() {
+    let t = tempdir();
+    let tree = t.path().join("tree");
+    let data = tree.join("node-data");
+    write_file(&tree.join("release.bin"), 5000, 1);
+    write_file(&tree.join("half.iso.furymesh-partial"), 300, 2);
+    write_file(&tree.join("half.iso.furymesh-resume"), 30, 3);
+    // Publishing from inside its own data directory's parent: `data` gets its identity.
+    let out = fm(&data).args(["--json", "publish"]).arg(&tree).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("node-data") && err.contains("never published"), "{err}");
+    assert!(err.contains("half.iso.furymesh-partial"), "{err}");
+    let rows = json(&out);
+    let paths: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.get("file_id").and(r["path"].as_str()))
+        .collect();
+    assert_eq!(paths.len(), 1, "only release.bin: {paths:?}");
+    assert!(paths[0].ends_with("release.bin"), "{paths:?}");
+    assert_eq!(collection_row(rows.as_array().unwrap())["files"], 1, "{rows}");
+
+    // The data directory itself, or its key, given directly: refused.
+    for given in [data.clone(), data.join("identity.pk8.der")] {
+        let out = fm(&data).args(["publish"]).arg(&given).output().unwrap();
+        assert!(!out.status.success(), "{} was published", given.display());
+        assert!(stderr_of(&out).contains("never published"), "{}", stderr_of(&out));
+    }
+    let ls = String::from_utf8(run_ok(fm(&data).arg("ls")).stdout).unwrap();
+    assert!(!ls.contains("identity") && !ls.contains(".furymesh-partial"), "{ls}");
+}

@@ -15,7 +15,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{fm, json, run_ok, stderr_of, tempdir, write_file};
+use common::{fm, json, run_ok, stderr_of, tempdir, write_file, Seeder};
 use serde_json::Value;
 
 /// Starts `seed` with `args` and `envs`, collecting its stderr lines until one contains
@@ -221,4 +221,29 @@ fn systemd_unit_verifies_and_is_hardened() {
         .output()
         .unwrap();
     assert!(out.status.success(), "exposure above 3.5:\n{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// One `seed` per data directory: a second one on the same directory is refused at once
+/// with a clear message, and the first keeps running (and keeps its `api.addr`).
+#[test]
+fn a_second_seed_on_the_same_data_directory_is_refused() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    let mut first = Seeder::start_with_args(&data, 1, &["--api", "127.0.0.1:0"]);
+    let second = fm(&data)
+        .args(["seed", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--shards", "1"])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = stderr_of(&second);
+    assert!(err.contains("another `furymesh seed` is already running"), "{err}");
+    assert!(first.is_running());
+    // The second never got as far as the API files: the first's are intact.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !data.join("api.addr").exists() {
+        assert!(std::time::Instant::now() < deadline, "the first seed wrote no api.addr");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run_ok(fm(&data).arg("status"));
+    first.stop();
 }

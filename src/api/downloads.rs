@@ -394,6 +394,8 @@ impl Downloads {
         let run = match (e.run, e.want, &e.finished) {
             (_, _, Some(f)) => return Err(ActionError::Conflict(f.state)),
             (Some(run), Want::Run, None) => run,
+            // Paused or pausing already: what was asked holds (scripts may repeat it).
+            (_, Want::Pause, None) => return Ok(()),
             _ => return Err(ActionError::Conflict(state_of(e))),
         };
         e.want = Want::Pause;
@@ -417,6 +419,8 @@ impl Downloads {
             match (e.run, e.want, &e.finished) {
                 (_, _, Some(f)) => return Err(ActionError::Conflict(f.state)),
                 (None, Want::Pause, None) => e.spec.clone(),
+                // Running already: what was asked holds.
+                (Some(_), Want::Run, None) => return Ok(()),
                 _ => return Err(ActionError::Conflict(state_of(e))),
             }
         };

@@ -609,7 +609,7 @@ fn action_answer(s: &ApiState, id: u64, r: Result<(), ActionError>) -> Result<Re
         (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
         (status = 401, description = "no or wrong bearer token", body = ApiError),
         (status = 404, description = "unknown ID", body = ApiError),
-        (status = 409, description = "not running", body = ApiError),
+        (status = 409, description = "it has ended (completed, failed or cancelled); pausing a paused download is a no-op", body = ApiError),
     ))]
 async fn pause_download(State(s): Shared, Id(id): Id) -> Result<Response, ApiError> {
     let id = parse_download_id(&id)?;
@@ -628,7 +628,7 @@ async fn pause_download(State(s): Shared, Id(id): Id) -> Result<Response, ApiErr
         (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
         (status = 401, description = "no or wrong bearer token", body = ApiError),
         (status = 404, description = "unknown ID, or no provider found through the DHT", body = ApiError),
-        (status = 409, description = "not paused", body = ApiError),
+        (status = 409, description = "it has ended (completed, failed or cancelled); resuming a running download is a no-op", body = ApiError),
         (status = 502, description = "the DHT failed", body = ApiError),
         (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
         (status = 504, description = "the DHT lookup timed out", body = ApiError),

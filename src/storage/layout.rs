@@ -10,6 +10,7 @@
 //!   catalog/.lock           the catalog's write lock (flock; storage::Catalog::relock)
 //!   collections/<id>.fmc    a published collection's canonical encoding, served in place
 //!                           under its collection ID (storage::store_collection)
+//!   seed.lock               held (flock) by the one `seed` running on this directory (cli)
 //!   api.token               the control API's bearer token, mode 600 (api)
 //!   api.addr                the running seed's API address, `HOST:PORT` (api)
 //!   api-downloads.json      downloads started through the API, resumed at the next start (api)
@@ -50,6 +51,32 @@ pub fn default_data_dir() -> Option<PathBuf> {
 }
 
 /// The node identity key.
+/// Whether `dir` is a FuryMesh data directory (it holds a node identity, an API token or a
+/// catalog). Publishing never reads into one: it holds the node's private key.
+pub fn is_data_dir(dir: &Path) -> bool {
+    identity_path(dir).exists() || api_token_path(dir).exists() || catalog_dir(dir).is_dir()
+}
+
+/// The data directory `path` lies in (itself or its nearest such ancestor), if any.
+pub fn data_dir_around(path: &Path) -> Option<&Path> {
+    path.ancestors().find(|a| is_data_dir(a))
+}
+
+/// Whether `path` is a download's side file (`OUTPUT.furymesh-partial` or
+/// `OUTPUT.furymesh-resume`): unverified data or resume state, never content to publish.
+pub fn is_download_side_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".furymesh-partial") || n.ends_with(".furymesh-resume"))
+}
+
+/// The lock the one `seed` running on a data directory holds for its whole life: a second
+/// `seed` on the same directory would share its identity, DHT table, API files and
+/// download list, and remove the first one's `api.addr` when it stops.
+pub fn seed_lock_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("seed.lock")
+}
+
 pub fn identity_path(data_dir: &Path) -> PathBuf {
     data_dir.join(IDENTITY_FILE)
 }

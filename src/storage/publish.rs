@@ -67,6 +67,23 @@ struct Root {
     dir: PathBuf,
     /// Entries that keep it from becoming a collection (refused, or skipped).
     problems: Vec<(PathBuf, String)>,
+    /// Entries that are never content, left out whatever the policy: FuryMesh data
+    /// directories (they hold a node's private key) and downloads' side files.
+    excluded: Vec<(PathBuf, String)>,
+}
+
+/// Why `path` (canonical) is never published, if it is not: it lies in a FuryMesh data
+/// directory, or it is a download's side file.
+fn never_published(path: &Path) -> Option<String> {
+    if let Some(d) = layout::data_dir_around(path) {
+        return Some(format!(
+            "inside the FuryMesh data directory {} (it holds a node's private key and API \
+             token): never published",
+            d.display()
+        ));
+    }
+    layout::is_download_side_file(path)
+        .then(|| "an unfinished download's partial data or resume state: never published".into())
 }
 
 /// Expands `paths` (files, and directories recursively) into regular files in a stable
@@ -78,6 +95,10 @@ fn expand(paths: &[PathBuf]) -> (Vec<Result<Found, PublishError>>, Vec<Root>) {
     let mut roots = Vec::new();
     for given in paths {
         let is_dir = fs::metadata(given).is_ok_and(|m| m.is_dir());
+        if let Some(why) = fs::canonicalize(given).ok().and_then(|c| never_published(&c)) {
+            out.push(Err(PublishError::Unsafe { path: given.clone(), why }));
+            continue;
+        }
         if !is_dir {
             let found = match fs::metadata(given) {
                 Ok(m) if !m.is_file() => Err(PublishError::Unsafe {
@@ -92,7 +113,7 @@ fn expand(paths: &[PathBuf]) -> (Vec<Result<Found, PublishError>>, Vec<Root>) {
             continue;
         }
         let r = roots.len();
-        let mut root = Root { dir: given.clone(), problems: Vec::new() };
+        let mut root = Root { dir: given.clone(), problems: Vec::new(), excluded: Vec::new() };
         let inside = fs::canonicalize(given).unwrap_or_else(|_| given.clone());
         let mut walk =
             walkdir::WalkDir::new(given).follow_links(true).sort_by_file_name().into_iter();
@@ -129,6 +150,15 @@ fn expand(paths: &[PathBuf]) -> (Vec<Result<Found, PublishError>>, Vec<Root>) {
             }
             let ft = e.file_type();
             if ft.is_dir() {
+                if layout::is_data_dir(&canonical) {
+                    root.excluded
+                        .push((path.into(), never_published(&canonical).unwrap_or_default()));
+                    walk.skip_current_dir();
+                }
+                continue;
+            }
+            if layout::is_download_side_file(&canonical) {
+                root.excluded.push((path.into(), never_published(&canonical).unwrap_or_default()));
                 continue;
             }
             if !ft.is_file() {
@@ -242,7 +272,8 @@ pub struct TreeOutcome {
     pub files: Vec<Result<Published, PublishError>>,
     /// One result per directory given: its collection, or why none was recorded.
     pub collections: Vec<Result<PublishedCollection, String>>,
-    /// Entries left out under [`UnsafePolicy::Skip`], with the reason.
+    /// Entries left out, with the reason: under [`UnsafePolicy::Skip`], and always FuryMesh
+    /// data directories and downloads' side files.
     pub skipped: Vec<(PathBuf, String)>,
 }
 
@@ -312,6 +343,7 @@ pub fn publish_tree(
     let mut skipped = Vec::new();
     let mut collections = Vec::new();
     for (r, root) in roots.into_iter().enumerate() {
+        skipped.extend(root.excluded.iter().cloned());
         if !root.problems.is_empty() {
             match policy {
                 UnsafePolicy::Refuse => {
