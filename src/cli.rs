@@ -1014,9 +1014,21 @@ fn ls(dir: &Path, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// The client of the node running on `dir`, with a clear error when none runs.
+/// The client of the node running on `dir`, with a clear error when none runs (and a
+/// clearer one when a seed runs there with its API off).
 fn api_client(dir: &Path) -> Result<crate::api::ApiClient> {
-    Ok(crate::api::ApiClient::for_data_dir(dir)?)
+    crate::api::ApiClient::for_data_dir(dir).map_err(|e| {
+        let seed_runs = storage::LockFile::try_acquire(&layout::seed_lock_path(dir))
+            .is_ok_and(|held| held.is_none());
+        if seed_runs && matches!(e, crate::api::ClientError::NotRunning(_)) {
+            anyhow::anyhow!(
+                "a seed runs on {} but its control API is off (start it with --api HOST:PORT)",
+                dir.display()
+            )
+        } else {
+            e.into()
+        }
+    })
 }
 
 /// Tells the node running on `dir`, if any, to take the catalog as `publish` or
@@ -1180,16 +1192,25 @@ fn seed(cli: &Cli, a: &SeedArgs) -> Result<i32> {
     let n = files.len();
     let security = security(dir, network, s.encryption)?;
     let lock_path = layout::seed_lock_path(dir);
-    let _seed_lock = storage::LockFile::try_acquire(&lock_path)
-        .with_context(|| format!("cannot take {}", lock_path.display()))?
-        .with_context(|| {
-            format!(
-                "another `furymesh seed` is already running on {} (it holds {}): stop it \
+    // A probe (`status` asking whether a seed runs) holds the lock for microseconds: a
+    // few tries tell it from a running seed.
+    let mut held = None;
+    for _ in 0..5 {
+        held = storage::LockFile::try_acquire(&lock_path)
+            .with_context(|| format!("cannot take {}", lock_path.display()))?;
+        if held.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(40));
+    }
+    let _seed_lock = held.with_context(|| {
+        format!(
+            "another `furymesh seed` is already running on {} (it holds {}): stop it \
                  first, or give this one its own --data-dir",
-                dir.display(),
-                lock_path.display()
-            )
-        })?;
+            dir.display(),
+            lock_path.display()
+        )
+    })?;
     let node_id = security.node_id();
     let dht = DhtServerOptions {
         bootstrap: s.bootstrap.clone(),

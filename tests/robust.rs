@@ -224,37 +224,37 @@ fn seeder_node_id(line: &str) -> String {
     line.split("node ").nth(1).and_then(|r| r.split([',', ')']).next()).unwrap().to_owned()
 }
 
-/// Issue 12, item 11 (identity): two `seed`s started at once on an uninitialised data
-/// directory both generate a key, but exactly one is kept and both run as that node.
+/// Issue 12, item 11 (identity): a `seed` and an `init` started at once on an
+/// uninitialised data directory both generate a key, but exactly one is kept and both
+/// name that node. (Two `seed`s on one directory are refused: one seed per directory.)
 /// (Real RSA-4096 generation: the one test that cannot use a fixture key.)
 #[test]
 fn two_first_starts_at_once_share_one_identity() {
     let t = tempdir();
     let data = t.path().join("fresh");
-    let spawn = || {
+    let command = |args: &[&str]| {
         let mut c = Command::new(BIN);
         c.arg("--data-dir").arg(&data).env_remove("FURYMESH_HOME");
-        c.args(["--json", "seed", "--listen", "127.0.0.1:0", "--shards", "1"]);
-        c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+        c.args(args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
     };
-    let mut seeds = [spawn(), spawn()];
-    let mut ids = Vec::new();
-    for s in &mut seeds {
-        let line = read_line_with(s.stderr.as_mut().unwrap(), "listening on");
-        ids.push(seeder_node_id(&line));
-    }
-    for s in &mut seeds {
-        let _ = s.kill();
-        let _ = s.wait();
-    }
+    let mut seed = command(&["--json", "seed", "--listen", "127.0.0.1:0", "--shards", "1"]);
+    let init = command(&["--json", "init"]);
+    let line = read_line_with(seed.stderr.as_mut().unwrap(), "listening on");
+    let init = init.wait_with_output().unwrap();
+    assert!(init.status.success(), "{}", stderr_of(&init));
+    let _ = seed.kill();
+    let _ = seed.wait();
+    let ids = [seeder_node_id(&line), json(&init)["node_id"].as_str().unwrap().to_owned()];
     assert_eq!(ids[0], ids[1], "two identities were created; one was lost");
     assert_eq!(node_id(&data), ids[0]);
-    // Nothing left behind but the key (and the control API's token and address file:
-    // the seeds were killed, so the address file stays, naming a port nobody answers on).
+    // Nothing left behind but the key, the catalog directory `init` makes, the seed's lock
+    // and the control API's token and address file (the seed was killed, so the address
+    // file stays, naming a port nobody answers on).
     let leftovers: Vec<_> = paths_in(&data)
         .into_iter()
         .filter(|p| {
-            !["identity.pk8.der", "api.token", "api.addr"]
+            !["identity.pk8.der", "api.token", "api.addr", "seed.lock", "catalog"]
                 .contains(&p.file_name().unwrap().to_str().unwrap())
         })
         .collect();

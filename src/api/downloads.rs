@@ -319,7 +319,7 @@ impl Downloads {
         peers: Vec<PeerAddr>,
     ) -> Result<(), NodeError> {
         let e = t.all.get_mut(&id).ok_or(NodeError::UnknownDownload(DownloadId(id)))?;
-        let run_peers = peers.iter().map(peer_text).collect();
+        let run_peers: Vec<String> = peers.iter().map(peer_text).collect();
         let opts = options(&e.spec, handle, peers)?;
         lock(&e.meter).new_run();
         let meter = e.meter.clone();
@@ -328,6 +328,12 @@ impl Downloads {
             Arc::new(AtomicBool::new(false)),
             Box::new(move |p| lock(&meter).record(p, clock::now())),
         )?;
+        tracing::info!(
+            "furymesh seed: download {id} running: {} -> {} from {}",
+            e.spec.file_id,
+            e.spec.output.display(),
+            if run_peers.is_empty() { "DHT providers".to_owned() } else { run_peers.join(", ") }
+        );
         e.run = Some(run);
         e.run_peers = run_peers;
         e.want = Want::Run;
@@ -377,6 +383,25 @@ impl Downloads {
                 Some(Finished { state: "failed", error: Some(err.to_string()), report: None })
             }
         };
+        match &finished {
+            Some(f) if f.state == "completed" => tracing::info!(
+                "furymesh seed: download {id} completed: {}{}",
+                output.display(),
+                f.error.as_deref().map(|w| format!(" ({w})")).unwrap_or_default()
+            ),
+            Some(f) => tracing::warn!(
+                "furymesh seed: download {id} {}: {}{}",
+                f.state,
+                output.display(),
+                f.error.as_deref().map(|w| format!(": {w}")).unwrap_or_default()
+            ),
+            None if e.want == Want::Pause => {
+                tracing::info!("furymesh seed: download {id} paused: {}", output.display())
+            }
+            None => tracing::info!(
+                "furymesh seed: download {id} interrupted by the shutdown; resumed at the next start"
+            ),
+        }
         if finished.is_some() {
             e.finished = finished;
             e.ended_unix = Some(clock::now_unix());

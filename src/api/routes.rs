@@ -806,6 +806,11 @@ struct SyncView {
 async fn sync_catalog(State(s): Shared) -> Result<Json<SyncView>, ApiError> {
     blocking(move || {
         let (added, removed) = s.handle.sync_catalog()?;
+        if added + removed > 0 {
+            tracing::info!(
+                "furymesh seed: catalog synced through the API: {added} files served anew, {removed} no longer"
+            );
+        }
         Ok(Json(SyncView { added, removed, files: s.handle.published().len() }))
     })
     .await
