@@ -190,8 +190,9 @@ pub enum DownloadAction {
 
 #[derive(Debug, Args)]
 pub struct UnpublishArgs {
-    /// File IDs (64 hex characters), collection IDs (`c-` and 64 hex characters) or
-    /// published paths.
+    /// File IDs (64 hex characters), collection IDs (`c-` and 64 hex characters: the
+    /// collection only, its files stay), published files' paths, or a directory: every file
+    /// published from under it, and the collections made only of those files.
     #[arg(required = true, value_name = "ID|PATH")]
     pub targets: Vec<String>,
 }
@@ -921,17 +922,28 @@ fn unpublish(dir: &Path, a: &UnpublishArgs, json: bool) -> Result<i32> {
     let (mut removed, mut missing) = (Vec::new(), 0);
     for t in &a.targets {
         // A file or collection ID, else a path as published (canonical, as the catalog
-        // keeps it).
-        let id = t.parse::<crate::crypto::ContentId>().ok().map(|c| c.id).or_else(|| {
-            let path = std::fs::canonicalize(t).unwrap_or_else(|_| PathBuf::from(t));
-            catalog.entries().find(|e| e.path == path).map(|e| e.info.file_id)
-        });
-        match id {
-            Some(id) if catalog.remove(&id)? => removed.push(id.to_hex()),
-            _ => {
-                missing += 1;
-                note!("furymesh unpublish: {t} is not published in {}", dir.display());
+        // keeps it): a file, or a directory (every file published from under it, and the
+        // collections made only of those files).
+        let ids: Vec<FileId> = match t.parse::<crate::crypto::ContentId>() {
+            Ok(c) => vec![c.id],
+            Err(_) => {
+                let path = std::fs::canonicalize(t).unwrap_or_else(|_| PathBuf::from(t));
+                if path.is_dir() {
+                    under_dir(&catalog, &path)
+                } else {
+                    catalog.entries().filter(|e| e.path == path).map(|e| e.info.file_id).collect()
+                }
             }
+        };
+        let before = removed.len();
+        for id in ids {
+            if catalog.remove(&id)? {
+                removed.push(id.to_hex());
+            }
+        }
+        if removed.len() == before {
+            missing += 1;
+            note!("furymesh unpublish: {t} is not published in {}", dir.display());
         }
     }
     // The node reads the catalog without the lock; released first all the same, so that
@@ -946,6 +958,32 @@ fn unpublish(dir: &Path, a: &UnpublishArgs, json: bool) -> Result<i32> {
         s
     })?;
     Ok(if missing > 0 { 1 } else { 0 })
+}
+
+/// The catalog's files published from under directory `dir` (canonical), then the
+/// collections every entry of which is one of them (a collection that shares files with
+/// another directory's stays).
+fn under_dir(catalog: &Catalog, dir: &Path) -> Vec<FileId> {
+    use crate::crypto::IdKind;
+    let files: std::collections::HashSet<FileId> = catalog
+        .entries()
+        .filter(|e| e.info.kind() != Some(IdKind::Collection) && e.path.starts_with(dir))
+        .map(|e| e.info.file_id)
+        .collect();
+    let collections = catalog.entries().filter(|e| e.info.kind() == Some(IdKind::Collection));
+    let mut ids: Vec<FileId> = files.iter().copied().collect();
+    for e in collections {
+        let Ok(c) = std::fs::read(&e.path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| crate::wire::decode_collection(&b).map_err(|e| e.to_string()))
+        else {
+            continue;
+        };
+        if !c.entries.is_empty() && c.entries.iter().all(|m| files.contains(&m.file_id)) {
+            ids.push(e.info.file_id);
+        }
+    }
+    ids
 }
 
 fn ls(dir: &Path, json: bool) -> Result<i32> {

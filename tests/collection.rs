@@ -320,3 +320,29 @@ fn publish_never_serves_a_data_directory_or_a_downloads_side_files() {
     let ls = String::from_utf8(run_ok(fm(&data).arg("ls")).stdout).unwrap();
     assert!(!ls.contains("identity") && !ls.contains(".furymesh-partial"), "{ls}");
 }
+
+/// `unpublish DIR` takes back what `publish DIR` published: every file under it and its
+/// collection; a collection ID alone takes back only the collection.
+#[test]
+fn unpublish_of_a_directory_takes_back_its_files_and_collection() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    let tree = t.path().join("rel");
+    write_file(&tree.join("a.bin"), 1000, 1);
+    write_file(&tree.join("sub/b.bin"), 2000, 2);
+    let other = t.path().join("other.bin");
+    write_file(&other, 3000, 3);
+    run_ok(fm(&data).args(["publish"]).arg(&tree).arg(&other));
+    let listed = |data: &Path| json(&run_ok(fm(data).args(["--json", "ls"])));
+    assert_eq!(listed(&data).as_array().unwrap().len(), 4, "{}", listed(&data));
+    let out = run_ok(fm(&data).args(["--json", "unpublish"]).arg(&tree));
+    assert_eq!(json(&out).as_array().unwrap().len(), 3, "two files and the collection");
+    let left = listed(&data);
+    let left = left.as_array().unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0]["path"].as_str().unwrap().ends_with("other.bin"), "{left:?}");
+    // Nothing under it any more: a clear refusal.
+    let again = fm(&data).args(["unpublish"]).arg(&tree).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr_of(&again).contains("is not published"), "{}", stderr_of(&again));
+}
