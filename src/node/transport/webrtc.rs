@@ -335,6 +335,22 @@ fn host_candidate(
 }
 
 /// The reliable, ordered channel the downloader opens (DCEP, RFC 8832).
+/// The downloader's side before any signaling: a peer connection with its data channel
+/// and `local` as its host candidate, and the SDP offer to send (the local description, so
+/// it carries the candidate).
+fn offering_connection(
+    local: SocketAddr,
+    now: Instant,
+) -> io::Result<(RTCPeerConnection, RTCDataChannelId, String)> {
+    let mut pc = new_peer_connection(now)?;
+    let dc = create_channel(&mut pc)?;
+    pc.add_local_candidate(host_candidate(local)?).map_err(rtc_io)?;
+    let offer = pc.create_offer(None).map_err(rtc_io)?;
+    pc.set_local_description(now, offer.clone()).map_err(rtc_io)?;
+    let sdp = pc.local_description().map(|d| d.sdp).unwrap_or(offer.sdp);
+    Ok((pc, dc, sdp))
+}
+
 fn create_channel(pc: &mut RTCPeerConnection) -> io::Result<RTCDataChannelId> {
     let init = RTCDataChannelInit { ordered: true, ..Default::default() };
     Ok(pc.create_data_channel(CHANNEL_LABEL, Some(init)).map_err(rtc_io)?.id())
@@ -642,12 +658,7 @@ pub(in crate::node) async fn connect(
     let ep = Endpoint::new(socket, role, WEBRTC_BLOCK_BYTES)?;
     let local = ep.bound;
     let now = clock::now();
-    let mut pc = new_peer_connection(now)?;
-    let dc = create_channel(&mut pc)?;
-    pc.add_local_candidate(host_candidate(local)?).map_err(rtc_io)?;
-    let offer = pc.create_offer(None).map_err(rtc_io)?;
-    pc.set_local_description(now, offer.clone()).map_err(rtc_io)?;
-    let sdp = pc.local_description().map(|d| d.sdp).unwrap_or(offer.sdp);
+    let (pc, dc, sdp) = offering_connection(local, now)?;
     let nonce: u64 = clock::random();
     let datagram = Signal { kind: KIND_OFFER, nonce, sdp }
         .encode(WEBRTC_OFFER_MIN_BYTES)
@@ -727,12 +738,7 @@ where
     }
     let now = clock::now();
     let deadline = now + timeout;
-    let mut pc = new_peer_connection(now)?;
-    let dc = create_channel(&mut pc)?;
-    pc.add_local_candidate(host_candidate(local)?).map_err(rtc_io)?;
-    let offer = pc.create_offer(None).map_err(rtc_io)?;
-    pc.set_local_description(now, offer.clone()).map_err(rtc_io)?;
-    let sdp = pc.local_description().map(|d| d.sdp).unwrap_or(offer.sdp);
+    let (mut pc, dc, sdp) = offering_connection(local, now)?;
     let exchange = async { Some(signal(sdp, local).await) };
     let expire = async {
         glommio::timer::sleep(timeout).await;
