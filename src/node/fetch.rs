@@ -1775,9 +1775,9 @@ pub(super) fn get(
         partial: partial.clone(),
         resume: resume.clone(),
     });
-    let ran = transfer(node, opts, &info, pins, &partial, &mut keep, interrupt, progress)?;
+    let mut ran = transfer(node, opts, &info, pins, &partial, &mut keep, interrupt, progress)?;
     let Keep::File(mut dur) = keep else { unreachable!("a file download keeps a file") };
-    let (fetched, fetched_bytes) = ran.result?;
+    let (fetched, fetched_bytes) = std::mem::replace(&mut ran.result, Ok((0, 0)))?;
     dur.save()?;
     if dur.bits.count_ones() != info.chunk_count() {
         return Err(GetError::Io {
@@ -1786,25 +1786,14 @@ pub(super) fn get(
         });
     }
     finish(&partial, &resume, output, opts.force)?;
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(GetReport {
-        file_id: info.file_id.to_hex(),
-        file_size: info.size,
-        bytes: fetched_bytes,
-        seconds,
-        bytes_per_sec: if seconds > 0.0 { fetched_bytes as f64 / seconds } else { 0.0 },
-        chunks_fetched: fetched,
-        chunks_reused: reused,
-        chunks_reverified: reverified,
-        cpu_seconds: super::process_cpu_seconds() - cpu_start,
-        peers: ran.peers,
-        web_seeds: ran.web_seeds,
-        latency_us: LatencyReport::of(&ran.latency),
-        latency_histogram: Some(ran.latency),
-        uploaded_bytes: ran.uploaded_bytes,
-        info: Some(info),
-        output: Some(output.clone()),
-    })
+    Ok(ran.report(
+        info,
+        Some(output.clone()),
+        started,
+        cpu_start,
+        (fetched, fetched_bytes),
+        (reused, reverified),
+    ))
 }
 
 /// Downloads a file like [`get`] but writes it to `out` (standard output for `get -o -`)
@@ -1832,12 +1821,13 @@ pub(super) fn stream(
     let mut keep = Keep::Stream(StreamOut::start(out, window)?);
     // File order: the chunk the reader needs next is always the one asked for first.
     let opts = GetOptions { strategy: Strategy::RoundRobin, serve_partial: false, ..opts.clone() };
-    let ran = transfer(node, &opts, &info, pins, Path::new("-"), &mut keep, interrupt, progress)?;
+    let mut ran =
+        transfer(node, &opts, &info, pins, Path::new("-"), &mut keep, interrupt, progress)?;
     let Keep::Stream(mut out) = keep else { unreachable!("a stream keeps a stream") };
     if let Some(e) = out.error() {
         return Err(e);
     }
-    let (fetched, fetched_bytes) = ran.result?;
+    let (fetched, fetched_bytes) = std::mem::replace(&mut ran.result, Ok((0, 0)))?;
     let written = out.finish(interrupt)?;
     if written != info.size {
         return Err(GetError::Io {
@@ -1848,25 +1838,8 @@ pub(super) fn stream(
             )),
         });
     }
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(GetReport {
-        file_id: info.file_id.to_hex(),
-        file_size: info.size,
-        bytes: fetched_bytes,
-        seconds,
-        bytes_per_sec: if seconds > 0.0 { fetched_bytes as f64 / seconds } else { 0.0 },
-        chunks_fetched: fetched,
-        chunks_reused: 0,
-        chunks_reverified: 0,
-        cpu_seconds: super::process_cpu_seconds() - cpu_start,
-        peers: ran.peers,
-        web_seeds: ran.web_seeds,
-        latency_us: LatencyReport::of(&ran.latency),
-        latency_histogram: Some(ran.latency),
-        uploaded_bytes: 0,
-        info: Some(info),
-        output: None,
-    })
+    // Nothing was served meanwhile (`serve_partial` is off): uploaded_bytes is 0.
+    Ok(ran.report(info, None, started, cpu_start, (fetched, fetched_bytes), (0, 0)))
 }
 
 /// What one transfer did: its outcome (chunks, bytes fetched), per-peer figures, latency
@@ -1877,6 +1850,41 @@ struct Ran {
     web_seeds: Vec<WebSeedReport>,
     latency: Histogram<u64>,
     uploaded_bytes: u64,
+}
+
+impl Ran {
+    /// The report of a download that ended well: `(fetched, fetched_bytes)` from
+    /// `result`, `(reused, reverified)` chunks found on disk, timed from `started` with
+    /// the process CPU counted from `cpu_start`.
+    fn report(
+        self,
+        info: FileInfo,
+        output: Option<PathBuf>,
+        started: Instant,
+        cpu_start: f64,
+        (fetched, fetched_bytes): (u64, u64),
+        (reused, reverified): (u64, u64),
+    ) -> GetReport {
+        let seconds = started.elapsed().as_secs_f64();
+        GetReport {
+            file_id: info.file_id.to_hex(),
+            file_size: info.size,
+            bytes: fetched_bytes,
+            seconds,
+            bytes_per_sec: if seconds > 0.0 { fetched_bytes as f64 / seconds } else { 0.0 },
+            chunks_fetched: fetched,
+            chunks_reused: reused,
+            chunks_reverified: reverified,
+            cpu_seconds: super::process_cpu_seconds() - cpu_start,
+            peers: self.peers,
+            web_seeds: self.web_seeds,
+            latency_us: LatencyReport::of(&self.latency),
+            latency_histogram: Some(self.latency),
+            uploaded_bytes: self.uploaded_bytes,
+            info: Some(info),
+            output,
+        }
+    }
 }
 
 /// Moves the missing chunks of `info` from the peers into `keep`: the connections on the
