@@ -59,6 +59,52 @@ pub struct Cli {
     pub log_format: service::LogFormat,
     #[command(subcommand)]
     pub command: Command,
+    /// Options whose value came from their `FURYMESH_*` environment variable, by argument
+    /// name (`listen`) → variable name (`FURYMESH_LISTEN`); filled by
+    /// [`Cli::parse_noting_environment`], empty after a plain `Parser::parse`.
+    #[arg(skip)]
+    pub from_environment: std::collections::BTreeMap<String, String>,
+}
+
+impl Cli {
+    /// Parses the process's arguments like `Parser::parse` (printing clap's message and
+    /// exiting on a mistake) and notes which options their `FURYMESH_*` variable set, so
+    /// `furymesh config` can say where each value came from.
+    pub fn parse_noting_environment() -> Self {
+        Self::try_parse_noting_environment(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Cli::parse_noting_environment`] of `args` (the first is the program name),
+    /// returning clap's error instead of exiting.
+    pub fn try_parse_noting_environment<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let cmd = Self::command();
+        let matches = cmd.clone().try_get_matches_from(args)?;
+        let mut cli = Self::from_arg_matches(&matches)?;
+        let mut env = std::collections::BTreeMap::new();
+        let mut note = |c: &clap::Command, m: &clap::ArgMatches| {
+            for arg in c.get_arguments() {
+                let id = arg.get_id().as_str();
+                let from_env = m.ids().any(|i| i.as_str() == id)
+                    && m.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
+                if let (true, Some(var)) = (from_env, arg.get_env()) {
+                    env.insert(id.to_owned(), var.to_string_lossy().into_owned());
+                }
+            }
+        };
+        note(&cmd, &matches);
+        if let Some((name, sub)) = matches.subcommand() {
+            if let Some(c) = cmd.find_subcommand(name) {
+                note(c, sub);
+            }
+        }
+        cli.from_environment = env;
+        Ok(cli)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,9 +116,9 @@ pub enum Command {
     /// Chunk and hash files (directories recursively) and add them to the catalog. Files are
     /// served in place, never copied.
     Publish(PublishArgs),
-    /// Remove files from the catalog (by file ID or by the path they were published from):
-    /// a running `seed` on this data directory stops serving and announcing them within a
-    /// second. The files themselves are not touched.
+    /// Remove files and collections from the catalog (by ID or by the path they were
+    /// published from): a running `seed` on this data directory stops serving and
+    /// announcing them within a second. The files themselves are not touched.
     Unpublish(UnpublishArgs),
     /// List published files.
     Ls,
@@ -105,11 +151,13 @@ pub enum Command {
 pub enum DhtCommandArgs {
     /// Send a DHT PING to a node and print its node ID and the round-trip time.
     Ping {
+        /// The node's DHT address (its seed's listen address: same port, UDP).
         #[arg(value_parser = parse_addr, value_name = "HOST:PORT")]
         addr: SocketAddr,
     },
     /// Find the providers of a file through the DHT.
     FindProviders {
+        /// The file ID as `publish` printed it (64 hex characters).
         #[arg(value_parser = parse_file_id, value_name = "FILE_ID")]
         file_id: FileId,
         #[command(flatten)]
@@ -117,6 +165,7 @@ pub enum DhtCommandArgs {
     },
     /// Find the nodes closest to a node ID (40 hex characters).
     FindNode {
+        /// The node ID to look for (40 hex characters, as `furymesh id` prints one).
         #[arg(value_name = "ID")]
         id: NodeId,
         #[command(flatten)]
@@ -126,8 +175,9 @@ pub enum DhtCommandArgs {
 
 #[derive(Debug, Args)]
 pub struct BootstrapArgs {
-    /// A DHT node to join through (repeatable).
-    #[arg(long = "bootstrap", required = true, value_parser = parse_addr, value_name = "HOST:PORT")]
+    /// A DHT node to join through (repeatable). Default: the seed running on the data
+    /// directory, so the query starts from that node's routing table.
+    #[arg(long = "bootstrap", value_parser = parse_addr, value_name = "HOST:PORT")]
     pub addrs: Vec<SocketAddr>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 10)]
@@ -190,17 +240,23 @@ pub enum DownloadAction {
 
 #[derive(Debug, Args)]
 pub struct UnpublishArgs {
-    /// File IDs (64 hex characters), collection IDs (`c-` and 64 hex characters: the
-    /// collection only, its files stay), published files' paths, or a directory: every file
-    /// published from under it, and the collections made only of those files.
+    /// File IDs (64 hex characters); collection IDs (`c-` and 64 hex characters: the
+    /// collection and the files it brought, i.e. those still published from inside its
+    /// directory that no other collection lists; see --keep-files); published files'
+    /// paths; or a directory: every file published from under it, and the collections made
+    /// only of those files.
     #[arg(required = true, value_name = "ID|PATH")]
     pub targets: Vec<String>,
+    /// For a collection ID: take back the collection alone and keep its files published
+    /// (each still downloadable by its file ID).
+    #[arg(long)]
+    pub keep_files: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct SeedArgs {
     /// Address to listen on (every shard listens on it with SO_REUSEPORT). Default:
-    /// 0.0.0.0:7420 (`config::LISTEN_DEFAULT`).
+    /// 0.0.0.0:7420.
     #[arg(long, env = "FURYMESH_LISTEN", value_parser = parse_addr, value_name = "HOST:PORT")]
     pub listen: Option<SocketAddr>,
     /// Number of shards (pinned executors). Default: the available cores.
@@ -213,6 +269,12 @@ pub struct SeedArgs {
     /// `[seed]`. Default: off.
     #[arg(long, env = "FURYMESH_WEBRTC", value_parser = parse_addr, value_name = "HOST:PORT")]
     pub webrtc: Option<SocketAddr>,
+    /// A STUN server (RFC 8489) the WebRTC socket asks for its address outside a NAT, kept
+    /// fresh and offered to peers as a server-reflexive candidate beside the host one
+    /// (repeatable; in the environment, comma-separated; `stun = [...]` in config.toml's
+    /// `[seed]`). Default: none (host candidates only).
+    #[arg(long, env = "FURYMESH_STUN", value_delimiter = ',', value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub stun: Vec<SocketAddr>,
     /// Take no TCP connections (with `--webrtc`): peers reach this node over WebRTC only,
     /// and its provider records say so. The DHT still runs on the listen address.
     #[arg(long, env = "FURYMESH_NO_TCP")]
@@ -248,10 +310,16 @@ pub struct SeedArgs {
 }
 
 impl SeedArgs {
-    /// The options given on the command line or in the environment, for
+    /// The options given on the command line or in the environment (`from_environment`:
+    /// those a `FURYMESH_*` variable gave, see [`Cli::from_environment`]), for
     /// [`SeedSettings::resolve`](crate::service::SeedSettings::resolve).
-    fn flags(&self, network_secret: Option<&Path>) -> service::SeedFlags {
+    fn flags(
+        &self,
+        network_secret: Option<&Path>,
+        from_environment: &std::collections::BTreeMap<String, String>,
+    ) -> service::SeedFlags {
         service::SeedFlags {
+            from_environment: from_environment.clone(),
             listen: self.listen,
             shards: self.shards.map(|n| n as usize),
             bootstrap: self.bootstrap.clone(),
@@ -262,6 +330,7 @@ impl SeedArgs {
             http: self.http.map(ApiBind::addr),
             network_secret: network_secret.map(Path::to_owned),
             webrtc: self.webrtc,
+            stun: self.stun.clone(),
         }
     }
 }
@@ -305,11 +374,13 @@ pub struct GetArgs {
     pub target: String,
     /// A peer to download from (repeatable: all of them at once). `NODE_ID@HOST:PORT` pins
     /// the node it must prove to be; plain `HOST:PORT` trusts whichever node answers first
-    /// (its ID is in the report). A peer or a bootstrap node is needed (here or in a link).
+    /// (its ID is in the report). With neither a peer nor a bootstrap node (here or in a
+    /// link), `get` joins the DHT through the seed running on the data directory.
     #[arg(long, value_parser = parse_peer, value_name = "[NODE_ID@]HOST:PORT")]
     pub peer: Vec<PeerAddr>,
     /// Find providers through the DHT, joining through this node (repeatable), and download
-    /// from all of them (with any --peer given too).
+    /// from all of them (with any --peer given too). Default, when no --peer is given either:
+    /// the seed running on the data directory.
     #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
     pub bootstrap: Vec<SocketAddr>,
     /// Chunk order: rarest-first or round-robin.
@@ -328,7 +399,7 @@ pub struct GetArgs {
     ///
     /// `-o -` streams the file to standard output in order as its chunks verify
     /// (`get ID -o - | tar x`): chunks are fetched in file order within a reorder window
-    /// (STREAM_WINDOW_BYTES), nothing unverified is ever written, progress and the report
+    /// (64 MiB), nothing unverified is ever written, progress and the report
     /// (--json) go to stderr. A stream is not resumable: nothing is kept on disk, and an
     /// interrupted or failed stream (exit 130 or 1, a verified but truncated output) starts
     /// over when run again. Exit 141 if the reader goes away first. Not for collections.
@@ -359,6 +430,11 @@ pub struct GetArgs {
     /// offers no TCP).
     #[arg(long, default_value = "tcp", value_name = "auto|tcp|webrtc")]
     pub transport: node::TransportChoice,
+    /// A STUN server (RFC 8489) asked for this node's address outside its NAT before each
+    /// WebRTC offer signaled through the DHT, offered as a server-reflexive candidate
+    /// (repeatable). Default: none (host candidates only).
+    #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub stun: Vec<SocketAddr>,
     /// Hand the download to the `seed` running on this data directory (through its control
     /// API) and return at once with its download ID; `furymesh downloads` follows it. The
     /// node runs it with its own settings and resumes it after a restart. Without --peer
@@ -505,7 +581,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Seed(a) => seed(&cli, a),
         Command::Config(a) => show_config(&cli, a),
         Command::Get(a) => get(&data_dir(&cli)?, a, network(&cli)?, node_config(&cli)?, cli.json),
-        Command::Dht(d) => dht(d, network(&cli)?, cli.json),
+        Command::Dht(d) => dht(&cli, d, network(&cli)?),
         Command::Demo(a) => crate::demo::run(
             &data_dir(&cli)?,
             a.size,
@@ -560,12 +636,14 @@ fn config_file(cli: &Cli) -> Result<service::ConfigFile> {
 /// What `seed` runs with: the configuration file under the flags and environment.
 fn seed_settings(cli: &Cli, a: &SeedArgs) -> Result<(service::ConfigFile, service::SeedSettings)> {
     let file = config_file(cli)?;
-    let settings =
-        service::SeedSettings::resolve(&a.flags(cli.network_secret.as_deref()), &file.seed)
-            .with_context(|| match &file.path {
-                Some(p) => format!("invalid configuration {}", p.display()),
-                None => "invalid configuration".into(),
-            })?;
+    let settings = service::SeedSettings::resolve(
+        &a.flags(cli.network_secret.as_deref(), &cli.from_environment),
+        &file.seed,
+    )
+    .with_context(|| match &file.path {
+        Some(p) => format!("invalid configuration {}", p.display()),
+        None => "invalid configuration".into(),
+    })?;
     Ok((file, settings))
 }
 
@@ -723,6 +801,10 @@ struct PublishedJson {
     /// Chunks of it the running node has served since it started (as `served_bytes`).
     #[serde(skip_serializing_if = "Option::is_none")]
     served_chunks: Option<u64>,
+    /// `ls`: `ok`, `changed` or `missing` (the file on disk is not what was published, so
+    /// seeders refuse its chunks: republish it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
 }
 
 impl PublishedJson {
@@ -738,7 +820,19 @@ impl PublishedJson {
             chunks: e.info.chunk_count(),
             served_bytes: None,
             served_chunks: None,
+            state: None,
         }
+    }
+}
+
+/// `n` and the noun, singular for one: `1 file`, `2 files` (`noun` is the singular; the
+/// plural adds an `s`).
+fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -768,6 +862,10 @@ struct CollectionJson {
     size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     link: Option<String>,
+    /// `ls`: `ok`, or `changed` when one of its files is not as published (changed or
+    /// missing on disk, or unpublished): its downloads would fail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
 }
 
 /// The links `publish` prints: the ID and name, plus the peers, bootstrap nodes and web
@@ -874,8 +972,8 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
     }
     let secs = started.elapsed().as_secs_f64();
     human.push_str(&format!(
-        "published {} files ({} unchanged), hashed {:.1} MiB in {:.2} s ({:.0} MB/s)",
-        files,
+        "published {} ({} unchanged), hashed {:.1} MiB in {:.2} s ({:.0} MB/s)",
+        count(files as u64, "file"),
         reused,
         hashed as f64 / (1 << 20) as f64,
         secs,
@@ -887,8 +985,8 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
                 let id = ContentId::collection(c.id);
                 let link = links.link(id, &c.name);
                 human.push_str(&format!(
-                    "\ncollection {id}  {} files, {} bytes  {}\n  link: {link}",
-                    c.collection.entries.len(),
+                    "\ncollection {id}  {}, {} bytes  {}\n  link: {link}",
+                    count(c.collection.entries.len() as u64, "file"),
                     c.collection.total_size(),
                     shown(&c.dir),
                 ));
@@ -899,6 +997,7 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
                     files: c.collection.entries.len(),
                     size: c.collection.total_size(),
                     link: Some(link),
+                    state: None,
                 }));
             }
             // Its files are published; why there is no collection is said (a refused
@@ -917,15 +1016,17 @@ fn publish(dir: &Path, a: &PublishArgs, json: bool) -> Result<i32> {
 }
 
 fn unpublish(dir: &Path, a: &UnpublishArgs, json: bool) -> Result<i32> {
+    use crate::crypto::ContentId;
     let (mut catalog, lock) = Catalog::load_for_update(dir)
         .with_context(|| format!("cannot update the catalog in {}", dir.display()))?;
     let (mut removed, mut missing) = (Vec::new(), 0);
+    let (mut files, mut collections) = (0u64, 0u64);
     for t in &a.targets {
         // A file or collection ID, else a path as published (canonical, as the catalog
         // keeps it): a file, or a directory (every file published from under it, and the
         // collections made only of those files).
-        let ids: Vec<FileId> = match t.parse::<crate::crypto::ContentId>() {
-            Ok(c) => vec![c.id],
+        let ids: Vec<FileId> = match t.parse::<ContentId>() {
+            Ok(c) => catalog.takeback(&c.id, a.keep_files),
             Err(_) => {
                 let path = std::fs::canonicalize(t).unwrap_or_else(|_| PathBuf::from(t));
                 if path.is_dir() {
@@ -937,8 +1038,15 @@ fn unpublish(dir: &Path, a: &UnpublishArgs, json: bool) -> Result<i32> {
         };
         let before = removed.len();
         for id in ids {
+            let is_collection = catalog.get(&id).is_some_and(|e| e.is_collection());
             if catalog.remove(&id)? {
-                removed.push(id.to_hex());
+                if is_collection {
+                    collections += 1;
+                    removed.push(ContentId::collection(id).to_string());
+                } else {
+                    files += 1;
+                    removed.push(id.to_hex());
+                }
             }
         }
         if removed.len() == before {
@@ -954,7 +1062,14 @@ fn unpublish(dir: &Path, a: &UnpublishArgs, json: bool) -> Result<i32> {
     }
     print_json_or(json, &removed, || {
         let mut s: String = removed.iter().map(|id| format!("{id}\n")).collect();
-        s.push_str(&format!("unpublished {} files", removed.len()));
+        let mut parts = Vec::new();
+        if files > 0 || collections == 0 {
+            parts.push(count(files, "file"));
+        }
+        if collections > 0 {
+            parts.push(count(collections, "collection"));
+        }
+        s.push_str(&format!("unpublished {}", parts.join(" and ")));
         s
     })?;
     Ok(if missing > 0 { 1 } else { 0 })
@@ -964,19 +1079,15 @@ fn unpublish(dir: &Path, a: &UnpublishArgs, json: bool) -> Result<i32> {
 /// collections every entry of which is one of them (a collection that shares files with
 /// another directory's stays).
 fn under_dir(catalog: &Catalog, dir: &Path) -> Vec<FileId> {
-    use crate::crypto::IdKind;
     let files: std::collections::HashSet<FileId> = catalog
         .entries()
-        .filter(|e| e.info.kind() != Some(IdKind::Collection) && e.path.starts_with(dir))
+        .filter(|e| !e.is_collection() && e.path.starts_with(dir))
         .map(|e| e.info.file_id)
         .collect();
-    let collections = catalog.entries().filter(|e| e.info.kind() == Some(IdKind::Collection));
+    let collections = catalog.entries().filter(|e| e.is_collection());
     let mut ids: Vec<FileId> = files.iter().copied().collect();
     for e in collections {
-        let Ok(c) = std::fs::read(&e.path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| crate::wire::decode_collection(&b).map_err(|e| e.to_string()))
-        else {
+        let Ok(c) = storage::read_collection(e) else {
             continue;
         };
         if !c.entries.is_empty() && c.entries.iter().all(|m| files.contains(&m.file_id)) {
@@ -987,7 +1098,7 @@ fn under_dir(catalog: &Catalog, dir: &Path) -> Vec<FileId> {
 }
 
 fn ls(dir: &Path, json: bool) -> Result<i32> {
-    use crate::crypto::{ContentId, IdKind};
+    use crate::crypto::ContentId;
     if !dir.is_dir() {
         note!(
             "furymesh ls: warning: no data directory at {} (nothing published there; check \
@@ -1001,31 +1112,39 @@ fn ls(dir: &Path, json: bool) -> Result<i32> {
     }
     let served = served_by_running_node(dir);
     let (mut files, mut colls): (Vec<_>, Vec<_>) =
-        catalog.entries().partition(|e| e.info.kind() != Some(IdKind::Collection));
+        catalog.entries().partition(|e| !e.is_collection());
     files.sort_by(|a, b| a.path.cmp(&b.path));
     colls.sort_by(|a, b| a.info.name.cmp(&b.info.name));
     let mut human: Vec<String> = Vec::new();
     let mut rows: Vec<serde_json::Value> = Vec::new();
-    for e in files {
+    let mut intact = std::collections::HashSet::new();
+    let mut changed = 0u64;
+    for e in &files {
         let mut p = PublishedJson::of(e);
-        match served.as_ref().map(|m| m.get(&p.file_id).copied().unwrap_or_default()) {
-            Some((bytes, chunks)) => {
-                (p.served_bytes, p.served_chunks) = (Some(bytes), Some(chunks));
-                human.push(format!(
-                    "{}  {:>12}  {}  (served {} bytes, {} chunks)",
-                    p.file_id, p.size, p.shown, bytes, chunks
-                ));
-            }
-            None => human.push(format!("{}  {:>12}  {}", p.file_id, p.size, p.shown)),
+        let state = e.state();
+        p.state = Some(state.as_str());
+        let mut line = format!("{}  {:>12}  {}", p.file_id, p.size, p.shown);
+        if let Some((bytes, chunks)) =
+            served.as_ref().map(|m| m.get(&p.file_id).copied().unwrap_or_default())
+        {
+            (p.served_bytes, p.served_chunks) = (Some(bytes), Some(chunks));
+            line.push_str(&format!("  (served {bytes} bytes, {})", count(chunks, "chunk")));
         }
+        match state.advice() {
+            Some(why) => {
+                changed += 1;
+                line.push_str(&format!("\n    {}: {why}", state.as_str().to_uppercase()));
+            }
+            None => {
+                intact.insert(e.info.file_id);
+            }
+        }
+        human.push(line);
         rows.push(serde_json::to_value(&p)?);
     }
     for e in colls {
         // Read back from its encoding (checked like a peer's): what the seeder serves.
-        let c = match std::fs::read(&e.path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| crate::wire::decode_collection(&b).map_err(|e| e.to_string()))
-        {
+        let c = match storage::read_collection(e) {
             Ok(c) => c,
             Err(why) => {
                 note!("furymesh ls: skipping collection {}: {why}", e.path.display());
@@ -1033,12 +1152,20 @@ fn ls(dir: &Path, json: bool) -> Result<i32> {
             }
         };
         let id = ContentId::collection(e.info.file_id);
-        human.push(format!(
-            "{id}  {:>12}  {}/ ({} files)",
+        let broken = c.entries.iter().filter(|m| !intact.contains(&m.file_id)).count();
+        let mut line = format!(
+            "{id}  {:>12}  {}/ ({})",
             c.total_size(),
             e.info.name,
-            c.entries.len()
-        ));
+            count(c.entries.len() as u64, "file")
+        );
+        if broken > 0 {
+            line.push_str(&format!(
+                "\n    CHANGED: {broken} of its files changed on disk since publish, went \
+                 missing or were unpublished: downloads of it fail; publish the directory again"
+            ));
+        }
+        human.push(line);
         rows.push(serde_json::to_value(CollectionJson {
             collection_id: id.to_string(),
             name: e.info.name.clone(),
@@ -1046,7 +1173,17 @@ fn ls(dir: &Path, json: bool) -> Result<i32> {
             files: c.entries.len(),
             size: c.total_size(),
             link: None,
+            state: Some(if broken > 0 { "changed" } else { "ok" }),
         })?);
+    }
+    if changed > 0 {
+        note!(
+            "furymesh ls: warning: {} changed on disk since publish (seeders refuse {}); \
+             republish or unpublish {}",
+            count(changed, "file"),
+            if changed == 1 { "it" } else { "them" },
+            if changed == 1 { "it" } else { "them" },
+        );
     }
     print_json_or(json, &rows, || human.join("\n"))?;
     Ok(0)
@@ -1069,6 +1206,32 @@ fn api_client(dir: &Path) -> Result<crate::api::ApiClient> {
     })
 }
 
+/// The DHT address of the seed running on `dir` (its listen address: the DHT's UDP port is
+/// the TCP port; an unspecified IP becomes loopback), for commands given no bootstrap node:
+/// they join the DHT through that node, so their lookups start from its routing table.
+///
+/// Errors: no node runs on `dir`, its API is off, it does not answer, or it runs without a
+/// DHT; each message says which.
+fn running_seed_dht(dir: &Path) -> Result<SocketAddr> {
+    let node = api_client(dir)?.get("/api/node")?;
+    if node["dht_table_size"].is_null() {
+        bail!("the seed running on {} runs without a DHT", dir.display());
+    }
+    let addr: SocketAddr = node["listen_addresses"][0]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("the seed running on {} has no listen address", dir.display()))?;
+    Ok(match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    })
+}
+
 /// Tells the node running on `dir`, if any, to take the catalog as `publish` or
 /// `unpublish` (`cmd`) just wrote it (`POST /api/catalog/sync`), so the command returns only
 /// once the node serves the change. With no node running there is nothing to tell (a node
@@ -1078,11 +1241,17 @@ fn api_client(dir: &Path) -> Result<crate::api::ApiClient> {
 fn sync_running_node(dir: &Path, cmd: &str) {
     let Ok(client) = crate::api::ApiClient::for_data_dir(dir) else { return };
     match client.request("POST", "/api/catalog/sync", None) {
-        Ok(v) => note!(
-            "furymesh {cmd}: the node running here (API http://{}) serves {} files now",
-            client.addr(),
-            v["files"]
-        ),
+        Ok(v) => {
+            let n = |k: &str| v[k].as_u64().unwrap_or(0);
+            let mut what = count(n("files"), "file");
+            if n("collections") > 0 {
+                what.push_str(&format!(" and {}", count(n("collections"), "collection")));
+            }
+            note!(
+                "furymesh {cmd}: the node running here (API http://{}) serves {what} now",
+                client.addr()
+            )
+        }
         Err(crate::api::ClientError::NotRunning(_)) => {}
         Err(e) => note!(
             "furymesh {cmd}: warning: the node running here did not confirm the change ({e}); \
@@ -1120,8 +1289,8 @@ fn status(dir: &Path, json: bool) -> Result<i32> {
             .unwrap_or_default();
         format!(
             "node {} (furymesh {}), up {:.0} s, API http://{}\n\
-             listening on {} ({} shards, encryption {}){}\n\
-             {} files served, DHT table {} contacts\n\
+             listening on {} ({}, encryption {}){}\n\
+             {} published, {}{}; {}\n\
              connections: {} open, {} accepted, {} failed the handshake\n\
              served: {} chunks, {} bytes; downloads running: {}",
             n("node_id").as_str().unwrap_or("?"),
@@ -1129,14 +1298,26 @@ fn status(dir: &Path, json: bool) -> Result<i32> {
             n("uptime_seconds").as_f64().unwrap_or(0.0),
             client.addr(),
             listen.join(", "),
-            n("shards"),
+            count(n("shards").as_u64().unwrap_or(0), "shard"),
             n("encryption").as_str().unwrap_or("?"),
             n("http_gateway")
                 .as_str()
                 .map(|u| format!("\nHTTP gateway {u}/files/FILE_ID"))
                 .unwrap_or_default(),
-            s("files_served"),
-            n("dht_table_size"),
+            count(n("files_published").as_u64().unwrap_or(0), "file"),
+            count(n("collections_published").as_u64().unwrap_or(0), "collection"),
+            match n("files_changed").as_u64().unwrap_or(0) {
+                0 => String::new(),
+                c => format!(
+                    " ({} changed on disk since publish: refused and not announced; `furymesh ls` names {})",
+                    count(c, "file"),
+                    if c == 1 { "it" } else { "them" }
+                ),
+            },
+            match n("dht_table_size").as_u64() {
+                Some(c) => format!("DHT table {}", count(c, "contact")),
+                None => "no DHT".to_owned(),
+            },
             s("connections_open"),
             s("connections"),
             s("handshakes_failed"),
@@ -1176,7 +1357,7 @@ fn downloads(dir: &Path, a: &DownloadsArgs, json: bool) -> Result<i32> {
             .map(|d| {
                 let (done, total) =
                     (d["done_bytes"].as_u64().unwrap_or(0), d["total_bytes"].as_u64().unwrap_or(0));
-                format!(
+                let mut line = format!(
                     "{:>3}  {:<10} {:>5.1}%  {}/{} bytes  {:.1} MB/s  {}  -> {}",
                     d["id"],
                     d["state"].as_str().unwrap_or("?"),
@@ -1186,7 +1367,13 @@ fn downloads(dir: &Path, a: &DownloadsArgs, json: bool) -> Result<i32> {
                     d["rate_bytes_per_s"].as_f64().unwrap_or(0.0) / 1e6,
                     d["file_id"].as_str().unwrap_or("?"),
                     d["output"].as_str().unwrap_or("?"),
-                )
+                );
+                // Why it failed (or the warning of a completed one), on its own line.
+                if let Some(why) = d["error"].as_str() {
+                    let what = if d["state"] == "failed" { "failed" } else { "note" };
+                    line.push_str(&format!("\n     {what}: {why}"));
+                }
+                line
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -1227,7 +1414,8 @@ fn seed(cli: &Cli, a: &SeedArgs) -> Result<i32> {
     let shards = s.shards.unwrap_or_else(node::available_cores).max(1);
     let signals = signal_channel()?;
     let files = catalog.entries().cloned().collect::<Vec<_>>();
-    let n = files.len();
+    let collections = files.iter().filter(|e| e.is_collection()).count() as u64;
+    let n = files.len() as u64 - collections;
     let security = security(dir, network, s.encryption)?;
     let lock_path = layout::seed_lock_path(dir);
     // A probe (`status` asking whether a seed runs) holds the lock for microseconds: a
@@ -1263,21 +1451,31 @@ fn seed(cli: &Cli, a: &SeedArgs) -> Result<i32> {
         data_dir: Some(dir.to_owned()),
         config,
         webrtc: s.webrtc,
+        stun: s.stun.clone(),
         accept_tcp: !a.no_tcp,
         ..NodeOptions::new(Some(s.listen), shards, security)
     };
     let node = Node::start(files.into_iter().map(Into::into).collect(), &opts)?;
-    tracing::info!(
-        "furymesh seed: listening on {} ({shards} shards, {n} files, node {node_id}, encryption {})",
-        node.addr().map(|a| a.to_string()).unwrap_or_default(),
-        if s.encryption == Encryption::On { "on" } else { "OFF" }
-    );
-    if let Some(w) = node.handle().webrtc_addr() {
-        tracing::info!("furymesh seed: webrtc on udp {w} ({shards} shards)");
-    }
+    // The gateway and the API first: "listening on" says the whole node is up (scripts and
+    // service managers wait for it), and a kill right after it cannot cut their start.
     let gateway = start_gateway(&node.handle(), dir, s.http)?;
     let http = gateway.as_ref().map(|g| g.addr());
     let api = start_api(&node.handle(), dir, s.api, s.api_is_default, http)?;
+    tracing::info!(
+        "furymesh seed: listening on {} ({}, {}{}, node {node_id}, encryption {})",
+        node.addr().map(|a| a.to_string()).unwrap_or_default(),
+        count(shards as u64, "shard"),
+        count(n, "file"),
+        if collections > 0 {
+            format!(", {}", count(collections, "collection"))
+        } else {
+            String::new()
+        },
+        if s.encryption == Encryption::On { "on" } else { "OFF" }
+    );
+    if let Some(w) = node.handle().webrtc_addr() {
+        tracing::info!("furymesh seed: webrtc on udp {w} ({})", count(shards as u64, "shard"));
+    }
     let cpu0 = node::process_cpu_seconds();
     serve_until_signal(&node.handle(), dir, catalog_stamp, &signals);
     if let Some(g) = gateway {
@@ -1294,7 +1492,7 @@ fn seed(cli: &Cli, a: &SeedArgs) -> Result<i32> {
     let s = &stats.serving;
     print_json_or(json, &v, || {
         format!(
-            "furymesh seed: stopped after {} connections ({} failed the handshake), {} chunks ({} bytes sealed from maps, {} plaintext from maps), {} errors",
+            "furymesh seed: stopped after {} connections ({} failed the handshake), {} chunks ({} bytes sealed, {} plaintext), {} errors",
             s.connections, s.handshakes_failed, s.chunks_served, s.payload_bytes_sealed, s.payload_bytes_from_map, s.error_replies
         )
     })?;
@@ -1386,7 +1584,24 @@ fn serve_until_signal(
     signals: &crossbeam_channel::Receiver<i32>,
 ) {
     let stamp = || catalog_stamp(dir);
+    // Files changed on disk since publish are withdrawn from the DHT (and said once).
+    let mut checked = clock::now();
+    let mut reported = std::collections::HashSet::new();
     loop {
+        if checked.elapsed() >= config::PUBLISHED_CHECK_INTERVAL {
+            checked = clock::now();
+            let bad = node.check_published();
+            for (id, state) in &bad {
+                if reported.insert(*id) {
+                    let path = node.published_entry(id).map(|e| shown(&e.path)).unwrap_or_default();
+                    note!(
+                        "furymesh seed: warning: {path} ({id}): {}",
+                        state.advice().unwrap_or_default()
+                    );
+                }
+            }
+            reported.retain(|id| bad.contains_key(id));
+        }
         let sync = match signals.recv_timeout(node.config().catalog_watch_interval()) {
             Ok(signal_hook::consts::SIGHUP) => true,
             Ok(_) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
@@ -1409,7 +1624,8 @@ fn serve_until_signal(
     }
 }
 
-fn dht(d: &DhtCommandArgs, network: Option<NetworkSecret>, json: bool) -> Result<i32> {
+fn dht(cli: &Cli, d: &DhtCommandArgs, network: Option<NetworkSecret>) -> Result<i32> {
+    let json = cli.json;
     let (q, b) = match d {
         DhtCommandArgs::Ping { addr } => {
             let p = node::ping(*addr, network)?;
@@ -1424,7 +1640,17 @@ fn dht(d: &DhtCommandArgs, network: Option<NetworkSecret>, json: bool) -> Result
         DhtCommandArgs::FindNode { id, bootstrap } => (DhtQuery::FindNode(*id), bootstrap),
     };
     let limit = std::time::Duration::from_secs(b.timeout_secs);
-    let answer = node::query(&b.addrs, q, network, limit)?;
+    let via = if b.addrs.is_empty() {
+        let dir = data_dir(cli)?;
+        let seed = running_seed_dht(&dir).context(
+            "no --bootstrap given, and no seed to join the DHT through (give --bootstrap HOST:PORT)",
+        )?;
+        note!("furymesh dht: joining through the seed running on {} ({seed})", dir.display());
+        vec![seed]
+    } else {
+        b.addrs.clone()
+    };
+    let answer = node::query(&via, q, network, limit)?;
     print_json_or(json, &answer, || {
         let mut s: String =
             answer.contacts.iter().map(|c| format!("{}  {}\n", c.node_id, c.addr)).collect();
@@ -1452,7 +1678,7 @@ struct GetTarget {
 
 /// Reads `get`'s ID or link and merges a link's peers, bootstrap nodes and name with the
 /// flags (peers' host names are resolved here). Errors name the bad part.
-fn get_target(a: &GetArgs) -> Result<GetTarget> {
+fn get_target(dir: &Path, a: &GetArgs) -> Result<GetTarget> {
     let (id, link) = parse_get_target(&a.target)?;
     let mut peers = a.peer.clone();
     let mut bootstrap = a.bootstrap.clone();
@@ -1475,7 +1701,13 @@ fn get_target(a: &GetArgs) -> Result<GetTarget> {
         name = l.name;
     }
     if peers.is_empty() && bootstrap.is_empty() {
-        bail!("nowhere to download from: give --peer or --bootstrap (or a link that carries them)");
+        // The seed running on this data directory, if any, is the way into the DHT.
+        let seed = running_seed_dht(dir).context(
+            "nowhere to download from: give --peer or --bootstrap (or a link that carries \
+             them), or run `furymesh seed` on this data directory to find providers through it",
+        )?;
+        note!("furymesh get: finding providers through the seed running here ({seed})");
+        bootstrap.push(seed);
     }
     let output = match (&a.output, name) {
         (Some(o), _) => o.clone(),
@@ -1583,7 +1815,7 @@ fn get(
     if a.detach {
         return get_detached(dir, a, json);
     }
-    let t = get_target(a)?;
+    let t = get_target(dir, a)?;
     if t.output.as_os_str() == "-" && t.id.kind == crate::crypto::IdKind::Collection {
         bail!(
             "c-{} is a collection: it cannot be streamed to standard output (-o -); \
@@ -1604,6 +1836,7 @@ fn get(
         data_dir: Some(dir.to_owned()),
         config,
         dht,
+        stun: a.stun.clone(),
         ..NodeOptions::new(a.listen, connections.min(node::available_cores()), security.clone())
     };
     let node = Node::start(Vec::new(), &node_opts)
@@ -1810,10 +2043,10 @@ fn get_collection(
             }
             print_json_or(json, &r, || {
                 format!(
-                    "{} -> {}: {} files ({} bytes), {} fetched ({} bytes in {:.2} s), {} already there",
+                    "{} -> {}: {} ({} bytes), {} fetched ({} bytes in {:.2} s), {} already there",
                     r.collection_id,
                     t.output.display(),
-                    r.files,
+                    count(r.files as u64, "file"),
                     r.total_bytes,
                     r.files_fetched,
                     r.bytes,

@@ -91,6 +91,20 @@ pub const WEBRTC_OFFER_RETRY_MS: u64 = 250;
 pub const WEBRTC_OFFER_MIN_BYTES: usize = 1200;
 /// Largest signaling datagram (offer or answer) sent or accepted, in bytes.
 pub const WEBRTC_SIGNAL_MAX_BYTES: usize = 4096;
+/// How often a seeder's WebRTC socket asks its STUN servers (`--stun`) for its mapped
+/// address again once it has one, in seconds: well inside the 30 s a NAT (Linux conntrack's
+/// `nf_conntrack_udp_timeout`) keeps an idle UDP mapping, so the server-reflexive
+/// candidate it offers stays true.
+pub const WEBRTC_STUN_REFRESH_SECS: u64 = 15;
+/// How often a STUN Binding request (RFC 8489 §6.2.1) is sent again while unanswered, in
+/// milliseconds.
+pub const WEBRTC_STUN_RETRY_MS: u64 = 250;
+/// How long a downloader waits for its STUN servers' answers before offering without a
+/// server-reflexive candidate, in milliseconds.
+pub const WEBRTC_STUN_WAIT_MS: u64 = 1_500;
+/// Most STUN servers a node asks (`--stun`, repeatable); each answer is checked against the
+/// transaction IDs of the requests still outstanding, at most two per server.
+pub const WEBRTC_STUN_SERVERS_MAX: usize = 4;
 
 /// Default TCP (and later UDP) listen address of `furymesh seed`.
 pub const LISTEN_DEFAULT: &str = "0.0.0.0:7420";
@@ -145,8 +159,15 @@ pub const GATEWAY_COLLECTIONS_CACHED: usize = 16;
 /// Connections one seeder shard serves at once; more are closed at accept. Keep
 /// shards × this below the file-descriptor limit (`ulimit -n`).
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 4096;
-/// Files one seeder shard keeps mapped; beyond this, maps no connection uses are dropped.
+/// Files one seeder shard keeps open; beyond this, files no connection uses are closed.
 pub const OPEN_FILES_PER_SHARD_MAX: usize = 1024;
+/// How often a seeder shard re-checks a published file's size and mtime (one `fstat`)
+/// while it serves chunks of it: at most once per this interval per open file, not once
+/// per chunk (at 2 GB/s of 512 KiB chunks that is 4,000 `fstat`s a second per shard). A
+/// truncation is caught at once regardless (`sendfile` or `pread` comes up short); what
+/// the interval bounds is how long a same-size or growing rewrite can be served before it
+/// is refused as `FILE_CHANGED` (the downloader's hash check refuses those chunks).
+pub const FILE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Default of `get --window`: the largest window of chunk requests in flight per connection
 /// (each window starts at 2 and follows twice the measured bandwidth-delay product). At
@@ -191,10 +212,12 @@ pub const DHT_ANNOUNCE_VERIFICATIONS_PER_S: u32 = 500;
 /// unpublished by other commands), and so how soon they are served or withdrawn.
 pub const CATALOG_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How often the DHT driver (shard 0) serves the DHT core's timers, its commands and the stop
-/// flag; datagrams are answered as they arrive, not at the tick. DHT timeouts are around a
-/// second, so 20 ms of slack is noise.
-pub const DHT_TICK: Duration = Duration::from_millis(20);
+/// How often `seed` checks each published file on disk (one `stat` per file: size and
+/// mtime against the catalog) and withdraws from the DHT those that changed or went
+/// missing since publish (the seeder refuses their chunks anyway). The API checks too
+/// whenever it lists files, so what it shows is always current.
+pub const PUBLISHED_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How often a seeder saves its DHT routing table (also at shutdown).
 pub const DHT_TABLE_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 /// DHT events a node keeps for its readers; older ones are dropped. A seeder reads events
@@ -329,9 +352,10 @@ mod tests {
 
     #[test]
     fn node_config_reads_toml_with_defaults_for_missing_keys() {
-        let c: NodeConfig = toml::from_str("peer_timeout_ms = 2500\ndht_tick_ms = 5\n").unwrap();
+        let c: NodeConfig =
+            toml::from_str("peer_timeout_ms = 2500\ndht_table_save_interval_ms = 500\n").unwrap();
         assert_eq!(c.peer_timeout_ms, 2500);
-        assert_eq!(c.dht_tick_ms, 5);
+        assert_eq!(c.dht_table_save_interval_ms, 500);
         assert_eq!(c.idle_timeout_ms, NodeConfig::default().idle_timeout_ms);
         // A misspelt key is an error, not silently ignored.
         let e = toml::from_str::<NodeConfig>("peer_timeout = 2500\n").unwrap_err();
@@ -345,8 +369,8 @@ mod tests {
     fn node_config_out_of_range_names_the_key() {
         let zero = NodeConfig { connections_per_shard_max: 0, ..NodeConfig::default() };
         assert_eq!(zero.validate().unwrap_err().field, "connections_per_shard_max");
-        let spin = NodeConfig { dht_tick_ms: 0, ..NodeConfig::default() };
-        assert_eq!(spin.validate().unwrap_err().field, "dht_tick_ms");
+        let spin = NodeConfig { catalog_watch_interval_ms: 0, ..NodeConfig::default() };
+        assert_eq!(spin.validate().unwrap_err().field, "catalog_watch_interval_ms");
         let hang = NodeConfig { peer_timeout_ms: 3_600_000, ..NodeConfig::default() };
         let e = hang.validate().unwrap_err();
         assert_eq!((e.field, e.max), ("peer_timeout_ms", 600_000));
@@ -408,7 +432,7 @@ pub struct NodeConfig {
     /// Connections one shard serves at once (`CONNECTIONS_PER_SHARD_MAX`); also capped by
     /// the descriptor limit.
     pub connections_per_shard_max: usize,
-    /// Files one shard keeps mapped (`OPEN_FILES_PER_SHARD_MAX`).
+    /// Files one shard keeps open (`OPEN_FILES_PER_SHARD_MAX`).
     pub open_files_per_shard_max: usize,
     /// How long a peer may take to connect, finish its handshake or answer
     /// (`PEER_TIMEOUT`), in milliseconds.
@@ -421,8 +445,6 @@ pub struct NodeConfig {
     pub resume_save_interval_ms: u64,
     /// Signed DHT announcements verified per second (`DHT_ANNOUNCE_VERIFICATIONS_PER_S`).
     pub dht_announce_verifications_per_s: u32,
-    /// The DHT driver's tick (`DHT_TICK`), in milliseconds.
-    pub dht_tick_ms: u64,
     /// How often the DHT routing table is saved (`DHT_TABLE_SAVE_INTERVAL`), in
     /// milliseconds.
     pub dht_table_save_interval_ms: u64,
@@ -444,7 +466,6 @@ impl Default for NodeConfig {
             idle_timeout_ms: ms(IDLE_TIMEOUT),
             resume_save_interval_ms: ms(RESUME_SAVE_INTERVAL),
             dht_announce_verifications_per_s: DHT_ANNOUNCE_VERIFICATIONS_PER_S,
-            dht_tick_ms: ms(DHT_TICK),
             dht_table_save_interval_ms: ms(DHT_TABLE_SAVE_INTERVAL),
             catalog_watch_interval_ms: ms(CATALOG_WATCH_INTERVAL),
             webrtc_block_bytes: WEBRTC_BLOCK_BYTES,
@@ -484,7 +505,6 @@ impl NodeConfig {
             1,
             1_000_000,
         )?;
-        check("dht_tick_ms", self.dht_tick_ms, 1, 1_000)?;
         check("dht_table_save_interval_ms", self.dht_table_save_interval_ms, 100, 86_400_000)?;
         check("catalog_watch_interval_ms", self.catalog_watch_interval_ms, 10, 3_600_000)?;
         let max = WEBRTC_BLOCK_MAX_BYTES as u64;
@@ -501,7 +521,6 @@ impl NodeConfig {
             idle_timeout_ms: 5_000,
             resume_save_interval_ms: 50,
             dht_announce_verifications_per_s: 100,
-            dht_tick_ms: 10,
             dht_table_save_interval_ms: 1_000,
             catalog_watch_interval_ms: 100,
             webrtc_block_bytes: WEBRTC_BLOCK_BYTES,
@@ -518,10 +537,6 @@ impl NodeConfig {
 
     pub fn resume_save_interval(&self) -> Duration {
         Duration::from_millis(self.resume_save_interval_ms)
-    }
-
-    pub fn dht_tick(&self) -> Duration {
-        Duration::from_millis(self.dht_tick_ms)
     }
 
     pub fn dht_table_save_interval(&self) -> Duration {

@@ -49,6 +49,7 @@ pub mod manifest;
 pub mod node;
 pub mod output;
 pub mod peer;
+mod server_thread;
 pub mod service;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

@@ -2,10 +2,8 @@
 
 use std::io::Write;
 
-use clap::Parser;
-
 fn main() {
-    let cli = furymesh::cli::Cli::parse();
+    let cli = furymesh::cli::Cli::parse_noting_environment();
     let daemon = matches!(cli.command, furymesh::cli::Command::Seed(_));
     furymesh::service::init_logging(cli.log_format, daemon);
     let code = match furymesh::cli::run(cli) {

@@ -89,6 +89,8 @@ pub struct SeedFile {
     pub network_secret: Option<PathBuf>,
     /// `--webrtc`: the UDP `HOST:PORT` WebRTC data channels are answered on.
     pub webrtc: Option<String>,
+    /// `--stun` (a list of `HOST:PORT`): STUN servers for server-reflexive candidates.
+    pub stun: Option<Vec<String>>,
 }
 
 /// A parsed configuration file.
@@ -136,12 +138,15 @@ impl ConfigFile {
     }
 }
 
-/// Where an effective `seed` setting came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where an effective `seed` setting came from. In JSON: `"command_line"`, `"file"`,
+/// `"default"`, or `{"environment": "FURYMESH_…"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
-    /// The command line or the option's `FURYMESH_*` environment variable.
+    /// The command line.
     CommandLine,
+    /// The option's environment variable (named).
+    Environment(String),
     /// The configuration file's `[seed]` table.
     File,
     /// Built in.
@@ -164,6 +169,18 @@ pub struct SeedFlags {
     pub http: Option<Option<SocketAddr>>,
     pub network_secret: Option<PathBuf>,
     pub webrtc: Option<SocketAddr>,
+    pub stun: Vec<SocketAddr>,
+    /// The options above that a `FURYMESH_*` variable gave rather than the command line:
+    /// option name (`listen`) → variable name (`FURYMESH_LISTEN`).
+    pub from_environment: BTreeMap<String, String>,
+}
+
+/// Which layer gave an option, before the environment is told from the command line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Flag,
+    File,
+    Default,
 }
 
 /// What `seed` runs with: each option resolved (command line, environment, file, default)
@@ -193,6 +210,8 @@ pub struct SeedSettings {
     pub network_secret: Option<PathBuf>,
     /// UDP address WebRTC data channels are answered on; `None`: no WebRTC.
     pub webrtc: Option<SocketAddr>,
+    /// STUN servers (RFC 8489) the WebRTC socket learns its address outside a NAT from.
+    pub stun: Vec<SocketAddr>,
     /// Option name → where its value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -239,15 +258,19 @@ impl SeedSettings {
     pub fn resolve(flags: &SeedFlags, file: &SeedFile) -> Result<Self> {
         let mut sources = BTreeMap::new();
         let mut pick = |name: &'static str, flag: bool, in_file: bool| {
-            let s = if flag {
-                Source::CommandLine
+            let (layer, source) = if flag {
+                let s = match flags.from_environment.get(name) {
+                    Some(var) => Source::Environment(var.clone()),
+                    None => Source::CommandLine,
+                };
+                (Layer::Flag, s)
             } else if in_file {
-                Source::File
+                (Layer::File, Source::File)
             } else {
-                Source::Default
+                (Layer::Default, Source::Default)
             };
-            sources.insert(name, s);
-            s
+            sources.insert(name, source);
+            layer
         };
         let bad = |key: &str, e: String| anyhow::anyhow!("[seed] {key}: {e}");
         let rate = |key: &str, v: &ByteValue| match v {
@@ -257,65 +280,67 @@ impl SeedSettings {
         };
 
         let listen = match pick("listen", flags.listen.is_some(), file.listen.is_some()) {
-            Source::CommandLine => flags.listen.unwrap(),
-            Source::File => crate::node::resolve_addr(file.listen.as_deref().unwrap())
+            Layer::Flag => flags.listen.unwrap(),
+            Layer::File => crate::node::resolve_addr(file.listen.as_deref().unwrap())
                 .map_err(|e| bad("listen", e))?,
-            Source::Default => {
+            Layer::Default => {
                 crate::node::resolve_addr(config::LISTEN_DEFAULT).map_err(anyhow::Error::msg)?
             }
         };
         let shards = match pick("shards", flags.shards.is_some(), file.shards.is_some()) {
-            Source::CommandLine => flags.shards,
-            Source::File => match file.shards {
+            Layer::Flag => flags.shards,
+            Layer::File => match file.shards {
                 Some(0) => return Err(bad("shards", "must be at least 1".into())),
                 n => n,
             },
-            Source::Default => None,
+            Layer::Default => None,
+        };
+        // A list of `HOST:PORT`s from the file, resolved now (a flag's were by clap).
+        let resolve_all = |key: &str, list: &Option<Vec<String>>| {
+            list.iter()
+                .flatten()
+                .map(|a| crate::node::resolve_addr(a).map_err(|e| bad(key, e)))
+                .collect::<Result<Vec<SocketAddr>>>()
         };
         let bootstrap =
             match pick("bootstrap", !flags.bootstrap.is_empty(), file.bootstrap.is_some()) {
-                Source::CommandLine => flags.bootstrap.clone(),
-                Source::File => file
-                    .bootstrap
-                    .iter()
-                    .flatten()
-                    .map(|a| crate::node::resolve_addr(a).map_err(|e| bad("bootstrap", e)))
-                    .collect::<Result<_>>()?,
-                Source::Default => Vec::new(),
+                Layer::Flag => flags.bootstrap.clone(),
+                Layer::File => resolve_all("bootstrap", &file.bootstrap)?,
+                Layer::Default => Vec::new(),
             };
         let max_upload_rate = match pick(
             "max_upload_rate",
             flags.max_upload_rate.is_some(),
             file.max_upload_rate.is_some(),
         ) {
-            Source::CommandLine => flags.max_upload_rate,
-            Source::File => Some(rate("max_upload_rate", file.max_upload_rate.as_ref().unwrap())?),
-            Source::Default => None,
+            Layer::Flag => flags.max_upload_rate,
+            Layer::File => Some(rate("max_upload_rate", file.max_upload_rate.as_ref().unwrap())?),
+            Layer::Default => None,
         };
         let max_peer_upload_rate = match pick(
             "max_peer_upload_rate",
             flags.max_peer_upload_rate.is_some(),
             file.max_peer_upload_rate.is_some(),
         ) {
-            Source::CommandLine => flags.max_peer_upload_rate,
-            Source::File => {
+            Layer::Flag => flags.max_peer_upload_rate,
+            Layer::File => {
                 Some(rate("max_peer_upload_rate", file.max_peer_upload_rate.as_ref().unwrap())?)
             }
-            Source::Default => None,
+            Layer::Default => None,
         };
         let encryption =
             match pick("encryption", flags.encryption.is_some(), file.encryption.is_some()) {
-                Source::CommandLine => flags.encryption.unwrap(),
-                Source::File => parse_encryption(file.encryption.as_deref().unwrap())
+                Layer::Flag => flags.encryption.unwrap(),
+                Layer::File => parse_encryption(file.encryption.as_deref().unwrap())
                     .map_err(|e| bad("encryption", e))?,
-                Source::Default => Encryption::On,
+                Layer::Default => Encryption::On,
             };
         let (api, api_is_default) = match pick("api", flags.api.is_some(), file.api.is_some()) {
-            Source::CommandLine => (flags.api.unwrap(), false),
-            Source::File => {
+            Layer::Flag => (flags.api.unwrap(), false),
+            Layer::File => {
                 (parse_api(file.api.as_deref().unwrap()).map_err(|e| bad("api", e))?, false)
             }
-            Source::Default => (
+            Layer::Default => (
                 Some(
                     crate::node::resolve_addr(config::API_LISTEN_DEFAULT)
                         .map_err(anyhow::Error::msg)?,
@@ -324,26 +349,31 @@ impl SeedSettings {
             ),
         };
         let http = match pick("http", flags.http.is_some(), file.http.is_some()) {
-            Source::CommandLine => flags.http.unwrap(),
-            Source::File => parse_api(file.http.as_deref().unwrap()).map_err(|e| bad("http", e))?,
-            Source::Default => None,
+            Layer::Flag => flags.http.unwrap(),
+            Layer::File => parse_api(file.http.as_deref().unwrap()).map_err(|e| bad("http", e))?,
+            Layer::Default => None,
         };
         let network_secret = match pick(
             "network_secret",
             flags.network_secret.is_some(),
             file.network_secret.is_some(),
         ) {
-            Source::CommandLine => flags.network_secret.clone(),
-            Source::File => file.network_secret.clone(),
-            Source::Default => None,
+            Layer::Flag => flags.network_secret.clone(),
+            Layer::File => file.network_secret.clone(),
+            Layer::Default => None,
         };
         let webrtc = match pick("webrtc", flags.webrtc.is_some(), file.webrtc.is_some()) {
-            Source::CommandLine => flags.webrtc,
-            Source::File => Some(
+            Layer::Flag => flags.webrtc,
+            Layer::File => Some(
                 crate::node::resolve_addr(file.webrtc.as_deref().unwrap())
                     .map_err(|e| bad("webrtc", e))?,
             ),
-            Source::Default => None,
+            Layer::Default => None,
+        };
+        let stun = match pick("stun", !flags.stun.is_empty(), file.stun.is_some()) {
+            Layer::Flag => flags.stun.clone(),
+            Layer::File => resolve_all("stun", &file.stun)?,
+            Layer::Default => Vec::new(),
         };
         Ok(Self {
             listen,
@@ -357,6 +387,7 @@ impl SeedSettings {
             http,
             network_secret,
             webrtc,
+            stun,
             sources,
         })
     }
@@ -393,6 +424,12 @@ impl SeedSettings {
         if let Some(w) = self.webrtc {
             t.insert("webrtc".into(), s(w.to_string()));
         }
+        if !self.stun.is_empty() {
+            t.insert(
+                "stun".into(),
+                toml::Value::Array(self.stun.iter().map(|a| s(a.to_string())).collect()),
+            );
+        }
         t
     }
 }
@@ -408,10 +445,13 @@ pub fn effective_toml(file: &ConfigFile, seed: &SeedSettings) -> Result<String> 
         None => out.push_str("# configuration file: none (built-in defaults)\n"),
     }
     for (name, source) in &seed.sources {
-        if *source != Source::Default {
-            let from = if *source == Source::File { "the file" } else { "the command line" };
-            out.push_str(&format!("# seed.{name} from {from}\n"));
-        }
+        let from = match source {
+            Source::Default => continue,
+            Source::File => "the file".to_owned(),
+            Source::CommandLine => "the command line".to_owned(),
+            Source::Environment(var) => format!("the environment variable {var}"),
+        };
+        out.push_str(&format!("# seed.{name} from {from}\n"));
     }
     out.push('\n');
     out.push_str(&toml::to_string(&table)?);
@@ -442,6 +482,16 @@ mod tests {
         assert_eq!(s.sources["http"], Source::File);
         assert_eq!(s.shards, None);
         assert_eq!(s.sources["shards"], Source::Default);
+        let from_env = SeedFlags {
+            shards: Some(2),
+            from_environment: [("shards".to_owned(), "FURYMESH_SHARDS".to_owned())].into(),
+            ..Default::default()
+        };
+        let e = SeedSettings::resolve(&from_env, &file.seed).unwrap();
+        assert_eq!(e.sources["shards"], Source::Environment("FURYMESH_SHARDS".into()));
+        assert!(effective_toml(&file, &e)
+            .unwrap()
+            .contains("# seed.shards from the environment variable FURYMESH_SHARDS"));
         // What `furymesh config` prints reads back as the same settings.
         let text = effective_toml(&file, &s).unwrap();
         let again = ConfigFile::parse(&text).unwrap();

@@ -167,6 +167,10 @@ fn every_resource_answers_and_client_mistakes_are_4xx_with_a_json_body() {
     let files = http(api, "GET", "/api/files", None, None).json();
     assert_eq!(files.as_array().unwrap().len(), 1);
     assert_eq!(files[0]["file_id"], id.as_str());
+    assert_eq!(files[0]["id"], id.as_str());
+    assert_eq!(files[0]["kind"], "file");
+    assert_eq!(files[0]["state"], "ok");
+    assert!(files[0]["state_detail"].is_null() && files[0]["files"].is_null(), "{files}");
     let f = http(api, "GET", &format!("/api/files/{id}"), None, None);
     assert_eq!(f.status, 200);
     assert_eq!(f.json()["size"], 300_000);
@@ -208,7 +212,10 @@ fn every_resource_answers_and_client_mistakes_are_4xx_with_a_json_body() {
     // Unpublish: token, then gone, then unknown.
     let del = format!("/api/files/{new_id}");
     http(api, "DELETE", &del, None, None).refused(401, "unauthorized");
-    assert_eq!(http(api, "DELETE", &del, t, None).status, 204);
+    http(api, "DELETE", &format!("{del}?keep=1"), t, None).refused(400, "bad_query");
+    let gone = http(api, "DELETE", &del, t, None);
+    assert_eq!(gone.status, 200, "{}", String::from_utf8_lossy(&gone.body));
+    assert_eq!(gone.json(), json!({ "unpublished": [new_id] }));
     http(api, "DELETE", &del, t, None).refused(404, "not_found");
     http(api, "GET", &del, None, None).refused(404, "not_found");
 
@@ -247,6 +254,8 @@ fn every_resource_answers_and_client_mistakes_are_4xx_with_a_json_body() {
     // Unknown resources and methods.
     http(api, "GET", "/api/nothing", None, None).refused(404, "not_found");
     http(api, "PUT", "/api/node", t, None).refused(405, "method_not_allowed");
+    http(api, "PUT", "/api/node", None, None).refused(405, "method_not_allowed");
+    http(api, "DELETE", "/api/nothing", None, None).refused(404, "not_found");
 
     // The CLI as a client: status and downloads through the address and token files.
     let st = common::json(&run_ok(fm(&dir).args(["--json", "status"])));
@@ -276,6 +285,12 @@ fn off_loopback_every_call_needs_the_token_and_api_off_serves_none() {
     let (seeder, api, token) = seeder_with_api(&dir, "0.0.0.0:0", &[]);
     http(api, "GET", "/api/node", None, None).refused(401, "unauthorized");
     http(api, "GET", "/metrics", None, None).refused(401, "unauthorized");
+    // Routes and methods are public (the OpenAPI document lists them): an unknown one is
+    // 404 or 405 with or without the token, never 401.
+    http(api, "GET", "/api/nothing", None, None).refused(404, "not_found");
+    http(api, "PUT", "/api/node", None, None).refused(405, "method_not_allowed");
+    http(api, "PATCH", "/api/files", None, None).refused(405, "method_not_allowed");
+    http(api, "GET", "/api/nothing", Some(&token), None).refused(404, "not_found");
     assert_eq!(http(api, "GET", "/api/node", Some(&token), None).status, 200);
     assert_eq!(http(api, "GET", "/metrics", Some(&token), None).status, 200);
     seeder.stop();
@@ -767,6 +782,38 @@ fn api_download_pauses_and_resumes_with_per_peer_rows() {
     assert_eq!(http(api, "POST", &format!("{base}/pause"), t, None).status, 202);
     assert_eq!(http(api, "GET", &base, None, None).json()["state"], "paused");
 
+    // Restarted, the node shows the paused download's real progress (from its resume
+    // state), not 0 of 0, before anything runs again.
+    dst.stop();
+    let (dst, api, token) = seeder_with_api(&dst_dir, "127.0.0.1:0", &[]);
+    let t = Some(token.as_str());
+    let after = http(api, "GET", &base, None, None).json();
+    assert_eq!(after["state"], "paused", "{after}");
+    assert_eq!(after["total_bytes"], data.len() as u64, "{after}");
+    let shown = after["done_bytes"].as_u64().unwrap();
+    assert!(shown >= kept && shown < data.len() as u64, "kept {kept}: {after}");
+    assert!(after["chunks_done"].as_u64().unwrap() > 0, "{after}");
+    let human = String::from_utf8(run_ok(fm(&dst_dir).arg("downloads")).stdout).unwrap();
+    assert!(
+        human.contains("paused") && human.contains(&format!("{shown}/{} bytes", data.len())),
+        "{human}"
+    );
+
+    // A download that fails says why, in the human list too.
+    let missing = "ab".repeat(32);
+    let bad = post_json(
+        api,
+        "/api/downloads",
+        t,
+        &json!({ "file_id": missing, "peers": [src.peer()], "output": tmp.path().join("no.bin") }),
+    );
+    assert_eq!(bad.status, 201, "{}", String::from_utf8_lossy(&bad.body));
+    let failed = wait_download(api, bad.json()["id"].as_u64().unwrap());
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let why = failed["error"].as_str().unwrap().to_owned();
+    let human = String::from_utf8(run_ok(fm(&dst_dir).arg("downloads")).stdout).unwrap();
+    assert!(human.contains(&format!("failed: {why}")), "{human}");
+
     let r = http(api, "POST", &format!("{base}/resume"), t, None);
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let end = wait_download(api, did);
@@ -990,7 +1037,7 @@ fn cli_publish_unpublish_ls_and_get_detach_go_through_the_running_node() {
 
     // Unpublished: refused the moment `unpublish` returns.
     let out = run_ok(fm(&src_dir).args(["unpublish", &id_b]));
-    assert!(common::stderr_of(&out).contains("serves 1 files"), "{}", common::stderr_of(&out));
+    assert!(common::stderr_of(&out).contains("serves 1 file now"), "{}", common::stderr_of(&out));
     let refused =
         common::get_cmd(&tmp.path().join("g2"), &id_b, &src.peer(), &tmp.path().join("x"))
             .output()
@@ -1080,4 +1127,140 @@ fn peers_name_each_uploads_transport() {
     let _ = get.kill();
     let _ = get.wait();
     src.stop();
+}
+
+/// A published file changed on disk is shown as such (API, `ls`, `status`, metrics) instead
+/// of healthy; collections are listed as collections (`c-…`, their file count and total
+/// size, counted apart from files), `GET /api/files/c-…` lists their files, and taking a
+/// collection back takes the files it brought, except one another release also lists, or
+/// only the collection with `keep_files`.
+#[test]
+fn changed_files_and_collections_are_first_class_in_the_api_and_cli() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("node");
+    let rel = tmp.path().join("rel");
+    write_file(&rel.join("a.bin"), 1000, 41);
+    let shared = write_file(&rel.join("sub/b.bin"), 2000, 42);
+    let single = tmp.path().join("c.bin");
+    write_file(&single, 3000, 43);
+    let rows = common::json(&run_ok(fm(&dir).arg("--json").arg("publish").arg(&rel).arg(&single)));
+    let cid = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|r| r["collection_id"].as_str())
+        .expect("a collection")
+        .to_owned();
+    let id_of = |name: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["path"].as_str().is_some_and(|p| p.ends_with(name)))
+            .and_then(|r| r["file_id"].as_str())
+            .unwrap()
+            .to_owned()
+    };
+    let (id_a, id_b, id_c) = (id_of("a.bin"), id_of("b.bin"), id_of("c.bin"));
+    let (seeder, api, token) = seeder_with_api(&dir, "127.0.0.1:0", &[]);
+    let t = Some(token.as_str());
+
+    // Three files, then the collection with its ID, kind, file count and total size.
+    let files = http(api, "GET", "/api/files", None, None).json();
+    let files = files.as_array().unwrap();
+    assert_eq!(files.len(), 4, "{files:?}");
+    assert!(files[..3].iter().all(|f| f["kind"] == "file" && f["state"] == "ok"), "{files:?}");
+    let c = &files[3];
+    assert_eq!((&c["id"], &c["kind"]), (&json!(cid), &json!("collection")), "{c}");
+    assert_eq!((&c["files"], &c["size"], &c["name"]), (&json!(2), &json!(3000), &json!("rel")));
+    assert_eq!(c["file_id"], cid.trim_start_matches("c-"), "{c}");
+    let n = http(api, "GET", "/api/node", None, None).json();
+    assert_eq!(
+        (&n["files_published"], &n["collections_published"], &n["files_changed"]),
+        (&json!(3), &json!(1), &json!(0)),
+        "{n}"
+    );
+    let st = http(api, "GET", "/api/storage", None, None).json();
+    assert_eq!((&st["published_files"], &st["published_collections"]), (&json!(3), &json!(1)));
+    assert_eq!(st["published_bytes"], 6000, "{st}");
+    // One collection with its files; an ID written as the other kind is not found.
+    let one = http(api, "GET", &format!("/api/files/{cid}"), None, None);
+    assert_eq!(one.status, 200, "{}", String::from_utf8_lossy(&one.body));
+    let one = one.json();
+    let paths: Vec<&str> =
+        one["entries"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["a.bin", "sub/b.bin"], "{one}");
+    assert_eq!(one["entries"][1]["file_id"], id_b.as_str());
+    http(api, "GET", &format!("/api/files/{}", cid.trim_start_matches("c-")), None, None)
+        .refused(404, "not_found");
+    http(api, "GET", &format!("/api/files/c-{id_c}"), None, None).refused(404, "not_found");
+    http(api, "GET", "/api/files/c-zz", None, None).refused(400, "bad_file_id");
+
+    // c.bin changes on disk: shown as changed everywhere, with what to do.
+    fs::OpenOptions::new().append(true).open(&single).unwrap().write_all(b"more").unwrap();
+    let f = http(api, "GET", &format!("/api/files/{id_c}"), None, None).json();
+    assert_eq!(f["state"], "changed", "{f}");
+    assert!(f["state_detail"].as_str().unwrap().contains("republish"), "{f}");
+    assert_eq!(http(api, "GET", "/api/node", None, None).json()["files_changed"], 1);
+    let m = String::from_utf8(http(api, "GET", "/metrics", None, None).body).unwrap();
+    assert!(m.contains("\nfurymesh_published_files_changed 1\n"), "{m}");
+    assert!(m.contains("\nfurymesh_published_files 3\n"), "{m}");
+    assert!(m.contains("\nfurymesh_published_collections 1\n"), "{m}");
+    let ls = run_ok(fm(&dir).arg("ls"));
+    let human = String::from_utf8(ls.stdout.clone()).unwrap();
+    assert!(human.contains("CHANGED: changed on disk since publish"), "{human}");
+    assert!(
+        common::stderr_of(&ls).contains("1 file changed on disk"),
+        "{}",
+        common::stderr_of(&ls)
+    );
+    let ls = common::json(&run_ok(fm(&dir).args(["--json", "ls"])));
+    let row = ls.as_array().unwrap().iter().find(|r| r["file_id"] == id_c.as_str()).unwrap();
+    assert_eq!(row["state"], "changed", "{row}");
+    let status = String::from_utf8(run_ok(fm(&dir).arg("status")).stdout).unwrap();
+    assert!(status.contains("3 files published, 1 collection (1 file changed on disk"), "{status}");
+    // A file of the release changes: the collection says its downloads would fail.
+    fs::OpenOptions::new().append(true).open(rel.join("a.bin")).unwrap().write_all(b"x").unwrap();
+    let c = http(api, "GET", &format!("/api/files/{cid}"), None, None).json();
+    assert_eq!(c["state"], "changed", "{c}");
+    assert_eq!(c["entries"][0]["state"], "changed", "{c}");
+    assert_eq!(c["entries"][1]["state"], "ok", "{c}");
+
+    // A second release lists b.bin's content too: taking the first one back takes the
+    // collection and a.bin, and keeps b.bin (still in the other release) and c.bin.
+    let rel2 = tmp.path().join("rel2");
+    fs::create_dir_all(&rel2).unwrap();
+    fs::write(rel2.join("b-copy.bin"), &shared).unwrap();
+    // Through the API this time: the directory's collection is in the answer.
+    let p = post_json(api, "/api/files", t, &json!({ "path": rel2 }));
+    assert_eq!(p.status, 201, "{}", String::from_utf8_lossy(&p.body));
+    let p = p.json();
+    assert_eq!(p["published"][0]["file_id"], id_b.as_str(), "{p}");
+    assert_eq!(
+        (&p["collections"][0]["kind"], &p["collections"][0]["files"]),
+        (&json!("collection"), &json!(1))
+    );
+    let cid2 = p["collections"][0]["id"].as_str().unwrap().to_owned();
+    assert!(cid2.starts_with("c-"), "{p}");
+    let cid2 = cid2.as_str();
+    let del = format!("/api/files/{cid}");
+    http(api, "DELETE", &del, None, None).refused(401, "unauthorized");
+    let gone = http(api, "DELETE", &del, t, None);
+    assert_eq!(gone.status, 200, "{}", String::from_utf8_lossy(&gone.body));
+    assert_eq!(gone.json(), json!({ "unpublished": [cid, id_a] }));
+    let left: Vec<String> = http(api, "GET", "/api/files", None, None)
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(left.contains(&id_b) && left.contains(&id_c) && left.contains(&cid2.to_owned()));
+    http(api, "DELETE", &del, t, None).refused(404, "not_found");
+    // keep_files: the collection alone.
+    let kept = http(api, "DELETE", &format!("/api/files/{cid2}?keep_files=true"), t, None);
+    assert_eq!(kept.json(), json!({ "unpublished": [cid2] }));
+    let n = http(api, "GET", "/api/node", None, None).json();
+    assert_eq!((&n["files_published"], &n["collections_published"]), (&json!(2), &json!(0)));
+    seeder.stop();
 }

@@ -321,17 +321,23 @@ fn publish_never_serves_a_data_directory_or_a_downloads_side_files() {
     assert!(!ls.contains("identity") && !ls.contains(".furymesh-partial"), "{ls}");
 }
 
+/// Under `dir`: a data directory (not created), a release tree `rel/` of two files (`a.bin`,
+/// `sub/b.bin`) and a file `other.bin` beside it, with contents from `seed` on.
+fn release_and_other(dir: &Path, seed: u64) -> (PathBuf, PathBuf, PathBuf) {
+    let tree = dir.join("rel");
+    write_file(&tree.join("a.bin"), 1000, seed);
+    write_file(&tree.join("sub/b.bin"), 2000, seed + 1);
+    let other = dir.join("other.bin");
+    write_file(&other, 3000, seed + 2);
+    (dir.join("data"), tree, other)
+}
+
 /// `unpublish DIR` takes back what `publish DIR` published: every file under it and its
 /// collection; a collection ID alone takes back only the collection.
 #[test]
 fn unpublish_of_a_directory_takes_back_its_files_and_collection() {
     let t = tempdir();
-    let data = t.path().join("data");
-    let tree = t.path().join("rel");
-    write_file(&tree.join("a.bin"), 1000, 1);
-    write_file(&tree.join("sub/b.bin"), 2000, 2);
-    let other = t.path().join("other.bin");
-    write_file(&other, 3000, 3);
+    let (data, tree, other) = release_and_other(t.path(), 1);
     run_ok(fm(&data).args(["publish"]).arg(&tree).arg(&other));
     let listed = |data: &Path| json(&run_ok(fm(data).args(["--json", "ls"])));
     assert_eq!(listed(&data).as_array().unwrap().len(), 4, "{}", listed(&data));
@@ -343,6 +349,39 @@ fn unpublish_of_a_directory_takes_back_its_files_and_collection() {
     assert!(left[0]["path"].as_str().unwrap().ends_with("other.bin"), "{left:?}");
     // Nothing under it any more: a clear refusal.
     let again = fm(&data).args(["unpublish"]).arg(&tree).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr_of(&again).contains("is not published"), "{}", stderr_of(&again));
+}
+
+/// `unpublish c-…` (no node running) takes back the release: the collection and the files
+/// it brought, not a file published on its own from elsewhere; `--keep-files` takes the
+/// collection alone. The summary counts both kinds in plain English.
+#[test]
+fn unpublish_of_a_collection_id_takes_back_the_files_it_brought() {
+    let t = tempdir();
+    let (data, tree, other) = release_and_other(t.path(), 11);
+    let rows = json(&run_ok(fm(&data).args(["--json", "publish"]).arg(&tree).arg(&other)));
+    let cid =
+        collection_row(rows.as_array().unwrap())["collection_id"].as_str().unwrap().to_owned();
+    let out = run_ok(fm(&data).args(["unpublish", &cid]));
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.contains("unpublished 2 files and 1 collection"), "{said}");
+    assert!(said.starts_with(&cid), "the collection first, as written: {said}");
+    let left = json(&run_ok(fm(&data).args(["--json", "ls"])));
+    let left = left.as_array().unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0]["path"].as_str().unwrap().ends_with("other.bin"), "{left:?}");
+    assert_eq!(left[0]["state"], "ok", "{left:?}");
+
+    // Published again; --keep-files takes the collection only.
+    let rows = json(&run_ok(fm(&data).args(["--json", "publish"]).arg(&tree)));
+    let cid =
+        collection_row(rows.as_array().unwrap())["collection_id"].as_str().unwrap().to_owned();
+    let out = run_ok(fm(&data).args(["unpublish", "--keep-files", &cid]));
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.trim_end().ends_with("unpublished 1 collection"), "{said}");
+    assert_eq!(json(&run_ok(fm(&data).args(["--json", "ls"]))).as_array().unwrap().len(), 3);
+    let again = fm(&data).args(["unpublish", &cid]).output().unwrap();
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr_of(&again).contains("is not published"), "{}", stderr_of(&again));
 }

@@ -172,6 +172,13 @@ fn forged_provider_records_are_ignored() {
 
     let t = tempdir();
     let data = t.path().join("data");
+    // The node must be neither the attacker nor the victim (fixtures 14 and 15), whichever
+    // fixture its turn would hand out (the turn depends on the tests run before).
+    fs::create_dir_all(&data).unwrap();
+    let key = data.join("identity.pk8.der");
+    fs::copy(fixture_identity(13), &key).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     let node = Seeder::start_with(&data, 1, "127.0.0.1:0", &[]);
     let file_id = FileId([9; 32]);
     let key = Key::from_file_id(&file_id);
@@ -429,4 +436,44 @@ fn a_forged_request_does_not_poison_the_routing_table() {
     let stats = a.stop();
     assert_eq!(stats["dht"]["table_len"], 1, "only B entered A's table: {stats}");
     assert!(stats["dht"]["contacts_verify_pings"].as_u64().unwrap() >= 2, "{stats}");
+}
+
+/// Issue 11: a `dht` query or a `get` given no bootstrap node and no peer, on a data
+/// directory where a seed runs, joins the DHT through that seed (its routing table), and
+/// finds and downloads a file another node provides. Without a seed there, `get` says where
+/// it could download from instead of guessing.
+#[test]
+fn commands_without_bootstrap_join_through_the_seed_running_on_their_data_directory() {
+    let t = tempdir();
+    let f = t.path().join("release.bin");
+    let bytes = write_file(&f, 300_000, 11);
+    let (a_dir, b_dir, lone) = (t.path().join("a"), t.path().join("b"), t.path().join("lone"));
+    let id = publish_id(&a_dir, &f, &[]);
+    let a = Seeder::start_with_args(&a_dir, 1, &["--api", "127.0.0.1:0"]);
+    let b = Seeder::start_with_args(&b_dir, 1, &["--api", "127.0.0.1:0", "--bootstrap", &a.peer()]);
+    wait_for_provider(&b_dir, &id, &b.peer(), &a.peer());
+
+    // The query, with no --bootstrap: through the seed on b_dir.
+    let out = run_ok(fm(&b_dir).args(["--json", "dht", "find-providers", &id]));
+    let v = json(&out);
+    assert!(
+        v["contacts"].as_array().unwrap().iter().any(|c| c["addr"] == a.peer().as_str()),
+        "{v}"
+    );
+    assert!(stderr_of(&out).contains("joining through the seed running on"), "{}", stderr_of(&out));
+
+    // The download, with neither --peer nor --bootstrap.
+    let dest = t.path().join("got.bin");
+    let out = run_ok(fm(&b_dir).args(["--json", "get", &id, "-o"]).arg(&dest));
+    assert_eq!(fs::read(&dest).unwrap(), bytes, "not byte-identical");
+    assert!(stderr_of(&out).contains("through the seed running here"), "{}", stderr_of(&out));
+
+    // No seed on this data directory: a clear error, not a guess.
+    let out = fm(&lone).args(["get", &id, "-o"]).arg(t.path().join("x")).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(err.contains("nowhere to download from") && err.contains("no node"), "{err}");
+    let out = fm(&lone).args(["dht", "find-providers", &id]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("give --bootstrap"), "{}", stderr_of(&out));
 }

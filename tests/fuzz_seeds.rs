@@ -31,7 +31,9 @@ use furymesh::wire::{
 #[allow(dead_code, unreachable_pub)]
 mod fixtures;
 
-use fixtures::{dht_contact, dht_op, dht_source, handshake_mode, Cursor, HELLO_MAC_BYTES};
+use fixtures::{
+    dht_contact, dht_op, dht_source, handshake_mode, signal_mode, Cursor, HELLO_MAC_BYTES,
+};
 
 /// target → seed name → bytes.
 type Seeds = BTreeMap<&'static str, BTreeMap<String, Vec<u8>>>;
@@ -329,6 +331,13 @@ fn crypto_seeds(seeds: &mut Seeds) {
     );
     add(seeds, "handshake", "server_hello", with_mode(handshake_mode::SERVER_HELLO, &server_hello));
     add(seeds, "handshake", "client_finish", with_mode(handshake_mode::CLIENT_FINISH, &finish));
+
+    // The four signaling messages, each under the mode of the side that parses it.
+    let [hello, reply, offer, answer] = fixtures::signal_messages();
+    add(seeds, "signal", "hello", with_mode(signal_mode::HELLO, hello));
+    add(seeds, "signal", "reply", with_mode(signal_mode::REPLY, reply));
+    add(seeds, "signal", "offer", with_mode(signal_mode::OFFER, offer));
+    add(seeds, "signal", "answer", with_mode(signal_mode::ANSWER, answer));
 
     // Record streams: `records_max, bytes_max` then operations (see the record target).
     let genuine = |kind: u8, text: &[u8]| {

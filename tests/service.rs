@@ -81,7 +81,7 @@ fn config_file_sets_seed_options_and_flags_override_it() {
         seed_until(&dir, &[], &[("FURYMESH_LISTEN", "127.0.0.1:0")], "listening on");
     let line = lines.last().unwrap();
     assert!(line.contains("listening on 127.0.0.1:"), "{lines:?}");
-    assert!(line.contains("1 shards") && line.contains("encryption OFF"), "{line}");
+    assert!(line.contains("(1 shard, 1 file,") && line.contains("encryption OFF"), "{line}");
     // `--api off` from the file: no API started, no address written.
     assert!(!dir.join("api.addr").exists(), "the file said api = off");
     stop(child);
@@ -97,10 +97,35 @@ fn config_file_sets_seed_options_and_flags_override_it() {
     assert_eq!(v["seed"]["sources"]["max_upload_rate"], "default");
     assert_eq!(v["node"]["idle_timeout_ms"], 7000);
     assert_eq!(v["config_file"], dir.join("config.toml").to_str().unwrap());
-    // The environment beats the file.
+    // The environment beats the file, and is named as the source (not "the command
+    // line"); a flag beside it still says command line.
     let v = json(&run_ok(fm(&dir).args(["--json", "config"]).env("FURYMESH_ENCRYPTION", "on")));
     assert_eq!(v["seed"]["encryption"], "on");
-    assert_eq!(v["seed"]["sources"]["encryption"], "command_line");
+    assert_eq!(
+        v["seed"]["sources"]["encryption"],
+        serde_json::json!({"environment": "FURYMESH_ENCRYPTION"})
+    );
+    let secret = t.path().join("net.secret");
+    fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
+    let human = run_ok(
+        fm(&dir)
+            .args(["config", "--shards", "3"])
+            .env("FURYMESH_ENCRYPTION", "on")
+            .env("FURYMESH_NETWORK_SECRET", &secret),
+    );
+    let human = String::from_utf8(human.stdout).unwrap();
+    assert!(
+        human.contains("# seed.encryption from the environment variable FURYMESH_ENCRYPTION"),
+        "{human}"
+    );
+    assert!(
+        human.contains(
+            "# seed.network_secret from the environment variable FURYMESH_NETWORK_SECRET"
+        ),
+        "{human}"
+    );
+    assert!(human.contains("# seed.shards from the command line"), "{human}");
+    assert!(!human.contains("encryption from the command line"), "{human}");
 
     // The human form is itself a configuration file that gives the same settings.
     let v = json(&run_ok(fm(&dir).args(["--json", "config"])));

@@ -187,3 +187,61 @@ fn kill_9_twenty_times_during_a_multi_peer_download() {
     );
     eprintln!("kills: {kills}; served {served} for a {size}-byte file");
 }
+
+/// Issue 10 item 3: a download connection with nothing in flight sleeps until a wake-up,
+/// not on a timer. With `--max-peers 1` one peer is asked at a time and the other
+/// connection waits with nothing in flight; its own deadline (starvation after
+/// `peer_timeout_ms`) is set far beyond this test's limit, so only a wake-up can set it
+/// going. The slow seeder is killed mid-download: its requests go back to the pool, and
+/// the download finishes through the waiting connection to the other seeder. (When the
+/// fast seeder happens to be the one asked first, it fetches everything and the kill lands
+/// on an idle connection; the download must finish all the same.)
+#[test]
+fn chunks_of_a_dead_peer_are_fetched_by_a_waiting_connection_to_another() {
+    let t = tempdir();
+    let f = t.path().join("f.bin");
+    let bytes = write_file(&f, 64 * CHUNK, 24);
+    let (slow_dir, fast_dir, dl) =
+        (t.path().join("slow"), t.path().join("fast"), t.path().join("dl"));
+    let id = publish_id(&slow_dir, &f, &["--chunk-size", "64KiB"]);
+    publish(&fast_dir, &[&f], &["--chunk-size", "64KiB"]);
+    // 64 chunks at 256 KiB/s: 16 s from the slow seeder alone.
+    let slow = Seeder::start_with_args(&slow_dir, 1, &["--max-upload-rate", "256KiB"]);
+    let fast = Seeder::start(&fast_dir, 1);
+    let conf = t.path().join("get.toml");
+    fs::write(&conf, "peer_timeout_ms = 120000\n").unwrap();
+    let out = t.path().join("out.bin");
+    let resume = t.path().join("out.bin.furymesh-resume");
+    let mut child = fm(&dl)
+        .args(["--config"])
+        .arg(&conf)
+        .args(["--json", "get", &id, "--max-peers", "1", "--save-every", "64KiB"])
+        .args(["--peer", &slow.peer(), "--peer", &fast.peer(), "-o"])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while verified_in(&resume) < 2 && Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    slow.kill9();
+    // Far below the waiting connection's own deadline (120 s): a hang guard, not a timing.
+    let limit = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > limit {
+            child.kill().unwrap();
+            panic!("the download hung: the waiting connection was never woken");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let res = child.wait_with_output().unwrap();
+    assert!(res.status.success(), "{}", stderr_of(&res));
+    assert!(fs::read(&out).unwrap() == bytes, "download differs");
+    let report = json(&res);
+    assert!(peer_entry(&report, &fast.peer())["bytes"].as_u64().unwrap() > 0, "{report}");
+}

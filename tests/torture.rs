@@ -27,13 +27,6 @@ use common::*;
 /// Bytes the seeders may send per completed download, as a multiple of the file size.
 const RATIO_MAX: f64 = 1.05;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => furymesh::config::parse_bytes(&v).unwrap_or_else(|e| panic!("{name}={v}: {e}")),
-        Err(_) => default,
-    }
-}
-
 /// What one torture run saw.
 #[derive(Debug, Default)]
 struct Tally {
@@ -53,10 +46,7 @@ fn kill_9_torture_in_a_three_seeder_swarm() {
     let within: f64 = std::env::var("TORTURE_KILL_WITHIN")
         .map(|v| v.parse().unwrap_or_else(|e| panic!("TORTURE_KILL_WITHIN={v}: {e}")))
         .unwrap_or(1.0);
-    let mut seed = std::env::var("TORTURE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::process::id() as u64 * 0x9e37_79b9 + 1);
+    let mut seed = env_seed("TORTURE_SEED");
     eprintln!(
         "TORTURE_SEED={seed} TORTURE_KILLS={kills_wanted} TORTURE_SIZE={size} \
          TORTURE_CHUNK={chunk} TORTURE_RATE={rate} TORTURE_KILL_WITHIN={within}"

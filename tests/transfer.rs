@@ -177,8 +177,10 @@ fn corruption_behind_the_seeders_back_fails_the_download_cleanly() {
     assert!(err.contains("chunk 3") && err.contains("failed verification"), "{err}");
     assert!(!out.exists(), "nothing under the final name");
 
-    // Changing the size or mtime instead makes the seeder refuse to serve it at all.
+    // Changing the size or mtime instead makes the seeder refuse to serve it at all, once
+    // its next check of the file has seen it (at most FILE_CHECK_INTERVAL after the change).
     append(&f, b"x");
+    std::thread::sleep(2 * furymesh::config::FILE_CHECK_INTERVAL);
     fs::remove_file(out.with_extension("bin.furymesh-resume")).ok();
     let out2 = t.path().join("out2.bin");
     let r = get_cmd(&data, &id, &seeder.peer(), &out2).output().unwrap();

@@ -171,6 +171,8 @@ impl Page {
 const SCREEN: &str = r#"!document.querySelector('#status') ? '{}' : JSON.stringify({
   files: [...document.querySelectorAll('#files tbody tr')].map(r => ({
     id: r.dataset.fileId,
+    kind: r.dataset.kind,
+    state: r.dataset.state,
     text: r.textContent,
     peer: (r.querySelector('.peer') || {}).textContent || null })),
   downloads: [...document.querySelectorAll('#downloads tbody tr')].map(r => ({
@@ -206,6 +208,15 @@ fn ui_shows_files_and_a_live_download_in_chromium() {
     let small = t.path().join("notes.txt");
     write_file(&small, 50_000, 3);
     let small_id = publish_id(&dir, &small, &[]);
+    // A release (a collection) and a file that will change on disk while the node runs.
+    let tree = t.path().join("app-1.0");
+    write_file(&tree.join("bin/app"), 20_000, 4);
+    write_file(&tree.join("README"), 1_000, 5);
+    let rows = common::publish_rows(&dir, &[&tree], &[]);
+    let cid = rows.iter().find_map(|r| r["collection_id"].as_str()).unwrap().to_owned();
+    let drifting = t.path().join("drifting.log");
+    write_file(&drifting, 10_000, 6);
+    let drifting_id = publish_id(&dir, &drifting, &[]);
     let _node = Seeder::start_with_args(&dir, 1, &["--api", "127.0.0.1:0"]);
     // The API starts right after the shards listen and then writes its address file.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -217,6 +228,8 @@ fn ui_shows_files_and_a_live_download_in_chromium() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let token = fs::read_to_string(dir.join("api.token")).unwrap().trim().to_owned();
+    // Edited in place after publish: the page must say so (checked below).
+    fs::OpenOptions::new().append(true).open(&drifting).unwrap().write_all(b"appended").unwrap();
 
     let out = t.path().join("fetched.iso");
     let started = api
@@ -287,6 +300,24 @@ fn ui_shows_files_and_a_live_download_in_chromium() {
         let v: Value = serde_json::from_str(v.as_str().unwrap()).unwrap();
         v["downloads"][0]["state"] == "paused" || v["downloads"][0]["state"] == "completed"
     });
+    // Paused, time is no object: the release is a collection row under its c-… ID, with
+    // its number of files.
+    let v = screen(&mut page);
+    let coll = v["files"].as_array().unwrap().iter().find(|f| f["id"] == cid.as_str());
+    let coll = coll.unwrap_or_else(|| panic!("no row for {cid}: {v}"));
+    assert_eq!(coll["kind"], "collection", "{coll}");
+    assert!(coll["text"].as_str().unwrap().contains("collection of 2 files"), "{coll}");
+    // The file changed on disk shows as changed, with what to do about it.
+    let v = page.wait_for("the changed file", SCREEN, Duration::from_secs(30), |v| {
+        let v: Value = serde_json::from_str(v.as_str().unwrap_or("{}")).unwrap_or_default();
+        v["files"].as_array().is_some_and(|f| {
+            f.iter().any(|f| f["id"] == drifting_id.as_str() && f["state"] == "changed")
+        })
+    });
+    let v: Value = serde_json::from_str(v.as_str().unwrap()).unwrap();
+    let row = v["files"].as_array().unwrap().iter().find(|f| f["id"] == drifting_id.as_str());
+    let text = row.unwrap()["text"].as_str().unwrap().to_owned();
+    assert!(text.contains("changed on disk since publish") && text.contains("republish"), "{text}");
     page.eval(&format!(
         "document.querySelectorAll('#downloads tr[data-download-id=\"{download_id}\"] button')[1].click()"
     ));

@@ -397,7 +397,9 @@ fn ask_signal(
 
 #[test]
 fn tampered_replayed_and_misdirected_signals_at_a_seeder_open_no_channel() {
-    use furymesh::crypto::signal::{SignalInitiator, SignalPayload};
+    use furymesh::crypto::signal::{
+        CandidateKind, SignalCandidate, SignalInitiator, SignalPayload,
+    };
     let t = tempdir();
     let sd = t.path().join("seed");
     let seeder = RtcSeeder::start(&sd, 1, &[]);
@@ -421,7 +423,10 @@ fn tampered_replayed_and_misdirected_signals_at_a_seeder_open_no_channel() {
     // The offer with one bit flipped on the way (its fingerprint, its candidate: sealed):
     // refused; it used up the exchange, so even the genuine offer is refused after it.
     let payload = SignalPayload {
-        candidate: "127.0.0.1:9".parse().unwrap(),
+        candidates: vec![SignalCandidate {
+            kind: CandidateKind::Host,
+            addr: "127.0.0.1:9".parse().unwrap(),
+        }],
         sdp: "v=0\r\na=fingerprint:sha-256 AA:BB\r\n".into(),
     };
     let offer = offerer.seal_offer(&payload).unwrap();

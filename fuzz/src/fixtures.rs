@@ -280,3 +280,92 @@ impl<'a> Cursor<'a> {
         std::mem::take(&mut self.rest)
     }
 }
+
+/// Modes of the `signal` target: the first input byte says which side parses the rest.
+pub mod signal_mode {
+    /// The rest is a Hello, fed to the target node's responder.
+    pub const HELLO: u8 = 0;
+    /// The rest is a HelloReply, fed to the deterministic initiator.
+    pub const REPLY: u8 = 1;
+    /// The rest is an Offer, fed to the responder that answered the genuine Hello.
+    pub const OFFER: u8 = 2;
+    /// The rest is an Answer, fed to the offerer that sealed the genuine Offer.
+    pub const ANSWER: u8 = 3;
+}
+
+/// Randomness of the deterministic signaling initiator (ephemeral key ‖ nonce).
+pub const SIGNAL_INITIATOR_RANDOM: [u8; 48] = [0x31; 48];
+/// Randomness of the deterministic signaling responder (its ephemeral key).
+pub const SIGNAL_RESPONDER_RANDOM: [u8; 32] = [0x32; 32];
+
+/// The payload each side of the deterministic signaling exchange sends: `side` 0 for the
+/// offer, 1 for the answer.
+pub fn signal_payload(side: u8) -> furymesh::crypto::signal::SignalPayload {
+    furymesh::crypto::signal::SignalPayload {
+        candidates: vec![
+            furymesh::crypto::signal::SignalCandidate {
+                kind: furymesh::crypto::signal::CandidateKind::Host,
+                addr: SocketAddr::from(([127, 0, 0, 1], 40_000 + u16::from(side))),
+            },
+            furymesh::crypto::signal::SignalCandidate {
+                kind: furymesh::crypto::signal::CandidateKind::ServerReflexive,
+                addr: SocketAddr::from(([198, 51, 100, 1], 50_000 + u16::from(side))),
+            },
+        ],
+        sdp: format!(
+            "v=0\r\no=- {side} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+             a=fingerprint:sha-256 {}\r\na=ice-ufrag:fz{side}\r\na=ice-pwd:fuzzfuzzfuzzfuzzfuzz{side}\r\n",
+            ["AB"; 32].join(":")
+        ),
+    }
+}
+
+/// The deterministic initiator (bob, signaling to alice) and its Hello.
+pub fn signal_initiator() -> (furymesh::crypto::signal::SignalInitiator, Vec<u8>) {
+    furymesh::crypto::signal::SignalInitiator::start(
+        client_session(),
+        server_session().node_id(),
+        NOW,
+        SIGNAL_INITIATOR_RANDOM,
+    )
+}
+
+/// The four messages of the deterministic signaling exchange: Hello, HelloReply, Offer,
+/// Answer (computed once per process).
+pub fn signal_messages() -> &'static [Vec<u8>; 4] {
+    static M: OnceLock<[Vec<u8>; 4]> = OnceLock::new();
+    M.get_or_init(|| {
+        let (hello, reply, mut offerer) = signal_first_round();
+        let offer = offerer.seal_offer(&signal_payload(0)).expect("fixture offer fits");
+        let mut opener = signal_awaiting_offer();
+        let opened = opener.open_offer(&offer).expect("fixture offer opens");
+        let answer = opener.seal_answer(&opened, &signal_payload(1)).expect("fixture answer fits");
+        [hello, reply, offer, answer]
+    })
+}
+
+/// The first round trip (Hello, HelloReply) and the offerer it leaves.
+fn signal_first_round() -> (Vec<u8>, Vec<u8>, furymesh::crypto::signal::SignalOfferer) {
+    let mut responder = furymesh::crypto::signal::SignalResponder::new(server_session());
+    let (init, hello) = signal_initiator();
+    let reply =
+        responder.handle_hello(&hello, NOW, SIGNAL_RESPONDER_RANDOM).expect("fixture hello");
+    let offerer = init.handle_reply(&reply, NOW).expect("fixture reply");
+    (hello, reply, offerer)
+}
+
+/// The target's responder after answering the genuine Hello: it awaits the Offer.
+pub fn signal_awaiting_offer() -> furymesh::crypto::signal::SignalResponder {
+    let (_, hello) = signal_initiator();
+    let mut responder = furymesh::crypto::signal::SignalResponder::new(server_session());
+    responder.handle_hello(&hello, NOW, SIGNAL_RESPONDER_RANDOM).expect("fixture hello");
+    responder
+}
+
+/// The initiator's offerer after sealing the genuine Offer: it awaits the Answer.
+pub fn signal_awaiting_answer() -> furymesh::crypto::signal::SignalOfferer {
+    let (init, _) = signal_initiator();
+    let mut offerer = init.handle_reply(&signal_messages()[1], NOW).expect("fixture reply");
+    offerer.seal_offer(&signal_payload(0)).expect("fixture offer fits");
+    offerer
+}

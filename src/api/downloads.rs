@@ -625,11 +625,17 @@ impl Downloads {
                 t.next_id = t.next_id.max(spec.id + 1);
                 let (partial, _) = crate::node::side_paths(&spec.output);
                 let done = spec.output.exists() && !partial.exists() && !spec.force;
+                // Its progress so far, from the resume state beside the output: a paused
+                // download shows what it has kept, not 0 of 0, until it runs again.
+                let mut meter = Meter::default();
+                if let Some((done, size, chunk_size)) = resume_progress(&spec) {
+                    (meter.done, meter.size, meter.chunk_size) = (done, size, chunk_size);
+                }
                 let mut e = Entry {
                     want: if spec.paused { Want::Pause } else { Want::Run },
                     spec,
                     ended_unix: None,
-                    meter: Arc::default(),
+                    meter: Arc::new(Mutex::new(meter)),
                     run: None,
                     run_peers: Vec::new(),
                     reaper: None,
@@ -841,6 +847,26 @@ pub(super) fn peer_text(p: &PeerAddr) -> String {
         Some(id) => format!("{id}@{}", p.addr),
         None => p.addr.to_string(),
     }
+}
+
+/// What the resume state beside a download's output says it has verified: (bytes done,
+/// file size, chunk size). `None` when there is none, or it belongs to another file or
+/// does not decode (the next run starts over then anyway).
+fn resume_progress(spec: &Spec) -> Option<(u64, u64, u32)> {
+    let (_, resume) = crate::node::side_paths(&spec.output);
+    let (info, bits) = crate::wire::decode_resume(&fs::read(resume).ok()?).ok()?;
+    if info.file_id.to_hex() != spec.file_id {
+        return None;
+    }
+    let n = info.chunk_count();
+    let bits = crate::transfer::Bitfield::from_bytes(bits, n)?;
+    let cs = u64::from(info.chunk_size);
+    let mut done = u64::from(bits.count_ones()) * cs;
+    // The last chunk is short: count only its real bytes.
+    if n > 0 && bits.get(n - 1) {
+        done = done.saturating_sub(cs * u64::from(n) - info.size.min(cs * u64::from(n)));
+    }
+    Some((done.min(info.size), info.size, info.chunk_size))
 }
 
 fn state_of(e: &Entry) -> &'static str {

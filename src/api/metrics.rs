@@ -145,6 +145,7 @@ pub(super) fn render(
     shards: &[SeedStats],
     a: &NodeActivity,
     p: &ProcessFigures,
+    catalog: &crate::node::CatalogCounts,
 ) -> String {
     let mut e = Exposition { out: String::with_capacity(8 * 1024) };
     let v = &s.serving;
@@ -188,6 +189,18 @@ pub(super) fn render(
         "furymesh_files_served",
         "Files the node serves now (published files and partial downloads).",
         s.files_served as f64,
+    );
+    e.gauge(
+        "furymesh_published_files",
+        "Files published (collections not counted).",
+        catalog.files as f64,
+    );
+    e.gauge("furymesh_published_collections", "Collections published.", catalog.collections as f64);
+    e.gauge(
+        "furymesh_published_files_changed",
+        "Published files changed or missing on disk since publish: refused to peers and \
+         withdrawn from the DHT until republished.",
+        catalog.files_changed as f64,
     );
     e.counter(
         "furymesh_served_payload_bytes_total",
@@ -431,7 +444,14 @@ mod tests {
             &[SeedStats::default()],
             &activity,
             &ProcessFigures::read(0),
+            &crate::node::CatalogCounts {
+                files: 2,
+                files_bytes: 10,
+                collections: 1,
+                files_changed: 1,
+            },
         );
+        assert!(text.contains("\nfurymesh_published_files_changed 1\n"), "{text}");
         let mut declared = std::collections::HashSet::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {

@@ -27,12 +27,12 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 pub use client::{ApiClient, ClientError};
 pub use error::ApiError;
 
 use crate::node::{clock, Handle};
+use crate::server_thread::ServerThread;
 use crate::storage::layout;
 
 /// Bytes of randomness in a token (hex-encoded in the file and the header).
@@ -52,11 +52,8 @@ pub struct ApiOptions {
 /// A running API server. [`ApiServer::stop`] (or dropping it) stops the thread and removes
 /// the address file.
 pub struct ApiServer {
-    addr: SocketAddr,
-    addr_file: PathBuf,
+    server: ServerThread,
     state: Arc<routes::ApiState>,
-    stop: Option<flume::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl ApiServer {
@@ -68,8 +65,6 @@ impl ApiServer {
         let listener = std::net::TcpListener::bind(opts.bind)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let addr_file = layout::api_addr_path(&opts.data_dir);
-        write_atomically(&addr_file, format!("{addr}\n").as_bytes(), 0o644)?;
         let state = Arc::new(
             routes::ApiState::new(
                 handle,
@@ -81,7 +76,6 @@ impl ApiServer {
             .with_http_gateway(opts.http_gateway),
         );
         state.restore_downloads();
-        let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         let state2 = state.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -89,8 +83,9 @@ impl ApiServer {
             .max_blocking_threads(crate::config::API_WORKERS_MAX)
             .thread_name("furymesh-api-w")
             .build()?;
-        let thread = std::thread::Builder::new().name("furymesh-api".into()).spawn(move || {
-            runtime.block_on(async move {
+        let addr_file = layout::api_addr_path(&opts.data_dir);
+        let server =
+            ServerThread::spawn("furymesh-api", addr, addr_file, runtime, |stop| async move {
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => listener::CappedListener::new(l),
                     Err(e) => {
@@ -100,46 +95,32 @@ impl ApiServer {
                 };
                 let app = routes::router(state2);
                 let stopped = async move {
-                    let _ = stop_rx.recv_async().await;
+                    let _ = stop.recv_async().await;
                 };
                 if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
                     note!("furymesh seed: the API stopped: {e}");
                 }
-            });
-        })?;
-        Ok(Self { addr, addr_file, state, stop: Some(stop_tx), thread: Some(thread) })
+            })?;
+        Ok(Self { server, state })
     }
 
     /// The address the API listens on (port 0 resolved).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Stops accepting, lets requests in flight finish, joins the thread, removes the
     /// address file, then cancels the downloads the API started (their state saved for a
     /// later resume) and waits for them.
-    pub fn stop(mut self) {
-        self.shut();
-    }
-
-    fn shut(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.state.stop_downloads();
-        // Only ours: another seed on the same data directory may have written its own.
-        if fs::read_to_string(&self.addr_file).is_ok_and(|s| s.trim() == self.addr.to_string()) {
-            let _ = fs::remove_file(&self.addr_file);
-        }
+    pub fn stop(self) {
+        // Drop does it.
     }
 }
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        self.shut();
+        self.server.shut();
+        self.state.stop_downloads();
     }
 }
 

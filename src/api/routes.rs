@@ -23,10 +23,10 @@ use super::downloads::{
 use super::error::ApiError;
 use super::metrics;
 use crate::config::{self, API_BODY_MAX_BYTES, API_DHT_QUERY_TIMEOUT};
-use crate::crypto::{Encryption, FileId};
+use crate::crypto::{ContentId, Encryption, FileId, IdKind};
 use crate::dht::Key;
 use crate::node::{clock, DhtAnswer, DhtQuery, Handle, NodeStats, PeerAddr, Transport};
-use crate::storage::CatalogEntry;
+use crate::storage::{self, CatalogEntry, FileState};
 
 /// What every handler shares.
 pub(super) struct ApiState {
@@ -96,26 +96,34 @@ type Shared = State<Arc<ApiState>>;
 
 /// The router: every resource, the token check, the body limit, JSON 404/405.
 pub(super) fn router(state: Arc<ApiState>) -> Router {
+    // The token is checked per route, inside each route's method router: only a request
+    // that names a route and one of its methods is checked. An unknown path is 404 and a
+    // wrong method 405 with or without a token (ARCHITECTURE.md, "The control API": the
+    // routes are public in the OpenAPI document, so the answer reveals nothing). A
+    // router-wide layer would wrap the 405 answers too and turn them into 401s.
+    let guard = |m: axum::routing::MethodRouter<Arc<ApiState>>| {
+        m.route_layer(middleware::from_fn_with_state(state.clone(), auth))
+    };
     Router::new()
-        .route("/api/node", get(node))
-        .route("/api/files", get(list_files).post(publish))
-        .route("/api/files/{id}", get(file).delete(unpublish))
-        .route("/api/catalog/sync", post(sync_catalog))
-        .route("/api/downloads", get(list_downloads).post(start_download))
-        .route("/api/downloads/{id}", get(download).delete(cancel_download))
-        .route("/api/downloads/{id}/pause", post(pause_download))
-        .route("/api/downloads/{id}/resume", post(resume_download))
-        .route("/api/stats", get(stats))
-        .route("/api/peers", get(peers))
-        .route("/api/storage", get(storage))
-        .route("/api/storage/cleanup", post(cleanup))
-        .route("/api/dht/providers/{id}", get(providers))
-        .route("/metrics", get(metrics_text))
+        .route("/api/node", guard(get(node)))
+        .route("/api/files", guard(get(list_files).post(publish)))
+        .route("/api/files/{id}", guard(get(file).delete(unpublish)))
+        .route("/api/catalog/sync", guard(post(sync_catalog)))
+        .route("/api/downloads", guard(get(list_downloads).post(start_download)))
+        .route("/api/downloads/{id}", guard(get(download).delete(cancel_download)))
+        .route("/api/downloads/{id}/pause", guard(post(pause_download)))
+        .route("/api/downloads/{id}/resume", guard(post(resume_download)))
+        .route("/api/stats", guard(get(stats)))
+        .route("/api/peers", guard(get(peers)))
+        .route("/api/storage", guard(get(storage)))
+        .route("/api/storage/cleanup", guard(post(cleanup)))
+        .route("/api/dht/providers/{id}", guard(get(providers)))
+        .route("/metrics", guard(get(metrics_text)))
         .route("/api/openapi.json", get(openapi_json))
+        // Static files without node data: public (GET and HEAD only).
         .merge(super::ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(DefaultBodyLimit::max(API_BODY_MAX_BYTES))
         .with_state(state)
 }
@@ -123,11 +131,7 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
 /// Mutating calls always need the token; every call does off loopback.
 async fn auth(State(s): Shared, req: Request, next: Next) -> Response {
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
-    // The API's description is public, like any published OpenAPI document, and so are
-    // the web UI's static files (they hold no node data).
-    let path = req.uri().path();
-    let public = read_only && (path == "/api/openapi.json" || super::ui::is_public(path));
-    if !public && (!read_only || !s.loopback) && !s.authorized(req.headers()) {
+    if (!read_only || !s.loopback) && !s.authorized(req.headers()) {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -190,6 +194,12 @@ fn parse_file_id(s: &str) -> Result<FileId, ApiError> {
     })
 }
 
+fn parse_content_id(s: &str) -> Result<ContentId, ApiError> {
+    s.parse().map_err(|e: crate::crypto::ParseContentIdError| {
+        ApiError::bad_request("bad_file_id", format!("{s:?} is not a file or collection ID: {e}"))
+    })
+}
+
 fn parse_download_id(s: &str) -> Result<u64, ApiError> {
     s.parse().map_err(|_| {
         ApiError::bad_request("bad_download_id", format!("{s:?} is not a download ID"))
@@ -217,7 +227,16 @@ struct NodeView {
     private_network: bool,
     /// Contacts in the DHT routing table (`null`: no DHT).
     dht_table_size: Option<usize>,
+    /// Everything the shards serve: published files, collections' encoded lists and
+    /// partial downloads.
     files_served: usize,
+    /// Published files (collections not counted).
+    files_published: usize,
+    /// Published collections (releases).
+    collections_published: usize,
+    /// Published files changed or missing on disk since publish (refused to peers,
+    /// withdrawn from the DHT): republish or unpublish them.
+    files_changed: usize,
     downloads_active: usize,
 }
 
@@ -230,7 +249,8 @@ struct NodeView {
     ))]
 async fn node(State(s): Shared) -> Result<Json<NodeView>, ApiError> {
     let st = s.clone();
-    let stats = blocking(move || Ok(st.handle.stats()?)).await?;
+    let (stats, counts) =
+        blocking(move || Ok((st.handle.stats()?, st.handle.catalog_counts(true)))).await?;
     let sec = s.handle.security();
     Ok(Json(NodeView {
         node_id: sec.node_id().to_string(),
@@ -244,20 +264,36 @@ async fn node(State(s): Shared) -> Result<Json<NodeView>, ApiError> {
         private_network: sec.network().is_some(),
         dht_table_size: stats.serving.dht.as_ref().map(|d| d.table_len),
         files_served: stats.files_served,
+        files_published: counts.files,
+        collections_published: counts.collections,
+        files_changed: counts.files_changed,
         downloads_active: stats.downloads_active,
     }))
 }
 
-/// A published file (the manifest's summary).
+/// A published file or collection (the manifest's summary).
 #[derive(Serialize, ToSchema)]
 struct FileView {
+    /// The ID as users write it: 64 lowercase hex characters for a file, `c-` and 64 for a
+    /// collection (what `get` takes).
+    id: String,
+    /// `file` or `collection`.
+    #[schema(value_type = String)]
+    kind: &'static str,
+    /// The 32 bytes peers know it by, as 64 hex characters (a collection's ID without its
+    /// `c-`).
     file_id: String,
-    /// The file's name in its manifest.
+    /// The file's name in its manifest; a collection's: the directory it was published
+    /// from.
     name: String,
-    /// Where it is served from (lossy UTF-8).
+    /// Where it is served from (lossy UTF-8); a collection's: its encoded list in the data
+    /// directory.
     path: String,
+    /// Bytes: the file's size; a collection's: the total of its files.
     size: u64,
+    /// Chunk size in bytes of what is served under the ID (a collection: its encoded list).
     chunk_size: u32,
+    /// Chunks of what is served under the ID.
     chunks: u32,
     /// Unix seconds when it was published.
     creation_time: i64,
@@ -265,11 +301,42 @@ struct FileView {
     served_bytes: u64,
     /// Chunks of it served to peers since the node started.
     served_chunks: u64,
+    /// `ok`; `changed` or `missing`: the file on disk is not what was published (size or
+    /// modification time differ, or it is gone), so peers are refused its chunks and it is
+    /// no longer announced in the DHT. A collection is `changed` when one of its files is
+    /// not `ok` or no longer published (its downloads would fail).
+    #[schema(value_type = String)]
+    state: &'static str,
+    /// What a state other than `ok` means and what to do; `null` when `ok`.
+    state_detail: Option<String>,
+    /// A collection's number of files; `null` for a file.
+    files: Option<usize>,
+    /// `GET /api/files/c-…` only: the collection's files; `null` otherwise.
+    entries: Option<Vec<EntryView>>,
+}
+
+/// One file of a collection.
+#[derive(Serialize, ToSchema)]
+struct EntryView {
+    /// Its path inside the release (`/`-separated).
+    path: String,
+    /// Its file ID (64 hex characters).
+    file_id: String,
+    size: u64,
+    executable: bool,
+    /// As [`FileView`]'s: `ok`, `changed`, `missing`, or `unpublished` (no longer in the
+    /// catalog).
+    #[schema(value_type = String)]
+    state: &'static str,
 }
 
 impl FileView {
-    fn of(e: &CatalogEntry) -> Self {
+    /// A file's view, `bad` holding the published files not as published.
+    fn of(e: &CatalogEntry, bad: &HashMap<FileId, FileState>) -> Self {
+        let state = bad.get(&e.info.file_id).copied().unwrap_or(FileState::Intact);
         Self {
+            id: e.info.file_id.to_hex(),
+            kind: "file",
             served_bytes: 0,
             served_chunks: 0,
             file_id: e.info.file_id.to_hex(),
@@ -279,30 +346,104 @@ impl FileView {
             chunk_size: e.info.chunk_size,
             chunks: e.info.chunk_count(),
             creation_time: e.info.creation_time,
+            state: state.as_str(),
+            state_detail: state.advice().map(str::to_owned),
+            files: None,
+            entries: None,
         }
     }
+
+    /// A collection's view: its files read from its encoded list and checked against what
+    /// is published (`published`: by ID) and intact; `entries` adds them one by one.
+    fn collection(
+        e: &CatalogEntry,
+        published: &HashMap<FileId, Arc<CatalogEntry>>,
+        bad: &HashMap<FileId, FileState>,
+        entries: bool,
+    ) -> Self {
+        let mut v = Self::of(e, bad);
+        v.id = ContentId::collection(e.info.file_id).to_string();
+        v.kind = "collection";
+        let c = match storage::read_collection(e) {
+            Ok(c) => c,
+            Err(why) => {
+                v.state = FileState::Missing.as_str();
+                v.state_detail = Some(format!(
+                    "its encoded list cannot be read ({why}); publish the directory again"
+                ));
+                return v;
+            }
+        };
+        let state_of = |id: &FileId| match (published.contains_key(id), bad.get(id)) {
+            (false, _) => "unpublished",
+            (true, Some(s)) => s.as_str(),
+            (true, None) => FileState::Intact.as_str(),
+        };
+        let broken = c.entries.iter().filter(|m| state_of(&m.file_id) != "ok").count();
+        if v.state == "ok" && broken > 0 {
+            v.state = FileState::Changed.as_str();
+            v.state_detail = Some(format!(
+                "{broken} of its {} files changed on disk since publish, went missing or \
+                 were unpublished: downloads of it fail; publish the directory again",
+                c.entries.len()
+            ));
+        }
+        v.size = c.total_size();
+        v.files = Some(c.entries.len());
+        if entries {
+            v.entries = Some(
+                c.entries
+                    .iter()
+                    .map(|m| EntryView {
+                        path: m.path.clone(),
+                        file_id: m.file_id.to_hex(),
+                        size: m.size,
+                        executable: m.executable,
+                        state: state_of(&m.file_id),
+                    })
+                    .collect(),
+            );
+        }
+        v
+    }
+}
+
+/// Every published file (by path) then every collection (by name), with their states
+/// checked on disk now and what the shards served of each.
+fn file_views(s: &ApiState) -> Result<Vec<FileView>, ApiError> {
+    let served = s.handle.activity()?.files;
+    let bad = s.handle.check_published();
+    let published: HashMap<FileId, Arc<CatalogEntry>> =
+        s.handle.published().into_iter().map(|e| (e.info.file_id, e)).collect();
+    let (mut files, mut colls): (Vec<FileView>, Vec<FileView>) = (Vec::new(), Vec::new());
+    for e in published.values() {
+        let v = if e.is_collection() {
+            FileView::collection(e, &published, &bad, false)
+        } else {
+            FileView::of(e, &bad)
+        };
+        let v = with_served(v, served.get(&e.info.file_id));
+        if v.kind == "collection" {
+            colls.push(v);
+        } else {
+            files.push(v);
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    colls.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    files.extend(colls);
+    Ok(files)
 }
 
 #[utoipa::path(get, path = "/api/files", tag = "files",
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "Published files, by path", body = [FileView]),
+        (status = 200, description = "Published files (by path), then collections (by name)", body = [FileView]),
         (status = 401, description = "no or wrong bearer token", body = ApiError),
         (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
     ))]
 async fn list_files(State(s): Shared) -> Result<Json<Vec<FileView>>, ApiError> {
-    blocking(move || {
-        let served = s.handle.activity()?.files;
-        let mut v: Vec<FileView> = s
-            .handle
-            .published()
-            .iter()
-            .map(|e| with_served(FileView::of(e), served.get(&e.info.file_id)))
-            .collect();
-        v.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(Json(v))
-    })
-    .await
+    blocking(move || Ok(Json(file_views(&s)?))).await
 }
 
 fn with_served(mut v: FileView, served: Option<&crate::node::FileServed>) -> FileView {
@@ -313,27 +454,49 @@ fn with_served(mut v: FileView, served: Option<&crate::node::FileServed>) -> Fil
     v
 }
 
+/// The published entry `id` names, if its kind is the one the ID was written as.
+fn find_published(s: &ApiState, id: ContentId) -> Result<Arc<CatalogEntry>, ApiError> {
+    let entry = s
+        .handle
+        .published_entry(&id.id)
+        .ok_or_else(|| ApiError::not_found(format!("{id} is not published")))?;
+    match (id.kind, entry.is_collection()) {
+        (IdKind::File, true) => Err(ApiError::not_found(format!(
+            "{id} is not a published file: it is the collection {}",
+            ContentId::collection(id.id)
+        ))),
+        (IdKind::Collection, false) => Err(ApiError::not_found(format!(
+            "{id} is not a published collection: {} is a file",
+            id.id
+        ))),
+        _ => Ok(entry),
+    }
+}
+
 #[utoipa::path(get, path = "/api/files/{id}", tag = "files",
     security((), ("bearer" = [])),
-    params(("id" = String, Path, description = "File ID: 64 lowercase hex characters", pattern = "^[0-9a-f]{64}$")),
+    params(("id" = String, Path, description = "A file ID (64 lowercase hex characters) or a collection ID (`c-` and 64)", pattern = "^(c-)?[0-9a-f]{64}$")),
     responses(
-        (status = 200, description = "One published file", body = FileView),
+        (status = 200, description = "One published file, or one collection with its files (`entries`)", body = FileView),
         (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
         (status = 401, description = "no or wrong bearer token", body = ApiError),
         (status = 404, description = "unknown ID", body = ApiError),
         (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
     ))]
 async fn file(State(s): Shared, Id(id): Id) -> Result<Json<FileView>, ApiError> {
-    let id = parse_file_id(&id)?;
-    let entry = s
-        .handle
-        .published()
-        .into_iter()
-        .find(|e| e.info.file_id == id)
-        .ok_or_else(|| ApiError::not_found(format!("file {id} is not published")))?;
+    let id = parse_content_id(&id)?;
+    let entry = find_published(&s, id)?;
     blocking(move || {
         let served = s.handle.activity()?.files;
-        Ok(Json(with_served(FileView::of(&entry), served.get(&id))))
+        let bad = s.handle.check_published();
+        let v = if entry.is_collection() {
+            let published: HashMap<FileId, Arc<CatalogEntry>> =
+                s.handle.published().into_iter().map(|e| (e.info.file_id, e)).collect();
+            FileView::collection(&entry, &published, &bad, true)
+        } else {
+            FileView::of(&entry, &bad)
+        };
+        Ok(Json(with_served(v, served.get(&id.id))))
     })
     .await
 }
@@ -356,7 +519,11 @@ struct PublishFailure {
 
 #[derive(Serialize, ToSchema)]
 struct PublishView {
+    /// The files published (a directory: every regular file under it).
     published: Vec<FileView>,
+    /// A directory's collection (`c-…`: the release under one ID); empty for a file.
+    collections: Vec<FileView>,
+    /// Files that could not be published, and why a directory got no collection.
     failed: Vec<PublishFailure>,
 }
 
@@ -364,7 +531,7 @@ struct PublishView {
     security(("bearer" = [])),
     request_body = PublishRequest,
     responses(
-        (status = 201, description = "Published (directories: every regular file under it)", body = PublishView),
+        (status = 201, description = "Published (a directory: every regular file under it, and the directory as a collection)", body = PublishView),
         (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
         (status = 401, description = "no or wrong bearer token", body = ApiError),
         (status = 409, description = "conflicts with the node's state", body = ApiError),
@@ -394,12 +561,25 @@ async fn publish(
         ));
     }
     let view = blocking(move || {
-        let results = s.handle.publish(&[req.path], req.chunk_size, &|_| {})?;
-        let mut view = PublishView { published: Vec::new(), failed: Vec::new() };
-        for r in results {
+        let outcome = s.handle.publish_tree(&[req.path], req.chunk_size, &|_| {})?;
+        let mut view =
+            PublishView { published: Vec::new(), collections: Vec::new(), failed: Vec::new() };
+        let intact = HashMap::new();
+        for r in outcome.files {
             match r {
-                Ok(p) => view.published.push(FileView::of(&p.entry)),
+                Ok(p) => view.published.push(FileView::of(&p.entry, &intact)),
                 Err(e) => view.failed.push(PublishFailure { error: e.to_string() }),
+            }
+        }
+        let published: HashMap<FileId, Arc<CatalogEntry>> =
+            s.handle.published().into_iter().map(|e| (e.info.file_id, e)).collect();
+        for c in outcome.collections {
+            match c.map(|c| published.get(&c.id).cloned()) {
+                Ok(Some(e)) => {
+                    view.collections.push(FileView::collection(&e, &published, &intact, false))
+                }
+                Ok(None) => {}
+                Err(why) => view.failed.push(PublishFailure { error: why }),
             }
         }
         Ok(view)
@@ -415,11 +595,50 @@ async fn publish(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+/// `DELETE /api/files/{id}`: what was taken back.
+#[derive(Serialize, ToSchema)]
+struct UnpublishView {
+    /// The IDs no longer served or announced, as users write them (`c-…` for a
+    /// collection), the one asked for first.
+    unpublished: Vec<String>,
+}
+
+/// `DELETE /api/files/{id}`'s query: `keep_files=true|false` (default false); anything
+/// else is a 400.
+struct KeepFiles(bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeepFiles {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        let mut keep = false;
+        for pair in parts.uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            keep = match pair {
+                "keep_files=true" => true,
+                "keep_files=false" => false,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "bad_query",
+                        format!("{pair:?}: the only parameter is keep_files=true|false"),
+                    ))
+                }
+            };
+        }
+        Ok(Self(keep))
+    }
+}
+
 #[utoipa::path(delete, path = "/api/files/{id}", tag = "files",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "File ID: 64 lowercase hex characters", pattern = "^[0-9a-f]{64}$")),
+    params(
+        ("id" = String, Path, description = "A file ID (64 lowercase hex characters) or a collection ID (`c-` and 64)", pattern = "^(c-)?[0-9a-f]{64}$"),
+        ("keep_files" = Option<bool>, Query, description = "A collection only: take back the collection alone and keep its files published (default false: its files go too, except those another collection lists or that are published from outside its directory)"),
+    ),
     responses(
-        (status = 204, description = "Unpublished: no longer served or announced"),
+        (status = 200, description = "Unpublished: no longer served or announced", body = UnpublishView),
         (status = 400, description = "a malformed ID, body or parameter", body = ApiError),
         (status = 401, description = "no or wrong bearer token", body = ApiError),
         (status = 404, description = "unknown ID", body = ApiError),
@@ -427,14 +646,28 @@ async fn publish(
         (status = 500, description = "the node's own trouble (its catalog cannot be written)", body = ApiError),
         (status = 503, description = "the node is stopping or a shard is stuck", body = ApiError),
     ))]
-async fn unpublish(State(s): Shared, Id(id): Id) -> Result<StatusCode, ApiError> {
-    let id = parse_file_id(&id)?;
-    let removed = blocking(move || Ok(s.handle.unpublish(&id)?)).await?;
-    if removed {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found(format!("file {id} is not published")))
+async fn unpublish(
+    State(s): Shared,
+    Id(id): Id,
+    KeepFiles(keep_files): KeepFiles,
+) -> Result<Json<UnpublishView>, ApiError> {
+    let id = parse_content_id(&id)?;
+    find_published(&s, id)?;
+    let removed = blocking(move || Ok(s.handle.take_back(&id.id, keep_files)?)).await?;
+    if removed.is_empty() {
+        return Err(ApiError::not_found(format!("{id} is not published")));
     }
+    let unpublished = removed
+        .iter()
+        .map(|e| {
+            if e.is_collection() {
+                ContentId::collection(e.info.file_id).to_string()
+            } else {
+                e.info.file_id.to_hex()
+            }
+        })
+        .collect();
+    Ok(Json(UnpublishView { unpublished }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -457,7 +690,7 @@ struct DownloadRequest {
     #[serde(default)]
     max_download_rate: Option<u64>,
     /// HTTP(S) mirrors of the file, each fetched with Range requests beside the peers
-    /// (`get --web-seed`); at most `WEB_SEEDS_PER_DOWNLOAD_MAX`.
+    /// (`get --web-seed`); at most 16.
     #[serde(default)]
     web_seeds: Vec<String>,
 }
@@ -730,10 +963,12 @@ async fn peers(State(s): Shared) -> Result<Json<Vec<PeerView>>, ApiError> {
 /// completed, left partial, or abandoned.
 #[derive(Serialize, ToSchema)]
 struct StorageView {
-    /// Files in the catalog.
+    /// Files in the catalog (collections not counted).
     published_files: u64,
     /// Their bytes (served in place, never copied).
     published_bytes: u64,
+    /// Collections in the catalog (their files are counted above).
+    published_collections: u64,
     #[serde(flatten)]
     downloads: DownloadStorage,
 }
@@ -746,10 +981,11 @@ struct StorageView {
     ))]
 async fn storage(State(s): Shared) -> Result<Json<StorageView>, ApiError> {
     blocking(move || {
-        let published = s.handle.published();
+        let counts = s.handle.catalog_counts(true);
         Ok(Json(StorageView {
-            published_files: published.len() as u64,
-            published_bytes: published.iter().map(|e| e.info.size).sum(),
+            published_files: counts.files as u64,
+            published_bytes: counts.files_bytes,
+            published_collections: counts.collections as u64,
             downloads: s.downloads.storage(),
         }))
     })
@@ -788,8 +1024,10 @@ struct SyncView {
     added: usize,
     /// Files no longer served (and withdrawn from the DHT).
     removed: usize,
-    /// Files served now.
+    /// Files published now (collections not counted).
     files: usize,
+    /// Collections published now.
+    collections: usize,
 }
 
 /// Brings the node in step with its data directory's catalog at once, as the catalog
@@ -808,10 +1046,11 @@ async fn sync_catalog(State(s): Shared) -> Result<Json<SyncView>, ApiError> {
         let (added, removed) = s.handle.sync_catalog()?;
         if added + removed > 0 {
             tracing::info!(
-                "furymesh seed: catalog synced through the API: {added} files served anew, {removed} no longer"
+                "furymesh seed: catalog synced through the API: {added} served anew, {removed} no longer"
             );
         }
-        Ok(Json(SyncView { added, removed, files: s.handle.published().len() }))
+        let counts = s.handle.catalog_counts(true);
+        Ok(Json(SyncView { added, removed, files: counts.files, collections: counts.collections }))
     })
     .await
 }
@@ -863,7 +1102,9 @@ async fn metrics_text(State(s): Shared) -> Result<Response, ApiError> {
         let shards = s.handle.shard_stats()?;
         let activity = s.handle.activity()?;
         let process = metrics::ProcessFigures::read(s.started_unix);
-        Ok(metrics::render(&stats, &shards, &activity, &process))
+        // Scraped often: the changed files as the last periodic check found them.
+        let counts = s.handle.catalog_counts(false);
+        Ok(metrics::render(&stats, &shards, &activity, &process, &counts))
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())

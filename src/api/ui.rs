@@ -21,12 +21,8 @@ const APP_CSS: &str = include_str!("ui/app.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-/// Whether `path` is one of the UI's static files (public: they hold no node data).
-pub(super) fn is_public(path: &str) -> bool {
-    matches!(path, "/" | "/ui/app.js" | "/ui/app.css")
-}
-
-/// The UI's routes, merged into the API router.
+/// The UI's routes, merged into the API router without the token check (public: the
+/// files hold no node data).
 pub(super) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| asset("text/html; charset=utf-8", INDEX_HTML)))

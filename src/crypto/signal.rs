@@ -13,7 +13,8 @@
 //!          th = SHA-256(domain ‖ Hello ‖ e_T ‖ cert_T); S checks cert_T names T and the signature
 //! Offer      = 3 ‖ nonce ‖ AES-256-GCM_k_offer(Ed25519_S("offer" ‖ th ‖ p) ‖ p)   ──▶
 //!      ◀── Answer = 4 ‖ nonce ‖ AES-256-GCM_k_answer(Ed25519_T("answer" ‖ th ‖ H(p_offer) ‖ p) ‖ p)
-//! p = candidate (IPv6/IPv4-mapped [16] ‖ port u16 LE) ‖ sdp_len u16 LE ‖ SDP (RFC 8866)
+//! p = n u8 (1..=SIGNAL_CANDIDATES_MAX) ‖ n × (type u8 ‖ IPv6/IPv4-mapped [16] ‖ port u16 LE)
+//!     ‖ sdp_len u16 LE ‖ SDP (RFC 8866); type 0 host, 1 server-reflexive, 2 relayed
 //! k_offer, k_answer = HKDF-SHA-256(X25519(e_S, e_T), salt = th, info = direction)
 //! ```
 //!
@@ -42,7 +43,8 @@ use super::identity::{
 use super::NodeId;
 
 /// Wire version of every signaling message (its first byte).
-pub const SIGNAL_VERSION: u8 = 1;
+/// 2: a payload carries several candidates (host, server-reflexive, relayed); 1 carried one.
+pub const SIGNAL_VERSION: u8 = 2;
 /// How far a Hello's timestamp may be from the target's clock, in seconds. Hellos are
 /// remembered this long (twice: past and future), so a replay within it is refused too.
 pub const SIGNAL_WINDOW_SECS: u64 = 30;
@@ -51,12 +53,15 @@ pub const SIGNAL_SDP_BYTES_MAX: usize = 1000;
 /// Largest signaling message (a Hello or HelloReply with the largest certificate).
 pub const SIGNAL_MESSAGE_BYTES_MAX: usize =
     1 + 1 + 8 + 16 + 32 + 20 + 2 + CERTIFICATE_BYTES_MAX + ED25519_SIGNATURE_BYTES;
+/// Most candidates one offer or answer carries (host, server-reflexive per STUN server,
+/// relayed).
+pub const SIGNAL_CANDIDATES_MAX: usize = 4;
 /// Hellos a target keeps state for (answered, offer not yet come); the oldest goes first.
 pub const SIGNAL_PENDING_MAX: usize = 256;
 /// Hello nonces remembered for the replay window.
 pub const SIGNAL_SEEN_MAX: usize = 4096;
 
-const DOMAIN: &[u8] = b"furymesh-signal-v1\0";
+const DOMAIN: &[u8] = b"furymesh-signal-v2\0";
 const KIND_HELLO: u8 = 1;
 const KIND_HELLO_REPLY: u8 = 2;
 const KIND_OFFER: u8 = 3;
@@ -84,29 +89,75 @@ pub enum SignalError {
     Undecryptable,
 }
 
+/// How a candidate address was found (RFC 8445 §5.1.1): the socket's own address, the
+/// address a STUN server saw it from, or an address relayed by a TURN server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CandidateKind {
+    /// A host candidate (RFC 8445 §5.1.1.1).
+    Host,
+    /// A server-reflexive candidate: the socket's address outside its NAT, as a STUN
+    /// server saw it (RFC 8445 §5.1.1.2, RFC 8489).
+    ServerReflexive,
+    /// A relayed candidate: an address allocated on a TURN server (RFC 8656).
+    Relayed,
+}
+
+impl CandidateKind {
+    fn code(self) -> u8 {
+        match self {
+            Self::Host => 0,
+            Self::ServerReflexive => 1,
+            Self::Relayed => 2,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            0 => Self::Host,
+            1 => Self::ServerReflexive,
+            2 => Self::Relayed,
+            _ => return None,
+        })
+    }
+}
+
+/// One address where the sender's WebRTC socket may be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SignalCandidate {
+    /// How it was found.
+    pub kind: CandidateKind,
+    /// The address.
+    pub addr: SocketAddr,
+}
+
 /// What an offer or answer carries: where the sender's WebRTC socket can be reached (its
-/// ICE host candidate, RFC 8445 §5.1.1.1) and its SDP (RFC 8866; for a data channel, RFC
+/// ICE candidates, RFC 8445 §5.1.1) and its SDP (RFC 8866; for a data channel, RFC
 /// 8831 §6), whose `a=fingerprint` line is the DTLS certificate's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignalPayload {
-    /// The sender's candidate address.
-    pub candidate: SocketAddr,
+    /// The sender's candidates, 1 to [`SIGNAL_CANDIDATES_MAX`], host first.
+    pub candidates: Vec<SignalCandidate>,
     /// The session description, at most [`SIGNAL_SDP_BYTES_MAX`] bytes.
     pub sdp: String,
 }
 
 impl SignalPayload {
     fn encode(&self) -> Option<Vec<u8>> {
-        if self.sdp.len() > SIGNAL_SDP_BYTES_MAX {
+        let n = self.candidates.len();
+        if self.sdp.len() > SIGNAL_SDP_BYTES_MAX || n == 0 || n > SIGNAL_CANDIDATES_MAX {
             return None;
         }
-        let mut out = Vec::with_capacity(20 + self.sdp.len());
-        let ip = match self.candidate.ip() {
-            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-            IpAddr::V6(v6) => v6,
-        };
-        out.extend_from_slice(&ip.octets());
-        out.extend_from_slice(&self.candidate.port().to_le_bytes());
+        let mut out = Vec::with_capacity(3 + 19 * n + self.sdp.len());
+        out.push(n as u8);
+        for c in &self.candidates {
+            let ip = match c.addr.ip() {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            };
+            out.push(c.kind.code());
+            out.extend_from_slice(&ip.octets());
+            out.extend_from_slice(&c.addr.port().to_le_bytes());
+        }
         out.extend_from_slice(&(self.sdp.len() as u16).to_le_bytes());
         out.extend_from_slice(self.sdp.as_bytes());
         Some(out)
@@ -114,15 +165,23 @@ impl SignalPayload {
 
     fn decode(b: &[u8]) -> Option<Self> {
         let mut r = Reader::new(b);
-        let v6 = Ipv6Addr::from(r.array::<16>()?);
-        let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
-        let port = r.u16()?;
+        let n = usize::from(r.u8()?);
+        if n == 0 || n > SIGNAL_CANDIDATES_MAX {
+            return None;
+        }
+        let mut candidates = Vec::with_capacity(n);
+        for _ in 0..n {
+            let kind = CandidateKind::from_code(r.u8()?)?;
+            let v6 = Ipv6Addr::from(r.array::<16>()?);
+            let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
+            candidates.push(SignalCandidate { kind, addr: SocketAddr::new(ip, r.u16()?) });
+        }
         let len = usize::from(r.u16()?);
         if len > SIGNAL_SDP_BYTES_MAX {
             return None;
         }
         let sdp = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
-        r.is_empty().then(|| Self { candidate: SocketAddr::new(ip, port), sdp })
+        r.is_empty().then_some(Self { candidates, sdp })
     }
 }
 
@@ -536,7 +595,20 @@ mod tests {
 
     fn payload(port: u16, fp: &str) -> SignalPayload {
         SignalPayload {
-            candidate: SocketAddr::from(([127, 0, 0, 1], port)),
+            candidates: vec![
+                SignalCandidate {
+                    kind: CandidateKind::Host,
+                    addr: SocketAddr::from(([10, 0, 0, 1], port)),
+                },
+                SignalCandidate {
+                    kind: CandidateKind::ServerReflexive,
+                    addr: SocketAddr::from(([198, 51, 100, 7], port)),
+                },
+                SignalCandidate {
+                    kind: CandidateKind::Relayed,
+                    addr: "[2001:db8::1]:3478".parse().unwrap(),
+                },
+            ],
             sdp: format!("v=0\r\na=fingerprint:sha-256 {fp}\r\n"),
         }
     }
@@ -630,5 +702,43 @@ mod tests {
             assert!(init.handle_reply(&reply[..i], NOW).is_err());
         }
         assert!(SignalPayload::decode(&[0; 3]).is_none());
+    }
+
+    #[test]
+    fn payload_candidates_are_bounded_and_typed() {
+        let p = payload(9, "CC");
+        let b = p.encode().unwrap();
+        assert_eq!(SignalPayload::decode(&b), Some(p.clone()));
+        // Every prefix is refused (the SDP length and the end must agree), never a panic.
+        for i in 0..b.len() {
+            assert!(SignalPayload::decode(&b[..i]).is_none(), "prefix {i}");
+        }
+        // No candidates, too many, an unknown type: refused both ways.
+        let none = SignalPayload { candidates: vec![], ..p.clone() };
+        assert!(none.encode().is_none());
+        let many = SignalPayload {
+            candidates: vec![p.candidates[0]; SIGNAL_CANDIDATES_MAX + 1],
+            ..p.clone()
+        };
+        assert!(many.encode().is_none());
+        let mut bad = b.clone();
+        bad[0] = (SIGNAL_CANDIDATES_MAX + 1) as u8;
+        assert!(SignalPayload::decode(&bad).is_none());
+        bad[0] = 0;
+        assert!(SignalPayload::decode(&bad).is_none());
+        let mut bad = b;
+        bad[1] = 3;
+        assert!(SignalPayload::decode(&bad).is_none());
+        // The largest payload, sealed, still fits the DHT's signal field.
+        let v6 = SignalCandidate {
+            kind: CandidateKind::Relayed,
+            addr: "[2001:db8::1]:1".parse().unwrap(),
+        };
+        let largest = SignalPayload {
+            candidates: vec![v6; SIGNAL_CANDIDATES_MAX],
+            sdp: "a".repeat(SIGNAL_SDP_BYTES_MAX),
+        };
+        let sealed = 2 + NONCE_BYTES + 64 + largest.encode().unwrap().len() + TAG_BYTES;
+        assert!(sealed <= SIGNAL_MESSAGE_BYTES_MAX, "{sealed}");
     }
 }

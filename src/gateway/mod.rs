@@ -36,7 +36,6 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -54,7 +53,8 @@ use crate::config::{
 };
 use crate::crypto::{ContentId, FileId, IdKind};
 use crate::node::Handle;
-use crate::storage::{layout, write_atomic, CatalogEntry, FileStamp};
+use crate::server_thread::ServerThread;
+use crate::storage::{layout, CatalogEntry, FileStamp};
 use range::RangeAnswer;
 
 /// Where the gateway listens and for which data directory.
@@ -71,10 +71,7 @@ pub struct GatewayOptions {
 /// every connection (a download in progress is cut), joins the thread and removes the
 /// address file.
 pub struct GatewayServer {
-    addr: SocketAddr,
-    addr_file: PathBuf,
-    stop: Option<flume::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: ServerThread,
 }
 
 impl GatewayServer {
@@ -85,22 +82,20 @@ impl GatewayServer {
         let listener = std::net::TcpListener::bind(opts.bind)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let addr_file = layout::http_addr_path(&opts.data_dir);
-        write_atomic(&addr_file, format!("{addr}\n").as_bytes())?;
         let state = Arc::new(GatewayState {
             handle,
             collections_dir: layout::collections_dir(&opts.data_dir),
             collections: Mutex::default(),
         });
-        let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .max_blocking_threads(GATEWAY_READERS_MAX)
             .thread_name("furymesh-http-r")
             .build()?;
-        let thread = std::thread::Builder::new().name("furymesh-http".into()).spawn(move || {
-            runtime.block_on(async move {
+        let addr_file = layout::http_addr_path(&opts.data_dir);
+        let server =
+            ServerThread::spawn("furymesh-http", addr, addr_file, runtime, |stop| async move {
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => listener::GatewayListener::new(
                         l,
@@ -117,47 +112,26 @@ impl GatewayServer {
                         note!("furymesh seed: the HTTP gateway stopped: {e}");
                     }
                 };
-                // Not a graceful shutdown: a download of a large file would hold `seed`'s
-                // exit for as long as the client likes. Connections end with the runtime.
+                // Not a graceful shutdown: a download of a large file would hold `seed`'s exit
+                // for as long as the client likes. Connections end with the runtime, dropped
+                // when the thread returns.
                 let stopped = async move {
-                    let _ = stop_rx.recv_async().await;
+                    let _ = stop.recv_async().await;
                 };
                 futures_lite::future::or(serve, stopped).await;
-            });
-            // Dropping the runtime here cancels every connection task.
-        })?;
-        Ok(Self { addr, addr_file, stop: Some(stop_tx), thread: Some(thread) })
+            })?;
+        Ok(Self { server })
     }
 
     /// The address the gateway listens on (port 0 resolved).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Stops serving (connections in progress are closed), joins the thread and removes
     /// the address file.
-    pub fn stop(mut self) {
-        self.shut();
-    }
-
-    fn shut(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        // Only ours: another seed on the same data directory may have written its own.
-        if std::fs::read_to_string(&self.addr_file).is_ok_and(|s| s.trim() == self.addr.to_string())
-        {
-            let _ = std::fs::remove_file(&self.addr_file);
-        }
-    }
-}
-
-impl Drop for GatewayServer {
-    fn drop(&mut self) {
-        self.shut();
+    pub fn stop(self) {
+        // Dropping the server thread does it.
     }
 }
 

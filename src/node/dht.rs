@@ -12,11 +12,11 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ use super::clock::{self, now_unix};
 use super::run_local;
 use super::secure::NodeSecurity;
 use super::transport::webrtc::Endpoint;
+use super::wake::Notify;
 use crate::config::{
     NodeConfig, DHT_EVENTS_QUEUED_MAX, DHT_PING_TIMEOUT, DHT_PING_TRIES, DHT_SIGNAL_KEEPALIVE,
     DHT_SIGNAL_PENDING_MAX, DHT_SIGNAL_RELAYS, DHT_SIGNAL_RELAYS_PER_S, DHT_SIGNAL_RELAY_TIMEOUT,
@@ -217,6 +218,12 @@ pub(super) struct SignalSetup {
     pub(super) transports: Transports,
 }
 
+/// How long the receive task waits after a failed `recv_from` before the next (a socket
+/// error is not expected; this keeps one from spinning the shard).
+const RECV_RETRY: Duration = Duration::from_millis(20);
+/// The least the driver sleeps when a deadline is already past (see `Driver::run_until`).
+const DEADLINE_SLACK: Duration = Duration::from_millis(1);
+
 /// Transports remembered per provider node (from verified announcements and from replies).
 const KNOWN_TRANSPORTS_MAX: usize = 4096;
 
@@ -230,8 +237,9 @@ struct Driver {
     provider_ttl_secs: u64,
     /// Announcement verifications per second (`NodeConfig::dht_announce_verifications_per_s`).
     verify_budget: Throttle,
-    /// `NodeConfig::dht_tick_ms`.
-    tick: Duration,
+    /// Raised by the receive task after every datagram it handled and by every command:
+    /// the driver's loop sleeps until this, a control message or the next deadline.
+    kick: Notify,
     /// What this node's records advertise (TCP only without `--webrtc`).
     transports: Transports,
     /// Transports of other providers: verified with their announcements, or as a reply
@@ -285,7 +293,7 @@ impl Driver {
                 let per_s = u64::from(knobs.dht_announce_verifications_per_s);
                 Throttle::new(per_s, per_s, clock::now())
             },
-            tick: knobs.dht_tick(),
+            kick: Notify::default(),
         })
     }
 
@@ -364,8 +372,10 @@ impl Driver {
         self.known_transports.borrow().get(id).copied().unwrap_or_default()
     }
 
+    /// Hands a command to the core; the driver's loop sends what it queued.
     fn command(&self, cmd: DhtCommand) {
         self.dht.borrow_mut().handle_command(clock::now(), cmd);
+        self.kick.notify();
     }
 
     /// Runs due timers, sends everything queued and collects events.
@@ -412,64 +422,67 @@ impl Driver {
         let mut buf = vec![0u8; DHT_DATAGRAM_MAX_BYTES + NETWORK_TAG_BYTES + 1];
         loop {
             let Ok((n, from)) = self.socket.recv_from(&mut buf).await else {
-                glommio::timer::sleep(self.tick).await;
+                glommio::timer::sleep(RECV_RETRY).await;
                 continue;
             };
             self.stats.borrow_mut().datagrams_in += 1;
-            // Cheapest check first: outsiders of a private network are dropped unread.
-            let Some(datagram) = open_datagram(&buf[..n], self.auth.network.as_ref()) else {
-                self.stats.borrow_mut().wrong_network += 1;
-                continue;
-            };
-            match wire::decode_dht_datagram(datagram) {
-                Ok(DhtDatagram::Core { msg, proof, extras }) => {
-                    // The per-IP rate limit first, so one source cannot spend the node-wide
-                    // verification budget.
-                    if !self.dht.borrow_mut().admit(clock::now(), from) {
-                        continue;
-                    }
-                    if let DhtBody::AnnounceProvider { provider, .. } = &msg.body {
-                        if !self.verify_budget.try_take(clock::now(), 1) {
-                            self.stats.borrow_mut().announcements_throttled += 1;
-                            continue;
-                        }
-                        let ttl_max = 2 * self.provider_ttl_secs;
-                        let signed = extras.transports.as_ref();
-                        let checked = verify_announce(
-                            &msg,
-                            from,
-                            proof.as_ref(),
-                            signed,
-                            now_unix(),
-                            ttl_max,
-                        );
-                        if checked.is_err() {
-                            self.stats.borrow_mut().announcements_rejected += 1;
-                            continue;
-                        }
-                        let t =
-                            extras.transports.map_or_else(Transports::default, |t| t.transports);
-                        self.learn_transports(provider.id, t);
-                    }
-                    if let DhtBody::Providers { providers, .. } = &msg.body {
-                        for (p, t) in providers.iter().zip(&extras.providers_transports) {
-                            self.learn_transports(p.id, *t);
-                        }
-                    }
-                    self.dht.borrow_mut().handle_admitted(clock::now(), from, msg);
-                    // Answer now rather than at the next tick.
-                    self.pump().await;
+            self.handle_datagram(&buf[..n], from).await;
+            // Whatever the datagram did (a lookup step, a join finished, nothing), the
+            // driver's loop looks at it now, after its events were queued.
+            self.kick.notify();
+        }
+    }
+
+    /// Checks one datagram and hands it to the core (or the signaling code), sending what
+    /// it answers.
+    async fn handle_datagram(&self, datagram: &[u8], from: SocketAddr) {
+        // Cheapest check first: outsiders of a private network are dropped unread.
+        let Some(datagram) = open_datagram(datagram, self.auth.network.as_ref()) else {
+            self.stats.borrow_mut().wrong_network += 1;
+            return;
+        };
+        match wire::decode_dht_datagram(datagram) {
+            Ok(DhtDatagram::Core { msg, proof, extras }) => {
+                // The per-IP rate limit first, so one source cannot spend the node-wide
+                // verification budget.
+                if !self.dht.borrow_mut().admit(clock::now(), from) {
+                    return;
                 }
-                Ok(DhtDatagram::Signal(p)) => {
-                    if !self.dht.borrow_mut().admit(clock::now(), from) {
-                        continue;
+                if let DhtBody::AnnounceProvider { provider, .. } = &msg.body {
+                    if !self.verify_budget.try_take(clock::now(), 1) {
+                        self.stats.borrow_mut().announcements_throttled += 1;
+                        return;
                     }
-                    for (to, packet) in self.on_signal(from, p) {
-                        self.send_signal(to, &packet).await;
+                    let ttl_max = 2 * self.provider_ttl_secs;
+                    let signed = extras.transports.as_ref();
+                    let checked =
+                        verify_announce(&msg, from, proof.as_ref(), signed, now_unix(), ttl_max);
+                    if let Err(why) = checked {
+                        tracing::debug!("dht: announcement from {from} refused: {why}");
+                        self.stats.borrow_mut().announcements_rejected += 1;
+                        return;
+                    }
+                    let t = extras.transports.map_or_else(Transports::default, |t| t.transports);
+                    self.learn_transports(provider.id, t);
+                }
+                if let DhtBody::Providers { providers, .. } = &msg.body {
+                    for (p, t) in providers.iter().zip(&extras.providers_transports) {
+                        self.learn_transports(p.id, *t);
                     }
                 }
-                Err(_) => self.stats.borrow_mut().bad_datagrams += 1,
+                self.dht.borrow_mut().handle_admitted(clock::now(), from, msg);
+                // Answer now, from this task.
+                self.pump().await;
             }
+            Ok(DhtDatagram::Signal(p)) => {
+                if !self.dht.borrow_mut().admit(clock::now(), from) {
+                    return;
+                }
+                for (to, packet) in self.on_signal(from, p) {
+                    self.send_signal(to, &packet).await;
+                }
+            }
+            Err(_) => self.stats.borrow_mut().bad_datagrams += 1,
         }
     }
 
@@ -596,9 +609,10 @@ impl Driver {
             return responder.handle_hello(message, now_unix(), random).map_err(|_| false);
         }
         let offer = responder.open_offer(message).map_err(|_| false)?;
-        let (sdp, candidate) =
-            ep.answer_signaled(offer.payload.candidate, offer.payload.sdp.clone()).ok_or(false)?;
-        responder.seal_answer(&offer, &SignalPayload { candidate, sdp }).ok_or(false)
+        let (sdp, candidates) = ep
+            .answer_signaled(&offer.payload.candidates, offer.payload.sdp.clone())
+            .ok_or(false)?;
+        responder.seal_answer(&offer, &SignalPayload { candidates, sdp }).ok_or(false)
     }
 
     /// Sends `message` toward node `target` through `relays` in turn (each tried twice,
@@ -643,15 +657,34 @@ impl Driver {
         None
     }
 
-    /// Pumps every tick until `done` says stop. (Datagrams are answered as they arrive by
-    /// the receive task; the tick serves timers and commands.)
-    async fn run_until(&self, mut done: impl FnMut(&Self) -> bool) {
+    /// Serves the core until `step` says stop (`None`). Each round sends what the core
+    /// queued, runs `step` (which reads events, takes control messages and issues
+    /// commands — through [`Driver::command`], whose kick makes the next round send what
+    /// they queued — and returns a deadline of its own, if any), then sleeps until the core's
+    /// next deadline (`Dht::poll_timeout`), `step`'s, a datagram the receive task handled
+    /// or a command ([`Driver::kick`]), or `woken` resolving (a control message). Nothing
+    /// wakes it on a fixed period: an idle node's DHT sleeps until its next maintenance.
+    async fn run_until<W: Future<Output = ()>>(
+        &self,
+        mut step: impl FnMut(&Self) -> Option<Option<Instant>>,
+        mut woken: impl FnMut() -> W,
+    ) {
         loop {
             self.pump().await;
-            if done(self) {
-                return;
-            }
-            glommio::timer::sleep(self.tick).await;
+            let Some(own) = step(self) else { return };
+            let deadline = [self.dht.borrow().poll_timeout(), own].into_iter().flatten().min();
+            let sleep = async {
+                match deadline {
+                    // A deadline already past sleeps a little: the core moves a deadline on
+                    // when it handles it, and one it did not must not spin the shard.
+                    Some(t) => {
+                        let left = t.saturating_duration_since(clock::now());
+                        glommio::timer::sleep(left.max(DEADLINE_SLACK)).await;
+                    }
+                    None => future::pending().await,
+                }
+            };
+            future::or(future::or(self.kick.notified(), sleep), woken()).await;
         }
     }
 
@@ -785,8 +818,9 @@ async fn signal_task(
     })
 }
 
-/// Runs a node's DHT until `stop`, taking commands from `control`, then saves the routing
-/// table. Returns its counters.
+/// Runs a node's DHT until `stop` is closed (its sender dropped), taking commands from
+/// `control` as they come, then saves the routing table. Returns its counters. Between
+/// datagrams, control messages and the core's deadlines it sleeps.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn serve(
     socket: UdpSocket,
@@ -795,7 +829,7 @@ pub(super) async fn serve(
     security: Arc<NodeSecurity>,
     control: flume::Receiver<DhtControl>,
     knobs: NodeConfig,
-    stop: Arc<AtomicBool>,
+    stop: flume::Receiver<()>,
     signal: Option<SignalSetup>,
 ) -> DhtNodeStats {
     // A read-only client is in nobody's table: a fresh random ID keeps it from mistaking a
@@ -833,11 +867,17 @@ pub(super) async fn serve(
             driver.command(DhtCommand::Announce(*key));
         }
     }
+    // The table as last saved: an idle node whose table did not change writes nothing.
+    let saved: RefCell<Option<Vec<u8>>> = RefCell::new(None);
     let save = |driver: &Driver| {
         if let Some(p) = &opts.table_path {
             let table = wire::encode_dht_table(&driver.dht.borrow().snapshot());
-            if let Err(e) = write_atomic(p, &table) {
-                note!("furymesh seed: cannot save DHT table to {}: {e}", p.display());
+            if saved.borrow().as_ref() == Some(&table) {
+                return;
+            }
+            match write_atomic(p, &table) {
+                Ok(()) => *saved.borrow_mut() = Some(table),
+                Err(e) => note!("furymesh seed: cannot save DHT table to {}: {e}", p.display()),
             }
         }
     };
@@ -854,69 +894,108 @@ pub(super) async fn serve(
         });
     };
     let driver2 = driver.clone();
+    // Control messages taken by the wait (`woken`), handled by the next step.
+    let taken: RefCell<VecDeque<DhtControl>> = RefCell::default();
+    let (control_rx, own, stop_rx, taken_q) = (&control, &own_rx, &stop, &taken);
+    let woken = move || async move {
+        let stopped = async {
+            let _ = stop_rx.recv_async().await;
+            None
+        };
+        let control = future::or(recv_or_pending(control_rx), recv_or_pending(own));
+        if let Some(c) = future::or(async { Some(control.await) }, stopped).await {
+            taken_q.borrow_mut().push_back(c);
+        }
+    };
     driver
-        .run_until(|d| {
-            while let Ok(c) = control.try_recv().or_else(|_| own_rx.try_recv()) {
-                match c {
-                    DhtControl::Announce(key) if !opts.read_only => {
-                        d.command(DhtCommand::Announce(key));
-                    }
-                    DhtControl::Announce(_) => {}
-                    DhtControl::Withdraw(key) => d.command(DhtCommand::Withdraw(key)),
-                    DhtControl::Stats(reply) => {
-                        let _ = reply.send(d.snapshot_stats());
-                    }
-                    DhtControl::Query(q, reply) if joined => {
-                        start(d, q);
-                        pending.push((q, reply));
-                    }
-                    DhtControl::Query(q, reply) => waiting.push((q, reply)),
-                    DhtControl::Rejoin if !opts.bootstrap.is_empty() => {
-                        d.command(DhtCommand::Bootstrap(opts.bootstrap.clone()));
-                    }
-                    DhtControl::Rejoin => {}
-                    DhtControl::Signal { target, relay, message, reply } => {
-                        let (d2, q) = (driver2.clone(), own_tx.clone());
-                        glommio::spawn_local(async move {
-                            let r = signal_task(d2, q, target, relay, message).await;
-                            let _ = reply.send(r);
-                        })
-                        .detach();
-                    }
-                }
-            }
-            // A node that answers signals keeps in touch with its closest nodes (its
-            // relays): a lookup of itself contacts them, refreshing NAT mappings too.
-            if d.endpoint.is_some() && joined && last_keepalive.elapsed() >= DHT_SIGNAL_KEEPALIVE {
-                d.command(DhtCommand::FindNode(own_id));
-                last_keepalive = clock::now();
-            }
-            match answer_queries(d, &mut pending) {
-                // Nobody answered the join: the lookups waiting for it fail clearly.
-                Some(0) if !joined => {
-                    for (_, reply) in waiting.drain(..) {
-                        let _ = reply.send(Err(DhtError::NoAnswer(names())));
+        .run_until(
+            |d| {
+                loop {
+                    let next = taken.borrow_mut().pop_front();
+                    let Some(c) =
+                        next.or_else(|| control.try_recv().ok()).or_else(|| own_rx.try_recv().ok())
+                    else {
+                        break;
+                    };
+                    match c {
+                        DhtControl::Announce(key) if !opts.read_only => {
+                            d.command(DhtCommand::Announce(key));
+                        }
+                        DhtControl::Announce(_) => {}
+                        DhtControl::Withdraw(key) => d.command(DhtCommand::Withdraw(key)),
+                        DhtControl::Stats(reply) => {
+                            let _ = reply.send(d.snapshot_stats());
+                        }
+                        DhtControl::Query(q, reply) if joined => {
+                            start(d, q);
+                            pending.push((q, reply));
+                        }
+                        DhtControl::Query(q, reply) => waiting.push((q, reply)),
+                        DhtControl::Rejoin if !opts.bootstrap.is_empty() => {
+                            d.command(DhtCommand::Bootstrap(opts.bootstrap.clone()));
+                        }
+                        DhtControl::Rejoin => {}
+                        DhtControl::Signal { target, relay, message, reply } => {
+                            let (d2, q) = (driver2.clone(), own_tx.clone());
+                            glommio::spawn_local(async move {
+                                let r = signal_task(d2, q, target, relay, message).await;
+                                let _ = reply.send(r);
+                            })
+                            .detach();
+                        }
                     }
                 }
-                Some(_) if !joined => {
-                    joined = true;
-                    for (q, reply) in waiting.drain(..) {
-                        start(d, q);
-                        pending.push((q, reply));
-                    }
+                // A node that answers signals keeps in touch with its closest nodes (its
+                // relays): a lookup of itself contacts them, refreshing NAT mappings too.
+                let keepalive = d.endpoint.is_some() && joined;
+                if keepalive && last_keepalive.elapsed() >= DHT_SIGNAL_KEEPALIVE {
+                    d.command(DhtCommand::FindNode(own_id));
+                    last_keepalive = clock::now();
                 }
-                _ => {}
-            }
-            if last_save.elapsed() >= knobs.dht_table_save_interval() {
-                save(d);
-                last_save = clock::now();
-            }
-            stop.load(Ordering::Relaxed)
-        })
+                match answer_queries(d, &mut pending) {
+                    // Nobody answered the join: the lookups waiting for it fail clearly.
+                    Some(0) if !joined => {
+                        for (_, reply) in waiting.drain(..) {
+                            let _ = reply.send(Err(DhtError::NoAnswer(names())));
+                        }
+                    }
+                    Some(_) if !joined => {
+                        joined = true;
+                        for (q, reply) in waiting.drain(..) {
+                            start(d, q);
+                            pending.push((q, reply));
+                        }
+                    }
+                    _ => {}
+                }
+                if last_save.elapsed() >= knobs.dht_table_save_interval() {
+                    save(d);
+                    last_save = clock::now();
+                }
+                if stop.is_disconnected() {
+                    return None;
+                }
+                // This step's own deadlines: the next keepalive and the next save.
+                let keepalive_at = keepalive.then(|| last_keepalive + DHT_SIGNAL_KEEPALIVE);
+                let save_at =
+                    opts.table_path.as_ref().map(|_| last_save + knobs.dht_table_save_interval());
+                Some([keepalive_at, save_at].into_iter().flatten().min())
+            },
+            woken,
+        )
         .await;
     save(&driver);
     drop(receiver);
     driver.snapshot_stats()
+}
+
+/// The next message of `rx`; never resolves once every sender is gone (a closed control
+/// channel must not wake the driver over and over; the stop channel ends it).
+async fn recv_or_pending<T>(rx: &flume::Receiver<T>) -> T {
+    match rx.recv_async().await {
+        Ok(m) => m,
+        Err(_) => future::pending().await,
+    }
 }
 
 /// Where a handle's lookup is answered.
@@ -1066,7 +1145,8 @@ pub fn query(
         let mut answer: Option<Result<DhtAnswer, DhtError>> = None;
         let names = || bootstrap.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         driver
-            .run_until(|d| {
+            .run_until(
+                |d| {
                 while let Some(ev) = d.events.borrow_mut().pop_front() {
                     let table_len = d.dht.borrow().table().len();
                     let done = |contacts: &[Contact], s: LookupStats| {
@@ -1085,13 +1165,10 @@ pub fn query(
                         DhtEvent::Bootstrapped { table_len: 0 } => {
                             answer = Some(Err(DhtError::NoAnswer(names())));
                         }
-                        DhtEvent::Bootstrapped { .. } => d.dht.borrow_mut().handle_command(
-                            clock::now(),
-                            match query {
-                                DhtQuery::FindProviders(k) => DhtCommand::FindProviders(k),
-                                DhtQuery::FindNode(id) => DhtCommand::FindNode(id),
-                            },
-                        ),
+                        DhtEvent::Bootstrapped { .. } => d.command(match query {
+                            DhtQuery::FindProviders(k) => DhtCommand::FindProviders(k),
+                            DhtQuery::FindNode(id) => DhtCommand::FindNode(id),
+                        }),
                         DhtEvent::ProvidersFound { providers, stats, .. } => {
                             answer = done(&providers, stats);
                         }
@@ -1106,8 +1183,10 @@ pub fn query(
                 if answer.is_none() && clock::now() >= deadline {
                     answer = Some(Err(DhtError::Timeout(limit)));
                 }
-                answer.is_some()
-            })
+                answer.is_none().then_some(Some(deadline))
+            },
+                future::pending,
+            )
             .await;
         answer.unwrap_or(Err(DhtError::Timeout(limit)))
     })

@@ -39,7 +39,7 @@ use crate::config::{
     throttle_burst_bytes, RESPONSE_BODY_MAX_BYTES, SHARD_STOP_GRACE, WRITES_INFLIGHT_MAX,
 };
 use crate::crypto::handshake::Blame;
-use crate::crypto::signal::{SignalError, SignalInitiator, SignalPayload};
+use crate::crypto::signal::{SignalCandidate, SignalError, SignalInitiator, SignalPayload};
 use crate::crypto::{FileId, IdKind};
 use crate::dht::{NodeId, Transports};
 use crate::manifest::FileInfo;
@@ -235,6 +235,11 @@ pub struct PeerReport {
     pub node_id: Option<String>,
     /// The transport its last connection used (`tcp` or `webrtc`), if one was made.
     pub transport: Option<Transport>,
+    /// Over WebRTC: the candidate types of the ICE pair the data channel ran over,
+    /// `LOCAL-REMOTE` (`host`, `srflx`, `prflx` or `relay` each, RFC 8445 §5.1.1), e.g.
+    /// `srflx-srflx` through two NATs; absent over TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ice: Option<String>,
     /// Verified payload bytes it sent (endgame duplicates included).
     pub bytes: u64,
     pub chunks: u64,
@@ -252,6 +257,7 @@ impl Default for PeerReport {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             node_id: None,
             transport: None,
+            ice: None,
             bytes: 0,
             chunks: 0,
             corrupt_chunks: 0,
@@ -514,6 +520,8 @@ pub(super) struct Reach {
     pub(super) found: Arc<std::collections::HashMap<SocketAddr, (NodeId, Transports)>>,
     /// The node's DHT (shard 0), if it runs one.
     pub(super) dht: Option<flume::Sender<DhtControl>>,
+    /// STUN servers a signaled WebRTC connection asks for its server-reflexive candidate.
+    pub(super) stun: Arc<[SocketAddr]>,
 }
 
 /// Connects over the chosen transport and runs the handshake; the peer must be the node
@@ -533,7 +541,8 @@ async fn connect(
     let webrtc = || async {
         match (found, &reach.dht) {
             (Some((id, t)), Some(dht)) if t.webrtc => {
-                connect_rtc_dht(peer, id, dht, sec, pins, counters, timeout).await
+                let signaling = (dht, &*reach.stun);
+                connect_rtc_dht(peer, id, signaling, sec, pins, counters, timeout).await
             }
             (Some(_), _) => Err(GetError::Connect {
                 peer,
@@ -580,12 +589,13 @@ async fn connect_rtc(
 }
 
 /// Opens a WebRTC data channel to node `id` (a provider found at `peer`), the offer and
-/// answer sealed and signed end to end and carried by DHT relays (`crypto::signal`), then
-/// runs the handshake in it, pinned to `id`.
+/// answer sealed and signed end to end and carried by the node's DHT relays
+/// (`crypto::signal`), each side offering its host candidate and, with STUN servers, its
+/// server-reflexive one; then runs the handshake in it, pinned to `id`.
 async fn connect_rtc_dht(
     peer: SocketAddr,
     id: NodeId,
-    dht: &flume::Sender<DhtControl>,
+    (dht, stun): (&flume::Sender<DhtControl>, &[SocketAddr]),
     sec: &NodeSecurity,
     pins: &Pins,
     counters: &Mutex<DownloadCounters>,
@@ -597,7 +607,7 @@ async fn connect_rtc_dht(
         .ok_or_else(|| fail(io::Error::other("no route toward the provider")))?;
     let socket = super::sys::webrtc_socket(SocketAddr::new(ip, 0), false, None).map_err(fail)?;
     let session = sec.session();
-    let signal = |sdp: String, candidate: SocketAddr| async move {
+    let signal = |sdp: String, candidates: Vec<SignalCandidate>| async move {
         let mut random = [0u8; 48];
         clock::fill_random(&mut random);
         let (init, hello) = SignalInitiator::start(session, id, clock::now_unix(), random);
@@ -605,13 +615,14 @@ async fn connect_rtc_dht(
         let refused = |e: SignalError| io::Error::new(io::ErrorKind::PermissionDenied, e);
         let mut offerer = init.handle_reply(&reply, clock::now_unix()).map_err(refused)?;
         let offer = offerer
-            .seal_offer(&SignalPayload { candidate, sdp })
+            .seal_offer(&SignalPayload { candidates, sdp })
             .ok_or_else(|| io::Error::other("offer too large to signal"))?;
         let (_, answer) = ask_dht(dht, id, Some(relay), offer).await?;
         let answer = offerer.open_answer(&answer).map_err(refused)?;
-        Ok((answer.sdp, answer.candidate))
+        Ok((answer.sdp, answer.candidates))
     };
-    let open = async { webrtc::connect_signaled(socket, timeout, signal).await.map_err(fail) };
+    let open =
+        async { webrtc::connect_signaled(socket, stun, timeout, signal).await.map_err(fail) };
     rtc_handshake(peer, open, sec, pins, counters, timeout).await
 }
 
@@ -782,10 +793,90 @@ async fn create_partial(partial: &Path, size: u64) -> Result<(), GetError> {
     f.close().await.map_err(|e| GetError::glommio(partial, e))
 }
 
-/// How long a connection with nothing to ask waits before looking again.
-const IDLE_WAIT: Duration = Duration::from_millis(5);
+/// The least a connection with nothing in flight sleeps when its deadline is already past
+/// (a deadline nobody moves on must not spin the shard).
+const IDLE_FLOOR: Duration = Duration::from_millis(5);
+
+/// Wakes a download's connections (and web seeds) that wait with nothing in flight, on any
+/// shard, when something they could act on changed: the scheduler after another
+/// connection's drive moved it (`Scheduler::generation`: a chunk verified, chunks back in
+/// the pool from a peer that left, stalled or sent a corrupt chunk), the resume state saved
+/// (room under `unsaved_max_bytes`), the stream's writer moving its window on, the download
+/// stopping. Without a change a waiting connection sleeps until its own deadline (the
+/// session's and the scheduler's `poll_timeout`); nothing polls.
+#[derive(Default)]
+struct IdleWaiters {
+    /// Moves with every change. A connection reads it before it looks at the shared state
+    /// and registers only if it did not move since, so a change between the look and the
+    /// registration is never missed.
+    changes: AtomicU64,
+    /// The wake-up channels (bounded to one message) of the connections waiting now, by
+    /// [`IdleWake::id`].
+    waiting: Mutex<Vec<(u64, flume::Sender<()>)>>,
+    /// The next [`IdleWake::id`].
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for IdleWaiters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleWaiters").field("changes", &self.changes).finish_non_exhaustive()
+    }
+}
+
+/// What wakes one waiting connection (see [`IdleWaiters`]).
+struct IdleWake {
+    id: u64,
+    tx: flume::Sender<()>,
+    rx: flume::Receiver<()>,
+}
+
+impl IdleWaiters {
+    /// The current change count (read before looking at the shared state).
+    fn seen(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// Something changed: wakes every waiting connection. Returns the count before it.
+    fn changed(&self) -> u64 {
+        let before = self.changes.fetch_add(1, Ordering::SeqCst);
+        let waiting = std::mem::take(
+            &mut *self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for (_, w) in waiting {
+            let _ = w.try_send(());
+        }
+        before
+    }
+
+    /// A wake-up channel for one connection.
+    fn waker(&self) -> IdleWake {
+        let (tx, rx) = flume::bounded(1);
+        IdleWake { id: self.next_id.fetch_add(1, Ordering::Relaxed), tx, rx }
+    }
+
+    /// Registers `wake` unless something changed since `seen`; `false`: look again now.
+    fn register(&self, seen: u64, wake: &IdleWake) -> bool {
+        let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.changes.load(Ordering::SeqCst) != seen {
+            return false;
+        }
+        if !waiting.iter().any(|(id, _)| *id == wake.id) {
+            waiting.push((wake.id, wake.tx.clone()));
+        }
+        true
+    }
+}
 /// Tries to connect to a peer before giving up on it (it may not listen yet).
 const CONNECT_TRIES: u32 = 4;
+/// Times a connection that dropped is connected again without the peer delivering a
+/// verified chunk in between; each success resets the count. With the pauses below, a
+/// peer that is gone for good is given up after about 12 s of trying.
+const RECONNECTS_MAX: u32 = 6;
+/// Pause before the first reconnection; it doubles with each one, up to
+/// `RECONNECT_BACKOFF_MAX`.
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Longest pause between reconnections.
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(4);
 
 /// One connection of a download: which peer, and its id in the scheduler. Several
 /// connections to one peer are several scheduler peers (each with its own window).
@@ -819,6 +910,12 @@ struct FetchCtx {
     /// or counted twice).
     claimed: SharedBitfield,
     stop: AtomicBool,
+    /// Dropped when the download stops ([`FetchCtx::stop_all`]): every wait on
+    /// `stopped` ends at once (a read blocked on a slow peer, an idle connection).
+    stop_tx: Mutex<Option<flume::Sender<()>>>,
+    stopped: flume::Receiver<()>,
+    /// Connections waiting with nothing in flight, and what wakes them.
+    idle: Arc<IdleWaiters>,
     /// Verified bytes after which the coordinator makes them durable.
     save_every_bytes: u64,
     /// Download limit shared by every shard (charged when a chunk is requested).
@@ -843,7 +940,8 @@ struct FetchCtx {
     /// How connections reach the peers (`get --transport`, DHT providers' transports).
     reach: Reach,
     /// The transport each peer address's last connection used.
-    used: Mutex<std::collections::HashMap<SocketAddr, Transport>>,
+    /// Each peer's last connection: its transport and, over WebRTC, the ICE pair's types.
+    used: Mutex<std::collections::HashMap<SocketAddr, (Transport, Option<String>)>>,
     /// `NodeConfig::resume_save_interval_ms`: longest time between two resume saves.
     save_interval: Duration,
     /// `get -o -`: verified chunks go to the coordinator (and out in file order), not to a
@@ -863,6 +961,8 @@ struct StreamShared {
     sent: std::sync::atomic::AtomicU32,
     /// The writer gave up (the reader went away, or another write error).
     failed: AtomicBool,
+    /// The download's idle connections, woken when the window moves on.
+    idle: Arc<IdleWaiters>,
 }
 
 impl StreamShared {
@@ -885,6 +985,37 @@ impl FetchCtx {
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Stops the download: the flag every loop checks, and the wake-up of every wait.
+    fn stop_all(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.stop_tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        self.idle.changed();
+    }
+
+    /// Sleeps until `until` (never, if `None`), a change since `seen` (`IdleWaiters`) or
+    /// the stop; returns at once if a change already came.
+    async fn wait_idle(&self, seen: u64, wake: &IdleWake, until: Option<Instant>) {
+        if !self.idle.register(seen, wake) {
+            return;
+        }
+        let sleep = async {
+            match until {
+                Some(t) => {
+                    let left = t.saturating_duration_since(clock::now()).max(IDLE_FLOOR);
+                    glommio::timer::sleep(left).await;
+                }
+                None => future::pending().await,
+            }
+        };
+        let woken = async {
+            let _ = wake.rx.recv_async().await;
+        };
+        let stopped = async {
+            let _ = self.stopped.recv_async().await;
+        };
+        future::or(future::or(woken, stopped), sleep).await;
     }
 }
 
@@ -913,7 +1044,7 @@ async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Send
     let writer = match writer {
         Ok(w) => Rc::new(w),
         Err(e) => {
-            ctx.stop.store(true, Ordering::SeqCst);
+            ctx.stop_all();
             let _ = tx.send(ShardMsg::ShardDone(shard.0, Err(e)));
             return;
         }
@@ -988,8 +1119,9 @@ async fn run_conn(
 /// How often the manifest step, left behind by an interrupted caller, looks whether to
 /// stop (nobody waits for it: slower polling only saves wake-ups of busy processes).
 const ABORT_POLL: Duration = Duration::from_millis(250);
-/// How often a connection blocked on a read looks at the stop flag.
-const STOP_POLL: Duration = Duration::from_millis(50);
+/// How often a thread that waits for part of a `get` (the manifest step's answer, the
+/// stream writer's end) looks at the caller's interrupt flag. Only while a `get` runs.
+const INTERRUPT_POLL: Duration = Duration::from_millis(50);
 /// How often a connection in the middle of a record reports the bytes that arrived as
 /// progress (well below the scheduler's stall timeout and `PEER_TIMEOUT`). Abandoning the
 /// read to do so loses nothing: glommio reads on readiness, and the deframer keeps what was
@@ -998,9 +1130,14 @@ const PROGRESS_TICK: Duration = Duration::from_secs(1);
 
 /// Runs `read` unless the download stops first (Ctrl-C, or another connection's fatal
 /// error): a slow or dripping peer must not keep the whole download from ending. A read
-/// abandoned half-way leaves the connection unusable, which is fine: it ends here.
+/// abandoned half-way leaves the connection unusable, which is fine: it ends here. The
+/// stop wakes the wait (`FetchCtx::stopped`); nothing polls the flag.
 async fn until_stopped<T>(ctx: &FetchCtx, read: impl Future<Output = T>) -> Result<T, GetError> {
-    until_flag(&ctx.stop, STOP_POLL, read).await.ok_or(GetError::Interrupted)
+    let stopped = async {
+        let _ = ctx.stopped.recv_async().await;
+        None
+    };
+    future::or(async { Some(read.await) }, stopped).await.ok_or(GetError::Interrupted)
 }
 
 /// Runs `work` unless `flag` becomes true first (checked `every`, so the wait always has a
@@ -1032,29 +1169,80 @@ async fn conn_loop(
 ) -> Result<(), GetError> {
     let peer = c.addr;
     let tries = if ctx.conns.iter().any(|o| o.addr != peer) { CONNECT_TRIES } else { 1 };
-    let mut wait = Duration::from_millis(250);
-    for attempt in 1..=tries {
-        let mut conn = connect_retrying(ctx, peer, tries).await?;
-        ctx.used
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(peer, conn.transport());
-        let mut session =
-            ClientSession::new(ctx.info.clone(), c.id, client_config(ctx), clock::now());
-        let result = pump(ctx, &mut conn, &mut session, writer, tx, latency).await;
-        session.detach(clock::now(), &mut ctx.sched());
+    let (mut unknown, mut wait) = (0, Duration::from_millis(250));
+    // Reconnections since this peer last delivered a verified chunk, and the pause before
+    // the next one.
+    let (mut reconnects, mut backoff) = (0, RECONNECT_BACKOFF_MIN);
+    let mut first = true;
+    loop {
+        // The first connection to a peer that is the only one fails fast on a refused
+        // connect (a wrong address); any later one waits for a restarting seeder.
+        let connected = if first {
+            connect_retrying(ctx, peer, tries).await
+        } else {
+            connect(peer, &ctx.security, &ctx.pins, &ctx.counters, ctx.peer_timeout, &ctx.reach)
+                .await
+        };
+        let refused_counts = !first;
+        first = false;
+        let result = match connected {
+            Ok(mut conn) => {
+                ctx.used
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(peer, (conn.transport(), conn.ice_pair()));
+                let verified = || ctx.sched().peer_stats(c.id).map_or(0, |p| p.chunks_verified);
+                let before = verified();
+                let mut session =
+                    ClientSession::new(ctx.info.clone(), c.id, client_config(ctx), clock::now());
+                let result = pump(ctx, &mut conn, &mut session, writer, tx, latency).await;
+                session.detach(clock::now(), &mut ctx.sched());
+                // Its requests went back to the pool: the idle connections look at them.
+                ctx.idle.changed();
+                if verified() > before {
+                    (reconnects, backoff) = (0, RECONNECT_BACKOFF_MIN);
+                }
+                result
+            }
+            Err(e) => Err(e),
+        };
         match result {
             // A peer that does not have the file *yet* (another downloader whose node
             // listens before its own download has the manifest): like a peer that does
             // not listen yet, asked again a few times while other peers serve.
-            Err(GetError::UnknownFile { .. }) if attempt < tries => {
+            Err(GetError::UnknownFile { .. }) if unknown + 1 < tries => {
+                unknown += 1;
                 glommio::timer::sleep(wait).await;
                 wait *= 2;
+            }
+            // The connection dropped (the seeder restarted, a reset, a stall) or could not
+            // be made again yet: connect again while the download goes on, with a growing
+            // pause, as long as the peer keeps delivering in between. What a peer did
+            // wrong (refusals, protocol errors, bad chunks, bans) ends it for good.
+            Err(e) if dropped(&e, refused_counts) => {
+                if reconnects >= RECONNECTS_MAX || ctx.sched().is_complete() {
+                    return Err(e);
+                }
+                reconnects += 1;
+                until_stopped(ctx, glommio::timer::sleep(backoff)).await?;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
             }
             other => return other,
         }
     }
-    Err(GetError::NoPeers)
+}
+
+/// Whether `e` ended a connection the way an overloaded, restarting or briefly unreachable
+/// peer does — worth connecting again — rather than by anything the peer did wrong. A
+/// refused connect counts only when `refused_counts` (the peer was reached before: a first
+/// connect that is refused is a wrong address, reported at once).
+fn dropped(e: &GetError, refused_counts: bool) -> bool {
+    match e {
+        GetError::Connect { .. } => refused_counts,
+        // Broken during the handshake or later (closed, reset, silent).
+        GetError::Connection { .. } | GetError::Timeout { .. } => true,
+        _ => false,
+    }
 }
 
 /// The session's knobs: a peer that sends nothing useful for the node's peer timeout is
@@ -1077,13 +1265,18 @@ async fn pump(
     let peer = session_peer(ctx, session);
     let file_id = ctx.info.file_id;
     let io_err = |e: io::Error| GetError::Connection { peer, what: e.to_string() };
+    // What wakes this connection while it waits with nothing in flight.
+    let wake = ctx.idle.waker();
     loop {
         if ctx.stop.load(Ordering::Relaxed) {
             return Err(GetError::Interrupted);
         }
+        // Read before the scheduler is: see `IdleWaiters`.
+        let mut seen = ctx.idle.seen();
         let now = clock::now();
-        {
+        let moved = {
             let mut sched = ctx.sched();
+            let generation = sched.generation();
             let mut last_progress =
                 ctx.epoch + Duration::from_millis(ctx.last_progress_ms.load(Ordering::Relaxed));
             if let Some(stream) = &ctx.stream {
@@ -1100,6 +1293,11 @@ async fn pump(
                 last_progress,
             };
             session.drive(now, &mut swarm);
+            sched.generation() != generation
+        };
+        if moved && ctx.idle.changed() == seen {
+            // This connection's own change is not news to it.
+            seen += 1;
         }
         while let Some(ev) = session.poll_event() {
             match ev {
@@ -1125,11 +1323,13 @@ async fn pump(
         }
         conn.flush().await.map_err(io_err)?;
         if session.in_flight() == 0 {
-            // Nothing to read: wait for the session's deadline (a rate-limited request's
-            // release, a bitfield refresh, starvation), at most IDLE_WAIT so requests that
-            // went back to the pool elsewhere are noticed.
-            let until = session.poll_timeout().map_or(now + IDLE_WAIT, |t| t.min(now + IDLE_WAIT));
-            glommio::timer::sleep(until.saturating_duration_since(clock::now())).await;
+            // Nothing to read: sleep until the session's deadline (a rate-limited request's
+            // release, a bitfield refresh, starvation), the scheduler's (a stall elsewhere,
+            // the end of a rest), or a wake-up: chunks back in the pool, room to request,
+            // the stop.
+            let sched_at = ctx.sched().poll_timeout();
+            let until = [session.poll_timeout(), sched_at].into_iter().flatten().min();
+            ctx.wait_idle(seen, &wake, until).await;
             continue;
         }
         // Read until a record is whole, but look up every PROGRESS_TICK: bytes that arrived
@@ -1198,13 +1398,16 @@ async fn web_loop(
     // Chunks handed to the thread and not answered yet, oldest first.
     let mut asked: std::collections::VecDeque<u32> = std::collections::VecDeque::new();
     let mut last_corrupt = None;
+    let wake = ctx.idle.waker();
     let result = loop {
         if ctx.stop.load(Ordering::Relaxed) {
             break Err(GetError::Interrupted);
         }
+        let mut seen = ctx.idle.seen();
         let now = clock::now();
-        {
+        let (sched_at, moved) = {
             let mut sched = ctx.sched();
+            let generation = sched.generation();
             if let Some(stream) = &ctx.stream {
                 sched.set_request_limit(Some(stream.limit()));
             }
@@ -1233,10 +1436,18 @@ async fn web_loop(
                 }
                 asked.push_back(chunk);
             }
+            (sched.poll_timeout(), sched.generation() != generation)
+        };
+        if moved && ctx.idle.changed() == seen {
+            seen += 1;
         }
-        let wait = if asked.is_empty() { IDLE_WAIT } else { PROGRESS_TICK };
+        if asked.is_empty() {
+            // Nothing asked: sleep like an idle connection (see `pump`).
+            ctx.wait_idle(seen, &wake, sched_at).await;
+            continue;
+        }
         let tick = async {
-            glommio::timer::sleep(wait).await;
+            glommio::timer::sleep(PROGRESS_TICK).await;
             None
         };
         let Some(answer) =
@@ -1256,12 +1467,14 @@ async fn web_loop(
                 if !verified {
                     last_corrupt = Some(index);
                     ctx.sched().handle_chunk_corrupt(now, w.id, index);
+                    ctx.idle.changed();
                     let mut c =
                         ctx.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     c.chunks_corrupt += 1;
                     continue;
                 }
                 ctx.sched().handle_chunk_verified(now, w.id, index);
+                ctx.idle.changed();
                 // Endgame duplicates are verified but written (and counted) once.
                 if !ctx.claimed.test_and_set(index) {
                     let offset = ctx.info.chunk_range(index).start;
@@ -1279,6 +1492,7 @@ async fn web_loop(
             sched.handle_peer_removed(clock::now(), w.id);
         }
     }
+    ctx.idle.changed();
     if let Ok(mut all) = ctx.latency.lock() {
         let _ = all.add(&latency);
     }
@@ -1517,6 +1731,7 @@ impl StreamOut {
             window: window.max(1),
             sent: std::sync::atomic::AtomicU32::new(0),
             failed: AtomicBool::new(false),
+            idle: Arc::default(),
         });
         let (tx, rx) = crossbeam_channel::unbounded::<Vec<u8>>();
         let (ended_tx, ended) = crossbeam_channel::bounded::<()>(0);
@@ -1553,6 +1768,8 @@ impl StreamOut {
                     }
                     drop(chunk);
                     shared2.written.fetch_add(1, Ordering::AcqRel);
+                    // The window moved on: connections waiting for it may request.
+                    shared2.idle.changed();
                 }
             })
             .map_err(|e| GetError::Io { path: "-".into(), source: e })?;
@@ -1603,7 +1820,7 @@ impl StreamOut {
     fn finish(&mut self, interrupt: &AtomicBool) -> Result<u64, GetError> {
         drop(self.tx.take());
         loop {
-            match self.ended.recv_timeout(STOP_POLL) {
+            match self.ended.recv_timeout(INTERRUPT_POLL) {
                 Err(RecvTimeoutError::Timeout) if interrupt.load(Ordering::Relaxed) => {
                     return Err(GetError::Interrupted)
                 }
@@ -1644,7 +1861,7 @@ where
         }),
     )?;
     loop {
-        match answer.recv_timeout(STOP_POLL) {
+        match answer.recv_timeout(INTERRUPT_POLL) {
             Ok(result) => return Ok(result),
             Err(RecvTimeoutError::Timeout) if interrupt.load(Ordering::Relaxed) => {
                 abort.store(true, Ordering::SeqCst);
@@ -1905,6 +2122,8 @@ fn transfer(
         Keep::File(dur) => (dur.bits.clone(), None),
         Keep::Stream(out) => (Bitfield::new(info.chunk_count()), Some(out.shared.clone())),
     };
+    let idle = stream.as_ref().map_or_else(Arc::default, |s| s.idle.clone());
+    let (stop_tx, stopped) = flume::bounded(1);
     // One connection per peer, or `connections` spread over the peers if that is more.
     let total = opts.connections.max(opts.peers.len());
     let conns: Vec<ConnSlot> = (0..total)
@@ -1944,6 +2163,9 @@ fn transfer(
         have: have.clone(),
         claimed: SharedBitfield::new(&bits),
         stop: AtomicBool::new(false),
+        stop_tx: Mutex::new(Some(stop_tx)),
+        stopped,
+        idle,
         save_every_bytes: opts.save_every_bytes,
         throttle: opts
             .download_rate_bytes
@@ -1983,7 +2205,7 @@ fn transfer(
     }
     drop(tx);
     let outcome = coordinate(&ctx, &rx, shards, keep, interrupt, progress);
-    ctx.stop.store(true, Ordering::SeqCst);
+    ctx.stop_all();
     // Wait for every shard's part to end (a shard that stopped drops its sender), with a
     // deadline: a shard that does not end is a bug (a lost wake-up); the download's state
     // is saved, so say so and let the command end instead of hanging on it.
@@ -2038,8 +2260,15 @@ fn peer_reports(ctx: &FetchCtx, errors: &[(usize, String)]) -> Vec<PeerReport> {
                 let pins = ctx.pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let node_id = pins.get(&c.addr).map(ToString::to_string);
                 let used = ctx.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let transport = used.get(&c.addr).copied();
-                out.push(PeerReport { addr: c.addr, node_id, transport, ..PeerReport::default() });
+                let (transport, ice) = used.get(&c.addr).cloned().unzip();
+                let ice = ice.flatten();
+                out.push(PeerReport {
+                    addr: c.addr,
+                    node_id,
+                    transport,
+                    ice,
+                    ..PeerReport::default()
+                });
                 out.len() - 1
             }
         };
@@ -2125,18 +2354,18 @@ fn coordinate(
             Err(RecvTimeoutError::Disconnected) => break Ok(()),
         }
         if interrupt.load(Ordering::Relaxed) {
-            ctx.stop.store(true, Ordering::SeqCst);
+            ctx.stop_all();
             fatal.get_or_insert(GetError::Interrupted);
         }
         if let Some(e) = keep.failed() {
             // The output cannot take more (a stream's reader went away): nothing to go on for.
-            ctx.stop.store(true, Ordering::SeqCst);
+            ctx.stop_all();
             fatal.get_or_insert(e);
         }
         if ctx.sched().is_complete() {
             // Nothing left to wait for from any peer: connections still blocked on a read
             // (an endgame duplicate, a slow answer) stop now instead of at their timeout.
-            ctx.stop.store(true, Ordering::SeqCst);
+            ctx.stop_all();
         }
         if ctx.writes_in_flight.load(Ordering::Acquire) > 0 {
             // A chunk still being written is progress, not a stuck shard.
@@ -2157,9 +2386,11 @@ fn coordinate(
             match keep.save() {
                 Ok(saved) => {
                     ctx.unsaved_bytes.fetch_sub(saved, Ordering::AcqRel);
+                    // Room under `unsaved_max_bytes` again: connections waiting for it ask.
+                    ctx.idle.changed();
                 }
                 Err(e) => {
-                    ctx.stop.store(true, Ordering::SeqCst);
+                    ctx.stop_all();
                     break Err(e);
                 }
             }

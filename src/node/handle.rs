@@ -28,7 +28,7 @@ use super::secure::KnownPeers;
 use super::secure::NodeSecurity;
 use super::seed::{
     ConnectionInfo, FileServed, Limits, SeedStats, ServedFile, ShardCommand, ShardSetup, ShardTask,
-    INBOX_POLL,
+    SHARD_ANSWER_TIMEOUT,
 };
 use super::spawn_shards;
 use crate::config::{throttle_burst_bytes, ConfigError, NodeConfig, SHARD_STOP_GRACE};
@@ -48,6 +48,11 @@ pub struct NodeOptions {
     /// UDP address every shard answers WebRTC offers on (SO_REUSEPORT; port 0: one free
     /// port, chosen at start). `None`: no WebRTC.
     pub webrtc: Option<SocketAddr>,
+    /// STUN servers (RFC 8489) WebRTC sockets ask for their address outside a NAT, offered
+    /// as server-reflexive candidates (`--stun`, repeatable): the seeder's signaled
+    /// endpoint keeps its mapping fresh, a download asks before each offer. Empty: host
+    /// candidates only.
+    pub stun: Vec<SocketAddr>,
     /// Accept TCP connections on `listen` (the default). `false` needs `webrtc`: peers then
     /// reach the node over WebRTC only, and its provider records say so.
     pub accept_tcp: bool,
@@ -80,6 +85,7 @@ impl NodeOptions {
         Self {
             listen,
             webrtc: None,
+            stun: Vec::new(),
             accept_tcp: true,
             shards,
             dht: None,
@@ -117,8 +123,8 @@ pub enum NodeError {
     Catalog(#[from] CatalogError),
     #[error("no download with ID {0}")]
     UnknownDownload(DownloadId),
-    /// A shard did not answer a command within three `INBOX_POLL`s (it is stuck: a bug).
-    #[error("shard {0} did not answer within {ms} ms", ms = (3 * INBOX_POLL).as_millis())]
+    /// A shard did not answer a command within `SHARD_ANSWER_TIMEOUT` (it is stuck: a bug).
+    #[error("shard {0} did not answer within {ms} ms", ms = SHARD_ANSWER_TIMEOUT.as_millis())]
     ShardStuck(usize),
     #[error(transparent)]
     Dht(#[from] DhtError),
@@ -205,6 +211,19 @@ pub struct TransferStatus {
     pub state: &'static str,
 }
 
+/// The catalog in figures ([`Handle::catalog_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatalogCounts {
+    /// Files published (collections not counted).
+    pub files: usize,
+    /// Their bytes.
+    pub files_bytes: u64,
+    /// Collections published.
+    pub collections: usize,
+    /// Published files changed or gone on disk since publish.
+    pub files_changed: usize,
+}
+
 /// What the node's shards are doing now ([`Handle::activity`]).
 #[derive(Debug, Clone)]
 pub struct NodeActivity {
@@ -238,6 +257,7 @@ struct Inner {
     found: Mutex<HashMap<SocketAddr, (NodeId, Transports)>>,
     addr: Option<SocketAddr>,
     webrtc: Option<SocketAddr>,
+    stun: Arc<[SocketAddr]>,
     security: Arc<NodeSecurity>,
     data_dir: Option<PathBuf>,
     name: String,
@@ -247,6 +267,9 @@ struct Inner {
     published: Mutex<HashMap<FileId, Arc<CatalogEntry>>>,
     /// Partial downloads being served (`get --listen`).
     partials: AtomicU64,
+    /// What the last [`Handle::check_published`] found: published files changed (or gone)
+    /// on disk since publish, each withdrawn from the DHT until it is intact again.
+    changed: Mutex<HashMap<FileId, storage::FileState>>,
     downloads: Mutex<Downloads>,
     counters: Arc<Mutex<DownloadCounters>>,
 }
@@ -362,6 +385,7 @@ impl Node {
                 listen: addr,
                 accept_tcp: opts.accept_tcp,
                 webrtc,
+                stun: opts.stun.clone(),
                 catalog: catalog.clone(),
                 dht,
                 limits: limits.clone(),
@@ -388,12 +412,14 @@ impl Node {
                 found: Mutex::default(),
                 addr,
                 webrtc,
+                stun: opts.stun.clone().into(),
                 security: opts.security.clone(),
                 data_dir: opts.data_dir.clone(),
                 name: opts.name.clone(),
                 config: opts.config.clone(),
                 published: Mutex::new(published),
                 partials: AtomicU64::new(partials),
+                changed: Mutex::default(),
                 downloads: Mutex::new(Downloads::default()),
                 counters: Arc::new(Mutex::new(DownloadCounters::default())),
             }),
@@ -525,10 +551,10 @@ impl Handle {
             tx.send(cmd(reply)).map_err(|_| NodeError::Stopped)?;
             waiting.push(answer);
         }
-        // Shards handle their inbox within INBOX_POLL even if a wake-up is lost; one that
-        // does not answer within three is stuck, and the caller hears so instead of hanging.
+        // A shard that does not answer in time is stuck, and the caller hears so instead of
+        // hanging.
         let answer = |(i, a): (usize, flume::Receiver<R>)| {
-            a.recv_timeout(3 * INBOX_POLL).map_err(|e| match e {
+            a.recv_timeout(SHARD_ANSWER_TIMEOUT).map_err(|e| match e {
                 flume::RecvTimeoutError::Timeout => NodeError::ShardStuck(i),
                 flume::RecvTimeoutError::Disconnected => NodeError::Stopped,
             })
@@ -583,12 +609,25 @@ impl Handle {
         chunk_size: Option<u32>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Vec<Result<Published, PublishError>>, NodeError> {
+        Ok(self.publish_tree(paths, chunk_size, progress)?.files)
+    }
+
+    /// [`Handle::publish`], returning all that [`storage::publish_tree`] did: also each
+    /// directory's collection, or why none was recorded (entries a release cannot carry
+    /// are refused, as `furymesh publish` does without `--skip-unsafe`).
+    pub fn publish_tree(
+        &self,
+        paths: &[PathBuf],
+        chunk_size: Option<u32>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<storage::TreeOutcome, NodeError> {
         let dir = self.inner.data_dir.as_deref().ok_or(NodeError::NoDataDir)?;
         let mut catalog = Catalog::load(dir)?;
-        let results = storage::publish(&mut catalog, paths, chunk_size, progress);
-        // `publish` reloaded the catalog under its lock before writing: it is current.
+        let policy = storage::UnsafePolicy::Refuse;
+        let outcome = storage::publish_tree(&mut catalog, paths, chunk_size, policy, progress);
+        // `publish_tree` reloaded the catalog under its lock before writing: it is current.
         self.sync_with(&catalog)?;
-        Ok(results)
+        Ok(outcome)
     }
 
     /// Removes `id` from the catalog, stops serving it and withdraws it from the DHT.
@@ -599,6 +638,72 @@ impl Handle {
         let removed = catalog.remove(id)?;
         self.sync_with(&catalog)?;
         Ok(removed)
+    }
+
+    /// Takes back `id` as `furymesh unpublish` does ([`Catalog::takeback`]: a file; or a
+    /// collection and, unless `keep_files`, the files only it brought), stops serving them
+    /// and withdraws them from the DHT. Returns the catalog entries removed, `id`'s first
+    /// (empty: it was not published).
+    pub fn take_back(&self, id: &FileId, keep_files: bool) -> Result<Vec<CatalogEntry>, NodeError> {
+        let dir = self.inner.data_dir.as_deref().ok_or(NodeError::NoDataDir)?;
+        let (mut catalog, _lock) = Catalog::load_for_update(dir)?;
+        let mut removed = Vec::new();
+        for i in catalog.takeback(id, keep_files) {
+            let entry = catalog.get(&i).cloned();
+            if catalog.remove(&i)? {
+                removed.extend(entry);
+            }
+        }
+        self.sync_with(&catalog)?;
+        Ok(removed)
+    }
+
+    /// Checks every published file on disk (one `stat` each) and returns those that are
+    /// not as published, with their state. A seed should not announce what it refuses to
+    /// serve: each such file is withdrawn from the DHT (the shards keep refusing its chunks
+    /// with a clear error), and announced again if it is ever intact again. Called by the
+    /// catalog watch every `PUBLISHED_CHECK_INTERVAL` and by the API whenever it lists
+    /// files, so what the API shows is current.
+    pub fn check_published(&self) -> HashMap<FileId, storage::FileState> {
+        let entries = self.published();
+        let bad: HashMap<FileId, storage::FileState> = entries
+            .iter()
+            .map(|e| (e.info.file_id, e.state()))
+            .filter(|(_, s)| *s != storage::FileState::Intact)
+            .collect();
+        let mut changed = lock(&self.inner.changed);
+        for id in bad.keys().filter(|id| !changed.contains_key(id)) {
+            self.dht(DhtControl::Withdraw(Key::from_file_id(id)));
+        }
+        // Intact again (put back as it was): announced again. No longer published: nothing
+        // to announce.
+        for id in changed.keys().filter(|id| !bad.contains_key(id)) {
+            if entries.iter().any(|e| e.info.file_id == *id) {
+                self.dht(DhtControl::Announce(Key::from_file_id(id)));
+            }
+        }
+        changed.clone_from(&bad);
+        bad
+    }
+
+    /// The catalog in figures: files and collections published, and files not as
+    /// published — checked on disk now (`fresh`: [`Handle::check_published`], one `stat`
+    /// per file) or as the last check found them (no I/O; at most
+    /// `PUBLISHED_CHECK_INTERVAL` old in a running `seed`), for callers as frequent as a
+    /// metrics scrape.
+    pub fn catalog_counts(&self, fresh: bool) -> CatalogCounts {
+        let bad = if fresh { self.check_published() } else { lock(&self.inner.changed).clone() };
+        let mut c = CatalogCounts::default();
+        for e in self.published() {
+            if e.is_collection() {
+                c.collections += 1;
+            } else {
+                c.files += 1;
+                c.files_bytes += e.info.size;
+                c.files_changed += usize::from(bad.contains_key(&e.info.file_id));
+            }
+        }
+        c
     }
 
     /// Brings the shards in step with the catalog on disk (published or unpublished by
@@ -867,6 +972,7 @@ impl Handle {
             choice,
             found: Arc::new(lock(&self.inner.found).clone()),
             dht: self.inner.dht.clone(),
+            stun: self.inner.stun.clone(),
         }
     }
 

@@ -20,6 +20,7 @@ mod seed;
 #[allow(unsafe_code)]
 mod sys;
 mod transport;
+mod wake;
 mod webseed;
 
 use std::future::Future;
@@ -41,8 +42,8 @@ pub use fetch::{
 };
 pub use fetch_collection::{get_collection, record_collection, CollectionReport};
 pub use handle::{
-    DownloadCounters, DownloadId, Handle, Node, NodeActivity, NodeError, NodeOptions, NodeStats,
-    ResolvedPeers, TransferStatus,
+    CatalogCounts, DownloadCounters, DownloadId, Handle, Node, NodeActivity, NodeError,
+    NodeOptions, NodeStats, ResolvedPeers, TransferStatus,
 };
 pub use limits::{open_files_limit, raise_open_files_limit, ShardBudget};
 pub use secure::{

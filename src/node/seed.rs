@@ -3,10 +3,14 @@
 //! Every shard binds its own listener on the same address with SO_REUSEPORT, so the kernel
 //! spreads connections over the shards and a connection never leaves the shard that
 //! accepted it; with `--webrtc` every shard also binds a UDP socket on the WebRTC address
-//! (SO_REUSEPORT too) and answers the offers that reach it (`transport::webrtc`). Each shard maps the files it serves itself (`OpenFiles`), and sends a chunk
-//! as a small FlatBuffers header followed by a slice of the map handed straight to `send(2)`:
-//! no user-space copy of the payload; with encryption on, the cipher reads the map and
-//! writes the send buffer in one pass. `SeedStats::payload_bytes_from_map` and
+//! (SO_REUSEPORT too) and answers the offers that reach it (`transport::webrtc`). Each shard
+//! opens the files it serves itself (`OpenFile`, a cache of descriptors), and sends a
+//! plaintext chunk over TCP as a small FlatBuffers header (`MSG_MORE`) followed by
+//! `sendfile(2)` from the file: page-cache pages are attached to the socket, no byte is
+//! copied. With encryption on, the chunk is pread once into the send buffer, sealed in place
+//! and sent with its header in one gather write. Nothing is memory-mapped: no bytes of a
+//! file that may change under the seeder are ever read through a map. Paced chunks and data
+//! channels pread the chunk first. `SeedStats::payload_bytes_from_map` and
 //! `payload_bytes_sealed` count which path every payload byte took.
 
 use std::cell::{Cell, RefCell};
@@ -16,7 +20,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_lite::future;
@@ -30,13 +33,15 @@ use super::secure::NodeSecurity;
 use super::transport::webrtc::Endpoint;
 use super::transport::{Conn, RecvError, RtcStream, StreamConn, TcpConn, TcpSide};
 use super::{clock, ShardId};
-use crate::config::{throttle_burst_bytes, REQUEST_BODY_MAX_BYTES, THROTTLE_PIECE_MAX_BYTES};
+use crate::config::{
+    throttle_burst_bytes, FILE_CHECK_INTERVAL, REQUEST_BODY_MAX_BYTES, THROTTLE_PIECE_MAX_BYTES,
+};
 use crate::crypto::handshake::Blame;
 use crate::crypto::record::TAG_BYTES;
 use crate::crypto::{FileId, RecordAad};
 use crate::dht::Transports;
 use crate::peer::{ChunkFailure, Served, ServedFiles, ServerSession, ServerTransmit};
-use crate::storage::{CatalogEntry, FileStamp, MappedFile};
+use crate::storage::{CatalogEntry, FileStamp};
 use crate::throttle::Throttle;
 use crate::transfer::SharedBitfield;
 use crate::wire::frame::Deframed;
@@ -59,12 +64,13 @@ pub struct SeedStats {
     pub connections_refused: u64,
     pub requests: u64,
     pub chunks_served: u64,
-    /// Plaintext payload bytes: handed to the socket straight from a memory map (no
-    /// user-space copy), except chunks an upload limit paces in pieces, which are pread into
-    /// a buffer first (a file changed mid-chunk must not cut a chunk short).
+    /// Plaintext payload bytes (the name is kept from when they came from a memory map):
+    /// sent over TCP straight from the file with `sendfile(2)` (no copy), except chunks an
+    /// upload limit paces in pieces and chunks on a WebRTC data channel, which are pread
+    /// into a buffer first (a file changed mid-chunk must not cut a paced chunk short).
     pub payload_bytes_from_map: u64,
-    /// Payload bytes encrypted in one pass from a memory map into the send buffer
-    /// (encryption on; no separate copy).
+    /// Payload bytes encrypted (encryption on): pread into the send buffer and sealed there
+    /// in place, in one pass.
     pub payload_bytes_sealed: u64,
     /// Connections whose handshake failed (wrong network, pin, encryption setting, bad
     /// signature, replay, or no handshake within `NodeConfig::peer_timeout_ms`):
@@ -159,7 +165,8 @@ pub struct ShardActivity {
     /// Time to send each chunk (open, freshness check, pacing and writing it to the
     /// socket), in microseconds.
     pub serve_latency_us: Histogram<u64>,
-    /// Files this shard has mapped now (its cache of maps).
+    /// Files this shard has open now (its cache of descriptors; the name is kept from when
+    /// they were memory maps).
     pub open_maps: usize,
 }
 
@@ -213,10 +220,14 @@ impl From<CatalogEntry> for ServedFile {
     }
 }
 
-/// A file one shard has mapped.
+/// A file one shard has open. Never memory-mapped: plaintext chunks leave by `sendfile(2)`,
+/// everything else is pread.
 struct OpenFile {
-    map: MappedFile,
+    file: File,
+    /// Size and mtime recorded when the file was published.
     stamp: FileStamp,
+    /// When an `fstat` last found the file unchanged (`None`: not yet since it was opened).
+    checked: Cell<Option<std::time::Instant>>,
 }
 
 /// State owned by one shard.
@@ -315,7 +326,7 @@ impl Shard {
         }
     }
 
-    /// The shard's map of `id`, opened on first use.
+    /// The shard's open descriptor of `id`, opened on first use.
     fn open_file(&self, id: &FileId) -> Result<Rc<OpenFile>, ChunkFailure> {
         if let Some(f) = self.open.borrow().get(id) {
             return Ok(f.clone());
@@ -325,20 +336,16 @@ impl Shard {
             // Unpublished while the request waited: refused like any unknown file.
             None => return Err(ChunkFailure::Io(format!("file {id} is not served here"))),
         };
-        let f = self.open_descriptor(id, &path)?;
-        // SAFETY: the shard keeps the map's contract: map slices only reach send(2) (the
-        // plaintext path in `send_chunk`); the sealed path preads the chunk from the file
-        // instead of reading the map (`read_chunk`), and nothing else looks at the bytes.
-        #[allow(unsafe_code)]
-        let map = unsafe { MappedFile::open(f) }
-            .map_err(|e| ChunkFailure::Io(format!("cannot map file {id}: {}", e.kind())))?;
-        let f = Rc::new(OpenFile { map, stamp });
+        let file = self.open_descriptor(id, &path)?;
+        // Readahead is decided once per file, not advised per chunk.
+        super::sys::advise_sequential(&file);
+        let f = Rc::new(OpenFile { file, stamp, checked: Cell::new(None) });
         self.cache(*id, f.clone());
         Ok(f)
     }
 
-    /// Keeps `file` open for later requests, within the shard's budget of cached maps:
-    /// when full, maps no connection is using are dropped; if all are in use, `file` is
+    /// Keeps `file` open for later requests, within the shard's budget of cached files:
+    /// when full, files no connection is using are closed; if all are in use, `file` is
     /// served uncached and closed after its request.
     fn cache(&self, id: FileId, file: Rc<OpenFile>) {
         let mut open = self.open.borrow_mut();
@@ -351,7 +358,7 @@ impl Shard {
     }
 
     /// Opens a published file. Out of descriptors (EMFILE/ENFILE), it closes the cached
-    /// maps no connection is using and tries once more; if that fails too the request is
+    /// files no connection is using and tries once more; if that fails too the request is
     /// refused as `OVERLOADED` (the downloader asks again later) and the shard carries on.
     fn open_descriptor(&self, id: &FileId, path: &std::path::Path) -> Result<File, ChunkFailure> {
         let first = File::open(path);
@@ -374,25 +381,45 @@ impl Shard {
     }
 
     /// Refuses a published file whose size or mtime differs from what was recorded when it
-    /// was published (one fstat), and forgets its map. Runs right before the chunk's bytes
-    /// are read (after any throttle wait), so the window in which a change goes unnoticed
-    /// is as small as it can be without a lease. Our own partial downloads change as chunks
-    /// land and are not checked: only their verified chunks are served.
+    /// was published (one fstat), and forgets its descriptor. Runs right before the chunk's
+    /// bytes are sent or read (after any throttle wait), but the fstat itself at most once
+    /// per `FILE_CHECK_INTERVAL` per open file, not per chunk: a truncation shows at once
+    /// anyway (`sendfile`/`pread` come up short, and the descriptor is forgotten, so the
+    /// next request checks afresh); a rewrite that keeps or grows the size is refused
+    /// within the interval, and chunks served meanwhile fail the downloader's hash check.
+    /// Our own partial downloads change as chunks land and are not checked: only their
+    /// verified chunks are served.
     fn check_fresh(&self, id: &FileId, file: &OpenFile, partial: bool) -> Result<(), ChunkFailure> {
         if partial {
             return Ok(());
         }
-        let now = file.map.file().metadata().map(|m| FileStamp::of(&m));
-        if now.ok() != Some(file.stamp) || file.map.len() as u64 != file.stamp.size {
-            self.open.borrow_mut().remove(id);
+        let now = clock::now();
+        let recent = file
+            .checked
+            .get()
+            .is_some_and(|at| now.saturating_duration_since(at) < FILE_CHECK_INTERVAL);
+        if recent {
+            return Ok(());
+        }
+        let stamp = file.file.metadata().map(|m| FileStamp::of(&m));
+        if stamp.ok() != Some(file.stamp) {
+            self.forget(id);
             return Err(changed());
         }
+        file.checked.set(Some(now));
         Ok(())
     }
 
-    /// Reads chunk bytes `range` of `file` into `buf` with pread(2), never through the map
-    /// (see `storage::mmap`), and checks the file did not change while they were read. A
-    /// file that shrank is a short read, refused like any other change.
+    /// Closes the shard's cached descriptor of a file that changed (connections still
+    /// sending from it keep theirs until their chunk ends), so the next request opens and
+    /// checks it afresh.
+    fn forget(&self, id: &FileId) {
+        self.open.borrow_mut().remove(id);
+    }
+
+    /// Reads chunk bytes `range` of `file` into `buf` with pread(2) and checks the file did
+    /// not change while they were read. A file that shrank is a short read, refused like
+    /// any other change.
     fn read_chunk(
         &self,
         id: &FileId,
@@ -402,10 +429,10 @@ impl Shard {
         buf: &mut [u8],
     ) -> Result<(), ChunkFailure> {
         use std::os::unix::fs::FileExt;
-        match file.map.file().read_exact_at(buf, range.start as u64) {
+        match file.file.read_exact_at(buf, range.start as u64) {
             Ok(()) => self.check_fresh(id, file, partial),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                self.open.borrow_mut().remove(id);
+                self.forget(id);
                 Err(changed())
             }
             Err(e) => Err(ChunkFailure::Io(format!("cannot read file {id}: {}", e.kind()))),
@@ -447,6 +474,8 @@ pub(super) struct ShardSetup {
     pub(super) accept_tcp: bool,
     /// The UDP address to answer WebRTC offers on (SO_REUSEPORT, shared by all shards), if any.
     pub(super) webrtc: Option<SocketAddr>,
+    /// STUN servers the signaled endpoint (shard 0) learns its mapped address from.
+    pub(super) stun: Vec<SocketAddr>,
     /// The files served from the start.
     pub(super) catalog: HashMap<FileId, ServedFile>,
     /// The DHT, if this shard runs it (shard 0 of a node that has one).
@@ -465,7 +494,8 @@ pub(super) async fn run_shard(
     setup: ShardSetup,
     ready: crossbeam_channel::Sender<io::Result<()>>,
 ) -> SeedStats {
-    let ShardSetup { listen, accept_tcp, webrtc, catalog, dht, limits, security, inbox } = setup;
+    let ShardSetup { listen, accept_tcp, webrtc, stun, catalog, dht, limits, security, inbox } =
+        setup;
     let tcp = listen.filter(|_| accept_tcp);
     let listener = match tcp.map(super::sys::tcp_listener).transpose() {
         Ok(l) => l,
@@ -495,7 +525,11 @@ pub(super) async fn run_shard(
                 (limits.budget.connections_max, limits.peer_timeout, limits.webrtc_block_bytes);
             let socket = super::sys::webrtc_socket(SocketAddr::new(a.ip(), 0), false, None);
             match socket.and_then(|s| Endpoint::server(s, max, timeout, block)) {
-                Ok(ep) => Some((ep, a.port())),
+                Ok(ep) => {
+                    // Behind a NAT, peers reach it at the address its STUN servers see.
+                    ep.set_stun(&stun);
+                    Some((ep, a.port()))
+                }
                 Err(e) => {
                     let _ = ready.send(Err(e));
                     return SeedStats::default();
@@ -505,7 +539,8 @@ pub(super) async fn run_shard(
         _ => None,
     };
     // Shard 0 owns the DHT: the control plane is small, one owner keeps it lock-free.
-    let dht_stop = Arc::new(AtomicBool::new(false));
+    // Dropping the sender stops it (and wakes it).
+    let (dht_stop_tx, dht_stop) = flume::bounded::<()>(1);
     // A node that listens serves the DHT on its port; one that does not is a read-only
     // client on an ephemeral port.
     let dht_task = match dht {
@@ -521,7 +556,7 @@ pub(super) async fn run_shard(
                 Ok(socket) => {
                     let addr =
                         socket.local_addr().ok().or(listen).unwrap_or(super::UNSPECIFIED_ADDR);
-                    let (sec, stop) = (security.clone(), dht_stop.clone());
+                    let (sec, stop) = (security.clone(), dht_stop);
                     let signal = signaled.as_ref().map(|(ep, port)| dht::SignalSetup {
                         endpoint: ep.clone(),
                         transports: Transports {
@@ -576,7 +611,7 @@ pub(super) async fn run_shard(
     };
     let accepting_rtc = future::or(accepting_rtc, accepting_signaled);
     future::or(future::or(accepting, accepting_rtc), handle_inbox(&shard, &inbox)).await;
-    dht_stop.store(true, Ordering::SeqCst);
+    drop(dht_stop_tx);
     let mut stats = shard.snapshot();
     for ep in endpoint.iter().chain(signaled.iter().map(|(ep, _)| ep)) {
         let e = ep.stats();
@@ -589,34 +624,22 @@ pub(super) async fn run_shard(
     stats
 }
 
-/// Longest a command waits in a shard's inbox if the wake-up its sender gave was lost. A
-/// second: every idle shard of every process wakes this often, and 50 ms (20 wake-ups a
-/// second per shard) made 500 concurrent `get`s on 2 cores twice as slow (tuning.md).
-pub(super) const INBOX_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the node's handle waits for a shard's answer to a command before calling the
+/// shard stuck (`NodeError::ShardStuck`, a bug): a shard takes its inbox between two
+/// connection events, so even a loaded one answers within milliseconds.
+pub(super) const SHARD_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Handles the shard's commands until `Stop` or until the handle is gone. The wait for the
-/// next command always has a timer armed (`INBOX_POLL`): the wake-up a sending thread gives
-/// the sleeping executor is the one thing here that crosses threads, and if it were ever
-/// lost, the command would still be seen within `INBOX_POLL` instead of never (the
-/// executor sleeping with nothing armed, and whoever waits for the answer with it).
+/// next command has no timer: the sending thread's wake-up reaches the parked executor
+/// (glommio queues the foreign waker, then writes the executor's eventfd if it announced
+/// it sleeps; the executor announces it, issues a `membarrier` and looks at the queue once
+/// more before it sleeps, so one of the two always sees the other). An idle shard sleeps
+/// until a command or a connection comes. (Until 2026-11-30 a 1 s timer, `INBOX_POLL`,
+/// guarded against a lost wake-up; none was ever seen, and it woke every idle shard of
+/// every process once a second.)
 async fn handle_inbox(shard: &Shard, inbox: &flume::Receiver<ShardCommand>) {
     loop {
-        let cmd = match inbox.try_recv() {
-            Ok(cmd) => cmd,
-            Err(flume::TryRecvError::Disconnected) => return,
-            Err(flume::TryRecvError::Empty) => {
-                // Dropping the receive on the timer loses nothing: the command stays queued.
-                let tick = async {
-                    glommio::timer::sleep(INBOX_POLL).await;
-                    None
-                };
-                match future::or(async { Some(inbox.recv_async().await) }, tick).await {
-                    None => continue,
-                    Some(Ok(cmd)) => cmd,
-                    Some(Err(_)) => return,
-                }
-            }
-        };
+        let Ok(cmd) = inbox.recv_async().await else { return };
         match cmd {
             ShardCommand::Serve(file, done) => {
                 let id = file.entry.info.file_id;
@@ -825,11 +848,23 @@ async fn serve(
             return Ok(());
         }
         let Some(deadline) = session.poll_timeout() else { return Ok(()) };
-        let timer = async {
-            glommio::timer::sleep(deadline.saturating_duration_since(clock::now())).await;
-            None
+        let received = {
+            // A client that pipelines has its next request buffered already: only a receive
+            // that must wait arms the idle timer (a timer armed and cancelled around every
+            // request was two io_uring submissions per chunk).
+            let mut recv = std::pin::pin!(conn.recv());
+            match future::poll_once(&mut recv).await {
+                Some(r) => Some(r),
+                None => {
+                    let timer = async {
+                        let wait = deadline.saturating_duration_since(clock::now());
+                        glommio::timer::sleep(wait).await;
+                        None
+                    };
+                    future::or(async { Some(recv.await) }, timer).await
+                }
+            }
         };
-        let received = future::or(async { Some(conn.recv().await) }, timer).await;
         let now = clock::now();
         match received {
             None => session.handle_timeout(now),
@@ -858,10 +893,13 @@ struct ChunkSend {
 /// than the tightest limit's burst (at most `THROTTLE_PIECE_MAX_BYTES`; the whole chunk in
 /// one write when unlimited), each written once the limits allow it, so a chunk that takes
 /// longer than `PEER_TIMEOUT` at the configured rate still flows and a downloader sees its
-/// bytes arrive. The file is checked and its bytes read (pread and sealed once, or a map
-/// slice handed to send(2); a buffer pread then when paced) after the first piece's wait,
-/// right before anything is sent.
-/// `Ok(Err(_))`: nothing was sent, the session refuses instead.
+/// bytes arrive. The file is checked (`Shard::check_fresh`) after the first piece's wait,
+/// right before anything is sent. An unpaced plaintext chunk over TCP then leaves by
+/// `sendfile(2)` straight from the file; every other chunk is pread whole into `scratch`
+/// first (and sealed in place, once, when encrypted).
+/// `Ok(Err(_))`: nothing was sent, the session refuses instead. `Err(_)`: the connection
+/// must end (a socket error, or a file that shrank under `sendfile` after part of the
+/// chunk was on the wire).
 async fn send_chunk(
     shard: &Shard,
     conn: &mut Conn,
@@ -893,12 +931,27 @@ async fn send_chunk(
     pace(&limits, first.len()).await;
     // The freshness check runs after the first wait, right before the bytes are read.
     let paced = first.len() < len;
-    let payload: &[u8] = if sealed || paced || !conn.sends_map_slices() {
-        // Encrypted, or paced in pieces: pread the chunk into the buffer (and seal it in
-        // place, once). Mapped pages are never read in user space, where a truncated file
-        // would raise SIGBUS (storage::mmap); and a plaintext chunk that goes out over many
-        // waits is read whole now, so a file changed meanwhile cannot cut it short: the
-        // change is refused cleanly at the next chunk.
+    if !sealed && !paced && conn.sends_files() {
+        if let Err(why) = shard.check_fresh(&c.file_id, &file, c.partial) {
+            return Ok(Err(why));
+        }
+        // Zero copy: the kernel attaches the file's page-cache pages to the socket.
+        let sent = conn.send_file_chunk(&c.header, &file.file, c.range.start, n).await;
+        if let Err(e) = sent {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                // Truncated under sendfile: part of the chunk may be on the wire, so the
+                // connection ends (the downloader sees a cut record, never a short chunk
+                // passed off as whole); the next request opens and checks the file afresh
+                // and is refused as FILE_CHANGED.
+                shard.forget(&c.file_id);
+            }
+            return Err(e);
+        }
+    } else {
+        // Encrypted, paced in pieces, or a data channel: pread the chunk into the buffer
+        // (and seal it in place, once). A plaintext chunk that goes out over many waits is
+        // read whole now, so a file changed meanwhile cannot cut it short: the change is
+        // refused cleanly at the next chunk.
         if scratch.len() < len {
             // Grows to the largest chunk once; never shrinks.
             scratch.resize(len, 0);
@@ -913,21 +966,11 @@ async fn send_chunk(
         } else {
             conn.begin_plain_chunk(&c.header)?;
         }
-        &scratch[..len]
-    } else {
-        if let Err(why) = shard.check_fresh(&c.file_id, &file, c.partial) {
-            return Ok(Err(why));
+        conn.write_payload(&scratch[first]).await?;
+        for p in pieces {
+            pace(&limits, p.len()).await;
+            conn.write_payload(&scratch[p]).await?;
         }
-        conn.begin_plain_chunk(&c.header)?;
-        // Plaintext in one write: zero copy, the slice points into the shard's map and
-        // glommio hands it to send(2), where a page lost to truncation since the check is
-        // EFAULT: this connection closes, the seeder lives.
-        &file.map.bytes()[range.clone()]
-    };
-    conn.write_payload(&payload[first]).await?;
-    for p in pieces {
-        pace(&limits, p.len()).await;
-        conn.write_payload(&payload[p]).await?;
     }
     let mut st = shard.stats.borrow_mut();
     st.chunks_served += 1;
@@ -936,9 +979,6 @@ async fn send_chunk(
     } else {
         st.payload_bytes_from_map += n as u64;
     }
-    drop(st);
-    // Start reading the next chunk from disk while this one drains.
-    file.map.prefetch(range.end..range.end + n);
     Ok(Ok(()))
 }
 

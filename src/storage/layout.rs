@@ -144,6 +144,21 @@ pub fn collections_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(COLLECTIONS_DIR)
 }
 
+/// Whether `path` looks like an encoded collection: `collections/<64 hex>.fmc` (see
+/// [`collection_path`]; the manifest decides, this only spares other files the check).
+pub fn is_collection_blob(path: &Path) -> bool {
+    let in_dir = path
+        .parent()
+        .and_then(|d| d.file_name())
+        .is_some_and(|n| n == std::ffi::OsStr::new(COLLECTIONS_DIR));
+    let named = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+        n.strip_suffix(COLLECTION_EXTENSION)
+            .and_then(|stem| stem.strip_suffix('.'))
+            .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    in_dir && named
+}
+
 /// The encoded collection `id` (its 64 hex characters, without the `c-` prefix).
 pub fn collection_path(data_dir: &Path, id: &FileId) -> PathBuf {
     collections_dir(data_dir).join(format!("{id}.{COLLECTION_EXTENSION}"))

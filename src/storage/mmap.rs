@@ -3,11 +3,12 @@
 //! A file mapping stays valid only as long as nobody shrinks the file under it: a page past
 //! the new end of file raises SIGBUS when user space touches it, which kills the whole
 //! process. FuryMesh therefore keeps one rule for mapped bytes: **they are read by the
-//! kernel, never by user space.** The seeder hands map slices to `send(2)`; when a page has
+//! kernel, never by user space.** Map slices may be handed to `send(2)`; when a page has
 //! vanished there, the kernel returns `EFAULT`, an ordinary error that closes one
 //! connection. Every path that needs the bytes in user space (sealing, hashing) reads them
 //! with `pread(2)` instead, where a shrunk file is a short read. This is the contract the
-//! `unsafe` constructor asks its caller to keep.
+//! `unsafe` constructor asks its caller to keep. The seeder no longer maps files (it sends
+//! plaintext chunks with `sendfile(2)`, see `node::seed`); `furymesh bench` still does.
 
 use std::fs::File;
 use std::io;

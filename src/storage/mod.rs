@@ -28,7 +28,8 @@ pub use publish::{
     PublishedCollection, TreeOutcome, UnsafePolicy,
 };
 
-use crate::crypto::FileId;
+use crate::collection::Collection;
+use crate::crypto::{FileId, IdKind};
 use crate::manifest::FileInfo;
 use crate::wire;
 
@@ -65,6 +66,70 @@ pub struct CatalogEntry {
     pub path: PathBuf,
     /// Size and mtime when it was hashed.
     pub stamp: FileStamp,
+}
+
+/// Whether a published file on disk is still the one that was hashed (the seeder checks
+/// the same size and modification time before it serves a chunk, and refuses otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileState {
+    /// Size and modification time as when it was published.
+    Intact,
+    /// Size or modification time differ: peers are refused its chunks.
+    Changed,
+    /// It is gone or cannot be read.
+    Missing,
+}
+
+impl FileState {
+    /// `ok`, `changed` or `missing`: the state as the API, `ls --json` and the UI show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Intact => "ok",
+            Self::Changed => "changed",
+            Self::Missing => "missing",
+        }
+    }
+
+    /// What the state means to an operator, and what to do (`None` when intact).
+    pub fn advice(self) -> Option<&'static str> {
+        match self {
+            Self::Intact => None,
+            Self::Changed => Some(
+                "changed on disk since publish: peers are refused its chunks and it is no \
+                 longer announced; republish it (publish PATH) or unpublish it",
+            ),
+            Self::Missing => Some(
+                "missing on disk since publish: peers are refused its chunks and it is no \
+                 longer announced; put it back and republish it, or unpublish it",
+            ),
+        }
+    }
+}
+
+impl CatalogEntry {
+    /// Whether the file is still as published: one `stat` of its path (size and mtime
+    /// against the catalog's stamp).
+    pub fn state(&self) -> FileState {
+        match fs::metadata(&self.path) {
+            Ok(m) if m.is_file() && FileStamp::of(&m) == self.stamp => FileState::Intact,
+            Ok(_) => FileState::Changed,
+            Err(_) => FileState::Missing,
+        }
+    }
+
+    /// Whether this entry serves a collection's encoded list (a blob under
+    /// `DATA_DIR/collections/` whose manifest hashes in the collection domain) rather than
+    /// a file. Only such blobs pay for the manifest check.
+    pub fn is_collection(&self) -> bool {
+        layout::is_collection_blob(&self.path) && self.info.kind() == Some(IdKind::Collection)
+    }
+}
+
+/// Reads the collection a catalog entry serves and decodes it, checked like a peer's blob.
+/// Errors: the blob cannot be read, or does not decode (as text).
+pub fn read_collection(entry: &CatalogEntry) -> Result<Collection, String> {
+    let bytes = fs::read(&entry.path).map_err(|e| format!("{}: {e}", entry.path.display()))?;
+    wire::decode_collection(&bytes).map_err(|e| format!("{}: {e}", entry.path.display()))
 }
 
 /// Errors reading or writing the catalog.
@@ -249,6 +314,48 @@ impl Catalog {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// What unpublishing `id` takes back, `id` first: a file ID is that file alone. A
+    /// collection ID is the collection and, unless `keep_files`, the files it brought: each
+    /// of its files that is still served from inside the directory it was published from
+    /// (the path most of its files share, less their entry paths) and that no other
+    /// collection in the catalog lists. A file that is also published from elsewhere, or
+    /// belongs to another release, stays. Empty if `id` is not in the catalog.
+    pub fn takeback(&self, id: &FileId, keep_files: bool) -> Vec<FileId> {
+        let Some(entry) = self.get(id) else { return Vec::new() };
+        let mut out = vec![*id];
+        if keep_files || !entry.is_collection() {
+            return out;
+        }
+        let Ok(coll) = read_collection(entry) else { return out };
+        let others: std::collections::HashSet<FileId> = self
+            .entries()
+            .filter(|o| o.info.file_id != *id && o.is_collection())
+            .filter_map(|o| read_collection(o).ok())
+            .flat_map(|c| c.entries.into_iter().map(|m| m.file_id))
+            .collect();
+        // The directory it was published from: where most of its files are served from.
+        let mut roots: std::collections::BTreeMap<PathBuf, usize> = Default::default();
+        for m in &coll.entries {
+            let rel = Path::new(&m.path);
+            let Some(f) = self.get(&m.file_id) else { continue };
+            if f.path.ends_with(rel) {
+                if let Some(root) = f.path.ancestors().nth(rel.components().count()) {
+                    *roots.entry(root.to_owned()).or_default() += 1;
+                }
+            }
+        }
+        let Some(root) = roots.into_iter().max_by_key(|(_, n)| *n).map(|(r, _)| r) else {
+            return out;
+        };
+        for m in &coll.entries {
+            let inside = self.get(&m.file_id).is_some_and(|f| f.path == root.join(&m.path));
+            if inside && !others.contains(&m.file_id) && !out.contains(&m.file_id) {
+                out.push(m.file_id);
+            }
+        }
+        out
     }
 
     /// The entry for `path` if its size, mtime and chunk size are unchanged.

@@ -688,6 +688,15 @@ impl Scheduler {
             .min()
     }
 
+    /// A counter that moves with every change that may give a peer a request again (a
+    /// chunk verified or back in the pool, a peer added, removed, stalled or banned, a new
+    /// request limit). A caller whose peers all said `None` from
+    /// [`Self::poll_request`] need not poll again before it moves or
+    /// [`Self::poll_timeout`] passes.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The peer's window in chunks (0 if unknown).
     pub fn window(&self, peer: ConnId) -> u32 {
         self.peers.get(&peer).map_or(0, |p| p.window)

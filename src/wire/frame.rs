@@ -33,8 +33,12 @@ pub const FRAME_PREFIX_BYTES: usize = 4;
 pub const HANDSHAKE_PREFIX_BYTES: usize = 2;
 /// First byte of a responder's refusal (a ServerHello never starts with it: it is 2 bytes).
 pub const REFUSAL_TAG: u8 = 0x7F;
-/// Bytes the deframer asks a transport to read at once when it has no better idea.
+/// Most bytes the deframer asks a transport to read at once when it has no better idea.
 const READ_BYTES: usize = 64 * 1024;
+/// Fewest: a deframer of small control records (a seeder's, reading requests of at most
+/// `REQUEST_BODY_MAX_BYTES`) reads in pieces this big, so a thousand connections hold a
+/// few KiB each rather than 64 (the read buffer is zero-filled, so it is resident).
+const READ_BYTES_MIN: usize = 8 * 1024;
 
 /// Why incoming bytes cannot be used. Either way the connection must close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -257,6 +261,9 @@ enum State {
 pub struct Deframer {
     opener: Option<Opener>,
     body_max: u32,
+    /// Bytes asked for per read when no payload is due: a record and its prefix and tag,
+    /// between `READ_BYTES_MIN` and `READ_BYTES`.
+    read_bytes: usize,
     buf: Vec<u8>,
     /// Unparsed bytes are `buf[start..end]`.
     start: usize,
@@ -273,11 +280,14 @@ pub struct Deframer {
 
 impl Deframer {
     /// A deframer for control bodies of at most `body_max` bytes, opening records with
-    /// `opener` (`None`: plaintext).
+    /// `opener` (`None`: plaintext). Its read buffer follows `body_max`: 8 KiB for a
+    /// seeder's small requests, up to 64 KiB for a downloader's responses.
     pub fn new(opener: Option<Opener>, body_max: u32) -> Self {
+        let record = body_max as usize + FRAME_PREFIX_BYTES + TAG_BYTES;
         Self {
             opener,
             body_max,
+            read_bytes: record.clamp(READ_BYTES_MIN, READ_BYTES),
             buf: Vec::new(),
             start: 0,
             end: 0,
@@ -318,13 +328,13 @@ impl Deframer {
             }
         }
         self.direct = false;
-        if self.start > 0 && self.buf.len() - self.end < READ_BYTES {
+        if self.start > 0 && self.buf.len() - self.end < self.read_bytes {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() < self.end + READ_BYTES {
-            self.buf.resize(self.end + READ_BYTES, 0);
+        if self.buf.len() < self.end + self.read_bytes {
+            self.buf.resize(self.end + self.read_bytes, 0);
         }
         &mut self.buf[self.end..]
     }
@@ -532,6 +542,40 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert!(got[2].as_ref().err() == Some(&payload));
         assert!(direct_reads > 0, "payload bytes went through the frame buffer");
+    }
+
+    /// A seeder's deframer (small request bodies) keeps a small read buffer, and still
+    /// takes a record as large as its limit arriving through short reads.
+    #[test]
+    fn small_body_limit_small_read_buffer() {
+        let big = Deframer::new(None, crate::config::RESPONSE_BODY_MAX_BYTES);
+        assert_eq!(big.read_bytes, READ_BYTES);
+        let (sealer, opener) = test_pair([9; 32]);
+        let mut d = Deframer::new(Some(opener), crate::config::REQUEST_BODY_MAX_BYTES);
+        assert_eq!(d.read_bytes, READ_BYTES_MIN);
+        let mut framer = Framer::new(Some(sealer));
+        let body = vec![0x5a; crate::config::REQUEST_BODY_MAX_BYTES as usize];
+        let frame = [&(body.len() as u32).to_le_bytes()[..], &body].concat();
+        let mut wire = Vec::new();
+        for _ in 0..3 {
+            framer.push_control(&mut wire, &frame);
+        }
+        let mut seen = 0;
+        let mut at = 0;
+        while at < wire.len() {
+            let room = d.read_buf();
+            assert!(room.len() <= 2 * READ_BYTES_MIN, "read buffer of {}", room.len());
+            let n = room.len().min(wire.len() - at).min(1500);
+            room[..n].copy_from_slice(&wire[at..at + n]);
+            d.commit(n);
+            at += n;
+            while let Some(Deframed::Control) = d.poll().unwrap() {
+                assert_eq!(d.body(), &body[..]);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 3);
+        assert!(d.buf.len() <= 2 * READ_BYTES_MIN + FRAME_PREFIX_BYTES, "{}", d.buf.len());
     }
 
     #[test]

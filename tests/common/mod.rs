@@ -143,6 +143,11 @@ impl Seeder {
         Self::spawn(data_dir, shards, "127.0.0.1:0", args)
     }
 
+    /// A seeder on `listen` (e.g. the address of one that was killed) with extra flags.
+    pub fn start_at(data_dir: &Path, shards: usize, listen: &str, args: &[&str]) -> Self {
+        Self::spawn(data_dir, shards, listen, args)
+    }
+
     fn spawn(data_dir: &Path, shards: usize, listen: &str, args: &[&str]) -> Self {
         let mut cmd = fm(data_dir);
         cmd.args(["--json", "seed", "--listen", listen, "--shards"]).arg(shards.to_string());
@@ -318,4 +323,23 @@ pub fn client_handshake(
         state.handle_server_hello(&reply, unix_now()).map_err(|e| e.to_string())?;
     send_hs(s, &finish);
     Ok(session)
+}
+
+/// A long-variant parameter of the fault-suite tests: environment variable `name` as a
+/// size or count (`512MiB`, `1000`), else `default`. A value that does not parse panics,
+/// naming it.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => furymesh::config::parse_bytes(&v).unwrap_or_else(|e| panic!("{name}={v}: {e}")),
+        Err(_) => default,
+    }
+}
+
+/// A fault-suite run's random seed: environment variable `name` to replay a run, else one
+/// from the process ID (printed by the test, so a failure can be replayed).
+pub fn env_seed(name: &str) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::process::id() as u64 * 0x9e37_79b9 + 1)
 }

@@ -61,6 +61,11 @@ function bytes(n) {
   return (i === 0 ? n.toFixed(0) : n.toFixed(n >= 100 ? 0 : n >= 10 ? 1 : 2)) + " " + units[i];
 }
 
+// "1 file", "2 files".
+function count(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
 function duration(s) {
   if (s == null || !isFinite(s)) return "–";
   s = Math.round(s);
@@ -97,7 +102,8 @@ function renderNode(n) {
     ["Listening on", (n.listen_addresses || []).join(", ") || "–"],
     ["Encryption", n.encryption + (n.private_network ? " (private network)" : "")],
     ["DHT routing table", n.dht_table_size == null ? "no DHT" : `${n.dht_table_size} contacts`],
-    ["Files served", n.files_served],
+    ["Published", `${count(n.files_published, "file")}, ${count(n.collections_published, "collection")}`
+      + (n.files_changed ? ` (${count(n.files_changed, "file")} changed on disk since publish)` : "")],
     ["Downloads running", n.downloads_active],
   ];
   for (const [k, v] of rows) dl.append(el("dt", {}, k), el("dd", {}, v));
@@ -118,18 +124,29 @@ function copyButton(text) {
   }, "copy");
 }
 
+// Files first, then collections (releases): each with the ID `get` takes (`c-…` for a
+// collection) and, when the file on disk is no longer what was published, why it is not
+// served and what to do.
 function renderFiles(files) {
-  $("#files-count").textContent = `(${files.length})`;
+  const colls = files.filter((f) => f.kind === "collection").length;
+  $("#files-count").textContent = `(${count(files.length - colls, "file")}, ${count(colls, "collection")})`;
   const body = $("#files tbody");
   body.replaceChildren();
   const peer = state.node ? peerAddress(state.node) : null;
   for (const f of files) {
-    const get = peer ? `furymesh get ${f.file_id} --peer ${peer} -o ${f.name}` : "";
-    body.append(el("tr", { dataset: { fileId: f.file_id } },
-      el("td", {}, f.name),
+    const id = f.id || f.file_id;
+    const isColl = f.kind === "collection";
+    const get = peer ? `furymesh get ${id} --peer ${peer} -o ${f.name}` : "";
+    const name = el("td", {}, isColl ? `${f.name}/` : f.name,
+      isColl ? el("div", { class: "hint" }, `collection of ${count(f.files || 0, "file")}`) : "");
+    if (f.state && f.state !== "ok") {
+      name.append(el("div", { class: "warn" }, f.state_detail || f.state));
+    }
+    body.append(el("tr", { class: f.state && f.state !== "ok" ? "changed" : "", dataset: { fileId: id, kind: f.kind || "file", state: f.state || "ok" } },
+      name,
       el("td", { class: "num" }, bytes(f.size)),
-      el("td", { class: "num" }, f.chunks),
-      el("td", {}, el("span", { class: "id" }, f.file_id), " ", copyButton(f.file_id)),
+      el("td", { class: "num" }, isColl ? "–" : f.chunks),
+      el("td", {}, el("span", { class: "id" }, id), " ", copyButton(id)),
       el("td", {}, peer ? el("span", { class: "id peer" }, peer) : "–", " ", peer ? copyButton(get) : ""),
     ));
   }

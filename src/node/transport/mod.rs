@@ -5,11 +5,13 @@
 //! body, matches a response or decides to refuse.
 //!
 //! A closed set, an enum and not a trait object: TCP and WebRTC data channels. Each keeps
-//! what its medium is good at: TCP hands payload slices of the memory map to send(2) (zero
-//! copy) or seals a pread buffer in place; a data channel copies every byte into its
-//! messages (blocks of at most `WEBRTC_BLOCK_BYTES`), so it is never handed map slices
-//! ([`Conn::sends_map_slices`]): the seeder preads the chunk first.
+//! what its medium is good at: TCP sends a plaintext payload straight from the file with
+//! `sendfile(2)` (page-cache pages attached, no copy: [`Conn::send_file_chunk`]) or seals a
+//! pread buffer in place and sends it with its header in one gather write; a data channel
+//! copies every byte into its messages (blocks of at most `WEBRTC_BLOCK_BYTES`), so it is
+//! never handed a file ([`Conn::sends_files`]): the seeder preads the chunk first.
 
+mod stun;
 mod tcp;
 pub(super) mod webrtc;
 
@@ -114,8 +116,8 @@ impl Conn {
     }
 
     /// Starts a chunk on a plaintext connection: queues `header`; the payload follows as
-    /// is, in pieces, through [`Conn::write_payload`] (slices of a memory map: only the
-    /// kernel reads them, zero copy).
+    /// is, in pieces, through [`Conn::write_payload`] (from a buffer the seeder pread; an
+    /// unpaced plaintext chunk over TCP goes through [`Conn::send_file_chunk`] instead).
     pub(super) fn begin_plain_chunk(&mut self, header: &[u8]) -> io::Result<()> {
         match self {
             Self::Tcp(c) => c.begin_plain_chunk(header),
@@ -143,7 +145,8 @@ impl Conn {
     /// chunk payload begun with [`Conn::begin_plain_chunk`] or [`Conn::seal_chunk`].
     pub(super) async fn write_payload(&mut self, piece: &[u8]) -> io::Result<()> {
         match self {
-            Self::Tcp(c) => c.write_payload(piece).await,
+            // Over TCP the header record and the piece leave in one gather write.
+            Self::Tcp(c) => c.write_payload_vectored(piece).await,
             Self::Rtc(c) => c.write_payload(piece).await,
         }
     }
@@ -156,11 +159,37 @@ impl Conn {
         }
     }
 
-    /// Whether slices of a memory map may be handed to [`Conn::write_payload`]: only TCP,
-    /// where only the kernel reads them (send(2)). A data channel copies them in user space,
-    /// where a file truncated meanwhile would raise SIGBUS (`storage::mmap`).
-    pub(super) fn sends_map_slices(&self) -> bool {
-        matches!(self, Self::Tcp(_))
+    /// The candidate types of the ICE pair a data channel runs over, `LOCAL-REMOTE`
+    /// (`host-host`, `srflx-srflx`, …); `None` over TCP.
+    pub(super) fn ice_pair(&self) -> Option<String> {
+        match self {
+            Self::Tcp(_) => None,
+            Self::Rtc(c) => c.stream().ice_pair(),
+        }
+    }
+
+    /// Whether a plaintext chunk may be sent straight from its file with
+    /// [`Conn::send_file_chunk`]: TCP without records. A data channel (and a sealed
+    /// connection) needs the bytes in user space: the seeder preads them.
+    pub(super) fn sends_files(&self) -> bool {
+        matches!(self, Self::Tcp(c) if !c.seals())
+    }
+
+    /// Sends a plaintext chunk, `header` then `len` bytes of `file` from `offset`, with
+    /// `sendfile(2)` (see `TcpConn::send_file_chunk`). Only where [`Conn::sends_files`].
+    /// Errors: `UnexpectedEof` if the file ends inside the range (it shrank while served:
+    /// part of the chunk may be on the wire, the connection must end), or any socket error.
+    pub(super) async fn send_file_chunk(
+        &mut self,
+        header: &[u8],
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<()> {
+        match self {
+            Self::Tcp(c) => c.send_file_chunk(header, file, offset, len).await,
+            Self::Rtc(_) => Err(io::Error::other("a data channel cannot send from a file")),
+        }
     }
 
     /// Bytes read from the peer so far. A reader that sees this grow knows the peer is

@@ -57,17 +57,24 @@ use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCIceCandidate,
+    RTCIceCandidateInit,
+};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
+use super::stun::StunClient;
 use crate::config::{
     WEBRTC_BLOCK_BYTES, WEBRTC_BLOCK_MAX_BYTES, WEBRTC_ICE_CHECK_INTERVAL_MS,
     WEBRTC_OFFER_MIN_BYTES, WEBRTC_OFFER_RETRY_MS, WEBRTC_RECV_BUFFER_BYTES,
-    WEBRTC_SEND_BUFFER_BYTES, WEBRTC_SIGNAL_MAX_BYTES,
+    WEBRTC_SEND_BUFFER_BYTES, WEBRTC_SIGNAL_MAX_BYTES, WEBRTC_STUN_REFRESH_SECS,
+    WEBRTC_STUN_RETRY_MS, WEBRTC_STUN_WAIT_MS,
 };
+use crate::crypto::signal::{CandidateKind, SignalCandidate, SIGNAL_CANDIDATES_MAX};
 use crate::node::clock;
+use crate::node::wake::Notify;
 
 /// First byte of a signaling datagram (RFC 7983 §7: 192..=255 is unassigned, so it can
 /// never be mistaken for STUN, DTLS, TURN or RTP).
@@ -77,6 +84,9 @@ const KIND_ANSWER: u8 = 2;
 /// magic, kind, nonce (u64 LE), SDP length (u16 LE).
 const SIGNAL_HEADER_BYTES: usize = 12;
 const CHANNEL_LABEL: &str = "furymesh";
+/// Addresses routed to one session: its signaled candidates and the peer-reflexive ones
+/// its peer's checks came from.
+const PEER_REFLEXIVE_ROUTES_MAX: usize = 8;
 
 /// A signaling message: an SDP offer or answer (RFC 8866 text), and the nonce that pairs an
 /// answer with its offer (and a retransmitted offer with the answer already given).
@@ -120,34 +130,6 @@ impl Signal {
     }
 }
 
-/// A same-thread wake-up that is never lost: a notification before the wait is kept.
-#[derive(Default)]
-struct Notify {
-    set: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Notify {
-    fn notify(&self) {
-        self.set.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    async fn notified(&self) {
-        future::poll_fn(|cx| {
-            if self.set.replace(false) {
-                Poll::Ready(())
-            } else {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Connecting,
@@ -181,9 +163,20 @@ struct Channel {
     answer: RefCell<Option<Vec<u8>>>,
     /// The stream was dropped: close the connection at the driver's next round.
     abandoned: Cell<bool>,
+    /// Our ICE username fragment (RFC 8445 §5.3): the checks of the peer name it, which
+    /// routes a check from an address it did not signal (peer-reflexive) to this session.
+    ufrag: String,
 }
 
 impl Channel {
+    /// The candidate types of the pair ICE selected, `LOCAL-REMOTE` (`host`, `srflx`,
+    /// `prflx`, `relay`; RFC 8445 §5.1.1), once it has selected one.
+    fn ice_pair(&self) -> Option<String> {
+        let pc = self.pc.borrow();
+        let pair = pc.sctp()?.transport().ice_transport().get_selected_candidate_pair()?;
+        Some(format!("{}-{}", pair.local().typ, pair.remote().typ))
+    }
+
     fn close(&self) {
         if self.state.replace(State::Closed) != State::Closed {
             let _ = self.pc.borrow_mut().close();
@@ -284,7 +277,15 @@ pub(in crate::node) struct Endpoint {
     socket: UdpSocket,
     bound: SocketAddr,
     role: Role,
+    /// Connections by their peer's key address (its first candidate, or where its offer
+    /// came from).
     channels: RefCell<HashMap<SocketAddr, Rc<Channel>>>,
+    /// The peer's other candidate addresses → its key address: a peer behind a NAT is
+    /// heard from its server-reflexive address, not its host one.
+    routes: RefCell<HashMap<SocketAddr, SocketAddr>>,
+    /// STUN servers asked for this socket's mapped address (a server endpoint with
+    /// `--stun`); `None` without.
+    stun: RefCell<Option<StunClient>>,
     /// Signaling datagrams to send.
     outbox: RefCell<VecDeque<(SocketAddr, Vec<u8>)>>,
     wake: Notify,
@@ -315,36 +316,103 @@ fn rtc_io(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("webrtc: {e}"))
 }
 
-/// A host candidate (RFC 8445 §5.1.1.1) for `addr`.
-fn host_candidate(
-    addr: SocketAddr,
-) -> io::Result<rtc::peer_connection::transport::RTCIceCandidateInit> {
-    let c = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
+/// What every candidate of ours says: UDP, `addr`, the one component a data channel uses.
+fn udp_candidate(addr: SocketAddr) -> CandidateConfig {
+    CandidateConfig {
+        network: "udp".to_owned(),
+        address: addr.ip().to_string(),
+        port: addr.port(),
+        component: 1,
         ..Default::default()
     }
-    .new_candidate_host()
+}
+
+/// A host candidate (RFC 8445 §5.1.1.1) for `addr`.
+fn host_candidate(addr: SocketAddr) -> io::Result<RTCIceCandidateInit> {
+    let c = CandidateHostConfig { base_config: udp_candidate(addr), ..Default::default() }
+        .new_candidate_host()
+        .map_err(rtc_io)?;
+    RTCIceCandidate::from(&c).to_json().map_err(rtc_io)
+}
+
+/// A server-reflexive candidate (RFC 8445 §5.1.1.2): `addr` as a STUN server saw the
+/// socket whose own address is `base`.
+fn srflx_candidate(addr: SocketAddr, base: SocketAddr) -> io::Result<RTCIceCandidateInit> {
+    let c = CandidateServerReflexiveConfig {
+        base_config: udp_candidate(addr),
+        rel_addr: base.ip().to_string(),
+        rel_port: base.port(),
+        ..Default::default()
+    }
+    .new_candidate_server_reflexive()
     .map_err(rtc_io)?;
     RTCIceCandidate::from(&c).to_json().map_err(rtc_io)
 }
 
+/// The ICE candidate for a signaled one (a peer's): host or server-reflexive; relayed
+/// candidates are not taken (no TURN on this side yet), so `None`.
+fn remote_candidate(c: &SignalCandidate) -> Option<io::Result<RTCIceCandidateInit>> {
+    match c.kind {
+        CandidateKind::Host => Some(host_candidate(c.addr)),
+        // The peer's base is not told; the mapped address stands for it.
+        CandidateKind::ServerReflexive => Some(srflx_candidate(c.addr, c.addr)),
+        CandidateKind::Relayed => None,
+    }
+}
+
+/// Our candidates for a socket whose own address is `local`: the host one, and the
+/// server-reflexive one when STUN gave an address different from it.
+fn local_candidates(local: SocketAddr, mapped: Option<SocketAddr>) -> Vec<SignalCandidate> {
+    let mut out = vec![SignalCandidate { kind: CandidateKind::Host, addr: local }];
+    if let Some(m) = mapped.filter(|m| *m != local) {
+        out.push(SignalCandidate { kind: CandidateKind::ServerReflexive, addr: m });
+    }
+    out
+}
+
+/// Adds `ours` (the first is the host one, whose address is the base) to `pc`.
+fn add_local_candidates(pc: &mut RTCPeerConnection, ours: &[SignalCandidate]) -> io::Result<()> {
+    let base = ours.first().map(|c| c.addr).ok_or_else(|| rtc_io("no local candidate"))?;
+    for c in ours {
+        let init = match c.kind {
+            CandidateKind::Host => host_candidate(c.addr)?,
+            CandidateKind::ServerReflexive => srflx_candidate(c.addr, base)?,
+            CandidateKind::Relayed => continue,
+        };
+        pc.add_local_candidate(init).map_err(rtc_io)?;
+    }
+    Ok(())
+}
+
+/// Adds the peer's signaled candidates to `pc` (at most `SIGNAL_CANDIDATES_MAX`).
+fn add_remote_candidates(pc: &mut RTCPeerConnection, theirs: &[SignalCandidate]) -> io::Result<()> {
+    for c in theirs.iter().take(SIGNAL_CANDIDATES_MAX) {
+        if let Some(init) = remote_candidate(c) {
+            pc.add_remote_candidate(init?).map_err(rtc_io)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `a=ice-ufrag` of a session description (RFC 8839 §5.4), empty if it has none.
+fn ice_ufrag(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The reliable, ordered channel the downloader opens (DCEP, RFC 8832).
 /// The downloader's side before any signaling: a peer connection with its data channel
-/// and `local` as its host candidate, and the SDP offer to send (the local description, so
-/// it carries the candidate).
+/// and `ours` as its candidates (host first), and the SDP offer to send (the local
+/// description, so it carries the candidates).
 fn offering_connection(
-    local: SocketAddr,
+    ours: &[SignalCandidate],
     now: Instant,
 ) -> io::Result<(RTCPeerConnection, RTCDataChannelId, String)> {
     let mut pc = new_peer_connection(now)?;
     let dc = create_channel(&mut pc)?;
-    pc.add_local_candidate(host_candidate(local)?).map_err(rtc_io)?;
+    add_local_candidates(&mut pc, ours)?;
     let offer = pc.create_offer(None).map_err(rtc_io)?;
     pc.set_local_description(now, offer.clone()).map_err(rtc_io)?;
     let sdp = pc.local_description().map(|d| d.sdp).unwrap_or(offer.sdp);
@@ -394,11 +462,24 @@ impl Endpoint {
             bound,
             role,
             channels: RefCell::default(),
+            routes: RefCell::default(),
+            stun: RefCell::new(None),
             outbox: RefCell::default(),
             wake: Notify::default(),
             stats: Cell::default(),
             block: block.clamp(1, WEBRTC_BLOCK_MAX_BYTES),
         }))
+    }
+
+    /// Asks `servers` (STUN, RFC 8489) for this socket's mapped address while the endpoint
+    /// runs, and offers it as a server-reflexive candidate in signaled answers.
+    pub(in crate::node) fn set_stun(&self, servers: &[SocketAddr]) {
+        *self.stun.borrow_mut() = StunClient::new(servers);
+    }
+
+    /// The socket's address outside its NAT, as its STUN servers last said.
+    pub(in crate::node) fn mapped(&self) -> Option<SocketAddr> {
+        self.stun.borrow().as_ref().and_then(StunClient::mapped)
     }
 
     /// The endpoint's counters.
@@ -415,7 +496,26 @@ impl Endpoint {
     /// Runs the endpoint (receiver and driver) until dropped; a client's ends once its
     /// connection is closed and the closing datagrams are sent.
     pub(in crate::node) async fn run(self: Rc<Self>) {
-        future::or(self.receive(), self.drive()).await;
+        future::or(self.receive(), future::or(self.drive(), self.keep_mapped())).await;
+    }
+
+    /// Asks the STUN servers for the mapped address every `WEBRTC_STUN_RETRY_MS` until one
+    /// answers, then every `WEBRTC_STUN_REFRESH_SECS` (which also keeps the NAT's mapping
+    /// open). Never returns; pending forever without STUN servers.
+    async fn keep_mapped(&self) {
+        loop {
+            // The borrow ends here, before any await (the receiver takes the answers).
+            let requests = self.stun.borrow_mut().as_mut().map(|s| s.requests(clock::random));
+            let Some(requests) = requests else { return future::pending().await };
+            self.outbox.borrow_mut().extend(requests);
+            self.wake.notify();
+            let wait = if self.mapped().is_some() {
+                Duration::from_secs(WEBRTC_STUN_REFRESH_SECS)
+            } else {
+                Duration::from_millis(WEBRTC_STUN_RETRY_MS)
+            };
+            glommio::timer::sleep(wait).await;
+        }
     }
 
     /// The next channel that opened (server side).
@@ -447,6 +547,9 @@ impl Endpoint {
     }
 
     fn on_datagram(&self, from: SocketAddr, d: &[u8]) {
+        if self.stun.borrow_mut().as_mut().is_some_and(|s| s.handle(from, d)) {
+            return;
+        }
         if d.first() == Some(&SIGNAL_MAGIC) {
             match (&self.role, Signal::decode(d)) {
                 (Role::Server { .. }, Some(s)) if s.kind == KIND_OFFER => {
@@ -462,7 +565,9 @@ impl Endpoint {
             }
             return;
         }
-        let ch = self.channels.borrow().get(&from).cloned();
+        let key = self.routes.borrow().get(&from).copied();
+        let key = key.or_else(|| self.peer_reflexive(from, d)).unwrap_or(from);
+        let ch = self.channels.borrow().get(&key).cloned();
         let Some(ch) = ch else {
             self.count(|s| s.strays += 1);
             return;
@@ -482,6 +587,28 @@ impl Endpoint {
         let _ = ch.pc.borrow_mut().handle_read(msg);
     }
 
+    /// A connectivity check from an address no session knows: the session whose ICE
+    /// username fragment it names (RFC 8445 §7.3.1.3, a peer-reflexive candidate: the
+    /// peer's NAT gave it another port toward us than toward the STUN server). Routes
+    /// `from` to it, at most `PEER_REFLEXIVE_ROUTES_MAX` addresses per session; the ICE
+    /// agent still checks the message's integrity.
+    fn peer_reflexive(&self, from: SocketAddr, d: &[u8]) -> Option<SocketAddr> {
+        let user = super::stun::username(d)?;
+        let ours = user.split(|b| *b == b':').next()?;
+        let key = self
+            .channels
+            .borrow()
+            .iter()
+            .find(|(_, ch)| !ch.ufrag.is_empty() && ch.ufrag.as_bytes() == ours)
+            .map(|(k, _)| *k)?;
+        let mut routes = self.routes.borrow_mut();
+        if routes.values().filter(|k| **k == key).count() >= PEER_REFLEXIVE_ROUTES_MAX {
+            return None;
+        }
+        routes.insert(from, key);
+        Some(key)
+    }
+
     /// Answers an offer from `from` (a datagram of `offer_len` bytes); `None` drops it.
     fn on_offer(&self, from: SocketAddr, offer: Signal, offer_len: usize) -> Option<()> {
         let existing = self.channels.borrow().get(&from).cloned();
@@ -496,7 +623,7 @@ impl Endpoint {
         if offer_len < WEBRTC_OFFER_MIN_BYTES {
             return None;
         }
-        let (ch, sdp, _) = self.open_session(from, offer.sdp, offer.nonce, false)?;
+        let (ch, sdp, _) = self.open_session(from, offer.sdp, offer.nonce, &[])?;
         let datagram = Signal { kind: KIND_ANSWER, nonce: offer.nonce, sdp }.encode(0)?;
         // Never more bytes back than came in: no amplification toward a spoofed source.
         if datagram.len() > offer_len {
@@ -510,29 +637,39 @@ impl Endpoint {
     }
 
     /// Answers an offer that came through the DHT, already authenticated and opened
-    /// (`crypto::signal`): a session with the peer whose ICE host candidate is `candidate`
-    /// (RFC 8445 §5.1.1.1). Returns the answer's SDP and this endpoint's own candidate, or
-    /// `None` (malformed SDP, shard full, a live session with that candidate).
+    /// (`crypto::signal`): a session with the peer whose ICE candidates (RFC 8445 §5.1.1)
+    /// are `candidates`. Returns the answer's SDP and this endpoint's own candidates (host,
+    /// and server-reflexive when its STUN servers gave a mapped address), or `None`
+    /// (no candidate, malformed SDP, shard full, a live session with that peer).
     pub(in crate::node) fn answer_signaled(
         &self,
-        candidate: SocketAddr,
+        candidates: &[SignalCandidate],
         offer_sdp: String,
-    ) -> Option<(String, SocketAddr)> {
-        let (_, sdp, local) = self.open_session(candidate, offer_sdp, clock::random(), true)?;
+    ) -> Option<(String, Vec<SignalCandidate>)> {
+        // The peer's key: its most outside address (a server-reflexive one if it has one),
+        // so two peers behind different NATs with the same private address stay apart.
+        let key = candidates
+            .iter()
+            .take(SIGNAL_CANDIDATES_MAX)
+            .rev()
+            .find(|c| c.kind != CandidateKind::Relayed)?
+            .addr;
+        let (_, sdp, ours) = self.open_session(key, offer_sdp, clock::random(), candidates)?;
         self.wake.notify();
-        Some((sdp, local))
+        Some((sdp, ours))
     }
 
-    /// A server-side session for an offer from `from`: sets the offer, adds our host
-    /// candidate (and, when the peer's candidate came signed, `from` as its candidate),
-    /// creates the answer. Counts it; `None` (counted by the caller) drops the offer.
+    /// A server-side session for an offer from `from`: sets the offer, adds our candidates
+    /// (host, and server-reflexive with STUN) and the peer's signaled `remote` ones (each
+    /// routed to this session), creates the answer. Counts it; `None` (counted by the
+    /// caller) drops the offer.
     fn open_session(
         &self,
         from: SocketAddr,
         offer_sdp: String,
         nonce: u64,
-        add_remote: bool,
-    ) -> Option<(Rc<Channel>, String, SocketAddr)> {
+        remote: &[SignalCandidate],
+    ) -> Option<(Rc<Channel>, String, Vec<SignalCandidate>)> {
         let Role::Server { channels_max, open_timeout, .. } = &self.role else { return None };
         let existing = self.channels.borrow().get(&from).cloned();
         if let Some(ch) = existing {
@@ -547,13 +684,12 @@ impl Endpoint {
         let now = clock::now();
         let ip = if self.bound.ip().is_unspecified() { route_ip(from)? } else { self.bound.ip() };
         let local = SocketAddr::new(ip, self.bound.port());
+        let ours = local_candidates(local, self.mapped());
         let mut pc = new_peer_connection(now).ok()?;
         let desc = RTCSessionDescription::offer(offer_sdp).ok()?;
         pc.set_remote_description(now, desc).ok()?;
-        pc.add_local_candidate(host_candidate(local).ok()?).ok()?;
-        if add_remote {
-            pc.add_remote_candidate(host_candidate(from).ok()?).ok()?;
-        }
+        add_local_candidates(&mut pc, &ours).ok()?;
+        add_remote_candidates(&mut pc, remote).ok()?;
         let answer = pc.create_answer(None).ok()?;
         pc.set_local_description(now, answer.clone()).ok()?;
         let sdp = pc.local_description().map(|d| d.sdp).unwrap_or(answer.sdp);
@@ -572,10 +708,22 @@ impl Endpoint {
             nonce,
             answer: RefCell::new(None),
             abandoned: Cell::new(false),
+            ufrag: ice_ufrag(&sdp),
         });
         self.channels.borrow_mut().insert(from, ch.clone());
+        self.route(from, remote);
         self.count(|s| s.offers += 1);
-        Some((ch, sdp, local))
+        Some((ch, sdp, ours))
+    }
+
+    /// Routes datagrams from each of `candidates`' addresses to the session keyed `key`.
+    fn route(&self, key: SocketAddr, candidates: &[SignalCandidate]) {
+        let mut routes = self.routes.borrow_mut();
+        for c in candidates.iter().take(SIGNAL_CANDIDATES_MAX) {
+            if c.addr != key && c.kind != CandidateKind::Relayed {
+                routes.insert(c.addr, key);
+            }
+        }
     }
 
     /// Sends what is queued, fires timers, fills inboxes; sleeps until the next deadline or
@@ -615,6 +763,7 @@ impl Endpoint {
                 }
                 if ch.state.get() == State::Closed {
                     self.channels.borrow_mut().remove(&addr);
+                    self.routes.borrow_mut().retain(|_, key| *key != addr);
                     continue;
                 }
                 let mut t = ch.pc.borrow_mut().poll_timeout();
@@ -658,7 +807,8 @@ pub(in crate::node) async fn connect(
     let ep = Endpoint::new(socket, role, WEBRTC_BLOCK_BYTES)?;
     let local = ep.bound;
     let now = clock::now();
-    let (pc, dc, sdp) = offering_connection(local, now)?;
+    let (pc, dc, sdp) = offering_connection(&local_candidates(local, None), now)?;
+    let ufrag = ice_ufrag(&sdp);
     let nonce: u64 = clock::random();
     let datagram = Signal { kind: KIND_OFFER, nonce, sdp }
         .encode(WEBRTC_OFFER_MIN_BYTES)
@@ -678,6 +828,7 @@ pub(in crate::node) async fn connect(
         nonce,
         answer: RefCell::default(),
         abandoned: Cell::new(false),
+        ufrag,
     });
     ep.channels.borrow_mut().insert(peer, ch.clone());
     let task = glommio::spawn_local(ep.clone().run());
@@ -717,19 +868,25 @@ pub(in crate::node) async fn connect(
 }
 
 /// Opens a data channel to a node reached through the DHT: `signal` carries our offer (SDP
-/// and our host candidate, RFC 8445 §5.1.1.1) to the node and returns its answer and its
-/// candidate, authenticated (`crypto::signal`: the DTLS fingerprint in the answer is the
-/// one the node signed). `socket` must be bound to a concrete IP (it names our candidate).
-/// Gives up after `timeout` (`TimedOut`), signaling included.
+/// and our candidates, RFC 8445 §5.1.1: host, and server-reflexive when one of the `stun`
+/// servers answers within `WEBRTC_STUN_WAIT_MS`) to the node and returns its answer and
+/// its candidates, authenticated (`crypto::signal`: the DTLS fingerprint in the answer is
+/// the one the node signed). `socket` must be bound to a concrete IP (it names our host
+/// candidate). Gives up after `timeout` (`TimedOut`), signaling included.
 pub(in crate::node) async fn connect_signaled<F, Fut>(
     socket: UdpSocket,
+    stun: &[SocketAddr],
     timeout: Duration,
     signal: F,
 ) -> io::Result<RtcStream>
 where
-    F: FnOnce(String, SocketAddr) -> Fut,
-    Fut: std::future::Future<Output = io::Result<(String, SocketAddr)>>,
+    F: FnOnce(String, Vec<SignalCandidate>) -> Fut,
+    Fut: std::future::Future<Output = io::Result<(String, Vec<SignalCandidate>)>>,
 {
+    let mapped = match StunClient::new(stun) {
+        Some(client) => mapped_address(&socket, client).await,
+        None => None,
+    };
     let role = Role::Client { answer: RefCell::default(), answered: Notify::default() };
     let ep = Endpoint::new(socket, role, WEBRTC_BLOCK_BYTES)?;
     let local = ep.bound;
@@ -738,19 +895,26 @@ where
     }
     let now = clock::now();
     let deadline = now + timeout;
-    let (mut pc, dc, sdp) = offering_connection(local, now)?;
-    let exchange = async { Some(signal(sdp, local).await) };
+    let ours = local_candidates(local, mapped);
+    let (mut pc, dc, sdp) = offering_connection(&ours, now)?;
+    let ufrag = ice_ufrag(&sdp);
+    let exchange = async { Some(signal(sdp, ours).await) };
     let expire = async {
         glommio::timer::sleep(timeout).await;
         None
     };
-    let (answer, remote) = future::or(exchange, expire)
+    let (answer, theirs) = future::or(exchange, expire)
         .await
         .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))??;
+    let remote = theirs
+        .iter()
+        .find(|c| c.kind != CandidateKind::Relayed)
+        .ok_or_else(|| rtc_io("the answer names no candidate we can use"))?
+        .addr;
     let now = clock::now();
     let desc = RTCSessionDescription::answer(answer).map_err(rtc_io)?;
     pc.set_remote_description(now, desc).map_err(rtc_io)?;
-    pc.add_remote_candidate(host_candidate(remote)?).map_err(rtc_io)?;
+    add_remote_candidates(&mut pc, &theirs)?;
     let ch = Rc::new(Channel {
         pc: RefCell::new(pc),
         dc: Cell::new(Some(dc)),
@@ -766,13 +930,51 @@ where
         nonce: 0,
         answer: RefCell::default(),
         abandoned: Cell::new(false),
+        ufrag,
     });
     ep.channels.borrow_mut().insert(remote, ch.clone());
+    ep.route(remote, &theirs);
     let task = glommio::spawn_local(ep.clone().run());
     let stream = RtcStream { ep: ep.clone(), ch: ch.clone(), task: Some(task) };
     ep.wake.notify();
     wait_open(&ch).await?;
     Ok(stream)
+}
+
+/// Asks `client`'s STUN servers for `socket`'s mapped address, again every
+/// `WEBRTC_STUN_RETRY_MS`, for at most `WEBRTC_STUN_WAIT_MS`; `None` if none answered.
+/// Runs before the socket has a session, so a datagram lost with a cancelled receive
+/// (glommio's is not cancel-safe) can only be a STUN answer, and the next request retries.
+async fn mapped_address(socket: &UdpSocket, mut client: StunClient) -> Option<SocketAddr> {
+    let deadline = clock::now() + Duration::from_millis(WEBRTC_STUN_WAIT_MS);
+    let mut buf = vec![0u8; 2048];
+    while clock::now() < deadline {
+        for (to, d) in client.requests(clock::random) {
+            let _ = socket.send_to(&d, to).await;
+        }
+        let round = clock::now() + Duration::from_millis(WEBRTC_STUN_RETRY_MS);
+        loop {
+            let left = round.min(deadline).saturating_duration_since(clock::now());
+            if left.is_zero() {
+                break;
+            }
+            let recv = async { Some(socket.recv_from(&mut buf).await) };
+            let expire = async {
+                glommio::timer::sleep(left).await;
+                None
+            };
+            match future::or(recv, expire).await {
+                Some(Ok((n, from))) => {
+                    if client.handle(from, &buf[..n]) && client.mapped().is_some() {
+                        return client.mapped();
+                    }
+                }
+                Some(Err(_)) => continue,
+                None => break,
+            }
+        }
+    }
+    None
 }
 
 /// Waits until `ch` opens (the driver closes it at its `open_deadline` if it does not).
@@ -810,6 +1012,12 @@ impl RtcStream {
     /// The peer's address.
     pub(in crate::node) fn peer_addr(&self) -> SocketAddr {
         self.ch.remote
+    }
+
+    /// The candidate types of the pair ICE selected, `LOCAL-REMOTE` (e.g. `srflx-srflx`,
+    /// `host-host`; RFC 8445 §5.1.1), or `None` if it has not reported one.
+    pub(in crate::node) fn ice_pair(&self) -> Option<String> {
+        self.ch.ice_pair()
     }
 
     /// The block size writes are cut into (message size on the channel), in bytes.
