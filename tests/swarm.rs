@@ -29,28 +29,46 @@ fn peer_entry<'a>(report: &'a serde_json::Value, addr: &str) -> &'a serde_json::
         .unwrap_or_else(|| panic!("no peer {addr} in {report}"))
 }
 
+/// A file of 48 chunks published by two honest seeders' data directories and by a liar's,
+/// whose copy was corrupted in every chunk after publishing (size and mtime put back, so
+/// the seeder cannot tell).
+struct Liar {
+    t: tempfile::TempDir,
+    bytes: Vec<u8>,
+    id: String,
+    good1: std::path::PathBuf,
+    good2: std::path::PathBuf,
+    bad: std::path::PathBuf,
+}
+
+impl Liar {
+    fn new(seed: u64) -> Self {
+        let t = tempdir();
+        let f = t.path().join("f.bin");
+        let bytes = write_file(&f, 48 * CHUNK + 5, seed);
+        let (good1, good2, bad) = (t.path().join("g1"), t.path().join("g2"), t.path().join("bad"));
+        let id = publish_id(&good1, &f, &["--chunk-size", "64KiB"]);
+        publish(&good2, &[&f], &["--chunk-size", "64KiB"]);
+        let fb = t.path().join("bad-copy.bin");
+        fs::copy(&f, &fb).unwrap();
+        publish(&bad, &[&fb], &["--chunk-size", "64KiB"]);
+        let mtime = fs::metadata(&fb).unwrap().modified().unwrap();
+        let mut corrupt = bytes.clone();
+        for c in 0..48 {
+            corrupt[c * CHUNK + 100] ^= 0xff;
+        }
+        fs::write(&fb, &corrupt).unwrap();
+        fs::File::options().write(true).open(&fb).unwrap().set_modified(mtime).unwrap();
+        Self { t, bytes, id, good1, good2, bad }
+    }
+}
+
 /// One seeder's copy was altered in place after publishing (size and mtime put back). The
 /// download from it and two honest seeders completes byte-identical; only the liar is
 /// banned, and its failed chunks are reported.
 #[test]
 fn a_corrupt_seeder_among_good_ones_is_banned_and_the_file_still_arrives_intact() {
-    let t = tempdir();
-    let f = t.path().join("f.bin");
-    let bytes = write_file(&f, 48 * CHUNK + 5, 21);
-    let (good1, good2, bad) = (t.path().join("g1"), t.path().join("g2"), t.path().join("bad"));
-    let id = publish_id(&good1, &f, &["--chunk-size", "64KiB"]);
-    publish(&good2, &[&f], &["--chunk-size", "64KiB"]);
-    // The bad seeder serves its own copy, corrupted in many chunks behind its back.
-    let fb = t.path().join("bad-copy.bin");
-    fs::copy(&f, &fb).unwrap();
-    publish(&bad, &[&fb], &["--chunk-size", "64KiB"]);
-    let mtime = fs::metadata(&fb).unwrap().modified().unwrap();
-    let mut corrupt = bytes.clone();
-    for c in 0..48 {
-        corrupt[c * CHUNK + 100] ^= 0xff;
-    }
-    fs::write(&fb, &corrupt).unwrap();
-    fs::File::options().write(true).open(&fb).unwrap().set_modified(mtime).unwrap();
+    let Liar { t, bytes, id, good1, good2, bad } = Liar::new(21);
 
     // The honest seeders are slowed down so the download cannot finish before the liar has
     // answered enough requests to be banned, however the connections' start-up races.
@@ -72,6 +90,47 @@ fn a_corrupt_seeder_among_good_ones_is_banned_and_the_file_still_arrives_intact(
     assert_eq!(liar["banned"], true, "{report}");
     assert!(liar["corrupt_chunks"].as_u64().unwrap() >= 1, "{report}");
     for honest in &seeders[..2] {
+        let p = peer_entry(&report, &honest.peer());
+        assert_eq!(p["banned"], false, "{report}");
+        assert_eq!(p["corrupt_chunks"], 0, "{report}");
+    }
+}
+
+/// A ban follows the node, not the address: one lying seeder reached at two addresses
+/// (127.0.0.1 and 127.0.0.2, both its wildcard listener) is banned once for both. Its
+/// corrupt chunks are counted per node ID, so it is dropped after `failures_to_ban` (3) of
+/// them in all — not 3 per address — and both its rows say banned; the honest seeders are
+/// never blamed and the file arrives intact.
+#[test]
+fn a_corrupt_node_reached_at_two_addresses_is_banned_once_for_both() {
+    let Liar { t, bytes, id, good1, good2, bad } = Liar::new(23);
+
+    // The honest seeders take about 3 s for the file together, the liar sends about 4
+    // chunks a second over both its connections: it answers enough to be banned (per
+    // node: 3 chunks; per address it would take 6) long before the file is complete.
+    let slow = ["--max-upload-rate", "512KiB"];
+    let liar = Seeder::start_at(&bad, 1, "0.0.0.0:0", &["--max-upload-rate", "256KiB"]);
+    let port = liar.addr.port();
+    let seeders =
+        [Seeder::start_with_args(&good1, 1, &slow), Seeder::start_with_args(&good2, 1, &slow)];
+    let liar_addrs = [format!("127.0.0.1:{port}"), format!("127.0.0.2:{port}")];
+    let out = t.path().join("out.bin");
+    let mut cmd = fm(&good1);
+    cmd.args(["--json", "get", &id, "-o"]).arg(&out);
+    for p in seeders.iter().map(Seeder::peer).chain(liar_addrs.iter().cloned()) {
+        cmd.args(["--peer", &p]);
+    }
+    let report = json(&run_ok(&mut cmd));
+    assert!(fs::read(&out).unwrap() == bytes, "download differs");
+    let rows: Vec<_> = liar_addrs.iter().map(|a| peer_entry(&report, a)).collect();
+    assert_eq!(rows[0]["node_id"], node_id(&bad), "{report}");
+    assert_eq!(rows[1]["node_id"], node_id(&bad), "{report}");
+    let corrupt: u64 = rows.iter().map(|r| r["corrupt_chunks"].as_u64().unwrap()).sum();
+    assert!(rows.iter().all(|r| r["banned"] == true), "{report}");
+    // Three strikes for the node, plus at most one chunk per connection that completed
+    // its verification in the instant the ban was decided elsewhere.
+    assert!((3..=4).contains(&corrupt), "{corrupt} corrupt chunks from one node: {report}");
+    for honest in &seeders {
         let p = peer_entry(&report, &honest.peer());
         assert_eq!(p["banned"], false, "{report}");
         assert_eq!(p["corrupt_chunks"], 0, "{report}");

@@ -330,6 +330,12 @@ pub enum GetError {
     Tampered { peer: SocketAddr, source: crate::crypto::RecordError },
     #[error("chunk {chunk_index} from {peer} failed verification (hash mismatch); nothing of it was kept")]
     HashMismatch { peer: SocketAddr, chunk_index: u32 },
+    /// The peer proved to be a node this download banned for corrupt chunks, reached at
+    /// this or another address or over another connection: a ban follows the node ID.
+    #[error(
+        "peer {peer} is node {node}, banned from this download for chunks that failed verification"
+    )]
+    NodeBanned { peer: SocketAddr, node: NodeId },
     #[error("disk full writing {path}")]
     DiskFull { path: PathBuf },
     #[error("{path}: {source}")]
@@ -381,6 +387,7 @@ impl GetError {
             | Self::WrongNode { .. }
             | Self::Tampered { .. }
             | Self::HashMismatch { .. }
+            | Self::NodeBanned { .. }
             | Self::WebSeed { .. }
             | Self::BadCollection { .. } => Some(Blame::Peer),
             Self::OutputExists { .. }
@@ -886,6 +893,48 @@ struct ConnSlot {
     addr: SocketAddr,
 }
 
+/// Corrupt chunks per node over a whole download, whatever address or connection brought
+/// them: the scheduler counts per connection, but one node reached at several addresses
+/// (a provider record and a `--peer`, IPv4 and IPv6, `--connections` above the peer
+/// count) is one peer, and `failures_to_ban` corrupt chunks from it in all ban it
+/// everywhere. A connection that proves a banned node ends (`GetError::NodeBanned`).
+#[derive(Debug)]
+struct NodeStrikes {
+    failures_to_ban: u32,
+    /// Corrupt chunks by node ID.
+    strikes: Mutex<std::collections::HashMap<NodeId, u32>>,
+    /// Nodes banned so far; lets the per-iteration check skip the lock while none is.
+    banned: AtomicU64,
+}
+
+impl NodeStrikes {
+    fn new(failures_to_ban: u32) -> Self {
+        Self { failures_to_ban, strikes: Mutex::default(), banned: AtomicU64::new(0) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<NodeId, u32>> {
+        self.strikes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a corrupt chunk from `node`; true if this one banned it.
+    fn strike(&self, node: NodeId) -> bool {
+        let mut strikes = self.lock();
+        let n = strikes.entry(node).or_insert(0);
+        *n += 1;
+        let now_banned = *n == self.failures_to_ban;
+        if now_banned {
+            self.banned.fetch_add(1, Ordering::Release);
+        }
+        now_banned
+    }
+
+    /// Whether `node` is banned from the download.
+    fn is_banned(&self, node: NodeId) -> bool {
+        self.banned.load(Ordering::Acquire) > 0
+            && self.lock().get(&node).is_some_and(|&n| n >= self.failures_to_ban)
+    }
+}
+
 /// One web seed of a download: its URL and its id in the scheduler.
 #[derive(Debug, Clone)]
 struct WebSlot {
@@ -939,7 +988,9 @@ struct FetchCtx {
     peer_timeout: Duration,
     /// How connections reach the peers (`get --transport`, DHT providers' transports).
     reach: Reach,
-    /// The transport each peer address's last connection used.
+    /// Peers by who they are, not where: corrupt chunks counted per node ID over all its
+    /// connections and addresses, and the nodes banned for them.
+    nodes: NodeStrikes,
     /// Each peer's last connection: its transport and, over WebRTC, the ICE pair's types.
     used: Mutex<std::collections::HashMap<SocketAddr, (Transport, Option<String>)>>,
     /// `NodeConfig::resume_save_interval_ms`: longest time between two resume saves.
@@ -1186,6 +1237,10 @@ async fn conn_loop(
         let refused_counts = !first;
         first = false;
         let result = match connected {
+            // The node was banned at another address or over another connection.
+            Ok(conn) if ctx.nodes.is_banned(conn.peer_id()) => {
+                Err(GetError::NodeBanned { peer, node: conn.peer_id() })
+            }
             Ok(mut conn) => {
                 ctx.used
                     .lock()
@@ -1263,6 +1318,7 @@ async fn pump(
     latency: &mut Histogram<u64>,
 ) -> Result<(), GetError> {
     let peer = session_peer(ctx, session);
+    let node = conn.peer_id();
     let file_id = ctx.info.file_id;
     let io_err = |e: io::Error| GetError::Connection { peer, what: e.to_string() };
     // What wakes this connection while it waits with nothing in flight.
@@ -1270,6 +1326,10 @@ async fn pump(
     loop {
         if ctx.stop.load(Ordering::Relaxed) {
             return Err(GetError::Interrupted);
+        }
+        if ctx.nodes.is_banned(node) {
+            // Banned over another connection: what is in flight here is dropped unread.
+            return Err(GetError::NodeBanned { peer, node });
         }
         // Read before the scheduler is: see `IdleWaiters`.
         let mut seen = ctx.idle.seen();
@@ -1309,10 +1369,18 @@ async fn pump(
                     ctx.last_progress_ms.store(ctx.now_ms(), Ordering::Relaxed);
                     latency.saturating_record(l.as_micros() as u64);
                 }
-                ClientEvent::Corrupt { .. } => {
+                ClientEvent::Corrupt { chunk_index } => {
                     let mut c =
                         ctx.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     c.chunks_corrupt += 1;
+                    let banned = ctx.nodes.strike(node);
+                    c.peers_banned += u64::from(banned);
+                    drop(c);
+                    if banned {
+                        // The node's other connections end at their next look.
+                        ctx.idle.changed();
+                        return Err(GetError::HashMismatch { peer, chunk_index });
+                    }
                 }
                 ClientEvent::Done => return Ok(()),
                 ClientEvent::Failed(e) => return Err(GetError::peer(peer, Some(file_id), e)),
@@ -2147,6 +2215,7 @@ fn transfer(
         endgame_copies_max: if opts.peers.len() + web.len() > 1 { 2 } else { 1 },
         ..SchedulerConfig::default()
     };
+    let failures_to_ban = sched_config.failures_to_ban;
     let mut scheduler = Scheduler::new(sched_config, info.chunk_count(), &bits, clock::random());
     if let Some(s) = &stream {
         scheduler.set_request_limit(Some(s.limit()));
@@ -2181,6 +2250,7 @@ fn transfer(
         peer_timeout: node.config().peer_timeout(),
         reach: node.reach(opts.transport),
         used: Mutex::default(),
+        nodes: NodeStrikes::new(failures_to_ban),
         save_interval: node.config().resume_save_interval(),
         stream,
     });
@@ -2279,6 +2349,8 @@ fn peer_reports(ctx: &FetchCtx, errors: &[(usize, String)]) -> Vec<PeerReport> {
             r.corrupt_chunks += u64::from(st.corrupt_chunks);
             r.banned |= st.banned;
         }
+        let node = r.node_id.as_deref().and_then(|id| id.parse().ok());
+        r.banned |= node.is_some_and(|n| ctx.nodes.is_banned(n));
         if let Some((_, e)) = errors.iter().find(|(conn, _)| *conn == i) {
             r.error.get_or_insert_with(|| e.clone());
         }
@@ -2436,7 +2508,12 @@ fn count_events(ctx: &FetchCtx) {
     let mut c = ctx.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     while let Some(ev) = sched.poll_event() {
         match ev {
-            SchedulerEvent::PeerBanned { .. } => c.peers_banned += 1,
+            // A connection's ban is its node's (`NodeStrikes`, counted there); a web
+            // seed's is its own.
+            SchedulerEvent::PeerBanned { peer, .. } if peer.0 as usize >= ctx.conns.len() => {
+                c.peers_banned += 1;
+            }
+            SchedulerEvent::PeerBanned { .. } => {}
             SchedulerEvent::PeerStalled { .. } => c.peers_stalled += 1,
             SchedulerEvent::Complete => {}
         }
@@ -2447,7 +2524,7 @@ fn count_events(ctx: &FetchCtx) {
 /// first, then refusals, then anything but an interruption.
 fn pick_error(errors: Vec<(usize, GetError)>) -> GetError {
     let rank = |e: &GetError| match e {
-        GetError::HashMismatch { .. } => 0,
+        GetError::HashMismatch { .. } | GetError::NodeBanned { .. } => 0,
         GetError::UnknownFile { .. } | GetError::Refused { .. } => 1,
         GetError::Interrupted => 3,
         _ => 2,

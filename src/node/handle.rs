@@ -136,7 +136,7 @@ pub enum NodeError {
 /// The peers a download will ask, with where their pins came from.
 #[derive(Debug, Clone, Default)]
 pub struct ResolvedPeers {
-    /// One entry per address.
+    /// One entry per node ID and per address.
     pub peers: Vec<PeerAddr>,
     /// Plain addresses pinned to the node they proved when this data directory last used
     /// them (trust on first use): a different node there now is refused, and the error
@@ -175,7 +175,8 @@ pub struct DownloadCounters {
     pub bytes_verified: u64,
     /// Chunks that failed verification (a peer's fault).
     pub chunks_corrupt: u64,
-    /// Peers banned for corrupt chunks (a peer's fault).
+    /// Peers banned for corrupt chunks (a peer's fault): nodes, by the ID they proved,
+    /// however many addresses or connections reached them, and web seeds.
     pub peers_banned: u64,
     /// Peers given up on for making no progress (a peer's fault, or the path's).
     pub peers_stalled: u64,
@@ -924,7 +925,8 @@ impl Handle {
     /// to the node it proved the last time this data directory used it (trust on first
     /// use, `known-peers`), plus — if the node runs a DHT — the providers it finds within
     /// `DHT_PROVIDERS_SEARCH_TIMEOUT`, each pinned to the node ID its signed record names.
-    /// One entry per address (a pinned one wins); never the node's own listen address.
+    /// One entry per node ID (a given one wins) and per address (a pinned one wins); never
+    /// the node's own listen address.
     /// Errors: `NoProviders` when the DHT was asked, nothing was given and nobody provides
     /// the file; DHT failures.
     pub fn resolve_peers(
@@ -960,6 +962,10 @@ impl Handle {
                 return Err(NodeError::NoProviders(file_id));
             }
         }
+        // One entry per node: a node is who proved an ID, its address only how to reach
+        // it; the first entry wins (given before found, so the user's address is used).
+        let mut nodes = std::collections::HashSet::new();
+        out.peers.retain(|p| p.node_id.is_none_or(|id| nodes.insert(id)));
         out.peers.sort_by_key(|p| (p.addr, p.node_id.is_none()));
         out.peers.dedup_by_key(|p| p.addr);
         Ok(out)
