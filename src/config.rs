@@ -254,6 +254,13 @@ pub const DHT_SIGNAL_RELAYS_PER_S: u64 = 200;
 /// How often a node that accepts WebRTC looks itself up, which keeps it in touch with the
 /// nodes closest to it (its relays) and its NAT mappings toward them open.
 pub const DHT_SIGNAL_KEEPALIVE: Duration = Duration::from_secs(20);
+/// Bytes of send buffers a seeder shard keeps at most (`node::send_buffers`): a chunk that
+/// is encrypted, paced or sent on a data channel is pread whole into a buffer taken from
+/// the shard's pool and given back once written; when the budget is lent out, connections
+/// wait their turn. Bounds the seeder's memory however many connections it serves (1,000
+/// downloaders of 64 KiB chunks held ~64 MiB in per-connection buffers before); one chunk
+/// larger than the budget is still served, alone.
+pub const SEND_BUFFER_BUDGET_PER_SHARD_BYTES: usize = 16 * 1024 * 1024;
 /// Pending connections the kernel queues on each shard's listener before `accept`.
 pub const LISTEN_BACKLOG_CONNECTIONS: i32 = 1024;
 

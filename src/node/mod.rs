@@ -17,6 +17,7 @@ mod handle;
 mod limits;
 mod secure;
 mod seed;
+mod send_buffers;
 #[allow(unsafe_code)]
 mod sys;
 mod transport;

@@ -30,11 +30,13 @@ use serde::Serialize;
 use super::dht::{self, DhtNodeStats, DhtServerOptions};
 use super::limits::{AcceptBackoff, ShardBudget};
 use super::secure::NodeSecurity;
+use super::send_buffers::SendBuffers;
 use super::transport::webrtc::Endpoint;
 use super::transport::{Conn, RecvError, RtcStream, StreamConn, TcpConn, TcpSide};
 use super::{clock, ShardId};
 use crate::config::{
-    throttle_burst_bytes, FILE_CHECK_INTERVAL, REQUEST_BODY_MAX_BYTES, THROTTLE_PIECE_MAX_BYTES,
+    throttle_burst_bytes, FILE_CHECK_INTERVAL, REQUEST_BODY_MAX_BYTES,
+    SEND_BUFFER_BUDGET_PER_SHARD_BYTES, THROTTLE_PIECE_MAX_BYTES,
 };
 use crate::crypto::handshake::Blame;
 use crate::crypto::record::TAG_BYTES;
@@ -245,6 +247,8 @@ struct Shard {
     /// published again keeps counting).
     by_file: RefCell<HashMap<FileId, FileServed>>,
     serve_latency: RefCell<Histogram<u64>>,
+    /// Buffers chunks are pread (and sealed) into, lent per chunk within a byte budget.
+    send_buffers: SendBuffers,
     limits: Limits,
     security: Arc<NodeSecurity>,
 }
@@ -287,10 +291,13 @@ impl Shard {
         (conn_id, track)
     }
 
-    /// Forgets a connection that ended.
+    /// Forgets a connection that ended. The last one to go frees the idle send buffers.
     fn close_connection(&self, conn_id: u64) {
         self.tracked.borrow_mut().remove(&conn_id);
         self.connections.set(self.connections.get() - 1);
+        if self.connections.get() == 0 {
+            self.send_buffers.trim();
+        }
     }
 
     /// The shard's counters now, with its open connections.
@@ -588,6 +595,7 @@ pub(super) async fn run_shard(
         next_conn: Cell::new(0),
         by_file: RefCell::new(HashMap::new()),
         serve_latency: RefCell::new(serve_latency_histogram()),
+        send_buffers: SendBuffers::new(SEND_BUFFER_BUDGET_PER_SHARD_BYTES),
         limits,
         security,
     });
@@ -808,7 +816,6 @@ async fn serve(
     session: &mut ServerSession,
     track: &ConnTrack,
 ) -> io::Result<()> {
-    let mut scratch = Vec::new();
     let peer_limit = shard
         .limits
         .peer_rate_bytes
@@ -822,7 +829,7 @@ async fn serve(
                     let len = range.end.saturating_sub(range.start);
                     let chunk = ChunkSend { header, file_id, range, aad, partial };
                     let began = clock::now();
-                    let sent = send_chunk(shard, conn, peer_limit.as_ref(), &mut scratch, chunk);
+                    let sent = send_chunk(shard, conn, peer_limit.as_ref(), chunk);
                     match sent.await? {
                         Ok(()) => {
                             let us = clock::now().saturating_duration_since(began).as_micros();
@@ -895,8 +902,10 @@ struct ChunkSend {
 /// longer than `PEER_TIMEOUT` at the configured rate still flows and a downloader sees its
 /// bytes arrive. The file is checked (`Shard::check_fresh`) after the first piece's wait,
 /// right before anything is sent. An unpaced plaintext chunk over TCP then leaves by
-/// `sendfile(2)` straight from the file; every other chunk is pread whole into `scratch`
-/// first (and sealed in place, once, when encrypted).
+/// `sendfile(2)` straight from the file; every other chunk is pread whole into a buffer
+/// lent by the shard's pool (`Shard::send_buffers`, waiting for one when its budget is lent
+/// out) and sealed there in place, once, when encrypted; the buffer goes back to the pool
+/// once the chunk is written.
 /// `Ok(Err(_))`: nothing was sent, the session refuses instead. `Err(_)`: the connection
 /// must end (a socket error, or a file that shrank under `sendfile` after part of the
 /// chunk was on the wire).
@@ -904,7 +913,6 @@ async fn send_chunk(
     shard: &Shard,
     conn: &mut Conn,
     peer_limit: Option<&Throttle>,
-    scratch: &mut Vec<u8>,
     c: ChunkSend,
 ) -> io::Result<Result<(), ChunkFailure>> {
     let file = match shard.open_file(&c.file_id) {
@@ -952,24 +960,23 @@ async fn send_chunk(
         // (and seal it in place, once). A plaintext chunk that goes out over many waits is
         // read whole now, so a file changed meanwhile cannot cut it short: the change is
         // refused cleanly at the next chunk.
-        if scratch.len() < len {
-            // Grows to the largest chunk once; never shrinks.
-            scratch.resize(len, 0);
-        }
+        // The buffer is held from the read to the last byte written (a sealed record is
+        // sealed whole), then goes back to the pool on every path out of here.
+        let mut buf = shard.send_buffers.take(len).await;
         if let Err(why) =
-            shard.read_chunk(&c.file_id, &file, c.partial, range.clone(), &mut scratch[..n])
+            shard.read_chunk(&c.file_id, &file, c.partial, range.clone(), &mut buf[..n])
         {
             return Ok(Err(why));
         }
         if sealed {
-            conn.seal_chunk(&c.header, c.aad, &mut scratch[..len])?;
+            conn.seal_chunk(&c.header, c.aad, &mut buf[..len])?;
         } else {
             conn.begin_plain_chunk(&c.header)?;
         }
-        conn.write_payload(&scratch[first]).await?;
+        conn.write_payload(&buf[first]).await?;
         for p in pieces {
             pace(&limits, p.len()).await;
-            conn.write_payload(&scratch[p]).await?;
+            conn.write_payload(&buf[p]).await?;
         }
     }
     let mut st = shard.stats.borrow_mut();
