@@ -156,6 +156,23 @@ pub const GATEWAY_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// content, so a cached one is valid while it is published); more clear the cache.
 pub const GATEWAY_COLLECTIONS_CACHED: usize = 16;
 
+/// Largest SDP offer the share page's signaling (`POST /f/FILE_ID/signal`) takes, in bytes;
+/// a longer body is refused with 413 before it is read whole. Chromium's offers with a
+/// data channel and a few candidates are ~1 KiB.
+pub const BROWSER_OFFER_MAX_BYTES: usize = 16 * 1024;
+
+/// Offers one client IP may signal per second, in the long run, to the share page's
+/// signaling (each costs the seeder a peer connection until it opens or times out).
+pub const BROWSER_SIGNALS_PER_S: u64 = 1;
+
+/// Offers one client IP may signal at once before [`BROWSER_SIGNALS_PER_S`] applies (a page
+/// opening several channels, a few reloads).
+pub const BROWSER_SIGNAL_BURST: u64 = 8;
+
+/// Client IPs the signaling rate limit remembers; when full, the IPs whose budget is whole
+/// again are forgotten, and if none is, new IPs are refused (429) until some are.
+pub const BROWSER_SIGNAL_IPS_MAX: usize = 4096;
+
 /// Connections one seeder shard serves at once; more are closed at accept. Keep
 /// shards × this below the file-descriptor limit (`ulimit -n`).
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 4096;

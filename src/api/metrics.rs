@@ -149,7 +149,7 @@ pub(super) fn render(
 ) -> String {
     let mut e = Exposition { out: String::with_capacity(8 * 1024) };
     let v = &s.serving;
-    let per_shard: [PerShard; 5] = [
+    let per_shard: [PerShard; 7] = [
         (
             "furymesh_shard_served_payload_bytes_total",
             "counter",
@@ -176,6 +176,18 @@ pub(super) fn render(
             "gauge",
             "Incoming connections open now, by shard.",
             |s| s.connections_open,
+        ),
+        (
+            "furymesh_shard_webrtc_connections_total",
+            "counter",
+            "Incoming WebRTC data channels that opened, by shard.",
+            |s| s.webrtc_connections,
+        ),
+        (
+            "furymesh_shard_browser_connections_total",
+            "counter",
+            "Of those, browsers' sessions (signaled over the HTTP gateway's share page), by shard.",
+            |s| s.browser_connections,
         ),
     ];
     for (name, kind, help, value) in per_shard {

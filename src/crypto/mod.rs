@@ -72,6 +72,22 @@ impl FileId {
         Self::hash_manifest(COLLECTION_ID_DOMAIN, size, chunk_size, chunk_hashes)
     }
 
+    /// The bytes [`FileId::from_manifest`] hashes: `"furymesh-file-v1\0" || size (u64 LE)
+    /// || chunk_size (u32 LE) || chunk_count (u32 LE) || chunk hashes`. The share page
+    /// fetches exactly this and checks its SHA-256 against the file ID before it trusts a
+    /// byte of it.
+    pub fn manifest_encoding(size: u64, chunk_size: u32, chunk_hashes: &[ChunkHash]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FILE_ID_DOMAIN.len() + 16 + chunk_hashes.len() * 32);
+        out.extend_from_slice(FILE_ID_DOMAIN);
+        out.extend_from_slice(&size.to_le_bytes());
+        out.extend_from_slice(&chunk_size.to_le_bytes());
+        out.extend_from_slice(&(chunk_hashes.len() as u32).to_le_bytes());
+        for c in chunk_hashes {
+            out.extend_from_slice(c);
+        }
+        out
+    }
+
     fn hash_manifest(
         domain: &[u8],
         size: u64,
@@ -232,6 +248,15 @@ mod tests {
         for bad in ["c-", "c-xyz", "C-00", "d-00", &format!("c-{}", "A".repeat(64))] {
             assert_eq!(bad.parse::<ContentId>(), Err(ParseContentIdError), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_manifest_encoding_hashes_to_the_file_id() {
+        let hashes = [chunk_hash(b"a"), chunk_hash(b"b")];
+        let enc = FileId::manifest_encoding(5, 4, &hashes);
+        assert_eq!(enc.len(), 17 + 16 + 64);
+        let digest: [u8; 32] = Sha256::digest(&enc).into();
+        assert_eq!(FileId(digest), FileId::from_manifest(5, 4, &hashes));
     }
 
     #[test]

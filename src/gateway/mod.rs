@@ -28,6 +28,7 @@
 mod listener;
 pub mod meta;
 pub mod range;
+mod share;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -86,6 +87,7 @@ impl GatewayServer {
             handle,
             collections_dir: layout::collections_dir(&opts.data_dir),
             collections: Mutex::default(),
+            signals: share::SignalLimiter::default(),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -108,7 +110,8 @@ impl GatewayServer {
                     }
                 };
                 let serve = async move {
-                    if let Err(e) = axum::serve(listener, router(state)).await {
+                    let app = router(state).into_make_service_with_connect_info::<share::Client>();
+                    if let Err(e) = axum::serve(listener, app).await {
                         note!("furymesh seed: the HTTP gateway stopped: {e}");
                     }
                 };
@@ -145,6 +148,12 @@ pub fn file_url(addr: SocketAddr, id: &FileId) -> String {
     format!("http://{addr}/files/{id}")
 }
 
+/// The share page of a published file (`http://ADDR/f/ID`): a browser downloads it over
+/// WebRTC from there, verifying every chunk (needs `seed --webrtc`).
+pub fn share_url(addr: SocketAddr, id: &FileId) -> String {
+    format!("http://{addr}/f/{id}")
+}
+
 /// What every handler shares.
 struct GatewayState {
     handle: Handle,
@@ -153,6 +162,8 @@ struct GatewayState {
     collections_dir: PathBuf,
     /// Decoded collections by ID (at most `GATEWAY_COLLECTIONS_CACHED`).
     collections: Mutex<HashMap<FileId, Arc<Collection>>>,
+    /// The share page's signaling budgets per client IP.
+    signals: share::SignalLimiter,
 }
 
 impl GatewayState {
@@ -165,10 +176,15 @@ fn router(state: Arc<GatewayState>) -> Router {
     Router::new()
         .route("/files/{id}", get(file))
         .route("/c/{id}/{*path}", get(collection_entry))
+        .route("/f/{id}", get(share::page))
+        .route("/f/{id}/manifest", get(share::manifest))
+        .route("/f/{id}/signal", axum::routing::post(share::signal))
+        .route("/share.js", get(share::script))
+        .route("/share.css", get(share::style))
         .fallback(|| async {
             text(
                 StatusCode::NOT_FOUND,
-                "not found: the gateway serves /files/FILE_ID and /c/COLLECTION_ID/PATH",
+                "not found: the gateway serves /files/FILE_ID, /c/COLLECTION_ID/PATH and the share page /f/FILE_ID",
             )
         })
         .with_state(state)

@@ -563,6 +563,23 @@ impl Handle {
         waiting.into_iter().enumerate().map(answer).collect()
     }
 
+    /// Answers a browser's SDP offer that came over the HTTP gateway from `client`: shard 0
+    /// opens a browser session (plaintext peer wire inside DTLS, no node handshake;
+    /// ARCHITECTURE.md, "Browser peers") on its signaled WebRTC endpoint and returns the
+    /// answer's SDP. `Ok(None)`: no WebRTC on this node, a malformed offer or a full shard.
+    /// The caller bounds the offer, limits callers per IP and bounds the wait.
+    pub async fn answer_browser(
+        &self,
+        sdp: String,
+        client: std::net::IpAddr,
+    ) -> Result<Option<String>, NodeError> {
+        let (reply, answer) = flume::bounded(1);
+        let tx = self.inner.shards.first().ok_or(NodeError::Stopped)?;
+        tx.send(ShardCommand::BrowserOffer { sdp, client, reply })
+            .map_err(|_| NodeError::Stopped)?;
+        answer.recv_async().await.map_err(|_| NodeError::Stopped)
+    }
+
     /// Runs `task()` on shard `shard % shards` (a download's connections).
     pub(super) fn spawn_on(&self, shard: usize, task: ShardTask) -> Result<(), NodeError> {
         let tx = &self.inner.shards[shard % self.inner.shards.len()];

@@ -57,6 +57,9 @@ pub struct SeedStats {
     pub connections: u64,
     /// Of `connections`, WebRTC data channels that opened.
     pub webrtc_connections: u64,
+    /// Of `webrtc_connections`, browsers' sessions (offer over the HTTP gateway, plaintext
+    /// peer wire inside DTLS, no node handshake).
+    pub browser_connections: u64,
     /// WebRTC offers answered.
     pub webrtc_offers: u64,
     /// WebRTC offers dropped (malformed, unparseable SDP, shard full, unpadded).
@@ -103,6 +106,7 @@ impl SeedStats {
     pub fn add(&mut self, o: &Self) {
         self.connections += o.connections;
         self.webrtc_connections += o.webrtc_connections;
+        self.browser_connections += o.browser_connections;
         self.webrtc_offers += o.webrtc_offers;
         self.webrtc_offers_dropped += o.webrtc_offers_dropped;
         self.connections_open += o.connections_open;
@@ -464,6 +468,10 @@ pub(super) enum ShardCommand {
     /// Runs a task on this shard (a download's connections). The task owns what it needs
     /// and ends on its own or when the shard stops.
     Spawn(ShardTask),
+    /// A browser's SDP offer, from the HTTP gateway's client at this IP: answered (the
+    /// answer's SDP) by the shard's signaled endpoint as a browser session, or `None`
+    /// (no such endpoint here, malformed offer, shard full).
+    BrowserOffer { sdp: String, client: std::net::IpAddr, reply: flume::Sender<Option<String>> },
     /// Closes the listener and ends the shard; its open connections are dropped.
     Stop,
 }
@@ -618,7 +626,8 @@ pub(super) async fn run_shard(
         }
     };
     let accepting_rtc = future::or(accepting_rtc, accepting_signaled);
-    future::or(future::or(accepting, accepting_rtc), handle_inbox(&shard, &inbox)).await;
+    let browser = signaled.as_ref().map(|(ep, _)| ep);
+    future::or(future::or(accepting, accepting_rtc), handle_inbox(&shard, &inbox, browser)).await;
     drop(dht_stop_tx);
     let mut stats = shard.snapshot();
     for ep in endpoint.iter().chain(signaled.iter().map(|(ep, _)| ep)) {
@@ -645,7 +654,11 @@ pub(super) const SHARD_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration
 /// until a command or a connection comes. (Until 2026-11-30 a 1 s timer, `INBOX_POLL`,
 /// guarded against a lost wake-up; none was ever seen, and it woke every idle shard of
 /// every process once a second.)
-async fn handle_inbox(shard: &Shard, inbox: &flume::Receiver<ShardCommand>) {
+async fn handle_inbox(
+    shard: &Shard,
+    inbox: &flume::Receiver<ShardCommand>,
+    browser: Option<&Rc<Endpoint>>,
+) {
     loop {
         let Ok(cmd) = inbox.recv_async().await else { return };
         match cmd {
@@ -668,6 +681,9 @@ async fn handle_inbox(shard: &Shard, inbox: &flume::Receiver<ShardCommand>) {
             }
             ShardCommand::Spawn(task) => {
                 glommio::spawn_local(task()).detach();
+            }
+            ShardCommand::BrowserOffer { sdp, client, reply } => {
+                let _ = reply.send(browser.and_then(|ep| ep.answer_browser(&sdp, client)));
             }
             ShardCommand::Stop => return,
         }
@@ -732,8 +748,14 @@ async fn accept_rtc_loop(shard: &Rc<Shard>, ep: &Rc<Endpoint>) {
 }
 
 /// Serves one WebRTC data channel: the same handshake and session as over TCP, inside the
-/// channel.
+/// channel; a browser's session (its offer came over the HTTP gateway) the same session
+/// with plaintext records and no handshake (ARCHITECTURE.md, "Browser peers").
 async fn serve_rtc(shard: &Shard, stream: RtcStream, track: &ConnTrack) -> io::Result<()> {
+    if stream.is_browser() {
+        shard.stats.borrow_mut().browser_connections += 1;
+        let conn = StreamConn::browser(stream, REQUEST_BODY_MAX_BYTES);
+        return serve_session(shard, Conn::Rtc(conn), track).await;
+    }
     let handshake = async {
         StreamConn::establish(stream, &shard.security, TcpSide::Server, REQUEST_BODY_MAX_BYTES)
             .await
@@ -797,7 +819,7 @@ async fn serve_connection(shard: &Shard, stream: TcpStream, track: &ConnTrack) -
 
 /// Runs the server session on an established connection and adds its counters.
 async fn serve_session(shard: &Shard, mut conn: Conn, track: &ConnTrack) -> io::Result<()> {
-    track.node_id.set(Some(conn.peer_id()));
+    track.node_id.set(conn.node_id());
     let mut session = ServerSession::new(clock::now(), shard.limits.idle_timeout);
     let result = serve(shard, &mut conn, &mut session, track).await;
     let s = session.stats();

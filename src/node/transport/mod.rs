@@ -57,12 +57,20 @@ pub enum Transport {
 }
 
 impl Conn {
-    /// The node the handshake authenticated.
-    pub(super) fn peer_id(&self) -> NodeId {
+    /// The node the handshake authenticated; `None` for a browser's session, which runs no
+    /// handshake (ARCHITECTURE.md, "Browser peers").
+    pub(super) fn node_id(&self) -> Option<NodeId> {
         match self {
             Self::Tcp(c) => c.peer_id(),
             Self::Rtc(c) => c.peer_id(),
         }
+    }
+
+    /// The node a connection *this node opened* proved: those always run the handshake
+    /// (only a seeder holds browser sessions, and it asks [`Conn::node_id`]). A browser's
+    /// reads as the all-zero ID, which no public key hashes to in practice.
+    pub(super) fn peer_id(&self) -> NodeId {
+        self.node_id().unwrap_or(NodeId::from_bytes([0; crate::crypto::NODE_ID_BYTES]))
     }
 
     /// Whether payloads are sealed (records on): then the caller hands

@@ -32,7 +32,8 @@ pub(in crate::node) enum TcpSide {
 /// An established connection over a byte stream `S`.
 pub(in crate::node) struct StreamConn<S> {
     stream: S,
-    peer: NodeId,
+    /// The node the handshake authenticated; `None` for a browser (no handshake).
+    peer: Option<NodeId>,
     framer: Framer,
     deframer: Deframer,
     /// Control records waiting for [`TcpConn::flush`]; reused so the hot path does not
@@ -66,8 +67,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamConn<S> {
         Ok(Self::new(stream, session, body_max))
     }
 
+    /// A browser's connection: no handshake, plaintext records (the data channel's DTLS
+    /// encrypts them; ARCHITECTURE.md, "Browser peers"). Incoming control records are
+    /// limited to `body_max` bytes.
+    pub(in crate::node) fn browser(stream: S, body_max: u32) -> Self {
+        Self {
+            stream,
+            peer: None,
+            framer: Framer::new(None),
+            deframer: Deframer::new(None, body_max),
+            out: Vec::with_capacity(4096),
+            received: 0,
+            nonblocking: false,
+        }
+    }
+
     fn new(stream: S, session: Session, body_max: u32) -> Self {
-        let peer = session.peer_id();
+        let peer = Some(session.peer_id());
         let (sealer, opener) = match session.into_records() {
             Some((s, o)) => (Some(s), Some(o)),
             None => (None, None),
@@ -88,7 +104,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamConn<S> {
         &self.stream
     }
 
-    pub(super) fn peer_id(&self) -> NodeId {
+    pub(super) fn peer_id(&self) -> Option<NodeId> {
         self.peer
     }
 

@@ -166,6 +166,10 @@ struct Channel {
     /// Our ICE username fragment (RFC 8445 §5.3): the checks of the peer name it, which
     /// routes a check from an address it did not signal (peer-reflexive) to this session.
     ufrag: String,
+    /// A browser's session: its offer came over the node's own HTTP gateway, so it runs
+    /// the plaintext peer wire without the node handshake (ARCHITECTURE.md, "Browser
+    /// peers"). Never set for an offer by datagram or through the DHT.
+    browser: bool,
 }
 
 impl Channel {
@@ -292,6 +296,8 @@ pub(in crate::node) struct Endpoint {
     stats: Cell<EndpointStats>,
     /// Largest message written (`RtcStream` cuts writes into blocks of this size).
     block: usize,
+    /// Browser sessions keyed so far (their synthetic keys, see `answer_browser`).
+    browser_keys: Cell<u32>,
 }
 
 /// Settings every peer connection of this crate uses: a 10 ms ICE check interval (set-up
@@ -402,6 +408,23 @@ fn ice_ufrag(sdp: &str) -> String {
         .to_owned()
 }
 
+/// `sdp` without its mDNS candidates (RFC 8839 `a=candidate` lines whose address ends in
+/// `.local`: Chromium hides its host addresses behind them, and they resolve to nothing
+/// we could reach). Every other line is kept as it is.
+fn without_mdns_candidates(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let mdns = line
+            .strip_prefix("a=candidate:")
+            .and_then(|c| c.split_ascii_whitespace().nth(4))
+            .is_some_and(|addr| addr.to_ascii_lowercase().ends_with(".local"));
+        if !mdns {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// The reliable, ordered channel the downloader opens (DCEP, RFC 8832).
 /// The downloader's side before any signaling: a peer connection with its data channel
 /// and `ours` as its candidates (host first), and the SDP offer to send (the local
@@ -468,6 +491,7 @@ impl Endpoint {
             wake: Notify::default(),
             stats: Cell::default(),
             block: block.clamp(1, WEBRTC_BLOCK_MAX_BYTES),
+            browser_keys: Cell::new(0),
         }))
     }
 
@@ -623,7 +647,7 @@ impl Endpoint {
         if offer_len < WEBRTC_OFFER_MIN_BYTES {
             return None;
         }
-        let (ch, sdp, _) = self.open_session(from, offer.sdp, offer.nonce, &[])?;
+        let (ch, sdp, _) = self.open_session(from, offer.sdp, offer.nonce, &[], None)?;
         let datagram = Signal { kind: KIND_ANSWER, nonce: offer.nonce, sdp }.encode(0)?;
         // Never more bytes back than came in: no amplification toward a spoofed source.
         if datagram.len() > offer_len {
@@ -654,21 +678,49 @@ impl Endpoint {
             .rev()
             .find(|c| c.kind != CandidateKind::Relayed)?
             .addr;
-        let (_, sdp, ours) = self.open_session(key, offer_sdp, clock::random(), candidates)?;
+        let (_, sdp, ours) =
+            self.open_session(key, offer_sdp, clock::random(), candidates, None)?;
         self.wake.notify();
         Some((sdp, ours))
+    }
+
+    /// Answers a browser's offer that came over the node's own HTTP gateway from `client`:
+    /// a browser session (plaintext peer wire inside DTLS, no node handshake). Its mDNS
+    /// host candidates (`….local`, which name no address we could use) are dropped from the
+    /// offer; its checks then arrive from its real address and are routed by the ICE
+    /// username fragment they name (peer-reflexive). Keyed by an address in the
+    /// discard-only prefix `100::/64` (RFC 6666), which no datagram comes from. Returns the
+    /// answer's SDP (with our host candidate and DTLS fingerprint), or `None` (malformed
+    /// SDP, shard full).
+    pub(in crate::node) fn answer_browser(
+        &self,
+        offer_sdp: &str,
+        client: IpAddr,
+    ) -> Option<String> {
+        let n = self.browser_keys.get().wrapping_add(1);
+        self.browser_keys.set(n);
+        let key = SocketAddr::new(
+            IpAddr::V6(std::net::Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, (n >> 16) as u16, n as u16)),
+            1,
+        );
+        let sdp = without_mdns_candidates(offer_sdp);
+        let (_, sdp, _) = self.open_session(key, sdp, clock::random(), &[], Some(client))?;
+        self.wake.notify();
+        Some(sdp)
     }
 
     /// A server-side session for an offer from `from`: sets the offer, adds our candidates
     /// (host, and server-reflexive with STUN) and the peer's signaled `remote` ones (each
     /// routed to this session), creates the answer. Counts it; `None` (counted by the
-    /// caller) drops the offer.
+    /// caller) drops the offer. `browser`: a browser's session keyed by the synthetic
+    /// `from`, whose client has this IP (it names the route to the browser).
     fn open_session(
         &self,
         from: SocketAddr,
         offer_sdp: String,
         nonce: u64,
         remote: &[SignalCandidate],
+        browser: Option<IpAddr>,
     ) -> Option<(Rc<Channel>, String, Vec<SignalCandidate>)> {
         let Role::Server { channels_max, open_timeout, .. } = &self.role else { return None };
         let existing = self.channels.borrow().get(&from).cloned();
@@ -682,7 +734,8 @@ impl Endpoint {
             return None;
         }
         let now = clock::now();
-        let ip = if self.bound.ip().is_unspecified() { route_ip(from)? } else { self.bound.ip() };
+        let toward = browser.map_or(from, |ip| SocketAddr::new(ip, 9));
+        let ip = if self.bound.ip().is_unspecified() { route_ip(toward)? } else { self.bound.ip() };
         let local = SocketAddr::new(ip, self.bound.port());
         let ours = local_candidates(local, self.mapped());
         let mut pc = new_peer_connection(now).ok()?;
@@ -697,7 +750,7 @@ impl Endpoint {
             pc: RefCell::new(pc),
             dc: Cell::new(None),
             local,
-            remote: from,
+            remote: browser.map_or(from, |ip| SocketAddr::new(ip, 0)),
             state: Cell::new(State::Connecting),
             open_deadline: now + *open_timeout,
             inbox: RefCell::default(),
@@ -709,6 +762,7 @@ impl Endpoint {
             answer: RefCell::new(None),
             abandoned: Cell::new(false),
             ufrag: ice_ufrag(&sdp),
+            browser: browser.is_some(),
         });
         self.channels.borrow_mut().insert(from, ch.clone());
         self.route(from, remote);
@@ -829,6 +883,7 @@ pub(in crate::node) async fn connect(
         answer: RefCell::default(),
         abandoned: Cell::new(false),
         ufrag,
+        browser: false,
     });
     ep.channels.borrow_mut().insert(peer, ch.clone());
     let task = glommio::spawn_local(ep.clone().run());
@@ -931,6 +986,7 @@ where
         answer: RefCell::default(),
         abandoned: Cell::new(false),
         ufrag,
+        browser: false,
     });
     ep.channels.borrow_mut().insert(remote, ch.clone());
     ep.route(remote, &theirs);
@@ -1018,6 +1074,12 @@ impl RtcStream {
     /// `host-host`; RFC 8445 §5.1.1), or `None` if it has not reported one.
     pub(in crate::node) fn ice_pair(&self) -> Option<String> {
         self.ch.ice_pair()
+    }
+
+    /// Whether this is a browser's session (its offer came over the node's own HTTP), to
+    /// be served with the plaintext peer wire and no node handshake.
+    pub(in crate::node) fn is_browser(&self) -> bool {
+        self.ch.browser
     }
 
     /// The block size writes are cut into (message size on the channel), in bytes.
@@ -1114,6 +1176,23 @@ impl AsyncWrite for RtcStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mdns_candidates_are_dropped_and_the_rest_kept() {
+        let sdp = "v=0\r\na=ice-ufrag:ab\r\n\
+                   a=candidate:1 1 udp 2113937151 5f1c-aa.local 50000 typ host\r\n\
+                   a=candidate:2 1 udp 2113937151 127.0.0.1 50001 typ host\r\n\
+                   a=candidate:3 1 udp 1 X.LOCAL 5 typ host\r\n\
+                   a=candidate:\r\na=end-of-candidates\r\n";
+        let kept = without_mdns_candidates(sdp);
+        assert_eq!(
+            kept,
+            "v=0\r\na=ice-ufrag:ab\r\n\
+             a=candidate:2 1 udp 2113937151 127.0.0.1 50001 typ host\r\n\
+             a=candidate:\r\na=end-of-candidates\r\n"
+        );
+        assert_eq!(without_mdns_candidates(""), "");
+    }
 
     #[test]
     fn signals_round_trip_and_hostile_ones_are_refused() {
