@@ -275,6 +275,8 @@ pub struct SeedArgs {
     /// `[seed]`). Default: none (host candidates only).
     #[arg(long, env = "FURYMESH_STUN", value_delimiter = ',', value_parser = parse_addr, value_name = "HOST:PORT")]
     pub stun: Vec<SocketAddr>,
+    #[command(flatten)]
+    pub turn: TurnArgs,
     /// Take no TCP connections (with `--webrtc`): peers reach this node over WebRTC only,
     /// and its provider records say so. The DHT still runs on the listen address.
     #[arg(long, env = "FURYMESH_NO_TCP")]
@@ -331,7 +333,75 @@ impl SeedArgs {
             network_secret: network_secret.map(Path::to_owned),
             webrtc: self.webrtc,
             stun: self.stun.clone(),
+            turn: self.turn.turn,
+            turn_user: self.turn.turn_user.clone(),
+            turn_password: self.turn.turn_password.clone(),
+            turn_credentials: self.turn.turn_credentials.clone(),
         }
+    }
+}
+
+/// A TURN server and its long-term credentials, for `seed` and `get`.
+#[derive(Debug, Clone, Args)]
+pub struct TurnArgs {
+    /// A TURN server (RFC 8656, over UDP) to allocate a relay on: its relayed address is
+    /// offered to peers as a candidate beside the host and server-reflexive ones, so that
+    /// two nodes whose NATs let no peer in (symmetric NATs, firewalls dropping direct UDP)
+    /// still connect, through it. A seed keeps its allocation (and its NAT mapping) fresh;
+    /// a get allocates before each offer signaled through the DHT. Needs credentials:
+    /// `--turn-credentials`, or `--turn-user` with `--turn-password`. Also `turn` in
+    /// config.toml's `[seed]`. Default: none (no relayed candidates).
+    #[arg(long, env = "FURYMESH_TURN", value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub turn: Option<SocketAddr>,
+    /// The TURN long-term credential's user name (RFC 8489 §9.2). The credential flags
+    /// mean nothing without a TURN server (`--turn`, or `turn` in config.toml).
+    #[arg(
+        long,
+        env = "FURYMESH_TURN_USER",
+        conflicts_with = "turn_credentials",
+        value_name = "USER"
+    )]
+    pub turn_user: Option<String>,
+    /// The TURN password. On a command line it shows in `ps`: prefer the environment
+    /// variable or `--turn-credentials`. Never logged.
+    #[arg(long, env = "FURYMESH_TURN_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
+    pub turn_password: Option<String>,
+    /// A file with the TURN user name on its first line and the password on its second
+    /// (keep it readable by the node's user only). Also `turn_credentials` in config.toml's
+    /// `[seed]`.
+    #[arg(long, env = "FURYMESH_TURN_CREDENTIALS", value_name = "FILE")]
+    pub turn_credentials: Option<PathBuf>,
+}
+
+impl TurnArgs {
+    /// The TURN server with its credentials, `None` without `--turn`.
+    fn server(&self) -> Result<Option<node::TurnServer>> {
+        let Some(addr) = self.turn else { return Ok(None) };
+        turn_server(
+            addr,
+            self.turn_user.as_deref(),
+            self.turn_password.as_deref(),
+            self.turn_credentials.as_deref(),
+        )
+        .map(Some)
+    }
+}
+
+/// The TURN server at `addr` with credentials from `file`, or from `user` and `password`.
+pub(crate) fn turn_server(
+    addr: SocketAddr,
+    user: Option<&str>,
+    password: Option<&str>,
+    file: Option<&Path>,
+) -> Result<node::TurnServer> {
+    match (file, user, password) {
+        (Some(f), _, _) => node::TurnServer::from_credentials_file(addr, f)
+            .with_context(|| format!("TURN credentials {}", f.display())),
+        (None, Some(u), Some(p)) => Ok(node::TurnServer::new(addr, u.to_owned(), p.to_owned())),
+        _ => bail!(
+            "--turn {addr} needs credentials: --turn-credentials FILE, or --turn-user with \
+             --turn-password (or FURYMESH_TURN_PASSWORD)"
+        ),
     }
 }
 
@@ -435,6 +505,8 @@ pub struct GetArgs {
     /// (repeatable). Default: none (host candidates only).
     #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
     pub stun: Vec<SocketAddr>,
+    #[command(flatten)]
+    pub turn: TurnArgs,
     /// Hand the download to the `seed` running on this data directory (through its control
     /// API) and return at once with its download ID; `furymesh downloads` follows it. The
     /// node runs it with its own settings and resumes it after a restart. Without --peer
@@ -1452,6 +1524,7 @@ fn seed(cli: &Cli, a: &SeedArgs) -> Result<i32> {
         config,
         webrtc: s.webrtc,
         stun: s.stun.clone(),
+        turn: s.turn.clone(),
         accept_tcp: !a.no_tcp,
         ..NodeOptions::new(Some(s.listen), shards, security)
     };
@@ -1475,6 +1548,13 @@ fn seed(cli: &Cli, a: &SeedArgs) -> Result<i32> {
     );
     if let Some(w) = node.handle().webrtc_addr() {
         tracing::info!("furymesh seed: webrtc on udp {w} ({})", count(shards as u64, "shard"));
+        if let Some(t) = &s.turn {
+            tracing::info!(
+                "furymesh seed: relayed candidates from turn {} (user {})",
+                t.addr,
+                t.username
+            );
+        }
     }
     let cpu0 = node::process_cpu_seconds();
     serve_until_signal(&node.handle(), dir, catalog_stamp, &signals);
@@ -1837,6 +1917,7 @@ fn get(
         config,
         dht,
         stun: a.stun.clone(),
+        turn: a.turn.server()?,
         ..NodeOptions::new(a.listen, connections.min(node::available_cores()), security.clone())
     };
     let node = Node::start(Vec::new(), &node_opts)

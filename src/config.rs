@@ -106,6 +106,20 @@ pub const WEBRTC_STUN_WAIT_MS: u64 = 1_500;
 /// transaction IDs of the requests still outstanding, at most two per server.
 pub const WEBRTC_STUN_SERVERS_MAX: usize = 4;
 
+/// Most peer addresses one TURN allocation (`--turn`) holds permissions for (RFC 8656
+/// §9): `rtc`'s client refreshes them all in one CreatePermission request, which must fit
+/// in a datagram. A seeder's relay that reached it is replaced by a fresh allocation once
+/// no session is open.
+pub const WEBRTC_TURN_PERMISSIONS_MAX: usize = 32;
+/// How long a downloader waits for its TURN allocation (`--turn`) before offering without
+/// a relayed candidate, in milliseconds (an Allocate takes two round trips: the 401
+/// challenge, then the authenticated request).
+pub const WEBRTC_TURN_WAIT_MS: u64 = 3_000;
+/// Connectivity checks ICE sends on one candidate pair before it gives the pair up: at
+/// `WEBRTC_ICE_CHECK_INTERVAL_MS` apart, half a second, long enough for a relay's
+/// permission (a round trip to the TURN server) to be in place before a relayed pair fails.
+pub const WEBRTC_ICE_CHECKS_PER_PAIR: u16 = 50;
+
 /// Default TCP (and later UDP) listen address of `furymesh seed`.
 pub const LISTEN_DEFAULT: &str = "0.0.0.0:7420";
 

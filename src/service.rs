@@ -91,6 +91,13 @@ pub struct SeedFile {
     pub webrtc: Option<String>,
     /// `--stun` (a list of `HOST:PORT`): STUN servers for server-reflexive candidates.
     pub stun: Option<Vec<String>>,
+    /// `--turn` (`HOST:PORT`): the TURN server relayed candidates are allocated on.
+    pub turn: Option<String>,
+    /// `--turn-user`: its user name (the password comes from the command line, the
+    /// environment or `turn_credentials`, never from this file).
+    pub turn_user: Option<String>,
+    /// `--turn-credentials`: a file with the TURN user name and password, one a line.
+    pub turn_credentials: Option<PathBuf>,
 }
 
 /// A parsed configuration file.
@@ -170,6 +177,10 @@ pub struct SeedFlags {
     pub network_secret: Option<PathBuf>,
     pub webrtc: Option<SocketAddr>,
     pub stun: Vec<SocketAddr>,
+    pub turn: Option<SocketAddr>,
+    pub turn_user: Option<String>,
+    pub turn_password: Option<String>,
+    pub turn_credentials: Option<PathBuf>,
     /// The options above that a `FURYMESH_*` variable gave rather than the command line:
     /// option name (`listen`) → variable name (`FURYMESH_LISTEN`).
     pub from_environment: BTreeMap<String, String>,
@@ -212,12 +223,28 @@ pub struct SeedSettings {
     pub webrtc: Option<SocketAddr>,
     /// STUN servers (RFC 8489) the WebRTC socket learns its address outside a NAT from.
     pub stun: Vec<SocketAddr>,
+    /// The TURN server (RFC 8656) relayed candidates are allocated on, with its
+    /// credentials (shown as `USER@HOST:PORT`, never the password); `None`: no relay.
+    #[serde(serialize_with = "turn_text")]
+    pub turn: Option<crate::node::TurnServer>,
+    /// Where the TURN credentials were read from, if from a file.
+    pub turn_credentials: Option<PathBuf>,
     /// Option name → where its value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
 
 fn encryption_text<S: serde::Serializer>(e: &Encryption, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(if *e == Encryption::On { "on" } else { "off" })
+}
+
+fn turn_text<S: serde::Serializer>(
+    t: &Option<crate::node::TurnServer>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.collect_str(&format_args!("{}@{}", t.username, t.addr)),
+        None => s.serialize_none(),
+    }
 }
 
 fn api_text<S: serde::Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
@@ -375,6 +402,32 @@ impl SeedSettings {
             Layer::File => resolve_all("stun", &file.stun)?,
             Layer::Default => Vec::new(),
         };
+        let turn_addr = match pick("turn", flags.turn.is_some(), file.turn.is_some()) {
+            Layer::Flag => flags.turn,
+            Layer::File => Some(
+                crate::node::resolve_addr(file.turn.as_deref().unwrap())
+                    .map_err(|e| bad("turn", e))?,
+            ),
+            Layer::Default => None,
+        };
+        // Credentials from the command line or the environment first, else the file's.
+        let flag_creds = flags.turn_user.is_some() || flags.turn_credentials.is_some();
+        let (turn_user, turn_credentials) = if flag_creds {
+            (flags.turn_user.clone(), flags.turn_credentials.clone())
+        } else {
+            (file.turn_user.clone(), file.turn_credentials.clone())
+        };
+        let turn = turn_addr
+            .map(|a| {
+                crate::cli::turn_server(
+                    a,
+                    turn_user.as_deref(),
+                    flags.turn_password.as_deref(),
+                    turn_credentials.as_deref(),
+                )
+            })
+            .transpose()?;
+        let turn_credentials = turn.as_ref().and(turn_credentials);
         Ok(Self {
             listen,
             shards,
@@ -388,6 +441,8 @@ impl SeedSettings {
             network_secret,
             webrtc,
             stun,
+            turn,
+            turn_credentials,
             sources,
         })
     }
@@ -429,6 +484,13 @@ impl SeedSettings {
                 "stun".into(),
                 toml::Value::Array(self.stun.iter().map(|a| s(a.to_string())).collect()),
             );
+        }
+        if let Some(turn) = &self.turn {
+            t.insert("turn".into(), s(turn.addr.to_string()));
+            match &self.turn_credentials {
+                Some(p) => t.insert("turn_credentials".into(), s(p.display().to_string())),
+                None => t.insert("turn_user".into(), s(turn.username.clone())),
+            };
         }
         t
     }
@@ -501,6 +563,39 @@ mod tests {
             (s.listen, s.max_upload_rate, s.api, s.http)
         );
         assert_eq!(again.node, file.node);
+    }
+
+    #[test]
+    fn turn_credentials_come_from_flags_or_a_file_and_the_password_is_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("turn");
+        std::fs::write(&creds, "alice\ns3cret-pw\n").unwrap();
+        let file = ConfigFile::parse(&format!(
+            "[seed]\nturn = \"192.0.2.1:3478\"\nturn_credentials = \"{}\"\n",
+            creds.display()
+        ))
+        .unwrap();
+        let s = SeedSettings::resolve(&SeedFlags::default(), &file.seed).unwrap();
+        let turn = s.turn.clone().unwrap();
+        assert_eq!((turn.addr.port(), turn.username.as_str()), (3478, "alice"));
+        assert_eq!(s.sources["turn"], Source::File);
+        let shown = serde_json::to_string(&s).unwrap() + &effective_toml(&file, &s).unwrap();
+        assert!(shown.contains("alice@192.0.2.1:3478") && !shown.contains("s3cret-pw"));
+        // The effective configuration reads back as the same relay.
+        let again = ConfigFile::parse(&effective_toml(&file, &s).unwrap()).unwrap();
+        let s2 = SeedSettings::resolve(&SeedFlags::default(), &again.seed).unwrap();
+        assert_eq!(s2.turn, s.turn);
+        // A user from the file, the password from the environment (a flag).
+        let file =
+            ConfigFile::parse("[seed]\nturn = \"192.0.2.1:3478\"\nturn_user = \"bob\"\n").unwrap();
+        let flags = SeedFlags { turn_password: Some("pw".into()), ..Default::default() };
+        let s = SeedSettings::resolve(&flags, &file.seed).unwrap();
+        assert_eq!(s.turn.unwrap().username, "bob");
+        // A server without credentials is an error, not an anonymous allocation.
+        assert!(SeedSettings::resolve(&SeedFlags::default(), &file.seed).is_err());
+        let flags =
+            SeedFlags { turn: Some("192.0.2.1:3478".parse().unwrap()), ..Default::default() };
+        assert!(SeedSettings::resolve(&flags, &SeedFile::default()).is_err());
     }
 
     #[test]

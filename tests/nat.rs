@@ -1,12 +1,15 @@
 //! WebRTC through real NATs, in network namespaces the test makes and always removes: a
-//! "public" namespace with a STUN server (Debian coturn's `turnserver`, started with a
-//! configuration the test writes) and a DHT bootstrap node; two private namespaces, each
+//! "public" namespace with a STUN/TURN server (Debian coturn's `turnserver`, started with
+//! a configuration the test writes) and a DHT bootstrap node; two private namespaces, each
 //! behind its own NAT namespace (nftables masquerade), a seeder behind one and a
 //! downloader behind the other. The two private networks overlap nowhere and have no route
 //! to each other: only the NATs' outside addresses are reachable from the public side.
 //!
 //! - endpoint-independent NAT (Linux masquerade keeps the source port): the download goes
 //!   peer to peer over server-reflexive candidates, byte-identical;
+//! - both NATs symmetric (masquerade `random,fully-random`: a new random port toward every
+//!   destination, so neither side's server-reflexive candidate reaches it): the download
+//!   goes through coturn's relay (TURN, RFC 8656, long-term credentials), byte-identical;
 //! - no TCP path at all between the two (the public router resets every forwarded TCP
 //!   connection): `get --transport auto` finds the seeder through the DHT and completes
 //!   over WebRTC.
@@ -30,11 +33,17 @@ const NAT_A_WAN: &str = "100.64.1.2";
 const PUB_B: &str = "100.64.2.1";
 const NAT_B_WAN: &str = "100.64.2.2";
 /// The seeder's private network behind NAT A, the downloader's behind NAT B.
+/// A stand-in for the rest of the Internet beyond the public router (a dummy link).
+const INTERNET_GW_SELF: &str = "198.18.0.1";
+const INTERNET_GW: &str = "198.18.0.2";
 const LAN_A_GW: &str = "10.61.0.1";
 const SEEDER_IP: &str = "10.61.0.2";
 const LAN_B_GW: &str = "10.62.0.1";
 const DOWNLOADER_IP: &str = "10.62.0.2";
 const STUN_PORT: u16 = 3478;
+/// The TURN user the test's coturn knows (long-term credentials, RFC 8489 §9.2).
+const TURN_USER: &str = "fm-nat";
+const TURN_PASSWORD: &str = "relay-me-9f3b";
 
 fn is_root() -> bool {
     Command::new("id")
@@ -96,6 +105,29 @@ impl Net {
         net.addr(&net.nat_b, "lan", LAN_B_GW);
         net.addr(&net.seeder, "eth0", SEEDER_IP);
         net.addr(&net.downloader, "eth0", DOWNLOADER_IP);
+        // The public side's own way out, where the Internet would be: datagrams to
+        // addresses nobody here routes (a peer's private host candidate) leave into it and
+        // are lost, as on the Internet, rather than failing at once with "network
+        // unreachable" on the TURN server's relay socket.
+        // (A veth pair whose far end takes nothing: frames to the gateway's made-up MAC
+        // address are dropped there.)
+        net.link(&net.public, "inet0", &net.public, "inet1");
+        net.addr(&net.public, "inet0", INTERNET_GW_SELF);
+        net.ip(
+            &net.public,
+            &[
+                "neigh",
+                "add",
+                INTERNET_GW,
+                "lladdr",
+                "02:00:00:00:00:02",
+                "dev",
+                "inet0",
+                "nud",
+                "permanent",
+            ],
+        );
+        net.ip(&net.public, &["route", "add", "default", "via", INTERNET_GW]);
         net.ip(&net.nat_a, &["route", "add", "default", "via", PUB_A]);
         net.ip(&net.nat_b, &["route", "add", "default", "via", PUB_B]);
         net.ip(&net.seeder, &["route", "add", "default", "via", LAN_A_GW]);
@@ -219,16 +251,27 @@ impl Net {
         self.children.last_mut().unwrap()
     }
 
-    /// coturn as a STUN server (RFC 8489) on the public side, from a configuration
-    /// written into `dir`; returns once it listens.
-    fn start_stun(&mut self, dir: &Path) {
+    /// coturn on the public side, from a configuration written into `dir`: a STUN server
+    /// (RFC 8489), and with `turn` also a TURN server (RFC 8656) relaying from `PUB_A` for
+    /// `TURN_USER` (long-term credentials); its log goes to `dir/turnserver.log` (a pipe
+    /// nobody reads could fill and stall it). Returns once it listens.
+    fn start_stun(&mut self, dir: &Path, turn: bool) {
         let conf = dir.join("turnserver.conf");
+        let mode = if turn {
+            format!(
+                "lt-cred-mech\nuser={TURN_USER}:{TURN_PASSWORD}\nrealm=furymesh.test\n\
+                 relay-ip={PUB_A}\nmin-port=50000\nmax-port=50999\n"
+            )
+        } else {
+            "stun-only\n".to_owned()
+        };
         std::fs::write(
             &conf,
             format!(
-                "listening-ip={PUB_A}\nlistening-port={STUN_PORT}\nstun-only\nno-tls\nno-dtls\n\
-                 no-cli\nno-software-attribute\nsimple-log\nlog-file=stdout\n\
+                "listening-ip={PUB_A}\nlistening-port={STUN_PORT}\n{mode}no-tls\nno-dtls\n\
+                 no-cli\nno-software-attribute\nsimple-log\nlog-file={}\nverbose\n\
                  pidfile={}\n",
+                dir.join("turnserver.log").display(),
                 dir.join("turnserver.pid").display()
             ),
         )
@@ -306,28 +349,38 @@ impl Drop for Net {
     }
 }
 
-/// Builds the network of one case, starts STUN, a bootstrap node and a seeder of a fresh
-/// file behind NAT A; returns the network, the file's bytes, its ID, the bootstrap's
-/// address and the downloader's data directory.
-fn world(t: &Path, case: &str, nat_flags: &str) -> (Net, Vec<u8>, String, String, PathBuf) {
+/// Builds the network of one case, starts STUN (and with `turn` TURN), a bootstrap node
+/// and a seeder of a fresh file behind NAT A (with `turn` relayed candidates too, its
+/// credentials from a file); returns the network, the file's bytes, its ID, the
+/// bootstrap's address and the downloader's data directory.
+fn world(
+    t: &Path,
+    case: &str,
+    nat_flags: &str,
+    turn: bool,
+) -> (Net, Vec<u8>, String, String, PathBuf) {
     let mut net = Net::new(case);
     net.masquerade(&net.nat_a.clone(), nat_flags);
     net.masquerade(&net.nat_b.clone(), nat_flags);
     let (boot, sd, dd) = (t.join("boot"), t.join("seed"), t.join("dl"));
     let data = write_file(&t.join("f.bin"), (512 << 10) + 777, 11);
     let id = publish_id(&sd, &t.join("f.bin"), &["--chunk-size", "128KiB"]);
-    net.start_stun(t);
+    net.start_stun(t, turn);
     let public = net.public.clone();
     let b0 = net.start_seed(&public, &boot, &["--listen", &format!("{PUB_A}:0")]);
     let seeder = net.seeder.clone();
     let stun = format!("{PUB_A}:{STUN_PORT}");
     // Behind a NAT a node binds the unspecified address: it does not know the address its
     // DHT records are seen from (its NAT's), and signs its port only.
-    net.start_seed(
-        &seeder,
-        &sd,
-        &["--listen", "0.0.0.0:0", "--webrtc", "0.0.0.0:0", "--bootstrap", &b0, "--stun", &stun],
-    );
+    let mut args =
+        vec!["--listen", "0.0.0.0:0", "--webrtc", "0.0.0.0:0", "--bootstrap", &b0, "--stun", &stun];
+    let creds = t.join("turn-credentials");
+    std::fs::write(&creds, format!("{TURN_USER}\n{TURN_PASSWORD}\n")).unwrap();
+    let creds = creds.to_str().unwrap();
+    if turn {
+        args.extend(["--turn", &stun, "--turn-credentials", creds]);
+    }
+    net.start_seed(&seeder, &sd, &args);
     // The seeder's provider record (signed for its port, stored under its NAT's address)
     // is on the bootstrap node once a lookup from the downloader's side finds it.
     let mut found = serde_json::Value::Null;
@@ -351,20 +404,27 @@ fn world(t: &Path, case: &str, nat_flags: &str) -> (Net, Vec<u8>, String, String
     panic!("the seeder's provider record never showed: {found}");
 }
 
-/// `get` inside the downloader's namespace; returns its JSON report.
+/// `get` inside the downloader's namespace (with `turn`, relayed candidates too, the
+/// password from the environment); returns its JSON report.
 fn get_behind_nat(
     net: &Net,
     dd: &Path,
     id: &str,
     b0: &str,
-    transport: &str,
+    (transport, turn): (&str, bool),
     out: &Path,
 ) -> serde_json::Value {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &net.downloader]);
     let mut inner = fm(dd);
+    let server = format!("{PUB_A}:{STUN_PORT}");
     inner.args(["--json", "get", id, "--transport", transport, "--bootstrap", b0]);
-    inner.args(["--stun", &format!("{PUB_A}:{STUN_PORT}"), "-o"]).arg(out);
+    inner.args(["--stun", &server]);
+    if turn {
+        inner.args(["--turn", &server, "--turn-user", TURN_USER]);
+        cmd.env("FURYMESH_TURN_PASSWORD", TURN_PASSWORD);
+    }
+    inner.arg("-o").arg(out);
     cmd.arg(inner.get_program()).args(inner.get_args());
     cmd.env_remove("FURYMESH_HOME");
     let started = furymesh::node::clock::now();
@@ -394,24 +454,52 @@ fn through_two_endpoint_independent_nats_the_download_goes_peer_to_peer_over_srf
         return;
     }
     let t = tempdir();
-    let (net, data, id, b0, dd) = world(t.path(), "e", "");
+    let (net, data, id, b0, dd) = world(t.path(), "e", "", false);
     let out = t.path().join("out.bin");
-    let report = get_behind_nat(&net, &dd, &id, &b0, "webrtc", &out);
+    let report = get_behind_nat(&net, &dd, &id, &b0, ("webrtc", false), &out);
     assert_eq!(std::fs::read(&out).unwrap(), data, "download through the NATs differs");
     let ice = one_webrtc_peer_over_srflx(&report);
     assert!(!ice.contains("relay"), "{ice}: {report}");
+}
+
+#[test]
+fn through_two_symmetric_nats_the_download_goes_through_the_turn_relay() {
+    if skip_unless_root("the NAT test (symmetric, TURN)") {
+        return;
+    }
+    let t = tempdir();
+    let (net, data, id, b0, dd) = world(t.path(), "r", "random,fully-random", true);
+    let out = t.path().join("out.bin");
+    let get = || get_behind_nat(&net, &dd, &id, &b0, ("webrtc", true), &out);
+    let report = std::panic::catch_unwind(get).unwrap_or_else(|e| {
+        // What the relay saw (allocations, permissions, channels, why sessions closed).
+        let log = std::fs::read_to_string(t.path().join("turnserver.log")).unwrap_or_default();
+        eprintln!("coturn's log:\n{log}");
+        std::panic::resume_unwind(e)
+    });
+    assert_eq!(std::fs::read(&out).unwrap(), data, "download through the relay differs");
+    let ice = one_webrtc_peer(&report);
+    // Either side's relayed candidate: the seeder's (`host-relay`, `srflx-relay`) or ours.
+    assert!(ice.split('-').any(|c| c == "relay"), "{ice}: {report}");
+}
+
+/// The download's only peer came over a data channel; returns its ICE pair
+/// (`LOCAL-REMOTE` candidate types).
+fn one_webrtc_peer(report: &serde_json::Value) -> String {
+    let peers = report["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 1, "{report}");
+    assert_eq!(peers[0]["transport"], "webrtc", "{report}");
+    let ice = peers[0]["ice"].as_str().unwrap_or_else(|| panic!("no ice pair: {report}"));
+    ice.to_owned()
 }
 
 /// The download's only peer came over a data channel whose ICE pair names the seeder's
 /// server-reflexive address (its NAT's outside one): neither side's host address is
 /// reachable from the other. Returns the pair (`LOCAL-REMOTE` candidate types).
 fn one_webrtc_peer_over_srflx(report: &serde_json::Value) -> String {
-    let peers = report["peers"].as_array().unwrap();
-    assert_eq!(peers.len(), 1, "{report}");
-    assert_eq!(peers[0]["transport"], "webrtc", "{report}");
-    let ice = peers[0]["ice"].as_str().unwrap_or_else(|| panic!("no ice pair: {report}"));
+    let ice = one_webrtc_peer(report);
     assert!(ice.ends_with("-srflx"), "{ice}: {report}");
-    ice.to_owned()
+    ice
 }
 
 #[test]
@@ -420,10 +508,10 @@ fn with_no_tcp_path_between_the_nats_get_auto_completes_over_webrtc_found_throug
         return;
     }
     let t = tempdir();
-    let (net, data, id, b0, dd) = world(t.path(), "t", "");
+    let (net, data, id, b0, dd) = world(t.path(), "t", "", false);
     net.no_tcp_between_nats();
     let out = t.path().join("out.bin");
-    let report = get_behind_nat(&net, &dd, &id, &b0, "auto", &out);
+    let report = get_behind_nat(&net, &dd, &id, &b0, ("auto", false), &out);
     assert_eq!(std::fs::read(&out).unwrap(), data, "download through the NATs differs");
     one_webrtc_peer_over_srflx(&report);
 }

@@ -168,9 +168,11 @@ fn verify_announce(
     }
     // The record is stored under the address the datagram came from, so the signed address
     // must be that one: a signed record replayed from elsewhere is refused. A node bound to
-    // an unspecified address (0.0.0.0) does not know its own IP and signs the port only.
-    let same_ip = provider.addr.ip().is_unspecified() || provider.addr.ip() == from.ip();
-    if !same_ip || provider.addr.port() != from.port() {
+    // an unspecified address (0.0.0.0) knows neither the IP nor the port its NAT shows (a
+    // symmetric NAT gives its DHT socket a new port toward every node): its record stands
+    // for whatever address it is seen from. Holding it to its bound port would refuse every
+    // node behind such a NAT and stop no replay (a replayer picks its source port).
+    if !provider.addr.ip().is_unspecified() && provider.addr != from {
         return Err("signed for another address");
     }
     if proof.expires > now.saturating_add(ttl_max) {

@@ -529,6 +529,8 @@ pub(super) struct Reach {
     pub(super) dht: Option<flume::Sender<DhtControl>>,
     /// STUN servers a signaled WebRTC connection asks for its server-reflexive candidate.
     pub(super) stun: Arc<[SocketAddr]>,
+    /// The TURN server a signaled WebRTC connection allocates its relayed candidate on.
+    pub(super) turn: Option<Arc<super::TurnServer>>,
 }
 
 /// Connects over the chosen transport and runs the handshake; the peer must be the node
@@ -548,7 +550,7 @@ async fn connect(
     let webrtc = || async {
         match (found, &reach.dht) {
             (Some((id, t)), Some(dht)) if t.webrtc => {
-                let signaling = (dht, &*reach.stun);
+                let signaling = (dht, &*reach.stun, reach.turn.as_deref());
                 connect_rtc_dht(peer, id, signaling, sec, pins, counters, timeout).await
             }
             (Some(_), _) => Err(GetError::Connect {
@@ -597,12 +599,13 @@ async fn connect_rtc(
 
 /// Opens a WebRTC data channel to node `id` (a provider found at `peer`), the offer and
 /// answer sealed and signed end to end and carried by the node's DHT relays
-/// (`crypto::signal`), each side offering its host candidate and, with STUN servers, its
-/// server-reflexive one; then runs the handshake in it, pinned to `id`.
+/// (`crypto::signal`), each side offering its host candidate, with STUN servers its
+/// server-reflexive one and with a TURN server its relayed one; then runs the handshake in
+/// it, pinned to `id`.
 async fn connect_rtc_dht(
     peer: SocketAddr,
     id: NodeId,
-    (dht, stun): (&flume::Sender<DhtControl>, &[SocketAddr]),
+    (dht, stun, turn): (&flume::Sender<DhtControl>, &[SocketAddr], Option<&super::TurnServer>),
     sec: &NodeSecurity,
     pins: &Pins,
     counters: &Mutex<DownloadCounters>,
@@ -628,8 +631,9 @@ async fn connect_rtc_dht(
         let answer = offerer.open_answer(&answer).map_err(refused)?;
         Ok((answer.sdp, answer.candidates))
     };
-    let open =
-        async { webrtc::connect_signaled(socket, stun, timeout, signal).await.map_err(fail) };
+    let open = async {
+        webrtc::connect_signaled(socket, (stun, turn), timeout, signal).await.map_err(fail)
+    };
     rtc_handshake(peer, open, sec, pins, counters, timeout).await
 }
 

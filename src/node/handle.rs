@@ -53,6 +53,10 @@ pub struct NodeOptions {
     /// endpoint keeps its mapping fresh, a download asks before each offer. Empty: host
     /// candidates only.
     pub stun: Vec<SocketAddr>,
+    /// A TURN server (RFC 8656) and its credentials (`--turn`): the seeder's signaled
+    /// endpoint keeps an allocation on it, a download allocates before each offer, and the
+    /// relayed address is offered as a candidate beside the others. `None`: no relay.
+    pub turn: Option<super::TurnServer>,
     /// Accept TCP connections on `listen` (the default). `false` needs `webrtc`: peers then
     /// reach the node over WebRTC only, and its provider records say so.
     pub accept_tcp: bool,
@@ -86,6 +90,7 @@ impl NodeOptions {
             listen,
             webrtc: None,
             stun: Vec::new(),
+            turn: None,
             accept_tcp: true,
             shards,
             dht: None,
@@ -259,6 +264,7 @@ struct Inner {
     addr: Option<SocketAddr>,
     webrtc: Option<SocketAddr>,
     stun: Arc<[SocketAddr]>,
+    turn: Option<Arc<super::TurnServer>>,
     security: Arc<NodeSecurity>,
     data_dir: Option<PathBuf>,
     name: String,
@@ -387,6 +393,7 @@ impl Node {
                 accept_tcp: opts.accept_tcp,
                 webrtc,
                 stun: opts.stun.clone(),
+                turn: opts.turn.clone(),
                 catalog: catalog.clone(),
                 dht,
                 limits: limits.clone(),
@@ -414,6 +421,7 @@ impl Node {
                 addr,
                 webrtc,
                 stun: opts.stun.clone().into(),
+                turn: opts.turn.clone().map(Arc::new),
                 security: opts.security.clone(),
                 data_dir: opts.data_dir.clone(),
                 name: opts.name.clone(),
@@ -996,6 +1004,7 @@ impl Handle {
             found: Arc::new(lock(&self.inner.found).clone()),
             dht: self.inner.dht.clone(),
             stun: self.inner.stun.clone(),
+            turn: self.inner.turn.clone(),
         }
     }
 

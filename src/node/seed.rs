@@ -491,6 +491,8 @@ pub(super) struct ShardSetup {
     pub(super) webrtc: Option<SocketAddr>,
     /// STUN servers the signaled endpoint (shard 0) learns its mapped address from.
     pub(super) stun: Vec<SocketAddr>,
+    /// The TURN server the signaled endpoint (shard 0) keeps an allocation on.
+    pub(super) turn: Option<super::TurnServer>,
     /// The files served from the start.
     pub(super) catalog: HashMap<FileId, ServedFile>,
     /// The DHT, if this shard runs it (shard 0 of a node that has one).
@@ -509,8 +511,18 @@ pub(super) async fn run_shard(
     setup: ShardSetup,
     ready: crossbeam_channel::Sender<io::Result<()>>,
 ) -> SeedStats {
-    let ShardSetup { listen, accept_tcp, webrtc, stun, catalog, dht, limits, security, inbox } =
-        setup;
+    let ShardSetup {
+        listen,
+        accept_tcp,
+        webrtc,
+        stun,
+        turn,
+        catalog,
+        dht,
+        limits,
+        security,
+        inbox,
+    } = setup;
     let tcp = listen.filter(|_| accept_tcp);
     let listener = match tcp.map(super::sys::tcp_listener).transpose() {
         Ok(l) => l,
@@ -543,6 +555,10 @@ pub(super) async fn run_shard(
                 Ok(ep) => {
                     // Behind a NAT, peers reach it at the address its STUN servers see.
                     ep.set_stun(&stun);
+                    // Behind a NAT that lets no peer in, they reach it through its relay.
+                    if let Some(turn) = &turn {
+                        ep.set_turn(turn);
+                    }
                     Some((ep, a.port()))
                 }
                 Err(e) => {

@@ -13,11 +13,13 @@
 
 mod stun;
 mod tcp;
+mod turn;
 pub(super) mod webrtc;
 
 use std::io;
 
 pub(super) use tcp::{StreamConn, TcpConn, TcpSide};
+pub use turn::TurnServer;
 pub(super) use webrtc::RtcStream;
 
 use crate::crypto::{NodeId, RecordAad};

@@ -58,19 +58,20 @@ use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCIceCandidate,
-    RTCIceCandidateInit,
+    CandidateConfig, CandidateHostConfig, CandidateRelayConfig, CandidateServerReflexiveConfig,
+    RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::stun::StunClient;
+use super::turn::{TurnRelay, TurnServer};
 use crate::config::{
-    WEBRTC_BLOCK_BYTES, WEBRTC_BLOCK_MAX_BYTES, WEBRTC_ICE_CHECK_INTERVAL_MS,
-    WEBRTC_OFFER_MIN_BYTES, WEBRTC_OFFER_RETRY_MS, WEBRTC_RECV_BUFFER_BYTES,
-    WEBRTC_SEND_BUFFER_BYTES, WEBRTC_SIGNAL_MAX_BYTES, WEBRTC_STUN_REFRESH_SECS,
-    WEBRTC_STUN_RETRY_MS, WEBRTC_STUN_WAIT_MS,
+    WEBRTC_BLOCK_BYTES, WEBRTC_BLOCK_MAX_BYTES, WEBRTC_ICE_CHECKS_PER_PAIR,
+    WEBRTC_ICE_CHECK_INTERVAL_MS, WEBRTC_OFFER_MIN_BYTES, WEBRTC_OFFER_RETRY_MS,
+    WEBRTC_RECV_BUFFER_BYTES, WEBRTC_SEND_BUFFER_BYTES, WEBRTC_SIGNAL_MAX_BYTES,
+    WEBRTC_STUN_REFRESH_SECS, WEBRTC_STUN_RETRY_MS, WEBRTC_STUN_WAIT_MS, WEBRTC_TURN_WAIT_MS,
 };
 use crate::crypto::signal::{CandidateKind, SignalCandidate, SIGNAL_CANDIDATES_MAX};
 use crate::node::clock;
@@ -290,6 +291,12 @@ pub(in crate::node) struct Endpoint {
     /// STUN servers asked for this socket's mapped address (a server endpoint with
     /// `--stun`); `None` without.
     stun: RefCell<Option<StunClient>>,
+    /// The TURN server a server endpoint keeps an allocation on (`--turn`), to allocate
+    /// again when one fails; `None` without.
+    turn_server: RefCell<Option<TurnServer>>,
+    /// The allocation (RFC 8656) whose relayed address is offered as a candidate, and
+    /// through which ICE sends what it sends from that candidate; `None` without TURN.
+    turn: RefCell<Option<TurnRelay>>,
     /// Signaling datagrams to send.
     outbox: RefCell<VecDeque<(SocketAddr, Vec<u8>)>>,
     wake: Notify,
@@ -301,13 +308,13 @@ pub(in crate::node) struct Endpoint {
 }
 
 /// Settings every peer connection of this crate uses: a 10 ms ICE check interval (set-up
-/// in ~60 ms instead of ~250 ms on loopback, DESIGN.md), messages up to
-/// `WEBRTC_BLOCK_MAX_BYTES`, no mDNS.
+/// in ~60 ms instead of ~250 ms on loopback, DESIGN.md), `WEBRTC_ICE_CHECKS_PER_PAIR`
+/// checks before a pair fails, messages up to `WEBRTC_BLOCK_MAX_BYTES`, no mDNS.
 fn new_peer_connection(now: Instant) -> io::Result<RTCPeerConnection> {
     let engine = SettingEngineBuilder::new()
         .with_ice_connection_attempts(
             Some(Duration::from_millis(WEBRTC_ICE_CHECK_INTERVAL_MS)),
-            None,
+            Some(WEBRTC_ICE_CHECKS_PER_PAIR),
         )
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(WEBRTC_BLOCK_MAX_BYTES as u32))
         .build();
@@ -355,25 +362,56 @@ fn srflx_candidate(addr: SocketAddr, base: SocketAddr) -> io::Result<RTCIceCandi
     RTCIceCandidate::from(&c).to_json().map_err(rtc_io)
 }
 
-/// The ICE candidate for a signaled one (a peer's): host or server-reflexive; relayed
-/// candidates are not taken (no TURN on this side yet), so `None`.
-fn remote_candidate(c: &SignalCandidate) -> Option<io::Result<RTCIceCandidateInit>> {
+/// A relayed candidate (RFC 8445 §5.1.1.2): `addr` is an allocation's relayed transport
+/// address on a TURN server (RFC 8656 §2), obtained from the socket whose address is `base`.
+fn relay_candidate(addr: SocketAddr, base: SocketAddr) -> io::Result<RTCIceCandidateInit> {
+    let c = CandidateRelayConfig {
+        base_config: udp_candidate(addr),
+        rel_addr: base.ip().to_string(),
+        rel_port: base.port(),
+        ..Default::default()
+    }
+    .new_candidate_relay()
+    .map_err(rtc_io)?;
+    RTCIceCandidate::from(&c).to_json().map_err(rtc_io)
+}
+
+/// The ICE candidate for a signaled one (a peer's): host, server-reflexive or relayed (a
+/// relayed one is reached like any address: we send to it from our socket, its TURN
+/// server forwards to the peer).
+fn remote_candidate(c: &SignalCandidate) -> io::Result<RTCIceCandidateInit> {
     match c.kind {
-        CandidateKind::Host => Some(host_candidate(c.addr)),
-        // The peer's base is not told; the mapped address stands for it.
-        CandidateKind::ServerReflexive => Some(srflx_candidate(c.addr, c.addr)),
-        CandidateKind::Relayed => None,
+        CandidateKind::Host => host_candidate(c.addr),
+        // The peer's base is not told; the candidate's own address stands for it.
+        CandidateKind::ServerReflexive => srflx_candidate(c.addr, c.addr),
+        CandidateKind::Relayed => relay_candidate(c.addr, c.addr),
     }
 }
 
-/// Our candidates for a socket whose own address is `local`: the host one, and the
-/// server-reflexive one when STUN gave an address different from it.
-fn local_candidates(local: SocketAddr, mapped: Option<SocketAddr>) -> Vec<SignalCandidate> {
+/// Our candidates for a socket whose own address is `local`: the host one, the
+/// server-reflexive one when STUN gave an address different from it, and the relayed one
+/// when a TURN server gave an allocation.
+fn local_candidates(
+    local: SocketAddr,
+    mapped: Option<SocketAddr>,
+    relayed: Option<SocketAddr>,
+) -> Vec<SignalCandidate> {
     let mut out = vec![SignalCandidate { kind: CandidateKind::Host, addr: local }];
     if let Some(m) = mapped.filter(|m| *m != local) {
         out.push(SignalCandidate { kind: CandidateKind::ServerReflexive, addr: m });
     }
+    if let Some(r) = relayed {
+        out.push(SignalCandidate { kind: CandidateKind::Relayed, addr: r });
+    }
     out
+}
+
+/// The address a peer's session is keyed by among its signaled `candidates`: its most
+/// outside direct one (server-reflexive if it has one: two peers behind different NATs with
+/// the same private address stay apart), else its relayed one.
+fn session_key(candidates: &[SignalCandidate]) -> Option<SocketAddr> {
+    let cs = &candidates[..candidates.len().min(SIGNAL_CANDIDATES_MAX)];
+    cs.iter().rev().find(|c| c.kind != CandidateKind::Relayed).or(cs.first()).map(|c| c.addr)
 }
 
 /// Adds `ours` (the first is the host one, whose address is the base) to `pc`.
@@ -383,7 +421,7 @@ fn add_local_candidates(pc: &mut RTCPeerConnection, ours: &[SignalCandidate]) ->
         let init = match c.kind {
             CandidateKind::Host => host_candidate(c.addr)?,
             CandidateKind::ServerReflexive => srflx_candidate(c.addr, base)?,
-            CandidateKind::Relayed => continue,
+            CandidateKind::Relayed => relay_candidate(c.addr, base)?,
         };
         pc.add_local_candidate(init).map_err(rtc_io)?;
     }
@@ -393,9 +431,7 @@ fn add_local_candidates(pc: &mut RTCPeerConnection, ours: &[SignalCandidate]) ->
 /// Adds the peer's signaled candidates to `pc` (at most `SIGNAL_CANDIDATES_MAX`).
 fn add_remote_candidates(pc: &mut RTCPeerConnection, theirs: &[SignalCandidate]) -> io::Result<()> {
     for c in theirs.iter().take(SIGNAL_CANDIDATES_MAX) {
-        if let Some(init) = remote_candidate(c) {
-            pc.add_remote_candidate(init?).map_err(rtc_io)?;
-        }
+        pc.add_remote_candidate(remote_candidate(c)?).map_err(rtc_io)?;
     }
     Ok(())
 }
@@ -487,6 +523,8 @@ impl Endpoint {
             channels: RefCell::default(),
             routes: RefCell::default(),
             stun: RefCell::new(None),
+            turn_server: RefCell::new(None),
+            turn: RefCell::new(None),
             outbox: RefCell::default(),
             wake: Notify::default(),
             stats: Cell::default(),
@@ -506,6 +544,30 @@ impl Endpoint {
         self.stun.borrow().as_ref().and_then(StunClient::mapped)
     }
 
+    /// Keeps an allocation on `server` (TURN, RFC 8656) while the endpoint runs, allocating
+    /// again when one fails, and offers its relayed address as a candidate in signaled
+    /// answers.
+    pub(in crate::node) fn set_turn(&self, server: &TurnServer) {
+        *self.turn_server.borrow_mut() = Some(server.clone());
+    }
+
+    /// The relayed address of this endpoint's TURN allocation, once allocated.
+    pub(in crate::node) fn relayed(&self) -> Option<SocketAddr> {
+        self.turn.borrow().as_ref().and_then(TurnRelay::relayed)
+    }
+
+    /// Asks the TURN server for permissions (RFC 8656 §9) toward each of `candidates`, so
+    /// that checks from and to our relayed candidate pass it.
+    fn permit(&self, candidates: &[SignalCandidate]) {
+        if let Some(t) = self.turn.borrow_mut().as_mut() {
+            let now = clock::now();
+            for c in candidates.iter().take(SIGNAL_CANDIDATES_MAX) {
+                t.permit(now, c.addr);
+            }
+        }
+        self.wake.notify();
+    }
+
     /// The endpoint's counters.
     pub(in crate::node) fn stats(&self) -> EndpointStats {
         self.stats.get()
@@ -520,7 +582,39 @@ impl Endpoint {
     /// Runs the endpoint (receiver and driver) until dropped; a client's ends once its
     /// connection is closed and the closing datagrams are sent.
     pub(in crate::node) async fn run(self: Rc<Self>) {
-        future::or(self.receive(), future::or(self.drive(), self.keep_mapped())).await;
+        let keep = future::or(self.keep_mapped(), self.keep_relay());
+        future::or(self.receive(), future::or(self.drive(), keep)).await;
+    }
+
+    /// Allocates on the TURN server (`set_turn`) and allocates again every
+    /// `WEBRTC_STUN_REFRESH_SECS` while the allocation is failed (refused, or its server
+    /// stopped answering), or when it holds every permission it may and no session is open
+    /// (the old one is released first). The allocation refreshes itself (the driver runs
+    /// its timers). Never returns; pending forever without a TURN server.
+    async fn keep_relay(&self) {
+        loop {
+            let server = self.turn_server.borrow().clone();
+            let Some(server) = server else { return future::pending().await };
+            let renew = match self.turn.borrow().as_ref() {
+                None => true,
+                Some(t) => t.failed() || (t.exhausted() && self.channels.borrow().is_empty()),
+            };
+            if renew {
+                let now = clock::now();
+                if let Some(mut old) = self.turn.borrow_mut().take() {
+                    old.release(now);
+                    while let Some(d) = old.poll_transmit() {
+                        self.outbox.borrow_mut().push_back((d.0, d.1.to_vec()));
+                    }
+                }
+                match TurnRelay::new(&server, self.bound, now) {
+                    Ok(t) => *self.turn.borrow_mut() = Some(t),
+                    Err(e) => tracing::warn!("turn {}: {e}", server.addr),
+                }
+                self.wake.notify();
+            }
+            glommio::timer::sleep(Duration::from_secs(WEBRTC_STUN_REFRESH_SECS)).await;
+        }
     }
 
     /// Asks the STUN servers for the mapped address every `WEBRTC_STUN_RETRY_MS` until one
@@ -574,6 +668,22 @@ impl Endpoint {
         if self.stun.borrow_mut().as_mut().is_some_and(|s| s.handle(from, d)) {
             return;
         }
+        // The TURN server's: answers to the client, and what peers sent to our relayed
+        // address (Data indications, ChannelData), each handed on as from that peer.
+        let relayed = self
+            .turn
+            .borrow_mut()
+            .as_mut()
+            .filter(|t| t.server() == from)
+            .map(|t| (t.relayed(), t.handle(clock::now(), d)));
+        if let Some((relayed, data)) = relayed {
+            if let Some(relayed) = relayed {
+                for (peer, bytes) in data {
+                    self.deliver(peer, Some(relayed), &bytes);
+                }
+            }
+            return;
+        }
         if d.first() == Some(&SIGNAL_MAGIC) {
             match (&self.role, Signal::decode(d)) {
                 (Role::Server { .. }, Some(s)) if s.kind == KIND_OFFER => {
@@ -589,6 +699,12 @@ impl Endpoint {
             }
             return;
         }
+        self.deliver(from, None, d);
+    }
+
+    /// Hands `d` from `from` to its session: received on our socket (`relayed` is `None`)
+    /// or through our TURN allocation whose relayed address is `relayed`.
+    fn deliver(&self, from: SocketAddr, relayed: Option<SocketAddr>, d: &[u8]) {
         let key = self.routes.borrow().get(&from).copied();
         let key = key.or_else(|| self.peer_reflexive(from, d)).unwrap_or(from);
         let ch = self.channels.borrow().get(&key).cloned();
@@ -596,10 +712,17 @@ impl Endpoint {
             self.count(|s| s.strays += 1);
             return;
         };
+        if relayed.is_some() {
+            // The server let it in, so a permission for the peer's IP exists; `rtc`'s
+            // client also wants one for this exact address before it sends to it.
+            if let Some(t) = self.turn.borrow_mut().as_mut() {
+                t.permit(clock::now(), from);
+            }
+        }
         let msg = TaggedBytesMut {
             now: clock::now(),
             transport: TransportContext {
-                local_addr: ch.local,
+                local_addr: relayed.unwrap_or(ch.local),
                 peer_addr: from,
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
@@ -663,7 +786,8 @@ impl Endpoint {
     /// Answers an offer that came through the DHT, already authenticated and opened
     /// (`crypto::signal`): a session with the peer whose ICE candidates (RFC 8445 §5.1.1)
     /// are `candidates`. Returns the answer's SDP and this endpoint's own candidates (host,
-    /// and server-reflexive when its STUN servers gave a mapped address), or `None`
+    /// server-reflexive when its STUN servers gave a mapped address, relayed when its TURN
+    /// server gave an allocation), or `None`
     /// (no candidate, malformed SDP, shard full, a live session with that peer).
     pub(in crate::node) fn answer_signaled(
         &self,
@@ -672,12 +796,7 @@ impl Endpoint {
     ) -> Option<(String, Vec<SignalCandidate>)> {
         // The peer's key: its most outside address (a server-reflexive one if it has one),
         // so two peers behind different NATs with the same private address stay apart.
-        let key = candidates
-            .iter()
-            .take(SIGNAL_CANDIDATES_MAX)
-            .rev()
-            .find(|c| c.kind != CandidateKind::Relayed)?
-            .addr;
+        let key = session_key(candidates)?;
         let (_, sdp, ours) =
             self.open_session(key, offer_sdp, clock::random(), candidates, None)?;
         self.wake.notify();
@@ -737,7 +856,7 @@ impl Endpoint {
         let toward = browser.map_or(from, |ip| SocketAddr::new(ip, 9));
         let ip = if self.bound.ip().is_unspecified() { route_ip(toward)? } else { self.bound.ip() };
         let local = SocketAddr::new(ip, self.bound.port());
-        let ours = local_candidates(local, self.mapped());
+        let ours = local_candidates(local, self.mapped(), self.relayed());
         let mut pc = new_peer_connection(now).ok()?;
         let desc = RTCSessionDescription::offer(offer_sdp).ok()?;
         pc.set_remote_description(now, desc).ok()?;
@@ -766,6 +885,7 @@ impl Endpoint {
         });
         self.channels.borrow_mut().insert(from, ch.clone());
         self.route(from, remote);
+        self.permit(remote);
         self.count(|s| s.offers += 1);
         Some((ch, sdp, ours))
     }
@@ -774,7 +894,7 @@ impl Endpoint {
     fn route(&self, key: SocketAddr, candidates: &[SignalCandidate]) {
         let mut routes = self.routes.borrow_mut();
         for c in candidates.iter().take(SIGNAL_CANDIDATES_MAX) {
-            if c.addr != key && c.kind != CandidateKind::Relayed {
+            if c.addr != key {
                 routes.insert(c.addr, key);
             }
         }
@@ -794,6 +914,12 @@ impl Endpoint {
             let chans: Vec<(SocketAddr, Rc<Channel>)> =
                 self.channels.borrow().iter().map(|(a, c)| (*a, c.clone())).collect();
             let mut next: Option<Instant> = None;
+            if let Some(t) = self.turn.borrow_mut().as_mut() {
+                if t.poll_timeout().is_some_and(|t| t <= now) {
+                    t.handle_timeout(now);
+                }
+            }
+            let relayed = self.relayed();
             for (addr, ch) in chans {
                 if ch.abandoned.get()
                     || (ch.state.get() == State::Connecting && now >= ch.open_deadline)
@@ -813,6 +939,13 @@ impl Endpoint {
                 loop {
                     let out = ch.pc.borrow_mut().poll_write();
                     let Some(out) = out else { break };
+                    if relayed.is_some_and(|r| r == out.transport.local_addr) {
+                        // From our relayed candidate: through the TURN server.
+                        if let Some(t) = self.turn.borrow_mut().as_mut() {
+                            t.send(now, out.transport.peer_addr, &out.message);
+                        }
+                        continue;
+                    }
                     let _ = self.socket.send_to(&out.message, out.transport.peer_addr).await;
                 }
                 if ch.state.get() == State::Closed {
@@ -829,10 +962,28 @@ impl Endpoint {
                     (a, b) => a.or(b),
                 };
             }
+            loop {
+                let d = self.turn.borrow_mut().as_mut().and_then(TurnRelay::poll_transmit);
+                let Some((to, d)) = d else { break };
+                let _ = self.socket.send_to(&d, to).await;
+            }
+            let t = self.turn.borrow_mut().as_mut().and_then(TurnRelay::poll_timeout);
+            next = match (next, t) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if !self.outbox.borrow().is_empty() {
                 continue;
             }
             if matches!(self.role, Role::Client { .. }) && self.channels.borrow().is_empty() {
+                // Gone: the allocation goes too (RFC 8656 §7.2), not left to expire.
+                let turn = self.turn.borrow_mut().take();
+                if let Some(mut t) = turn {
+                    t.release(clock::now());
+                    while let Some((to, d)) = t.poll_transmit() {
+                        let _ = self.socket.send_to(&d, to).await;
+                    }
+                }
                 return;
             }
             match next {
@@ -861,7 +1012,7 @@ pub(in crate::node) async fn connect(
     let ep = Endpoint::new(socket, role, WEBRTC_BLOCK_BYTES)?;
     let local = ep.bound;
     let now = clock::now();
-    let (pc, dc, sdp) = offering_connection(&local_candidates(local, None), now)?;
+    let (pc, dc, sdp) = offering_connection(&local_candidates(local, None, None), now)?;
     let ufrag = ice_ufrag(&sdp);
     let nonce: u64 = clock::random();
     let datagram = Signal { kind: KIND_OFFER, nonce, sdp }
@@ -923,14 +1074,15 @@ pub(in crate::node) async fn connect(
 }
 
 /// Opens a data channel to a node reached through the DHT: `signal` carries our offer (SDP
-/// and our candidates, RFC 8445 §5.1.1: host, and server-reflexive when one of the `stun`
-/// servers answers within `WEBRTC_STUN_WAIT_MS`) to the node and returns its answer and
-/// its candidates, authenticated (`crypto::signal`: the DTLS fingerprint in the answer is
-/// the one the node signed). `socket` must be bound to a concrete IP (it names our host
+/// and our candidates, RFC 8445 §5.1.1: host; server-reflexive when one of the `stun`
+/// servers answers within `WEBRTC_STUN_WAIT_MS`; relayed when the `turn` server gives an
+/// allocation within `WEBRTC_TURN_WAIT_MS`) to the node and returns its answer and its
+/// candidates, authenticated (`crypto::signal`: the DTLS fingerprint in the answer is the
+/// one the node signed). `socket` must be bound to a concrete IP (it names our host
 /// candidate). Gives up after `timeout` (`TimedOut`), signaling included.
 pub(in crate::node) async fn connect_signaled<F, Fut>(
     socket: UdpSocket,
-    stun: &[SocketAddr],
+    (stun, turn): (&[SocketAddr], Option<&TurnServer>),
     timeout: Duration,
     signal: F,
 ) -> io::Result<RtcStream>
@@ -938,19 +1090,27 @@ where
     F: FnOnce(String, Vec<SignalCandidate>) -> Fut,
     Fut: std::future::Future<Output = io::Result<(String, Vec<SignalCandidate>)>>,
 {
-    let mapped = match StunClient::new(stun) {
-        Some(client) => mapped_address(&socket, client).await,
-        None => None,
-    };
-    let role = Role::Client { answer: RefCell::default(), answered: Notify::default() };
-    let ep = Endpoint::new(socket, role, WEBRTC_BLOCK_BYTES)?;
-    let local = ep.bound;
+    let local = socket.local_addr().map_err(super::super::glommio_io)?;
     if local.ip().is_unspecified() {
         return Err(rtc_io("a signaled connection needs a socket bound to a concrete IP"));
     }
+    let relay = match turn {
+        Some(server) => match TurnRelay::new(server, local, clock::now()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("turn {}: {e}", server.addr);
+                None
+            }
+        },
+        None => None,
+    };
+    let (mapped, relay) = gather(&socket, StunClient::new(stun), relay).await;
+    let role = Role::Client { answer: RefCell::default(), answered: Notify::default() };
+    let ep = Endpoint::new(socket, role, WEBRTC_BLOCK_BYTES)?;
+    *ep.turn.borrow_mut() = relay.filter(|r| r.relayed().is_some());
     let now = clock::now();
     let deadline = now + timeout;
-    let ours = local_candidates(local, mapped);
+    let ours = local_candidates(local, mapped, ep.relayed());
     let (mut pc, dc, sdp) = offering_connection(&ours, now)?;
     let ufrag = ice_ufrag(&sdp);
     let exchange = async { Some(signal(sdp, ours).await) };
@@ -964,6 +1124,7 @@ where
     let remote = theirs
         .iter()
         .find(|c| c.kind != CandidateKind::Relayed)
+        .or(theirs.first())
         .ok_or_else(|| rtc_io("the answer names no candidate we can use"))?
         .addr;
     let now = clock::now();
@@ -990,6 +1151,7 @@ where
     });
     ep.channels.borrow_mut().insert(remote, ch.clone());
     ep.route(remote, &theirs);
+    ep.permit(&theirs);
     let task = glommio::spawn_local(ep.clone().run());
     let stream = RtcStream { ep: ep.clone(), ch: ch.clone(), task: Some(task) };
     ep.wake.notify();
@@ -997,40 +1159,72 @@ where
     Ok(stream)
 }
 
-/// Asks `client`'s STUN servers for `socket`'s mapped address, again every
-/// `WEBRTC_STUN_RETRY_MS`, for at most `WEBRTC_STUN_WAIT_MS`; `None` if none answered.
-/// Runs before the socket has a session, so a datagram lost with a cancelled receive
-/// (glommio's is not cancel-safe) can only be a STUN answer, and the next request retries.
-async fn mapped_address(socket: &UdpSocket, mut client: StunClient) -> Option<SocketAddr> {
-    let deadline = clock::now() + Duration::from_millis(WEBRTC_STUN_WAIT_MS);
+/// Gathers `socket`'s candidates before its offer, STUN and TURN at once: asks `stun`'s
+/// servers for the mapped address (again every `WEBRTC_STUN_RETRY_MS`, for at most
+/// `WEBRTC_STUN_WAIT_MS`) and lets `turn` allocate (its own retransmissions, for at most
+/// `WEBRTC_TURN_WAIT_MS`). Returns the mapped address (`None` if no server answered) and the
+/// relay (allocated, failed or still allocating: the caller asks). Runs before the socket
+/// has a session, so a datagram lost with a cancelled receive (glommio's is not
+/// cancel-safe) can only be a STUN or TURN answer, and the requests are retransmitted.
+async fn gather(
+    socket: &UdpSocket,
+    mut stun: Option<StunClient>,
+    mut turn: Option<TurnRelay>,
+) -> (Option<SocketAddr>, Option<TurnRelay>) {
+    let start = clock::now();
+    let wait = |ms: u64, on: bool| if on { Duration::from_millis(ms) } else { Duration::ZERO };
+    let deadline = start
+        + wait(WEBRTC_STUN_WAIT_MS, stun.is_some()).max(wait(WEBRTC_TURN_WAIT_MS, turn.is_some()));
+    let mapped = |stun: &Option<StunClient>| stun.as_ref().and_then(StunClient::mapped);
+    let done = |stun: &Option<StunClient>, turn: &Option<TurnRelay>| {
+        (stun.is_none() || mapped(stun).is_some()) && turn.as_ref().is_none_or(TurnRelay::settled)
+    };
     let mut buf = vec![0u8; 2048];
-    while clock::now() < deadline {
-        for (to, d) in client.requests(clock::random) {
-            let _ = socket.send_to(&d, to).await;
-        }
-        let round = clock::now() + Duration::from_millis(WEBRTC_STUN_RETRY_MS);
-        loop {
-            let left = round.min(deadline).saturating_duration_since(clock::now());
-            if left.is_zero() {
-                break;
-            }
-            let recv = async { Some(socket.recv_from(&mut buf).await) };
-            let expire = async {
-                glommio::timer::sleep(left).await;
-                None
-            };
-            match future::or(recv, expire).await {
-                Some(Ok((n, from))) => {
-                    if client.handle(from, &buf[..n]) && client.mapped().is_some() {
-                        return client.mapped();
-                    }
+    let mut stun_round = start;
+    while !done(&stun, &turn) && clock::now() < deadline {
+        let now = clock::now();
+        if let Some(client) = stun.as_mut().filter(|c| c.mapped().is_none()) {
+            if now >= stun_round {
+                for (to, d) in client.requests(clock::random) {
+                    let _ = socket.send_to(&d, to).await;
                 }
-                Some(Err(_)) => continue,
-                None => break,
+                stun_round = now + Duration::from_millis(WEBRTC_STUN_RETRY_MS);
+            }
+        }
+        let mut wake = deadline.min(if mapped(&stun).is_none() && stun.is_some() {
+            stun_round
+        } else {
+            deadline
+        });
+        if let Some(t) = turn.as_mut() {
+            if t.poll_timeout().is_some_and(|t| t <= now) {
+                t.handle_timeout(now);
+            }
+            while let Some((to, d)) = t.poll_transmit() {
+                let _ = socket.send_to(&d, to).await;
+            }
+            if let Some(at) = t.poll_timeout().filter(|_| !t.settled()) {
+                wake = wake.min(at);
+            }
+        }
+        let left = wake.saturating_duration_since(clock::now());
+        let recv = async { Some(socket.recv_from(&mut buf).await) };
+        let expire = async {
+            glommio::timer::sleep(left).await;
+            None
+        };
+        if let Some(Ok((n, from))) = future::or(recv, expire).await {
+            let d = &buf[..n];
+            if stun.as_mut().is_some_and(|c| c.handle(from, d)) {
+                continue;
+            }
+            if let Some(t) = turn.as_mut().filter(|t| t.server() == from) {
+                // No session yet: nothing relayed can be for us.
+                let _ = t.handle(clock::now(), d);
             }
         }
     }
-    None
+    (mapped(&stun), turn)
 }
 
 /// Waits until `ch` opens (the driver closes it at its `open_deadline` if it does not).
