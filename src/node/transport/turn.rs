@@ -22,7 +22,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -219,10 +219,11 @@ impl TurnRelay {
     }
 
     /// Asks the server to relay to and from `peer` (CreatePermission, RFC 8656 §9.1) unless
-    /// already asked; refused beyond `WEBRTC_TURN_PERMISSIONS_MAX` peers.
+    /// already asked; refused beyond `WEBRTC_TURN_PERMISSIONS_MAX` peers, and for a private
+    /// address when the server's is not one (see [`reaches`]).
     pub(in crate::node) fn permit(&mut self, now: Instant, peer: SocketAddr) {
         let Some(relayed) = self.relayed() else { return };
-        if self.permitted.contains(&peer) || self.exhausted() {
+        if self.permitted.contains(&peer) || self.exhausted() || !reaches(self.server, peer) {
             return;
         }
         if let Ok(mut relay) = self.client.relay(relayed) {
@@ -273,9 +274,41 @@ impl TurnRelay {
     }
 }
 
+/// Whether a relay on the TURN server at `server` can reach `peer`: not when the peer's
+/// address is private (RFC 1918, RFC 4193, link-local, loopback: a peer's host candidate
+/// behind its NAT) and the server's is not. Such a permission could only be wasted (they
+/// are bounded) and makes coturn tear down the whole allocation when its relay socket gets
+/// "network unreachable"; a server on a private network reaches private peers.
+fn reaches(server: SocketAddr, peer: SocketAddr) -> bool {
+    fn private(ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local(),
+            IpAddr::V6(v6) => {
+                v6.is_unique_local() || v6.is_unicast_link_local() || v6.is_loopback()
+            }
+        }
+    }
+    private(server.ip()) || !private(peer.ip())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_public_relay_is_not_asked_to_reach_private_addresses() {
+        let public: SocketAddr = "100.64.1.1:3478".parse().unwrap();
+        let private: SocketAddr = "10.0.0.1:3478".parse().unwrap();
+        for peer in ["10.61.0.2:5000", "192.168.1.2:1", "127.0.0.1:9", "[fd00::1]:9", "[fe80::1]:9"]
+        {
+            let peer: SocketAddr = peer.parse().unwrap();
+            assert!(!reaches(public, peer), "{peer}");
+            assert!(reaches(private, peer), "{peer}");
+        }
+        for peer in ["100.64.2.2:5000", "198.51.100.7:1", "[2001:db8::1]:9"] {
+            assert!(reaches(public, peer.parse().unwrap()), "{peer}");
+        }
+    }
 
     #[test]
     fn credentials_files_are_two_lines_and_the_password_is_never_shown() {
