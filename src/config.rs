@@ -183,6 +183,13 @@ pub const BROWSER_SIGNALS_PER_S: u64 = 1;
 /// opening several channels, a few reloads).
 pub const BROWSER_SIGNAL_BURST: u64 = 8;
 
+/// How often a seeder sends a browser session an ICE consent check (RFC 7675), in ms.
+pub const BROWSER_ICE_KEEPALIVE_MS: u64 = 1_000;
+
+/// Silence (not a byte, not an answer to a consent check) after which a browser session
+/// is failed and freed, in ms: a closed tab says nothing. ICE's own default is 30 s.
+pub const BROWSER_ICE_SILENCE_MS: u64 = 8_000;
+
 /// Client IPs the signaling rate limit remembers; when full, the IPs whose budget is whole
 /// again are forgotten, and if none is, new IPs are refused (429) until some are.
 pub const BROWSER_SIGNAL_IPS_MAX: usize = 4096;

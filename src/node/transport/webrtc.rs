@@ -68,10 +68,11 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use super::stun::StunClient;
 use super::turn::{TurnRelay, TurnServer};
 use crate::config::{
-    WEBRTC_BLOCK_BYTES, WEBRTC_BLOCK_MAX_BYTES, WEBRTC_ICE_CHECKS_PER_PAIR,
-    WEBRTC_ICE_CHECK_INTERVAL_MS, WEBRTC_OFFER_MIN_BYTES, WEBRTC_OFFER_RETRY_MS,
-    WEBRTC_RECV_BUFFER_BYTES, WEBRTC_SEND_BUFFER_BYTES, WEBRTC_SIGNAL_MAX_BYTES,
-    WEBRTC_STUN_REFRESH_SECS, WEBRTC_STUN_RETRY_MS, WEBRTC_STUN_WAIT_MS, WEBRTC_TURN_WAIT_MS,
+    BROWSER_ICE_KEEPALIVE_MS, BROWSER_ICE_SILENCE_MS, WEBRTC_BLOCK_BYTES, WEBRTC_BLOCK_MAX_BYTES,
+    WEBRTC_ICE_CHECKS_PER_PAIR, WEBRTC_ICE_CHECK_INTERVAL_MS, WEBRTC_OFFER_MIN_BYTES,
+    WEBRTC_OFFER_RETRY_MS, WEBRTC_RECV_BUFFER_BYTES, WEBRTC_SEND_BUFFER_BYTES,
+    WEBRTC_SIGNAL_MAX_BYTES, WEBRTC_STUN_REFRESH_SECS, WEBRTC_STUN_RETRY_MS, WEBRTC_STUN_WAIT_MS,
+    WEBRTC_TURN_WAIT_MS,
 };
 use crate::crypto::signal::{CandidateKind, SignalCandidate, SIGNAL_CANDIDATES_MAX};
 use crate::node::clock;
@@ -311,7 +312,28 @@ pub(in crate::node) struct Endpoint {
 /// in ~60 ms instead of ~250 ms on loopback, DESIGN.md), `WEBRTC_ICE_CHECKS_PER_PAIR`
 /// checks before a pair fails, messages up to `WEBRTC_BLOCK_MAX_BYTES`, no mDNS.
 fn new_peer_connection(now: Instant) -> io::Result<RTCPeerConnection> {
-    let engine = SettingEngineBuilder::new()
+    peer_connection_with(now, SettingEngineBuilder::new())
+}
+
+/// A browser session's peer connection: like [`new_peer_connection`], but a consent check
+/// (RFC 7675) every `BROWSER_ICE_KEEPALIVE_MS` and the session failed after
+/// `BROWSER_ICE_SILENCE_MS` without a byte from the browser (a live one answers every
+/// check), so a closed tab frees its session within seconds rather than ICE's default 30 s.
+fn browser_peer_connection(now: Instant) -> io::Result<RTCPeerConnection> {
+    let half = Duration::from_millis(BROWSER_ICE_SILENCE_MS / 2);
+    let engine = SettingEngineBuilder::new().with_ice_timeouts(
+        Some(half),
+        Some(half),
+        Some(Duration::from_millis(BROWSER_ICE_KEEPALIVE_MS)),
+    );
+    peer_connection_with(now, engine)
+}
+
+fn peer_connection_with(
+    now: Instant,
+    engine: SettingEngineBuilder,
+) -> io::Result<RTCPeerConnection> {
+    let engine = engine
         .with_ice_connection_attempts(
             Some(Duration::from_millis(WEBRTC_ICE_CHECK_INTERVAL_MS)),
             Some(WEBRTC_ICE_CHECKS_PER_PAIR),
@@ -857,7 +879,11 @@ impl Endpoint {
         let ip = if self.bound.ip().is_unspecified() { route_ip(toward)? } else { self.bound.ip() };
         let local = SocketAddr::new(ip, self.bound.port());
         let ours = local_candidates(local, self.mapped(), self.relayed());
-        let mut pc = new_peer_connection(now).ok()?;
+        let pc = match browser {
+            Some(_) => browser_peer_connection(now),
+            None => new_peer_connection(now),
+        };
+        let mut pc = pc.ok()?;
         let desc = RTCSessionDescription::offer(offer_sdp).ok()?;
         pc.set_remote_description(now, desc).ok()?;
         add_local_candidates(&mut pc, &ours).ok()?;
