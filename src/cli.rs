@@ -365,7 +365,7 @@ pub struct TurnArgs {
     /// The TURN password. On a command line it shows in `ps`: prefer the environment
     /// variable or `--turn-credentials`. Never logged.
     #[arg(long, env = "FURYMESH_TURN_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
-    pub turn_password: Option<String>,
+    pub turn_password: Option<node::TurnPassword>,
     /// A file with the TURN user name on its first line and the password on its second
     /// (keep it readable by the node's user only). Also `turn_credentials` in config.toml's
     /// `[seed]`.
@@ -380,7 +380,7 @@ impl TurnArgs {
         turn_server(
             addr,
             self.turn_user.as_deref(),
-            self.turn_password.as_deref(),
+            self.turn_password.as_ref().map(node::TurnPassword::expose),
             self.turn_credentials.as_deref(),
         )
         .map(Some)

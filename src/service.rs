@@ -179,7 +179,7 @@ pub struct SeedFlags {
     pub stun: Vec<SocketAddr>,
     pub turn: Option<SocketAddr>,
     pub turn_user: Option<String>,
-    pub turn_password: Option<String>,
+    pub turn_password: Option<crate::node::TurnPassword>,
     pub turn_credentials: Option<PathBuf>,
     /// The options above that a `FURYMESH_*` variable gave rather than the command line:
     /// option name (`listen`) → variable name (`FURYMESH_LISTEN`).
@@ -422,7 +422,7 @@ impl SeedSettings {
                 crate::cli::turn_server(
                     a,
                     turn_user.as_deref(),
-                    flags.turn_password.as_deref(),
+                    flags.turn_password.as_ref().map(crate::node::TurnPassword::expose),
                     turn_credentials.as_deref(),
                 )
             })
@@ -588,7 +588,8 @@ mod tests {
         // A user from the file, the password from the environment (a flag).
         let file =
             ConfigFile::parse("[seed]\nturn = \"192.0.2.1:3478\"\nturn_user = \"bob\"\n").unwrap();
-        let flags = SeedFlags { turn_password: Some("pw".into()), ..Default::default() };
+        let flags = SeedFlags { turn_password: Some("pw".parse().unwrap()), ..Default::default() };
+        assert!(!format!("{flags:?}").contains("\"pw\""));
         let s = SeedSettings::resolve(&flags, &file.seed).unwrap();
         assert_eq!(s.turn.unwrap().username, "bob");
         // A server without credentials is an error, not an anonymous allocation.

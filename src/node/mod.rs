@@ -52,7 +52,7 @@ pub use secure::{
     IdentityFileError, KnownPeers, NodeSecurity,
 };
 pub use seed::{ConnectionInfo, FileServed, SeedStats, ServedFile, ShardActivity};
-pub use transport::{Transport, TurnServer};
+pub use transport::{Transport, TurnPassword, TurnServer};
 pub use webseed::{parse_web_seed, WebSeedError};
 
 use crate::config::IO_MEMORY_PER_SHARD_BYTES;

@@ -19,7 +19,7 @@ pub(super) mod webrtc;
 use std::io;
 
 pub(super) use tcp::{StreamConn, TcpConn, TcpSide};
-pub use turn::TurnServer;
+pub use turn::{TurnPassword, TurnServer};
 pub(super) use webrtc::RtcStream;
 
 use crate::crypto::{NodeId, RecordAad};

@@ -94,6 +94,32 @@ impl TurnServer {
     }
 }
 
+/// A TURN password as given on the command line or in the environment: its `Debug`
+/// output is redacted, so no derived `Debug` of the options that hold it shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TurnPassword(String);
+
+impl TurnPassword {
+    /// The password.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for TurnPassword {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for TurnPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Allocating,
@@ -319,6 +345,8 @@ mod tests {
         let s = TurnServer::from_credentials_file(addr, &path).unwrap();
         assert_eq!(s, TurnServer::new(addr, "1700000000:alice".into(), "pa:ss".into()));
         assert!(!format!("{s:?}").contains("pa:ss"));
+        let p: TurnPassword = "pa:ss".parse().unwrap();
+        assert_eq!((p.expose(), format!("{p:?}").contains("pa:ss")), ("pa:ss", false));
         for bad in ["", "alice\n", "\npass\n", "a\nb\nc\n"] {
             std::fs::write(&path, bad).unwrap();
             assert!(TurnServer::from_credentials_file(addr, &path).is_err(), "{bad:?}");
