@@ -10,7 +10,7 @@
 'use strict';
 
 (() => {
-  const WINDOW_CHUNKS = 8; // requests in flight per channel
+  const WINDOW_CHUNKS = 16; // requests in flight per channel
   const BODY_MAX = 64 * 1024; // largest response frame body we accept
   const CORRUPT_MAX = 3; // corrupt chunks before a channel is dropped
   const RECONNECTS_MAX = 3; // new channels after one fails mid-download
