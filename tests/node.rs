@@ -374,3 +374,93 @@ fn a_file_published_through_the_handle_is_found_through_another_nodes_dht() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Forwards connections to `to`, holding each of a connection's first `held` reads from
+/// the client for `hold` before passing it on (a client slowed down between its handshake
+/// messages); everything else flows at once. Returns the address to connect to.
+fn slow_client_proxy(to: SocketAddr, held: usize, hold: Duration) -> SocketAddr {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut seeder) = TcpStream::connect(to) else { return };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), seeder.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut reads = 0;
+                loop {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if reads < held {
+                        std::thread::sleep(hold);
+                    }
+                    reads += 1;
+                    if seeder.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = seeder.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// The seeder's handshake deadline follows the client's messages, not the clock from
+/// accept: with `peer_timeout_ms = 2000`, a client whose two handshake messages each reach
+/// the seeder 1.4 s late (2.8 s in all, past one timeout) is served, while one that drips
+/// its first message a byte at a time (bytes arrive, no message is ever whole) is given up
+/// on.
+#[test]
+fn the_seeders_handshake_deadline_follows_whole_messages() {
+    use common::{get_cmd, publish_id, run_ok, Seeder};
+    use std::io::{Read, Write};
+    let t = tempdir();
+    let data = t.path().join("seed");
+    let src = t.path().join("f.bin");
+    let original = write_file(&src, 100_000, 3);
+    let id = publish_id(&data, &src, &[]);
+    let conf = t.path().join("node.toml");
+    fs::write(&conf, "peer_timeout_ms = 2000\n").unwrap();
+    let seeder = Seeder::start_with_args(&data, 1, &["--config", conf.to_str().unwrap()]);
+    let slow = slow_client_proxy(seeder.addr, 2, Duration::from_millis(1400));
+    let out = t.path().join("out.bin");
+    run_ok(&mut get_cmd(&t.path().join("client"), &id, &slow.to_string(), &out));
+    assert!(fs::read(&out).unwrap() == original, "the slow client's download differs");
+
+    // A client that announces a 1 KiB hello and drips it a byte every 200 ms.
+    let mut drip = std::net::TcpStream::connect(seeder.addr).unwrap();
+    drip.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    drip.write_all(&1024u16.to_le_bytes()).unwrap();
+    let mut buf = [0u8; 64];
+    let closed = loop {
+        match drip.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => panic!("the seeder answered half a hello"),
+            // Not closed yet: one more byte (a reset ends it too).
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if drip.write_all(&[0]).is_err() {
+                    break true;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                if drip.write_all(&[0]).is_err() {
+                    break true;
+                }
+            }
+            Err(_) => break true,
+        }
+    };
+    assert!(closed);
+    let stats = seeder.stop();
+    assert_eq!(stats["handshakes_failed_by_reason"]["timeout"], 1, "{stats}");
+}

@@ -776,23 +776,42 @@ async fn fetch_manifest(
     counters: &Mutex<DownloadCounters>,
     timeout: Duration,
     reach: &Reach,
-) -> Result<FileInfo, GetError> {
-    let mut conn = connect(peer, sec, pins, counters, timeout, reach).await?;
-    let io_err = |e: io::Error| GetError::Connection { peer, what: e.to_string() };
+) -> Result<FileInfo, ManifestFailure> {
+    let failed = |error| ManifestFailure { error, dropped: false };
+    let mut conn = connect(peer, sec, pins, counters, timeout, reach).await.map_err(failed)?;
+    let dropped = |e: io::Error| ManifestFailure {
+        error: GetError::Connection { peer, what: e.to_string() },
+        dropped: true,
+    };
     conn.push_frame(Encoder::default().request(&Request::FileInfo { file_id }));
-    conn.flush().await.map_err(io_err)?;
+    // A write that fails (EPIPE, a reset) means the peer closed before reading the request.
+    conn.flush().await.map_err(dropped)?;
     match conn.recv().await {
         Ok(Deframed::Control) => {}
         // The deframer yields a payload only when told one follows; nothing told it.
         Ok(Deframed::Payload(_)) => {
-            return Err(GetError::Protocol { peer, what: "unexpected payload".into() })
+            return Err(failed(GetError::Protocol { peer, what: "unexpected payload".into() }))
         }
         Err(RecvError::Closed) => {
-            return Err(GetError::Connection { peer, what: "closed before answering".into() })
+            let what = "closed before answering".into();
+            return Err(failed(GetError::Connection { peer, what }));
         }
-        Err(e) => return Err(GetError::recv(peer, e, timeout)),
+        Err(RecvError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+            return Err(dropped(e))
+        }
+        Err(e) => return Err(failed(GetError::recv(peer, e, timeout))),
     }
-    manifest_from(file_id, conn.body()).map_err(|e| GetError::peer(peer, Some(file_id), e))
+    manifest_from(file_id, conn.body()).map_err(|e| failed(GetError::peer(peer, Some(file_id), e)))
+}
+
+/// Why a manifest could not be fetched from one peer, and whether the peer dropped the
+/// connection before it could have read the request: reset, or closed under our write (a
+/// seeder that gave up on our handshake while its machine was saturated, or restarted).
+/// Only such a drop is asked again; a close after the request was read (a request it
+/// refused), a refused or broken handshake and silence are final.
+struct ManifestFailure {
+    error: GetError,
+    dropped: bool,
 }
 
 /// Creates the partial file at full size (so a full disk shows now, not at 90%).
@@ -1962,7 +1981,8 @@ fn check_kind(info: &FileInfo, expected: IdKind) -> Result<(), GetError> {
     Ok(())
 }
 
-/// Fetches the manifest from the first of `peers` that has it.
+/// Fetches the manifest from the first of `peers` that has it; a peer that drops the
+/// connection before reading the request is asked again (`ManifestFailure`).
 async fn fetch_manifest_any(
     peers: &[PeerAddr],
     file_id: FileId,
@@ -1974,9 +1994,22 @@ async fn fetch_manifest_any(
 ) -> Result<FileInfo, GetError> {
     let mut last = GetError::NoPeers;
     for peer in peers {
-        match fetch_manifest(peer.addr, file_id, sec, pins, counters, timeout, reach).await {
-            Ok(info) => return Ok(info),
-            Err(e) => last = e,
+        // A peer that dropped the connection unread is connected again, with the pauses of
+        // a data connection's reconnections (`RECONNECTS_MAX`, from `RECONNECT_BACKOFF_MIN`).
+        let (mut reconnects, mut backoff) = (0, RECONNECT_BACKOFF_MIN);
+        loop {
+            match fetch_manifest(peer.addr, file_id, sec, pins, counters, timeout, reach).await {
+                Ok(info) => return Ok(info),
+                Err(f) if f.dropped && reconnects < RECONNECTS_MAX => {
+                    reconnects += 1;
+                    glommio::timer::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                }
+                Err(f) => {
+                    last = f.error;
+                    break;
+                }
+            }
         }
     }
     Err(last)

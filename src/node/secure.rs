@@ -443,12 +443,15 @@ pub(super) async fn handshake_initiator<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Runs the responder's side on `s`. A peer that fails the ClientHello gets a one-byte
-/// refusal code before the connection closes.
+/// refusal code before the connection closes. `received` counts the peer's handshake
+/// messages as each arrives whole (the seeder's deadline follows them).
 pub(super) async fn handshake_responder<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     sec: &NodeSecurity,
+    received: &std::cell::Cell<u32>,
 ) -> Result<Session, HandshakeFailure> {
     let hello = recv_hs(s).await?;
+    received.set(received.get() + 1);
     let (state, reply) = match Responder::handle_client_hello(
         sec.config(None),
         fresh_random(),
@@ -467,6 +470,7 @@ pub(super) async fn handshake_responder<S: AsyncRead + AsyncWrite + Unpin>(
     };
     send_hs(s, &reply).await?;
     let finish = recv_hs(s).await?;
+    received.set(received.get() + 1);
     Ok(state.handle_client_finish(&finish, now_unix())?)
 }
 

@@ -202,7 +202,8 @@ pub(super) struct Limits {
     pub(super) budget: ShardBudget,
     pub(super) node: Option<Arc<Throttle>>,
     pub(super) peer_rate_bytes: Option<u64>,
-    /// `NodeConfig::peer_timeout_ms`: the handshake's deadline and a blocked write's.
+    /// `NodeConfig::peer_timeout_ms`: the deadline of each handshake message and of a
+    /// blocked write.
     pub(super) peer_timeout: std::time::Duration,
     /// `NodeConfig::idle_timeout_ms`: how long a connection may sit without a request.
     pub(super) idle_timeout: std::time::Duration,
@@ -772,25 +773,39 @@ async fn serve_rtc(shard: &Shard, stream: RtcStream, track: &ConnTrack) -> io::R
         let conn = StreamConn::browser(stream, REQUEST_BODY_MAX_BYTES);
         return serve_session(shard, Conn::Rtc(conn), track).await;
     }
+    let received = Rc::new(Cell::new(0));
+    let side = TcpSide::Server { received: received.clone() };
     let handshake = async {
-        StreamConn::establish(stream, &shard.security, TcpSide::Server, REQUEST_BODY_MAX_BYTES)
+        StreamConn::establish(stream, &shard.security, side, REQUEST_BODY_MAX_BYTES)
             .await
             .map_err(|e| (e.blame(), e.reason()))
     };
-    let Some(conn) = handshake_within(shard, handshake).await else { return Ok(()) };
+    let Some(conn) = handshake_within(shard, &received, handshake).await else { return Ok(()) };
     serve_session(shard, Conn::Rtc(conn), track).await
 }
 
-/// Runs `handshake` within the peer timeout, counting a failure (`None`) by blame and by
-/// reason (`HandshakeFailure::reason`, or `timeout`).
+/// Runs `handshake` as long as the peer keeps it moving, counting a failure (`None`) by
+/// blame and by reason (`HandshakeFailure::reason`, or `timeout`). The deadline follows
+/// progress, counted in whole handshake messages (`received`), not bytes: a peer gets the
+/// peer timeout for its next message again each time one arrives, so an honest client that
+/// an overloaded machine slows down is not cut off at a fixed time from accept, while one
+/// that drips bytes (no message whole within a timeout) or goes silent is given up on; an
+/// unauthenticated connection holds its slot for at most two timeouts (its two messages).
 async fn handshake_within<T>(
     shard: &Shard,
+    received: &Cell<u32>,
     handshake: impl std::future::Future<Output = Result<T, (Blame, &'static str)>>,
 ) -> Option<T> {
     let deadline = async {
-        glommio::timer::sleep(shard.limits.peer_timeout).await;
-        // A client that never finishes the handshake.
-        Err((Blame::Peer, "timeout"))
+        let mut seen = received.get();
+        loop {
+            glommio::timer::sleep(shard.limits.peer_timeout).await;
+            if received.get() == seen {
+                // No message whole for a whole timeout: silent, dripping or gone.
+                break Err((Blame::Peer, "timeout"));
+            }
+            seen = received.get();
+        }
     };
     match future::or(handshake, deadline).await {
         Ok(c) => Some(c),
@@ -820,14 +835,16 @@ async fn serve_connection(shard: &Shard, stream: TcpStream, track: &ConnTrack) -
     let peer_timeout = shard.limits.peer_timeout;
     stream.set_read_timeout(Some(peer_timeout))?;
     stream.set_write_timeout(Some(peer_timeout))?;
-    // One deadline for the whole handshake, not per read: a client dripping a byte per
-    // read timeout must not hold a connection slot unauthenticated.
+    // The handshake's deadline follows whole messages, not reads: a client dripping a byte
+    // per read timeout must not hold a connection slot unauthenticated.
+    let received = Rc::new(Cell::new(0));
+    let side = TcpSide::Server { received: received.clone() };
     let handshake = async {
-        TcpConn::establish(stream, &shard.security, TcpSide::Server, REQUEST_BODY_MAX_BYTES)
+        TcpConn::establish(stream, &shard.security, side, REQUEST_BODY_MAX_BYTES)
             .await
             .map_err(|e| (e.blame(), e.reason()))
     };
-    let Some(tcp) = handshake_within(shard, handshake).await else { return Ok(()) };
+    let Some(tcp) = handshake_within(shard, &received, handshake).await else { return Ok(()) };
     // From here the session's idle deadline decides how long a quiet client may stay.
     tcp.stream().set_read_timeout(None)?;
     serve_session(shard, Conn::Tcp(tcp), track).await

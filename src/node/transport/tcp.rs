@@ -21,12 +21,13 @@ use crate::node::sys::{self, Sent};
 use crate::wire::frame::{Deframed, Deframer, Framer};
 
 /// Which end of the handshake this node runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(in crate::node) enum TcpSide {
     /// We connected; the peer must prove to be `expected` if given.
     Client { expected: Option<NodeId> },
-    /// We accepted.
-    Server,
+    /// We accepted. `received` counts the peer's handshake messages as each arrives
+    /// whole, for a deadline that follows them (`node::seed`).
+    Server { received: std::rc::Rc<std::cell::Cell<u32>> },
 }
 
 /// An established connection over a byte stream `S`.
@@ -62,7 +63,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamConn<S> {
             TcpSide::Client { expected } => {
                 handshake_initiator(&mut stream, security, expected).await?
             }
-            TcpSide::Server => handshake_responder(&mut stream, security).await?,
+            TcpSide::Server { received } => {
+                handshake_responder(&mut stream, security, &received).await?
+            }
         };
         Ok(Self::new(stream, session, body_max))
     }
@@ -299,7 +302,8 @@ mod tests {
         let (seeder, getter) = (plaintext(SEEDER), plaintext(GETTER));
         let server = async {
             let s = l.accept().await.unwrap();
-            TcpConn::establish(s, &seeder, TcpSide::Server, 1 << 20).await.unwrap()
+            let side = TcpSide::Server { received: Default::default() };
+            TcpConn::establish(s, &seeder, side, 1 << 20).await.unwrap()
         };
         let client = async {
             let s = TcpStream::connect(addr).await.unwrap();
