@@ -10,6 +10,8 @@
 //! otherwise.
 
 mod common;
+#[path = "common/netns.rs"]
+mod netns;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -18,32 +20,19 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
+use netns::{is_root, must, spawn_in};
 
 const SEEDER_IP: &str = "10.71.0.1";
 const DOWNLOADER_IP: &str = "10.71.0.2";
 
 fn usable() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let root = is_root();
     let python =
         Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success());
     if !(root && python) {
         eprintln!("skipped: degraded-link tests need root (network namespaces) and python3");
     }
     root && python
-}
-
-/// Runs `cmd` (no shell), panicking with its output when it fails.
-fn must(cmd: &[&str]) {
-    let out = Command::new(cmd[0]).args(&cmd[1..]).output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// How the emulated link treats packets, each direction alike (`scripts/linkemu` flags).
@@ -128,16 +117,7 @@ impl Link {
 
     /// Starts `cmd` inside `ns`, kept to be killed on drop.
     fn spawn(&mut self, ns: &str, cmd: &Command) -> &mut Child {
-        let mut full = Command::new("ip");
-        full.args(["netns", "exec", ns]).arg(cmd.get_program()).args(cmd.get_args());
-        for (k, v) in cmd.get_envs() {
-            match v {
-                Some(v) => full.env(k, v),
-                None => full.env_remove(k),
-            };
-        }
-        let child = full.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-        self.children.push(child);
+        self.children.push(spawn_in(ns, cmd));
         self.children.last_mut().unwrap()
     }
 

@@ -18,14 +18,17 @@
 //! `scripts/test` installs coturn and nftables when they are missing.
 
 mod common;
+#[path = "common/netns.rs"]
+mod netns;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
+use netns::{is_root, must, spawn_in};
 
 /// Public side: the router between the NATs, the STUN server and the bootstrap node.
 const PUB_A: &str = "100.64.1.1";
@@ -44,24 +47,6 @@ const STUN_PORT: u16 = 3478;
 /// The TURN user the test's coturn knows (long-term credentials, RFC 8489 §9.2).
 const TURN_USER: &str = "fm-nat";
 const TURN_PASSWORD: &str = "relay-me-9f3b";
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// Runs `cmd` (no shell), panicking with its output when it fails.
-fn must(cmd: &[&str]) {
-    let out = Command::new(cmd[0]).args(&cmd[1..]).output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The namespaces of one test run (names carry the process ID and the case, so parallel
 /// runs and tests never meet), deleted on drop with their interfaces.
@@ -238,15 +223,7 @@ impl Net {
 
     /// Starts `cmd` inside `ns`, kept to be killed on drop.
     fn spawn(&mut self, ns: &str, cmd: &mut Command) -> &mut Child {
-        let mut full = Command::new("ip");
-        full.args(["netns", "exec", ns]).arg(cmd.get_program()).args(cmd.get_args());
-        for (k, v) in cmd.get_envs() {
-            match v {
-                Some(v) => full.env(k, v),
-                None => full.env_remove(k),
-            };
-        }
-        let child = full.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let child = spawn_in(ns, cmd);
         self.children.push(child);
         self.children.last_mut().unwrap()
     }
