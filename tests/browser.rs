@@ -205,6 +205,7 @@ fn closing_the_tab_mid_download_frees_the_session_on_the_seeder() {
         if s["bytes"].as_u64() > Some(0) {
             break;
         }
+        assert_ne!(s["state"], "failed", "the page failed: {s}");
         assert!(Instant::now() < deadline, "no bytes arrived: {s}");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -212,6 +213,11 @@ fn closing_the_tab_mid_download_frees_the_session_on_the_seeder() {
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0]["transport"], "webrtc", "{open:?}");
     assert!(open[0]["node_id"].is_null(), "a browser proves no node ID: {open:?}");
+
+    // The page mid-download, for the README (docs/share-screenshot.png).
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("share-screenshot.png");
+    page.screenshot(&shot);
+    eprintln!("screenshot {}", shot.display());
 
     // Close the tab, no goodbye from the page's script.
     let status = page_status(page);
