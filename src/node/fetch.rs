@@ -2558,13 +2558,16 @@ fn count_events(ctx: &FetchCtx) {
 }
 
 /// Of the connections' errors, the one that explains a failed download best: bad data
-/// first, then refusals, then anything but an interruption.
+/// first (the chunk that failed before the ban it caused, which the node's other
+/// connections report in whatever order their shards answer), then refusals, then
+/// anything but an interruption.
 fn pick_error(errors: Vec<(usize, GetError)>) -> GetError {
     let rank = |e: &GetError| match e {
-        GetError::HashMismatch { .. } | GetError::NodeBanned { .. } => 0,
-        GetError::UnknownFile { .. } | GetError::Refused { .. } => 1,
-        GetError::Interrupted => 3,
-        _ => 2,
+        GetError::HashMismatch { .. } => 0,
+        GetError::NodeBanned { .. } => 1,
+        GetError::UnknownFile { .. } | GetError::Refused { .. } => 2,
+        GetError::Interrupted => 4,
+        _ => 3,
     };
     errors.into_iter().map(|(_, e)| e).min_by_key(rank).unwrap_or(GetError::NoPeers)
 }
