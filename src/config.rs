@@ -30,6 +30,17 @@ pub const CHUNK_SIZE_MIN_BYTES: u32 = 4 * 1024;
 /// Largest accepted chunk size. A chunk is the unit of verification, so a receiver buffers a
 /// whole one per request in flight.
 pub const CHUNK_SIZE_MAX_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Allocations below this many bytes come from malloc's arenas instead of their own
+/// mmap (glibc's `M_MMAP_THRESHOLD`, set by the node at start): twice the largest chunk, so
+/// a chunk buffer is reused memory, not fresh pages. 32 MiB is also glibc's ceiling for it
+/// on 64-bit.
+pub const ALLOCATOR_MMAP_THRESHOLD_BYTES: usize = 2 * CHUNK_SIZE_MAX_BYTES as usize;
+
+/// Free memory at the top of a malloc arena beyond this many bytes goes back to the kernel
+/// (glibc's `M_TRIM_THRESHOLD`, set by the node at start). Below it the pages stay mapped
+/// for the next chunk buffer; see tuning.md, "Allocator tuning".
+pub const ALLOCATOR_TRIM_THRESHOLD_BYTES: usize = 2 * CHUNK_SIZE_MAX_BYTES as usize;
 /// Most chunks one file may have: bounds a manifest to 32 MiB of hashes.
 pub const CHUNKS_PER_FILE_MAX: u32 = 1 << 20;
 

@@ -31,6 +31,7 @@ use super::seed::{
     SHARD_ANSWER_TIMEOUT,
 };
 use super::spawn_shards;
+use super::sys;
 use crate::config::{throttle_burst_bytes, ConfigError, NodeConfig, SHARD_STOP_GRACE};
 use crate::crypto::FileId;
 use crate::dht::{Key, NodeId, Transports};
@@ -329,6 +330,7 @@ impl Node {
     /// serving `files`. Returns once every shard listens, or why one could not.
     pub fn start(files: Vec<ServedFile>, opts: &NodeOptions) -> Result<Self, NodeError> {
         opts.config.validate()?;
+        sys::tune_allocator();
         if !opts.accept_tcp && opts.webrtc.is_none() {
             return Err(NodeError::Shards(io::Error::other(
                 "a node that takes no TCP connections needs WebRTC (--webrtc)",
