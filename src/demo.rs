@@ -139,6 +139,10 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
         transport: TransportChoice::Tcp,
         web_seeds: Vec::new(),
     };
+    // The raw-TCP reference runs around the download (one copy before it, the rest after),
+    // and the best one counts: one noisy sample on a shared machine cannot swing the ratio.
+    let raw_path = tmp.path().join("raw.img");
+    let mut raw_runs = vec![raw_copy(&src, &raw_path, shards)?];
     // The downloader is a node of its own (no listener): the download runs on its shards.
     let getter = Node::start(Vec::new(), &NodeOptions::new(None, shards, downloader))?;
     let report = getter.handle().get(get_opts, Arc::new(AtomicBool::new(false)), Box::new(|_| {}));
@@ -154,7 +158,14 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
     if digest != file_sha256(&src)? {
         bail!("downloaded file differs from the original");
     }
-    let raw = crate::bench::raw_tcp_copy(&src, &tmp.path().join("raw.img"), shards)?;
+    for _ in 1..RAW_TCP_RUNS {
+        raw_runs.push(raw_copy(&src, &raw_path, shards)?);
+    }
+    let raw = raw_runs
+        .iter()
+        .max_by(|a, b| a.bytes_per_sec.total_cmp(&b.bytes_per_sec))
+        .cloned()
+        .context("no raw TCP run")?;
     let ratio = report.bytes_per_sec / raw.bytes_per_sec;
     if json {
         crate::output::say(
@@ -163,6 +174,7 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
                 "providers": providers,
                 "seeders": stats,
                 "raw_tcp": raw,
+                "raw_tcp_runs": raw_runs,
                 "ratio_to_raw_tcp": ratio,
                 "identical": true,
                 "downloaded_sha256": digest
@@ -172,15 +184,16 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
     } else {
         say("   identical: yes".into())?;
         say(format!(
-            "done: {} MiB in {:.2} s = {:.0} MB/s; raw loopback TCP copy of the same file: {:.0} MB/s (ratio {:.2})",
+            "done: {} MiB in {:.2} s = {:.0} MB/s; raw loopback TCP copy of the same file, best of {} runs around the download: {:.0} MB/s (ratio {:.2})",
             size >> 20,
             report.seconds,
             report.bytes_per_sec / 1e6,
+            raw_runs.len(),
             raw.bytes_per_sec / 1e6,
             ratio
         ))?;
         say(format!(
-            "seeders: {} chunks, {} payload bytes encrypted in one pass from memory maps",
+            "seeders: {} chunks, {} payload bytes each read once from the file and sealed in place",
             stats.chunks_served, stats.payload_bytes_sealed
         ))?;
         say(format!("cleaning up {}", tmp.path().display()))?;
@@ -190,6 +203,18 @@ pub fn run(data_dir: &Path, size: u64, shards: usize, json: bool) -> Result<i32>
 
 /// Seeders the demo starts.
 const SEEDERS: usize = 3;
+
+/// Raw loopback TCP copies the demo's ratio is taken against (the best of them): one
+/// before the download, the rest after it.
+const RAW_TCP_RUNS: usize = 3;
+
+/// One raw loopback TCP copy of `src` into `dst` (removed afterwards, so the copies never
+/// hold more than one extra file's room).
+fn raw_copy(src: &Path, dst: &Path, connections: usize) -> Result<crate::bench::RawTcpReport> {
+    let report = crate::bench::raw_tcp_copy(src, dst, connections);
+    std::fs::remove_file(dst).ok();
+    report
+}
 
 /// Asks the DHT for providers of `key` until every seeder's announcement has landed (they
 /// are paced, so the first seconds may find fewer), or 20 s have passed with at least one.

@@ -32,12 +32,19 @@ fn demo_discovers_providers_and_downloads_an_identical_file() {
     assert_eq!(peers.len(), 3, "{v}");
     let total: u64 = peers.iter().map(|p| p["bytes"].as_u64().unwrap()).sum();
     assert!(total >= 16 << 20);
-    // Encrypted (the default) in one pass from the seeders' maps.
+    // Encrypted (the default): every payload byte sealed by the seeders.
     assert!(v["seeders"]["payload_bytes_sealed"].as_u64().unwrap() >= 16 << 20);
     // Each provider proved the node ID the DHT named for it.
     for p in peers {
         let id = p["node_id"].as_str().unwrap();
         assert!(v["providers"].as_array().unwrap().iter().any(|c| c["node_id"] == id), "{v}");
     }
-    assert!(v["ratio_to_raw_tcp"].as_f64().unwrap() > 0.0);
+    // The ratio is taken against the best of the raw copies around the download.
+    let runs = v["raw_tcp_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{v}");
+    let best = runs.iter().map(|r| r["bytes_per_sec"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert_eq!(v["raw_tcp"]["bytes_per_sec"].as_f64().unwrap(), best, "{v}");
+    assert!(runs.iter().all(|r| r["bytes"] == 16u64 << 20), "{v}");
+    let ratio = v["get"]["bytes_per_sec"].as_f64().unwrap() / best;
+    assert!((v["ratio_to_raw_tcp"].as_f64().unwrap() - ratio).abs() < 1e-9, "{v}");
 }
