@@ -190,9 +190,10 @@ pub const BROWSER_OFFER_MAX_BYTES: usize = 16 * 1024;
 /// signaling (each costs the seeder a peer connection until it opens or times out).
 pub const BROWSER_SIGNALS_PER_S: u64 = 1;
 
-/// Offers one client IP may signal at once before [`BROWSER_SIGNALS_PER_S`] applies (a page
-/// opening several channels, a few reloads).
-pub const BROWSER_SIGNAL_BURST: u64 = 8;
+/// Offers (and provider lookups) one client IP may signal at once before
+/// [`BROWSER_SIGNALS_PER_S`] applies: a page opening its channels (a lookup, this node,
+/// up to [`BROWSER_PEERS_MAX`] others) and a reload.
+pub const BROWSER_SIGNAL_BURST: u64 = 16;
 
 /// How often a seeder sends a browser session an ICE consent check (RFC 7675), in ms.
 pub const BROWSER_ICE_KEEPALIVE_MS: u64 = 1_000;
@@ -204,6 +205,26 @@ pub const BROWSER_ICE_SILENCE_MS: u64 = 8_000;
 /// Client IPs the signaling rate limit remembers; when full, the IPs whose budget is whole
 /// again are forgotten, and if none is, new IPs are refused (429) until some are.
 pub const BROWSER_SIGNAL_IPS_MAX: usize = 4096;
+
+/// Other providers of a file the share page is handed (`GET /f/FILE_ID/peers`: found
+/// through the DHT, offering WebRTC), at most: the page opens a channel to each.
+pub const BROWSER_PEERS_MAX: usize = 8;
+
+/// How long `GET /f/FILE_ID/peers` looks for providers in the DHT before it answers with
+/// what it found (none: the page downloads from this node alone).
+pub const BROWSER_PEERS_LOOKUP: Duration = Duration::from_secs(5);
+
+/// How long a lookup's providers are reused for the next `GET /f/FILE_ID/peers` of the
+/// same file; the last lookup's providers are the only nodes `POST
+/// /f/FILE_ID/signal/NODE_ID` relays offers to.
+pub const BROWSER_PEERS_TTL: Duration = Duration::from_secs(60);
+
+/// Files whose providers the share page's gateway remembers (cleared when full).
+pub const BROWSER_PEERS_FILES_MAX: usize = 1024;
+
+/// How long a browser offer relayed to another provider through the DHT may take (a
+/// lookup of the node, then two signaling round trips through its relays).
+pub const BROWSER_RELAY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Connections one seeder shard serves at once; more are closed at accept. Keep
 /// shards × this below the file-descriptor limit (`ulimit -n`).

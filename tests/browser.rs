@@ -4,7 +4,8 @@
 //! its Download button fetches the manifest (checked against the file ID), opens a WebRTC
 //! data channel to the seeder through the page's HTTP signaling, fetches every chunk over
 //! it and verifies each with WebCrypto; the file Chromium saves is byte-identical. The
-//! seeder counts the session as a browser's WebRTC session.
+//! seeder counts the session as a browser's WebRTC session. With other seeders of the file
+//! in the DHT, the page signals them through its node too and downloads from all at once.
 // Waits for events read the wall clock (the lint confines it to node::clock in the crate).
 #![allow(clippy::disallowed_methods)]
 
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chromium::{Browser, Page};
-use common::{get_cmd, publish_id, run_ok, tempdir, write_file, Seeder};
+use common::{fm, get_cmd, json, publish_id, run_ok, tempdir, write_file, Seeder};
 use serde_json::{json, Value};
 
 /// A seeder with the HTTP gateway, WebRTC and the API on loopback, and its gateway address.
@@ -95,9 +96,12 @@ impl SharePage {
         let mut page = browser.page();
         page.call("Page.enable", json!({}));
         page.call("Page.navigate", json!({"url": format!("http://{http}/f/{id}?save=download")}));
+        // The script is deferred: the button exists before its listener does, and a click
+        // in between is lost. `furymeshStatus` is set in the same run that adds it.
         page.wait_for(
-            "the share page",
-            "document.getElementById('download') ? document.getElementById('share').innerText : ''",
+            "the share page and its script",
+            "window.furymeshStatus && document.getElementById('download') \
+             ? document.getElementById('share').innerText : ''",
             Duration::from_secs(60),
             |v| v.as_str().is_some_and(|s| s.contains(id)),
         );
@@ -107,6 +111,20 @@ impl SharePage {
     /// Presses the page's Download button.
     fn download(&mut self) {
         self.page.eval("document.getElementById('download').click()");
+    }
+
+    /// Downloads `name` whole and checks Chromium saved exactly `bytes` with no corrupt
+    /// chunk on the way; the page's final status and the seconds it took.
+    fn download_whole(&mut self, name: &str, bytes: &[u8]) -> (Value, f64) {
+        let began = Instant::now();
+        self.download();
+        let status = wait_done(&mut self.page, Duration::from_secs(600));
+        let secs = began.elapsed().as_secs_f64();
+        assert_eq!(status["bytes"], bytes.len(), "{status}");
+        assert_eq!(status["corrupt"], 0, "{status}");
+        let path = wait_saved(&self.saved, name, bytes.len() as u64, Duration::from_secs(120));
+        assert!(fs::read(&path).unwrap() == bytes, "the saved file differs from the published one");
+        (status, secs)
     }
 }
 
@@ -126,15 +144,7 @@ fn a_browser_downloads_64_mib_over_webrtc_and_verifies_every_chunk() {
     let shown = shown.as_str().unwrap();
     assert!(shown.contains("release-1.0.iso") && shown.contains("64.0 MiB"), "{shown}");
 
-    let began = Instant::now();
-    share.download();
-    let status = wait_done(&mut share.page, Duration::from_secs(600));
-    let secs = began.elapsed().as_secs_f64();
-    assert_eq!(status["bytes"], 64 << 20, "{status}");
-    assert_eq!(status["corrupt"], 0, "{status}");
-    let path = wait_saved(&share.saved, "release-1.0.iso", 64 << 20, Duration::from_secs(120));
-    let got = fs::read(&path).unwrap();
-    assert!(got == bytes, "the saved file differs from the published one");
+    let (_, secs) = share.download_whole("release-1.0.iso", &bytes);
     let screen = share.page.eval("document.getElementById('progress').innerText");
     eprintln!("browser: 64 MiB in {secs:.1} s ({:.1} MiB/s) on screen: {screen}", 64.0 / secs);
     drop(share);
@@ -291,4 +301,129 @@ fn a_corrupt_chunk_is_refused_in_the_browser_and_never_saved() {
     assert_eq!(status["corrupt"], 0, "{status}");
     let path = wait_saved(&share.saved, "tools.tar", 8 << 20, Duration::from_secs(120));
     assert!(fs::read(&path).unwrap() == bytes, "the saved file differs from the published one");
+}
+
+/// Three seeders of one file on loopback, each with its own copy under `dir`: A serves the
+/// share page (`--http`) and is the DHT's meeting point, B and C join through it; all three
+/// offer WebRTC. Returns them, A's gateway address, the file ID and its bytes, once A's
+/// DHT finds all three providers.
+struct ThreeSeeders {
+    seeders: Vec<(Seeder, PathBuf)>,
+    http: String,
+    id: String,
+    bytes: Vec<u8>,
+}
+
+impl ThreeSeeders {
+    fn start(dir: &Path, name: &str, len: usize, seed: u64) -> Self {
+        let bytes = common::pattern(len, seed);
+        let mut id = String::new();
+        let mut files = Vec::new();
+        for n in ["a", "b", "c"] {
+            let copy = dir.join(n).join(name);
+            fs::create_dir_all(copy.parent().unwrap()).unwrap();
+            fs::write(&copy, &bytes).unwrap();
+            let data = dir.join(n).join("data");
+            let got = publish_id(&data, &copy, &["--chunk-size", "256KiB"]);
+            assert!(id.is_empty() || id == got, "the copies have different IDs");
+            id = got;
+            files.push((data, copy));
+        }
+        let (a, http) = seeder_with_share_page(&files[0].0);
+        let mut seeders = vec![(a, files[0].1.clone())];
+        for (data, copy) in &files[1..] {
+            let args = ["--api", "127.0.0.1:0", "--webrtc", "127.0.0.1:0", "--bootstrap"];
+            let mut args = args.to_vec();
+            let boot = seeders[0].0.peer();
+            args.push(&boot);
+            seeders.push((Seeder::start_with_args(data, 1, &args), copy.clone()));
+        }
+        // A's DHT finds all three, each offering WebRTC (a forming network: poll).
+        let client = dir.join("dht-client");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = fm(&client)
+                .args(["--json", "dht", "find-providers", &id, "--bootstrap", &seeders[0].0.peer()])
+                .args(["--timeout-secs", "5"])
+                .output()
+                .unwrap();
+            let found = if out.status.success() { json(&out) } else { Value::Null };
+            let rtc = found["contacts"]
+                .as_array()
+                .map_or(0, |c| c.iter().filter(|c| c["webrtc"] == true).count());
+            if rtc >= 3 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "three WebRTC providers never showed up: {found}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Self { seeders, http, id, bytes }
+    }
+
+    /// Stops the seeders; their stats JSON, A's first.
+    fn stop(self) -> Vec<Value> {
+        self.seeders.into_iter().map(|(s, _)| s.stop()).collect()
+    }
+}
+
+/// The page's seeders (`furymeshStatus.seeders`) that served it verified chunks.
+fn contributors(status: &Value) -> Vec<&Value> {
+    let all = status["seeders"].as_array().into_iter().flatten();
+    all.filter(|s| s["chunks"].as_u64() > Some(0)).collect()
+}
+
+#[test]
+fn a_browser_downloads_64_mib_from_three_seeders_found_through_the_dht() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let t = tempdir();
+    let three = ThreeSeeders::start(t.path(), "release-2.0.iso", 64 << 20, 19);
+
+    let mut share = SharePage::open(t.path(), &three.http, &three.id);
+    let (status, secs) = share.download_whole("release-2.0.iso", &three.bytes);
+    // Each seeder served the page verified chunks: this node and both relayed ones.
+    let from = contributors(&status);
+    assert_eq!(from.len(), 3, "{status}");
+    assert!(from.iter().any(|s| s["node"] == "origin"), "{status}");
+    eprintln!("browser: 64 MiB from three seeders in {secs:.1} s ({:.1} MiB/s)", 64.0 / secs);
+    for s in status["seeders"].as_array().unwrap() {
+        eprintln!("  {}: {} chunks, channel open after {} ms", s["node"], s["chunks"], s["openMs"]);
+    }
+    drop(share);
+
+    // Each seeder counted a browser session and served chunks.
+    for stats in three.stop() {
+        assert!(stats["browser_connections"].as_u64() >= Some(1), "{stats}");
+        assert!(stats["chunks_served"].as_u64() > Some(0), "{stats}");
+    }
+}
+
+#[test]
+fn a_seeder_that_serves_corrupt_chunks_is_dropped_and_the_others_finish_the_file() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let t = tempdir();
+    let len = 16 << 20;
+    let three = ThreeSeeders::start(t.path(), "tools-2.tar", len, 20);
+    // C's copy changes behind its back in every chunk: whatever it is asked, it lies.
+    let liar = three.seeders[2].1.clone();
+    for chunk in 0..(len / (256 << 10)) {
+        rewrite_in_place(&liar, (chunk * (256 << 10) + 77) as u64, b"not what was published");
+    }
+
+    let mut share = SharePage::open(t.path(), &three.http, &three.id);
+    share.download();
+    let status = wait_done(&mut share.page, Duration::from_secs(600));
+    let path = wait_saved(&share.saved, "tools-2.tar", len as u64, Duration::from_secs(120));
+    assert!(fs::read(&path).unwrap() == three.bytes, "the saved file differs");
+    // The liar was caught and dropped; the other two served every chunk that counted.
+    assert!(status["corrupt"].as_u64() >= Some(1), "{status}");
+    let seeders = status["seeders"].as_array().unwrap();
+    let dropped: Vec<_> = seeders.iter().filter(|s| s["state"] == "dropped").collect();
+    assert_eq!(dropped.len(), 1, "{status}");
+    assert_eq!(dropped[0]["node"], common::node_id(&t.path().join("c/data")), "{status}");
+    assert_eq!(dropped[0]["chunks"], 0, "{status}");
+    assert!(dropped[0]["error"].as_str().unwrap().contains("corrupt"), "{status}");
+    assert_eq!(contributors(&status).len(), 2, "{status}");
+    drop(share);
+    let stats = three.stop();
+    assert!(stats[2]["chunks_served"].as_u64() >= Some(1), "the liar served: {}", stats[2]);
 }

@@ -284,3 +284,55 @@ fn a_file_truncated_under_the_gateway_is_a_clean_error_and_the_node_keeps_servin
     seeder.stop();
     assert!(furymesh::gateway::read_addr(&data).is_none(), "http.addr outlived the seeder");
 }
+
+#[test]
+fn the_share_pages_peers_and_relay_endpoints_refuse_unknown_nodes_and_bound_each_client() {
+    let t = tempdir();
+    let data = t.path().join("seed");
+    let file = t.path().join("f.bin");
+    write_file(&file, 300_000, 21);
+    let id = publish_id(&data, &file, &[]);
+    let args = ["--api", "off", "--http", "127.0.0.1:0", "--webrtc", "127.0.0.1:0"];
+    let _seeder = Seeder::start_with_args(&data, 1, &args);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let http = loop {
+        if let Some(a) = furymesh::gateway::read_addr(&data) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "the gateway wrote no http.addr");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    // Alone in its DHT: the node names itself and no other provider.
+    let got = curl(t.path(), &format!("http://{http}/f/{id}/peers"), &[]);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("content-type"), "application/json");
+    let peers: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(peers["node"], node_id(&data), "{peers}");
+    assert_eq!(peers["peers"], serde_json::json!([]), "{peers}");
+
+    // Offers are relayed only to providers a lookup for this file found: not to any node.
+    let offer = ["-X", "POST", "-H", "content-type: application/sdp", "--data-binary", "v=0\r\n"];
+    let other = "ab".repeat(20);
+    let relay = |file: &str, node: &str| {
+        curl(t.path(), &format!("http://{http}/f/{file}/signal/{node}"), &offer)
+    };
+    let got = relay(&id, &other);
+    assert_eq!(got.status, 404, "{}", String::from_utf8_lossy(&got.body));
+    assert!(String::from_utf8_lossy(&got.body).contains("/peers"));
+    assert_eq!(relay(&id, "not-a-node").status, 400);
+    assert_eq!(relay(&id, &node_id(&data)).status, 404, "not to itself either");
+    assert_eq!(relay(&"0".repeat(64), &other).status, 404, "an unpublished file");
+
+    // Each lookup is charged to the client's signaling budget: a burst, then 429.
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let s = curl(t.path(), &format!("http://{http}/f/{id}/peers"), &[]).status;
+        statuses.push(s);
+        if s == 429 {
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+}

@@ -428,6 +428,7 @@ fn tampered_replayed_and_misdirected_signals_at_a_seeder_open_no_channel() {
             addr: "127.0.0.1:9".parse().unwrap(),
         }],
         sdp: "v=0\r\na=fingerprint:sha-256 AA:BB\r\n".into(),
+        browser: None,
     };
     let offer = offerer.seal_offer(&payload).unwrap();
     let mut tampered = offer.clone();

@@ -317,6 +317,7 @@ pub fn signal_payload(side: u8) -> furymesh::crypto::signal::SignalPayload {
              a=fingerprint:sha-256 {}\r\na=ice-ufrag:fz{side}\r\na=ice-pwd:fuzzfuzzfuzzfuzzfuzz{side}\r\n",
             ["AB"; 32].join(":")
         ),
+        browser: None,
     }
 }
 

@@ -69,6 +69,9 @@ impl From<NodeError> for ApiError {
             }
             NodeError::NoProviders(_) => Self::new(StatusCode::NOT_FOUND, "no_providers", detail),
             NodeError::Dht(_) => Self::new(StatusCode::BAD_GATEWAY, "dht_error", detail),
+            NodeError::Signaling { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, "signaling_failed", detail)
+            }
             NodeError::ShardStuck(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "shard_stuck", detail)
             }

@@ -27,7 +27,7 @@
 //! message each, so the AEAD nonce is fixed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hkdf::Hkdf;
@@ -41,6 +41,7 @@ use super::identity::{
     ED25519_SIGNATURE_BYTES,
 };
 use super::NodeId;
+use crate::wire::{ip_from_octets, ip_octets};
 
 /// Wire version of every signaling message (its first byte).
 /// 2: a payload carries several candidates (host, server-reflexive, relayed); 1 carried one.
@@ -133,47 +134,60 @@ pub struct SignalCandidate {
 /// What an offer or answer carries: where the sender's WebRTC socket can be reached (its
 /// ICE candidates, RFC 8445 §5.1.1) and its SDP (RFC 8866; for a data channel, RFC
 /// 8831 §6), whose `a=fingerprint` line is the DTLS certificate's.
+///
+/// A *browser offer* (`browser` set) is the signed statement of the sending node that the
+/// SDP is a browser's, whose share page it serves (ARCHITECTURE.md, "Browser peers"): the
+/// target answers it with a browser session (plaintext peer wire inside DTLS). Encoded as
+/// a trailing `0x01 ‖ IPv6 (16 bytes)` after the SDP, so a node from before it refuses the
+/// offer as malformed rather than answering it with the handshake the browser cannot run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignalPayload {
-    /// The sender's candidates, 1 to [`SIGNAL_CANDIDATES_MAX`], host first.
+    /// The sender's candidates, 1 to [`SIGNAL_CANDIDATES_MAX`], host first (none for a
+    /// browser offer: the browser's checks are routed by their ICE username fragment).
     pub candidates: Vec<SignalCandidate>,
     /// The session description, at most [`SIGNAL_SDP_BYTES_MAX`] bytes.
     pub sdp: String,
+    /// A browser offer: the IP address the browser's HTTP request came from, as the
+    /// sending node saw it (the target uses it to pick the local address toward it).
+    pub browser: Option<IpAddr>,
 }
+
+/// The trailing flag of a browser offer (see [`SignalPayload`]).
+const BROWSER_FLAG: u8 = 1;
 
 impl SignalPayload {
     fn encode(&self) -> Option<Vec<u8>> {
         let n = self.candidates.len();
-        if self.sdp.len() > SIGNAL_SDP_BYTES_MAX || n == 0 || n > SIGNAL_CANDIDATES_MAX {
+        let least = usize::from(self.browser.is_none());
+        if self.sdp.len() > SIGNAL_SDP_BYTES_MAX || n < least || n > SIGNAL_CANDIDATES_MAX {
             return None;
         }
-        let mut out = Vec::with_capacity(3 + 19 * n + self.sdp.len());
+        let mut out = Vec::with_capacity(3 + 19 * n + self.sdp.len() + 17);
         out.push(n as u8);
         for c in &self.candidates {
-            let ip = match c.addr.ip() {
-                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-                IpAddr::V6(v6) => v6,
-            };
             out.push(c.kind.code());
-            out.extend_from_slice(&ip.octets());
+            out.extend_from_slice(&ip_octets(c.addr.ip()));
             out.extend_from_slice(&c.addr.port().to_le_bytes());
         }
         out.extend_from_slice(&(self.sdp.len() as u16).to_le_bytes());
         out.extend_from_slice(self.sdp.as_bytes());
+        if let Some(ip) = self.browser {
+            out.push(BROWSER_FLAG);
+            out.extend_from_slice(&ip_octets(ip));
+        }
         Some(out)
     }
 
     fn decode(b: &[u8]) -> Option<Self> {
         let mut r = Reader::new(b);
         let n = usize::from(r.u8()?);
-        if n == 0 || n > SIGNAL_CANDIDATES_MAX {
+        if n > SIGNAL_CANDIDATES_MAX {
             return None;
         }
         let mut candidates = Vec::with_capacity(n);
         for _ in 0..n {
             let kind = CandidateKind::from_code(r.u8()?)?;
-            let v6 = Ipv6Addr::from(r.array::<16>()?);
-            let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
+            let ip = ip_from_octets(r.array::<16>()?);
             candidates.push(SignalCandidate { kind, addr: SocketAddr::new(ip, r.u16()?) });
         }
         let len = usize::from(r.u16()?);
@@ -181,7 +195,17 @@ impl SignalPayload {
             return None;
         }
         let sdp = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
-        r.is_empty().then_some(Self { candidates, sdp })
+        let browser = if r.is_empty() {
+            None
+        } else {
+            (r.u8()? == BROWSER_FLAG).then_some(())?;
+            Some(ip_from_octets(r.array::<16>()?))
+        };
+        // Only a browser offer names no candidate of its sender.
+        if !r.is_empty() || (n == 0 && browser.is_none()) {
+            return None;
+        }
+        Some(Self { candidates, sdp, browser })
     }
 }
 
@@ -610,11 +634,17 @@ mod tests {
                 },
             ],
             sdp: format!("v=0\r\na=fingerprint:sha-256 {fp}\r\n"),
+            browser: None,
         }
     }
 
     /// One full exchange; returns what each side got.
     fn exchange() -> (SignalPayload, SignalPayload, NodeId) {
+        exchange_with(&payload(1, "AA"))
+    }
+
+    /// One full exchange offering `offered`; returns what each side got.
+    fn exchange_with(offered: &SignalPayload) -> (SignalPayload, SignalPayload, NodeId) {
         let (s, t) = (session(ALICE, 1, NOW + 3600), session(BOB, 2, NOW + 3600));
         let mut responder = SignalResponder::new(t.clone());
         let (init, hello) = SignalInitiator::start(s.clone(), t.node_id(), NOW, [7; 48]);
@@ -622,7 +652,7 @@ mod tests {
         let reply = responder.handle_hello(&hello, NOW, [9; 32]).unwrap();
         assert!(reply.len() <= SIGNAL_MESSAGE_BYTES_MAX);
         let mut offerer = init.handle_reply(&reply, NOW).unwrap();
-        let offer = offerer.seal_offer(&payload(1, "AA")).unwrap();
+        let offer = offerer.seal_offer(offered).unwrap();
         let opened = responder.open_offer(&offer).unwrap();
         let answer = responder.seal_answer(&opened, &payload(2, "BB")).unwrap();
         let got = offerer.open_answer(&answer).unwrap();
@@ -737,8 +767,34 @@ mod tests {
         let largest = SignalPayload {
             candidates: vec![v6; SIGNAL_CANDIDATES_MAX],
             sdp: "a".repeat(SIGNAL_SDP_BYTES_MAX),
+            browser: Some("2001:db8::2".parse().unwrap()),
         };
         let sealed = 2 + NONCE_BYTES + 64 + largest.encode().unwrap().len() + TAG_BYTES;
         assert!(sealed <= SIGNAL_MESSAGE_BYTES_MAX, "{sealed}");
+    }
+
+    #[test]
+    fn a_browser_offer_is_flagged_signed_and_needs_no_candidate() {
+        let p = SignalPayload {
+            candidates: vec![],
+            browser: Some("192.0.2.9".parse().unwrap()),
+            ..payload(1, "DD")
+        };
+        let b = p.encode().unwrap();
+        assert_eq!(SignalPayload::decode(&b), Some(p.clone()));
+        for i in 0..b.len() {
+            assert!(SignalPayload::decode(&b[..i]).is_none(), "prefix {i}");
+        }
+        // An unknown flag, or bytes after the address: refused.
+        let mut bad = b.clone();
+        let flag = b.len() - 17;
+        bad[flag] = 2;
+        assert!(SignalPayload::decode(&bad).is_none());
+        let mut long = b.clone();
+        long.push(0);
+        assert!(SignalPayload::decode(&long).is_none());
+        // The flag is inside the signed, sealed offer: the target sees it as sent.
+        let (offer, _, _) = exchange_with(&p);
+        assert_eq!(offer, p);
     }
 }

@@ -88,6 +88,7 @@ impl GatewayServer {
             collections_dir: layout::collections_dir(&opts.data_dir),
             collections: Mutex::default(),
             signals: share::SignalLimiter::default(),
+            providers: share::Providers::default(),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -164,6 +165,9 @@ struct GatewayState {
     collections: Mutex<HashMap<FileId, Arc<Collection>>>,
     /// The share page's signaling budgets per client IP.
     signals: share::SignalLimiter,
+    /// Other providers of each shared file, as the last DHT lookup found them: the only
+    /// nodes the page's offers are relayed to.
+    providers: share::Providers,
 }
 
 impl GatewayState {
@@ -179,6 +183,8 @@ fn router(state: Arc<GatewayState>) -> Router {
         .route("/f/{id}", get(share::page))
         .route("/f/{id}/manifest", get(share::manifest))
         .route("/f/{id}/signal", axum::routing::post(share::signal))
+        .route("/f/{id}/peers", get(share::peers))
+        .route("/f/{id}/signal/{node}", axum::routing::post(share::relay))
         .route("/share.js", get(share::script))
         .route("/share.css", get(share::style))
         .fallback(|| async {

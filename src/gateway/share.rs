@@ -11,6 +11,15 @@
 //!   ([`Handle::answer_browser`]; ARCHITECTURE.md, "Browser peers"). Bounded
 //!   (`BROWSER_OFFER_MAX_BYTES`), rate-limited per client IP (an IPv6 client per /64),
 //!   refused on a private network (403) and without WebRTC (503).
+//! - `GET /f/FILE_ID/peers`: other providers of the file that offer WebRTC, found through
+//!   this node's DHT (`{"node": ID, "peers": [ID, …]}`, at most `BROWSER_PEERS_MAX`; a
+//!   lookup's answer is reused for `BROWSER_PEERS_TTL`). Charged to the client IP's
+//!   signaling budget.
+//! - `POST /f/FILE_ID/signal/NODE_ID`: the page's SDP offer relayed to provider NODE_ID
+//!   through the DHT's signaling path, that provider's answer out
+//!   ([`Handle::relay_browser_offer`]; ARCHITECTURE.md, "Browser peers"). Only to a node
+//!   the last lookup for this file returned (404 otherwise: this node is no signaling
+//!   relay toward arbitrary nodes); the same bounds and per-IP budget as `/signal`.
 //! - `GET /share.js`, `/share.css`: the page's script and style.
 //!
 //! Every value from the catalog is written into the page HTML-escaped, and the page is
@@ -29,10 +38,13 @@ use axum::response::{IntoResponse, Response};
 
 use super::{lock, text, GatewayState};
 use crate::config::{
-    BROWSER_OFFER_MAX_BYTES, BROWSER_SIGNALS_PER_S, BROWSER_SIGNAL_BURST, BROWSER_SIGNAL_IPS_MAX,
+    BROWSER_OFFER_MAX_BYTES, BROWSER_PEERS_FILES_MAX, BROWSER_PEERS_LOOKUP, BROWSER_PEERS_MAX,
+    BROWSER_PEERS_TTL, BROWSER_RELAY_TIMEOUT, BROWSER_SIGNALS_PER_S, BROWSER_SIGNAL_BURST,
+    BROWSER_SIGNAL_IPS_MAX,
 };
 use crate::crypto::{ContentId, FileId, IdKind};
-use crate::node::clock;
+use crate::dht::{Key, NodeId};
+use crate::node::{clock, DhtQuery};
 use crate::storage::CatalogEntry;
 use crate::throttle::Throttle;
 
@@ -203,6 +215,49 @@ pub(super) async fn manifest(
     Ok(r)
 }
 
+/// A private network's node serves no browsers (they cannot prove its secret).
+fn on_private_network(st: &GatewayState) -> Option<Response> {
+    st.handle.security().network().is_some().then(|| {
+        text(
+            StatusCode::FORBIDDEN,
+            "this node is on a private network (--network-secret): browsers cannot prove the secret",
+        )
+    })
+}
+
+/// Charges one signaling request to `client`'s budget; the 429 when it is spent.
+fn over_budget(st: &GatewayState, client: IpAddr) -> Option<Response> {
+    if st.signals.admit(client, clock::now()) {
+        return None;
+    }
+    let mut r = text(StatusCode::TOO_MANY_REQUESTS, "too many offers from your address");
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    Some(r)
+}
+
+/// The page's SDP offer from a request body: bounded, UTF-8, an SDP.
+async fn read_offer(body: Body) -> Result<String, Response> {
+    let offer: Bytes = to_bytes(body, BROWSER_OFFER_MAX_BYTES).await.map_err(|_| {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("an offer is at most {BROWSER_OFFER_MAX_BYTES} bytes"),
+        )
+    })?;
+    let offer = String::from_utf8(offer.to_vec())
+        .map_err(|_| text(StatusCode::BAD_REQUEST, "the offer is not UTF-8"))?;
+    if !offer.starts_with("v=0") {
+        return Err(text(StatusCode::BAD_REQUEST, "not an SDP offer"));
+    }
+    Ok(offer)
+}
+
+/// An SDP answer for the page.
+fn sdp_answer(answer: String) -> Response {
+    let mut r = with_type(answer, "application/sdp");
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
 /// `POST /f/FILE_ID/signal`: the page's SDP offer in, the seeder's answer out.
 pub(super) async fn signal(
     State(st): State<Arc<GatewayState>>,
@@ -213,11 +268,8 @@ pub(super) async fn signal(
     if let Err(n) = published_file(&st, &id) {
         return n.into_response();
     }
-    if st.handle.security().network().is_some() {
-        return text(
-            StatusCode::FORBIDDEN,
-            "this node is on a private network (--network-secret): browsers cannot prove the secret",
-        );
+    if let Some(r) = on_private_network(&st) {
+        return r;
     }
     if st.handle.webrtc_addr().is_none() {
         return text(
@@ -225,39 +277,144 @@ pub(super) async fn signal(
             "this node runs without WebRTC (seed --webrtc HOST:PORT)",
         );
     }
-    if !st.signals.admit(client.ip(), clock::now()) {
-        let mut r = text(StatusCode::TOO_MANY_REQUESTS, "too many offers from your address");
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    if let Some(r) = over_budget(&st, client.ip()) {
         return r;
     }
-    let offer: Bytes = match to_bytes(body, BROWSER_OFFER_MAX_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("an offer is at most {BROWSER_OFFER_MAX_BYTES} bytes"),
-            )
-        }
+    let offer = match read_offer(body).await {
+        Ok(o) => o,
+        Err(r) => return r,
     };
-    let Ok(offer) = String::from_utf8(offer.to_vec()) else {
-        return text(StatusCode::BAD_REQUEST, "the offer is not UTF-8");
-    };
-    if !offer.starts_with("v=0") {
-        return text(StatusCode::BAD_REQUEST, "not an SDP offer");
-    }
     let asked = st.handle.answer_browser(offer, client.ip());
     match tokio::time::timeout(ANSWER_TIMEOUT, asked).await {
-        Ok(Ok(Some(answer))) => {
-            let mut r = with_type(answer, "application/sdp");
-            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
-        }
+        Ok(Ok(Some(answer))) => sdp_answer(answer),
         Ok(Ok(None)) => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the seeder could not take this offer (malformed, or it is full)",
         ),
         Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "the seeder did not answer in time"),
+    }
+}
+
+/// Other providers of each shared file that offer WebRTC, as the last DHT lookup for it
+/// found them (this node left out), at most `BROWSER_PEERS_FILES_MAX` files.
+#[derive(Default)]
+pub(super) struct Providers {
+    files: Mutex<HashMap<FileId, (Instant, Vec<NodeId>)>>,
+}
+
+impl Providers {
+    /// The providers of `id` found at most `BROWSER_PEERS_TTL` before `now`.
+    fn fresh(&self, id: &FileId, now: Instant) -> Option<Vec<NodeId>> {
+        let files = lock(&self.files);
+        let (at, nodes) = files.get(id)?;
+        (now.saturating_duration_since(*at) < BROWSER_PEERS_TTL).then(|| nodes.clone())
+    }
+
+    fn put(&self, id: FileId, now: Instant, nodes: Vec<NodeId>) {
+        let mut files = lock(&self.files);
+        if files.len() >= BROWSER_PEERS_FILES_MAX && !files.contains_key(&id) {
+            files.clear();
+        }
+        files.insert(id, (now, nodes));
+    }
+
+    /// Whether the last lookup for `id` returned `node`.
+    fn provides(&self, id: &FileId, node: &NodeId) -> bool {
+        lock(&self.files).get(id).is_some_and(|(_, nodes)| nodes.contains(node))
+    }
+}
+
+/// `GET /f/FILE_ID/peers`: other providers of the file that offer WebRTC (node IDs).
+pub(super) async fn peers(
+    State(st): State<Arc<GatewayState>>,
+    UrlPath(id): UrlPath<String>,
+    ConnectInfo(Client(client)): ConnectInfo<Client>,
+) -> Response {
+    let e = match published_file(&st, &id) {
+        Ok(e) => e,
+        Err(n) => return n.into_response(),
+    };
+    if let Some(r) = on_private_network(&st).or_else(|| over_budget(&st, client.ip())) {
+        return r;
+    }
+    let file = e.info.file_id;
+    let me = st.handle.security().node_id();
+    let nodes = match st.providers.fresh(&file, clock::now()) {
+        Some(nodes) => nodes,
+        None => {
+            let handle = st.handle.clone();
+            let key = Key::from_file_id(&file);
+            // One lookup, no waiting for a forming network: the page is downloading from
+            // this node meanwhile.
+            let found = tokio::task::spawn_blocking(move || {
+                handle.dht_query(DhtQuery::FindProviders(key), BROWSER_PEERS_LOOKUP)
+            })
+            .await;
+            let contacts = match found {
+                Ok(Ok(answer)) => answer.contacts,
+                Ok(Err(crate::node::NodeError::NoDht)) => Vec::new(),
+                Ok(Err(e)) => return text(StatusCode::BAD_GATEWAY, &e.to_string()),
+                Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            };
+            let mut nodes: Vec<NodeId> = Vec::new();
+            for c in contacts.iter().filter(|c| c.webrtc) {
+                match c.node_id.parse::<NodeId>() {
+                    Ok(n) if n != me && !nodes.contains(&n) => nodes.push(n),
+                    _ => {}
+                }
+            }
+            nodes.truncate(BROWSER_PEERS_MAX);
+            // An empty answer is not kept: providers announcing a moment later are found
+            // by the next page.
+            if !nodes.is_empty() {
+                st.providers.put(file, clock::now(), nodes.clone());
+            }
+            nodes
+        }
+    };
+    let body = serde_json::json!({
+        "node": me.to_string(),
+        "peers": nodes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    });
+    let mut r = with_type(body.to_string(), "application/json");
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `POST /f/FILE_ID/signal/NODE_ID`: the page's SDP offer relayed to another provider
+/// through the DHT, its answer out.
+pub(super) async fn relay(
+    State(st): State<Arc<GatewayState>>,
+    UrlPath((id, node)): UrlPath<(String, String)>,
+    ConnectInfo(Client(client)): ConnectInfo<Client>,
+    body: Body,
+) -> Response {
+    let e = match published_file(&st, &id) {
+        Ok(e) => e,
+        Err(n) => return n.into_response(),
+    };
+    let Ok(node) = node.parse::<NodeId>() else {
+        return text(StatusCode::BAD_REQUEST, "bad node ID (40 hex characters)");
+    };
+    if !st.providers.provides(&e.info.file_id, &node) {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not a provider of this file that this node found (GET /f/FILE_ID/peers first)",
+        );
+    }
+    if let Some(r) = on_private_network(&st).or_else(|| over_budget(&st, client.ip())) {
+        return r;
+    }
+    let offer = match read_offer(body).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let asked = st.handle.relay_browser_offer(node, &offer, client.ip());
+    match tokio::time::timeout(BROWSER_RELAY_TIMEOUT, asked).await {
+        Ok(Ok(answer)) => sdp_answer(answer),
+        Ok(Err(e)) => text(StatusCode::BAD_GATEWAY, &e.to_string()),
+        Err(_) => text(StatusCode::GATEWAY_TIMEOUT, "the other seeder did not answer in time"),
     }
 }
 
@@ -283,6 +440,28 @@ mod tests {
         );
         assert_eq!(human_size(5), "5 bytes");
         assert_eq!(human_size(64 << 20), "64.0 MiB (67108864 bytes)");
+    }
+
+    #[test]
+    fn providers_are_remembered_per_file_for_a_while_and_bounded() {
+        let p = Providers::default();
+        let now = clock::now();
+        let (f, g) = (FileId([1; 32]), FileId([2; 32]));
+        let (a, b) = (NodeId::from_bytes([3; 20]), NodeId::from_bytes([4; 20]));
+        p.put(f, now, vec![a]);
+        assert_eq!(p.fresh(&f, now), Some(vec![a]));
+        assert!(p.provides(&f, &a) && !p.provides(&f, &b) && !p.provides(&g, &a));
+        // Stale for the page after the TTL, still the only nodes offers may go to.
+        assert_eq!(p.fresh(&f, now + BROWSER_PEERS_TTL), None);
+        assert!(p.provides(&f, &a));
+        // Full: cleared before a new file goes in.
+        for i in 0..BROWSER_PEERS_FILES_MAX {
+            let mut id = [9; 32];
+            id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            p.put(FileId(id), now, vec![b]);
+        }
+        assert!(lock(&p.files).len() <= BROWSER_PEERS_FILES_MAX);
+        assert!(!p.provides(&f, &a));
     }
 
     #[test]

@@ -611,10 +611,18 @@ impl Driver {
             return responder.handle_hello(message, now_unix(), random).map_err(|_| false);
         }
         let offer = responder.open_offer(message).map_err(|_| false)?;
-        let (sdp, candidates) = ep
-            .answer_signaled(&offer.payload.candidates, offer.payload.sdp.clone())
-            .ok_or(false)?;
-        responder.seal_answer(&offer, &SignalPayload { candidates, sdp }).ok_or(false)
+        let (sdp, candidates) = match offer.payload.browser {
+            // A browser's offer, vouched for by the node that signed it (it serves the
+            // browser's share page): a browser session. Never on a private network, whose
+            // secret a browser cannot prove (ARCHITECTURE.md, "Browser peers").
+            Some(_) if self.auth.network.is_some() => return Err(false),
+            Some(client) => ep.answer_browser(&offer.payload.sdp, client).ok_or(false)?,
+            None => ep
+                .answer_signaled(&offer.payload.candidates, offer.payload.sdp.clone())
+                .ok_or(false)?,
+        };
+        let answer = SignalPayload { candidates, sdp, browser: None };
+        responder.seal_answer(&offer, &answer).ok_or(false)
     }
 
     /// Sends `message` toward node `target` through `relays` in turn (each tried twice,

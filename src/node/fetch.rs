@@ -625,7 +625,7 @@ async fn connect_rtc_dht(
         let refused = |e: SignalError| io::Error::new(io::ErrorKind::PermissionDenied, e);
         let mut offerer = init.handle_reply(&reply, clock::now_unix()).map_err(refused)?;
         let offer = offerer
-            .seal_offer(&SignalPayload { candidates, sdp })
+            .seal_offer(&SignalPayload { candidates, sdp, browser: None })
             .ok_or_else(|| io::Error::other("offer too large to signal"))?;
         let (_, answer) = ask_dht(dht, id, Some(relay), offer).await?;
         let answer = offerer.open_answer(&answer).map_err(refused)?;
@@ -638,7 +638,7 @@ async fn connect_rtc_dht(
 }
 
 /// Asks the node's DHT to carry a signaling message to node `target`.
-async fn ask_dht(
+pub(super) async fn ask_dht(
     dht: &flume::Sender<DhtControl>,
     target: NodeId,
     relay: Option<SocketAddr>,

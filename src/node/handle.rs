@@ -134,6 +134,10 @@ pub enum NodeError {
     ShardStuck(usize),
     #[error(transparent)]
     Dht(#[from] DhtError),
+    /// Signaling a WebRTC session to another node through the DHT failed (no answer,
+    /// refused, or an answer that does not open).
+    #[error("signaling node {node} through the DHT failed: {why}")]
+    Signaling { node: NodeId, why: String },
     /// The DHT lookup found nobody providing the file (and no peer was given).
     #[error("no provider of {0} found through the DHT")]
     NoProviders(FileId),
@@ -588,6 +592,47 @@ impl Handle {
         tx.send(ShardCommand::BrowserOffer { sdp, client, reply })
             .map_err(|_| NodeError::Stopped)?;
         answer.recv_async().await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Relays a browser's SDP offer (from `client`, over this node's HTTP gateway) to
+    /// node `target`, another provider of the file whose record offers WebRTC, through the
+    /// DHT's signaling path (`crypto::signal`: sealed and signed end to end, this node's
+    /// signature on the statement that the offer is a browser's), and returns `target`'s
+    /// SDP answer for the page. `target` answers with a browser session on its own
+    /// signaled endpoint; the browser then talks to it directly. The browser's mDNS host
+    /// candidates are dropped (and all of its candidates when the offer would not fit a
+    /// datagram otherwise: `target` then routes the browser's checks by their ICE username
+    /// fragment). The caller checks that `target` provides the file, limits callers per
+    /// IP and bounds the wait (two DHT round trips after a lookup of `target`).
+    pub async fn relay_browser_offer(
+        &self,
+        target: NodeId,
+        sdp: &str,
+        client: std::net::IpAddr,
+    ) -> Result<String, NodeError> {
+        use crate::crypto::signal::{SignalInitiator, SignalPayload, SIGNAL_SDP_BYTES_MAX};
+        let dht = self.inner.dht.as_ref().ok_or(NodeError::NoDht)?;
+        let failed = |why: String| NodeError::Signaling { node: target, why };
+        let mut sdp = super::transport::webrtc::without_mdns_candidates(sdp);
+        if sdp.len() > SIGNAL_SDP_BYTES_MAX {
+            sdp = super::transport::webrtc::without_candidates(&sdp);
+        }
+        if sdp.len() > SIGNAL_SDP_BYTES_MAX {
+            let why = format!("the offer is over {SIGNAL_SDP_BYTES_MAX} bytes without candidates");
+            return Err(failed(why));
+        }
+        let session = self.security().session();
+        let random: [u8; 48] = clock::random();
+        let (init, hello) = SignalInitiator::start(session, target, clock::now_unix(), random);
+        let io = |e: io::Error| failed(e.to_string());
+        let (relay, reply) = fetch::ask_dht(dht, target, None, hello).await.map_err(io)?;
+        let mut offerer =
+            init.handle_reply(&reply, clock::now_unix()).map_err(|e| failed(e.to_string()))?;
+        let payload = SignalPayload { candidates: Vec::new(), sdp, browser: Some(client) };
+        let offer = offerer.seal_offer(&payload).ok_or_else(|| failed("offer too large".into()))?;
+        let (_, answer) = fetch::ask_dht(dht, target, Some(relay), offer).await.map_err(io)?;
+        let answer = offerer.open_answer(&answer).map_err(|e| failed(e.to_string()))?;
+        Ok(answer.sdp)
     }
 
     /// Runs `task()` on shard `shard % shards` (a download's connections).

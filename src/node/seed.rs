@@ -700,7 +700,8 @@ async fn handle_inbox(
                 glommio::spawn_local(task()).detach();
             }
             ShardCommand::BrowserOffer { sdp, client, reply } => {
-                let _ = reply.send(browser.and_then(|ep| ep.answer_browser(&sdp, client)));
+                let answer = browser.and_then(|ep| ep.answer_browser(&sdp, client));
+                let _ = reply.send(answer.map(|(sdp, _)| sdp));
             }
             ShardCommand::Stop => return,
         }

@@ -27,9 +27,10 @@ pub const DHT_DATAGRAM_MAX_BYTES: usize = 1452;
 /// Most contacts in a persisted routing table (160 buckets of k = 20).
 const DHT_TABLE_CONTACTS_MAX: usize = 160 * CONTACTS_PER_MESSAGE_MAX;
 
-/// The one wire form of an IP address (contacts and signed provider records alike): 16
+/// The one wire form of an IP address (contacts, signed provider records and signaling
+/// payloads alike): 16
 /// bytes of IPv6, an IPv4 address as its IPv4-mapped IPv6 address.
-fn ip_octets(ip: IpAddr) -> [u8; 16] {
+pub(crate) fn ip_octets(ip: IpAddr) -> [u8; 16] {
     match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         IpAddr::V6(v6) => v6.octets(),
@@ -37,7 +38,7 @@ fn ip_octets(ip: IpAddr) -> [u8; 16] {
 }
 
 /// The inverse of [`ip_octets`]: IPv4-mapped addresses come back as IPv4.
-fn ip_from_octets(octets: [u8; 16]) -> IpAddr {
+pub(crate) fn ip_from_octets(octets: [u8; 16]) -> IpAddr {
     let v6 = Ipv6Addr::from(octets);
     v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
 }

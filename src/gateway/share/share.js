@@ -1,5 +1,15 @@
-// FuryMesh share page: downloads one published file from the seeder that served this page,
-// over a WebRTC data channel, verifying every chunk with WebCrypto before it counts.
+// FuryMesh share page: downloads one published file from the seeder that served this page
+// and from the other seeders it found in its DHT, over one WebRTC data channel each,
+// verifying every chunk with WebCrypto before it counts.
+//
+// Several seeders: the page asks this node for the file's other providers that offer
+// WebRTC (`GET /f/ID/peers`) and signals each through this node (`POST /f/ID/signal/NODE`:
+// the node relays the offer through its DHT, the provider answers with a session of its own
+// and the page then talks to it directly). Chunks are spread by pulling: each channel takes
+// the next missing chunk whenever its window has room, so every seeder serves and a faster
+// one serves more. The page trusts no seeder: a chunk counts only once its hash matches the
+// manifest, and a seeder that sends a corrupt one while others are open is dropped for the
+// rest of the download.
 //
 // The page speaks the node's peer wire inside the channel (ARCHITECTURE.md, "Browser
 // peers"): frames are `len u32 LE || Message FlatBuffer`; a CHUNK_RESPONSE is followed by
@@ -16,6 +26,9 @@
   const RECONNECTS_MAX = 3; // new channels after one fails mid-download
   const OPEN_TIMEOUT_MS = 20000;
   const GATHER_TIMEOUT_MS = 3000;
+  const START_GRACE_MS = 2000; // after the first channel opens, how long the others may take
+  const PEERS_MAX = 8; // other seeders the page signals, at most (config::BROWSER_PEERS_MAX)
+  const PEERS_BODY_MAX = 4096;
   const DOMAIN = 'furymesh-file-v1\0';
   const CHUNKS_MAX = 1 << 22; // config::CHUNKS_PER_FILE_MAX is lower; a sanity bound
   // MessageType and ErrorCode values (schemas/furymesh.fbs).
@@ -29,7 +42,9 @@
   const save = new URLSearchParams(location.search).get('save');
 
   // ---- progress on screen -----------------------------------------------------------
-  const status = { state: 'idle', bytes: 0, total: 0, chunks: 0, corrupt: 0, peers: 0, error: null };
+  // `seeders`: one entry per seeder tried, {node ('origin' or its node ID), state
+  // ('connecting', 'open', 'closed', 'dropped', 'failed'), chunks, bytes, corrupt, error}.
+  const status = { state: 'idle', bytes: 0, total: 0, chunks: 0, corrupt: 0, peers: 0, seeders: [], error: null };
   window.furymeshStatus = status;
 
   function setState(state, text) {
@@ -312,13 +327,27 @@
     });
   }
 
-  async function openChannel() {
+  // The other seeders of this file this node found (node IDs), at most PEERS_MAX.
+  async function fetchPeers() {
+    const r = await fetch(`/f/${fileId}/peers`);
+    if (!r.ok) return [];
+    const text = await r.text();
+    if (text.length > PEERS_BODY_MAX) return [];
+    const list = JSON.parse(text).peers;
+    if (!Array.isArray(list)) return [];
+    const ids = list.filter((n) => typeof n === 'string' && /^[0-9a-f]{40}$/.test(n));
+    return [...new Set(ids)].slice(0, PEERS_MAX);
+  }
+
+  // A data channel to this node (`node` null) or to the seeder `node`, whose offer this
+  // node relays through its DHT.
+  async function openChannel(node) {
     const pc = new RTCPeerConnection({ iceServers: [] });
     const dc = pc.createDataChannel('furymesh', { ordered: true });
     dc.binaryType = 'arraybuffer';
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
-    const r = await fetch(`/f/${fileId}/signal`, {
+    const r = await fetch(node ? `/f/${fileId}/signal/${node}` : `/f/${fileId}/signal`, {
       method: 'POST',
       headers: { 'content-type': 'application/sdp' },
       body: pc.localDescription.sdp,
@@ -338,10 +367,11 @@
 
   // A peer: one channel, its requests in flight (answered in order) and its deframer.
   class Peer {
-    constructor(dl, pc, dc) {
+    constructor(dl, pc, dc, entry) {
       this.dl = dl;
       this.pc = pc;
       this.dc = dc;
+      this.entry = entry; // its row in status.seeders
       this.inflight = []; // chunk indices, in request order
       this.corrupt = 0;
       this.closed = false;
@@ -357,7 +387,9 @@
     request() {
       // The window counts requests in flight and chunks received but not yet verified and
       // written: a slow disk or hash holds the requests back, so memory stays bounded.
-      while (!this.closed && this.inflight.length < WINDOW_CHUNKS && this.dl.pending < WINDOW_CHUNKS) {
+      if (!this.dl.started) return;
+      const pendingMax = WINDOW_CHUNKS * Math.max(1, this.dl.peers.size);
+      while (!this.closed && this.inflight.length < WINDOW_CHUNKS && this.dl.pending < pendingMax) {
         const i = this.dl.nextChunk();
         if (i === undefined) return;
         this.inflight.push(i);
@@ -434,6 +466,8 @@
     drop(why) {
       if (this.closed) return;
       this.closed = true;
+      if (this.entry.state === 'open') this.entry.state = 'closed';
+      this.entry.error = why;
       try { this.dc.close(); } catch (_) { /* already closed */ }
       try { this.pc.close(); } catch (_) { /* already closed */ }
       const lost = this.want ? [this.want.index, ...this.inflight] : [...this.inflight];
@@ -453,7 +487,10 @@
       this.pending = 0; // chunks received, not yet verified and written
       this.have = new Uint8Array(manifest.count); // verified (a chunk asked twice counts once)
       this.peers = new Set();
+      this.banned = new Set(); // seeders dropped for a corrupt chunk: never signaled again
+      this.started = false; // requests begin once the channels opened (or had their chance)
       this.reconnects = 0;
+      this.opened = new Promise((resolve) => { this.onFirstOpen = resolve; });
       this.finished = false;
       this.writing = Promise.resolve();
       this.resolve = null;
@@ -467,18 +504,58 @@
         this.resolve = resolve;
         this.reject = reject;
         if (this.manifest.count === 0) { this.finish(); return; }
-        try { await this.connect(); } catch (e) { reject(e); }
+        try { await this.start(); } catch (e) { this.abort(e.message); }
       });
     }
 
-    async connect() {
-      setState('connecting', 'Connecting to the seeder…');
-      const { pc, dc } = await openChannel();
-      const p = new Peer(this, pc, dc);
-      this.peers.add(p);
+    // Opens channels to this node and to every other seeder it names, all at once; the
+    // download starts when every attempt has settled, or START_GRACE_MS after the first
+    // channel opened (a later one joins when it opens).
+    async start() {
+      setState('connecting', 'Connecting to the seeders…');
+      const origin = this.attempt(null);
+      const others = fetchPeers().then(
+        (list) => Promise.allSettled(list.map((n) => this.attempt(n))),
+        () => [],
+      );
+      const settled = Promise.allSettled([origin, others]);
+      const grace = this.opened.then(() => new Promise((r) => setTimeout(r, START_GRACE_MS)));
+      await Promise.race([settled, grace]);
+      if (this.finished) return;
+      if (this.peers.size === 0) {
+        const errs = status.seeders.filter((s) => s.error).map((s) => s.error);
+        throw new Error(errs[0] || 'no seeder could be reached');
+      }
+      this.started = true;
+      this.showPeers();
+      this.requestAll();
+    }
+
+    // One channel: to this node (`node` null) or to seeder `node` through it.
+    attempt(node) {
+      const entry = { node: node || 'origin', state: 'connecting', chunks: 0, bytes: 0, corrupt: 0, openMs: null, error: null };
+      status.seeders.push(entry);
+      const t0 = performance.now();
+      return openChannel(node).then(({ pc, dc }) => {
+        if (this.finished) { pc.close(); entry.state = 'closed'; return; }
+        entry.state = 'open';
+        entry.openMs = Math.round(performance.now() - t0);
+        const p = new Peer(this, pc, dc, entry);
+        p.node = node;
+        this.peers.add(p);
+        this.onFirstOpen();
+        if (this.started) { this.showPeers(); p.request(); }
+      }, (e) => {
+        entry.state = 'failed';
+        entry.error = e.message;
+        throw e;
+      });
+    }
+
+    showPeers() {
       status.peers = this.peers.size;
-      setState('downloading', 'Downloading, checking every chunk…');
-      p.request();
+      const n = this.peers.size;
+      setState('downloading', `Downloading from ${n} seeder${n === 1 ? '' : 's'}, checking every chunk…`);
     }
 
     requestAll() {
@@ -495,8 +572,16 @@
           this.pending--;
           status.corrupt++;
           peer.corrupt++;
+          peer.entry.corrupt++;
           this.todo.unshift(index);
-          if (peer.corrupt >= CORRUPT_MAX) peer.drop(`the seeder sent ${peer.corrupt} corrupt chunks`);
+          // With other seeders open, one lie is enough: the others fetch the rest. Alone,
+          // it gets CORRUPT_MAX chances (a chunk that changed on its disk may heal).
+          const others = [...this.peers].some((q) => q !== peer && !q.closed);
+          if (!peer.closed && (others || peer.corrupt >= CORRUPT_MAX)) {
+            if (others) this.banned.add(peer.node || 'origin');
+            peer.drop(`the seeder sent ${peer.corrupt} corrupt chunk${peer.corrupt === 1 ? '' : 's'}`);
+            peer.entry.state = 'dropped';
+          }
           this.requestAll();
           return;
         }
@@ -508,6 +593,8 @@
         this.have[index] = 1;
         const offset = index * this.manifest.chunkSize;
         this.writing = this.writing.then(() => this.sink.write(index, offset, bytes));
+        peer.entry.chunks++;
+        peer.entry.bytes += bytes.length;
         this.writing.then(() => {
           this.pending--;
           status.bytes += bytes.length;
@@ -534,10 +621,14 @@
       this.peers.delete(peer);
       status.peers = this.peers.size;
       this.todo.unshift(...lost);
-      if (this.finished || this.peers.size > 0) return;
-      if (this.reconnects >= RECONNECTS_MAX) { this.abort(why); return; }
+      if (this.finished) return;
+      if (this.peers.size > 0) { this.showPeers(); this.requestAll(); return; }
+      if (!this.started) return; // start() decides once the attempts settle
+      // The last channel is gone: signal this node again (never a seeder banned for lying).
+      if (this.reconnects >= RECONNECTS_MAX || this.banned.has('origin')) { this.abort(why); return; }
       this.reconnects++;
-      this.connect().catch((e) => this.abort(`${why}; reconnecting failed: ${e.message}`));
+      setState('connecting', 'Connecting to the seeder again…');
+      this.attempt(null).catch((e) => this.abort(`${why}; reconnecting failed: ${e.message}`));
     }
 
     async finish() {
@@ -597,6 +688,8 @@
       status.bytes = 0;
       status.chunks = 0;
       status.corrupt = 0;
+      status.peers = 0;
+      status.seeders = [];
       started = performance.now();
       showProgress();
       await new Download(manifest, sink).run();

@@ -466,10 +466,16 @@ fn ice_ufrag(sdp: &str) -> String {
         .to_owned()
 }
 
+/// `sdp` without any `a=candidate` line (ICE then learns the peer's addresses from its
+/// checks: peer-reflexive candidates).
+pub(in crate::node) fn without_candidates(sdp: &str) -> String {
+    sdp.split_inclusive('\n').filter(|l| !l.starts_with("a=candidate:")).collect()
+}
+
 /// `sdp` without its mDNS candidates (RFC 8839 `a=candidate` lines whose address ends in
 /// `.local`: Chromium hides its host addresses behind them, and they resolve to nothing
 /// we could reach). Every other line is kept as it is.
-fn without_mdns_candidates(sdp: &str) -> String {
+pub(in crate::node) fn without_mdns_candidates(sdp: &str) -> String {
     let mut out = String::with_capacity(sdp.len());
     for line in sdp.split_inclusive('\n') {
         let mdns = line
@@ -831,13 +837,15 @@ impl Endpoint {
     /// offer; its checks then arrive from its real address and are routed by the ICE
     /// username fragment they name (peer-reflexive). Keyed by an address in the
     /// discard-only prefix `100::/64` (RFC 6666), which no datagram comes from. Returns the
-    /// answer's SDP (with our host candidate and DTLS fingerprint), or `None` (malformed
-    /// SDP, shard full).
+    /// answer's SDP (with our candidates and DTLS fingerprint) and our candidates, or
+    /// `None` (malformed SDP, shard full). The offer came over our own gateway, or from a
+    /// node that serves the browser's page and signed that it is a browser's (relayed
+    /// through the DHT, `crypto::signal`).
     pub(in crate::node) fn answer_browser(
         &self,
         offer_sdp: &str,
         client: IpAddr,
-    ) -> Option<String> {
+    ) -> Option<(String, Vec<SignalCandidate>)> {
         let n = self.browser_keys.get().wrapping_add(1);
         self.browser_keys.set(n);
         let key = SocketAddr::new(
@@ -845,9 +853,9 @@ impl Endpoint {
             1,
         );
         let sdp = without_mdns_candidates(offer_sdp);
-        let (_, sdp, _) = self.open_session(key, sdp, clock::random(), &[], Some(client))?;
+        let (_, sdp, ours) = self.open_session(key, sdp, clock::random(), &[], Some(client))?;
         self.wake.notify();
-        Some(sdp)
+        Some((sdp, ours))
     }
 
     /// A server-side session for an offer from `from`: sets the offer, adds our candidates
