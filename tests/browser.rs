@@ -427,3 +427,27 @@ fn a_seeder_that_serves_corrupt_chunks_is_dropped_and_the_others_finish_the_file
     let stats = three.stop();
     assert!(stats[2]["chunks_served"].as_u64() >= Some(1), "the liar served: {}", stats[2]);
 }
+
+#[test]
+fn a_provider_that_vanished_after_announcing_costs_the_page_nothing_but_a_failed_channel() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let t = tempdir();
+    let mut three = ThreeSeeders::start(t.path(), "gone.bin", 16 << 20, 22);
+    // C dies without a goodbye; its provider record stays in A's DHT (TTL 4 h).
+    let (c, _) = three.seeders.pop().unwrap();
+    c.kill9();
+
+    let mut share = SharePage::open(t.path(), &three.http, &three.id);
+    let (status, _) = share.download_whole("gone.bin", &three.bytes);
+    let c_id = common::node_id(&t.path().join("c/data"));
+    let seeders = status["seeders"].as_array().unwrap();
+    let gone = seeders.iter().find(|s| s["node"] == c_id.as_str());
+    let gone = gone.unwrap_or_else(|| panic!("the page never tried C: {status}"));
+    assert_eq!(gone["chunks"], 0, "{status}");
+    assert_ne!(gone["state"], "open", "{status}");
+    assert!(gone["error"].as_str().is_some_and(|e| e.contains("could not signal")), "{status}");
+    eprintln!("the vanished seeder's channel: {gone}");
+    assert_eq!(contributors(&status).len(), 2, "{status}");
+    drop(share);
+    three.stop();
+}

@@ -354,7 +354,8 @@
     });
     if (!r.ok) {
       pc.close();
-      throw new Error(`the seeder refused the connection: ${r.status} ${(await r.text()).trim()}`);
+      const why = node ? 'the node could not signal that seeder' : 'the seeder refused the connection';
+      throw new Error(`${why}: ${r.status} ${(await r.text()).trim().slice(0, 300)}`);
     }
     await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
     await new Promise((resolve, reject) => {
