@@ -64,6 +64,15 @@ pub struct SeedStats {
     pub webrtc_offers: u64,
     /// WebRTC offers dropped (malformed, unparseable SDP, shard full, unpadded).
     pub webrtc_offers_dropped: u64,
+    /// UDP datagrams the WebRTC sockets sent (ICE, DTLS, SCTP, TURN, signaling).
+    pub webrtc_datagrams_sent: u64,
+    /// `sendmsg(2)` calls that sent them: a run of datagrams to one peer goes in one call
+    /// (UDP GSO), so `webrtc_datagrams_sent / webrtc_send_calls` is the mean run.
+    pub webrtc_send_calls: u64,
+    /// UDP datagrams the WebRTC sockets received.
+    pub webrtc_datagrams_received: u64,
+    /// `recvmsg(2)` calls that took them (UDP GRO: the kernel coalesces a run into one).
+    pub webrtc_receive_calls: u64,
     /// Connections open now (a gauge).
     pub connections_open: u64,
     pub connections_refused: u64,
@@ -109,6 +118,10 @@ impl SeedStats {
         self.browser_connections += o.browser_connections;
         self.webrtc_offers += o.webrtc_offers;
         self.webrtc_offers_dropped += o.webrtc_offers_dropped;
+        self.webrtc_datagrams_sent += o.webrtc_datagrams_sent;
+        self.webrtc_send_calls += o.webrtc_send_calls;
+        self.webrtc_datagrams_received += o.webrtc_datagrams_received;
+        self.webrtc_receive_calls += o.webrtc_receive_calls;
         self.connections_open += o.connections_open;
         self.connections_refused += o.connections_refused;
         self.requests += o.requests;
@@ -651,6 +664,10 @@ pub(super) async fn run_shard(
         let e = ep.stats();
         stats.webrtc_offers += e.offers;
         stats.webrtc_offers_dropped += e.offers_dropped;
+        stats.webrtc_datagrams_sent += e.datagrams_sent;
+        stats.webrtc_send_calls += e.send_calls;
+        stats.webrtc_datagrams_received += e.datagrams_received;
+        stats.webrtc_receive_calls += e.receive_calls;
     }
     if let Some(task) = dht_task {
         stats.dht = Some(task.await);

@@ -1,7 +1,9 @@
 //! The system calls glommio 0.9 does not offer, each behind a safe function: sockets it
-//! cannot configure itself (made with socket2 and handed over), and the seeder's
+//! cannot configure itself (made with socket2 and handed over), the seeder's
 //! zero-copy send path (`sendfile(2)`, gather `sendmsg(2)` with `MSG_MORE`, `O_NONBLOCK`,
-//! `posix_fadvise`).
+//! `posix_fadvise`), and UDP GSO and GRO for the WebRTC sockets (`sendmsg(2)` with a
+//! `UDP_SEGMENT` control message, `recvmsg(2)` with `UDP_GRO`: a run of datagrams per
+//! system call instead of one).
 //!
 //! glommio's `TcpListener::bind` sets SO_REUSEPORT but not SO_REUSEADDR, so a seeder that
 //! restarts while its old connections sit in TIME_WAIT could not bind its port for a minute.
@@ -57,8 +59,8 @@ pub(super) fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// `peer` (so it names a concrete local address, and hears only that peer). Must be called
 /// on a glommio executor.
 ///
-/// First slice: one datagram per syscall. UDP GSO/GRO (DESIGN.md, 440–550 MB/s) is to come
-/// here, next to the other socket code.
+/// The endpoint that runs it turns on UDP GRO ([`enable_gro`]) and sends runs of
+/// datagrams with [`send_segments`].
 pub(super) fn webrtc_socket(
     addr: SocketAddr,
     reuse_port: bool,
@@ -229,4 +231,266 @@ pub(super) fn sendfile(
 pub(super) fn advise_sequential(file: &std::fs::File) {
     // SAFETY: `file` is open for the call; posix_fadvise reads no user memory.
     let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+}
+
+/// Largest UDP payload one GSO send or one GRO receive carries, in bytes: an IPv4
+/// datagram's 65,535 bytes less its 20-byte IP and 8-byte UDP headers.
+pub(super) const UDP_BATCH_MAX_BYTES: usize = 65_507;
+/// Most datagrams one GSO send carries: the kernel's `UDP_MAX_SEGMENTS` (64 since Linux
+/// 4.18; later kernels allow more, never fewer).
+pub(super) const UDP_SEGMENTS_MAX: usize = 64;
+
+/// Turns on UDP generic receive offload (`UDP_GRO`, Linux 5.0) on `sock`: the kernel may
+/// then hand over several datagrams of one source and one size, back to back, in one
+/// receive ([`recv_segments`] splits them). Returns whether the kernel took the option;
+/// without it every receive is one datagram, which [`recv_segments`] handles alike.
+pub(super) fn enable_gro(sock: &impl AsRawFd) -> bool {
+    let on: libc::c_int = 1;
+    // SAFETY: `sock` is an open descriptor for the call (we borrow its owner); the option
+    // value is a c_int on the stack for the call and its length is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            std::ptr::addr_of!(on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
+}
+
+/// One non-blocking `sendmsg(2)` of `buf` to `to` (`MSG_DONTWAIT | MSG_NOSIGNAL`). When
+/// `buf` is longer than `segment` it goes with a `UDP_SEGMENT` control message (UDP GSO,
+/// Linux 4.18): the kernel cuts it into datagrams of `segment` bytes, the last one possibly
+/// shorter, at the cost of one system call and one trip down the stack. `Sent::Full`:
+/// nothing was sent (the send buffer is full). Errors: `InvalidInput` for a batch the
+/// kernel would refuse (empty, `segment` 0 or above 65,535, more than `UDP_BATCH_MAX_BYTES`
+/// or `UDP_SEGMENTS_MAX` segments); from the kernel, `EIO` (the route's device cannot
+/// checksum a segmented datagram) and `EINVAL` (a segment larger than the route's MTU)
+/// mean GSO cannot be used toward `to`: send the datagrams one by one instead.
+pub(super) fn send_segments(
+    sock: &impl AsRawFd,
+    to: SocketAddr,
+    buf: &[u8],
+    segment: usize,
+) -> io::Result<Sent> {
+    let segments = buf.len().div_ceil(segment.max(1));
+    let gso = u16::try_from(segment).ok().filter(|s| *s > 0);
+    if buf.is_empty()
+        || gso.is_none()
+        || buf.len() > UDP_BATCH_MAX_BYTES
+        || segments > UDP_SEGMENTS_MAX
+    {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a valid UDP GSO batch"));
+    }
+    let addr = socket2::SockAddr::from(to);
+    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    // Room for one cmsghdr and a u16, aligned as a cmsghdr must be.
+    let mut control = [0u64; 4];
+    // SAFETY: an all-zero msghdr is a valid empty message (no address, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+    msg.msg_namelen = addr.len();
+    msg.msg_iov = std::ptr::addr_of_mut!(iov);
+    msg.msg_iovlen = 1;
+    if segments > 1 {
+        let gso = gso.unwrap_or_default();
+        // SAFETY: CMSG_SPACE is arithmetic. `control` is 32 bytes, 8-aligned, and
+        // CMSG_SPACE(2) is 24 on Linux, so CMSG_FIRSTHDR returns a non-null pointer to a
+        // cmsghdr inside it, and CMSG_DATA points 16 bytes in, with room for the u16,
+        // written unaligned. `control` outlives the sendmsg below.
+        unsafe {
+            let space = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
+            debug_assert!(space <= size_of_val(&control));
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = space as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), gso);
+        }
+    }
+    // SAFETY: `msg` points at `addr` (a valid sockaddr of `addr.len()` bytes), at `iov`
+    // (describing `buf`, borrowed for the call, which the kernel only reads) and, with
+    // segments, at `control` (a well-formed cmsg, above); all live on this frame for the
+    // call. `sock` is an open descriptor for the call (we borrow its owner).
+    let rc =
+        unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    match sent(rc)? {
+        // A datagram is sent whole or not at all.
+        Sent::Bytes(_) => Ok(Sent::Bytes(buf.len())),
+        Sent::Full => Ok(Sent::Full),
+    }
+}
+
+/// Whether `e`, from [`send_segments`] with several segments, says UDP GSO cannot be used on
+/// this socket's route (`EIO`: no checksum offload on its device; `EINVAL`: a segment above
+/// its MTU, or the kernel's other limits), as opposed to the socket's own errors.
+pub(super) fn gso_refused(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL))
+}
+
+/// What one [`recv_segments`] took: `len` bytes from `from`, datagrams of `segment` bytes
+/// back to back (the last one possibly shorter; `segment == len` for a single datagram).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Received {
+    /// Bytes written to the buffer, whole datagrams only.
+    pub(super) len: usize,
+    /// The datagrams' source.
+    pub(super) from: SocketAddr,
+    /// Bytes per datagram, at least 1 and at most `len` (when `len > 0`).
+    pub(super) segment: usize,
+}
+
+impl Received {
+    /// The datagrams in `buf` (the buffer [`recv_segments`] filled), in order.
+    pub(super) fn datagrams<'a>(&self, buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+        buf[..self.len.min(buf.len())].chunks(self.segment.max(1))
+    }
+}
+
+/// One non-blocking `recvmsg(2)` (`MSG_DONTWAIT`) into `buf`: one datagram, or with
+/// [`enable_gro`] several of one source and size coalesced by the kernel (their size in a
+/// `UDP_GRO` control message). `Ok(None)`: nothing queued. `buf` should hold
+/// `UDP_BATCH_MAX_BYTES`; what does not fit is cut off at a datagram boundary (a cut
+/// datagram is dropped, as UDP drops what a buffer cannot hold). Errors are the socket's
+/// (say, `ConnectionRefused` from an ICMP error on a connected socket): per call, the next
+/// call goes on; a source that is not an IP address is `InvalidData`.
+pub(super) fn recv_segments(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
+    let mut iov =
+        libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    // Room for a few control messages (UDP_GRO's is one cmsghdr and a c_int), 8-aligned.
+    let mut control = [0u64; 8];
+    let mut flags = 0;
+    // SAFETY: `try_init` hands us a zeroed sockaddr storage and its length, valid for the
+    // call; `msg` points at them, at `iov` (describing `buf`, borrowed mutably for the call:
+    // the kernel writes at most `iov_len` bytes into it) and at `control` (64 bytes on this
+    // frame, its length passed). `sock` is an open descriptor for the call. The kernel sets
+    // the address length it wrote, which `try_init` keeps.
+    let res = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = storage.cast();
+            msg.msg_namelen = *len;
+            msg.msg_iov = std::ptr::addr_of_mut!(iov);
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = size_of_val(&control) as _;
+            let rc = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT);
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            *len = msg.msg_namelen;
+            flags = msg.msg_flags;
+            Ok((rc as usize, gro_segment(&msg)))
+        })
+    };
+    let ((n, segment), addr) = match res {
+        Ok(r) => r,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let from = addr.as_socket().ok_or(io::ErrorKind::InvalidData)?;
+    let n = n.min(buf.len());
+    let segment = segment.filter(|s| (1..=n).contains(s)).unwrap_or(n.max(1));
+    // Cut short (MSG_TRUNC): keep the whole datagrams only.
+    let len = if flags & libc::MSG_TRUNC != 0 { n - n % segment } else { n };
+    Ok(Some(Received { len, from, segment }))
+}
+
+/// The segment size of a `UDP_GRO` control message in `msg`, if it has one.
+///
+/// # Safety
+///
+/// `msg` must have been filled by a successful `recvmsg(2)`: its control pointer and length
+/// describe a live buffer the kernel wrote well-formed cmsgs into.
+unsafe fn gro_segment(msg: &libc::msghdr) -> Option<usize> {
+    // SAFETY: per the contract, CMSG_FIRSTHDR/CMSG_NXTHDR walk the kernel-written cmsgs
+    // inside the control buffer (they return null past its end); CMSG_DATA of a UDP_GRO
+    // cmsg holds a c_int (the kernel's put_cmsg of an int), read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP
+                && (*cmsg).cmsg_type == libc::UDP_GRO
+                && (*cmsg).cmsg_len as usize
+                    >= libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize
+            {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                return usize::try_from(v).ok();
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gso_batch_arrives_as_its_datagrams_with_and_without_gro() {
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let from = tx.local_addr().unwrap();
+        let batch: Vec<u8> = (0..3500u32).map(|i| (i % 251) as u8).collect();
+        let want: Vec<Vec<u8>> = batch.chunks(1000).map(<[u8]>::to_vec).collect();
+        for gro in [true, false] {
+            let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            if gro {
+                assert!(enable_gro(&rx), "UDP_GRO refused");
+            }
+            let sent = send_segments(&tx, rx.local_addr().unwrap(), &batch, 1000).unwrap();
+            assert_eq!(sent, Sent::Bytes(3500));
+            let mut buf = vec![0u8; UDP_BATCH_MAX_BYTES];
+            let mut got = Vec::new();
+            let mut receives = 0;
+            while got.len() < want.len() {
+                rx.peek_from(&mut [0u8; 1]).unwrap();
+                let Some(r) = recv_segments(&rx, &mut buf).unwrap() else { continue };
+                receives += 1;
+                assert_eq!(r.from, from);
+                got.extend(r.datagrams(&buf).map(<[u8]>::to_vec));
+            }
+            assert_eq!(got, want, "gro {gro}");
+            // Without GRO the kernel cut the batch into its four datagrams before the socket.
+            if !gro {
+                assert_eq!(receives, 4);
+            }
+            assert_eq!(recv_segments(&rx, &mut buf).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn a_batch_the_kernel_would_refuse_is_refused_here() {
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let invalid = |buf: &[u8], seg| {
+            send_segments(&tx, to, buf, seg).unwrap_err().kind() == io::ErrorKind::InvalidInput
+        };
+        assert!(invalid(&[], 100));
+        assert!(invalid(&[0; 10], 0));
+        assert!(invalid(&[0; 70_000], 65_536));
+        assert!(invalid(&vec![0; UDP_BATCH_MAX_BYTES + 1], 1200));
+        assert!(invalid(&vec![0; UDP_SEGMENTS_MAX * 100 + 1], 100));
+        assert!(!gso_refused(&io::Error::from(io::ErrorKind::InvalidInput)));
+        assert!(gso_refused(&io::Error::from_raw_os_error(libc::EIO)));
+    }
+
+    #[test]
+    fn a_datagram_cut_short_by_the_buffer_is_dropped_whole() {
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(enable_gro(&rx));
+        let batch = vec![7u8; 3000];
+        send_segments(&tx, rx.local_addr().unwrap(), &batch, 1000).unwrap();
+        // Room for two and a half datagrams: two whole ones come out, the cut one does not.
+        let mut buf = vec![0u8; 2500];
+        rx.peek_from(&mut [0u8; 1]).unwrap();
+        let r = recv_segments(&rx, &mut buf).unwrap().unwrap();
+        let sizes: Vec<usize> = r.datagrams(&buf).map(<[u8]>::len).collect();
+        assert!(sizes.iter().all(|n| *n == 1000), "{sizes:?}");
+    }
 }

@@ -6,12 +6,15 @@
 //! has one of its own, connected to the seeder, serving one. Two tasks run an endpoint, both
 //! on the shard that owns it:
 //!
-//! - the *receiver* keeps one long-lived `recv_from` (never dropped in a select: glommio's
-//!   receive is not cancel-safe, a dropped one can lose a datagram), hands each datagram to
-//!   the peer connection of its source address and wakes the driver;
-//! - the *driver* sends what the connections want sent (`poll_write`), fires their timers
-//!   (`poll_timeout` → glommio sleep → `handle_timeout`), moves received messages into each
-//!   channel's inbox, and sleeps until the next deadline or a wake-up.
+//! - the *receiver* (a task of its own) waits with a one-byte peek, which consumes nothing,
+//!   then takes what is queued with non-blocking receives (`sys::recv_segments`: with UDP
+//!   GRO one call returns a run of datagrams), hands each datagram to the peer connection
+//!   of its source address, wakes the driver and yields to it;
+//! - the *driver* sends what the connections want sent (`poll_write`, gathered into runs of
+//!   one destination and size, each run one UDP GSO send: `sys::send_segments`), fires
+//!   their timers (`poll_timeout` → glommio sleep → `handle_timeout`), moves received
+//!   messages into each channel's inbox, and sleeps until the next deadline or a wake-up.
+//!   It awaits only timers and notifications, never a glommio socket future (see `run`).
 //!
 //! A channel is a [`RtcStream`]: a reliable, ordered data channel that the downloader opens
 //! in band (DCEP, RFC 8832: the seeder has the channel before any data can reach it, and
@@ -76,6 +79,7 @@ use crate::config::{
 };
 use crate::crypto::signal::{CandidateKind, SignalCandidate, SIGNAL_CANDIDATES_MAX};
 use crate::node::clock;
+use crate::node::sys::{self, Sent, UDP_BATCH_MAX_BYTES, UDP_SEGMENTS_MAX};
 use crate::node::wake::Notify;
 
 /// First byte of a signaling datagram (RFC 7983 §7: 192..=255 is unassigned, so it can
@@ -89,6 +93,69 @@ const CHANNEL_LABEL: &str = "furymesh";
 /// Addresses routed to one session: its signaled candidates and the peer-reflexive ones
 /// its peer's checks came from.
 const PEER_REFLEXIVE_ROUTES_MAX: usize = 8;
+/// Receives (each up to `UDP_BATCH_MAX_BYTES` of coalesced datagrams) the receiver takes
+/// in a row before it lets the driver run.
+const RECEIVES_PER_ROUND: usize = 64;
+/// How long the driver waits when the socket's send buffer is full before it tries again,
+/// and how many times it tries before it drops the datagrams (`WEBRTC_SOCKET_BUFFER_BYTES`
+/// drain in a few milliseconds at the rates a data channel reaches).
+const SEND_FULL_WAIT: Duration = Duration::from_millis(1);
+const SEND_FULL_TRIES: u32 = 100;
+
+/// Datagrams on their way out, gathered for one UDP GSO send (`sys::send_segments`): a
+/// run to one destination, all of one size but the last, which may be shorter (the shape
+/// the kernel cuts a GSO send into), at most `UDP_SEGMENTS_MAX` of them and
+/// `UDP_BATCH_MAX_BYTES` in all. SCTP's full packets are all one size, so a burst of them
+/// from `poll_write` goes in one system call.
+#[derive(Debug, Default)]
+struct Batch {
+    to: Option<SocketAddr>,
+    buf: Vec<u8>,
+    /// Size of every datagram but the last; 0 when empty.
+    segment: usize,
+    count: usize,
+    /// The last datagram was shorter than `segment`: nothing more can follow it.
+    sealed: bool,
+}
+
+impl Batch {
+    /// Appends `d` (a datagram to `to`) if it continues the run; `false` if the batch must
+    /// be sent first (another destination or size, a shorter datagram before, full). An
+    /// empty batch takes any datagram of at most `UDP_BATCH_MAX_BYTES`.
+    fn push(&mut self, to: SocketAddr, d: &[u8]) -> bool {
+        if d.is_empty() || d.len() > UDP_BATCH_MAX_BYTES {
+            // Nothing UDP could carry: dropped, as the socket would refuse it.
+            return true;
+        }
+        if self.count == 0 {
+            self.to = Some(to);
+            self.segment = d.len();
+        } else if self.to != Some(to)
+            || self.sealed
+            || d.len() > self.segment
+            || self.count >= UDP_SEGMENTS_MAX
+            || self.buf.len() + d.len() > UDP_BATCH_MAX_BYTES
+        {
+            return false;
+        }
+        self.sealed = d.len() < self.segment;
+        self.buf.extend_from_slice(d);
+        self.count += 1;
+        true
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.to = None;
+        self.segment = 0;
+        self.count = 0;
+        self.sealed = false;
+    }
+}
 
 /// A signaling message: an SDP offer or answer (RFC 8866 text), and the nonce that pairs an
 /// answer with its offer (and a retransmitted offer with the answer already given).
@@ -276,6 +343,13 @@ pub(in crate::node) struct EndpointStats {
     pub(in crate::node) offers_dropped: u64,
     /// Datagrams from sources with no connection (dropped).
     pub(in crate::node) strays: u64,
+    /// Datagrams sent, and the `sendmsg` calls that sent them (UDP GSO: one call per run).
+    pub(in crate::node) datagrams_sent: u64,
+    pub(in crate::node) send_calls: u64,
+    /// Datagrams received, and the `recvmsg` calls that took them (UDP GRO: one call per
+    /// run the kernel coalesced).
+    pub(in crate::node) datagrams_received: u64,
+    pub(in crate::node) receive_calls: u64,
 }
 
 /// One UDP socket and the WebRTC peer connections behind it.
@@ -306,6 +380,9 @@ pub(in crate::node) struct Endpoint {
     block: usize,
     /// Browser sessions keyed so far (their synthetic keys, see `answer_browser`).
     browser_keys: Cell<u32>,
+    /// Runs of datagrams go out as one UDP GSO send; cleared for good when the kernel
+    /// refuses one (`EIO`/`EINVAL`: the route's device or MTU does not allow it).
+    gso: Cell<bool>,
 }
 
 /// Settings every peer connection of this crate uses: a 10 ms ICE check interval (set-up
@@ -544,6 +621,9 @@ impl Endpoint {
 
     fn new(socket: UdpSocket, role: Role, block: usize) -> io::Result<Rc<Self>> {
         let bound = socket.local_addr().map_err(super::super::glommio_io)?;
+        // From here on every receive goes through `sys::recv_segments`, which splits what
+        // the kernel coalesced (before, `gather` reads STUN and TURN answers whole).
+        sys::enable_gro(&socket);
         Ok(Rc::new(Self {
             socket,
             bound,
@@ -558,6 +638,7 @@ impl Endpoint {
             stats: Cell::default(),
             block: block.clamp(1, WEBRTC_BLOCK_MAX_BYTES),
             browser_keys: Cell::new(0),
+            gso: Cell::new(true),
         }))
     }
 
@@ -610,8 +691,15 @@ impl Endpoint {
     /// Runs the endpoint (receiver and driver) until dropped; a client's ends once its
     /// connection is closed and the closing datagrams are sent.
     pub(in crate::node) async fn run(self: Rc<Self>) {
+        // The receiver is a task of its own, cancelled with this one: glommio's I/O futures
+        // keep one more clone of the task's waker each time they are polled while pending,
+        // so a receive polled at every wake-up of the driver (thousands a second) would
+        // pile up clones until the task's reference count overflows (a panic). The driver
+        // itself awaits only timers and notifications.
+        let receiver = glommio::spawn_local(self.clone().receive());
         let keep = future::or(self.keep_mapped(), self.keep_relay());
-        future::or(self.receive(), future::or(self.drive(), keep)).await;
+        future::or(self.drive(), keep).await;
+        drop(receiver);
     }
 
     /// Allocates on the TURN server (`set_turn`) and allocates again every
@@ -679,16 +767,109 @@ impl Endpoint {
         .await
     }
 
-    async fn receive(&self) {
-        let mut buf = vec![0u8; 65_536];
+    /// Takes what arrives on the socket: waits until a datagram is queued (a one-byte peek,
+    /// which consumes nothing, so even a dropped wait loses no datagram), then takes up to
+    /// `RECEIVES_PER_ROUND` receives without waiting, each one datagram or a run the kernel
+    /// coalesced (UDP GRO), hands every datagram to its session, wakes the driver and
+    /// yields to it.
+    async fn receive(self: Rc<Self>) {
+        let mut buf = vec![0u8; UDP_BATCH_MAX_BYTES];
+        let mut probe = [0u8; 1];
         loop {
-            // The one receive future, never dropped before the endpoint is (cancel safety).
-            let Ok((n, from)) = self.socket.recv_from(&mut buf).await else {
-                // ICMP errors (a connected client's peer gone) and the like: per datagram.
-                continue;
-            };
-            self.on_datagram(from, &buf[..n]);
+            // An error here is the socket's pending one (an ICMP error toward a connected
+            // client's peer): the receive below takes and reports it, per call.
+            let _ = self.socket.peek_from(&mut probe).await;
+            for _ in 0..RECEIVES_PER_ROUND {
+                match sys::recv_segments(&self.socket, &mut buf) {
+                    Ok(Some(r)) => {
+                        let mut n = 0;
+                        for d in r.datagrams(&buf) {
+                            self.on_datagram(r.from, d);
+                            n += 1;
+                        }
+                        self.count(|s| {
+                            s.datagrams_received += n;
+                            s.receive_calls += 1;
+                        });
+                    }
+                    Ok(None) => break,
+                    Err(_) => {}
+                }
+            }
             self.wake.notify();
+            future::yield_now().await;
+        }
+    }
+
+    /// Sends `batch` and empties it: one UDP GSO send when it holds several datagrams and
+    /// GSO works here, else one datagram per send. Never through glommio's own send (see
+    /// `run`): when the socket's buffer is full it waits `SEND_FULL_WAIT` and tries again,
+    /// at most `SEND_FULL_TRIES` times, then drops what is left. A datagram the socket
+    /// refuses is lost, as it could be on the wire (SCTP sends it again).
+    async fn flush(&self, batch: &mut Batch) {
+        let Some(to) = batch.to.filter(|_| !batch.is_empty()) else { return };
+        let (count, segment) = (batch.count, batch.segment.max(1));
+        let mut tries = 0;
+        if count > 1 && self.gso.get() {
+            loop {
+                match sys::send_segments(&self.socket, to, &batch.buf, segment) {
+                    Ok(Sent::Bytes(_)) => {
+                        self.count(|s| {
+                            s.datagrams_sent += count as u64;
+                            s.send_calls += 1;
+                        });
+                        batch.clear();
+                        return;
+                    }
+                    Ok(Sent::Full) if tries < SEND_FULL_TRIES => {
+                        tries += 1;
+                        glommio::timer::sleep(SEND_FULL_WAIT).await;
+                        continue;
+                    }
+                    Ok(Sent::Full) => {
+                        batch.clear();
+                        return;
+                    }
+                    Err(e) if sys::gso_refused(&e) => {
+                        self.gso.set(false);
+                        tracing::warn!(
+                            "webrtc: UDP GSO refused toward {to} ({e}): one datagram per \
+                             send on this socket from now on"
+                        );
+                    }
+                    // The socket's own error (a pending ICMP one, say): one by one below.
+                    Err(_) => {}
+                }
+                break;
+            }
+        }
+        let mut at = 0;
+        while at < batch.buf.len() {
+            let d = &batch.buf[at..(at + segment).min(batch.buf.len())];
+            match sys::send_segments(&self.socket, to, d, d.len()) {
+                Ok(Sent::Full) if tries < SEND_FULL_TRIES => {
+                    tries += 1;
+                    glommio::timer::sleep(SEND_FULL_WAIT).await;
+                    continue;
+                }
+                Ok(Sent::Full) => break,
+                Ok(Sent::Bytes(_)) => self.count(|s| {
+                    s.datagrams_sent += 1;
+                    s.send_calls += 1;
+                }),
+                Err(_) => {}
+            }
+            at += d.len();
+        }
+        batch.clear();
+    }
+
+    /// Queues datagram `d` to `to` in `batch`, sending the batch first if `d` does not
+    /// continue its run.
+    async fn queue(&self, batch: &mut Batch, to: SocketAddr, d: &[u8]) {
+        if !batch.push(to, d) {
+            self.flush(batch).await;
+            batch.push(to, d);
         }
     }
 
@@ -937,12 +1118,13 @@ impl Endpoint {
     /// Sends what is queued, fires timers, fills inboxes; sleeps until the next deadline or
     /// wake-up. Returns only on a client endpoint, once its connection is gone.
     async fn drive(self: &Rc<Self>) {
+        let mut batch = Batch::default();
         loop {
             loop {
                 // The borrow ends before the send's await (the receiver queues answers).
                 let next = self.outbox.borrow_mut().pop_front();
                 let Some((to, d)) = next else { break };
-                let _ = self.socket.send_to(&d, to).await;
+                self.queue(&mut batch, to, &d).await;
             }
             let now = clock::now();
             let chans: Vec<(SocketAddr, Rc<Channel>)> =
@@ -980,7 +1162,7 @@ impl Endpoint {
                         }
                         continue;
                     }
-                    let _ = self.socket.send_to(&out.message, out.transport.peer_addr).await;
+                    self.queue(&mut batch, out.transport.peer_addr, &out.message).await;
                 }
                 if ch.state.get() == State::Closed {
                     self.channels.borrow_mut().remove(&addr);
@@ -999,8 +1181,9 @@ impl Endpoint {
             loop {
                 let d = self.turn.borrow_mut().as_mut().and_then(TurnRelay::poll_transmit);
                 let Some((to, d)) = d else { break };
-                let _ = self.socket.send_to(&d, to).await;
+                self.queue(&mut batch, to, &d).await;
             }
+            self.flush(&mut batch).await;
             let t = self.turn.borrow_mut().as_mut().and_then(TurnRelay::poll_timeout);
             next = match (next, t) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -1404,6 +1587,37 @@ impl AsyncWrite for RtcStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_a_run_of_one_size_to_one_destination() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let mut batch = Batch::default();
+        assert!(batch.push(a, &[1; 1200]));
+        assert!(batch.push(a, &[2; 1200]));
+        // Another destination, a larger datagram: not part of the run.
+        assert!(!batch.push(b, &[3; 1200]));
+        assert!(!batch.push(a, &[3; 1201]));
+        // A shorter one ends it.
+        assert!(batch.push(a, &[4; 100]));
+        assert!(!batch.push(a, &[5; 100]));
+        assert_eq!((batch.count, batch.segment, batch.buf.len()), (3, 1200, 2500));
+        // Nothing UDP could carry is dropped, never batched.
+        assert!(batch.push(a, &[]));
+        assert!(batch.push(a, &vec![0; UDP_BATCH_MAX_BYTES + 1]));
+        assert_eq!(batch.count, 3);
+        batch.clear();
+        assert!(batch.is_empty() && batch.to.is_none());
+        // At most UDP_SEGMENTS_MAX datagrams and UDP_BATCH_MAX_BYTES bytes.
+        for _ in 0..UDP_SEGMENTS_MAX {
+            assert!(batch.push(b, &[0; 100]));
+        }
+        assert!(!batch.push(b, &[0; 100]));
+        batch.clear();
+        assert!(batch.push(b, &[0; 30_000]));
+        assert!(batch.push(b, &[0; 30_000]));
+        assert!(!batch.push(b, &[0; 30_000]));
+    }
 
     #[test]
     fn mdns_candidates_are_dropped_and_the_rest_kept() {
