@@ -248,7 +248,11 @@ fn an_answer_with_a_tampered_dtls_fingerprint_never_opens_a_channel() {
     assert!(!res.status.success(), "a channel opened despite the tampered fingerprint");
     assert!(!out.exists());
     let stats = seeder.stop();
-    assert_eq!(stats["webrtc_offers"], 1, "{stats}");
+    // The downloader cannot tell this from a seeder too busy to finish DTLS in time (rtc
+    // reports neither as failed), so it offers again a few times (CONNECT_TRIES, 4), and
+    // no attempt ever opens a channel.
+    let offers = stats["webrtc_offers"].as_u64().unwrap();
+    assert!((1..=4).contains(&offers), "{stats}");
     assert_eq!(stats["webrtc_connections"], 0, "{stats}");
     assert_eq!(served_bytes(&stats), 0, "{stats}");
 }

@@ -533,6 +533,24 @@ pub(super) struct Reach {
     pub(super) turn: Option<Arc<super::TurnServer>>,
 }
 
+impl Reach {
+    /// Whether a failed connect is worth trying again although it was the first: a WebRTC
+    /// data channel that did not open in time (`TimedOut`) is a busy seeder — a flash crowd
+    /// of offers on its shards — not a wrong address. A plain TCP connect timeout is not
+    /// retried here: its SYNs were already retried by the kernel for the whole timeout,
+    /// and an unreachable address should fail in one.
+    fn set_up_timed_out(&self, e: &GetError) -> bool {
+        self.choice != TransportChoice::Tcp
+            && matches!(e, GetError::Connect { source, .. } if source.kind() == io::ErrorKind::TimedOut)
+    }
+}
+
+/// A pause of `base` to twice `base`, chosen at random, so that connections that failed
+/// together (a flash crowd) do not all come back at the same instant.
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(1.0 + clock::random::<f64>())
+}
+
 /// Connects over the chosen transport and runs the handshake; the peer must be the node
 /// pinned for its address. `tcp`: TCP only. `webrtc`: a data channel, signaled through
 /// the DHT to a provider whose record offers WebRTC, else (a `--peer` address) straight
@@ -1156,22 +1174,28 @@ async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Send
     let _ = tx.send(ShardMsg::ShardDone(shard.0, writer.finish().await));
 }
 
+/// A set-up that timed out over WebRTC (a busy seeder, [`Reach::set_up_timed_out`]) is
+/// tried `CONNECT_TRIES` times even when `tries` is 1.
 async fn connect_retrying(ctx: &FetchCtx, peer: SocketAddr, tries: u32) -> Result<Conn, GetError> {
     let mut wait = Duration::from_millis(250);
-    for _ in 1..tries {
-        match connect(peer, &ctx.security, &ctx.pins, &ctx.counters, ctx.peer_timeout, &ctx.reach)
-            .await
-        {
-            Err(GetError::Connect { .. }) => {
-                glommio::timer::sleep(wait).await;
-                wait *= 2;
+    let mut attempt = 1;
+    loop {
+        let conn =
+            connect(peer, &ctx.security, &ctx.pins, &ctx.counters, ctx.peer_timeout, &ctx.reach)
+                .await;
+        let again = match &conn {
+            Err(e @ GetError::Connect { .. }) => {
+                attempt < tries || (attempt < CONNECT_TRIES && ctx.reach.set_up_timed_out(e))
             }
-            other => return other,
+            _ => false,
+        };
+        if !again {
+            return conn;
         }
+        glommio::timer::sleep(jittered(wait)).await;
+        wait *= 2;
+        attempt += 1;
     }
-    let conn =
-        connect(peer, &ctx.security, &ctx.pins, &ctx.counters, ctx.peer_timeout, &ctx.reach).await;
-    conn
 }
 
 /// Drives one connection until the download completes, the peer fails or is banned, or
@@ -1302,7 +1326,7 @@ async fn conn_loop(
                     return Err(e);
                 }
                 reconnects += 1;
-                until_stopped(ctx, glommio::timer::sleep(backoff)).await?;
+                until_stopped(ctx, glommio::timer::sleep(jittered(backoff))).await?;
                 backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
             }
             other => return other,
@@ -1996,13 +2020,26 @@ async fn fetch_manifest_any(
     for peer in peers {
         // A peer that dropped the connection unread is connected again, with the pauses of
         // a data connection's reconnections (`RECONNECTS_MAX`, from `RECONNECT_BACKOFF_MIN`).
-        let (mut reconnects, mut backoff) = (0, RECONNECT_BACKOFF_MIN);
+        // A WebRTC set-up that timed out is tried `CONNECT_TRIES` times in all: a busy
+        // seeder and an answer whose DTLS fingerprint does not match look alike to rtc 0.21
+        // (neither fails, both time out), so the bound is small.
+        let (mut reconnects, mut timeouts, mut backoff) = (0, 1, RECONNECT_BACKOFF_MIN);
         loop {
             match fetch_manifest(peer.addr, file_id, sec, pins, counters, timeout, reach).await {
                 Ok(info) => return Ok(info),
+                Err(f)
+                    if reach.set_up_timed_out(&f.error)
+                        && timeouts < CONNECT_TRIES
+                        && reconnects < RECONNECTS_MAX =>
+                {
+                    timeouts += 1;
+                    reconnects += 1;
+                    glommio::timer::sleep(jittered(backoff)).await;
+                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                }
                 Err(f) if f.dropped && reconnects < RECONNECTS_MAX => {
                     reconnects += 1;
-                    glommio::timer::sleep(backoff).await;
+                    glommio::timer::sleep(jittered(backoff)).await;
                     backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
                 }
                 Err(f) => {

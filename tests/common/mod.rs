@@ -122,6 +122,8 @@ pub fn publish_id(data_dir: &Path, file: &Path, extra: &[&str]) -> String {
 pub struct Seeder {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// Its WebRTC (UDP) address, when started with `--webrtc`.
+    pub webrtc: Option<SocketAddr>,
 }
 
 impl Seeder {
@@ -155,13 +157,25 @@ impl Seeder {
         let mut child =
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn seeder");
         let stderr = child.stderr.take().unwrap();
+        // With --webrtc it is ready once it also printed its UDP address.
+        let wants_webrtc = args.contains(&"--webrtc");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut seen = String::new();
+            let (mut tcp, mut seen) = (None, String::new());
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap().to_owned();
-                    let _ = tx.send(Ok(addr));
+                let word_after = |key: &str| {
+                    line.split(key)
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                        .map(str::to_owned)
+                };
+                if let Some(a) = word_after("listening on ") {
+                    if !wants_webrtc {
+                        let _ = tx.send(Ok((a.clone(), None)));
+                    }
+                    tcp = Some(a);
+                } else if let Some(udp) = word_after("webrtc on udp ") {
+                    let _ = tx.send(Ok((tcp.clone().unwrap_or_default(), Some(udp))));
                 } else {
                     seen.push_str(&line);
                     seen.push('\n');
@@ -169,12 +183,16 @@ impl Seeder {
             }
             let _ = tx.send(Err(seen));
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(addr)) => addr,
+        let (addr, webrtc) = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(addrs)) => addrs,
             Ok(Err(stderr)) => panic!("seeder did not start: {stderr}"),
             Err(e) => panic!("seeder did not start: {e}"),
         };
-        Self { child: Some(child), addr: addr.parse().unwrap() }
+        Self {
+            child: Some(child),
+            addr: addr.parse().unwrap(),
+            webrtc: webrtc.map(|a| a.parse().unwrap()),
+        }
     }
 
     pub fn peer(&self) -> String {

@@ -1445,11 +1445,18 @@ async fn gather(
 }
 
 /// Waits until `ch` opens (the driver closes it at its `open_deadline` if it does not).
+/// `TimedOut` when the deadline passed while it was still connecting (a busy or starved
+/// peer: worth trying again); `ConnectionAborted` when ICE or DTLS failed before it (no
+/// path, or a certificate that does not match the signed fingerprint: not worth a retry).
 async fn wait_open(ch: &Channel) -> io::Result<()> {
     future::poll_fn(|cx| match ch.state.get() {
         State::Open => Poll::Ready(Ok(())),
-        State::Closed => Poll::Ready(Err(io::Error::new(
+        State::Closed if clock::now() >= ch.open_deadline => Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
+            "webrtc: the data channel did not open in time (ICE or DTLS did not finish)",
+        ))),
+        State::Closed => Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
             "webrtc: the data channel did not open (ICE or DTLS failed)",
         ))),
         State::Connecting => {
