@@ -5,77 +5,31 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
 
 /// A `furymesh seed --webrtc 127.0.0.1:0` process: its TCP and WebRTC (UDP) addresses.
 struct RtcSeeder {
-    child: Option<Child>,
+    seeder: Seeder,
     tcp: SocketAddr,
     udp: SocketAddr,
 }
 
 impl RtcSeeder {
     fn start(data_dir: &Path, shards: usize, extra: &[&str]) -> Self {
-        let mut cmd = fm(data_dir);
-        cmd.args(["--json", "seed", "--listen", "127.0.0.1:0", "--api", "off", "--shards"])
-            .arg(shards.to_string())
-            .args(["--webrtc", "127.0.0.1:0"])
-            .args(extra);
-        let mut child =
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn seeder");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let (mut tcp, mut seen) = (None, String::new());
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let word_after = |key: &str| {
-                    line.split(key)
-                        .nth(1)
-                        .and_then(|r| r.split_whitespace().next())
-                        .map(str::to_owned)
-                };
-                if let Some(a) = word_after("listening on ") {
-                    tcp = Some(a);
-                } else if let Some(a) = word_after("webrtc on udp ") {
-                    let _ = tx.send(Ok((tcp.clone().unwrap_or_default(), a)));
-                } else {
-                    seen.push_str(&line);
-                    seen.push('\n');
-                }
-            }
-            let _ = tx.send(Err(seen));
-        });
-        let (tcp, udp) = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(addrs)) => addrs,
-            Ok(Err(stderr)) => panic!("seeder did not start: {stderr}"),
-            Err(e) => panic!("seeder did not start: {e}"),
-        };
-        Self { child: Some(child), tcp: tcp.parse().unwrap(), udp: udp.parse().unwrap() }
+        let mut args = vec!["--api", "off", "--webrtc", "127.0.0.1:0"];
+        args.extend(extra);
+        let seeder = Seeder::start_with_args(data_dir, shards, &args);
+        let (tcp, udp) = (seeder.addr, seeder.webrtc.expect("the seeder's WebRTC address"));
+        Self { seeder, tcp, udp }
     }
 
     /// SIGTERM, wait, and return the stats JSON it prints.
-    fn stop(mut self) -> serde_json::Value {
-        let child = self.child.take().unwrap();
-        signal(child.id(), "TERM");
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "seeder exited with {}", out.status);
-        serde_json::from_slice(&out.stdout).expect("seeder stats JSON")
-    }
-}
-
-impl Drop for RtcSeeder {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    fn stop(self) -> serde_json::Value {
+        self.seeder.stop()
     }
 }
 
