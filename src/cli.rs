@@ -377,31 +377,13 @@ impl TurnArgs {
     /// The TURN server with its credentials, `None` without `--turn`.
     fn server(&self) -> Result<Option<node::TurnServer>> {
         let Some(addr) = self.turn else { return Ok(None) };
-        turn_server(
+        service::turn_server(
             addr,
             self.turn_user.as_deref(),
             self.turn_password.as_ref().map(node::TurnPassword::expose),
             self.turn_credentials.as_deref(),
         )
         .map(Some)
-    }
-}
-
-/// The TURN server at `addr` with credentials from `file`, or from `user` and `password`.
-pub(crate) fn turn_server(
-    addr: SocketAddr,
-    user: Option<&str>,
-    password: Option<&str>,
-    file: Option<&Path>,
-) -> Result<node::TurnServer> {
-    match (file, user, password) {
-        (Some(f), _, _) => node::TurnServer::from_credentials_file(addr, f)
-            .with_context(|| format!("TURN credentials {}", f.display())),
-        (None, Some(u), Some(p)) => Ok(node::TurnServer::new(addr, u.to_owned(), p.to_owned())),
-        _ => bail!(
-            "--turn {addr} needs credentials: --turn-credentials FILE, or --turn-user with \
-             --turn-password (or FURYMESH_TURN_PASSWORD)"
-        ),
     }
 }
 

@@ -419,7 +419,7 @@ impl SeedSettings {
         };
         let turn = turn_addr
             .map(|a| {
-                crate::cli::turn_server(
+                turn_server(
                     a,
                     turn_user.as_deref(),
                     flags.turn_password.as_ref().map(crate::node::TurnPassword::expose),
@@ -518,6 +518,26 @@ pub fn effective_toml(file: &ConfigFile, seed: &SeedSettings) -> Result<String> 
     out.push('\n');
     out.push_str(&toml::to_string(&table)?);
     Ok(out)
+}
+
+/// The TURN server at `addr` with credentials from `file`, or from `user` and `password`.
+pub(crate) fn turn_server(
+    addr: SocketAddr,
+    user: Option<&str>,
+    password: Option<&str>,
+    file: Option<&Path>,
+) -> Result<crate::node::TurnServer> {
+    match (file, user, password) {
+        (Some(f), _, _) => crate::node::TurnServer::from_credentials_file(addr, f)
+            .with_context(|| format!("TURN credentials {}", f.display())),
+        (None, Some(u), Some(p)) => {
+            Ok(crate::node::TurnServer::new(addr, u.to_owned(), p.to_owned()))
+        }
+        _ => bail!(
+            "--turn {addr} needs credentials: --turn-credentials FILE, or --turn-user with \
+             --turn-password (or FURYMESH_TURN_PASSWORD)"
+        ),
+    }
 }
 
 #[cfg(test)]
