@@ -2023,28 +2023,22 @@ async fn fetch_manifest_any(
         // A WebRTC set-up that timed out is tried `CONNECT_TRIES` times in all: a busy
         // seeder and an answer whose DTLS fingerprint does not match look alike to rtc 0.21
         // (neither fails, both time out), so the bound is small.
-        let (mut reconnects, mut timeouts, mut backoff) = (0, 1, RECONNECT_BACKOFF_MIN);
+        // `timeouts`: set-ups that timed out so far.
+        let (mut reconnects, mut timeouts, mut backoff) = (0, 0, RECONNECT_BACKOFF_MIN);
         loop {
             match fetch_manifest(peer.addr, file_id, sec, pins, counters, timeout, reach).await {
                 Ok(info) => return Ok(info),
-                Err(f)
-                    if reach.set_up_timed_out(&f.error)
-                        && timeouts < CONNECT_TRIES
-                        && reconnects < RECONNECTS_MAX =>
-                {
-                    timeouts += 1;
-                    reconnects += 1;
-                    glommio::timer::sleep(jittered(backoff)).await;
-                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
-                }
-                Err(f) if f.dropped && reconnects < RECONNECTS_MAX => {
-                    reconnects += 1;
-                    glommio::timer::sleep(jittered(backoff)).await;
-                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
-                }
                 Err(f) => {
-                    last = f.error;
-                    break;
+                    let timed_out = reach.set_up_timed_out(&f.error);
+                    timeouts += u32::from(timed_out);
+                    let again = f.dropped || (timed_out && timeouts < CONNECT_TRIES);
+                    if !again || reconnects >= RECONNECTS_MAX {
+                        last = f.error;
+                        break;
+                    }
+                    reconnects += 1;
+                    glommio::timer::sleep(jittered(backoff)).await;
+                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
                 }
             }
         }
