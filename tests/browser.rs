@@ -74,8 +74,9 @@ fn wait_saved(dir: &Path, name: &str, len: u64, limit: Duration) -> PathBuf {
 }
 
 /// A headless Chromium on the share page of `id` at gateway `http`, saving downloads into
-/// `saved` with `?save=download`: the browser's own download rather than a save dialog
-/// (File System Access), which a headless browser cannot answer.
+/// `saved` without a save dialog (File System Access), which a headless browser cannot
+/// answer: `?save=download` (Blob parts, saved at the end) or `?save=stream` (streamed to
+/// the download through the page's service worker).
 struct SharePage {
     page: Page,
     saved: PathBuf,
@@ -88,14 +89,20 @@ struct SharePage {
 static ONE_BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl SharePage {
+    /// The page with `?save=download`.
     fn open(dir: &Path, http: impl std::fmt::Display, id: &str) -> Self {
+        Self::open_saving(dir, http, id, "download")
+    }
+
+    /// The page with `?save=SAVE`.
+    fn open_saving(dir: &Path, http: impl std::fmt::Display, id: &str, save: &str) -> Self {
         let saved = dir.join("downloads");
         fs::create_dir_all(&saved).unwrap();
         let browser = Browser::start(&dir.join("chromium-profile"));
         let downloads = browser.allow_downloads(&saved);
         let mut page = browser.page();
         page.call("Page.enable", json!({}));
-        page.call("Page.navigate", json!({"url": format!("http://{http}/f/{id}?save=download")}));
+        page.call("Page.navigate", json!({"url": format!("http://{http}/f/{id}?save={save}")}));
         // The script is deferred: the button exists before its listener does, and a click
         // in between is lost. `furymeshStatus` is set in the same run that adds it.
         page.wait_for(
@@ -261,20 +268,33 @@ fn rewrite_in_place(path: &Path, offset: u64, bytes: &[u8]) {
     f.sync_all().unwrap();
 }
 
-#[test]
-fn a_corrupt_chunk_is_refused_in_the_browser_and_never_saved() {
-    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+/// Sizes of the files in `dir` (a download in progress included), by name.
+fn listing(dir: &Path) -> Vec<(String, u64)> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A chunk changed on disk behind a lone seeder's back: the page refuses it every time,
+/// drops the seeder and gives up, and not one byte of it reaches the disk; put right, the
+/// same page downloads the file whole. `save` is the page's save path.
+fn corrupt_chunk_refused(save: &str) {
     let t = tempdir();
     let data = t.path().join("seed");
     let file = t.path().join("tools.tar");
     let bytes = write_file(&file, 8 << 20, 18);
     let id = publish_id(&data, &file, &[]);
     // One chunk changes on disk behind the seeder's back.
-    let at = 3 * 512 * 1024 + 1000;
-    rewrite_in_place(&file, at, b"not what was published");
+    let chunk = 512 * 1024;
+    let at = 3 * chunk + 1000;
+    rewrite_in_place(&file, at as u64, b"not what was published");
     let (_seeder, http) = seeder_with_share_page(&data);
 
-    let mut share = SharePage::open(t.path(), &http, &id);
+    let mut share = SharePage::open_saving(t.path(), &http, &id, save);
     share.download();
     let page = &mut share.page;
     // Every copy of that chunk fails its hash: it is fetched again, the seeder is dropped
@@ -291,15 +311,81 @@ fn a_corrupt_chunk_is_refused_in_the_browser_and_never_saved() {
     assert!(failed["error"].as_str().unwrap().contains("corrupt"), "{failed}");
     let shown = page.eval("document.getElementById('error').innerText");
     assert!(shown.as_str().unwrap().contains("corrupt"), "{shown}");
-    let listed: Vec<_> = fs::read_dir(&share.saved).unwrap().collect();
-    assert!(listed.is_empty(), "something was saved: {listed:?}");
+    if save == "stream" {
+        // The browser's download had begun; it holds at most the verified chunks before the
+        // corrupt one, and it fails rather than end as the file.
+        assert_eq!(failed["save"], "stream", "{failed}");
+        let left = listing(&share.saved);
+        eprintln!("the failed streamed download left {left:?}");
+        for (name, len) in left {
+            assert_ne!(name, "tools.tar", "a failed download was saved as the file");
+            let held = fs::read(share.saved.join(&name)).unwrap();
+            assert!(len as usize <= 3 * chunk, "{name}: {len} bytes, past the corrupt chunk");
+            assert!(held == bytes[..held.len()], "{name} holds bytes that were not verified");
+        }
+    } else {
+        let listed = listing(&share.saved);
+        assert!(listed.is_empty(), "something was saved: {listed:?}");
+    }
 
     // Put right, the same page downloads it whole.
-    rewrite_in_place(&file, at, &bytes[at as usize..at as usize + 22]);
+    rewrite_in_place(&file, at as u64, &bytes[at..at + 22]);
     share.download();
     let status = wait_done(&mut share.page, Duration::from_secs(300));
     assert_eq!(status["corrupt"], 0, "{status}");
+    assert_eq!(status["save"], save.replace("download", "blob"), "{status}");
     let path = wait_saved(&share.saved, "tools.tar", 8 << 20, Duration::from_secs(120));
+    assert!(fs::read(&path).unwrap() == bytes, "the saved file differs from the published one");
+}
+
+#[test]
+fn a_corrupt_chunk_is_refused_in_the_browser_and_never_saved() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    corrupt_chunk_refused("download");
+}
+
+#[test]
+fn a_corrupt_chunk_never_reaches_a_streamed_download() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    corrupt_chunk_refused("stream");
+}
+
+#[test]
+fn without_file_system_access_64_mib_stream_to_disk_through_the_service_worker() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let t = tempdir();
+    let data = t.path().join("seed");
+    let file = t.path().join("stream-1.0.iso");
+    let len = 64 << 20;
+    let bytes = write_file(&file, len, 23);
+    let id = publish_id(&data, &file, &[]);
+    let (_seeder, http) = seeder_with_share_page(&data);
+
+    let mut share = SharePage::open_saving(t.path(), &http, &id, "stream");
+    share.download();
+    // The download grows on disk while the page is still fetching chunks: the disk is read
+    // first, the page after it, so the bytes on disk were there before the page had the
+    // whole file. (A Blob save writes nothing before the page is done.)
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let (on_disk, in_page) = loop {
+        let on_disk: u64 = listing(&share.saved).iter().map(|(_, n)| n).sum();
+        let s = page_status(&mut share.page);
+        assert_ne!(s["state"], "failed", "the page failed: {s}");
+        let in_page = s["bytes"].as_u64().unwrap_or(0);
+        if on_disk > 0 && in_page < len as u64 {
+            break (on_disk, in_page);
+        }
+        assert_ne!(s["state"], "done", "the file reached the disk only once the page was done");
+        assert!(Instant::now() < deadline, "nothing reached the disk: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("{on_disk} bytes on disk while the page had verified {in_page} of {len}");
+    let status = wait_done(&mut share.page, Duration::from_secs(600));
+    assert_eq!(status["save"], "stream", "{status}");
+    assert_eq!(status["corrupt"], 0, "{status}");
+    let shown = share.page.eval("document.getElementById('saving').innerText");
+    assert!(shown.as_str().unwrap().contains("service worker"), "{shown}");
+    let path = wait_saved(&share.saved, "stream-1.0.iso", len as u64, Duration::from_secs(120));
     assert!(fs::read(&path).unwrap() == bytes, "the saved file differs from the published one");
 }
 

@@ -180,6 +180,7 @@ fn router(state: Arc<GatewayState>) -> Router {
     Router::new()
         .route("/files/{id}", get(file))
         .route("/c/{id}/{*path}", get(collection_entry))
+        .route("/f/sw.js", get(share::worker))
         .route("/f/{id}", get(share::page))
         .route("/f/{id}/manifest", get(share::manifest))
         .route("/f/{id}/signal", axum::routing::post(share::signal))

@@ -21,10 +21,16 @@
 //!   the last lookup for this file returned (404 otherwise: this node is no signaling
 //!   relay toward arbitrary nodes); the same bounds and per-IP budget as `/signal`.
 //! - `GET /share.js`, `/share.css`: the page's script and style.
+//! - `GET /f/sw.js`: the page's service worker (scope `/f/`), which streams a download to
+//!   disk from the page's verified chunks where the browser has no File System Access API:
+//!   it answers the page's hidden iframe at `/f/FILE_ID/save/TOKEN` (a URL only the worker
+//!   knows; the gateway has no such route) with a `ReadableStream` body the page feeds in
+//!   file order, one chunk per pull (ARCHITECTURE.md, "Browser peers").
 //!
 //! Every value from the catalog is written into the page HTML-escaped, and the page is
-//! served with a strict Content-Security-Policy (script and style only from this origin,
-//! no framing), so a hostile file name cannot run script.
+//! served with a strict Content-Security-Policy (script, style, workers and frames only
+//! from this origin, no framing of the page itself), so a hostile file name cannot run
+//! script.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -51,11 +57,13 @@ use crate::throttle::Throttle;
 const PAGE: &str = include_str!("share/page.html");
 const SCRIPT: &str = include_str!("share/share.js");
 const STYLE: &str = include_str!("share/share.css");
+const WORKER: &str = include_str!("share/sw.js");
 
-/// The page's policy: its own script and style, fetches and nothing else from its origin.
+/// The page's policy: its own script and style, fetches, its service worker and the hidden
+/// iframe of a streamed download from its origin, and nothing else.
 const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
-     frame-ancestors 'none'";
+     connect-src 'self'; img-src 'self'; worker-src 'self'; frame-src 'self'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// How long a signaling request waits for shard 0's answer (a shard takes its inbox
 /// between two connection events: milliseconds even when loaded).
@@ -426,6 +434,15 @@ pub(super) async fn script() -> Response {
 /// `GET /share.css`.
 pub(super) async fn style() -> Response {
     with_type(STYLE, "text/css; charset=utf-8")
+}
+
+/// `GET /f/sw.js`: the share page's service worker. Its scope is `/f/` (its own directory,
+/// so no `Service-Worker-Allowed` header), and `no-cache` lets a new binary's worker replace
+/// an old one on the next visit.
+pub(super) async fn worker() -> Response {
+    let mut r = with_type(WORKER, "text/javascript; charset=utf-8");
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
 }
 
 #[cfg(test)]

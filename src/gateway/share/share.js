@@ -31,6 +31,12 @@
   const PEERS_BODY_MAX = 4096;
   const DOMAIN = 'furymesh-file-v1\0';
   const CHUNKS_MAX = 1 << 22; // config::CHUNKS_PER_FILE_MAX is lower; a sanity bound
+  // A streamed save: the chunks the page holds (asked for, arriving, or verified and
+  // waiting for their turn in file order or for the browser's download to take them) span
+  // at most this many bytes past the next chunk the download needs (2 chunks if larger).
+  const REORDER_BYTES = 32 << 20;
+  const WORKER_TIMEOUT_MS = 10000; // the service worker registers and takes the download
+  const KEEPALIVE_MS = 10000; // a message to the worker so the browser keeps it running
   // MessageType and ErrorCode values (schemas/furymesh.fbs).
   const T_CHUNK_REQUEST = 0, T_CHUNK_RESPONSE = 1, T_ERROR = 6;
   const E_UNKNOWN_FILE = 1, E_CHUNK_OUT_OF_RANGE = 2, E_MALFORMED = 3, E_FILE_CHANGED = 4;
@@ -42,9 +48,10 @@
   const save = new URLSearchParams(location.search).get('save');
 
   // ---- progress on screen -----------------------------------------------------------
+  // `save`: how the file reaches the disk ('file', 'stream' or 'blob', see SAVE_PATHS).
   // `seeders`: one entry per seeder tried, {node ('origin' or its node ID), state
   // ('connecting', 'open', 'closed', 'dropped', 'failed'), chunks, bytes, corrupt, error}.
-  const status = { state: 'idle', bytes: 0, total: 0, chunks: 0, corrupt: 0, peers: 0, seeders: [], error: null };
+  const status = { state: 'idle', save: null, bytes: 0, total: 0, chunks: 0, corrupt: 0, peers: 0, seeders: [], error: null };
   window.furymeshStatus = status;
 
   function setState(state, text) {
@@ -290,8 +297,9 @@
     async abort() { try { await this.w.abort(); } catch (_) { /* gone already */ } }
   }
 
-  // A download the browser saves: chunks become Blob parts in file order as they arrive (the
-  // browser keeps blob data out of the page, on disk when large), saved at the end.
+  // The last resort, without File System Access or service workers (or with
+  // `?save=download`): chunks become Blob parts in file order as they arrive (the browser
+  // keeps blob data out of the page, on disk when large), saved as one download at the end.
   class BlobSink {
     constructor() { this.parts = []; this.next = 0; this.waiting = new Map(); }
     async write(index, offset, bytes) {
@@ -314,6 +322,135 @@
       setTimeout(() => URL.revokeObjectURL(url), 120000);
     }
     async abort() { this.parts = []; this.waiting.clear(); }
+  }
+
+  // A streamed download (`?save=stream`, or the default without File System Access): the
+  // page's service worker (sw.js) answers a hidden iframe's navigation with a download whose
+  // body it pulls from here, one chunk per pull, in file order. Chunks that arrive early,
+  // or that the browser has not asked for yet, wait here; `limit()` keeps the download from
+  // fetching more than REORDER_BYTES ahead of what the browser took.
+  class StreamSink {
+    constructor(worker, port, manifest, credit) {
+      this.worker = worker;
+      this.port = port;
+      this.count = manifest.count;
+      this.window = Math.max(2, Math.floor(REORDER_BYTES / manifest.chunkSize));
+      this.waiting = new Map(); // index -> verified bytes not handed over yet
+      this.next = 0; // the next chunk (file order) the browser gets
+      this.credit = credit; // pulls not answered yet
+      this.drained = null; // close() waiting for every chunk to be taken
+      this.error = null;
+      this.onAdvance = () => {}; // the download may fetch further
+      this.onCancel = () => {}; // the browser cancelled the download
+      this.keepalive = setInterval(() => worker.postMessage({ furymesh: 'ping' }), KEEPALIVE_MS);
+      port.onmessage = (e) => this.heard(e.data || {});
+    }
+
+    heard(m) {
+      if (m.pull) {
+        this.credit++;
+        this.flush();
+      } else if (m.cancel && !this.error) {
+        this.error = `the browser cancelled the download (${m.cancel})`;
+        this.stop();
+        this.onCancel(this.error);
+      }
+    }
+
+    // Registers the worker, hands it the download and starts the browser's download; null
+    // where the worker cannot take it (then the page saves through a Blob).
+    static async open(manifest) {
+      if (!('serviceWorker' in navigator) || !window.isSecureContext) return null;
+      let port, frame;
+      try {
+        const reg = await navigator.serviceWorker.register('/f/sw.js', { scope: '/f/' });
+        await withTimeout(navigator.serviceWorker.ready, WORKER_TIMEOUT_MS);
+        const worker = reg.active;
+        if (!worker) return null;
+        const token = hex(crypto.getRandomValues(new Uint8Array(16)));
+        const ch = new MessageChannel();
+        port = ch.port1;
+        // What the worker says before the sink takes the port over.
+        const said = { pulls: 0 };
+        const waiters = {};
+        const heard = (what) => new Promise((resolve) => {
+          if (said[what]) resolve(); else waiters[what] = resolve;
+        });
+        port.onmessage = (e) => {
+          const m = e.data || {};
+          if (m.pull) said.pulls++;
+          for (const what of ['ready', 'started', 'cancel']) {
+            if (m[what]) { said[what] = m[what]; if (waiters[what]) waiters[what](); }
+          }
+        };
+        worker.postMessage({ furymesh: 'save', token, name, size: manifest.size }, [ch.port2]);
+        await withTimeout(heard('ready'), WORKER_TIMEOUT_MS);
+        frame = document.createElement('iframe');
+        frame.hidden = true;
+        frame.src = `/f/${fileId}/save/${token}`;
+        document.body.append(frame);
+        await withTimeout(heard('started'), WORKER_TIMEOUT_MS);
+        if (said.cancel) throw new Error('cancelled');
+        return new StreamSink(worker, port, manifest, said.pulls);
+      } catch (_) {
+        if (port) port.close();
+        if (frame) frame.remove();
+        return null;
+      }
+    }
+
+    limit() { return this.next + this.window; }
+
+    async write(index, offset, bytes) {
+      if (this.error) throw new Error(this.error);
+      this.waiting.set(index, bytes);
+      this.flush();
+    }
+
+    // Hands over the chunks the browser asked for that are next in file order.
+    flush() {
+      let moved = false;
+      while (this.credit > 0 && this.waiting.has(this.next)) {
+        let b = this.waiting.get(this.next);
+        this.waiting.delete(this.next);
+        if (b.byteOffset !== 0 || b.byteLength !== b.buffer.byteLength) b = b.slice();
+        this.port.postMessage(b.buffer, [b.buffer]);
+        this.credit--;
+        this.next++;
+        moved = true;
+      }
+      if (this.drained && this.next === this.count) {
+        this.port.postMessage({ end: true });
+        this.drained();
+        this.drained = null;
+        this.stop();
+      }
+      if (moved) this.onAdvance();
+    }
+
+    // Resolves once the browser took every chunk (the download then ends whole).
+    close() {
+      if (this.error) return Promise.reject(new Error(this.error));
+      return new Promise((resolve) => { this.drained = resolve; this.flush(); });
+    }
+
+    async abort(why) {
+      if (!this.error) this.port.postMessage({ abort: why || 'the download failed' });
+      this.error = this.error || why || 'the download failed';
+      this.waiting.clear();
+      this.stop();
+    }
+
+    stop() {
+      clearInterval(this.keepalive);
+    }
+  }
+
+  function withTimeout(promise, ms) {
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('timed out')), ms);
+      promise.then((v) => { clearTimeout(t); resolve(v); }, (e) => { clearTimeout(t); reject(e); });
+    });
   }
 
   // ---- one data channel to the seeder ---------------------------------------------------
@@ -383,6 +520,10 @@
       dc.onmessage = (e) => this.onData(new Uint8Array(e.data));
       dc.onclose = () => this.drop('the seeder closed the channel');
       dc.onerror = () => this.drop('the data channel failed');
+      // A seeder that vanishes leaves the channel "open": only ICE's consent checks notice.
+      pc.addEventListener('connectionstatechange', () => {
+        if (pc.connectionState === 'failed') this.drop('the connection to the seeder failed (no answer to ICE checks)');
+      });
     }
 
     request() {
@@ -498,7 +639,13 @@
       this.reject = null;
     }
 
-    nextChunk() { return this.todo.shift(); }
+    // The next chunk to fetch; none while a streamed save has too much waiting (chunks lost
+    // and put back are always below its limit, so the one it waits for is never held back).
+    nextChunk() {
+      if (this.todo.length === 0) return undefined;
+      if (this.sink.limit && this.todo[0] >= this.sink.limit()) return undefined;
+      return this.todo.shift();
+    }
 
     run() {
       return new Promise(async (resolve, reject) => {
@@ -593,12 +740,13 @@
         }
         this.have[index] = 1;
         const offset = index * this.manifest.chunkSize;
+        const len = bytes.length; // a streamed save hands the buffer itself to its worker
         this.writing = this.writing.then(() => this.sink.write(index, offset, bytes));
         peer.entry.chunks++;
-        peer.entry.bytes += bytes.length;
+        peer.entry.bytes += len;
         this.writing.then(() => {
           this.pending--;
-          status.bytes += bytes.length;
+          status.bytes += len;
           status.chunks++;
           this.verified++;
           showProgress();
@@ -650,21 +798,31 @@
       if (this.finished) return;
       this.finished = true;
       for (const p of this.peers) { p.closed = true; try { p.dc.close(); p.pc.close(); } catch (_) { /* gone */ } }
-      await this.sink.abort();
+      await this.sink.abort(why);
       this.reject(new Error(why));
     }
   }
 
-  async function chooseSink() {
-    if (save !== 'download' && typeof window.showSaveFilePicker === 'function') {
-      try {
-        const handle = await window.showSaveFilePicker({ suggestedName: name });
-        return new FileSink(await handle.createWritable());
-      } catch (e) {
-        if (e.name === 'AbortError') return null;
-      }
+  // How the file reaches the disk, as `status.save` names it and the page says.
+  const SAVE_PATHS = {
+    file: 'Saving straight into the file you chose, chunk by chunk.',
+    stream: 'Streaming into your downloads as chunks arrive (service worker).',
+    blob: 'The browser assembles the file and saves it when every chunk is in.',
+  };
+
+  // The save dialog (File System Access) opens straight from the click, while the user's
+  // gesture counts, before anything is fetched: a FileSink, null if the user cancelled,
+  // undefined where there is none (or `?save=download` / `?save=stream` asks for another).
+  async function pickFile() {
+    if (save === 'download' || save === 'stream' || typeof window.showSaveFilePicker !== 'function') {
+      return undefined;
     }
-    return new BlobSink();
+    try {
+      const handle = await window.showSaveFilePicker({ suggestedName: name });
+      return new FileSink(await handle.createWritable());
+    } catch (e) {
+      return e.name === 'AbortError' ? null : undefined;
+    }
   }
 
   async function download() {
@@ -679,12 +837,25 @@
       fail('This browser has no WebRTC.');
       return;
     }
-    const sink = await chooseSink();
-    if (!sink) { $('download').disabled = false; return; }
+    let sink = await pickFile();
+    if (sink === null) { $('download').disabled = false; return; }
     $('progress').hidden = false;
     try {
       setState('manifest', 'Checking the manifest against the file ID…');
       const manifest = await fetchManifest();
+      // Without a file handle: a download streamed through the service worker, else (no
+      // worker, or `?save=download`) one the browser assembles from Blob parts.
+      let kind = 'file';
+      if (!sink && save !== 'download') {
+        sink = await StreamSink.open(manifest);
+        kind = 'stream';
+      }
+      if (!sink) {
+        sink = new BlobSink();
+        kind = 'blob';
+      }
+      status.save = kind;
+      $('saving').textContent = SAVE_PATHS[kind];
       status.total = manifest.size;
       status.bytes = 0;
       status.chunks = 0;
@@ -693,11 +864,14 @@
       status.seeders = [];
       started = performance.now();
       showProgress();
-      await new Download(manifest, sink).run();
+      const dl = new Download(manifest, sink);
+      sink.onAdvance = () => dl.requestAll();
+      sink.onCancel = (why) => dl.abort(why);
+      await dl.run();
       showProgress();
       setState('done', `Done: ${human(manifest.size)}, every chunk verified.`);
     } catch (e) {
-      await sink.abort();
+      if (sink) await sink.abort(e.message);
       fail(e.message);
     }
   }
