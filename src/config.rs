@@ -88,6 +88,15 @@ pub const WEBRTC_SEND_BUFFER_BYTES: usize = 1 << 20;
 /// Received bytes a data channel keeps for a reader that has not taken them; beyond it the
 /// rest stays in SCTP, whose receive window then slows the sender.
 pub const WEBRTC_RECV_BUFFER_BYTES: usize = 1 << 20;
+/// SCTP packet budget (the `rtc` crate's SCTP MTU: common header plus DATA chunks, each
+/// packet one DTLS record in one UDP datagram) a seeder uses toward a peer that every
+/// path leads to over loopback: its offer came from, and named, only loopback addresses,
+/// and the seeder offers no TURN-relayed candidate. Loopback carries 64 KiB datagrams, and
+/// TLS-style records stop at 2^14 bytes of plaintext (RFC 6347 §4.1 via RFC 5246 §6.2.1),
+/// which peers may enforce. Everywhere else, and toward browsers, `rtc`'s default of 1,191
+/// bytes stands: it fits a TURN-relayed IPv6 path at the minimum MTU (1,280), and FuryMesh
+/// has no path-MTU discovery (RFC 8899) to learn that a larger packet would arrive.
+pub const WEBRTC_LOOPBACK_SCTP_MTU: u32 = 16_384;
 /// Send and receive buffer of a WebRTC UDP socket (SO_SNDBUF/SO_RCVBUF; capped at
 /// net.core.wmem_max/rmem_max unless the process may force it): bursts of a whole SCTP
 /// window must not be dropped by the kernel, SCTP in `rtc` recovers slowly from loss.

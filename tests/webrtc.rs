@@ -68,6 +68,10 @@ fn a_download_over_webrtc_is_byte_identical_and_reports_its_transport() {
     // Encryption on: every payload byte was sealed in the records inside the channel too.
     assert!(served_bytes(&stats) >= 2 * data.len() as u64, "{stats}");
     assert_eq!(stats["payload_bytes_from_map"], 0, "{stats}");
+    // Every path to this downloader is loopback: SCTP packets far larger than the 1,191
+    // bytes any other path gets (`WEBRTC_LOOPBACK_SCTP_MTU`).
+    let largest = stats["webrtc_datagram_bytes_max"].as_u64().unwrap();
+    assert!(largest > 8_192 && largest < 17_000, "{stats}");
 }
 
 #[test]

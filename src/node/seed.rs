@@ -69,6 +69,10 @@ pub struct SeedStats {
     /// `sendmsg(2)` calls that sent them: a run of datagrams to one peer goes in one call
     /// (UDP GSO), so `webrtc_datagrams_sent / webrtc_send_calls` is the mean run.
     pub webrtc_send_calls: u64,
+    /// The largest UDP datagram the WebRTC sockets sent, in bytes: about 1,230 (`rtc`'s
+    /// 1,191-byte SCTP packets in DTLS) on any path but loopback, up to
+    /// `WEBRTC_LOOPBACK_SCTP_MTU` plus DTLS's overhead toward a loopback peer.
+    pub webrtc_datagram_bytes_max: u64,
     /// UDP datagrams the WebRTC sockets received.
     pub webrtc_datagrams_received: u64,
     /// `recvmsg(2)` calls that took them (UDP GRO: the kernel coalesces a run into one).
@@ -120,6 +124,8 @@ impl SeedStats {
         self.webrtc_offers_dropped += o.webrtc_offers_dropped;
         self.webrtc_datagrams_sent += o.webrtc_datagrams_sent;
         self.webrtc_send_calls += o.webrtc_send_calls;
+        self.webrtc_datagram_bytes_max =
+            self.webrtc_datagram_bytes_max.max(o.webrtc_datagram_bytes_max);
         self.webrtc_datagrams_received += o.webrtc_datagrams_received;
         self.webrtc_receive_calls += o.webrtc_receive_calls;
         self.connections_open += o.connections_open;
@@ -666,6 +672,7 @@ pub(super) async fn run_shard(
         stats.webrtc_offers_dropped += e.offers_dropped;
         stats.webrtc_datagrams_sent += e.datagrams_sent;
         stats.webrtc_send_calls += e.send_calls;
+        stats.webrtc_datagram_bytes_max = stats.webrtc_datagram_bytes_max.max(e.datagram_bytes_max);
         stats.webrtc_datagrams_received += e.datagrams_received;
         stats.webrtc_receive_calls += e.receive_calls;
     }

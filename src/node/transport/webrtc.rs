@@ -40,7 +40,8 @@
 //! connection that does not open within its deadline is closed.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -72,10 +73,10 @@ use super::stun::StunClient;
 use super::turn::{TurnRelay, TurnServer};
 use crate::config::{
     BROWSER_ICE_KEEPALIVE_MS, BROWSER_ICE_SILENCE_MS, WEBRTC_BLOCK_BYTES, WEBRTC_BLOCK_MAX_BYTES,
-    WEBRTC_ICE_CHECKS_PER_PAIR, WEBRTC_ICE_CHECK_INTERVAL_MS, WEBRTC_OFFER_MIN_BYTES,
-    WEBRTC_OFFER_RETRY_MS, WEBRTC_RECV_BUFFER_BYTES, WEBRTC_SEND_BUFFER_BYTES,
-    WEBRTC_SIGNAL_MAX_BYTES, WEBRTC_STUN_REFRESH_SECS, WEBRTC_STUN_RETRY_MS, WEBRTC_STUN_WAIT_MS,
-    WEBRTC_TURN_WAIT_MS,
+    WEBRTC_ICE_CHECKS_PER_PAIR, WEBRTC_ICE_CHECK_INTERVAL_MS, WEBRTC_LOOPBACK_SCTP_MTU,
+    WEBRTC_OFFER_MIN_BYTES, WEBRTC_OFFER_RETRY_MS, WEBRTC_RECV_BUFFER_BYTES,
+    WEBRTC_SEND_BUFFER_BYTES, WEBRTC_SIGNAL_MAX_BYTES, WEBRTC_STUN_REFRESH_SECS,
+    WEBRTC_STUN_RETRY_MS, WEBRTC_STUN_WAIT_MS, WEBRTC_TURN_WAIT_MS,
 };
 use crate::crypto::signal::{CandidateKind, SignalCandidate, SIGNAL_CANDIDATES_MAX};
 use crate::node::clock;
@@ -217,6 +218,13 @@ struct Channel {
     local: SocketAddr,
     /// The peer's address (where its offer came from, or where ours went).
     remote: SocketAddr,
+    /// Its key in the endpoint's `channels`.
+    key: SocketAddr,
+    /// On the endpoint's `ready` list (something happened: the driver handles it).
+    ready: Cell<bool>,
+    /// When the driver's timer list next visits it (the earliest of `poll_timeout` and, while
+    /// connecting, `open_deadline`), as far as the driver knows; `None`: no live entry.
+    visit: Cell<Option<Instant>>,
     state: Cell<State>,
     /// Closed unless open by then.
     open_deadline: Instant,
@@ -242,6 +250,38 @@ struct Channel {
 }
 
 impl Channel {
+    /// A connecting channel of `pc` at `(local, remote, key)` (see the fields), closed
+    /// unless open by `open_deadline`; `ufrag` is our ICE username fragment. No data
+    /// channel yet, nonce 0, not a browser's: callers set those that differ.
+    fn new(
+        pc: RTCPeerConnection,
+        (local, remote, key): (SocketAddr, SocketAddr, SocketAddr),
+        open_deadline: Instant,
+        ufrag: String,
+    ) -> Self {
+        Self {
+            pc: RefCell::new(pc),
+            dc: Cell::new(None),
+            local,
+            remote,
+            key,
+            ready: Cell::new(false),
+            visit: Cell::new(None),
+            state: Cell::new(State::Connecting),
+            open_deadline,
+            inbox: RefCell::default(),
+            inbox_bytes: Cell::new(0),
+            read_offset: Cell::new(0),
+            reader: RefCell::default(),
+            writer: RefCell::default(),
+            nonce: 0,
+            answer: RefCell::default(),
+            abandoned: Cell::new(false),
+            ufrag,
+            browser: false,
+        }
+    }
+
     /// The candidate types of the pair ICE selected, `LOCAL-REMOTE` (`host`, `srflx`,
     /// `prflx`, `relay`; RFC 8445 §5.1.1), once it has selected one.
     fn ice_pair(&self) -> Option<String> {
@@ -346,6 +386,8 @@ pub(in crate::node) struct EndpointStats {
     /// Datagrams sent, and the `sendmsg` calls that sent them (UDP GSO: one call per run).
     pub(in crate::node) datagrams_sent: u64,
     pub(in crate::node) send_calls: u64,
+    /// The largest datagram sent, in bytes.
+    pub(in crate::node) datagram_bytes_max: u64,
     /// Datagrams received, and the `recvmsg` calls that took them (UDP GRO: one call per
     /// run the kernel coalesced).
     pub(in crate::node) datagrams_received: u64,
@@ -374,6 +416,12 @@ pub(in crate::node) struct Endpoint {
     turn: RefCell<Option<TurnRelay>>,
     /// Signaling datagrams to send.
     outbox: RefCell<VecDeque<(SocketAddr, Vec<u8>)>>,
+    /// Connections something happened to (a datagram, a read or write of their stream, a
+    /// timer due): the driver's next round handles these, not every connection.
+    ready: RefCell<Vec<Rc<Channel>>>,
+    /// When each connection wants its timers fired, earliest first; an entry whose time is
+    /// not its connection's `visit` any more is stale and skipped.
+    timers: RefCell<BinaryHeap<Reverse<(Instant, SocketAddr)>>>,
     wake: Notify,
     stats: Cell<EndpointStats>,
     /// Largest message written (`RtcStream` cuts writes into blocks of this size).
@@ -387,9 +435,21 @@ pub(in crate::node) struct Endpoint {
 
 /// Settings every peer connection of this crate uses: a 10 ms ICE check interval (set-up
 /// in ~60 ms instead of ~250 ms on loopback, DESIGN.md), `WEBRTC_ICE_CHECKS_PER_PAIR`
-/// checks before a pair fails, messages up to `WEBRTC_BLOCK_MAX_BYTES`, no mDNS.
-fn new_peer_connection(now: Instant) -> io::Result<RTCPeerConnection> {
-    peer_connection_with(now, SettingEngineBuilder::new())
+/// checks before a pair fails, messages up to `WEBRTC_BLOCK_MAX_BYTES`, no mDNS. With
+/// `loopback` (every path to the peer is loopback), SCTP packets of up to
+/// `WEBRTC_LOOPBACK_SCTP_MTU` bytes instead of `rtc`'s 1,191.
+fn new_peer_connection(now: Instant, loopback: bool) -> io::Result<RTCPeerConnection> {
+    let engine = SettingEngineBuilder::new();
+    let engine = if loopback { engine.with_sctp_mtu(WEBRTC_LOOPBACK_SCTP_MTU) } else { engine };
+    peer_connection_with(now, engine)
+}
+
+/// `127.0.0.0/8`, `::1` or `::ffff:127.x.y.z`.
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        IpAddr::V4(v4) => v4.is_loopback(),
+    }
 }
 
 /// A browser session's peer connection: like [`new_peer_connection`], but a consent check
@@ -574,7 +634,8 @@ fn offering_connection(
     ours: &[SignalCandidate],
     now: Instant,
 ) -> io::Result<(RTCPeerConnection, RTCDataChannelId, String)> {
-    let mut pc = new_peer_connection(now)?;
+    // A downloader sends requests: small packets are plenty.
+    let mut pc = new_peer_connection(now, false)?;
     let dc = create_channel(&mut pc)?;
     add_local_candidates(&mut pc, ours)?;
     let offer = pc.create_offer(None).map_err(rtc_io)?;
@@ -634,6 +695,8 @@ impl Endpoint {
             turn_server: RefCell::new(None),
             turn: RefCell::new(None),
             outbox: RefCell::default(),
+            ready: RefCell::default(),
+            timers: RefCell::default(),
             wake: Notify::default(),
             stats: Cell::default(),
             block: block.clamp(1, WEBRTC_BLOCK_MAX_BYTES),
@@ -686,6 +749,45 @@ impl Endpoint {
         let mut s = self.stats.get();
         f(&mut s);
         self.stats.set(s);
+    }
+
+    /// Puts `ch` on the driver's list for its next round (once, however often it is called
+    /// before that round).
+    fn mark(&self, ch: &Rc<Channel>) {
+        if !ch.ready.replace(true) {
+            self.ready.borrow_mut().push(ch.clone());
+        }
+    }
+
+    /// [`Endpoint::mark`], and wakes the driver.
+    fn touch(&self, ch: &Rc<Channel>) {
+        self.mark(ch);
+        self.wake.notify();
+    }
+
+    /// Has the driver visit `ch` at `at` (or earlier, if an earlier visit is already due).
+    fn schedule(&self, ch: &Channel, at: Instant) {
+        if ch.visit.get().is_none_or(|v| at < v) {
+            ch.visit.set(Some(at));
+            self.timers.borrow_mut().push(Reverse((at, ch.key)));
+        }
+    }
+
+    /// Marks every connection whose visit is due at `now`; returns when the next one is.
+    fn due(&self, now: Instant) -> Option<Instant> {
+        let mut timers = self.timers.borrow_mut();
+        while let Some(&Reverse((at, key))) = timers.peek() {
+            if at > now {
+                return Some(at);
+            }
+            timers.pop();
+            let ch = self.channels.borrow().get(&key).cloned();
+            if let Some(ch) = ch.filter(|ch| ch.visit.get() == Some(at)) {
+                ch.visit.set(None);
+                self.mark(&ch);
+            }
+        }
+        None
     }
 
     /// Runs the endpoint (receiver and driver) until dropped; a client's ends once its
@@ -817,6 +919,7 @@ impl Endpoint {
                         self.count(|s| {
                             s.datagrams_sent += count as u64;
                             s.send_calls += 1;
+                            s.datagram_bytes_max = s.datagram_bytes_max.max(segment as u64);
                         });
                         batch.clear();
                         return;
@@ -856,6 +959,7 @@ impl Endpoint {
                 Ok(Sent::Bytes(_)) => self.count(|s| {
                     s.datagrams_sent += 1;
                     s.send_calls += 1;
+                    s.datagram_bytes_max = s.datagram_bytes_max.max(d.len() as u64);
                 }),
                 Err(_) => {}
             }
@@ -941,6 +1045,7 @@ impl Endpoint {
         // A datagram the connection refuses (bad DTLS record, STUN without integrity) is
         // dropped by it; only its own state decides whether the connection goes on.
         let _ = ch.pc.borrow_mut().handle_read(msg);
+        self.mark(&ch);
     }
 
     /// A connectivity check from an address no session knows: the session whose ICE
@@ -1070,7 +1175,19 @@ impl Endpoint {
         let ours = local_candidates(local, self.mapped(), self.relayed());
         let pc = match browser {
             Some(_) => browser_peer_connection(now),
-            None => new_peer_connection(now),
+            None => {
+                // Every path is loopback: an offer by datagram came from its one path, a
+                // signaled one names them all (none a relay's), and we offer no relay.
+                let loopback = self.relayed().is_none()
+                    && if remote.is_empty() {
+                        is_loopback(from.ip())
+                    } else {
+                        remote
+                            .iter()
+                            .all(|c| c.kind != CandidateKind::Relayed && is_loopback(c.addr.ip()))
+                    };
+                new_peer_connection(now, loopback)
+            }
         };
         let mut pc = pc.ok()?;
         let desc = RTCSessionDescription::offer(offer_sdp).ok()?;
@@ -1080,25 +1197,15 @@ impl Endpoint {
         let answer = pc.create_answer(None).ok()?;
         pc.set_local_description(now, answer.clone()).ok()?;
         let sdp = pc.local_description().map(|d| d.sdp).unwrap_or(answer.sdp);
+        let peer = browser.map_or(from, |ip| SocketAddr::new(ip, 0));
+        let ufrag = ice_ufrag(&sdp);
         let ch = Rc::new(Channel {
-            pc: RefCell::new(pc),
-            dc: Cell::new(None),
-            local,
-            remote: browser.map_or(from, |ip| SocketAddr::new(ip, 0)),
-            state: Cell::new(State::Connecting),
-            open_deadline: now + *open_timeout,
-            inbox: RefCell::default(),
-            inbox_bytes: Cell::new(0),
-            read_offset: Cell::new(0),
-            reader: RefCell::default(),
-            writer: RefCell::default(),
             nonce,
-            answer: RefCell::new(None),
-            abandoned: Cell::new(false),
-            ufrag: ice_ufrag(&sdp),
             browser: browser.is_some(),
+            ..Channel::new(pc, (local, peer, from), now + *open_timeout, ufrag)
         });
         self.channels.borrow_mut().insert(from, ch.clone());
+        self.mark(&ch);
         self.route(from, remote);
         self.permit(remote);
         self.count(|s| s.offers += 1);
@@ -1116,7 +1223,10 @@ impl Endpoint {
     }
 
     /// Sends what is queued, fires timers, fills inboxes; sleeps until the next deadline or
-    /// wake-up. Returns only on a client endpoint, once its connection is gone.
+    /// wake-up. Each round handles only the connections on the `ready` list (a datagram
+    /// came, their stream read or wrote, their timer is due), so a round costs what
+    /// happened, not the number of connections. Returns only on a client endpoint, once
+    /// its connection is gone.
     async fn drive(self: &Rc<Self>) {
         let mut batch = Batch::default();
         loop {
@@ -1127,56 +1237,17 @@ impl Endpoint {
                 self.queue(&mut batch, to, &d).await;
             }
             let now = clock::now();
-            let chans: Vec<(SocketAddr, Rc<Channel>)> =
-                self.channels.borrow().iter().map(|(a, c)| (*a, c.clone())).collect();
-            let mut next: Option<Instant> = None;
             if let Some(t) = self.turn.borrow_mut().as_mut() {
                 if t.poll_timeout().is_some_and(|t| t <= now) {
                     t.handle_timeout(now);
                 }
             }
+            self.due(now);
+            let ready = std::mem::take(&mut *self.ready.borrow_mut());
             let relayed = self.relayed();
-            for (addr, ch) in chans {
-                if ch.abandoned.get()
-                    || (ch.state.get() == State::Connecting && now >= ch.open_deadline)
-                {
-                    ch.close();
-                }
-                let due = ch.pc.borrow_mut().poll_timeout().is_some_and(|t| t <= now);
-                if due {
-                    let _ = ch.pc.borrow_mut().handle_timeout(now);
-                }
-                if ch.pump() {
-                    if let Role::Server { accepted, acceptor, .. } = &self.role {
-                        accepted.borrow_mut().push_back(RtcStream::new(self.clone(), ch.clone()));
-                        Channel::wake(acceptor);
-                    }
-                }
-                loop {
-                    let out = ch.pc.borrow_mut().poll_write();
-                    let Some(out) = out else { break };
-                    if relayed.is_some_and(|r| r == out.transport.local_addr) {
-                        // From our relayed candidate: through the TURN server.
-                        if let Some(t) = self.turn.borrow_mut().as_mut() {
-                            t.send(now, out.transport.peer_addr, &out.message);
-                        }
-                        continue;
-                    }
-                    self.queue(&mut batch, out.transport.peer_addr, &out.message).await;
-                }
-                if ch.state.get() == State::Closed {
-                    self.channels.borrow_mut().remove(&addr);
-                    self.routes.borrow_mut().retain(|_, key| *key != addr);
-                    continue;
-                }
-                let mut t = ch.pc.borrow_mut().poll_timeout();
-                if ch.state.get() == State::Connecting {
-                    t = Some(t.map_or(ch.open_deadline, |t| t.min(ch.open_deadline)));
-                }
-                next = match (next, t) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+            for ch in ready {
+                ch.ready.set(false);
+                self.visit(&ch, now, relayed, &mut batch).await;
             }
             loop {
                 let d = self.turn.borrow_mut().as_mut().and_then(TurnRelay::poll_transmit);
@@ -1184,12 +1255,7 @@ impl Endpoint {
                 self.queue(&mut batch, to, &d).await;
             }
             self.flush(&mut batch).await;
-            let t = self.turn.borrow_mut().as_mut().and_then(TurnRelay::poll_timeout);
-            next = match (next, t) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            if !self.outbox.borrow().is_empty() {
+            if !self.outbox.borrow().is_empty() || !self.ready.borrow().is_empty() {
                 continue;
             }
             if matches!(self.role, Role::Client { .. }) && self.channels.borrow().is_empty() {
@@ -1203,6 +1269,14 @@ impl Endpoint {
                 }
                 return;
             }
+            let t = self.turn.borrow_mut().as_mut().and_then(TurnRelay::poll_timeout);
+            let next = match (self.due(clock::now()), t) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if !self.ready.borrow().is_empty() {
+                continue;
+            }
             match next {
                 Some(t) => {
                     let sleep = glommio::timer::sleep(t.saturating_duration_since(clock::now()));
@@ -1210,6 +1284,59 @@ impl Endpoint {
                 }
                 None => self.wake.notified().await,
             }
+        }
+    }
+
+    /// One connection's turn in a driver round: closes it if abandoned or past its open
+    /// deadline, fires its due timers, hands an opened channel to `accept`, queues what it
+    /// wants sent (through the TURN server when from our `relayed` address), drops it once
+    /// closed, and schedules its next visit.
+    async fn visit(
+        self: &Rc<Self>,
+        ch: &Rc<Channel>,
+        now: Instant,
+        relayed: Option<SocketAddr>,
+        batch: &mut Batch,
+    ) {
+        if ch.abandoned.get() || (ch.state.get() == State::Connecting && now >= ch.open_deadline) {
+            ch.close();
+        }
+        let due = ch.pc.borrow_mut().poll_timeout().is_some_and(|t| t <= now);
+        if due {
+            let _ = ch.pc.borrow_mut().handle_timeout(now);
+        }
+        if ch.pump() {
+            if let Role::Server { accepted, acceptor, .. } = &self.role {
+                accepted.borrow_mut().push_back(RtcStream::new(self.clone(), ch.clone()));
+                Channel::wake(acceptor);
+            }
+        }
+        loop {
+            let out = ch.pc.borrow_mut().poll_write();
+            let Some(out) = out else { break };
+            if relayed.is_some_and(|r| r == out.transport.local_addr) {
+                // From our relayed candidate: through the TURN server.
+                if let Some(t) = self.turn.borrow_mut().as_mut() {
+                    t.send(now, out.transport.peer_addr, &out.message);
+                }
+                continue;
+            }
+            self.queue(batch, out.transport.peer_addr, &out.message).await;
+        }
+        if ch.state.get() == State::Closed {
+            let mut channels = self.channels.borrow_mut();
+            if channels.get(&ch.key).is_some_and(|c| Rc::ptr_eq(c, ch)) {
+                channels.remove(&ch.key);
+                self.routes.borrow_mut().retain(|_, key| *key != ch.key);
+            }
+            return;
+        }
+        let mut t = ch.pc.borrow_mut().poll_timeout();
+        if ch.state.get() == State::Connecting {
+            t = Some(t.map_or(ch.open_deadline, |t| t.min(ch.open_deadline)));
+        }
+        if let Some(t) = t {
+            self.schedule(ch, t);
         }
     }
 }
@@ -1236,24 +1363,12 @@ pub(in crate::node) async fn connect(
         .encode(WEBRTC_OFFER_MIN_BYTES)
         .ok_or_else(|| rtc_io("offer too large for one datagram"))?;
     let ch = Rc::new(Channel {
-        pc: RefCell::new(pc),
         dc: Cell::new(Some(dc)),
-        local,
-        remote: peer,
-        state: Cell::new(State::Connecting),
-        open_deadline: now + timeout,
-        inbox: RefCell::default(),
-        inbox_bytes: Cell::new(0),
-        read_offset: Cell::new(0),
-        reader: RefCell::default(),
-        writer: RefCell::default(),
         nonce,
-        answer: RefCell::default(),
-        abandoned: Cell::new(false),
-        ufrag,
-        browser: false,
+        ..Channel::new(pc, (local, peer, peer), now + timeout, ufrag)
     });
     ep.channels.borrow_mut().insert(peer, ch.clone());
+    ep.mark(&ch);
     let task = glommio::spawn_local(ep.clone().run());
     let stream = RtcStream { ep: ep.clone(), ch: ch.clone(), task: Some(task) };
     let Role::Client { answer, answered } = &ep.role else {
@@ -1284,7 +1399,7 @@ pub(in crate::node) async fn connect(
         // answer came from is the one we know works.
         pc.add_remote_candidate(host_candidate(peer)?).map_err(rtc_io)?;
     }
-    ep.wake.notify();
+    ep.touch(&ch);
     // The driver closes the channel at `open_deadline` if it has not opened.
     wait_open(&ch).await?;
     Ok(stream)
@@ -1348,30 +1463,17 @@ where
     let desc = RTCSessionDescription::answer(answer).map_err(rtc_io)?;
     pc.set_remote_description(now, desc).map_err(rtc_io)?;
     add_remote_candidates(&mut pc, &theirs)?;
+    let open_deadline = deadline.max(now + Duration::from_millis(WEBRTC_OFFER_RETRY_MS));
     let ch = Rc::new(Channel {
-        pc: RefCell::new(pc),
         dc: Cell::new(Some(dc)),
-        local,
-        remote,
-        state: Cell::new(State::Connecting),
-        open_deadline: deadline.max(now + Duration::from_millis(WEBRTC_OFFER_RETRY_MS)),
-        inbox: RefCell::default(),
-        inbox_bytes: Cell::new(0),
-        read_offset: Cell::new(0),
-        reader: RefCell::default(),
-        writer: RefCell::default(),
-        nonce: 0,
-        answer: RefCell::default(),
-        abandoned: Cell::new(false),
-        ufrag,
-        browser: false,
+        ..Channel::new(pc, (local, remote, remote), open_deadline, ufrag)
     });
     ep.channels.borrow_mut().insert(remote, ch.clone());
     ep.route(remote, &theirs);
     ep.permit(&theirs);
     let task = glommio::spawn_local(ep.clone().run());
     let stream = RtcStream { ep: ep.clone(), ch: ch.clone(), task: Some(task) };
-    ep.wake.notify();
+    ep.touch(&ch);
     wait_open(&ch).await?;
     Ok(stream)
 }
@@ -1509,7 +1611,7 @@ impl RtcStream {
 impl Drop for RtcStream {
     fn drop(&mut self) {
         self.ch.abandoned.set(true);
-        self.ep.wake.notify();
+        self.ep.touch(&self.ch);
         if let Some(task) = self.task.take() {
             task.detach();
         }
@@ -1545,7 +1647,7 @@ impl AsyncRead for RtcStream {
         drop(inbox);
         // Room again in the inbox: let the driver take more from SCTP.
         if before >= WEBRTC_RECV_BUFFER_BYTES && ch.inbox_bytes.get() < WEBRTC_RECV_BUFFER_BYTES {
-            self.ep.wake.notify();
+            self.ep.touch(&self.ch);
         }
         Poll::Ready(Ok(n))
     }
@@ -1575,7 +1677,7 @@ impl AsyncWrite for RtcStream {
         }
         dc.send(clock::now(), BytesMut::from(&buf[..n])).map_err(rtc_io)?;
         drop(pc);
-        self.ep.wake.notify();
+        self.ep.touch(&self.ch);
         Poll::Ready(Ok(n))
     }
 
@@ -1586,7 +1688,7 @@ impl AsyncWrite for RtcStream {
 
     fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.ch.abandoned.set(true);
-        self.ep.wake.notify();
+        self.ep.touch(&self.ch);
         Poll::Ready(Ok(()))
     }
 }
@@ -1624,6 +1726,16 @@ mod tests {
         assert!(batch.push(b, &[0; 30_000]));
         assert!(batch.push(b, &[0; 30_000]));
         assert!(!batch.push(b, &[0; 30_000]));
+    }
+
+    #[test]
+    fn only_loopback_addresses_count_as_loopback_paths() {
+        for ip in ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"] {
+            assert!(is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["10.0.0.1", "192.168.1.1", "0.0.0.0", "::", "fe80::1", "::ffff:10.0.0.1"] {
+            assert!(!is_loopback(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     #[test]
