@@ -721,14 +721,16 @@ fn network(cli: &Cli) -> Result<Option<NetworkSecret>> {
     cli.network_secret.as_deref().map(node::read_network_secret).transpose()
 }
 
-/// The node's identity (created on first use) with a fresh session key.
+/// The node's identity (created on first use) with its session key (kept in `dir` between
+/// commands while fresh).
 fn security(
     dir: &Path,
     network: Option<NetworkSecret>,
     encryption: Encryption,
 ) -> Result<Arc<NodeSecurity>> {
     let (identity, _) = node::load_or_create_identity(dir)?;
-    NodeSecurity::new(identity, network, encryption).context("cannot certify a session key")
+    NodeSecurity::with_session_file(identity, network, encryption, dir)
+        .context("cannot certify a session key")
 }
 
 fn bench(dir: &Path, b: &BenchArgs, network: Option<NetworkSecret>, json: bool) -> Result<i32> {

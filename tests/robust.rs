@@ -248,13 +248,13 @@ fn two_first_starts_at_once_share_one_identity() {
     let ids = [seeder_node_id(&line), json(&init)["node_id"].as_str().unwrap().to_owned()];
     assert_eq!(ids[0], ids[1], "two identities were created; one was lost");
     assert_eq!(node_id(&data), ids[0]);
-    // Nothing left behind but the key, the catalog directory `init` makes, the seed's lock
-    // and the control API's token and address file (the seed was killed, so the address
-    // file stays, naming a port nobody answers on).
+    // Nothing left behind but the key, the session key kept beside it, the catalog
+    // directory `init` makes, the seed's lock and the control API's token and address file
+    // (the seed was killed, so the address file stays, naming a port nobody answers on).
     let leftovers: Vec<_> = paths_in(&data)
         .into_iter()
         .filter(|p| {
-            !["identity.pk8.der", "api.token", "api.addr", "seed.lock", "catalog"]
+            !["identity.pk8.der", "session.key", "api.token", "api.addr", "seed.lock", "catalog"]
                 .contains(&p.file_name().unwrap().to_str().unwrap())
         })
         .collect();

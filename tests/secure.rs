@@ -473,3 +473,37 @@ fn a_known_peer_that_changes_identity_is_refused_until_the_user_says_so() {
     assert!(r.status.success(), "{}", stderr_of(&r));
     impostor.stop();
 }
+
+#[test]
+fn a_get_keeps_its_session_key_and_replaces_one_that_is_damaged_or_not_its_own() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup(200_000);
+    let seeder = Seeder::start(&s.data, 1);
+    let addr = seeder.peer();
+    let kept = s.client.join("session.key");
+    let get_ok = |name: &str| {
+        let r = get_via(&s, &addr, &s.dir.join(name), &[]);
+        assert!(r.status.success(), "{}", stderr_of(&r));
+    };
+    get_ok("1.bin");
+    let first = fs::read(&kept).unwrap();
+    assert_eq!(fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o600);
+    // The next command reuses it (no new RSA signature) and the seeder accepts it.
+    get_ok("2.bin");
+    assert_eq!(fs::read(&kept).unwrap(), first);
+    // Damaged: replaced by a new one, and the download works.
+    let mut damaged = first.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0x10;
+    fs::write(&kept, &damaged).unwrap();
+    get_ok("3.bin");
+    let third = fs::read(&kept).unwrap();
+    assert!(third != damaged && third != first);
+    // Another node's (the seeder keeps its own too): never used as ours.
+    let theirs = fs::read(s.data.join("session.key")).unwrap();
+    fs::write(&kept, &theirs).unwrap();
+    get_ok("4.bin");
+    let fourth = fs::read(&kept).unwrap();
+    assert!(fourth != theirs && fourth != third);
+    seeder.stop();
+}

@@ -357,6 +357,39 @@ impl SessionIdentity {
     }
 }
 
+/// Persisting a session key, so that a short-lived command (`get`) reuses one instead of
+/// paying an RSA-4096 signature at every start.
+impl SessionIdentity {
+    /// The session key's Ed25519 secret (32 bytes) followed by the certificate's canonical
+    /// encoding: what [`SessionIdentity::from_stored`] takes back. Secret: keep it as the
+    /// identity key is kept (mode 0600, wiped when dropped).
+    pub fn to_stored(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(32 + self.encoded.len()));
+        out.extend_from_slice(self.signing.as_bytes());
+        out.extend_from_slice(&self.encoded);
+        out
+    }
+
+    /// A session key of `identity` from [`SessionIdentity::to_stored`]'s bytes, if they
+    /// are whole and genuine at `now_unix`: the certificate parses, names `identity`'s
+    /// public key and the secret's public key, and verifies (signature, expiry). `None`
+    /// for anything else (torn, stale, another node's, altered): the caller issues a new
+    /// one.
+    pub fn from_stored(identity: &Identity, bytes: &[u8], now_unix: u64) -> Option<Self> {
+        let (seed, encoded) = bytes.split_first_chunk::<32>()?;
+        let certificate = Certificate::from_bytes(encoded).ok()?;
+        let signing = ed25519_dalek::SigningKey::from_bytes(seed);
+        if certificate.node_public_der != identity.public_der
+            || certificate.session_public != signing.verifying_key().to_bytes()
+        {
+            return None;
+        }
+        certificate.verify(now_unix).ok()?;
+        let encoded = certificate.to_bytes();
+        Some(Self { signing, certificate, encoded, node_id: identity.node_id })
+    }
+}
+
 impl fmt::Debug for SessionIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionIdentity")
@@ -637,6 +670,27 @@ mod tests {
         let mut long = bytes.to_vec();
         long.push(0);
         assert!(Certificate::from_bytes(&long).is_err());
+    }
+
+    #[test]
+    fn a_stored_session_comes_back_only_whole_genuine_and_unexpired() {
+        let alice = identity(ALICE);
+        let s = session(ALICE, 3, 1_000);
+        let stored = s.to_stored();
+        let back = SessionIdentity::from_stored(&alice, &stored, 999).expect("round trip");
+        assert_eq!(back.certificate_bytes(), s.certificate_bytes());
+        assert_eq!(back.sign(b"m"), s.sign(b"m"));
+        // Expired, another node's, torn, or altered anywhere: refused.
+        assert!(SessionIdentity::from_stored(&alice, &stored, 1_001).is_none());
+        assert!(SessionIdentity::from_stored(&identity(BOB), &stored, 999).is_none());
+        for len in [0, 31, 32, stored.len() - 1] {
+            assert!(SessionIdentity::from_stored(&alice, &stored[..len], 999).is_none(), "{len}");
+        }
+        for at in (0..stored.len()).step_by(97).chain([0, 31, 32, stored.len() - 1]) {
+            let mut bad = stored.to_vec();
+            bad[at] ^= 0x40;
+            assert!(SessionIdentity::from_stored(&alice, &bad, 999).is_none(), "byte {at}");
+        }
     }
 
     #[test]

@@ -255,6 +255,8 @@ pub fn read_network_secret(path: &Path) -> anyhow::Result<NetworkSecret> {
 pub struct NodeSecurity {
     identity: Identity,
     session: Mutex<Arc<SessionIdentity>>,
+    /// Where the session key is kept between commands (`DATA_DIR/session.key`), if anywhere.
+    session_file: Option<PathBuf>,
     network: Option<NetworkSecret>,
     encryption: Encryption,
 }
@@ -277,7 +279,38 @@ impl NodeSecurity {
         encryption: Encryption,
     ) -> Result<Arc<Self>, crate::crypto::IdentityError> {
         let session = Arc::new(issue(&identity, now_unix())?);
-        Ok(Arc::new(Self { identity, session: Mutex::new(session), network, encryption }))
+        let session = Mutex::new(session);
+        Ok(Arc::new(Self { identity, session, session_file: None, network, encryption }))
+    }
+
+    /// Like [`NodeSecurity::new`], but the session key is kept in `data_dir`
+    /// (`DATA_DIR/session.key`, mode 0600, beside the identity key): a key stored there
+    /// by an earlier command is used while more than half its validity is left, so a `get`
+    /// starts without an RSA-4096 signature (tens of milliseconds). One that is missing,
+    /// torn, stale or not genuine is replaced by a new one; failing to store it costs only
+    /// that saving (said on stderr).
+    pub fn with_session_file(
+        identity: Identity,
+        network: Option<NetworkSecret>,
+        encryption: Encryption,
+        data_dir: &Path,
+    ) -> Result<Arc<Self>, crate::crypto::IdentityError> {
+        let path = layout::session_path(data_dir);
+        let now = now_unix();
+        let stored = fs::read(&path).ok().map(Zeroizing::new);
+        let kept = stored
+            .and_then(|b| SessionIdentity::from_stored(&identity, &b, now))
+            .filter(|s| !needs_renewal(s, now));
+        let session = match kept {
+            Some(s) => s,
+            None => {
+                let s = issue(&identity, now)?;
+                store_session(&path, &s);
+                s
+            }
+        };
+        let session = Mutex::new(Arc::new(session));
+        Ok(Arc::new(Self { identity, session, session_file: Some(path), network, encryption }))
     }
 
     /// This node's ID.
@@ -303,9 +336,14 @@ impl NodeSecurity {
 
     fn session_at(&self, now: u64) -> Arc<SessionIdentity> {
         let mut s = self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if now + SESSION_KEY_VALIDITY.as_secs() / 2 > s.not_after() {
+        if needs_renewal(&s, now) {
             match issue(&self.identity, now) {
-                Ok(fresh) => *s = Arc::new(fresh),
+                Ok(fresh) => {
+                    if let Some(path) = &self.session_file {
+                        store_session(path, &fresh);
+                    }
+                    *s = Arc::new(fresh);
+                }
                 Err(e) => note!("furymesh: cannot renew the session key: {e}"),
             }
         }
@@ -319,6 +357,30 @@ impl NodeSecurity {
             encryption: self.encryption,
             expected_peer,
         }
+    }
+}
+
+/// Whether less than half of `s`'s validity is left at `now`: time to issue a new one.
+fn needs_renewal(s: &SessionIdentity, now: u64) -> bool {
+    now + SESSION_KEY_VALIDITY.as_secs() / 2 > s.not_after()
+}
+
+/// Keeps `s` at `path` for later commands: a temporary file (mode 0600, as `tempfile`
+/// creates them) renamed over it. Without fsync: a file lost or torn by a crash is only a
+/// new signature at the next start, because `SessionIdentity::from_stored` refuses it.
+fn store_session(path: &Path, s: &SessionIdentity) {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let stored = s.to_stored();
+    let written = tempfile::Builder::new()
+        .prefix(".furymesh-tmp-session")
+        .tempfile_in(dir)
+        .and_then(|mut tmp| {
+            tmp.write_all(&stored)?;
+            tmp.persist(path).map_err(|e| e.error)?;
+            Ok(())
+        });
+    if let Err(e) = written {
+        note!("furymesh: cannot keep the session key in {}: {e}", path.display());
     }
 }
 

@@ -4,6 +4,8 @@
 //! ```text
 //! DATA_DIR/                 --data-dir, else $FURYMESH_HOME, else default_data_dir()
 //!   identity.pk8.der        the node's RSA key, PKCS#8 DER, mode 600 (node::secure)
+//!   session.key             the current session key and its certificate, mode 600,
+//!                           reused by later commands while fresh (node::secure)
 //!   known-peers             trust on first use: `HOST:PORT NODE_ID` per line (node::secure)
 //!   dht-table.fmt           routing-table snapshot, a FlatBuffers `DhtTable` (node::dht)
 //!   catalog/<file_id>.fmm   one FlatBuffers `Manifest` per published file (storage::Catalog)
@@ -29,6 +31,7 @@ use crate::crypto::FileId;
 /// Name of the directory under the platform's data directory (`~/.local/share` on Linux).
 const APP_DIR: &str = "furymesh";
 const IDENTITY_FILE: &str = "identity.pk8.der";
+const SESSION_FILE: &str = "session.key";
 const KNOWN_PEERS_FILE: &str = "known-peers";
 const DHT_TABLE_FILE: &str = "dht-table.fmt";
 const CATALOG_DIR: &str = "catalog";
@@ -79,6 +82,11 @@ pub fn seed_lock_path(data_dir: &Path) -> PathBuf {
 
 pub fn identity_path(data_dir: &Path) -> PathBuf {
     data_dir.join(IDENTITY_FILE)
+}
+
+/// The kept session key (`node::secure`).
+pub fn session_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SESSION_FILE)
 }
 
 /// The known-peers file (node IDs pinned on first use).
