@@ -50,8 +50,9 @@
 //! the encryption flags. It cannot learn session keys (X25519), impersonate a node without
 //! its session key, downgrade `encryption` (both flags are in both signed transcripts, and
 //! each side also compares the peer's flag to its own setting), or replay a recorded
-//! handshake: fresh ephemerals and nonces make every transcript new, so recorded signatures
-//! and MACs fail ([`HandshakeError::BadSignature`] / [`HandshakeError::BadFinishedMac`]).
+//! handshake: fresh ephemerals and nonces make every transcript new, so recorded MACs and
+//! signatures fail ([`HandshakeError::BadFinishedMac`]: the MAC is checked first, before
+//! any public-key work, which a tampered or garbage message therefore never costs).
 //! Without the network secret it cannot complete a handshake with a private node at all. It
 //! can always drop or delay messages.
 
@@ -244,14 +245,17 @@ pub enum HandshakeError {
     /// The peer's ephemeral key is a low-order point (the shared secret would be all zero).
     #[error("the peer's ephemeral key is of low order")]
     NonContributoryKeyExchange,
-    /// The peer's session-key signature over the transcript does not verify: a replayed
-    /// or tampered handshake.
-    #[error("the peer's handshake signature does not verify (replayed or tampered handshake)")]
+    /// The peer's session-key signature over the transcript does not verify, though its
+    /// finished MAC did: it shares this handshake's key but cannot sign for the node its
+    /// certificate names (an impostor that ran the key exchange itself).
+    #[error("the peer's handshake signature does not verify (an impostor)")]
     BadSignature,
-    /// The peer's finished MAC does not verify: it does not share our key (tampering, or a
-    /// different network secret).
+    /// The peer's finished MAC does not verify: it does not share our key (a replayed or
+    /// tampered handshake, or a different network secret). Checked before the peer's
+    /// certificate and signature, so such a message costs no public-key operation.
     #[error(
-        "the peer's finished MAC does not verify (tampered handshake or wrong network secret)"
+        "the peer's finished MAC does not verify (replayed or tampered handshake, or wrong \
+         network secret)"
     )]
     BadFinishedMac,
     /// Our own session certificate has expired: issue a new one.
@@ -397,22 +401,29 @@ fn verify_peer(
     expected: Option<NodeId>,
     now_unix: u64,
 ) -> Result<VerifiedCertificate, HandshakeError> {
-    let verified = auth.cert.verify(now_unix).map_err(HandshakeError::PeerCertificate)?;
+    // Every check below must pass before the peer is accepted; their order only decides
+    // what a refused message costs us, so the cheap ones go first. The pin is a hash of
+    // the certificate's key.
     if let Some(expected) = expected {
-        if verified.node_id() != expected {
-            return Err(HandshakeError::PeerIdMismatch { expected, got: verified.node_id() });
+        let got = auth.cert.claimed_node_id();
+        if got != expected {
+            return Err(HandshakeError::PeerIdMismatch { expected, got });
         }
     }
+    // The finished MAC is one HMAC under a key that only the two ends of this key exchange
+    // hold, over the whole transcript: a replayed, tampered or garbage message stops here,
+    // before the RSA-4096 and Ed25519 verifications.
     t.absorb(labels.0, auth.cert_bytes);
-    let msg = [sig_label, &t.hash()].concat();
-    verified
-        .verify_session_signature(&msg, &auth.signature)
-        .map_err(|_| HandshakeError::BadSignature)?;
+    let signed = [sig_label, &t.hash()].concat();
     t.absorb(labels.1, &auth.signature);
     if !verify_hmac(finished_key(prk, fin_label).as_ref(), &[&t.hash()], &auth.fin) {
         return Err(HandshakeError::BadFinishedMac);
     }
     t.absorb(labels.2, &auth.fin);
+    let verified = auth.cert.verify(now_unix).map_err(HandshakeError::PeerCertificate)?;
+    verified
+        .verify_session_signature(&signed, &auth.signature)
+        .map_err(|_| HandshakeError::BadSignature)?;
     Ok(verified)
 }
 
@@ -897,7 +908,7 @@ mod tests {
         let (_, sh) =
             Responder::handle_client_hello(with(BOB, 2, Some(&other)), random(2), &forged, NOW)
                 .unwrap();
-        assert_eq!(init.handle_server_hello(&sh, NOW).unwrap_err(), HandshakeError::BadSignature);
+        assert_eq!(init.handle_server_hello(&sh, NOW).unwrap_err(), HandshakeError::BadFinishedMac);
         assert_eq!(
             NetworkSecret::from_bytes(b"short").unwrap_err(),
             HandshakeError::WeakNetworkSecret { len: 5 }
@@ -909,19 +920,19 @@ mod tests {
     fn replayed_handshake_messages_are_rejected() {
         let rec = run(config(ALICE, 1), config(BOB, 2), 1);
         // Replay the recorded ClientHello and ClientFinish to a fresh responder: the
-        // responder's fresh ephemeral and nonce make a new transcript, and the recorded
-        // client signature does not cover it.
+        // responder's fresh ephemeral and nonce make a new transcript and key, and the
+        // recorded finished MAC (like the recorded signature) does not cover it.
         let (resp, _) =
             Responder::handle_client_hello(config(BOB, 2), random(77), &rec.ch, NOW).unwrap();
         assert_eq!(
             resp.handle_client_finish(&rec.cf, NOW).unwrap_err(),
-            HandshakeError::BadSignature
+            HandshakeError::BadFinishedMac
         );
         // Replay the recorded ServerHello to a fresh initiator.
         let (init, _) = Initiator::start(config(ALICE, 1), random(55), NOW).unwrap();
         assert_eq!(
             init.handle_server_hello(&rec.sh, NOW).unwrap_err(),
-            HandshakeError::BadSignature
+            HandshakeError::BadFinishedMac
         );
     }
 
@@ -944,6 +955,40 @@ mod tests {
         assert_eq!(
             resp.handle_client_finish(&forged, NOW).unwrap_err(),
             HandshakeError::BadFinishedMac
+        );
+    }
+
+    #[test]
+    fn the_finished_mac_is_checked_before_the_certificate_and_the_signature() {
+        // A ClientFinish whose certificate signature was flipped in transit: the MAC covers
+        // the certificate, so it fails first, and no RSA verification runs.
+        let (init, ch) = Initiator::start(config(ALICE, 1), random(1), NOW).unwrap();
+        let (resp, sh) =
+            Responder::handle_client_hello(config(BOB, 2), random(2), &ch, NOW).unwrap();
+        let (cf, _) = init.handle_server_hello(&sh, NOW).unwrap();
+        let mut tampered = cf.clone();
+        let cert_len = config(ALICE, 1).local.certificate_bytes().len();
+        tampered[cert_len] ^= 1; // the last byte of the certificate's RSA signature
+        let (resp2, _) =
+            Responder::handle_client_hello(config(BOB, 2), random(2), &ch, NOW).unwrap();
+        assert_eq!(
+            resp2.handle_client_finish(&tampered, NOW).unwrap_err(),
+            HandshakeError::BadFinishedMac
+        );
+        // With the MAC right (computed here with the responder's key, as an impostor that
+        // ran the key exchange could), a bad signature is still caught: BadSignature.
+        let alice = config(ALICE, 1).local;
+        let mut t = resp.transcript.clone();
+        let mut forged = vec![MSG_CLIENT_FINISH];
+        forged.extend_from_slice(alice.certificate_bytes());
+        t.absorb(CF_LABELS.0, alice.certificate_bytes());
+        let sig = [0x55u8; ED25519_SIGNATURE_BYTES];
+        forged.extend_from_slice(&sig);
+        t.absorb(CF_LABELS.1, &sig);
+        forged.extend_from_slice(&hmac(finished_key(&resp.prk, FIN_CLIENT).as_ref(), &[&t.hash()]));
+        assert_eq!(
+            resp.handle_client_finish(&forged, NOW).unwrap_err(),
+            HandshakeError::BadSignature
         );
     }
 

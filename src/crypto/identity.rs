@@ -28,7 +28,7 @@ use ed25519_dalek::Signer as _;
 use rsa::pkcs1v15;
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use rsa::rand_core::CryptoRngCore;
-use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _, Verifier as _};
+use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
 use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
 use sha2::Sha256;
@@ -259,8 +259,24 @@ impl Certificate {
         Ok(Self { node_public_der, session_public, not_after, signature })
     }
 
-    /// Checks the RSA key shape, the RSA signature and expiry against `now_unix`. Only RSA
-    /// public-key operations: safe to run on input from any peer.
+    /// The node ID this certificate speaks for *if* it verifies: SHA-256 of its public key,
+    /// truncated. Costs one hash, no RSA, so a caller that expects a particular node (a
+    /// pinned peer, a DHT provider, a signaling target) refuses another node's certificate
+    /// with this before it pays for [`Certificate::verify`].
+    pub fn claimed_node_id(&self) -> NodeId {
+        NodeId::from_public_key(&self.node_public_der)
+    }
+
+    /// Checks expiry against `now_unix`, the RSA key shape, the session key and the RSA
+    /// signature. Only RSA public-key operations: safe to run on input from any peer.
+    ///
+    /// The checks run cheapest first, so a certificate that is expired, malformed, not
+    /// canonical or certifies a session key that is not an Ed25519 point is refused before
+    /// the RSA-4096 verification, the one costly step. That step uses `ring`'s RSA
+    /// verification (PKCS#1 v1.5, SHA-256): the `rsa` crate only parses the key here.
+    /// Both accept exactly the signatures `s < n` with `s^e mod n` equal to the one valid
+    /// PKCS#1 v1.5 encoding of the message; ring's big-number code is a few times faster,
+    /// which bounds what a peer sending bad certificates costs us.
     pub fn verify(&self, now_unix: u64) -> Result<VerifiedCertificate, IdentityError> {
         if now_unix > self.not_after {
             return Err(IdentityError::CertificateExpired {
@@ -275,15 +291,17 @@ impl Certificate {
         if public_key_der(&key)? != self.node_public_der {
             return Err(IdentityError::MalformedCertificate { what: "non-canonical public key" });
         }
-        let signature = pkcs1v15::Signature::try_from(self.signature.as_slice())
-            .map_err(|_| IdentityError::CertificateSignature)?;
-        let message = cert_message(&self.node_public_der, &self.session_public, self.not_after);
-        pkcs1v15::VerifyingKey::<Sha256>::new(key)
-            .verify(&message, &signature)
-            .map_err(|_| IdentityError::CertificateSignature)?;
+        if self.signature.len() != RSA_SIGNATURE_BYTES {
+            return Err(IdentityError::CertificateSignature);
+        }
         let session = ed25519_dalek::VerifyingKey::from_bytes(&self.session_public)
             .map_err(|_| IdentityError::MalformedCertificate { what: "session key" })?;
-        Ok(VerifiedCertificate { node_id: NodeId::from_public_key(&self.node_public_der), session })
+        let message = cert_message(&self.node_public_der, &self.session_public, self.not_after);
+        let (n, e) = (key.n().to_bytes_be(), key.e().to_bytes_be());
+        ring::signature::RsaPublicKeyComponents { n: n.as_slice(), e: e.as_slice() }
+            .verify(&ring::signature::RSA_PKCS1_2048_8192_SHA256, &message, &self.signature)
+            .map_err(|_| IdentityError::CertificateSignature)?;
+        Ok(VerifiedCertificate { node_id: self.claimed_node_id(), session })
     }
 }
 
@@ -691,6 +709,48 @@ mod tests {
             bad[at] ^= 0x40;
             assert!(SessionIdentity::from_stored(&alice, &bad, 999).is_none(), "byte {at}");
         }
+    }
+
+    #[test]
+    fn verification_agrees_with_the_rsa_crate_and_checks_cheap_things_first() {
+        // `verify` checks signatures with ring; the rsa crate, which signed them, must
+        // accept exactly the same ones: the genuine signature, and none with a bit flipped
+        // anywhere or with a value at or above the modulus.
+        let s = session(ALICE, 1, 1_000);
+        let key = RsaPublicKey::from_public_key_der(&s.certificate().node_public_der).unwrap();
+        let rsa_crate = pkcs1v15::VerifyingKey::<Sha256>::new(key.clone());
+        let rsa_accepts = |c: &Certificate| {
+            let message = cert_message(&c.node_public_der, &c.session_public, c.not_after);
+            pkcs1v15::Signature::try_from(c.signature.as_slice()).is_ok_and(|sig| {
+                rsa::signature::Verifier::verify(&rsa_crate, &message, &sig).is_ok()
+            })
+        };
+        let genuine = s.certificate().clone();
+        assert!(rsa_accepts(&genuine) && genuine.verify(0).is_ok());
+        for bit in (0..RSA_SIGNATURE_BYTES * 8).step_by(61).chain([0, 7, 4095]) {
+            let mut c = genuine.clone();
+            c.signature[bit / 8] ^= 1 << (bit % 8);
+            assert!(!rsa_accepts(&c), "bit {bit}");
+            assert_eq!(c.verify(0).unwrap_err(), IdentityError::CertificateSignature, "bit {bit}");
+        }
+        let mut c = genuine.clone();
+        c.signature = key.n().to_bytes_be();
+        assert!(!rsa_accepts(&c));
+        assert_eq!(c.verify(0).unwrap_err(), IdentityError::CertificateSignature);
+        c.signature = vec![0xff; RSA_SIGNATURE_BYTES];
+        assert_eq!(c.verify(0).unwrap_err(), IdentityError::CertificateSignature);
+        // The claimed node ID is the key's hash, known before any verification.
+        assert_eq!(genuine.claimed_node_id(), s.node_id());
+        // A session key that is not a curve point is refused before the RSA check.
+        let mut c = genuine.clone();
+        c.session_public = (0..=u8::MAX)
+            .map(|b| [b; 32])
+            .find(|k| ed25519_dalek::VerifyingKey::from_bytes(k).is_err())
+            .expect("about half of all encodings are not points");
+        assert_eq!(
+            c.verify(0).unwrap_err(),
+            IdentityError::MalformedCertificate { what: "session key" }
+        );
     }
 
     #[test]

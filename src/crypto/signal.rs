@@ -370,10 +370,12 @@ impl SignalInitiator {
         if !r.is_empty() {
             return Err(SignalError::Malformed);
         }
-        let cert = verified(cert_bytes, now_unix)?;
-        if cert.node_id() != self.target {
+        // Another node's certificate is refused by its key's hash, before the RSA check.
+        let cert = Certificate::from_bytes(cert_bytes).map_err(|_| SignalError::BadCertificate)?;
+        if cert.claimed_node_id() != self.target {
             return Err(SignalError::BadCertificate);
         }
+        let cert = cert.verify(now_unix).map_err(|_| SignalError::BadCertificate)?;
         let th = transcript(&self.hello, &e_t, cert_bytes);
         cert.verify_session_signature(&signed_reply(&th), &sig)
             .map_err(|_| SignalError::BadSignature)?;

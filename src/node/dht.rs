@@ -178,12 +178,13 @@ fn verify_announce(
     if proof.expires > now.saturating_add(ttl_max) {
         return Err("expiry too far ahead");
     }
-    let cert = Certificate::from_bytes(&proof.certificate)
-        .and_then(|c| c.verify(now))
-        .map_err(|_| "certificate does not verify")?;
-    if cert.node_id() != provider.id {
+    let cert =
+        Certificate::from_bytes(&proof.certificate).map_err(|_| "certificate does not verify")?;
+    // Another node's certificate is refused by its key's hash, before the RSA check.
+    if cert.claimed_node_id() != provider.id {
         return Err("certificate of another node");
     }
+    let cert = cert.verify(now).map_err(|_| "certificate does not verify")?;
     let addr = provider_addr_bytes(provider.addr);
     verify_provider_record(&cert, key.as_bytes(), &addr, proof.expires, &proof.signature, now)
         .map_err(|_| "signature does not verify")?;
