@@ -13,8 +13,11 @@
 //! of SDP.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use furymesh::crypto::signal::{
-    signal_nonce, SignalError, SignalPayload, SIGNAL_MESSAGE_BYTES_MAX, SIGNAL_SDP_BYTES_MAX,
+    signal_nonce, SignalError, SignalOfferer, SignalPayload, SIGNAL_MESSAGE_BYTES_MAX,
+    SIGNAL_SDP_BYTES_MAX,
 };
 use furymesh_fuzz::fixtures::{
     server_session, signal_awaiting_answer, signal_awaiting_offer, signal_initiator,
@@ -65,7 +68,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         signal_mode::ANSWER => {
-            if let Ok(p) = signal_awaiting_answer().open_answer(message) {
+            // `open_answer` takes `&self`: one offerer, built once, serves every input.
+            static OFFERER: OnceLock<SignalOfferer> = OnceLock::new();
+            let offerer = OFFERER.get_or_init(signal_awaiting_answer);
+            if let Ok(p) = offerer.open_answer(message) {
                 assert_eq!(message, &answer[..], "a forged answer accepted");
                 sane(&p);
             }
