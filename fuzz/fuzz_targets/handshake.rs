@@ -7,10 +7,18 @@
 //! behind that check. Whenever a step succeeds the handshake is carried on with the real
 //! counterpart; when both sides end with a session, they must agree (peer IDs, transcript
 //! hash, encryption) and their records must open on the other side.
+//!
+//! The fixture initiator and responder states are deterministic, so each is built once and
+//! cloned per input (`Clone` exists in fuzz builds only): an input pays for the
+//! handshake step it feeds, not for the key exchanges that set its counterpart up.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use furymesh::crypto::handshake::HANDSHAKE_MESSAGE_BYTES_MAX;
-use furymesh::crypto::{HandshakeError, RecordAad, Responder, Session};
+use furymesh::crypto::{
+    HandshakeError, Initiator, RecordAad, Responder, ResponderAwaitingFinish, Session,
+};
 use furymesh_fuzz::fixtures::{
     self, check_hello_mac, client_session, config, handshake_mode, public_hello_mac, random,
     server_session, NOW,
@@ -31,6 +39,19 @@ fn agree(client: Session, server: Session) {
     let tag = s_seal.seal_in_place(&aad, &mut msg).unwrap();
     c_open.open_in_place(&aad, &mut msg, &tag).expect("client opens the server's record");
     assert_eq!(&msg, b"hello over the record layer");
+}
+
+/// The deterministic initiator (`fixtures::initiator`) and its ClientHello.
+fn initiator() -> (Initiator, &'static [u8]) {
+    static S: OnceLock<(Initiator, Vec<u8>)> = OnceLock::new();
+    let (init, hello) = S.get_or_init(fixtures::initiator);
+    (init.clone(), hello)
+}
+
+/// The deterministic responder awaiting the ClientFinish (`fixtures::responder`).
+fn responder() -> ResponderAwaitingFinish {
+    static S: OnceLock<ResponderAwaitingFinish> = OnceLock::new();
+    S.get_or_init(|| fixtures::responder().0).clone()
 }
 
 fn refused(e: &HandshakeError) {
@@ -58,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
                     assert!(server_hello.len() <= HANDSHAKE_MESSAGE_BYTES_MAX);
                     // Only the fixture initiator can finish; for any other hello its finish
                     // must be refused.
-                    let (init, fixture_hello) = fixtures::initiator();
+                    let (init, fixture_hello) = initiator();
                     let Ok((finish, client)) = init.handle_server_hello(&server_hello, NOW) else {
                         return;
                     };
@@ -74,13 +95,12 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         handshake_mode::SERVER_HELLO => {
-            let (init, _) = fixtures::initiator();
+            let (init, _) = initiator();
             match init.handle_server_hello(message, NOW) {
                 Ok((finish, client)) => {
                     assert!(finish.len() <= HANDSHAKE_MESSAGE_BYTES_MAX);
                     assert_eq!(client.peer_id(), server_session().node_id(), "the pin holds");
-                    let (state, _) = fixtures::responder();
-                    match state.handle_client_finish(&finish, NOW) {
+                    match responder().handle_client_finish(&finish, NOW) {
                         Ok(server) => agree(client, server),
                         Err(e) => refused(&e),
                     }
@@ -88,18 +108,15 @@ fuzz_target!(|data: &[u8]| {
                 Err(e) => refused(&e),
             }
         }
-        _ => {
-            let (state, _) = fixtures::responder();
-            match state.handle_client_finish(message, NOW) {
-                Ok(server) => {
-                    assert_eq!(server.peer_id(), client_session().node_id());
-                    let [_, server_hello, _] = fixtures::transcript();
-                    let (init, _) = fixtures::initiator();
-                    let (_, client) = init.handle_server_hello(&server_hello, NOW).unwrap();
-                    agree(client, server);
-                }
-                Err(e) => refused(&e),
+        _ => match responder().handle_client_finish(message, NOW) {
+            Ok(server) => {
+                assert_eq!(server.peer_id(), client_session().node_id());
+                let [_, server_hello, _] = fixtures::transcript();
+                let (init, _) = initiator();
+                let (_, client) = init.handle_server_hello(&server_hello, NOW).unwrap();
+                agree(client, server);
             }
-        }
+            Err(e) => refused(&e),
+        },
     }
 });

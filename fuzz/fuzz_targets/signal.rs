@@ -6,6 +6,11 @@
 //!
 //! Input: `mode u8 ‖ message` (modes in `fixtures::signal_mode`).
 //!
+//! The deterministic initiator and the responder awaiting the offer are built once and
+//! cloned per input (`Clone` exists in fuzz builds only), the offerer awaiting the answer
+//! is shared (`open_answer` takes `&self`): an input pays for the step it feeds, not for
+//! the key exchanges that set its counterpart up.
+//!
 //! Beyond "no panic": relays cannot forge. With the other side's randomness fixed and
 //! Ed25519 deterministic, a HelloReply, Offer or Answer is accepted only if it is the
 //! genuine message byte for byte; an accepted Hello is refused when replayed, and its reply
@@ -19,6 +24,7 @@ use furymesh::crypto::signal::{
     signal_nonce, SignalError, SignalOfferer, SignalPayload, SIGNAL_MESSAGE_BYTES_MAX,
     SIGNAL_SDP_BYTES_MAX,
 };
+use furymesh::crypto::signal::{SignalInitiator, SignalResponder};
 use furymesh_fuzz::fixtures::{
     server_session, signal_awaiting_answer, signal_awaiting_offer, signal_initiator,
     signal_messages, signal_mode, NOW, SIGNAL_RESPONDER_RANDOM,
@@ -53,13 +59,15 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         signal_mode::REPLY => {
-            let (init, _) = signal_initiator();
+            static INIT: OnceLock<SignalInitiator> = OnceLock::new();
+            let init = INIT.get_or_init(|| signal_initiator().0).clone();
             if init.handle_reply(message, NOW).is_ok() {
                 assert_eq!(message, &reply[..], "a forged reply accepted");
             }
         }
         signal_mode::OFFER => {
-            let mut responder = signal_awaiting_offer();
+            static AWAITING: OnceLock<SignalResponder> = OnceLock::new();
+            let mut responder = AWAITING.get_or_init(signal_awaiting_offer).clone();
             if let Ok(opened) = responder.open_offer(message) {
                 assert_eq!(message, &offer[..], "a forged offer accepted");
                 sane(&opened.payload);

@@ -454,6 +454,11 @@ const FIN_SERVER: &[u8] = b"furymesh s finished";
 const FIN_CLIENT: &[u8] = b"furymesh c finished";
 
 /// The initiator after sending its ClientHello.
+///
+/// Not `Clone`, so a state cannot be used twice, except in fuzz builds (`cfg(fuzzing)`,
+/// set by cargo-fuzz only): there a target builds the fixture state once and clones it for
+/// each input instead of running the key exchange that made it again.
+#[cfg_attr(fuzzing, derive(Clone))]
 pub struct Initiator {
     config: HandshakeConfig,
     ephemeral: StaticSecret,
@@ -635,7 +640,9 @@ impl Responder {
     }
 }
 
-/// The responder after sending its ServerHello.
+/// The responder after sending its ServerHello. Not `Clone` outside fuzz builds (see
+/// [`Initiator`]).
+#[cfg_attr(fuzzing, derive(Clone))]
 pub struct ResponderAwaitingFinish {
     config: HandshakeConfig,
     transcript: Transcript,

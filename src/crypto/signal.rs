@@ -234,6 +234,7 @@ fn keys(secret: &StaticSecret, peer: &[u8; 32], th: &[u8; 32]) -> Option<(Key, K
     Some((Key(offer), Key(answer)))
 }
 
+#[cfg_attr(fuzzing, derive(Clone))]
 struct Key(Zeroizing<[u8; 32]>);
 
 impl Key {
@@ -310,7 +311,9 @@ pub fn signal_nonce(message: &[u8]) -> Option<[u8; NONCE_BYTES]> {
     r.array()
 }
 
-/// The sending side, before the target's reply: holds the ephemeral secret.
+/// The sending side, before the target's reply: holds the ephemeral secret. Not `Clone`
+/// outside fuzz builds (see [`crate::crypto::Initiator`]).
+#[cfg_attr(fuzzing, derive(Clone))]
 pub struct SignalInitiator {
     session: Arc<SessionIdentity>,
     target: NodeId,
@@ -444,6 +447,7 @@ impl SignalOfferer {
 }
 
 /// A Hello answered, waiting for its offer.
+#[cfg_attr(fuzzing, derive(Clone))]
 struct Pending {
     peer: VerifiedCertificate,
     th: [u8; 32],
@@ -464,7 +468,9 @@ pub struct OpenedOffer {
 }
 
 /// The target side: answers Hellos, opens offers, seals answers. State is bounded:
-/// [`SIGNAL_PENDING_MAX`] answered Hellos, [`SIGNAL_SEEN_MAX`] remembered nonces.
+/// [`SIGNAL_PENDING_MAX`] answered Hellos, [`SIGNAL_SEEN_MAX`] remembered nonces. Not
+/// `Clone` outside fuzz builds (see [`crate::crypto::Initiator`]).
+#[cfg_attr(fuzzing, derive(Clone))]
 pub struct SignalResponder {
     session: Arc<SessionIdentity>,
     pending: HashMap<[u8; NONCE_BYTES], Pending>,
