@@ -1745,11 +1745,25 @@ struct Durability {
     data: File,
     partial: PathBuf,
     resume: PathBuf,
+    /// The first resume state, still being written: finished before any other save.
+    first_save: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
 
 impl Durability {
+    /// Waits for the first resume state to be written.
+    fn first_saved(&mut self) -> Result<(), GetError> {
+        match self.first_save.take().map(std::thread::JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(written)) => written.map_err(|e| GetError::io(&self.resume, e)),
+            Some(Err(_)) => {
+                Err(GetError::io(&self.resume, io::Error::other("resume writer panicked")))
+            }
+        }
+    }
+
     /// Returns the number of bytes that became durable.
     fn save(&mut self) -> Result<u64, GetError> {
+        self.first_saved()?;
         if self.pending.is_empty() {
             return Ok(0);
         }
@@ -1760,6 +1774,13 @@ impl Durability {
         write_atomic(&self.resume, &wire::encode_resume(&self.info, self.bits.as_bytes()))
             .map_err(|e| GetError::io(&self.resume, e))?;
         Ok(std::mem::take(&mut self.pending_bytes))
+    }
+}
+
+impl Drop for Durability {
+    fn drop(&mut self) {
+        // Never leave the first save's temporary file behind on a download that failed.
+        let _ = self.first_saved();
     }
 }
 
@@ -2102,6 +2123,7 @@ pub(super) fn get(
     let (partial, resume) = side_paths(output);
     let _claim = claim_output(&partial, &resume, output)?;
     let pins = Arc::new(pins_of(&opts.peers));
+    let mut first_save = None;
     let (info, bits, reverified) = match load_resume(&opts.file_id, &partial, &resume) {
         Some((info, mut bits)) => {
             let reverified = reverify_unrecorded(&info, &mut bits, &partial, &resume)?;
@@ -2110,8 +2132,11 @@ pub(super) fn get(
         None => {
             let info = fetch_info(node, opts, &pins, interrupt, Some(partial.clone()))?;
             let bits = Bitfield::new(info.chunk_count());
-            write_atomic(&resume, &wire::encode_resume(&info, bits.as_bytes()))
-                .map_err(|e| GetError::io(&resume, e))?;
+            // The first resume state (nothing verified yet) is written while the transfer
+            // connects: its two fsyncs (tens of milliseconds on a busy disk) need not come
+            // before the first request. Every later save waits for it first.
+            let (path, state) = (resume.clone(), wire::encode_resume(&info, bits.as_bytes()));
+            first_save = Some(std::thread::spawn(move || write_atomic(&path, &state)));
             (info, bits, 0)
         }
     };
@@ -2127,6 +2152,7 @@ pub(super) fn get(
         data,
         partial: partial.clone(),
         resume: resume.clone(),
+        first_save,
     });
     let mut ran = transfer(node, opts, &info, pins, &partial, &mut keep, interrupt, progress)?;
     let Keep::File(mut dur) = keep else { unreachable!("a file download keeps a file") };
