@@ -643,24 +643,35 @@ pub(super) async fn run_shard(
         limits,
         security,
     });
-    let accepting = async {
-        match &listener {
-            Some(l) => accept_loop(&shard, l).await,
-            None => future::pending().await,
+    // Every loop that waits on a socket is a task of its own, polled only when something it
+    // waits for happened. glommio's socket futures keep one more clone of the polling task's
+    // waker on every poll while they wait (`Source::collect_rw`), so an idle listener's accept
+    // inside the task of the WebRTC drivers, which is polled on every datagram, piled up
+    // clones until that task's reference count (an `i16`) overflowed and the shard panicked
+    // (tuning.md, "Browsers over WebRTC from the share page"). Dropping a task's handle here
+    // cancels the task, as dropping the future did.
+    let accepting = {
+        let shard = shard.clone();
+        async move {
+            match listener {
+                Some(l) => glommio::spawn_local(async move { accept_loop(&shard, &l).await }).await,
+                None => future::pending().await,
+            }
         }
     };
-    let accepting_rtc = async {
-        match &endpoint {
-            Some(ep) => accept_rtc_loop(&shard, ep).await,
-            None => future::pending().await,
+    let rtc_task = |ep: Option<Rc<Endpoint>>| {
+        let shard = shard.clone();
+        async move {
+            match ep {
+                Some(ep) => {
+                    glommio::spawn_local(async move { accept_rtc_loop(&shard, &ep).await }).await
+                }
+                None => future::pending().await,
+            }
         }
     };
-    let accepting_signaled = async {
-        match &signaled {
-            Some((ep, _)) => accept_rtc_loop(&shard, ep).await,
-            None => future::pending().await,
-        }
-    };
+    let accepting_rtc = rtc_task(endpoint.clone());
+    let accepting_signaled = rtc_task(signaled.as_ref().map(|(ep, _)| ep.clone()));
     let accepting_rtc = future::or(accepting_rtc, accepting_signaled);
     let browser = signaled.as_ref().map(|(ep, _)| ep);
     future::or(future::or(accepting, accepting_rtc), handle_inbox(&shard, &inbox, browser)).await;
