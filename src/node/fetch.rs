@@ -819,7 +819,44 @@ async fn fetch_manifest(
         }
         Err(e) => return Err(failed(GetError::recv(peer, e, timeout))),
     }
-    manifest_from(file_id, conn.body()).map_err(|e| failed(GetError::peer(peer, Some(file_id), e)))
+    let info = manifest_from(file_id, conn.body())
+        .map_err(|e| failed(GetError::peer(peer, Some(file_id), e)))?;
+    if conn.transport() == Transport::Webrtc {
+        park_warm(pins as *const Pins as usize, peer, conn);
+    }
+    Ok(info)
+}
+
+thread_local! {
+    /// Data channels whose manifest request is answered, kept on their shard for the same
+    /// download's first data connection to that peer: a download then sets up one session
+    /// instead of two (ICE, DTLS and SCTP cost tens of milliseconds; a TCP connection costs
+    /// a loopback round trip and the handshake, and stays one per phase). Keyed by the download (the address of the `Pins` both of its phases
+    /// share, alive until it ends, so another download, with other pins, never gets one)
+    /// and the peer.
+    static WARM: RefCell<Vec<(usize, SocketAddr, Conn)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How long an unclaimed warm connection is kept before it is closed.
+const WARM_CONN_HOLD: Duration = Duration::from_secs(2);
+
+/// Keeps `conn` to `peer` for `download`'s data connections (at most `WARM_CONN_HOLD`).
+fn park_warm(download: usize, peer: SocketAddr, conn: Conn) {
+    WARM.with(|w| w.borrow_mut().push((download, peer, conn)));
+    glommio::spawn_local(async move {
+        glommio::timer::sleep(WARM_CONN_HOLD).await;
+        drop(take_warm(download, peer));
+    })
+    .detach();
+}
+
+/// `download`'s warm connection to `peer`, if one is kept on this shard.
+fn take_warm(download: usize, peer: SocketAddr) -> Option<Conn> {
+    WARM.with(|w| {
+        let mut w = w.borrow_mut();
+        let i = w.iter().position(|(d, p, _)| *d == download && *p == peer)?;
+        Some(w.swap_remove(i).2)
+    })
 }
 
 /// Why a manifest could not be fetched from one peer, and whether the peer dropped the
@@ -1175,8 +1212,12 @@ async fn fetch_shard(ctx: Arc<FetchCtx>, shard: ShardId, shards: usize, tx: Send
 }
 
 /// A set-up that timed out over WebRTC (a busy seeder, [`Reach::set_up_timed_out`]) is
-/// tried `CONNECT_TRIES` times even when `tries` is 1.
+/// tried `CONNECT_TRIES` times even when `tries` is 1. The download's manifest connection
+/// to `peer`, if it is kept on this shard (`take_warm`), is taken instead.
 async fn connect_retrying(ctx: &FetchCtx, peer: SocketAddr, tries: u32) -> Result<Conn, GetError> {
+    if let Some(conn) = take_warm(Arc::as_ptr(&ctx.pins) as usize, peer) {
+        return Ok(conn);
+    }
     let mut wait = Duration::from_millis(250);
     let mut attempt = 1;
     loop {
