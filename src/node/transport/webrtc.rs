@@ -14,7 +14,10 @@
 //!   one destination and size, each run one UDP GSO send: `sys::send_segments`), fires
 //!   their timers (`poll_timeout` → glommio sleep → `handle_timeout`), moves received
 //!   messages into each channel's inbox, and sleeps until the next deadline or a wake-up.
-//!   It awaits only timers and notifications, never a glommio socket future (see `run`).
+//!   A round visits only the connections on the ready list (a datagram came, their stream
+//!   read or wrote, their timer in the endpoint's heap is due), so its cost follows what
+//!   happened, not how many sessions the shard holds. It awaits only timers and
+//!   notifications, never a glommio socket future (see `run`).
 //!
 //! A channel is a [`RtcStream`]: a reliable, ordered data channel that the downloader opens
 //! in band (DCEP, RFC 8832: the seeder has the channel before any data can reach it, and
