@@ -306,7 +306,9 @@ pub struct SeedArgs {
     pub api: Option<ApiBind>,
     /// Public HTTP gateway: published files at http://HOST:PORT/files/FILE_ID and
     /// collections at /c/COLLECTION_ID/PATH, for curl and browsers, with no token (it
-    /// serves only what is published). `HOST:PORT` or `off` (the default).
+    /// serves only what is published); with --webrtc too, each file's share page at
+    /// /f/FILE_ID (the link to hand out). It answers anyone who can reach it, also on a
+    /// private network (--network-secret). `HOST:PORT` or `off` (the default).
     #[arg(long, env = "FURYMESH_HTTP", value_parser = parse_api, value_name = "HOST:PORT|off")]
     pub http: Option<ApiBind>,
 }
@@ -1515,7 +1517,8 @@ fn seed(cli: &Cli, a: &SeedArgs) -> Result<i32> {
     let node = Node::start(files.into_iter().map(Into::into).collect(), &opts)?;
     // The gateway and the API first: "listening on" says the whole node is up (scripts and
     // service managers wait for it), and a kill right after it cannot cut their start.
-    let gateway = start_gateway(&node.handle(), dir, s.http)?;
+    let private = s.network_secret.is_some();
+    let gateway = start_gateway(&node.handle(), dir, s.http, s.webrtc.is_some(), private)?;
     let http = gateway.as_ref().map(|g| g.addr());
     let api = start_api(&node.handle(), dir, s.api, s.api_is_default, http)?;
     tracing::info!(
@@ -1597,11 +1600,15 @@ fn start_api(
     }
 }
 
-/// Starts the public HTTP gateway for `seed --http` (`None`: off).
+/// Starts the public HTTP gateway for `seed --http` (`None`: off), saying where the files
+/// and (with `webrtc`) their share pages are, and warning that it serves outside a
+/// `private` network.
 fn start_gateway(
     handle: &Handle,
     dir: &Path,
     http: Option<SocketAddr>,
+    webrtc: bool,
+    private: bool,
 ) -> Result<Option<crate::gateway::GatewayServer>> {
     let Some(bind) = http else { return Ok(None) };
     let opts = crate::gateway::GatewayOptions { bind, data_dir: dir.to_owned() };
@@ -1609,6 +1616,20 @@ fn start_gateway(
         format!("cannot start the HTTP gateway on {bind} (--http off to run without)")
     })?;
     tracing::info!("furymesh seed: HTTP gateway on http://{}/files/FILE_ID", g.addr());
+    if webrtc {
+        tracing::info!(
+            "furymesh seed: share pages (the links to hand out) at http://{}/f/FILE_ID{}",
+            g.addr(),
+            if g.addr().ip().is_unspecified() { ", with this host's name or address" } else { "" }
+        );
+    }
+    if private {
+        note!(
+            "furymesh seed: warning: --http serves every published file to anyone who can \
+             reach {}, outside the private network (--network-secret)",
+            g.addr()
+        );
+    }
     Ok(Some(g))
 }
 

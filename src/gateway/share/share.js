@@ -838,7 +838,13 @@
       return;
     }
     let sink = await pickFile();
-    if (sink === null) { $('download').disabled = false; return; }
+    if (sink === null) {
+      // Cancelled (a headless browser cancels every dialog): say so, and how to save
+      // without one.
+      setState('idle', 'Saving was cancelled. Press Download to choose a file again, or add ?save=stream to the link to save into your downloads without a dialog.');
+      $('download').disabled = false;
+      return;
+    }
     $('progress').hidden = false;
     try {
       setState('manifest', 'Checking the manifest against the file ID…');
