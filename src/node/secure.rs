@@ -365,21 +365,11 @@ fn needs_renewal(s: &SessionIdentity, now: u64) -> bool {
     now + SESSION_KEY_VALIDITY.as_secs() / 2 > s.not_after()
 }
 
-/// Keeps `s` at `path` for later commands: a temporary file (mode 0600, as `tempfile`
-/// creates them) renamed over it. Without fsync: a file lost or torn by a crash is only a
-/// new signature at the next start, because `SessionIdentity::from_stored` refuses it.
+/// Keeps `s` at `path` for later commands (`write_atomic`: its temporary file is created
+/// with mode 0600, so the key is never readable by others). A file lost or torn anyway is
+/// only a new signature at the next start: `SessionIdentity::from_stored` refuses it.
 fn store_session(path: &Path, s: &SessionIdentity) {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let stored = s.to_stored();
-    let written = tempfile::Builder::new()
-        .prefix(".furymesh-tmp-session")
-        .tempfile_in(dir)
-        .and_then(|mut tmp| {
-            tmp.write_all(&stored)?;
-            tmp.persist(path).map_err(|e| e.error)?;
-            Ok(())
-        });
-    if let Err(e) = written {
+    if let Err(e) = crate::storage::write_atomic(path, &s.to_stored()) {
         note!("furymesh: cannot keep the session key in {}: {e}", path.display());
     }
 }
