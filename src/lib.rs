@@ -35,6 +35,7 @@ macro_rules! note {
     };
 }
 
+mod addr;
 pub mod api;
 pub mod bench;
 pub mod cli;

@@ -41,7 +41,7 @@ use super::identity::{
     ED25519_SIGNATURE_BYTES,
 };
 use super::NodeId;
-use crate::wire::{ip_from_octets, ip_octets};
+use crate::addr::{ip_from_octets, ip_octets};
 
 /// Wire version of every signaling message (its first byte).
 /// 2: a payload carries several candidates (host, server-reflexive, relayed); 1 carried one.

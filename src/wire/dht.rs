@@ -1,8 +1,9 @@
 //! DHT datagrams: `dht::DhtMessage` ⇄ magic + `DhtPacket` FlatBuffer, and the persisted
 //! routing table.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
+use crate::addr::{ip_from_octets, ip_octets};
 use flatbuffers::FlatBufferBuilder;
 
 use super::generated::furymesh as fb;
@@ -26,22 +27,6 @@ pub const DHT_MAGIC: [u8; 4] = [0xFD, b'F', b'M', 1];
 pub const DHT_DATAGRAM_MAX_BYTES: usize = 1452;
 /// Most contacts in a persisted routing table (160 buckets of k = 20).
 const DHT_TABLE_CONTACTS_MAX: usize = 160 * CONTACTS_PER_MESSAGE_MAX;
-
-/// The one wire form of an IP address (contacts, signed provider records and signaling
-/// payloads alike): 16
-/// bytes of IPv6, an IPv4 address as its IPv4-mapped IPv6 address.
-pub(crate) fn ip_octets(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
-
-/// The inverse of [`ip_octets`]: IPv4-mapped addresses come back as IPv4.
-pub(crate) fn ip_from_octets(octets: [u8; 16]) -> IpAddr {
-    let v6 = Ipv6Addr::from(octets);
-    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
-}
 
 fn contact_to_fb(c: &Contact) -> fb::DhtContact {
     fb::DhtContact::new(&fb::DhtId(*c.id.as_bytes()), &ip_octets(c.addr.ip()), c.addr.port())

@@ -27,7 +27,6 @@ pub use dht::{
     AnnounceProof, DhtDatagram, DhtExtras, SignalKind, SignalPacket, SignedTransports,
     DHT_DATAGRAM_MAX_BYTES, DHT_MAGIC,
 };
-pub(crate) use dht::{ip_from_octets, ip_octets};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
