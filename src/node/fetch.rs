@@ -19,7 +19,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+// The download's own thread waits on these with timeouts (to look at its interrupt flag, to
+// save at intervals). flume parks the thread outright; crossbeam's channels spin and call
+// sched_yield(2) several times around every wait, which with a thread per download (1,000
+// in the WebRTC soak, tuning.md) kept hundreds of threads runnable and starved the shards.
+use flume::{Receiver, RecvTimeoutError, Sender};
 use futures_lite::future;
 use glommio::io::BufferedFile;
 use glommio::net::TcpStream;
@@ -526,7 +530,7 @@ pub(super) struct Reach {
     /// Providers found in the DHT: address → (node ID, transports).
     pub(super) found: Arc<std::collections::HashMap<SocketAddr, (NodeId, Transports)>>,
     /// The node's DHT (shard 0), if it runs one.
-    pub(super) dht: Option<flume::Sender<DhtControl>>,
+    pub(super) dht: Option<Sender<DhtControl>>,
     /// STUN servers a signaled WebRTC connection asks for its server-reflexive candidate.
     pub(super) stun: Arc<[SocketAddr]>,
     /// The TURN server a signaled WebRTC connection allocates its relayed candidate on.
@@ -623,7 +627,7 @@ async fn connect_rtc(
 async fn connect_rtc_dht(
     peer: SocketAddr,
     id: NodeId,
-    (dht, stun, turn): (&flume::Sender<DhtControl>, &[SocketAddr], Option<&super::TurnServer>),
+    (dht, stun, turn): (&Sender<DhtControl>, &[SocketAddr], Option<&super::TurnServer>),
     sec: &NodeSecurity,
     pins: &Pins,
     counters: &Mutex<DownloadCounters>,
@@ -657,7 +661,7 @@ async fn connect_rtc_dht(
 
 /// Asks the node's DHT to carry a signaling message to node `target`.
 pub(super) async fn ask_dht(
-    dht: &flume::Sender<DhtControl>,
+    dht: &Sender<DhtControl>,
     target: NodeId,
     relay: Option<SocketAddr>,
     message: Vec<u8>,
@@ -897,7 +901,7 @@ struct IdleWaiters {
     changes: AtomicU64,
     /// The wake-up channels (bounded to one message) of the connections waiting now, by
     /// [`IdleWake::id`].
-    waiting: Mutex<Vec<(u64, flume::Sender<()>)>>,
+    waiting: Mutex<Vec<(u64, Sender<()>)>>,
     /// The next [`IdleWake::id`].
     next_id: AtomicU64,
 }
@@ -911,8 +915,8 @@ impl std::fmt::Debug for IdleWaiters {
 /// What wakes one waiting connection (see [`IdleWaiters`]).
 struct IdleWake {
     id: u64,
-    tx: flume::Sender<()>,
-    rx: flume::Receiver<()>,
+    tx: Sender<()>,
+    rx: Receiver<()>,
 }
 
 impl IdleWaiters {
@@ -1039,8 +1043,8 @@ struct FetchCtx {
     stop: AtomicBool,
     /// Dropped when the download stops ([`FetchCtx::stop_all`]): every wait on
     /// `stopped` ends at once (a read blocked on a slow peer, an idle connection).
-    stop_tx: Mutex<Option<flume::Sender<()>>>,
-    stopped: flume::Receiver<()>,
+    stop_tx: Mutex<Option<Sender<()>>>,
+    stopped: Receiver<()>,
     /// Connections waiting with nothing in flight, and what wakes them.
     idle: Arc<IdleWaiters>,
     /// Verified bytes after which the coordinator makes them durable.
@@ -1910,8 +1914,8 @@ impl StreamOut {
             failed: AtomicBool::new(false),
             idle: Arc::default(),
         });
-        let (tx, rx) = crossbeam_channel::unbounded::<Vec<u8>>();
-        let (ended_tx, ended) = crossbeam_channel::bounded::<()>(0);
+        let (tx, rx) = flume::unbounded::<Vec<u8>>();
+        let (ended_tx, ended) = flume::bounded::<()>(0);
         let result = Arc::new(Mutex::new((0u64, None)));
         let (shared2, result2) = (shared.clone(), result.clone());
         std::thread::Builder::new()
@@ -2027,7 +2031,7 @@ where
     Fut: Future<Output = Result<T, GetError>> + 'static,
 {
     let abort = Arc::new(AtomicBool::new(false));
-    let (reply, answer) = crossbeam_channel::bounded(1);
+    let (reply, answer) = flume::bounded(1);
     let flag = abort.clone();
     node.spawn_on(
         shard,
@@ -2402,7 +2406,7 @@ fn transfer(
             .map_err(|e| GetError::Listen { what: e.to_string() })?;
     }
     let shards = (ctx.conns.len() + ctx.web.len()).min(node.shards()).max(1);
-    let (tx, rx) = crossbeam_channel::unbounded();
+    let (tx, rx) = flume::unbounded();
     for i in 0..shards {
         let (ctx2, tx2) = (ctx.clone(), tx.clone());
         node.spawn_on(i, Box::new(move || Box::pin(fetch_shard(ctx2, ShardId(i), shards, tx2))))
