@@ -106,6 +106,16 @@ pub const WEBRTC_SOCKET_BUFFER_BYTES: usize = 8 << 20;
 pub const WEBRTC_ICE_CHECK_INTERVAL_MS: u64 = 10;
 /// How often a downloader sends its offer again until answered, in milliseconds.
 pub const WEBRTC_OFFER_RETRY_MS: u64 = 250;
+/// WebRTC set-ups (offer answered, data channel not open yet: ICE, DTLS, SCTP) a seeder
+/// shard runs at once (admission control). An offer by datagram beyond them is answered
+/// "busy", with no session made for it, and its sender offers again after the pause the
+/// answer asks for; its open deadline starts once it is answered. Without a bound, a
+/// flash crowd of offers starts more set-ups than finish inside their deadline, and each
+/// one that times out comes back as another offer (tuning.md, the 1,000-session soak).
+pub const WEBRTC_HANDSHAKES_PER_SHARD: usize = 32;
+/// The pause a "busy" answer asks for before the next offer, in milliseconds (the offerer
+/// waits one to two times it, at random, so a crowd told "busy" together spreads out).
+pub const WEBRTC_BUSY_RETRY_MS: u64 = 200;
 /// Smallest offer datagram a seeder answers (the offerer pads it): an answer is never
 /// larger than its offer, so a spoofed source cannot use a seeder as an amplifier.
 pub const WEBRTC_OFFER_MIN_BYTES: usize = 1200;

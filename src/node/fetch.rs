@@ -596,8 +596,8 @@ async fn connect(
     }
 }
 
-/// Opens a WebRTC data channel to the seeder endpoint at `peer` and runs the handshake in
-/// it, within twice the timeout (signaling and ICE, then the handshake).
+/// Opens a WebRTC data channel to the seeder endpoint at `peer` (waiting while its shard
+/// answers "busy" and admits others, `webrtc::connect`) and runs the handshake in it.
 async fn connect_rtc(
     peer: SocketAddr,
     sec: &NodeSecurity,
@@ -676,8 +676,9 @@ pub(super) async fn ask_dht(
         .map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e.to_string()))
 }
 
-/// Waits for `open` (a data channel) and runs the handshake in it, within twice the timeout
-/// (signaling and ICE, then the handshake).
+/// Waits for `open` (a data channel: it has deadlines of its own, which follow the
+/// seeder's admission of the set-up, `webrtc::connect`) and runs the handshake in it,
+/// within the timeout once the channel is open.
 async fn rtc_handshake(
     peer: SocketAddr,
     open: impl Future<Output = Result<RtcStream, GetError>>,
@@ -688,18 +689,18 @@ async fn rtc_handshake(
 ) -> Result<Conn, GetError> {
     let expected =
         pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&peer).copied();
-    let open_and_handshake = async {
-        let stream = open.await?;
+    let stream = open.await?;
+    let handshake = async {
         let side = TcpSide::Client { expected };
         StreamConn::establish(stream, sec, side, RESPONSE_BODY_MAX_BYTES)
             .await
             .map_err(|e| handshake_error(peer, e, counters, timeout))
     };
     let deadline = async {
-        glommio::timer::sleep(2 * timeout).await;
-        Err(GetError::Timeout { peer, after: 2 * timeout })
+        glommio::timer::sleep(timeout).await;
+        Err(GetError::Timeout { peer, after: timeout })
     };
-    let conn = Conn::Rtc(future::or(open_and_handshake, deadline).await?);
+    let conn = Conn::Rtc(future::or(handshake, deadline).await?);
     check_pin(peer, conn, pins)
 }
 

@@ -64,6 +64,20 @@ pub struct SeedStats {
     pub webrtc_offers: u64,
     /// WebRTC offers dropped (malformed, unparseable SDP, shard full, unpadded).
     pub webrtc_offers_dropped: u64,
+    /// WebRTC offers answered "busy": the shard already ran `WEBRTC_HANDSHAKES_PER_SHARD`
+    /// set-ups (admission control); the offerer offers again after a pause.
+    pub webrtc_offers_busy: u64,
+    /// WebRTC set-ups (answered offers) that reached ICE connected, and DTLS connected.
+    pub webrtc_ice_connected: u64,
+    pub webrtc_dtls_connected: u64,
+    /// WebRTC set-ups whose data channel opened, and the milliseconds from answer to open
+    /// summed over them (their mean: `webrtc_setup_ms_total / webrtc_setups_opened`).
+    pub webrtc_setups_opened: u64,
+    pub webrtc_setup_ms_total: u64,
+    /// WebRTC set-ups closed at their open deadline (the peer timeout) still connecting,
+    /// and set-ups that failed before it (ICE or DTLS).
+    pub webrtc_setup_timeouts: u64,
+    pub webrtc_setup_failures: u64,
     /// UDP datagrams the WebRTC sockets sent (ICE, DTLS, SCTP, TURN, signaling).
     pub webrtc_datagrams_sent: u64,
     /// `sendmsg(2)` calls that sent them: a run of datagrams to one peer goes in one call
@@ -122,6 +136,13 @@ impl SeedStats {
         self.browser_connections += o.browser_connections;
         self.webrtc_offers += o.webrtc_offers;
         self.webrtc_offers_dropped += o.webrtc_offers_dropped;
+        self.webrtc_offers_busy += o.webrtc_offers_busy;
+        self.webrtc_ice_connected += o.webrtc_ice_connected;
+        self.webrtc_dtls_connected += o.webrtc_dtls_connected;
+        self.webrtc_setups_opened += o.webrtc_setups_opened;
+        self.webrtc_setup_ms_total += o.webrtc_setup_ms_total;
+        self.webrtc_setup_timeouts += o.webrtc_setup_timeouts;
+        self.webrtc_setup_failures += o.webrtc_setup_failures;
         self.webrtc_datagrams_sent += o.webrtc_datagrams_sent;
         self.webrtc_send_calls += o.webrtc_send_calls;
         self.webrtc_datagram_bytes_max =
@@ -555,7 +576,8 @@ pub(super) async fn run_shard(
     let endpoint = match rtc_socket.and_then(|s| {
         let (max, timeout, block) =
             (limits.budget.connections_max, limits.peer_timeout, limits.webrtc_block_bytes);
-        s.map(|s| Endpoint::server(s, max, timeout, block)).transpose()
+        let sessions = (max, crate::config::WEBRTC_HANDSHAKES_PER_SHARD);
+        s.map(|s| Endpoint::server(s, sessions, timeout, block)).transpose()
     }) {
         Ok(e) => e,
         Err(e) => {
@@ -571,7 +593,8 @@ pub(super) async fn run_shard(
             let (max, timeout, block) =
                 (limits.budget.connections_max, limits.peer_timeout, limits.webrtc_block_bytes);
             let socket = super::sys::webrtc_socket(SocketAddr::new(a.ip(), 0), false, None);
-            match socket.and_then(|s| Endpoint::server(s, max, timeout, block)) {
+            let sessions = (max, crate::config::WEBRTC_HANDSHAKES_PER_SHARD);
+            match socket.and_then(|s| Endpoint::server(s, sessions, timeout, block)) {
                 Ok(ep) => {
                     // Behind a NAT, peers reach it at the address its STUN servers see.
                     ep.set_stun(&stun);
@@ -681,6 +704,13 @@ pub(super) async fn run_shard(
         let e = ep.stats();
         stats.webrtc_offers += e.offers;
         stats.webrtc_offers_dropped += e.offers_dropped;
+        stats.webrtc_offers_busy += e.offers_busy;
+        stats.webrtc_ice_connected += e.ice_connected;
+        stats.webrtc_dtls_connected += e.dtls_connected;
+        stats.webrtc_setups_opened += e.opened;
+        stats.webrtc_setup_ms_total += e.open_ms_total;
+        stats.webrtc_setup_timeouts += e.open_timeouts;
+        stats.webrtc_setup_failures += e.open_failures;
         stats.webrtc_datagrams_sent += e.datagrams_sent;
         stats.webrtc_send_calls += e.send_calls;
         stats.webrtc_datagram_bytes_max = stats.webrtc_datagram_bytes_max.max(e.datagram_bytes_max);

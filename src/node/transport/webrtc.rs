@@ -63,7 +63,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, CandidateRelayConfig, CandidateServerReflexiveConfig,
     RTCIceCandidate, RTCIceCandidateInit,
@@ -76,10 +76,10 @@ use super::stun::StunClient;
 use super::turn::{TurnRelay, TurnServer};
 use crate::config::{
     BROWSER_ICE_KEEPALIVE_MS, BROWSER_ICE_SILENCE_MS, WEBRTC_BLOCK_BYTES, WEBRTC_BLOCK_MAX_BYTES,
-    WEBRTC_ICE_CHECKS_PER_PAIR, WEBRTC_ICE_CHECK_INTERVAL_MS, WEBRTC_LOOPBACK_SCTP_MTU,
-    WEBRTC_OFFER_MIN_BYTES, WEBRTC_OFFER_RETRY_MS, WEBRTC_RECV_BUFFER_BYTES,
-    WEBRTC_SEND_BUFFER_BYTES, WEBRTC_SIGNAL_MAX_BYTES, WEBRTC_STUN_REFRESH_SECS,
-    WEBRTC_STUN_RETRY_MS, WEBRTC_STUN_WAIT_MS, WEBRTC_TURN_WAIT_MS,
+    WEBRTC_BUSY_RETRY_MS, WEBRTC_ICE_CHECKS_PER_PAIR, WEBRTC_ICE_CHECK_INTERVAL_MS,
+    WEBRTC_LOOPBACK_SCTP_MTU, WEBRTC_OFFER_MIN_BYTES, WEBRTC_OFFER_RETRY_MS,
+    WEBRTC_RECV_BUFFER_BYTES, WEBRTC_SEND_BUFFER_BYTES, WEBRTC_SIGNAL_MAX_BYTES,
+    WEBRTC_STUN_REFRESH_SECS, WEBRTC_STUN_RETRY_MS, WEBRTC_STUN_WAIT_MS, WEBRTC_TURN_WAIT_MS,
 };
 use crate::crypto::signal::{CandidateKind, SignalCandidate, SIGNAL_CANDIDATES_MAX};
 use crate::node::clock;
@@ -91,6 +91,12 @@ use crate::node::wake::Notify;
 const SIGNAL_MAGIC: u8 = 0xF6;
 const KIND_OFFER: u8 = 1;
 const KIND_ANSWER: u8 = 2;
+/// "Busy": the shard runs `WEBRTC_HANDSHAKES_PER_SHARD` set-ups already (see [`Busy`]).
+const KIND_BUSY: u8 = 3;
+/// A busy answer's body: the pause asked for (u32 LE, ms), set-ups settled (u32 LE).
+const BUSY_BODY_BYTES: usize = 8;
+/// Longest pause a busy answer may ask an offerer for, in milliseconds.
+const BUSY_PAUSE_MAX_MS: u64 = 4_000;
 /// magic, kind, nonce (u64 LE), SDP length (u16 LE).
 const SIGNAL_HEADER_BYTES: usize = 12;
 const CHANNEL_LABEL: &str = "furymesh";
@@ -203,6 +209,48 @@ impl Signal {
     }
 }
 
+/// A seeder shard's answer to an offer it has no room for (admission control): no session
+/// was made; offer again after `retry_ms`. `settled` counts the set-ups the shard has
+/// finished (opened or given up) so far: an offerer told "busy" again and again waits as
+/// long as that count moves, and no longer than its timeout once it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Busy {
+    nonce: u64,
+    retry_ms: u32,
+    settled: u32,
+}
+
+impl Busy {
+    /// `magic ‖ KIND_BUSY ‖ nonce u64 LE ‖ 8 u16 LE ‖ retry_ms u32 LE ‖ settled u32 LE`: 20
+    /// bytes, far less than the padded offer it answers.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SIGNAL_HEADER_BYTES + BUSY_BODY_BYTES);
+        out.push(SIGNAL_MAGIC);
+        out.push(KIND_BUSY);
+        out.extend_from_slice(&self.nonce.to_le_bytes());
+        out.extend_from_slice(&(BUSY_BODY_BYTES as u16).to_le_bytes());
+        out.extend_from_slice(&self.retry_ms.to_le_bytes());
+        out.extend_from_slice(&self.settled.to_le_bytes());
+        out
+    }
+
+    /// Parses a busy answer; `None` for anything else or malformed.
+    fn decode(d: &[u8]) -> Option<Self> {
+        if d.len() != SIGNAL_HEADER_BYTES + BUSY_BODY_BYTES || d[..2] != [SIGNAL_MAGIC, KIND_BUSY] {
+            return None;
+        }
+        let u32_at = |i: usize| Some(u32::from_le_bytes(d.get(i..i + 4)?.try_into().ok()?));
+        if u16::from_le_bytes([d[10], d[11]]) as usize != BUSY_BODY_BYTES {
+            return None;
+        }
+        Some(Self {
+            nonce: u64::from_le_bytes(d[2..10].try_into().ok()?),
+            retry_ms: u32_at(SIGNAL_HEADER_BYTES)?,
+            settled: u32_at(SIGNAL_HEADER_BYTES + 4)?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Connecting,
@@ -229,8 +277,16 @@ struct Channel {
     /// connecting, `open_deadline`), as far as the driver knows; `None`: no live entry.
     visit: Cell<Option<Instant>>,
     state: Cell<State>,
-    /// Closed unless open by then.
-    open_deadline: Instant,
+    /// Closed unless open by then (a client moves it: its set-up starts when answered).
+    open_deadline: Cell<Instant>,
+    /// When the session was made (server: its offer answered), for the set-up time.
+    created: Instant,
+    /// Counted among the endpoint's set-ups in progress (`Endpoint::connecting`).
+    counted: Cell<bool>,
+    /// ICE found a pair (RFC 8445 §8), and DTLS finished over it (the connection's state
+    /// `connected`): the set-up's phases, for the seeder's counters.
+    ice_connected: Cell<bool>,
+    dtls_connected: Cell<bool>,
     /// Received messages not yet read, and how far into the first one the reader is.
     inbox: RefCell<VecDeque<BytesMut>>,
     inbox_bytes: Cell<usize>,
@@ -271,7 +327,11 @@ impl Channel {
             ready: Cell::new(false),
             visit: Cell::new(None),
             state: Cell::new(State::Connecting),
-            open_deadline,
+            open_deadline: Cell::new(open_deadline),
+            created: clock::now(),
+            counted: Cell::new(false),
+            ice_connected: Cell::new(false),
+            dtls_connected: Cell::new(false),
             inbox: RefCell::default(),
             inbox_bytes: Cell::new(0),
             read_offset: Cell::new(0),
@@ -330,6 +390,12 @@ impl Channel {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed,
                 ) => self.state.set(State::Closed),
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                    RTCIceConnectionState::Connected,
+                ) => self.ice_connected.set(true),
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(
+                    RTCPeerConnectionState::Connected,
+                ) => self.dtls_connected.set(true),
                 _ => {}
             }
         }
@@ -368,12 +434,14 @@ enum Role {
     /// A seeder shard: answers offers, queues opened channels for [`Endpoint::accept`].
     Server {
         channels_max: usize,
+        /// Set-ups in progress at most before offers by datagram are answered busy.
+        handshakes_max: usize,
         open_timeout: Duration,
         accepted: RefCell<VecDeque<RtcStream>>,
         acceptor: RefCell<Option<Waker>>,
     },
     /// A downloader's connection: sends one offer, waits for its answer.
-    Client { answer: RefCell<Option<Signal>>, answered: Notify },
+    Client { answer: RefCell<Option<Signal>>, busy: Cell<Option<Busy>>, answered: Notify },
 }
 
 /// Counters of one endpoint (a shard's WebRTC side).
@@ -381,6 +449,18 @@ enum Role {
 pub(in crate::node) struct EndpointStats {
     /// Offers answered.
     pub(in crate::node) offers: u64,
+    /// Offers answered "busy" (admission control: no session made).
+    pub(in crate::node) offers_busy: u64,
+    /// Set-ups (sessions made for answered offers) that got as far as ICE connected, and
+    /// as DTLS connected; that opened their data channel (and the milliseconds from the
+    /// answer to the open, summed over them); that were closed at their open deadline
+    /// still connecting; and that failed before it (ICE or DTLS).
+    pub(in crate::node) ice_connected: u64,
+    pub(in crate::node) dtls_connected: u64,
+    pub(in crate::node) opened: u64,
+    pub(in crate::node) open_ms_total: u64,
+    pub(in crate::node) open_timeouts: u64,
+    pub(in crate::node) open_failures: u64,
     /// Offers dropped: malformed, unparseable SDP, full shard, or an answer that would have
     /// been larger than the offer.
     pub(in crate::node) offers_dropped: u64,
@@ -426,6 +506,11 @@ pub(in crate::node) struct Endpoint {
     /// not its connection's `visit` any more is stale and skipped.
     timers: RefCell<BinaryHeap<Reverse<(Instant, SocketAddr)>>>,
     wake: Notify,
+    /// Set-ups in progress (sessions made, not yet open or closed); admission control
+    /// answers offers by datagram busy while this is at the role's `handshakes_max`.
+    connecting: Cell<usize>,
+    /// Set-ups finished so far, opened or not (a busy answer tells it).
+    settled: Cell<u32>,
     stats: Cell<EndpointStats>,
     /// Largest message written (`RtcStream` cuts writes into blocks of this size).
     block: usize,
@@ -666,16 +751,18 @@ pub(in crate::node) fn route_ip(peer: SocketAddr) -> Option<IpAddr> {
 
 impl Endpoint {
     /// A seeder shard's endpoint on `socket` (bound, SO_REUSEPORT): answers offers, at most
-    /// `channels_max` connections at once, each closed unless open within `open_timeout`;
-    /// writes messages of at most `block` bytes (capped at `WEBRTC_BLOCK_MAX_BYTES`).
+    /// `channels_max` connections at once, each closed unless open within `open_timeout`,
+    /// and offers by datagram "busy" while `handshakes_max` set-ups are in progress; writes
+    /// messages of at most `block` bytes (capped at `WEBRTC_BLOCK_MAX_BYTES`).
     pub(in crate::node) fn server(
         socket: UdpSocket,
-        channels_max: usize,
+        (channels_max, handshakes_max): (usize, usize),
         open_timeout: Duration,
         block: usize,
     ) -> io::Result<Rc<Self>> {
         let role = Role::Server {
             channels_max,
+            handshakes_max: handshakes_max.max(1),
             open_timeout,
             accepted: RefCell::default(),
             acceptor: RefCell::default(),
@@ -701,6 +788,8 @@ impl Endpoint {
             ready: RefCell::default(),
             timers: RefCell::default(),
             wake: Notify::default(),
+            connecting: Cell::new(0),
+            settled: Cell::new(0),
             stats: Cell::default(),
             block: block.clamp(1, WEBRTC_BLOCK_MAX_BYTES),
             browser_keys: Cell::new(0),
@@ -1007,9 +1096,15 @@ impl Endpoint {
                         self.count(|s| s.offers_dropped += 1);
                     }
                 }
-                (Role::Client { answer, answered }, Some(s)) if s.kind == KIND_ANSWER => {
+                (Role::Client { answer, answered, .. }, Some(s)) if s.kind == KIND_ANSWER => {
                     *answer.borrow_mut() = Some(s);
                     answered.notify();
+                }
+                (Role::Client { busy, answered, .. }, None) if d.get(1) == Some(&KIND_BUSY) => {
+                    if let Some(b) = Busy::decode(d) {
+                        busy.set(Some(b));
+                        answered.notify();
+                    }
                 }
                 _ => self.count(|s| s.offers_dropped += 1),
             }
@@ -1087,11 +1182,25 @@ impl Endpoint {
         if offer_len < WEBRTC_OFFER_MIN_BYTES {
             return None;
         }
+        if let Role::Server { handshakes_max, .. } = &self.role {
+            if self.connecting.get() >= *handshakes_max {
+                // No session, no SDP parsed: 20 bytes back, and the offer comes again.
+                let busy = Busy {
+                    nonce: offer.nonce,
+                    retry_ms: WEBRTC_BUSY_RETRY_MS as u32,
+                    settled: self.settled.get(),
+                };
+                self.outbox.borrow_mut().push_back((from, busy.encode()));
+                self.count(|s| s.offers_busy += 1);
+                return Some(());
+            }
+        }
         let (ch, sdp, _) = self.open_session(from, offer.sdp, offer.nonce, &[], None)?;
         let datagram = Signal { kind: KIND_ANSWER, nonce: offer.nonce, sdp }.encode(0)?;
         // Never more bytes back than came in: no amplification toward a spoofed source.
         if datagram.len() > offer_len {
             ch.close();
+            self.settle(&ch, false);
             self.channels.borrow_mut().remove(&from);
             return None;
         }
@@ -1166,6 +1275,7 @@ impl Endpoint {
             if ch.state.get() != State::Closed {
                 return None;
             }
+            self.settle(&ch, false);
             self.channels.borrow_mut().remove(&from);
         }
         if self.channels.borrow().len() >= *channels_max {
@@ -1208,11 +1318,40 @@ impl Endpoint {
             ..Channel::new(pc, (local, peer, from), now + *open_timeout, ufrag)
         });
         self.channels.borrow_mut().insert(from, ch.clone());
+        ch.counted.set(true);
+        self.connecting.set(self.connecting.get() + 1);
         self.mark(&ch);
         self.route(from, remote);
         self.permit(remote);
         self.count(|s| s.offers += 1);
         Some((ch, sdp, ours))
+    }
+
+    /// Once `ch` is no longer connecting (opened, or closed: `timed_out` at its open
+    /// deadline, else failed), takes it off the set-ups in progress and counts how its
+    /// set-up ended. Idempotent; a client's channel is never counted.
+    fn settle(&self, ch: &Channel, timed_out: bool) {
+        if !ch.counted.get() || ch.state.get() == State::Connecting {
+            return;
+        }
+        ch.counted.set(false);
+        self.connecting.set(self.connecting.get().saturating_sub(1));
+        self.settled.set(self.settled.get().wrapping_add(1));
+        let (ice, dtls) = (ch.ice_connected.get(), ch.dtls_connected.get());
+        let open = ch.state.get() == State::Open;
+        let ms = clock::now().saturating_duration_since(ch.created).as_millis() as u64;
+        self.count(|s| {
+            s.ice_connected += u64::from(ice);
+            s.dtls_connected += u64::from(dtls);
+            if open {
+                s.opened += 1;
+                s.open_ms_total += ms;
+            } else if timed_out {
+                s.open_timeouts += 1;
+            } else {
+                s.open_failures += 1;
+            }
+        });
     }
 
     /// Routes datagrams from each of `candidates`' addresses to the session keyed `key`.
@@ -1301,7 +1440,8 @@ impl Endpoint {
         relayed: Option<SocketAddr>,
         batch: &mut Batch,
     ) {
-        if ch.abandoned.get() || (ch.state.get() == State::Connecting && now >= ch.open_deadline) {
+        let expired = ch.state.get() == State::Connecting && now >= ch.open_deadline.get();
+        if ch.abandoned.get() || expired {
             ch.close();
         }
         let due = ch.pc.borrow_mut().poll_timeout().is_some_and(|t| t <= now);
@@ -1314,6 +1454,7 @@ impl Endpoint {
                 Channel::wake(acceptor);
             }
         }
+        self.settle(ch, expired);
         loop {
             let out = ch.pc.borrow_mut().poll_write();
             let Some(out) = out else { break };
@@ -1336,7 +1477,8 @@ impl Endpoint {
         }
         let mut t = ch.pc.borrow_mut().poll_timeout();
         if ch.state.get() == State::Connecting {
-            t = Some(t.map_or(ch.open_deadline, |t| t.min(ch.open_deadline)));
+            let open_deadline = ch.open_deadline.get();
+            t = Some(t.map_or(open_deadline, |t| t.min(open_deadline)));
         }
         if let Some(t) = t {
             self.schedule(ch, t);
@@ -1347,14 +1489,21 @@ impl Endpoint {
 /// Opens a data channel to the seeder endpoint at `peer` from a socket of its own (bound
 /// and connected toward `peer` by the caller): sends the offer (again every
 /// `WEBRTC_OFFER_RETRY_MS` until answered), applies the answer, adds `peer` as the remote
-/// host candidate and waits for the channel to open. Gives up after `timeout`
-/// (`TimedOut`). The returned stream owns the endpoint's task.
+/// host candidate and waits for the channel to open. A seeder shard that answers "busy"
+/// (admission control) is offered to again after the pause it asks for, for as long as its
+/// busy answers say that its set-ups move on; `timeout` counts from the last sign of that
+/// (or from the start, with no answer at all), then from the answer to the open
+/// (`TimedOut` when either runs out). The returned stream owns the endpoint's task.
 pub(in crate::node) async fn connect(
     socket: UdpSocket,
     peer: SocketAddr,
     timeout: Duration,
 ) -> io::Result<RtcStream> {
-    let role = Role::Client { answer: RefCell::default(), answered: Notify::default() };
+    let role = Role::Client {
+        answer: RefCell::default(),
+        busy: Cell::default(),
+        answered: Notify::default(),
+    };
     // A downloader writes only requests: the default block size is plenty.
     let ep = Endpoint::new(socket, role, WEBRTC_BLOCK_BYTES)?;
     let local = ep.bound;
@@ -1374,27 +1523,45 @@ pub(in crate::node) async fn connect(
     ep.mark(&ch);
     let task = glommio::spawn_local(ep.clone().run());
     let stream = RtcStream { ep: ep.clone(), ch: ch.clone(), task: Some(task) };
-    let Role::Client { answer, answered } = &ep.role else {
+    let Role::Client { answer, busy, answered } = &ep.role else {
         return Err(rtc_io("not a client endpoint"));
     };
-    let deadline = now + timeout;
-    // Offer, again and again until answered (UDP may lose either datagram).
+    // The last sign of progress (the start, or a busy answer whose settled count moved) and
+    // the settled count it carried; when the offer goes (again).
+    let (mut progress, mut settled, mut offer_at) = (now, None, now);
     let answer = loop {
-        ep.outbox.borrow_mut().push_back((peer, datagram.clone()));
-        ep.wake.notify();
-        let left = deadline.saturating_duration_since(clock::now());
-        if left.is_zero() {
+        let now = clock::now();
+        let give_up = progress + timeout;
+        if now >= give_up {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        let retry = Duration::from_millis(WEBRTC_OFFER_RETRY_MS).min(left);
-        future::or(answered.notified(), glommio::timer::sleep(retry)).await;
-        match answer.borrow_mut().take() {
-            Some(a) if a.nonce == nonce => break a,
-            _ => continue,
+        if now >= offer_at {
+            // Again and again until answered: UDP may lose either datagram.
+            ep.outbox.borrow_mut().push_back((peer, datagram.clone()));
+            ep.wake.notify();
+            offer_at = now + Duration::from_millis(WEBRTC_OFFER_RETRY_MS);
+        }
+        // The driver closes the channel at its open deadline: not while we still wait.
+        ch.open_deadline.set(give_up.max(offer_at));
+        let wait = offer_at.min(give_up).saturating_duration_since(now);
+        future::or(answered.notified(), glommio::timer::sleep(wait)).await;
+        if let Some(a) = answer.borrow_mut().take().filter(|a| a.nonce == nonce) {
+            break a;
+        }
+        if let Some(b) = busy.take().filter(|b| b.nonce == nonce) {
+            // Not admitted: offer again after the pause asked for (1-2x, at random).
+            if settled != Some(b.settled) {
+                (progress, settled) = (clock::now(), Some(b.settled));
+            }
+            let ask = u64::from(b.retry_ms).min(BUSY_PAUSE_MAX_MS);
+            let pause = Duration::from_millis(ask).mul_f64(1.0 + clock::random::<f64>());
+            offer_at = clock::now() + pause;
         }
     };
     {
         let now = clock::now();
+        // The set-up starts now: the open deadline counts from the answer.
+        ch.open_deadline.set(now + timeout);
         let mut pc = ch.pc.borrow_mut();
         let desc = RTCSessionDescription::answer(answer.sdp).map_err(rtc_io)?;
         pc.set_remote_description(now, desc).map_err(rtc_io)?;
@@ -1440,7 +1607,11 @@ where
         None => None,
     };
     let (mapped, relay) = gather(&socket, StunClient::new(stun), relay).await;
-    let role = Role::Client { answer: RefCell::default(), answered: Notify::default() };
+    let role = Role::Client {
+        answer: RefCell::default(),
+        busy: Cell::default(),
+        answered: Notify::default(),
+    };
     let ep = Endpoint::new(socket, role, WEBRTC_BLOCK_BYTES)?;
     *ep.turn.borrow_mut() = relay.filter(|r| r.relayed().is_some());
     let now = clock::now();
@@ -1556,10 +1727,12 @@ async fn gather(
 async fn wait_open(ch: &Channel) -> io::Result<()> {
     future::poll_fn(|cx| match ch.state.get() {
         State::Open => Poll::Ready(Ok(())),
-        State::Closed if clock::now() >= ch.open_deadline => Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "webrtc: the data channel did not open in time (ICE or DTLS did not finish)",
-        ))),
+        State::Closed if clock::now() >= ch.open_deadline.get() => {
+            Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "webrtc: the data channel did not open in time (ICE or DTLS did not finish)",
+            )))
+        }
         State::Closed => Poll::Ready(Err(io::Error::new(
             io::ErrorKind::ConnectionAborted,
             "webrtc: the data channel did not open (ICE or DTLS failed)",
@@ -1756,6 +1929,26 @@ mod tests {
              a=candidate:\r\na=end-of-candidates\r\n"
         );
         assert_eq!(without_mdns_candidates(""), "");
+    }
+
+    #[test]
+    fn busy_answers_round_trip_are_small_and_never_taken_for_answers() {
+        let b = Busy { nonce: 9, retry_ms: 200, settled: 70_000 };
+        let d = b.encode();
+        assert_eq!(d.len(), SIGNAL_HEADER_BYTES + BUSY_BODY_BYTES);
+        // Far below the padded offer it answers: no amplification.
+        assert!(d.len() * 50 < WEBRTC_OFFER_MIN_BYTES);
+        assert_eq!(Busy::decode(&d), Some(b));
+        // Not an answer or offer to the SDP parser, and nothing else is a busy answer.
+        assert_eq!(Signal::decode(&d), None);
+        for i in 0..d.len() {
+            assert_eq!(Busy::decode(&d[..i]), None);
+        }
+        let mut longer = d.clone();
+        longer.push(0);
+        assert_eq!(Busy::decode(&longer), None);
+        let offer = Signal { kind: KIND_OFFER, nonce: 9, sdp: "v=0\r\n".into() };
+        assert_eq!(Busy::decode(&offer.encode(0).unwrap()), None);
     }
 
     #[test]
