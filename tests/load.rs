@@ -43,6 +43,14 @@ use furymesh::transfer::Strategy;
 /// The seeder's anonymous RSS may not exceed this while it serves the load (issue 17).
 const SEEDER_ANON_RSS_MAX_KIB: u64 = 64 << 10;
 
+/// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 /// `RssAnon` of a process, in KiB.
 fn anon_rss_kib(pid: u32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -95,6 +103,7 @@ fn many_concurrent_downloaders_against_one_seeder() {
     };
     let seeder_pid = seeder.pid();
     let idle_rss = anon_rss_kib(seeder_pid);
+    let (seeder_cpu0, own_cpu0) = (cpu_seconds(seeder_pid), node::process_cpu_seconds());
 
     // The seeder's anonymous RSS, sampled until the load ends.
     let done = Arc::new(AtomicBool::new(false));
@@ -173,6 +182,8 @@ fn many_concurrent_downloaders_against_one_seeder() {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let (seeder_cpu, own_cpu) =
+        (cpu_seconds(seeder_pid) - seeder_cpu0, node::process_cpu_seconds() - own_cpu0);
     done.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     let peak = peak.load(Ordering::Relaxed);
@@ -185,6 +196,34 @@ fn many_concurrent_downloaders_against_one_seeder() {
         downloaders - failed.len(),
         peak.saturating_sub(idle_rss) as f64 / most.max(1) as f64,
     );
+    // Where the time went (CPU on each side) and, over WebRTC, how the seeder's set-ups
+    // ended (its counters: the line is for reading, not asserted on).
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+    for f in &failed {
+        *reasons
+            .entry(f.split_once(": ").map_or(f.as_str(), |(_, r)| r).to_owned())
+            .or_default() += 1;
+    }
+    println!("load-cpu: seeder_cpu_s {seeder_cpu:.1} downloaders_cpu_s {own_cpu:.1} failures {reasons:?}");
+    let stats = seeder.stop();
+    if webrtc {
+        let keys = [
+            "webrtc_offers",
+            "webrtc_offers_busy",
+            "webrtc_offers_dropped",
+            "webrtc_ice_connected",
+            "webrtc_dtls_connected",
+            "webrtc_setups_opened",
+            "webrtc_setup_ms_total",
+            "webrtc_setup_timeouts",
+            "webrtc_setup_failures",
+            "webrtc_connections",
+            "handshakes_failed",
+            "chunks_served",
+        ];
+        let fields: Vec<String> = keys.iter().map(|k| format!("{k} {}", stats[k])).collect();
+        println!("load-webrtc: {}", fields.join(" "));
+    }
     assert!(
         failed.is_empty(),
         "{} of {downloaders} downloads failed: {:?}",
@@ -206,5 +245,4 @@ fn many_concurrent_downloaders_against_one_seeder() {
         "the seeder's anonymous RSS reached {peak} KiB (idle {idle_rss} KiB) under {downloaders} downloaders"
     );
     drop(node_list);
-    seeder.stop();
 }
