@@ -462,8 +462,8 @@ pub struct GetArgs {
     /// Replace PATH if it exists.
     #[arg(long)]
     pub force: bool,
-    /// Connections: one per peer, or this many spread over the peers if more. Default: the
-    /// available cores.
+    /// Connections: one per peer, or this many spread over the peers if more, but no more
+    /// than there are chunks to fetch. Default: the available cores.
     #[arg(long, value_name = "N")]
     pub connections: Option<usize>,
     /// Most chunk requests in flight per connection (each window grows from 2 to the

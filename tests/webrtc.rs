@@ -222,7 +222,11 @@ fn auto_uses_tcp_where_it_connects_and_a_data_channel_where_it_cannot_in_one_dow
     let data = write_file(&t.path().join("f.bin"), (2 << 20) + 777, 5);
     let id = publish_id(&a, &t.path().join("f.bin"), &["--chunk-size", "64KiB"]);
     assert_eq!(publish_id(&b, &t.path().join("f.bin"), &["--chunk-size", "64KiB"]), id);
-    let (sa, sb) = (RtcSeeder::start(&a, 1, &[]), RtcSeeder::start(&b, 1, &[]));
+    // A is held to 256 KiB/s, so the download is still running (8 s of A alone) when B's
+    // data channel opens: a set-up that ends after the download completed is abandoned, and
+    // B then takes most of the file.
+    let sa = RtcSeeder::start(&a, 1, &["--max-upload-rate", "256KiB"]);
+    let sb = RtcSeeder::start(&b, 1, &[]);
 
     // Seeder A by its TCP address, seeder B by its WebRTC (UDP) address, where nothing
     // accepts TCP: auto connects to A over TCP and falls back to a data channel for B.
@@ -238,6 +242,7 @@ fn auto_uses_tcp_where_it_connects_and_a_data_channel_where_it_cannot_in_one_dow
     };
     assert_eq!(by_addr(sa.tcp)["transport"], "tcp", "{report}");
     assert_eq!(by_addr(sb.udp)["transport"], "webrtc", "{report}");
+    assert!(by_addr(sb.udp)["bytes"].as_u64().unwrap() > 0, "{report}");
     let total: u64 = peers.iter().map(|p| p["bytes"].as_u64().unwrap()).sum();
     assert!(total >= data.len() as u64, "{report}");
     // Each seeder saw the transport it was reached by.

@@ -189,6 +189,11 @@ pub struct GetReport {
     pub peers: Vec<PeerReport>,
     /// What each web seed (HTTP mirror) delivered.
     pub web_seeds: Vec<WebSeedReport>,
+    /// Seconds from the download's start (before its manifest is asked for) to the first
+    /// chunk fetched and verified: the connection set-up (TCP, or signaling, ICE, DTLS and
+    /// SCTP over WebRTC), the handshake, the manifest and one chunk's round trip. `null`
+    /// when no chunk was fetched (every chunk was already on disk).
+    pub first_chunk_seconds: Option<f64>,
     /// Request-to-verified latency of the chunks fetched, in microseconds.
     pub latency_us: LatencyReport,
     /// The whole latency distribution (for merging several downloads).
@@ -1321,12 +1326,18 @@ async fn conn_loop(
     loop {
         // The first connection to a peer that is the only one fails fast on a refused
         // connect (a wrong address); any later one waits for a restarting seeder.
-        let connected = if first {
-            connect_retrying(ctx, peer, tries).await
-        } else {
-            connect(peer, &ctx.security, &ctx.pins, &ctx.counters, ctx.peer_timeout, &ctx.reach)
-                .await
+        let connecting = async {
+            if first {
+                connect_retrying(ctx, peer, tries).await
+            } else {
+                let (sec, pins, counters) = (&ctx.security, &ctx.pins, &ctx.counters);
+                connect(peer, sec, pins, counters, ctx.peer_timeout, &ctx.reach).await
+            }
         };
+        // The download may complete (the other connections fetched the rest) or stop while
+        // this one still sets up: it ends then, instead of finishing a set-up for nothing
+        // (which the download would wait for).
+        let connected = until_stopped(ctx, connecting).await?;
         let refused_counts = !first;
         first = false;
         let result = match connected {
@@ -2271,6 +2282,8 @@ pub(super) fn stream(
 /// and what it served meanwhile.
 struct Ran {
     result: Result<(u64, u64), GetError>,
+    /// When the coordinator heard of the first verified chunk.
+    first_chunk_at: Option<Instant>,
     peers: Vec<PeerReport>,
     web_seeds: Vec<WebSeedReport>,
     latency: Histogram<u64>,
@@ -2303,6 +2316,9 @@ impl Ran {
             cpu_seconds: super::process_cpu_seconds() - cpu_start,
             peers: self.peers,
             web_seeds: self.web_seeds,
+            first_chunk_seconds: self
+                .first_chunk_at
+                .map(|at| at.saturating_duration_since(started).as_secs_f64()),
             latency_us: LatencyReport::of(&self.latency),
             latency_histogram: Some(self.latency),
             uploaded_bytes: self.uploaded_bytes,
@@ -2332,8 +2348,11 @@ fn transfer(
     };
     let idle = stream.as_ref().map_or_else(Arc::default, |s| s.idle.clone());
     let (stop_tx, stopped) = flume::bounded(1);
-    // One connection per peer, or `connections` spread over the peers if that is more.
-    let total = opts.connections.max(opts.peers.len());
+    // One connection per peer, or `connections` spread over the peers if that is more, but
+    // no more connections than chunks to fetch: a session set up for nothing costs both
+    // ends a handshake (over WebRTC, ICE, DTLS and SCTP too) and the download its wait.
+    let missing = (info.chunk_count() - bits.count_ones()).max(1) as usize;
+    let total = opts.connections.min(missing).max(opts.peers.len());
     let conns: Vec<ConnSlot> = (0..total)
         .map(|i| ConnSlot { id: ConnId(i as u32), addr: opts.peers[i % opts.peers.len()].addr })
         .collect();
@@ -2451,7 +2470,8 @@ fn transfer(
         0
     };
     let latency = ctx.latency.lock().map(|h| h.clone()).unwrap_or_else(|_| new_latency_histogram());
-    Ok(Ran { result: outcome.result, peers, web_seeds, latency, uploaded_bytes })
+    let first_chunk_at = outcome.first_chunk_at;
+    Ok(Ran { result: outcome.result, first_chunk_at, peers, web_seeds, latency, uploaded_bytes })
 }
 
 /// Payload bytes the node has served so far.
@@ -2508,6 +2528,8 @@ struct Outcome {
     shards_done: Vec<bool>,
     /// The coordinator already waited `SHARD_STOP_GRACE` for the others after the stop.
     gave_up: bool,
+    /// When the first verified chunk arrived.
+    first_chunk_at: Option<Instant>,
 }
 
 /// Runs on the calling thread while the shards fetch: collects verified chunks, persists
@@ -2533,6 +2555,7 @@ fn coordinate(
     let mut stopped_at: Option<Instant> = None;
     let mut last_message = clock::now();
     let mut gave_up = false;
+    let mut first_chunk_at = None;
     let result = loop {
         if done >= shards {
             break Ok(());
@@ -2543,6 +2566,7 @@ fn coordinate(
         }
         match message {
             Ok(ShardMsg::Verified { index, len, bytes: data }) => {
+                first_chunk_at.get_or_insert_with(clock::now);
                 keep.take(index, len, data);
                 chunks += 1;
                 bytes += len;
@@ -2636,10 +2660,16 @@ fn coordinate(
     if result.is_err() {
         // Keep what verified before failing.
         if let Err(e) = keep.save() {
-            return Outcome { result: Err(e), conn_errors, shards_done: shard_done, gave_up };
+            return Outcome {
+                result: Err(e),
+                conn_errors,
+                shards_done: shard_done,
+                gave_up,
+                first_chunk_at,
+            };
         }
     }
-    Outcome { result, conn_errors, shards_done: shard_done, gave_up }
+    Outcome { result, conn_errors, shards_done: shard_done, gave_up, first_chunk_at }
 }
 
 /// Moves the scheduler's events into the node's counters.
