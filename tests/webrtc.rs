@@ -252,6 +252,28 @@ fn auto_uses_tcp_where_it_connects_and_a_data_channel_where_it_cannot_in_one_dow
 }
 
 #[test]
+fn a_one_chunk_download_sets_up_one_data_channel() {
+    let t = tempdir();
+    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
+    let data = write_file(&t.path().join("f.bin"), 60_000, 8);
+    let id = publish_id(&sd, &t.path().join("f.bin"), &[]);
+    let seeder = RtcSeeder::start(&sd, 1, &[]);
+    let out = t.path().join("out.bin");
+    // Four connections asked for, one chunk to fetch: the data channel that brought the
+    // manifest fetches it, and no other session is set up.
+    let report = json(&run_ok(
+        get_cmd(&dd, &id, &seeder.udp.to_string(), &out)
+            .args(["--transport", "webrtc", "--connections", "4"]),
+    ));
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert_eq!(report["chunks_fetched"], 1, "{report}");
+    let first = report["first_chunk_seconds"].as_f64().unwrap();
+    assert!(first > 0.0 && first <= report["seconds"].as_f64().unwrap(), "{report}");
+    let stats = seeder.stop();
+    assert_eq!(stats["webrtc_connections"], 1, "{stats}");
+}
+
+#[test]
 fn a_seeder_configured_for_256_kib_messages_serves_over_webrtc() {
     let t = tempdir();
     let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
