@@ -261,10 +261,8 @@ fn a_one_chunk_download_sets_up_one_data_channel() {
     let out = t.path().join("out.bin");
     // Four connections asked for, one chunk to fetch: the data channel that brought the
     // manifest fetches it, and no other session is set up.
-    let report = json(&run_ok(
-        get_cmd(&dd, &id, &seeder.udp.to_string(), &out)
-            .args(["--transport", "webrtc", "--connections", "4"]),
-    ));
+    let mut get = get_cmd(&dd, &id, &seeder.udp.to_string(), &out);
+    let report = json(&run_ok(get.args(["--transport", "webrtc", "--connections", "4"])));
     assert_eq!(std::fs::read(&out).unwrap(), data);
     assert_eq!(report["chunks_fetched"], 1, "{report}");
     let first = report["first_chunk_seconds"].as_f64().unwrap();
