@@ -38,8 +38,13 @@ fn connect(
     encryption: Encryption,
 ) -> Result<TcpStream, String> {
     let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    let config =
-        HandshakeConfig { local: local.clone(), network: None, encryption, expected_peer: None };
+    let config = HandshakeConfig {
+        local: local.clone(),
+        network: None,
+        encryption,
+        expected_peer: None,
+        channel_binding: None,
+    };
     let random = HandshakeRandom { ephemeral: clock::random(), nonce: clock::random() };
     let (state, hello) = Initiator::start(config, random, now_unix()).map_err(|e| e.to_string())?;
     send(&mut s, &hello).map_err(|e| e.to_string())?;

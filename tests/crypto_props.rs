@@ -42,6 +42,7 @@ fn configs(network: Option<NetworkSecret>) -> (HandshakeConfig, HandshakeConfig)
         network: network.clone(),
         encryption: Encryption::On,
         expected_peer: None,
+        channel_binding: None,
     };
     (config(a), config(b))
 }

@@ -137,7 +137,13 @@ pub fn client_session() -> Arc<SessionIdentity> {
 
 /// A public-network, encrypted configuration for `local`.
 pub fn config(local: Arc<SessionIdentity>, expected_peer: Option<NodeId>) -> HandshakeConfig {
-    HandshakeConfig { local, network: None, encryption: Encryption::On, expected_peer }
+    HandshakeConfig {
+        local,
+        network: None,
+        encryption: Encryption::On,
+        expected_peer,
+        channel_binding: None,
+    }
 }
 
 /// Fixed handshake randomness for role 0 (initiator) or 1 (responder).

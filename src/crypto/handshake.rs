@@ -19,8 +19,9 @@
 //! ClientFinish = 0x03 ‖ certificate_c ‖ sig_c [64] ‖ fin_c [32]
 //! ```
 //!
-//! `flags` bit 0 is `encryption on`; other bits must be 0. A running transcript hash `T`
-//! (SHA-256 over length-prefixed, labelled fields) covers every byte sent, in order.
+//! `flags` bit 0 is `encryption on`, bit 1 `channel-bound` (below); other bits must be 0.
+//! A running transcript hash `T` (SHA-256 over length-prefixed, labelled fields) covers
+//! every byte sent, in order, and, on a channel-bound handshake, first the binding.
 //!
 //! # Keys and what each one signs or MACs
 //!
@@ -43,6 +44,24 @@
 //!   (RUSTSEC-2023-0071).
 //! - Traffic: `HKDF(salt = T(all three messages), prk)` expands to the client→server and
 //!   server→client secrets that seed the [`record`](super::record) layer.
+//!
+//! # Channel binding: records inside DTLS
+//!
+//! A handshake inside a WebRTC data channel may be *bound* to the DTLS session that
+//! carries it ([`HandshakeConfig::channel_binding`]): `binding = SHA-256(
+//! "furymesh-dtls-binding-v1\0" ‖ SHA-256(initiator's DTLS certificate) ‖ SHA-256(responder's
+//! DTLS certificate))`, each side computing it from the certificate DTLS used for itself
+//! and the one its peer presented. Both sides set flag bit 1 and absorb the binding into
+//! `T` before the ClientHello, so both signatures and both finished MACs cover it. Records
+//! after it are then plaintext: DTLS encrypts and authenticates them, and the binding
+//! proves that the DTLS peer is the node this handshake authenticated. A man in the middle
+//! who terminates DTLS toward each side separately presents his own certificate to each,
+//! so the two sides' bindings differ, their transcripts differ, and the finished MAC fails
+//! ([`HandshakeError::BadFinishedMac`]); relaying the handshake unchanged gains him
+//! nothing. The flag is in both signed transcripts (no downgrade either way) and each
+//! side compares the peer's flag with its own ([`HandshakeError::ChannelBindingMismatch`]).
+//! Everything else — the network secret in `psk` and `net_mac`, pins, certificates — is
+//! unchanged.
 //!
 //! # What an attacker on the path can and cannot do
 //!
@@ -81,6 +100,8 @@ const MSG_CLIENT_HELLO: u8 = 1;
 const MSG_SERVER_HELLO: u8 = 2;
 const MSG_CLIENT_FINISH: u8 = 3;
 const FLAG_ENCRYPTION: u8 = 1;
+const FLAG_CHANNEL_BOUND: u8 = 2;
+const BINDING_DOMAIN: &[u8] = b"furymesh-dtls-binding-v1\0";
 const MAC_BYTES: usize = 32;
 
 const NETWORK_SALT: &[u8] = b"furymesh-network-v1";
@@ -116,6 +137,38 @@ impl Encryption {
             _ => Err(HandshakeError::Malformed { message, what: "unknown flags" }),
         }
     }
+}
+
+/// The flags byte of a hello: the encryption setting and whether the handshake is bound to
+/// the DTLS channel that carries it.
+fn flags_of(config: &HandshakeConfig) -> u8 {
+    config.encryption.flags()
+        | if config.channel_binding.is_some() { FLAG_CHANNEL_BOUND } else { 0 }
+}
+
+/// Reads a hello's flags byte: the peer's encryption setting and whether it binds.
+fn parse_flags(flags: u8, message: &'static str) -> Result<(Encryption, bool), HandshakeError> {
+    let bound = flags & FLAG_CHANNEL_BOUND != 0;
+    Ok((Encryption::from_flags(flags & !FLAG_CHANNEL_BOUND, message)?, bound))
+}
+
+/// The channel binding of a DTLS session (module docs): from the SHA-256 of the DER
+/// certificate each side used, the handshake initiator's first.
+pub fn dtls_channel_binding(initiator_cert: &[u8; 32], responder_cert: &[u8; 32]) -> [u8; 32] {
+    Sha256::new_with_prefix(BINDING_DOMAIN)
+        .chain_update(initiator_cert)
+        .chain_update(responder_cert)
+        .finalize()
+        .into()
+}
+
+/// A fresh transcript, with the channel binding first when there is one.
+fn transcript_for(config: &HandshakeConfig) -> Transcript {
+    let mut t = Transcript::new();
+    if let Some(b) = &config.channel_binding {
+        t.absorb(b"dtls binding", b);
+    }
+    t
 }
 
 /// A private network's pre-shared secret, as keys derived from the secret file's bytes.
@@ -233,6 +286,10 @@ pub enum HandshakeError {
     /// The two sides disagree on `--encryption`.
     #[error("encryption is {local:?} here but {peer:?} at the peer: both must agree")]
     EncryptionMismatch { local: Encryption, peer: Encryption },
+    /// One side binds the handshake to its DTLS channel and the other does not (module
+    /// docs, "Channel binding").
+    #[error("channel binding is {local} here but {peer} at the peer: both must agree")]
+    ChannelBindingMismatch { local: bool, peer: bool },
     /// The client asked for another node than us.
     #[error("the client expects node {expected}, we are another node")]
     NotTheExpectedNode { expected: NodeId },
@@ -291,6 +348,10 @@ pub struct HandshakeConfig {
     /// Pin: the peer must be this node (initiator: `NODE_ID@HOST:PORT`; a responder may
     /// pin too). Also sent in the ClientHello so a wrong responder refuses early.
     pub expected_peer: Option<NodeId>,
+    /// The DTLS channel this handshake runs in ([`dtls_channel_binding`]), or `None` (TCP).
+    /// With one, the transcript covers it and the session's records are plaintext inside
+    /// DTLS (module docs, "Channel binding"); the peer must bind too.
+    pub channel_binding: Option<[u8; 32]>,
 }
 
 /// Fresh randomness for one handshake: fill both from the OS RNG, never reuse.
@@ -334,6 +395,15 @@ fn check_local(config: &HandshakeConfig, now_unix: u64) -> Result<(), HandshakeE
     let not_after = config.local.not_after();
     if now_unix > not_after {
         return Err(HandshakeError::LocalCertificateExpired { not_after, now: now_unix });
+    }
+    Ok(())
+}
+
+/// The peer's channel-binding flag must be ours.
+fn check_binding(config: &HandshakeConfig, peer_bound: bool) -> Result<(), HandshakeError> {
+    let local = config.channel_binding.is_some();
+    if local != peer_bound {
+        return Err(HandshakeError::ChannelBindingMismatch { local, peer: peer_bound });
     }
     Ok(())
 }
@@ -477,7 +547,7 @@ impl Initiator {
         let mut ch = Vec::with_capacity(128);
         ch.push(MSG_CLIENT_HELLO);
         ch.push(PROTOCOL_VERSION);
-        ch.push(config.encryption.flags());
+        ch.push(flags_of(&config));
         ch.extend_from_slice(PublicKey::from(&ephemeral).as_bytes());
         ch.extend_from_slice(&random.nonce);
         match config.expected_peer {
@@ -489,7 +559,7 @@ impl Initiator {
         }
         let mac = hmac(psk_of(config.network.as_ref()).as_ref(), &[b"ch", &ch]);
         ch.extend_from_slice(&mac);
-        let mut transcript = Transcript::new();
+        let mut transcript = transcript_for(&config);
         transcript.absorb(b"ch", &ch);
         Ok((Self { config, ephemeral, transcript }, ch))
     }
@@ -513,7 +583,7 @@ impl Initiator {
         }
         let e_s: [u8; 32] = r.array().ok_or(bad("truncated"))?;
         let _nonce_s: [u8; 32] = r.array().ok_or(bad("truncated"))?;
-        let peer_enc = Encryption::from_flags(r.u8().ok_or(bad("truncated"))?, M)?;
+        let (peer_enc, peer_bound) = parse_flags(r.u8().ok_or(bad("truncated"))?, M)?;
         let core_len = message.len() - r.rest_len();
         let auth = read_peer_auth(&mut r, M)?;
         if peer_enc != config.encryption {
@@ -522,6 +592,7 @@ impl Initiator {
                 peer: peer_enc,
             });
         }
+        check_binding(&config, peer_bound)?;
         transcript.absorb(b"sh core", &message[..core_len]);
         let psk = psk_of(config.network.as_ref());
         let prk = agree(&ephemeral, e_s, &psk, &transcript.hash())?;
@@ -546,7 +617,7 @@ impl Initiator {
             SIG_CLIENT,
             FIN_CLIENT,
         );
-        let session = Session::new(Role::Initiator, peer, config.encryption, &transcript, &prk);
+        let session = Session::new(Role::Initiator, peer, &config, &transcript, &prk);
         Ok((cf, session))
     }
 }
@@ -586,7 +657,7 @@ impl Responder {
         if version != PROTOCOL_VERSION {
             return Err(HandshakeError::UnsupportedVersion { version });
         }
-        let peer_enc = Encryption::from_flags(r.u8().ok_or(bad("truncated"))?, M)?;
+        let (peer_enc, peer_bound) = parse_flags(r.u8().ok_or(bad("truncated"))?, M)?;
         let e_c: [u8; 32] = r.array().ok_or(bad("truncated"))?;
         let _nonce_c: [u8; 32] = r.array().ok_or(bad("truncated"))?;
         let expected = match r.u8().ok_or(bad("truncated"))? {
@@ -610,12 +681,13 @@ impl Responder {
                 peer: peer_enc,
             });
         }
+        check_binding(&config, peer_bound)?;
         if let Some(expected) = expected {
             if expected != config.local.node_id() {
                 return Err(HandshakeError::NotTheExpectedNode { expected });
             }
         }
-        let mut transcript = Transcript::new();
+        let mut transcript = transcript_for(&config);
         transcript.absorb(b"ch", message);
 
         let ephemeral = StaticSecret::from(random.ephemeral);
@@ -623,7 +695,7 @@ impl Responder {
         sh.push(MSG_SERVER_HELLO);
         sh.extend_from_slice(PublicKey::from(&ephemeral).as_bytes());
         sh.extend_from_slice(&random.nonce);
-        sh.push(config.encryption.flags());
+        sh.push(flags_of(&config));
         transcript.absorb(b"sh core", &sh);
         let prk = agree(&ephemeral, e_c, &psk, &transcript.hash())?;
         write_own_auth(
@@ -677,7 +749,7 @@ impl ResponderAwaitingFinish {
             config.expected_peer,
             now_unix,
         )?;
-        Ok(Session::new(Role::Responder, peer, config.encryption, &transcript, &prk))
+        Ok(Session::new(Role::Responder, peer, &config, &transcript, &prk))
     }
 }
 
@@ -700,6 +772,8 @@ pub struct Session {
     role: Role,
     peer: VerifiedCertificate,
     encryption: Encryption,
+    /// Bound to the DTLS channel that carries it: records are plaintext inside DTLS.
+    channel_bound: bool,
     transcript_hash: [u8; 32],
     c2s: Zeroizing<[u8; 32]>,
     s2c: Zeroizing<[u8; 32]>,
@@ -709,17 +783,18 @@ impl Session {
     fn new(
         role: Role,
         peer: VerifiedCertificate,
-        encryption: Encryption,
+        config: &HandshakeConfig,
         transcript: &Transcript,
         prk: &[u8; 32],
     ) -> Self {
+        let (encryption, channel_bound) = (config.encryption, config.channel_binding.is_some());
         let transcript_hash = transcript.hash();
         let hk = Hkdf::<Sha256>::new(Some(&transcript_hash), prk);
         let mut c2s = Zeroizing::new([0u8; 32]);
         let mut s2c = Zeroizing::new([0u8; 32]);
         hk.expand(b"furymesh c2s traffic", c2s.as_mut()).expect("32 bytes is a valid HKDF length");
         hk.expand(b"furymesh s2c traffic", s2c.as_mut()).expect("32 bytes is a valid HKDF length");
-        Self { role, peer, encryption, transcript_hash, c2s, s2c }
+        Self { role, peer, encryption, channel_bound, transcript_hash, c2s, s2c }
     }
 
     /// The authenticated peer's node ID.
@@ -737,8 +812,15 @@ impl Session {
         self.transcript_hash
     }
 
+    /// Whether the handshake was bound to the DTLS channel that carries it (module docs,
+    /// "Channel binding").
+    pub fn channel_bound(&self) -> bool {
+        self.channel_bound
+    }
+
     /// The record layer: our [`Sealer`] and the peer's [`Opener`], or `None` with
-    /// encryption off (records are plaintext; chunk hashes give integrity).
+    /// encryption off (records are plaintext; chunk hashes give integrity) or on a
+    /// channel-bound session (records are plaintext inside DTLS, which encrypts them).
     pub fn into_records(self) -> Option<(Sealer, Opener)> {
         self.into_records_with_limits(RekeyLimits::PROTOCOL)
     }
@@ -746,7 +828,7 @@ impl Session {
     /// [`Session::into_records`] with other rekey limits. Both peers must use the same;
     /// only tests should use anything but [`RekeyLimits::PROTOCOL`].
     pub fn into_records_with_limits(self, limits: RekeyLimits) -> Option<(Sealer, Opener)> {
-        if self.encryption == Encryption::Off {
+        if self.encryption == Encryption::Off || self.channel_bound {
             return None;
         }
         let (ours, theirs) = match self.role {
@@ -763,6 +845,7 @@ impl fmt::Debug for Session {
             .field("role", &self.role)
             .field("peer", &self.peer.node_id())
             .field("encryption", &self.encryption)
+            .field("channel_bound", &self.channel_bound)
             .field("traffic_secrets", &"<redacted>")
             .finish()
     }
@@ -783,6 +866,7 @@ mod tests {
             network: None,
             encryption: Encryption::On,
             expected_peer: None,
+            channel_binding: None,
         }
     }
 
@@ -997,6 +1081,72 @@ mod tests {
             resp.handle_client_finish(&forged, NOW).unwrap_err(),
             HandshakeError::BadSignature
         );
+    }
+
+    #[test]
+    fn a_bound_handshake_needs_the_same_dtls_channel_on_both_sides() {
+        let binding = dtls_channel_binding(&[1; 32], &[2; 32]);
+        // Order matters: the initiator's certificate first.
+        assert_ne!(binding, dtls_channel_binding(&[2; 32], &[1; 32]));
+        let bound = |der: &'static [u8], tag, b: [u8; 32]| {
+            let mut c = config(der, tag);
+            c.channel_binding = Some(b);
+            c
+        };
+        // The same channel on both sides: authenticated, and no records of our own (DTLS
+        // encrypts the stream).
+        let bob_id = config(BOB, 2).local.node_id();
+        let rec = run(bound(ALICE, 1, binding), bound(BOB, 2, binding), 1);
+        assert_eq!(rec.client.peer_id(), bob_id);
+        assert!(rec.client.channel_bound() && rec.server.channel_bound());
+        assert_eq!(rec.client.encryption(), Encryption::On);
+        assert!(rec.client.into_records().is_none());
+        assert!(rec.server.into_records().is_none());
+        // An unbound handshake keeps its records.
+        assert!(!run(config(ALICE, 1), config(BOB, 2), 1).client.channel_bound());
+
+        // A man in the middle terminating DTLS toward each side: each side sees his
+        // certificate, so the bindings differ, and relaying the handshake unchanged fails
+        // at the finished MAC (the client's check, then the server's).
+        let a = bound(ALICE, 1, dtls_channel_binding(&[1; 32], &[9; 32]));
+        let b = bound(BOB, 2, dtls_channel_binding(&[9; 32], &[2; 32]));
+        let (init, ch) = Initiator::start(a.clone(), random(1), NOW).unwrap();
+        let (_, sh) = Responder::handle_client_hello(b.clone(), random(2), &ch, NOW).unwrap();
+        assert_eq!(init.handle_server_hello(&sh, NOW).unwrap_err(), HandshakeError::BadFinishedMac);
+        // The server's side: a ClientFinish made for another binding.
+        let (init, ch) = Initiator::start(a, random(1), NOW).unwrap();
+        let (resp, _) = Responder::handle_client_hello(b, random(2), &ch, NOW).unwrap();
+        let (_, sh_for_a) = Responder::handle_client_hello(
+            bound(BOB, 2, dtls_channel_binding(&[1; 32], &[9; 32])),
+            random(2),
+            &ch,
+            NOW,
+        )
+        .unwrap();
+        let (cf, _) = init.handle_server_hello(&sh_for_a, NOW).unwrap();
+        assert_eq!(
+            resp.handle_client_finish(&cf, NOW).unwrap_err(),
+            HandshakeError::BadFinishedMac
+        );
+
+        // One side bound and the other not: refused by flag, both ways.
+        let (_, ch) = Initiator::start(bound(ALICE, 1, binding), random(1), NOW).unwrap();
+        assert_eq!(
+            Responder::handle_client_hello(config(BOB, 2), random(2), &ch, NOW).unwrap_err(),
+            HandshakeError::ChannelBindingMismatch { local: false, peer: true }
+        );
+        let (_, ch) = Initiator::start(config(ALICE, 1), random(1), NOW).unwrap();
+        assert_eq!(
+            Responder::handle_client_hello(bound(BOB, 2, binding), random(2), &ch, NOW)
+                .unwrap_err(),
+            HandshakeError::ChannelBindingMismatch { local: true, peer: false }
+        );
+        // A man in the middle clearing the flag in the ServerHello is refused.
+        let (init, ch) = Initiator::start(bound(ALICE, 1, binding), random(1), NOW).unwrap();
+        let (_, mut sh) =
+            Responder::handle_client_hello(bound(BOB, 2, binding), random(2), &ch, NOW).unwrap();
+        sh[65] = FLAG_ENCRYPTION;
+        assert!(init.handle_server_hello(&sh, NOW).is_err());
     }
 
     #[test]

@@ -19,8 +19,9 @@ pub mod record;
 pub mod signal;
 
 pub use handshake::{
-    network_tag, verify_network_tag, Encryption, HandshakeConfig, HandshakeError, HandshakeRandom,
-    Initiator, NetworkSecret, Responder, ResponderAwaitingFinish, Session,
+    dtls_channel_binding, network_tag, verify_network_tag, Encryption, HandshakeConfig,
+    HandshakeError, HandshakeRandom, Initiator, NetworkSecret, Responder, ResponderAwaitingFinish,
+    Session,
 };
 pub use id::{IdParseError, NodeId, NODE_ID_BYTES};
 pub use identity::{

@@ -697,7 +697,10 @@ async fn rtc_handshake(
     let stream = open.await?;
     let handshake = async {
         let side = TcpSide::Client { expected };
-        StreamConn::establish(stream, sec, side, RESPONSE_BODY_MAX_BYTES)
+        // Bound to the channel's DTLS, whose encryption then replaces our records.
+        let binding =
+            stream.channel_binding().map_err(|e| GetError::Connect { peer, source: e })?;
+        StreamConn::establish(stream, sec, side, RESPONSE_BODY_MAX_BYTES, Some(binding))
             .await
             .map_err(|e| handshake_error(peer, e, counters, timeout))
     };
@@ -769,7 +772,8 @@ async fn connect_tcp(
     // read timeout must not hold the download (or Ctrl-C's first step) forever. Twice the
     // timeout: a busy seeder may leave the connection in its accept queue for up to one
     // (reads time out after that), then gives its handshake one from accept.
-    let handshake = async { Some(TcpConn::establish(s, sec, side, RESPONSE_BODY_MAX_BYTES).await) };
+    let handshake =
+        async { Some(TcpConn::establish(s, sec, side, RESPONSE_BODY_MAX_BYTES, None).await) };
     let deadline = async {
         glommio::timer::sleep(2 * timeout).await;
         None

@@ -350,12 +350,17 @@ impl NodeSecurity {
         s.clone()
     }
 
-    fn config(&self, expected_peer: Option<NodeId>) -> HandshakeConfig {
+    fn config(
+        &self,
+        expected_peer: Option<NodeId>,
+        channel_binding: Option<[u8; 32]>,
+    ) -> HandshakeConfig {
         HandshakeConfig {
             local: self.session(),
             network: self.network.clone(),
             encryption: self.encryption,
             expected_peer,
+            channel_binding,
         }
     }
 }
@@ -429,6 +434,7 @@ impl HandshakeFailure {
                 HandshakeError::UnsupportedVersion { .. } => "unsupported_version",
                 HandshakeError::WrongNetworkSecret => "wrong_network",
                 HandshakeError::EncryptionMismatch { .. } => "encryption_mismatch",
+                HandshakeError::ChannelBindingMismatch { .. } => "channel_binding_mismatch",
                 HandshakeError::NotTheExpectedNode { .. }
                 | HandshakeError::PeerIdMismatch { .. } => "wrong_node",
                 HandshakeError::PeerCertificate(_) => "bad_certificate",
@@ -477,13 +483,16 @@ async fn recv_hs<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, HandshakeFa
 }
 
 /// Runs the initiator's side on `s`: the peer must prove it is `expected` (if given) and
-/// be in our network.
+/// be in our network; `binding` binds the handshake to the DTLS channel `s` is
+/// (`crypto::handshake`, "Channel binding"), `None` on TCP.
 pub(super) async fn handshake_initiator<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     sec: &NodeSecurity,
     expected: Option<NodeId>,
+    binding: Option<[u8; 32]>,
 ) -> Result<Session, HandshakeFailure> {
-    let (state, hello) = Initiator::start(sec.config(expected), fresh_random(), now_unix())?;
+    let config = sec.config(expected, binding);
+    let (state, hello) = Initiator::start(config, fresh_random(), now_unix())?;
     send_hs(s, &hello).await?;
     let reply = recv_hs(s).await?;
     if let HandshakeFrame::Refusal(code) = HandshakeFrame::parse(&reply) {
@@ -496,16 +505,18 @@ pub(super) async fn handshake_initiator<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Runs the responder's side on `s`. A peer that fails the ClientHello gets a one-byte
 /// refusal code before the connection closes. `received` counts the peer's handshake
-/// messages as each arrives whole (the seeder's deadline follows them).
+/// messages as each arrives whole (the seeder's deadline follows them). `binding` as for
+/// [`handshake_initiator`].
 pub(super) async fn handshake_responder<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     sec: &NodeSecurity,
     received: &std::cell::Cell<u32>,
+    binding: Option<[u8; 32]>,
 ) -> Result<Session, HandshakeFailure> {
     let hello = recv_hs(s).await?;
     received.set(received.get() + 1);
     let (state, reply) = match Responder::handle_client_hello(
-        sec.config(None),
+        sec.config(None, binding),
         fresh_random(),
         &hello,
         now_unix(),

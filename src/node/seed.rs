@@ -841,8 +841,11 @@ async fn serve_rtc(shard: &Shard, stream: RtcStream, track: &ConnTrack) -> io::R
     }
     let received = Rc::new(Cell::new(0));
     let side = TcpSide::Server { received: received.clone() };
+    // Bound to the channel's DTLS, whose encryption then replaces our records
+    // (ARCHITECTURE.md, "WebRTC data channels").
+    let binding = Some(stream.channel_binding()?);
     let handshake = async {
-        StreamConn::establish(stream, &shard.security, side, REQUEST_BODY_MAX_BYTES)
+        StreamConn::establish(stream, &shard.security, side, REQUEST_BODY_MAX_BYTES, binding)
             .await
             .map_err(|e| (e.blame(), e.reason()))
     };
@@ -906,7 +909,7 @@ async fn serve_connection(shard: &Shard, stream: TcpStream, track: &ConnTrack) -
     let received = Rc::new(Cell::new(0));
     let side = TcpSide::Server { received: received.clone() };
     let handshake = async {
-        TcpConn::establish(stream, &shard.security, side, REQUEST_BODY_MAX_BYTES)
+        TcpConn::establish(stream, &shard.security, side, REQUEST_BODY_MAX_BYTES, None)
             .await
             .map_err(|e| (e.blame(), e.reason()))
     };

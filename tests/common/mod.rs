@@ -328,8 +328,13 @@ pub fn client_handshake(
 ) -> Result<furymesh::crypto::Session, String> {
     use furymesh::crypto::{HandshakeConfig, HandshakeRandom, Initiator};
     use furymesh::wire::frame::HandshakeFrame;
-    let config =
-        HandshakeConfig { local: fixture_session(n), network, encryption, expected_peer: None };
+    let config = HandshakeConfig {
+        local: fixture_session(n),
+        network,
+        encryption,
+        expected_peer: None,
+        channel_binding: None,
+    };
     let random = HandshakeRandom { ephemeral: rand::random(), nonce: rand::random() };
     let (state, hello) = Initiator::start(config, random, unix_now()).map_err(|e| e.to_string())?;
     send_hs(s, &hello);

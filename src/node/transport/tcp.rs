@@ -53,18 +53,22 @@ pub(in crate::node) type TcpConn = StreamConn<TcpStream>;
 impl<S: AsyncRead + AsyncWrite + Unpin> StreamConn<S> {
     /// Runs the handshake on `stream` (unbuffered, so no byte after it is read early) and
     /// sets up the records. Incoming control records are limited to `body_max` bytes.
+    /// `binding`: the DTLS channel `stream` is (`RtcStream::channel_binding`), whose
+    /// encryption then replaces the records (`crypto::handshake`, "Channel binding"); `None`
+    /// on TCP.
     pub(in crate::node) async fn establish(
         mut stream: S,
         security: &NodeSecurity,
         side: TcpSide,
         body_max: u32,
+        binding: Option<[u8; 32]>,
     ) -> Result<Self, HandshakeFailure> {
         let session = match side {
             TcpSide::Client { expected } => {
-                handshake_initiator(&mut stream, security, expected).await?
+                handshake_initiator(&mut stream, security, expected, binding).await?
             }
             TcpSide::Server { received } => {
-                handshake_responder(&mut stream, security, &received).await?
+                handshake_responder(&mut stream, security, &received, binding).await?
             }
         };
         Ok(Self::new(stream, session, body_max))
@@ -303,12 +307,12 @@ mod tests {
         let server = async {
             let s = l.accept().await.unwrap();
             let side = TcpSide::Server { received: Default::default() };
-            TcpConn::establish(s, &seeder, side, 1 << 20).await.unwrap()
+            TcpConn::establish(s, &seeder, side, 1 << 20, None).await.unwrap()
         };
         let client = async {
             let s = TcpStream::connect(addr).await.unwrap();
             let side = TcpSide::Client { expected: None };
-            TcpConn::establish(s, &getter, side, 1 << 20).await.unwrap()
+            TcpConn::establish(s, &getter, side, 1 << 20, None).await.unwrap()
         };
         future::zip(server, client).await
     }

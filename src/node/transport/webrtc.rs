@@ -26,8 +26,9 @@
 //! `WEBRTC_SEND_BUFFER_BYTES` are outstanding in SCTP (back-pressure). Reads take bytes from
 //! the messages in order; at most `WEBRTC_RECV_BUFFER_BYTES` wait in the inbox, beyond that
 //! the driver leaves them in SCTP, whose receive window then throttles the sender. The
-//! node's authenticated handshake and sealed records run inside the stream, exactly as over
-//! TCP (ARCHITECTURE.md, "WebRTC data channels").
+//! node's authenticated handshake runs inside the stream, exactly as over TCP, bound to the
+//! channel's DTLS ([`RtcStream::channel_binding`]), whose encryption then replaces our own
+//! records (ARCHITECTURE.md, "WebRTC data channels").
 //!
 //! Signaling, first slice: the offer and answer travel as single datagrams on the same UDP
 //! socket, told apart from STUN/DTLS by their first byte (RFC 7983 leaves 192..=255
@@ -81,6 +82,7 @@ use crate::config::{
     WEBRTC_RECV_BUFFER_BYTES, WEBRTC_SEND_BUFFER_BYTES, WEBRTC_SIGNAL_MAX_BYTES,
     WEBRTC_STUN_REFRESH_SECS, WEBRTC_STUN_RETRY_MS, WEBRTC_STUN_WAIT_MS, WEBRTC_TURN_WAIT_MS,
 };
+use crate::crypto::dtls_channel_binding;
 use crate::crypto::signal::{CandidateKind, SignalCandidate, SIGNAL_CANDIDATES_MAX};
 use crate::node::clock;
 use crate::node::sys::{self, Sent, UDP_BATCH_MAX_BYTES, UDP_SEGMENTS_MAX};
@@ -681,6 +683,30 @@ fn add_remote_candidates(pc: &mut RTCPeerConnection, theirs: &[SignalCandidate])
         pc.add_remote_candidate(remote_candidate(c)?).map_err(rtc_io)?;
     }
     Ok(())
+}
+
+/// The SHA-256 certificate fingerprint of a session description (RFC 8122 §5,
+/// `a=fingerprint:sha-256 AB:CD:…`), `None` without one or with two that differ.
+fn sdp_sha256_fingerprint(sdp: &str) -> Option<[u8; 32]> {
+    let mut found: Option<[u8; 32]> = None;
+    for line in sdp.lines() {
+        let Some(rest) = line.trim_end().strip_prefix("a=fingerprint:") else { continue };
+        let Some((algorithm, value)) = rest.split_once(' ') else { continue };
+        if !algorithm.eq_ignore_ascii_case("sha-256") {
+            continue;
+        }
+        let bytes = value
+            .trim()
+            .split(':')
+            .map(|h| if h.len() == 2 { u8::from_str_radix(h, 16).ok() } else { None })
+            .collect::<Option<Vec<u8>>>()?;
+        let fp: [u8; 32] = bytes.try_into().ok()?;
+        if found.is_some_and(|f| f != fp) {
+            return None;
+        }
+        found = Some(fp);
+    }
+    found
 }
 
 /// The `a=ice-ufrag` of a session description (RFC 8839 §5.4), empty if it has none.
@@ -1778,6 +1804,29 @@ impl RtcStream {
         self.ch.browser
     }
 
+    /// The channel binding of this session's DTLS (`crypto::handshake`, "Channel binding"):
+    /// from the SHA-256 of our certificate (the fingerprint in our own session description)
+    /// and of the certificate the peer presented (which DTLS accepted only because it
+    /// matches the fingerprint in the peer's description), the handshake initiator's (the
+    /// offerer's, a client endpoint's) first. An error if DTLS has not given a certificate.
+    pub(in crate::node) fn channel_binding(&self) -> io::Result<[u8; 32]> {
+        use sha2::{Digest, Sha256};
+        let pc = self.ch.pc.borrow();
+        let local = pc
+            .local_description()
+            .and_then(|d| sdp_sha256_fingerprint(&d.sdp))
+            .ok_or_else(|| rtc_io("no SHA-256 fingerprint in our own session description"))?;
+        let remote: [u8; 32] = pc
+            .sctp()
+            .and_then(|s| s.transport().get_remote_certificates().first().map(Sha256::digest))
+            .ok_or_else(|| rtc_io("DTLS gave no peer certificate"))?
+            .into();
+        Ok(match self.ep.role {
+            Role::Client { .. } => dtls_channel_binding(&local, &remote),
+            Role::Server { .. } => dtls_channel_binding(&remote, &local),
+        })
+    }
+
     /// The block size writes are cut into (message size on the channel), in bytes.
     fn block(&self) -> usize {
         self.ep.block
@@ -1912,6 +1961,25 @@ mod tests {
         for ip in ["10.0.0.1", "192.168.1.1", "0.0.0.0", "::", "fe80::1", "::ffff:10.0.0.1"] {
             assert!(!is_loopback(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    #[test]
+    fn the_sha256_fingerprint_is_read_from_a_description() {
+        let fp = (0..32).map(|i| format!("{i:02X}")).collect::<Vec<_>>().join(":");
+        let sdp = format!(
+            "v=0\r\na=fingerprint:sha-1 00:11\r\na=fingerprint:sha-256 {fp}\r\n\
+             m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=fingerprint:SHA-256 {fp}\r\n"
+        );
+        let want: [u8; 32] = std::array::from_fn(|i| i as u8);
+        assert_eq!(sdp_sha256_fingerprint(&sdp), Some(want));
+        // None, a short one, a malformed one, two that differ: no fingerprint.
+        assert_eq!(sdp_sha256_fingerprint("v=0\r\n"), None);
+        assert_eq!(sdp_sha256_fingerprint("a=fingerprint:sha-256 00:11\r\n"), None);
+        let bad = fp.replacen("00", "0G", 1);
+        assert_eq!(sdp_sha256_fingerprint(&format!("a=fingerprint:sha-256 {bad}\r\n")), None);
+        let other = fp.replacen("00", "FF", 1);
+        let two = format!("a=fingerprint:sha-256 {fp}\r\na=fingerprint:sha-256 {other}\r\n");
+        assert_eq!(sdp_sha256_fingerprint(&two), None);
     }
 
     #[test]
