@@ -525,13 +525,17 @@ pub(in crate::node) struct Endpoint {
 
 /// Settings every peer connection of this crate uses: a 10 ms ICE check interval (set-up
 /// in ~60 ms instead of ~250 ms on loopback, DESIGN.md), `WEBRTC_ICE_CHECKS_PER_PAIR`
-/// checks before a pair fails, messages up to `WEBRTC_BLOCK_MAX_BYTES`, no mDNS. With
+/// checks before a pair fails, messages up to `max_message` bytes both ways, no mDNS. With
 /// `loopback` (every path to the peer is loopback), SCTP packets of up to
 /// `WEBRTC_LOOPBACK_SCTP_MTU` bytes instead of `rtc`'s 1,191.
-fn new_peer_connection(now: Instant, loopback: bool) -> io::Result<RTCPeerConnection> {
+fn new_peer_connection(
+    now: Instant,
+    loopback: bool,
+    max_message: usize,
+) -> io::Result<RTCPeerConnection> {
     let engine = SettingEngineBuilder::new();
     let engine = if loopback { engine.with_sctp_mtu(WEBRTC_LOOPBACK_SCTP_MTU) } else { engine };
-    peer_connection_with(now, engine)
+    peer_connection_with(now, engine, max_message)
 }
 
 /// `127.0.0.0/8`, `::1` or `::ffff:127.x.y.z`.
@@ -546,26 +550,34 @@ fn is_loopback(ip: IpAddr) -> bool {
 /// (RFC 7675) every `BROWSER_ICE_KEEPALIVE_MS` and the session failed after
 /// `BROWSER_ICE_SILENCE_MS` without a byte from the browser (a live one answers every
 /// check), so a closed tab frees its session within seconds rather than ICE's default 30 s.
-fn browser_peer_connection(now: Instant) -> io::Result<RTCPeerConnection> {
+fn browser_peer_connection(now: Instant, max_message: usize) -> io::Result<RTCPeerConnection> {
     let half = Duration::from_millis(BROWSER_ICE_SILENCE_MS / 2);
     let engine = SettingEngineBuilder::new().with_ice_timeouts(
         Some(half),
         Some(half),
         Some(Duration::from_millis(BROWSER_ICE_KEEPALIVE_MS)),
     );
-    peer_connection_with(now, engine)
+    peer_connection_with(now, engine, max_message)
 }
 
+/// `max_message` is announced in the SDP (`a=max-message-size`, RFC 8841) and bounds what
+/// either side sends; `rtc` keeps a zeroed working buffer of the negotiated size (the
+/// smaller of the two) for every connection's whole life. So a seeder offers its own block
+/// size (`WEBRTC_BLOCK_BYTES`, 64 KiB, by default), not the 256 KiB most it could be
+/// configured to: 192 KiB less per session (tuning.md, the 1,000-session soak), and
+/// downloaders offer `WEBRTC_BLOCK_MAX_BYTES` so that they take any seeder's blocks.
 fn peer_connection_with(
     now: Instant,
     engine: SettingEngineBuilder,
+    max_message: usize,
 ) -> io::Result<RTCPeerConnection> {
+    let max_message = max_message.clamp(1, WEBRTC_BLOCK_MAX_BYTES) as u32;
     let engine = engine
         .with_ice_connection_attempts(
             Some(Duration::from_millis(WEBRTC_ICE_CHECK_INTERVAL_MS)),
             Some(WEBRTC_ICE_CHECKS_PER_PAIR),
         )
-        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(WEBRTC_BLOCK_MAX_BYTES as u32))
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message))
         .build();
     RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
@@ -748,8 +760,9 @@ fn offering_connection(
     ours: &[SignalCandidate],
     now: Instant,
 ) -> io::Result<(RTCPeerConnection, RTCDataChannelId, String)> {
-    // A downloader sends requests: small packets are plenty.
-    let mut pc = new_peer_connection(now, false)?;
+    // A downloader sends requests: small packets are plenty. It takes the largest messages
+    // any seeder may send.
+    let mut pc = new_peer_connection(now, false, WEBRTC_BLOCK_MAX_BYTES)?;
     let dc = create_channel(&mut pc)?;
     add_local_candidates(&mut pc, ours)?;
     let offer = pc.create_offer(None).map_err(rtc_io)?;
@@ -1313,7 +1326,7 @@ impl Endpoint {
         let local = SocketAddr::new(ip, self.bound.port());
         let ours = local_candidates(local, self.mapped(), self.relayed());
         let pc = match browser {
-            Some(_) => browser_peer_connection(now),
+            Some(_) => browser_peer_connection(now, self.block),
             None => {
                 // Every path is loopback: an offer by datagram came from its one path, a
                 // signaled one names them all (none a relay's), and we offer no relay.
@@ -1325,7 +1338,7 @@ impl Endpoint {
                             .iter()
                             .all(|c| c.kind != CandidateKind::Relayed && is_loopback(c.addr.ip()))
                     };
-                new_peer_connection(now, loopback)
+                new_peer_connection(now, loopback, self.block)
             }
         };
         let mut pc = pc.ok()?;
