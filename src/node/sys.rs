@@ -275,25 +275,40 @@ pub(super) fn send_segments(
     buf: &[u8],
     segment: usize,
 ) -> io::Result<Sent> {
-    let segments = buf.len().div_ceil(segment.max(1));
+    send_gather(sock, to, &[io::IoSlice::new(buf)], segment)
+}
+
+/// [`send_segments`] of the bytes of `bufs` one after the other, gathered by the kernel
+/// (`sendmsg(2)`'s iovec: nothing is copied into one buffer first). Where the pieces end
+/// does not matter, only `segment` cuts datagrams; at most `UDP_SEGMENTS_MAX` pieces.
+pub(super) fn send_gather(
+    sock: &impl AsRawFd,
+    to: SocketAddr,
+    bufs: &[io::IoSlice<'_>],
+    segment: usize,
+) -> io::Result<Sent> {
+    let len: usize = bufs.iter().map(|b| b.len()).sum();
+    let segments = len.div_ceil(segment.max(1));
     let gso = u16::try_from(segment).ok().filter(|s| *s > 0);
-    if buf.is_empty()
+    if len == 0
         || gso.is_none()
-        || buf.len() > UDP_BATCH_MAX_BYTES
+        || len > UDP_BATCH_MAX_BYTES
         || segments > UDP_SEGMENTS_MAX
+        || bufs.len() > UDP_SEGMENTS_MAX
     {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a valid UDP GSO batch"));
     }
     let addr = socket2::SockAddr::from(to);
-    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
     // Room for one cmsghdr and a u16, aligned as a cmsghdr must be.
     let mut control = [0u64; 4];
     // SAFETY: an all-zero msghdr is a valid empty message (no address, no control data).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = addr.as_ptr() as *mut libc::c_void;
     msg.msg_namelen = addr.len();
-    msg.msg_iov = std::ptr::addr_of_mut!(iov);
-    msg.msg_iovlen = 1;
+    // `IoSlice` is ABI-compatible with `iovec` on Unix (std documents it), so the slices
+    // are the iovec array; the kernel only reads them and the bytes they point at.
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = bufs.len() as _;
     if segments > 1 {
         let gso = gso.unwrap_or_default();
         // SAFETY: CMSG_SPACE is arithmetic. `control` is 32 bytes, 8-aligned, and
@@ -312,15 +327,15 @@ pub(super) fn send_segments(
             std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), gso);
         }
     }
-    // SAFETY: `msg` points at `addr` (a valid sockaddr of `addr.len()` bytes), at `iov`
-    // (describing `buf`, borrowed for the call, which the kernel only reads) and, with
-    // segments, at `control` (a well-formed cmsg, above); all live on this frame for the
-    // call. `sock` is an open descriptor for the call (we borrow its owner).
+    // SAFETY: `msg` points at `addr` (a valid sockaddr of `addr.len()` bytes), at `bufs`
+    // (`bufs.len()` iovecs, each describing bytes borrowed for the call, which the kernel
+    // only reads) and, with segments, at `control` (a well-formed cmsg, above); all live
+    // for the call. `sock` is an open descriptor for the call (we borrow its owner).
     let rc =
         unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
     match sent(rc)? {
         // A datagram is sent whole or not at all.
-        Sent::Bytes(_) => Ok(Sent::Bytes(buf.len())),
+        Sent::Bytes(_) => Ok(Sent::Bytes(len)),
         Sent::Full => Ok(Sent::Full),
     }
 }
@@ -461,6 +476,32 @@ mod tests {
             }
             assert_eq!(recv_segments(&rx, &mut buf).unwrap(), None);
         }
+    }
+
+    #[test]
+    fn gathered_pieces_are_cut_by_the_segment_size_not_where_they_end() {
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let bytes: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+        // Pieces of 1000, 700, 300 and 500 bytes: datagrams of 1000, 1000 and 500.
+        let (a, rest) = bytes.split_at(1000);
+        let (b, rest) = rest.split_at(700);
+        let (c, d) = rest.split_at(300);
+        let pieces = [a, b, c, d].map(io::IoSlice::new);
+        let sent = send_gather(&tx, rx.local_addr().unwrap(), &pieces, 1000).unwrap();
+        assert_eq!(sent, Sent::Bytes(2500));
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 2000];
+        while got.len() < 3 {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            got.push(buf[..n].to_vec());
+        }
+        let want: Vec<Vec<u8>> = bytes.chunks(1000).map(<[u8]>::to_vec).collect();
+        assert_eq!(got, want);
+        // More pieces than segments allowed: refused.
+        let many = vec![io::IoSlice::new(&[1u8]); UDP_SEGMENTS_MAX + 1];
+        let e = send_gather(&tx, rx.local_addr().unwrap(), &many, 1000).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

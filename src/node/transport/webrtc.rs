@@ -118,53 +118,55 @@ const SEND_FULL_TRIES: u32 = 100;
 /// run to one destination, all of one size but the last, which may be shorter (the shape
 /// the kernel cuts a GSO send into), at most `UDP_SEGMENTS_MAX` of them and
 /// `UDP_BATCH_MAX_BYTES` in all. SCTP's full packets are all one size, so a burst of them
-/// from `poll_write` goes in one system call.
+/// from `poll_write` goes in one system call. The datagrams stay the buffers `rtc` handed
+/// over, gathered by the kernel (`sys::send_gather`), never copied into one.
 #[derive(Debug, Default)]
 struct Batch {
     to: Option<SocketAddr>,
-    buf: Vec<u8>,
+    datagrams: Vec<BytesMut>,
+    /// Bytes in `datagrams`.
+    len: usize,
     /// Size of every datagram but the last; 0 when empty.
     segment: usize,
-    count: usize,
     /// The last datagram was shorter than `segment`: nothing more can follow it.
     sealed: bool,
 }
 
 impl Batch {
-    /// Appends `d` (a datagram to `to`) if it continues the run; `false` if the batch must
-    /// be sent first (another destination or size, a shorter datagram before, full). An
-    /// empty batch takes any datagram of at most `UDP_BATCH_MAX_BYTES`.
-    fn push(&mut self, to: SocketAddr, d: &[u8]) -> bool {
+    /// Appends `d` (a datagram to `to`) if it continues the run; gives it back if the batch
+    /// must be sent first (another destination or size, a shorter datagram before, full).
+    /// An empty batch takes any datagram of at most `UDP_BATCH_MAX_BYTES`.
+    fn push(&mut self, to: SocketAddr, d: BytesMut) -> Result<(), BytesMut> {
         if d.is_empty() || d.len() > UDP_BATCH_MAX_BYTES {
             // Nothing UDP could carry: dropped, as the socket would refuse it.
-            return true;
+            return Ok(());
         }
-        if self.count == 0 {
+        if self.datagrams.is_empty() {
             self.to = Some(to);
             self.segment = d.len();
         } else if self.to != Some(to)
             || self.sealed
             || d.len() > self.segment
-            || self.count >= UDP_SEGMENTS_MAX
-            || self.buf.len() + d.len() > UDP_BATCH_MAX_BYTES
+            || self.datagrams.len() >= UDP_SEGMENTS_MAX
+            || self.len + d.len() > UDP_BATCH_MAX_BYTES
         {
-            return false;
+            return Err(d);
         }
         self.sealed = d.len() < self.segment;
-        self.buf.extend_from_slice(d);
-        self.count += 1;
-        true
+        self.len += d.len();
+        self.datagrams.push(d);
+        Ok(())
     }
 
     fn is_empty(&self) -> bool {
-        self.count == 0
+        self.datagrams.is_empty()
     }
 
     fn clear(&mut self) {
-        self.buf.clear();
+        self.datagrams.clear();
+        self.len = 0;
         self.to = None;
         self.segment = 0;
-        self.count = 0;
         self.sealed = false;
     }
 }
@@ -1041,11 +1043,16 @@ impl Endpoint {
     /// refuses is lost, as it could be on the wire (SCTP sends it again).
     async fn flush(&self, batch: &mut Batch) {
         let Some(to) = batch.to.filter(|_| !batch.is_empty()) else { return };
-        let (count, segment) = (batch.count, batch.segment.max(1));
+        let (count, segment) = (batch.datagrams.len(), batch.segment.max(1));
         let mut tries = 0;
         if count > 1 && self.gso.get() {
+            let mut iov = [io::IoSlice::new(&[]); UDP_SEGMENTS_MAX];
+            for (slot, d) in iov.iter_mut().zip(&batch.datagrams) {
+                *slot = io::IoSlice::new(d);
+            }
+            let iov = &iov[..count];
             loop {
-                match sys::send_segments(&self.socket, to, &batch.buf, segment) {
+                match sys::send_gather(&self.socket, to, iov, segment) {
                     Ok(Sent::Bytes(_)) => {
                         self.count(|s| {
                             s.datagrams_sent += count as u64;
@@ -1078,8 +1085,7 @@ impl Endpoint {
             }
         }
         let mut at = 0;
-        while at < batch.buf.len() {
-            let d = &batch.buf[at..(at + segment).min(batch.buf.len())];
+        while let Some(d) = batch.datagrams.get(at) {
             match sys::send_segments(&self.socket, to, d, d.len()) {
                 Ok(Sent::Full) if tries < SEND_FULL_TRIES => {
                     tries += 1;
@@ -1094,17 +1100,17 @@ impl Endpoint {
                 }),
                 Err(_) => {}
             }
-            at += d.len();
+            at += 1;
         }
         batch.clear();
     }
 
     /// Queues datagram `d` to `to` in `batch`, sending the batch first if `d` does not
     /// continue its run.
-    async fn queue(&self, batch: &mut Batch, to: SocketAddr, d: &[u8]) {
-        if !batch.push(to, d) {
+    async fn queue(&self, batch: &mut Batch, to: SocketAddr, d: BytesMut) {
+        if let Err(d) = batch.push(to, d) {
             self.flush(batch).await;
-            batch.push(to, d);
+            let _ = batch.push(to, d);
         }
     }
 
@@ -1415,7 +1421,7 @@ impl Endpoint {
                 // The borrow ends before the send's await (the receiver queues answers).
                 let next = self.outbox.borrow_mut().pop_front();
                 let Some((to, d)) = next else { break };
-                self.queue(&mut batch, to, &d).await;
+                self.queue(&mut batch, to, BytesMut::from(&d[..])).await;
             }
             let now = clock::now();
             if let Some(t) = self.turn.borrow_mut().as_mut() {
@@ -1433,7 +1439,7 @@ impl Endpoint {
             loop {
                 let d = self.turn.borrow_mut().as_mut().and_then(TurnRelay::poll_transmit);
                 let Some((to, d)) = d else { break };
-                self.queue(&mut batch, to, &d).await;
+                self.queue(&mut batch, to, d).await;
             }
             self.flush(&mut batch).await;
             if !self.outbox.borrow().is_empty() || !self.ready.borrow().is_empty() {
@@ -1504,7 +1510,7 @@ impl Endpoint {
                 }
                 continue;
             }
-            self.queue(batch, out.transport.peer_addr, &out.message).await;
+            self.queue(batch, out.transport.peer_addr, out.message).await;
         }
         if ch.state.get() == State::Closed {
             let mut channels = self.channels.borrow_mut();
@@ -1940,30 +1946,32 @@ mod tests {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
         let mut batch = Batch::default();
-        assert!(batch.push(a, &[1; 1200]));
-        assert!(batch.push(a, &[2; 1200]));
-        // Another destination, a larger datagram: not part of the run.
-        assert!(!batch.push(b, &[3; 1200]));
-        assert!(!batch.push(a, &[3; 1201]));
+        let d = |byte: u8, n: usize| BytesMut::from(&vec![byte; n][..]);
+        assert!(batch.push(a, d(1, 1200)).is_ok());
+        assert!(batch.push(a, d(2, 1200)).is_ok());
+        // Another destination, a larger datagram: not part of the run, handed back.
+        assert_eq!(batch.push(b, d(3, 1200)), Err(d(3, 1200)));
+        assert!(batch.push(a, d(3, 1201)).is_err());
         // A shorter one ends it.
-        assert!(batch.push(a, &[4; 100]));
-        assert!(!batch.push(a, &[5; 100]));
-        assert_eq!((batch.count, batch.segment, batch.buf.len()), (3, 1200, 2500));
+        assert!(batch.push(a, d(4, 100)).is_ok());
+        assert!(batch.push(a, d(5, 100)).is_err());
+        assert_eq!((batch.datagrams.len(), batch.segment, batch.len), (3, 1200, 2500));
+        assert_eq!(batch.datagrams[2], d(4, 100));
         // Nothing UDP could carry is dropped, never batched.
-        assert!(batch.push(a, &[]));
-        assert!(batch.push(a, &vec![0; UDP_BATCH_MAX_BYTES + 1]));
-        assert_eq!(batch.count, 3);
+        assert!(batch.push(a, BytesMut::new()).is_ok());
+        assert!(batch.push(a, d(0, UDP_BATCH_MAX_BYTES + 1)).is_ok());
+        assert_eq!(batch.datagrams.len(), 3);
         batch.clear();
-        assert!(batch.is_empty() && batch.to.is_none());
+        assert!(batch.is_empty() && batch.to.is_none() && batch.len == 0);
         // At most UDP_SEGMENTS_MAX datagrams and UDP_BATCH_MAX_BYTES bytes.
         for _ in 0..UDP_SEGMENTS_MAX {
-            assert!(batch.push(b, &[0; 100]));
+            assert!(batch.push(b, d(0, 100)).is_ok());
         }
-        assert!(!batch.push(b, &[0; 100]));
+        assert!(batch.push(b, d(0, 100)).is_err());
         batch.clear();
-        assert!(batch.push(b, &[0; 30_000]));
-        assert!(batch.push(b, &[0; 30_000]));
-        assert!(!batch.push(b, &[0; 30_000]));
+        assert!(batch.push(b, d(0, 30_000)).is_ok());
+        assert!(batch.push(b, d(0, 30_000)).is_ok());
+        assert!(batch.push(b, d(0, 30_000)).is_err());
     }
 
     #[test]
