@@ -99,6 +99,22 @@ const KIND_BUSY: u8 = 3;
 const BUSY_BODY_BYTES: usize = 8;
 /// Longest pause a busy answer may ask an offerer for, in milliseconds.
 const BUSY_PAUSE_MAX_MS: u64 = 4_000;
+/// Offers a shard keeps waiting for a set-up slot (see [`Waiting`]); beyond, an offer is
+/// told busy without a place in the queue, as if it had not come.
+const WAITING_MAX: usize = 4096;
+/// A waiting offer not offered again for this long is dropped from the queue: its sender
+/// (who offers again every one to two busy pauses) is gone.
+const WAITING_STALE: Duration = Duration::from_millis(WEBRTC_BUSY_RETRY_MS * 10);
+
+/// An offer by datagram told "busy", waiting for a set-up slot: admitted oldest first, so
+/// that a crowd's late comer waits its turn rather than its luck. Its sender keeps offering
+/// (which keeps its place: `seen`) until the answer comes.
+struct Waiting {
+    from: SocketAddr,
+    offer: Signal,
+    offer_len: usize,
+    seen: Instant,
+}
 /// magic, kind, nonce (u64 LE), SDP length (u16 LE).
 const SIGNAL_HEADER_BYTES: usize = 12;
 const CHANNEL_LABEL: &str = "furymesh";
@@ -515,6 +531,8 @@ pub(in crate::node) struct Endpoint {
     connecting: Cell<usize>,
     /// Set-ups finished so far, opened or not (a busy answer tells it).
     settled: Cell<u32>,
+    /// Offers told busy, oldest first, admitted as set-ups finish (server).
+    waiting: RefCell<VecDeque<Waiting>>,
     stats: Cell<EndpointStats>,
     /// Largest message written (`RtcStream` cuts writes into blocks of this size).
     block: usize,
@@ -831,6 +849,7 @@ impl Endpoint {
             wake: Notify::default(),
             connecting: Cell::new(0),
             settled: Cell::new(0),
+            waiting: RefCell::default(),
             stats: Cell::default(),
             block: block.clamp(1, WEBRTC_BLOCK_MAX_BYTES),
             browser_keys: Cell::new(0),
@@ -1228,18 +1247,53 @@ impl Endpoint {
             return None;
         }
         if let Role::Server { handshakes_max, .. } = &self.role {
-            if self.connecting.get() >= *handshakes_max {
-                // No session, no SDP parsed: 20 bytes back, and the offer comes again.
+            let mut waiting = self.waiting.borrow_mut();
+            if self.connecting.get() >= *handshakes_max || !waiting.is_empty() {
+                // No session, no SDP parsed: 20 bytes back, and the offer waits its turn
+                // (its sender offers again, which keeps its place).
+                let nonce = offer.nonce;
+                let now = clock::now();
+                match waiting.iter().position(|w| w.from == from) {
+                    Some(i) => waiting[i] = Waiting { from, offer, offer_len, seen: now },
+                    None if waiting.len() < WAITING_MAX => {
+                        waiting.push_back(Waiting { from, offer, offer_len, seen: now });
+                    }
+                    None => {}
+                }
+                drop(waiting);
                 let busy = Busy {
-                    nonce: offer.nonce,
+                    nonce,
                     retry_ms: WEBRTC_BUSY_RETRY_MS as u32,
                     settled: self.settled.get(),
                 };
                 self.outbox.borrow_mut().push_back((from, busy.encode()));
                 self.count(|s| s.offers_busy += 1);
+                self.wake.notify();
                 return Some(());
             }
         }
+        self.admit(from, offer, offer_len)
+    }
+
+    /// Sets up a session for the oldest waiting offers while set-up slots are free; an
+    /// offer not offered again within `WAITING_STALE` is dropped (its sender is gone).
+    fn admit_waiting(&self, now: Instant) {
+        let Role::Server { handshakes_max, .. } = &self.role else { return };
+        while self.connecting.get() < *handshakes_max {
+            let next = self.waiting.borrow_mut().pop_front();
+            let Some(w) = next else { return };
+            if now.saturating_duration_since(w.seen) > WAITING_STALE {
+                continue;
+            }
+            if self.admit(w.from, w.offer, w.offer_len).is_none() {
+                self.count(|s| s.offers_dropped += 1);
+            }
+        }
+    }
+
+    /// Sets up a session for the offer from `from` (a datagram of `offer_len` bytes) and
+    /// queues its answer; `None` drops it.
+    fn admit(&self, from: SocketAddr, offer: Signal, offer_len: usize) -> Option<()> {
         let (ch, sdp, _) = self.open_session(from, offer.sdp, offer.nonce, &[], None)?;
         let datagram = Signal { kind: KIND_ANSWER, nonce: offer.nonce, sdp }.encode(0)?;
         // Never more bytes back than came in: no amplification toward a spoofed source.
@@ -1436,6 +1490,8 @@ impl Endpoint {
                 ch.ready.set(false);
                 self.visit(&ch, now, relayed, &mut batch).await;
             }
+            // Slots the round freed go to the offers waiting longest.
+            self.admit_waiting(now);
             loop {
                 let d = self.turn.borrow_mut().as_mut().and_then(TurnRelay::poll_transmit);
                 let Some((to, d)) = d else { break };
