@@ -467,8 +467,11 @@ fn one_download_mixes_a_tcp_seeder_and_a_webrtc_only_seeder_found_through_the_dh
     let id = publish_id(&a, &t.path().join("f.bin"), &["--chunk-size", "64KiB"]);
     assert_eq!(publish_id(&b, &t.path().join("f.bin"), &["--chunk-size", "64KiB"]), id);
     let b0 = bootstrap_node(&boot);
-    // A: TCP only, as every seeder before WebRTC. B: WebRTC only (no TCP listener at all).
-    let sa = Seeder::start_with_args(&a, 1, &["--api", "off", "--bootstrap", &b0.peer()]);
+    // A: TCP only, as every seeder before WebRTC, held to 256 KiB/s so that the download
+    // still runs (8 s of A alone) when B's data channel opens (a set-up that ends after the
+    // download completed is abandoned). B: WebRTC only (no TCP listener at all).
+    let slow = ["--api", "off", "--max-upload-rate", "256KiB", "--bootstrap", &b0.peer()];
+    let sa = Seeder::start_with_args(&a, 1, &slow);
     let sb = RtcSeeder::start(&b, 1, &["--no-tcp", "--bootstrap", &b0.peer()]);
     let found = wait_for_providers(&dd, &id, &b0.peer(), 2);
     let rows = found["contacts"].as_array().unwrap();
@@ -497,6 +500,7 @@ fn one_download_mixes_a_tcp_seeder_and_a_webrtc_only_seeder_found_through_the_dh
     };
     assert_eq!(by_addr(sa.addr)["transport"], "tcp", "{report}");
     assert_eq!(by_addr(sb.tcp)["transport"], "webrtc", "{report}");
+    assert!(by_addr(sb.tcp)["bytes"].as_u64().unwrap() > 0, "{report}");
     let total: u64 = peers.iter().map(|p| p["bytes"].as_u64().unwrap()).sum();
     assert!(total >= data.len() as u64, "{report}");
     let (st_a, st_b) = (sa.stop(), sb.stop());
