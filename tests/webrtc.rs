@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -31,6 +31,27 @@ impl RtcSeeder {
     fn stop(self) -> serde_json::Value {
         self.seeder.stop()
     }
+}
+
+/// One file of `len` bytes (pattern `seed`) published with `publish` in `seed/` of a fresh
+/// temp dir and served by an [`RtcSeeder`] of `shards` shards started with `args`; `dl/` is
+/// the downloader's data directory (not made yet).
+struct OneFile {
+    t: tempfile::TempDir,
+    sd: PathBuf,
+    dd: PathBuf,
+    data: Vec<u8>,
+    id: String,
+    seeder: RtcSeeder,
+}
+
+fn one_file(len: usize, seed: u64, publish: &[&str], shards: usize, args: &[&str]) -> OneFile {
+    let t = tempdir();
+    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
+    let data = write_file(&t.path().join("f.bin"), len, seed);
+    let id = publish_id(&sd, &t.path().join("f.bin"), publish);
+    let seeder = RtcSeeder::start(&sd, shards, args);
+    OneFile { t, sd, dd, data, id, seeder }
 }
 
 /// `get` over WebRTC from `peer` (the seeder's UDP address), as JSON.
@@ -78,11 +99,8 @@ fn a_download_over_webrtc_is_byte_identical_and_reports_its_transport() {
 
 #[test]
 fn plaintext_records_over_webrtc_and_a_pinned_node_id_hold() {
-    let t = tempdir();
-    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
-    let data = write_file(&t.path().join("f.bin"), 700_001, 2);
-    let id = publish_id(&sd, &t.path().join("f.bin"), &["--chunk-size", "64KiB"]);
-    let seeder = RtcSeeder::start(&sd, 1, &["--encryption", "off"]);
+    let OneFile { t, sd, dd, data, id, seeder } =
+        one_file(700_001, 2, &["--chunk-size", "64KiB"], 1, &["--encryption", "off"]);
     let udp = seeder.udp.to_string();
 
     // Pinned to the right node: the handshake inside the channel proves it.
@@ -112,11 +130,7 @@ fn plaintext_records_over_webrtc_and_a_pinned_node_id_hold() {
 
 #[test]
 fn hostile_datagrams_at_the_webrtc_port_are_dropped_and_the_seeder_serves_on() {
-    let t = tempdir();
-    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
-    let data = write_file(&t.path().join("f.bin"), 300_000, 3);
-    let id = publish_id(&sd, &t.path().join("f.bin"), &[]);
-    let seeder = RtcSeeder::start(&sd, 2, &[]);
+    let OneFile { t, dd, data, id, seeder, .. } = one_file(300_000, 3, &[], 2, &[]);
 
     let junk_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut state = 42u64;
@@ -255,11 +269,7 @@ fn auto_uses_tcp_where_it_connects_and_a_data_channel_where_it_cannot_in_one_dow
 
 #[test]
 fn a_one_chunk_download_sets_up_one_data_channel() {
-    let t = tempdir();
-    let (sd, dd) = (t.path().join("seed"), t.path().join("dl"));
-    let data = write_file(&t.path().join("f.bin"), 60_000, 8);
-    let id = publish_id(&sd, &t.path().join("f.bin"), &[]);
-    let seeder = RtcSeeder::start(&sd, 1, &[]);
+    let OneFile { t, dd, data, id, seeder, .. } = one_file(60_000, 8, &[], 1, &[]);
     let out = t.path().join("out.bin");
     // Four connections asked for, one chunk to fetch: the data channel that brought the
     // manifest fetches it, and no other session is set up.
