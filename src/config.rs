@@ -550,6 +550,10 @@ pub struct NodeConfig {
     /// Largest data-channel message a seeder sends over WebRTC (`WEBRTC_BLOCK_BYTES`), in
     /// bytes, up to `WEBRTC_BLOCK_MAX_BYTES` (what browsers accept).
     pub webrtc_block_bytes: usize,
+    /// WebRTC set-ups (offer answered, data channel not yet open) one seeder shard runs at
+    /// once (`WEBRTC_HANDSHAKES_PER_SHARD`); offers by datagram beyond it are answered
+    /// "busy" and admitted oldest first as set-ups finish.
+    pub webrtc_handshakes_per_shard: usize,
 }
 
 impl Default for NodeConfig {
@@ -565,6 +569,7 @@ impl Default for NodeConfig {
             dht_table_save_interval_ms: ms(DHT_TABLE_SAVE_INTERVAL),
             catalog_watch_interval_ms: ms(CATALOG_WATCH_INTERVAL),
             webrtc_block_bytes: WEBRTC_BLOCK_BYTES,
+            webrtc_handshakes_per_shard: WEBRTC_HANDSHAKES_PER_SHARD,
         }
     }
 }
@@ -604,7 +609,8 @@ impl NodeConfig {
         check("dht_table_save_interval_ms", self.dht_table_save_interval_ms, 100, 86_400_000)?;
         check("catalog_watch_interval_ms", self.catalog_watch_interval_ms, 10, 3_600_000)?;
         let max = WEBRTC_BLOCK_MAX_BYTES as u64;
-        check("webrtc_block_bytes", self.webrtc_block_bytes as u64, 1024, max)
+        check("webrtc_block_bytes", self.webrtc_block_bytes as u64, 1024, max)?;
+        check("webrtc_handshakes_per_shard", self.webrtc_handshakes_per_shard as u64, 1, 4096)
     }
 
     /// A small configuration for tests: few connections and maps, short timeouts, frequent
@@ -620,6 +626,7 @@ impl NodeConfig {
             dht_table_save_interval_ms: 1_000,
             catalog_watch_interval_ms: 100,
             webrtc_block_bytes: WEBRTC_BLOCK_BYTES,
+            webrtc_handshakes_per_shard: WEBRTC_HANDSHAKES_PER_SHARD,
         }
     }
 

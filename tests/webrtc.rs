@@ -309,6 +309,74 @@ fn a_seeder_configured_for_256_kib_messages_serves_over_webrtc() {
     assert!(stderr_of(&res).contains("webrtc_block_bytes"), "{}", stderr_of(&res));
 }
 
+/// Admission control (tuning.md, "WebRTC: 1,000 sessions on one seeder"): a seeder shard
+/// allowed one set-up at a time is offered twelve at once by one node. The offers beyond
+/// the slot are answered "busy" (no session made), wait their turn, and every download
+/// still completes byte-identical over its own data channel.
+#[test]
+fn offers_beyond_a_shards_set_up_slots_are_answered_busy_and_all_complete_in_turn() {
+    use furymesh::node::{self, GetOptions, Node, NodeOptions, NodeSecurity, PeerAddr};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    const DOWNLOADS: usize = 12;
+    let t = tempdir();
+    let config = t.path().join("node.toml");
+    std::fs::write(&config, "webrtc_handshakes_per_shard = 1\n").unwrap();
+    let f = one_file(
+        200_000,
+        11,
+        &["--chunk-size", "64KiB"],
+        1,
+        &["--config", config.to_str().unwrap()],
+    );
+
+    ensure_identity(&f.dd);
+    let security = NodeSecurity::new(
+        node::load_identity(&f.dd).unwrap(),
+        None,
+        furymesh::crypto::Encryption::On,
+    )
+    .unwrap();
+    let downloader = Node::start(Vec::new(), &NodeOptions::new(None, 1, security)).unwrap();
+    let h = downloader.handle();
+    // All twelve started before the first set-up can finish: their offers leave the one
+    // shard together.
+    let ids: Vec<_> = (0..DOWNLOADS)
+        .map(|i| {
+            let opts = GetOptions {
+                kind: furymesh::crypto::IdKind::File,
+                file_id: f.id.parse().unwrap(),
+                peers: vec![PeerAddr { addr: f.seeder.udp, node_id: None }],
+                security: h.security().clone(),
+                output: f.t.path().join(format!("out{i}.bin")),
+                force: false,
+                connections: 1,
+                window: 4,
+                strategy: furymesh::transfer::Strategy::RarestFirst,
+                max_peers: 1,
+                serve_partial: false,
+                save_every_bytes: 1 << 20,
+                download_rate_bytes: None,
+                transport: node::TransportChoice::Webrtc,
+                web_seeds: Vec::new(),
+            };
+            let progress = Box::new(|_: node::GetProgress| {});
+            h.download(opts, Arc::new(AtomicBool::new(false)), progress).unwrap()
+        })
+        .collect();
+    for (i, id) in ids.into_iter().enumerate() {
+        let report = h.wait(id).unwrap().unwrap_or_else(|e| panic!("download {i}: {e}"));
+        assert_eq!(report.peers.len(), 1, "download {i}");
+        let out = std::fs::read(f.t.path().join(format!("out{i}.bin"))).unwrap();
+        assert!(out == f.data, "download {i} differs");
+    }
+    drop(downloader);
+    let stats = f.seeder.stop();
+    assert!(stats["webrtc_offers_busy"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["webrtc_connections"], DOWNLOADS, "one channel each: {stats}");
+    assert_eq!(stats["webrtc_setup_failures"], 0, "{stats}");
+}
+
 /// A bootstrap node with nothing published (the DHT's meeting point).
 fn bootstrap_node(dir: &Path) -> Seeder {
     Seeder::start_with_args(dir, 1, &["--api", "off"])

@@ -375,6 +375,7 @@ impl Node {
             peer_timeout: opts.config.peer_timeout(),
             idle_timeout: opts.config.idle_timeout(),
             webrtc_block_bytes: opts.config.webrtc_block_bytes,
+            webrtc_handshakes: opts.config.webrtc_handshakes_per_shard,
         };
         let catalog: HashMap<FileId, ServedFile> =
             files.into_iter().map(|f| (f.entry.info.file_id, f)).collect();

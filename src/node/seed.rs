@@ -64,7 +64,7 @@ pub struct SeedStats {
     pub webrtc_offers: u64,
     /// WebRTC offers dropped (malformed, unparseable SDP, shard full, unpadded).
     pub webrtc_offers_dropped: u64,
-    /// WebRTC offers answered "busy": the shard already ran `WEBRTC_HANDSHAKES_PER_SHARD`
+    /// WebRTC offers answered "busy": the shard already ran `webrtc_handshakes_per_shard`
     /// set-ups (admission control); the offerer offers again after a pause.
     pub webrtc_offers_busy: u64,
     /// WebRTC set-ups (answered offers) that reached ICE connected, and DTLS connected.
@@ -249,6 +249,9 @@ pub(super) struct Limits {
     pub(super) idle_timeout: std::time::Duration,
     /// `NodeConfig::webrtc_block_bytes`: largest data-channel message sent.
     pub(super) webrtc_block_bytes: usize,
+    /// `NodeConfig::webrtc_handshakes_per_shard`: set-ups at once before offers are
+    /// answered "busy".
+    pub(super) webrtc_handshakes: usize,
 }
 
 /// A file the seeder serves: a published one, or one this node is still downloading (then
@@ -576,7 +579,7 @@ pub(super) async fn run_shard(
     let endpoint = match rtc_socket.and_then(|s| {
         let (max, timeout, block) =
             (limits.budget.connections_max, limits.peer_timeout, limits.webrtc_block_bytes);
-        let sessions = (max, crate::config::WEBRTC_HANDSHAKES_PER_SHARD);
+        let sessions = (max, limits.webrtc_handshakes);
         s.map(|s| Endpoint::server(s, sessions, timeout, block)).transpose()
     }) {
         Ok(e) => e,
@@ -593,7 +596,7 @@ pub(super) async fn run_shard(
             let (max, timeout, block) =
                 (limits.budget.connections_max, limits.peer_timeout, limits.webrtc_block_bytes);
             let socket = super::sys::webrtc_socket(SocketAddr::new(a.ip(), 0), false, None);
-            let sessions = (max, crate::config::WEBRTC_HANDSHAKES_PER_SHARD);
+            let sessions = (max, limits.webrtc_handshakes);
             match socket.and_then(|s| Endpoint::server(s, sessions, timeout, block)) {
                 Ok(ep) => {
                     // Behind a NAT, peers reach it at the address its STUN servers see.
