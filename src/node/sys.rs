@@ -18,6 +18,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 
+use bytes::BytesMut;
 use glommio::net::{TcpListener, UdpSocket};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -360,30 +361,43 @@ pub(super) struct Received {
 }
 
 impl Received {
-    /// The datagrams in `buf` (the buffer [`recv_segments`] filled), in order.
-    pub(super) fn datagrams<'a>(&self, buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+    /// The datagrams in `buf` (the buffer [`recv_segments`] filled), in order (the driver
+    /// splits the buffer itself, handing each datagram on without a copy).
+    #[cfg(test)]
+    fn datagrams<'a>(&self, buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
         buf[..self.len.min(buf.len())].chunks(self.segment.max(1))
     }
 }
 
-/// One non-blocking `recvmsg(2)` (`MSG_DONTWAIT`) into `buf`: one datagram, or with
-/// [`enable_gro`] several of one source and size coalesced by the kernel (their size in a
-/// `UDP_GRO` control message). `Ok(None)`: nothing queued. `buf` should hold
-/// `UDP_BATCH_MAX_BYTES`; what does not fit is cut off at a datagram boundary (a cut
-/// datagram is dropped, as UDP drops what a buffer cannot hold). Errors are the socket's
-/// (say, `ConnectionRefused` from an ICMP error on a connected socket): per call, the next
-/// call goes on; a source that is not an IP address is `InvalidData`.
-pub(super) fn recv_segments(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
-    let mut iov =
-        libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+/// One non-blocking `recvmsg(2)` (`MSG_DONTWAIT`) into `buf`, which it empties first and
+/// gives room for `cap` bytes (reusing its allocation when nothing else holds it): one
+/// datagram, or with [`enable_gro`] several of one source and size coalesced by the kernel
+/// (their size in a `UDP_GRO` control message). The bytes received are written straight
+/// into `buf`'s spare capacity, so the caller can hand each datagram on as a piece of `buf`
+/// (`BytesMut::split_to`) without copying it. `Ok(None)`: nothing queued (`buf` empty).
+/// `cap` should be `UDP_BATCH_MAX_BYTES`; what does not fit is cut off at a datagram
+/// boundary (a cut datagram is dropped, as UDP drops what a buffer cannot hold). Errors are
+/// the socket's (say, `ConnectionRefused` from an ICMP error on a connected socket): per
+/// call, the next call goes on; a source that is not an IP address is `InvalidData`.
+pub(super) fn recv_segments(
+    sock: &impl AsRawFd,
+    buf: &mut BytesMut,
+    cap: usize,
+) -> io::Result<Option<Received>> {
+    buf.clear();
+    buf.reserve(cap);
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len().min(cap);
+    let mut iov = libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: room };
     // Room for a few control messages (UDP_GRO's is one cmsghdr and a c_int), 8-aligned.
     let mut control = [0u64; 8];
     let mut flags = 0;
     // SAFETY: `try_init` hands us a zeroed sockaddr storage and its length, valid for the
-    // call; `msg` points at them, at `iov` (describing `buf`, borrowed mutably for the call:
-    // the kernel writes at most `iov_len` bytes into it) and at `control` (64 bytes on this
-    // frame, its length passed). `sock` is an open descriptor for the call. The kernel sets
-    // the address length it wrote, which `try_init` keeps.
+    // call; `msg` points at them, at `iov` (describing the first `room` bytes of `buf`'s
+    // spare capacity, borrowed mutably for the call: the kernel writes at most `iov_len`
+    // bytes into it, uninitialised memory being fine to write) and at `control` (64 bytes on
+    // this frame, its length passed). `sock` is an open descriptor for the call. The kernel
+    // sets the address length it wrote, which `try_init` keeps.
     let res = unsafe {
         socket2::SockAddr::try_init(|storage, len| {
             let mut msg: libc::msghdr = std::mem::zeroed();
@@ -408,10 +422,15 @@ pub(super) fn recv_segments(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<O
         Err(e) => return Err(e),
     };
     let from = addr.as_socket().ok_or(io::ErrorKind::InvalidData)?;
-    let n = n.min(buf.len());
+    // With MSG_TRUNC, recvmsg returns the datagram's full length, not what it wrote.
+    let n = n.min(room);
+    // SAFETY: the kernel wrote `n` bytes (at most `room`, clamped above) at the start of
+    // the spare capacity, so the first `n` bytes past the (empty) length are initialised.
+    unsafe { buf.set_len(n) };
     let segment = segment.filter(|s| (1..=n).contains(s)).unwrap_or(n.max(1));
     // Cut short (MSG_TRUNC): keep the whole datagrams only.
     let len = if flags & libc::MSG_TRUNC != 0 { n - n % segment } else { n };
+    buf.truncate(len);
     Ok(Some(Received { len, from, segment }))
 }
 
@@ -459,12 +478,14 @@ mod tests {
             }
             let sent = send_segments(&tx, rx.local_addr().unwrap(), &batch, 1000).unwrap();
             assert_eq!(sent, Sent::Bytes(3500));
-            let mut buf = vec![0u8; UDP_BATCH_MAX_BYTES];
+            let mut buf = BytesMut::new();
             let mut got = Vec::new();
             let mut receives = 0;
             while got.len() < want.len() {
                 rx.peek_from(&mut [0u8; 1]).unwrap();
-                let Some(r) = recv_segments(&rx, &mut buf).unwrap() else { continue };
+                let Some(r) = recv_segments(&rx, &mut buf, UDP_BATCH_MAX_BYTES).unwrap() else {
+                    continue;
+                };
                 receives += 1;
                 assert_eq!(r.from, from);
                 got.extend(r.datagrams(&buf).map(<[u8]>::to_vec));
@@ -474,7 +495,8 @@ mod tests {
             if !gro {
                 assert_eq!(receives, 4);
             }
-            assert_eq!(recv_segments(&rx, &mut buf).unwrap(), None);
+            assert_eq!(recv_segments(&rx, &mut buf, UDP_BATCH_MAX_BYTES).unwrap(), None);
+            assert!(buf.is_empty());
         }
     }
 
@@ -528,9 +550,10 @@ mod tests {
         let batch = vec![7u8; 3000];
         send_segments(&tx, rx.local_addr().unwrap(), &batch, 1000).unwrap();
         // Room for two and a half datagrams: two whole ones come out, the cut one does not.
-        let mut buf = vec![0u8; 2500];
+        let mut buf = BytesMut::new();
         rx.peek_from(&mut [0u8; 1]).unwrap();
-        let r = recv_segments(&rx, &mut buf).unwrap().unwrap();
+        let r = recv_segments(&rx, &mut buf, 2500).unwrap().unwrap();
+        assert_eq!(buf.len(), r.len);
         let sizes: Vec<usize> = r.datagrams(&buf).map(<[u8]>::len).collect();
         assert!(sizes.iter().all(|n| *n == 1000), "{sizes:?}");
     }

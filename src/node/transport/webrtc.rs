@@ -1027,17 +1027,20 @@ impl Endpoint {
     /// coalesced (UDP GRO), hands every datagram to its session, wakes the driver and
     /// yields to it.
     async fn receive(self: Rc<Self>) {
-        let mut buf = vec![0u8; UDP_BATCH_MAX_BYTES];
+        // Datagrams go to their sessions as pieces of this buffer, not copies; once `rtc`
+        // has dropped them all, the next receive reuses its allocation.
+        let mut buf = BytesMut::new();
         let mut probe = [0u8; 1];
         loop {
             // An error here is the socket's pending one (an ICMP error toward a connected
             // client's peer): the receive below takes and reports it, per call.
             let _ = self.socket.peek_from(&mut probe).await;
             for _ in 0..RECEIVES_PER_ROUND {
-                match sys::recv_segments(&self.socket, &mut buf) {
+                match sys::recv_segments(&self.socket, &mut buf, UDP_BATCH_MAX_BYTES) {
                     Ok(Some(r)) => {
                         let mut n = 0;
-                        for d in r.datagrams(&buf) {
+                        while !buf.is_empty() {
+                            let d = buf.split_to(r.segment.min(buf.len()));
                             self.on_datagram(r.from, d);
                             n += 1;
                         }
@@ -1133,7 +1136,8 @@ impl Endpoint {
         }
     }
 
-    fn on_datagram(&self, from: SocketAddr, d: &[u8]) {
+    fn on_datagram(&self, from: SocketAddr, datagram: BytesMut) {
+        let d = &datagram[..];
         if self.stun.borrow_mut().as_mut().is_some_and(|s| s.handle(from, d)) {
             return;
         }
@@ -1148,7 +1152,7 @@ impl Endpoint {
         if let Some((relayed, data)) = relayed {
             if let Some(relayed) = relayed {
                 for (peer, bytes) in data {
-                    self.deliver(peer, Some(relayed), &bytes);
+                    self.deliver(peer, Some(relayed), BytesMut::from(&bytes[..]));
                 }
             }
             return;
@@ -1174,14 +1178,14 @@ impl Endpoint {
             }
             return;
         }
-        self.deliver(from, None, d);
+        self.deliver(from, None, datagram);
     }
 
     /// Hands `d` from `from` to its session: received on our socket (`relayed` is `None`)
     /// or through our TURN allocation whose relayed address is `relayed`.
-    fn deliver(&self, from: SocketAddr, relayed: Option<SocketAddr>, d: &[u8]) {
+    fn deliver(&self, from: SocketAddr, relayed: Option<SocketAddr>, d: BytesMut) {
         let key = self.routes.borrow().get(&from).copied();
-        let key = key.or_else(|| self.peer_reflexive(from, d)).unwrap_or(from);
+        let key = key.or_else(|| self.peer_reflexive(from, &d)).unwrap_or(from);
         let ch = self.channels.borrow().get(&key).cloned();
         let Some(ch) = ch else {
             self.count(|s| s.strays += 1);
@@ -1202,7 +1206,7 @@ impl Endpoint {
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
             },
-            message: BytesMut::from(d),
+            message: d,
         };
         // A datagram the connection refuses (bad DTLS record, STUN without integrity) is
         // dropped by it; only its own state decides whether the connection goes on.
