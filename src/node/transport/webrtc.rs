@@ -8,8 +8,9 @@
 //!
 //! - the *receiver* (a task of its own) waits with a one-byte peek, which consumes nothing,
 //!   then takes what is queued with non-blocking receives (`sys::recv_segments`: with UDP
-//!   GRO one call returns a run of datagrams), hands each datagram to the peer connection
-//!   of its source address, wakes the driver and yields to it;
+//!   GRO one call returns a run of datagrams, written into one `BytesMut`), hands each
+//!   datagram to the peer connection of its source address as a piece of that buffer (no
+//!   copy), wakes the driver and yields to it;
 //! - the *driver* sends what the connections want sent (`poll_write`, gathered into runs of
 //!   one destination and size, each run one UDP GSO send: `sys::send_segments`), fires
 //!   their timers (`poll_timeout` → glommio sleep → `handle_timeout`), moves received
