@@ -28,17 +28,13 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use furymesh::crypto::{Encryption, FileId};
-use furymesh::node::{
-    self, GetOptions, Node, NodeOptions, NodeSecurity, PeerAddr, TransportChoice,
-};
-use furymesh::transfer::Strategy;
+use furymesh::crypto::FileId;
+use furymesh::node::{self, GetOptions, Node, PeerAddr, TransportChoice};
 
 /// The seeder's anonymous RSS may not exceed this while it serves the load (issue 17).
 const SEEDER_ANON_RSS_MAX_KIB: u64 = 64 << 10;
@@ -59,13 +55,6 @@ fn anon_rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("RssAnon:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-fn downloading_node(dir: &Path) -> Node {
-    ensure_identity(dir);
-    let security =
-        NodeSecurity::new(node::load_identity(dir).unwrap(), None, Encryption::On).unwrap();
-    Node::start(Vec::new(), &NodeOptions::new(None, 1, security)).unwrap()
 }
 
 #[test]
@@ -122,29 +111,21 @@ fn many_concurrent_downloaders_against_one_seeder() {
     let outs = dir.join("outs");
     fs::create_dir(&outs).unwrap();
     let node_list: Vec<Node> =
-        (0..nodes).map(|n| downloading_node(&dir.join(format!("node{n}")))).collect();
+        (0..nodes).map(|n| downloading_node(&dir.join(format!("node{n}")), 1)).collect();
     // Downloads in progress (some bytes, not all), and the most at one moment.
     let in_progress = Arc::new(AtomicU64::new(0));
     let most_in_progress = Arc::new(AtomicU64::new(0));
     let mut ids = Vec::new();
     for i in 0..downloaders {
         let h = node_list[i % nodes].handle();
+        let peer = PeerAddr { addr: peer, node_id: None };
         let opts = GetOptions {
-            kind: furymesh::crypto::IdKind::File,
-            file_id: id,
-            peers: vec![PeerAddr { addr: peer, node_id: None }],
-            security: h.security().clone(),
-            output: outs.join(format!("{i}.bin")),
-            force: false,
             connections: 1,
             window: 4,
-            strategy: Strategy::RarestFirst,
             max_peers: 1,
-            serve_partial: false,
-            save_every_bytes: 1 << 20,
             download_rate_bytes: rate,
             transport,
-            web_seeds: Vec::new(),
+            ..get_options(&h, id, peer, outs.join(format!("{i}.bin")))
         };
         let interrupt = Arc::new(AtomicBool::new(false));
         let (now, most) = (in_progress.clone(), most_in_progress.clone());

@@ -13,32 +13,23 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{ensure_identity, tempdir, write_file};
-use furymesh::crypto::{Encryption, FileId};
-use furymesh::node::{
-    self, GetError, GetOptions, Handle, Node, NodeOptions, NodeSecurity, NodeStats, PeerAddr,
-    TransportChoice,
-};
-use furymesh::transfer::Strategy;
-
-fn security(dir: &Path) -> Arc<NodeSecurity> {
-    ensure_identity(dir);
-    NodeSecurity::new(node::load_identity(dir).unwrap(), None, Encryption::On).unwrap()
-}
+use common::{get_options, node_security, tempdir, write_file};
+use furymesh::crypto::FileId;
+use furymesh::node::{self, GetError, Handle, Node, NodeOptions, NodeStats, PeerAddr};
 
 /// A serving node on loopback with a data directory (its catalog), one shard.
 fn seeder(dir: &Path, upload_rate: Option<u64>) -> Node {
     let opts = NodeOptions {
         upload_rate_bytes: upload_rate,
         data_dir: Some(dir.to_owned()),
-        ..NodeOptions::new(Some("127.0.0.1:0".parse().unwrap()), 1, security(dir))
+        ..NodeOptions::new(Some("127.0.0.1:0".parse().unwrap()), 1, node_security(dir))
     };
     Node::start(Vec::new(), &opts).unwrap()
 }
 
 /// A node that only downloads (no listener), two shards.
 fn downloader(dir: &Path) -> Node {
-    Node::start(Vec::new(), &NodeOptions::new(None, 2, security(dir))).unwrap()
+    Node::start(Vec::new(), &NodeOptions::new(None, 2, node_security(dir))).unwrap()
 }
 
 fn publish(h: &Handle, path: &Path) -> FileId {
@@ -46,28 +37,8 @@ fn publish(h: &Handle, path: &Path) -> FileId {
     results.into_iter().next().unwrap().unwrap().entry.info.file_id
 }
 
-fn get_opts(h: &Handle, id: FileId, peer: PeerAddr, out: PathBuf) -> GetOptions {
-    GetOptions {
-        kind: furymesh::crypto::IdKind::File,
-        file_id: id,
-        peers: vec![peer],
-        security: h.security().clone(),
-        output: out,
-        force: false,
-        connections: 2,
-        window: 8,
-        strategy: Strategy::RarestFirst,
-        max_peers: 4,
-        serve_partial: false,
-        save_every_bytes: 1 << 20,
-        download_rate_bytes: None,
-        transport: TransportChoice::Tcp,
-        web_seeds: Vec::new(),
-    }
-}
-
 fn get(h: &Handle, id: FileId, peer: PeerAddr, out: PathBuf) -> Result<node::GetReport, GetError> {
-    h.get(get_opts(h, id, peer, out), Arc::new(AtomicBool::new(false)), Box::new(|_| {}))
+    h.get(get_options(h, id, peer, out), Arc::new(AtomicBool::new(false)), Box::new(|_| {}))
 }
 
 /// Polls `h.stats()` until `ok` holds (at most 30 s: a wait for an event, not a timing
@@ -107,7 +78,7 @@ fn publish_and_unpublish_while_a_download_runs() {
 
     let out_big = t.path().join("big.out");
     let stop = Arc::new(AtomicBool::new(false));
-    let dl = hb.download(get_opts(&hb, big_id, peer, out_big.clone()), stop, Box::new(|_| {}));
+    let dl = hb.download(get_options(&hb, big_id, peer, out_big.clone()), stop, Box::new(|_| {}));
     let dl = dl.unwrap();
     let first = stats_until(&ha, |s| s.serving.chunks_served > 0 && s.serving.connections_open > 0);
     assert!(first.serving.chunks_served > 0, "{first:?}");
@@ -155,7 +126,7 @@ fn two_downloads_in_one_node() {
         .enumerate()
         .map(|(i, id)| {
             let out = t.path().join(format!("out{i}"));
-            let opts = get_opts(&hb, *id, peer, out);
+            let opts = get_options(&hb, *id, peer, out);
             hb.download(opts, Arc::new(AtomicBool::new(false)), Box::new(|_| {})).unwrap()
         })
         .collect();
@@ -339,13 +310,13 @@ fn a_file_published_through_the_handle_is_found_through_another_nodes_dht() {
     let opts = NodeOptions {
         data_dir: Some(sd.clone()),
         dht: Some(DhtServerOptions { read_only: false, ..DhtServerOptions::client(Vec::new()) }),
-        ..NodeOptions::new(Some("127.0.0.1:0".parse().unwrap()), 1, security(&sd))
+        ..NodeOptions::new(Some("127.0.0.1:0".parse().unwrap()), 1, node_security(&sd))
     };
     let a = Node::start(Vec::new(), &opts).unwrap();
     let id = publish(&a.handle(), &t.path().join("f.bin"));
     let client = NodeOptions {
         dht: Some(DhtServerOptions::client(vec![addr(&a)])),
-        ..NodeOptions::new(None, 1, security(&dd))
+        ..NodeOptions::new(None, 1, node_security(&dd))
     };
     let b = Node::start(Vec::new(), &client).unwrap();
     let hb = b.handle();

@@ -315,7 +315,7 @@ fn a_seeder_configured_for_256_kib_messages_serves_over_webrtc() {
 /// still completes byte-identical over its own data channel.
 #[test]
 fn offers_beyond_a_shards_set_up_slots_are_answered_busy_and_all_complete_in_turn() {
-    use furymesh::node::{self, GetOptions, Node, NodeOptions, NodeSecurity, PeerAddr};
+    use furymesh::node::{self, GetOptions, PeerAddr, TransportChoice};
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     const DOWNLOADS: usize = 12;
@@ -330,35 +330,20 @@ fn offers_beyond_a_shards_set_up_slots_are_answered_busy_and_all_complete_in_tur
         &["--config", config.to_str().unwrap()],
     );
 
-    ensure_identity(&f.dd);
-    let security = NodeSecurity::new(
-        node::load_identity(&f.dd).unwrap(),
-        None,
-        furymesh::crypto::Encryption::On,
-    )
-    .unwrap();
-    let downloader = Node::start(Vec::new(), &NodeOptions::new(None, 1, security)).unwrap();
+    let downloader = downloading_node(&f.dd, 1);
     let h = downloader.handle();
     // All twelve started before the first set-up can finish: their offers leave the one
     // shard together.
     let ids: Vec<_> = (0..DOWNLOADS)
         .map(|i| {
+            let peer = PeerAddr { addr: f.seeder.udp, node_id: None };
+            let out = f.t.path().join(format!("out{i}.bin"));
             let opts = GetOptions {
-                kind: furymesh::crypto::IdKind::File,
-                file_id: f.id.parse().unwrap(),
-                peers: vec![PeerAddr { addr: f.seeder.udp, node_id: None }],
-                security: h.security().clone(),
-                output: f.t.path().join(format!("out{i}.bin")),
-                force: false,
                 connections: 1,
                 window: 4,
-                strategy: furymesh::transfer::Strategy::RarestFirst,
                 max_peers: 1,
-                serve_partial: false,
-                save_every_bytes: 1 << 20,
-                download_rate_bytes: None,
-                transport: node::TransportChoice::Webrtc,
-                web_seeds: Vec::new(),
+                transport: TransportChoice::Webrtc,
+                ..get_options(&h, f.id.parse().unwrap(), peer, out)
             };
             let progress = Box::new(|_: node::GetProgress| {});
             h.download(opts, Arc::new(AtomicBool::new(false)), progress).unwrap()

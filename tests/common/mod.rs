@@ -366,3 +366,44 @@ pub fn env_seed(name: &str) -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| std::process::id() as u64 * 0x9e37_79b9 + 1)
 }
+
+/// The node security of `dir`'s fixture identity, encryption on (in-process nodes).
+pub fn node_security(dir: &Path) -> std::sync::Arc<furymesh::node::NodeSecurity> {
+    ensure_identity(dir);
+    let key = furymesh::node::load_identity(dir).unwrap();
+    furymesh::node::NodeSecurity::new(key, None, furymesh::crypto::Encryption::On).unwrap()
+}
+
+/// An in-process node that only downloads (no listener), on `shards` shards.
+pub fn downloading_node(dir: &Path, shards: usize) -> furymesh::node::Node {
+    let opts = furymesh::node::NodeOptions::new(None, shards, node_security(dir));
+    furymesh::node::Node::start(Vec::new(), &opts).unwrap()
+}
+
+/// Options for an in-process download of `id` from `peer` into `out` over TCP: two
+/// connections, a window of 8, rarest first; callers change what their test is about
+/// with struct update syntax.
+pub fn get_options(
+    h: &furymesh::node::Handle,
+    id: furymesh::crypto::FileId,
+    peer: furymesh::node::PeerAddr,
+    out: PathBuf,
+) -> furymesh::node::GetOptions {
+    furymesh::node::GetOptions {
+        kind: furymesh::crypto::IdKind::File,
+        file_id: id,
+        peers: vec![peer],
+        security: h.security().clone(),
+        output: out,
+        force: false,
+        connections: 2,
+        window: 8,
+        strategy: furymesh::transfer::Strategy::RarestFirst,
+        max_peers: 4,
+        serve_partial: false,
+        save_every_bytes: 1 << 20,
+        download_rate_bytes: None,
+        transport: furymesh::node::TransportChoice::Tcp,
+        web_seeds: Vec::new(),
+    }
+}
