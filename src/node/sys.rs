@@ -361,11 +361,10 @@ pub(super) struct Received {
 }
 
 impl Received {
-    /// The datagrams in `buf` (the buffer [`recv_segments`] filled), in order (the driver
-    /// splits the buffer itself, handing each datagram on without a copy).
-    #[cfg(test)]
-    fn datagrams<'a>(&self, buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
-        buf[..self.len.min(buf.len())].chunks(self.segment.max(1))
+    /// Takes the next datagram off the front of `buf` (the buffer [`recv_segments`]
+    /// filled) as a piece of it, without a copy; `None` once `buf` is empty.
+    pub(super) fn take_datagram(&self, buf: &mut BytesMut) -> Option<BytesMut> {
+        (!buf.is_empty()).then(|| buf.split_to(self.segment.clamp(1, buf.len())))
     }
 }
 
@@ -488,7 +487,9 @@ mod tests {
                 };
                 receives += 1;
                 assert_eq!(r.from, from);
-                got.extend(r.datagrams(&buf).map(<[u8]>::to_vec));
+                while let Some(d) = r.take_datagram(&mut buf) {
+                    got.push(d.to_vec());
+                }
             }
             assert_eq!(got, want, "gro {gro}");
             // Without GRO the kernel cut the batch into its four datagrams before the socket.
@@ -554,7 +555,8 @@ mod tests {
         rx.peek_from(&mut [0u8; 1]).unwrap();
         let r = recv_segments(&rx, &mut buf, 2500).unwrap().unwrap();
         assert_eq!(buf.len(), r.len);
-        let sizes: Vec<usize> = r.datagrams(&buf).map(<[u8]>::len).collect();
+        let sizes: Vec<usize> =
+            std::iter::from_fn(|| r.take_datagram(&mut buf)).map(|d| d.len()).collect();
         assert!(sizes.iter().all(|n| *n == 1000), "{sizes:?}");
     }
 }

@@ -1040,8 +1040,7 @@ impl Endpoint {
                 match sys::recv_segments(&self.socket, &mut buf, UDP_BATCH_MAX_BYTES) {
                     Ok(Some(r)) => {
                         let mut n = 0;
-                        while !buf.is_empty() {
-                            let d = buf.split_to(r.segment.min(buf.len()));
+                        while let Some(d) = r.take_datagram(&mut buf) {
                             self.on_datagram(r.from, d);
                             n += 1;
                         }
