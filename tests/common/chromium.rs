@@ -110,14 +110,36 @@ impl Drop for Browser {
     }
 }
 
+/// The body of `GET path` from Chromium's DevTools HTTP server, read to its
+/// `Content-Length`: the server keeps the connection open despite `Connection: close`, so
+/// reading to the end would wait out the read timeout (10 s per call, twice per browser).
 fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+    write!(&s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
         .unwrap();
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
-    raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+    let mut r = BufReader::new(s);
+    let mut len = None;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("a DevTools HTTP response header");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                len = value.trim().parse::<u64>().ok();
+            }
+        }
+    }
+    let mut body = String::new();
+    match len {
+        Some(n) => r.take(n).read_to_string(&mut body),
+        None => r.read_to_string(&mut body),
+    }
+    .expect("a DevTools HTTP response body");
+    body
 }
 
 /// One page over the DevTools protocol.
