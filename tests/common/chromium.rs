@@ -4,7 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -110,36 +110,18 @@ impl Drop for Browser {
     }
 }
 
-/// The body of `GET path` from Chromium's DevTools HTTP server, read to its
-/// `Content-Length`: the server keeps the connection open despite `Connection: close`, so
-/// reading to the end would wait out the read timeout (10 s per call, twice per browser).
+/// The body of `GET path` from Chromium's DevTools HTTP server, through the crate's HTTP
+/// client (ureq), which reads to `Content-Length`: the server keeps the connection open
+/// despite `Connection: close`, so reading to the end waited out a 10 s read timeout per
+/// call, twice per browser.
 fn http_get(port: u16, path: &str) -> String {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(&s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut r = BufReader::new(s);
-    let mut len = None;
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).expect("a DevTools HTTP response header");
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                len = value.trim().parse::<u64>().ok();
-            }
-        }
-    }
-    let mut body = String::new();
-    match len {
-        Some(n) => r.take(n).read_to_string(&mut body),
-        None => r.read_to_string(&mut body),
-    }
-    .expect("a DevTools HTTP response body");
-    body
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into();
+    let mut reply = agent
+        .get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path} from Chromium's DevTools: {e}"));
+    reply.body_mut().read_to_string().expect("a DevTools HTTP response body")
 }
 
 /// One page over the DevTools protocol.
