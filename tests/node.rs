@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{get_options, node_security, tempdir, write_file};
+use common::{downloading_node, get_options, node_security, tempdir, write_file};
 use furymesh::crypto::FileId;
 use furymesh::node::{self, GetError, Handle, Node, NodeOptions, NodeStats, PeerAddr};
 
@@ -25,11 +25,6 @@ fn seeder(dir: &Path, upload_rate: Option<u64>) -> Node {
         ..NodeOptions::new(Some("127.0.0.1:0".parse().unwrap()), 1, node_security(dir))
     };
     Node::start(Vec::new(), &opts).unwrap()
-}
-
-/// A node that only downloads (no listener), two shards.
-fn downloader(dir: &Path) -> Node {
-    Node::start(Vec::new(), &NodeOptions::new(None, 2, node_security(dir))).unwrap()
 }
 
 fn publish(h: &Handle, path: &Path) -> FileId {
@@ -73,7 +68,7 @@ fn publish_and_unpublish_while_a_download_runs() {
     let (ha, peer) = (a.handle(), PeerAddr::from(addr(&a)));
     let big_id = publish(&ha, &t.path().join("big.bin"));
     let old_id = publish(&ha, &t.path().join("old.bin"));
-    let b = downloader(&dd);
+    let b = downloading_node(&dd, 2);
     let hb = b.handle();
 
     let out_big = t.path().join("big.out");
@@ -119,7 +114,7 @@ fn two_downloads_in_one_node() {
     let a = seeder(&sd, Some(8 << 20));
     let (ha, peer) = (a.handle(), PeerAddr::from(addr(&a)));
     let ids = [publish(&ha, &t.path().join("one.bin")), publish(&ha, &t.path().join("two.bin"))];
-    let b = downloader(&dd);
+    let b = downloading_node(&dd, 2);
     let hb = b.handle();
     let dls: Vec<_> = ids
         .iter()
@@ -163,7 +158,7 @@ fn handshake_failures_are_counted_with_their_blame() {
     assert_eq!(st.serving.handshakes_failed_peer, 1, "{st:?}");
     assert_eq!(st.serving.handshakes_failed_local, 0, "{st:?}");
 
-    let b = downloader(&dd);
+    let b = downloading_node(&dd, 2);
     let hb = b.handle();
     // B's own node ID: certainly not A's.
     let wrong = PeerAddr { addr: addr(&a), node_id: Some(hb.security().node_id()) };
@@ -195,7 +190,7 @@ fn a_ban_is_counted() {
     fs::write(&f, &bytes).unwrap();
     fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
 
-    let b = downloader(&dd);
+    let b = downloading_node(&dd, 2);
     let hb = b.handle();
     let result = get(&hb, id, addr(&a).into(), t.path().join("out"));
     assert!(matches!(result, Err(GetError::HashMismatch { .. })), "{result:?}");
