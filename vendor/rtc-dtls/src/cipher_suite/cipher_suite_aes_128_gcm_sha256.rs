@@ -105,6 +105,20 @@ impl CipherSuite for CipherSuiteAes128GcmSha256 {
         cg.encrypt(pkt_rlh, raw)
     }
 
+    fn encrypt_in_place(&mut self, pkt_rlh: &RecordLayerHeader, buf: &mut Vec<u8>) -> Result<()> {
+        let cg = self.gcm.as_mut().ok_or(Error::Other(
+            "CipherSuite has not been initialized, unable to encrypt".to_owned(),
+        ))?;
+        cg.encrypt_in_place(pkt_rlh, buf)
+    }
+
+    fn decrypt_app_data(&mut self, pkt: Vec<u8>) -> Result<bytes::BytesMut> {
+        let cg = self.gcm.as_mut().ok_or(Error::Other(
+            "CipherSuite has not been initialized, unable to decrypt".to_owned(),
+        ))?;
+        cg.decrypt_in_place(pkt)
+    }
+
     fn decrypt(&mut self, input: &[u8]) -> Result<Vec<u8>> {
         let cg = self.gcm.as_mut().ok_or(Error::Other(
             "CipherSuite has not been initialized, unable to decrypt".to_owned(),

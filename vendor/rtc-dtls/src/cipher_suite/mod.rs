@@ -270,6 +270,31 @@ pub trait CipherSuite: Send {
     ///
     /// Fails if authentication fails, or the record is malformed.
     fn decrypt(&mut self, input: &[u8]) -> Result<Vec<u8>>;
+    /// Opens one application-data record and returns its plaintext (FuryMesh patch, see
+    /// vendor/README.md). This default decrypts like `decrypt`; AES-GCM overrides it to
+    /// open the record where it lies.
+    ///
+    /// # Errors
+    ///
+    /// As `decrypt`.
+    fn decrypt_app_data(&mut self, pkt: Vec<u8>) -> Result<bytes::BytesMut> {
+        let d = self.decrypt(&pkt)?;
+        Ok(bytes::BytesMut::from(&d[RECORD_LAYER_HEADER_SIZE..]))
+    }
+    /// Protects one record in `buf`: on entry the 13-byte header, 8 spare bytes and the
+    /// plaintext, on return the record as `encrypt` gives it (FuryMesh patch, see
+    /// vendor/README.md). This default calls `encrypt`; AES-GCM overrides it to seal in
+    /// place.
+    ///
+    /// # Errors
+    ///
+    /// As `encrypt`.
+    fn encrypt_in_place(&mut self, pkt_rlh: &RecordLayerHeader, buf: &mut Vec<u8>) -> Result<()> {
+        let mut raw = buf[..RECORD_LAYER_HEADER_SIZE].to_vec();
+        raw.extend_from_slice(&buf[RECORD_LAYER_HEADER_SIZE + 8..]);
+        *buf = self.encrypt(pkt_rlh, &raw)?;
+        Ok(())
+    }
 }
 
 // Taken from https://www.iana.org/assignments/tls-parameters/tls-parameters.xml

@@ -211,6 +211,49 @@ impl DTLSConn {
             return Err(Error::ErrConnClosed);
         }
 
+        // FuryMesh patch (see vendor/README.md): a record of application data written after
+        // the handshake, with nothing queued before it, is built, numbered and sealed here
+        // in one buffer, which goes out as its own datagram. The general path below copies
+        // it four times (into the record, its marshalling, the cipher's output and the
+        // datagram). Small writes keep that path so they can share a datagram.
+        if p.len() >= 1024
+            && self.is_handshake_completed()
+            && self.outgoing_queued_packets.is_empty()
+            && self.outgoing_packets.is_empty()
+            && self.state.cipher_suite.is_some()
+        {
+            let epoch = self.get_local_epoch();
+            let e = epoch as usize;
+            while self.state.local_sequence_number.len() <= e {
+                self.state.local_sequence_number.push(0);
+            }
+            self.state.local_sequence_number[e] += 1;
+            let seq = self.state.local_sequence_number[e] - 1;
+            if seq > MAX_SEQUENCE_NUMBER {
+                return Err(Error::ErrSequenceNumberOverflow);
+            }
+            let rlh = RecordLayerHeader {
+                content_type: ContentType::ApplicationData,
+                protocol_version: PROTOCOL_VERSION1_2,
+                epoch,
+                sequence_number: seq,
+                content_len: p.len() as u16,
+            };
+            let mut buf = Vec::with_capacity(RECORD_LAYER_HEADER_SIZE + 8 + p.len() + 16);
+            rlh.marshal(&mut buf)?;
+            buf.extend_from_slice(&[0u8; 8]);
+            buf.extend_from_slice(p);
+            if let Some(cs) = self.state.cipher_suite.as_mut() {
+                cs.encrypt_in_place(&rlh, &mut buf)?;
+            }
+            self.outgoing_compacted_raw_packets.push_back(
+                bytes::Bytes::from(buf)
+                    .try_into_mut()
+                    .unwrap_or_else(|b| BytesMut::from(&b[..])),
+            );
+            return Ok(());
+        }
+
         let pkt = Packet {
             record: RecordLayer::new(
                 PROTOCOL_VERSION1_2,
@@ -684,6 +727,35 @@ impl DTLSConn {
                 return (false, None, None);
             }
 
+            // FuryMesh patch (see vendor/README.md): application data is opened in place and
+            // handed on as a view of the received record, where the general path below copies
+            // it into a decrypted record and again out of it. Same checks, same outcome: the
+            // replay window moves only for a record that authenticated.
+            if h.content_type == ContentType::ApplicationData
+                && let Some(cipher_suite) = &mut self.state.cipher_suite
+            {
+                match cipher_suite.decrypt_app_data(pkt) {
+                    Ok(data) => {
+                        self.replay_detector[h.epoch as usize].accept();
+                        self.incoming_decrypted_packets.push_back(data);
+                        return (false, None, None);
+                    }
+                    Err(err) => {
+                        debug!("{}: decrypt failed: {}", srv_cli_str(self.is_client), err);
+                        if cipher_suite.is_psk() {
+                            return (
+                                false,
+                                Some(Alert {
+                                    alert_level: AlertLevel::Fatal,
+                                    alert_description: AlertDescription::UnknownPskIdentity,
+                                }),
+                                None,
+                            );
+                        }
+                        return (false, None, None);
+                    }
+                }
+            }
             if let Some(cipher_suite) = &mut self.state.cipher_suite {
                 pkt = match cipher_suite.decrypt(&pkt) {
                     Ok(pkt) => pkt,

@@ -98,6 +98,72 @@ impl CryptoGcm {
         Ok(r)
     }
 
+    /// Seals one record in place (FuryMesh patch, see vendor/README.md): `buf` holds the
+    /// 13-byte record header, 8 bytes for the explicit nonce, and the plaintext; the nonce
+    /// is written, the plaintext sealed where it lies and the tag appended, the same record
+    /// `encrypt` builds without its copies.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the random source or the cipher fails.
+    pub fn encrypt_in_place(
+        &mut self,
+        pkt_rlh: &RecordLayerHeader,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        let payload_len = buf.len() - RECORD_LAYER_HEADER_SIZE - 8;
+        let mut nonce = [0u8; CRYPTO_GCM_NONCE_LENGTH];
+        nonce[..4].copy_from_slice(&self.local_write_iv[..4]);
+        self.provider.random().fill(&mut nonce[4..]).map_err(crypto_error)?;
+        let additional_data = generate_aead_additional_data(pkt_rlh, payload_len);
+        buf[RECORD_LAYER_HEADER_SIZE..RECORD_LAYER_HEADER_SIZE + 8].copy_from_slice(&nonce[4..]);
+        let mut tag = [0; CRYPTO_GCM_TAG_LENGTH];
+        self.local_gcm
+            .seal_in_place(
+                &nonce,
+                &additional_data,
+                &mut buf[RECORD_LAYER_HEADER_SIZE + 8..],
+                &mut tag,
+            )
+            .map_err(crypto_error)?;
+        buf.extend_from_slice(&tag);
+        let r_len = (buf.len() - RECORD_LAYER_HEADER_SIZE) as u16;
+        buf[RECORD_LAYER_HEADER_SIZE - 2..RECORD_LAYER_HEADER_SIZE]
+            .copy_from_slice(&r_len.to_be_bytes());
+        Ok(())
+    }
+
+    /// Opens one record in place (FuryMesh patch, see vendor/README.md): the plaintext of
+    /// record `r` (header, explicit nonce, ciphertext, tag) as a view of the same buffer,
+    /// where `decrypt` copies it twice.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the record is too short or authentication fails.
+    pub fn decrypt_in_place(&mut self, mut r: Vec<u8>) -> Result<bytes::BytesMut> {
+        let h = RecordLayerHeader::unmarshal(&mut &r[..])?;
+        if r.len() < RECORD_LAYER_HEADER_SIZE + 8 + CRYPTO_GCM_TAG_LENGTH {
+            return Err(Error::ErrNotEnoughRoomForNonce);
+        }
+        let mut nonce = [0u8; CRYPTO_GCM_NONCE_LENGTH];
+        nonce[..4].copy_from_slice(&self.remote_write_iv[..4]);
+        nonce[4..].copy_from_slice(&r[RECORD_LAYER_HEADER_SIZE..RECORD_LAYER_HEADER_SIZE + 8]);
+        let tag_start = r.len() - CRYPTO_GCM_TAG_LENGTH;
+        let mut tag = [0u8; CRYPTO_GCM_TAG_LENGTH];
+        tag.copy_from_slice(&r[tag_start..]);
+        let start = RECORD_LAYER_HEADER_SIZE + 8;
+        let additional_data = generate_aead_additional_data(&h, tag_start - start);
+        self.remote_gcm
+            .open_in_place(&nonce, &additional_data, &mut r[start..tag_start], &tag)
+            .map_err(crypto_error)?;
+        r.truncate(tag_start);
+        // A uniquely owned `Bytes` from a `Vec` becomes a `BytesMut` without a copy.
+        let mut b =
+            bytes::Bytes::from(r).try_into_mut().unwrap_or_else(|b| bytes::BytesMut::from(&b[..]));
+        bytes::Buf::advance(&mut b, start);
+        Ok(b)
+    }
+
     /// Unprotects one record.
     ///
     /// # Errors
@@ -206,6 +272,35 @@ mod tests {
             &raw[..RECORD_LAYER_HEADER_SIZE - 2]
         );
         assert_eq!(&decrypted[RECORD_LAYER_HEADER_SIZE..], &payload[..]);
+    }
+
+    /// FuryMesh patch: the in-place seal and open make the same records as `encrypt` and
+    /// `decrypt` (each opens what the other seals), and a flipped bit fails to open.
+    #[test]
+    fn test_crypto_gcm_in_place_matches_copying_paths() {
+        let provider = crypto::default_provider().unwrap();
+        let (ka, kb, iva, ivb) = ([0x11u8; 16], [0x33u8; 16], [0x22u8; 4], [0x44u8; 4]);
+        let mut sender = CryptoGcm::new(provider.clone(), &ka, &iva, &kb, &ivb).unwrap();
+        let mut receiver = CryptoGcm::new(provider, &kb, &ivb, &ka, &iva).unwrap();
+        let payload: Vec<u8> = (0..4000u32).map(|i| i as u8).collect();
+        let (header, raw) = make_record(&payload);
+
+        let mut buf = raw[..RECORD_LAYER_HEADER_SIZE].to_vec();
+        buf.extend_from_slice(&[0u8; 8]);
+        buf.extend_from_slice(&payload);
+        sender.encrypt_in_place(&header, &mut buf).unwrap();
+        assert_eq!(buf.len(), RECORD_LAYER_HEADER_SIZE + 8 + payload.len() + CRYPTO_GCM_TAG_LENGTH);
+        let copied = receiver.decrypt(&buf).unwrap();
+        assert_eq!(&copied[RECORD_LAYER_HEADER_SIZE..], &payload[..]);
+        let opened = receiver.decrypt_in_place(buf.clone()).unwrap();
+        assert_eq!(&opened[..], &payload[..]);
+
+        let sealed = sender.encrypt(&header, &raw).unwrap();
+        assert_eq!(&receiver.decrypt_in_place(sealed).unwrap()[..], &payload[..]);
+
+        buf[RECORD_LAYER_HEADER_SIZE + 8 + 100] ^= 1;
+        assert!(receiver.decrypt_in_place(buf).is_err(), "a tampered record must not open");
+        assert!(receiver.decrypt_in_place(raw[..20].to_vec()).is_err(), "too short");
     }
 
     /// A record long enough to hold the explicit nonce but too short for the
