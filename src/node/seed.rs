@@ -484,8 +484,35 @@ impl Shard {
         buf: &mut [u8],
     ) -> Result<(), ChunkFailure> {
         use std::os::unix::fs::FileExt;
-        match file.file.read_exact_at(buf, range.start as u64) {
-            Ok(()) => self.check_fresh(id, file, partial),
+        let read = file.file.read_exact_at(buf, range.start as u64);
+        self.after_read(id, file, partial, read)
+    }
+
+    /// As [`Shard::read_chunk`], into a buffer of its own (`sys::pread_exact`): for a chunk
+    /// handed over whole to a data channel.
+    fn read_chunk_owned(
+        &self,
+        id: &FileId,
+        file: &OpenFile,
+        partial: bool,
+        range: Range<usize>,
+    ) -> Result<bytes::BytesMut, ChunkFailure> {
+        let read = super::sys::pread_exact(&file.file, range.start as u64, range.len());
+        self.after_read(id, file, partial, read)
+    }
+
+    /// What a read of a chunk of `file` comes to: its bytes if the file is still the one
+    /// published ([`Shard::check_fresh`]); `FILE_CHANGED` if it ended early (shrunk: the
+    /// shard forgets it); else an I/O failure.
+    fn after_read<T>(
+        &self,
+        id: &FileId,
+        file: &OpenFile,
+        partial: bool,
+        read: io::Result<T>,
+    ) -> Result<T, ChunkFailure> {
+        match read {
+            Ok(bytes) => self.check_fresh(id, file, partial).map(|()| bytes),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 self.forget(id);
                 Err(changed())
@@ -1082,8 +1109,25 @@ async fn send_chunk(
             }
             return Err(e);
         }
+    } else if !sealed && conn.takes_owned_payloads() {
+        // A data channel: the chunk is pread into memory of its own and handed over in
+        // pieces that become its messages, with no copy into them (`rtc` keeps them until
+        // acknowledged). A lease of the send-buffer budget stands for it until then, as a
+        // lent buffer would.
+        let lease = shard.send_buffers.lease(n).await;
+        let mut data = match shard.read_chunk_owned(&c.file_id, &file, c.partial, range) {
+            Ok(data) => data,
+            Err(why) => return Ok(Err(why)),
+        };
+        conn.begin_plain_chunk(&c.header)?;
+        conn.write_payload_owned(data.split_to(first.len())).await?;
+        for p in pieces {
+            pace(&limits, p.len()).await;
+            conn.write_payload_owned(data.split_to(p.len())).await?;
+        }
+        drop(lease);
     } else {
-        // Encrypted, paced in pieces, or a data channel: pread the chunk into the buffer
+        // Encrypted, or plaintext over TCP paced in pieces: pread the chunk into the buffer
         // (and seal it in place, once). A plaintext chunk that goes out over many waits is
         // read whole now, so a file changed meanwhile cannot cut it short: the change is
         // refused cleanly at the next chunk.

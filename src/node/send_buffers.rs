@@ -1,15 +1,19 @@
 //! A seeder shard's send buffers: one pool per shard with a byte budget
 //! (`config::SEND_BUFFER_BUDGET_PER_SHARD_BYTES`).
 //!
-//! A chunk that cannot leave by `sendfile(2)` (encrypted, paced in pieces, or on a data
-//! channel) is pread whole into a buffer first, and sealed there. Each connection used to
-//! keep a buffer the size of the largest chunk it sent for as long as it lived: 1,000
-//! downloaders of 64 KiB chunks held ~64 MiB that way, most of it idle between chunks. Now
-//! a connection takes a buffer from its shard's pool right before it reads a chunk and
-//! gives it back once the chunk is written to the socket. Buffers are reused, never
-//! allocated per chunk. When the budget is lent out, a connection waits (no timer, no
-//! polling: the buffer given back wakes the first in line) in arrival order, so no
-//! connection is starved by others asking again and again.
+//! A chunk that cannot leave by `sendfile(2)` (encrypted, or paced in pieces) is pread whole
+//! into a buffer first, and sealed there. Each connection used to keep a buffer the size of
+//! the largest chunk it sent for as long as it lived: 1,000 downloaders of 64 KiB chunks
+//! held ~64 MiB that way, most of it idle between chunks. Now a connection takes a buffer
+//! from its shard's pool right before it reads a chunk and gives it back once the chunk is
+//! written to the socket; buffers are reused, not allocated per chunk. When the budget is
+//! lent out, a connection waits (no timer, no polling: the buffer given back wakes the first
+//! in line) in arrival order, so no connection is starved by others asking again and again.
+//!
+//! A chunk for a data channel is the exception: it is pread into memory of its own, which
+//! becomes its messages without a copy and stays with `rtc` until acknowledged, so it cannot
+//! come back to the pool. It takes a [`Lease`] of the same budget instead, in the same line,
+//! for as long as the seeder holds it.
 //!
 //! Everything here lives on the shard's thread: `Rc`, `Cell`, `RefCell` and wakers, no
 //! locks.
@@ -86,31 +90,47 @@ impl SendBuffers {
     /// with nothing lent a buffer is always given, even one larger than the budget.
     /// Dropping the future gives up its place in line.
     pub(super) async fn take(&self, len: usize) -> SendBuffer {
+        let buf = self.in_turn(|pool| pool.try_lend(len)).await;
+        SendBuffer { buf, pool: self.pool.clone() }
+    }
+
+    /// A share of `len` bytes of the budget without a buffer, waiting in the same line as
+    /// [`SendBuffers::take`]: for a chunk read into memory of its own that leaves the
+    /// shard's hands (a data channel's messages, which `rtc` keeps until acknowledged). While
+    /// held it counts as lent, so the chunks a shard holds in memory stay within the budget
+    /// either way; dropping it gives the share back and wakes the first in line.
+    pub(super) async fn lease(&self, len: usize) -> Lease {
+        self.in_turn(|pool| pool.try_reserve(len).then_some(())).await;
+        Lease { len, pool: self.pool.clone() }
+    }
+
+    /// What `attempt` gives, once it gives something with this caller first in line (at
+    /// once if nobody waits). Dropping the future gives up the place in line.
+    async fn in_turn<T>(&self, attempt: impl Fn(&Pool) -> Option<T>) -> T {
         let pool = &self.pool;
         if pool.queue.borrow().is_empty() {
-            if let Some(buf) = pool.try_lend(len) {
-                return SendBuffer { buf, pool: pool.clone() };
+            if let Some(got) = attempt(pool) {
+                return got;
             }
         }
         let me = Rc::new(Waiter::default());
         pool.queue.borrow_mut().push_back(me.clone());
         let place = Place { pool, me: &me, served: Cell::new(false) };
-        let buf = future::poll_fn(|cx| {
+        future::poll_fn(|cx| {
             let first = pool.queue.borrow().front().is_some_and(|w| Rc::ptr_eq(w, &me));
             if first {
-                if let Some(buf) = pool.try_lend(len) {
+                if let Some(got) = attempt(pool) {
                     pool.queue.borrow_mut().pop_front();
                     place.served.set(true);
                     // The next in line may fit in what is left.
                     pool.wake_first();
-                    return Poll::Ready(buf);
+                    return Poll::Ready(got);
                 }
             }
             *me.waker.borrow_mut() = Some(cx.waker().clone());
             Poll::Pending
         })
-        .await;
-        SendBuffer { buf, pool: pool.clone() }
+        .await
     }
 
     /// Frees the idle buffers (the shard has no connection left to use them soon).
@@ -143,28 +163,31 @@ impl Pool {
             .filter(|(_, b)| b.len() >= len)
             .min_by_key(|(_, b)| b.len())
             .map(|(i, _)| i);
-        let buf = match fit {
-            Some(i) => {
-                let buf = idle.swap_remove(i);
-                self.idle_bytes.set(self.idle_bytes.get() - buf.len());
-                buf
-            }
-            None => {
-                let lent = self.lent.get();
-                if lent != 0 && lent + len > self.budget {
-                    return None;
-                }
-                // Room for it among the lent ones: free idle buffers (all too small) until
-                // it fits beside them too.
-                while lent + self.idle_bytes.get() + len > self.budget {
-                    let Some(b) = idle.pop() else { break };
-                    self.idle_bytes.set(self.idle_bytes.get() - b.len());
-                }
-                vec![0; len]
-            }
-        };
-        self.lent.set(self.lent.get() + buf.len());
-        Some(buf)
+        if let Some(i) = fit {
+            let buf = idle.swap_remove(i);
+            self.idle_bytes.set(self.idle_bytes.get() - buf.len());
+            self.lent.set(self.lent.get() + buf.len());
+            return Some(buf);
+        }
+        drop(idle);
+        // A new one (idle ones all too small).
+        self.try_reserve(len).then(|| vec![0; len])
+    }
+
+    /// Counts `len` more bytes as lent if the budget allows (or nothing is lent: one share
+    /// may exceed the budget alone), freeing idle buffers until it fits beside them.
+    fn try_reserve(&self, len: usize) -> bool {
+        let lent = self.lent.get();
+        if lent != 0 && lent + len > self.budget {
+            return false;
+        }
+        let mut idle = self.idle.borrow_mut();
+        while lent + self.idle_bytes.get() + len > self.budget {
+            let Some(b) = idle.pop() else { break };
+            self.idle_bytes.set(self.idle_bytes.get() - b.len());
+        }
+        self.lent.set(lent + len);
+        true
     }
 
     /// Takes back a buffer and wakes the first in line.
@@ -232,6 +255,19 @@ impl DerefMut for SendBuffer {
 impl Drop for SendBuffer {
     fn drop(&mut self) {
         self.pool.give_back(std::mem::take(&mut self.buf));
+    }
+}
+
+/// A share of the budget taken by [`SendBuffers::lease`]; given back when dropped.
+pub(super) struct Lease {
+    len: usize,
+    pool: Rc<Pool>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool.lent.set(self.pool.lent.get() - self.len);
+        self.pool.wake_first();
     }
 }
 
@@ -321,6 +357,26 @@ mod tests {
         drop(big);
         pool.trim();
         assert_eq!(pool.figures(), PoolFigures::default());
+    }
+
+    #[test]
+    fn a_lease_counts_against_the_budget_and_waits_in_the_same_line() {
+        let pool = SendBuffers::new(300);
+        drop(future::block_on(pool.take(100)));
+        let lease = future::block_on(pool.lease(250));
+        // The idle buffer was freed to make room; the lease is counted as lent.
+        assert_eq!(pool.figures(), PoolFigures { lent_bytes: 250, idle_bytes: 0, waiting: 0 });
+        let mut buf = pin!(pool.take(100));
+        let mut second = pin!(pool.lease(100));
+        assert!(future::block_on(future::poll_once(&mut buf)).is_none());
+        assert!(future::block_on(future::poll_once(&mut second)).is_none());
+        drop(lease);
+        assert!(future::block_on(future::poll_once(&mut second)).is_none(), "behind the take");
+        let buf = future::block_on(future::poll_once(&mut buf)).expect("first in line");
+        let second = future::block_on(future::poll_once(&mut second)).expect("fits beside it");
+        assert_eq!(pool.figures().lent_bytes, 200);
+        drop((buf, second));
+        assert_eq!(pool.figures(), PoolFigures { lent_bytes: 0, idle_bytes: 100, waiting: 0 });
     }
 
     #[test]

@@ -226,6 +226,38 @@ pub(super) fn sendfile(
     sent(rc)
 }
 
+/// Reads exactly `len` bytes of `file` from `offset` (`pread(2)`, again after a short read
+/// or `EINTR`) into a fresh `BytesMut`, straight into its uninitialised capacity: no
+/// zero-filling before the read, which would cost about what the copy it serves to avoid
+/// does. For a chunk that leaves as owned pieces (a data channel's messages).
+///
+/// Errors: `UnexpectedEof` if the file ends before `offset + len` (it shrank), or the read's
+/// error.
+pub(super) fn pread_exact(file: &std::fs::File, offset: u64, len: usize) -> io::Result<BytesMut> {
+    let mut buf = BytesMut::with_capacity(len);
+    while buf.len() < len {
+        let want = len - buf.len();
+        let spare = buf.spare_capacity_mut();
+        let at = offset + (len - want) as u64;
+        let at = libc::off_t::try_from(at).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: `spare` is `buf`'s own spare capacity, at least `want` bytes (reserved
+        // above, never shrunk), and the kernel writes at most `want` bytes into it.
+        let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), want, at) };
+        match n {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            // SAFETY: the kernel initialised the `n` (<= `want`) bytes past the length.
+            n => unsafe { buf.set_len(buf.len() + n as usize) },
+        }
+    }
+    Ok(buf)
+}
+
 /// Tells the kernel that `file` will be read sequentially, once per open file (not per
 /// chunk): it doubles the readahead window, so a `sendfile` from a cold file finds the next
 /// pages already on their way. A hint: failure changes nothing but speed.
@@ -463,6 +495,19 @@ unsafe fn gro_segment(msg: &libc::msghdr) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pread_exact_reads_the_range_and_refuses_a_file_that_ends_inside_it() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        io::Write::write_all(&mut f, &data).unwrap();
+        let got = pread_exact(&f, 1_000, 200_000).unwrap();
+        assert_eq!(&got[..], &data[1_000..201_000]);
+        assert_eq!(&pread_exact(&f, 299_999, 1).unwrap()[..], &data[299_999..]);
+        assert!(pread_exact(&f, 0, 0).unwrap().is_empty());
+        let past = pread_exact(&f, 250_000, 60_000).unwrap_err();
+        assert_eq!(past.kind(), io::ErrorKind::UnexpectedEof);
+    }
 
     #[test]
     fn a_gso_batch_arrives_as_its_datagrams_with_and_without_gro() {

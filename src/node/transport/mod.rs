@@ -18,6 +18,8 @@ pub(super) mod webrtc;
 
 use std::io;
 
+use bytes::BytesMut;
+
 pub(super) use tcp::{StreamConn, TcpConn, TcpSide};
 pub use turn::{TurnPassword, TurnServer};
 pub(super) use webrtc::RtcStream;
@@ -159,6 +161,25 @@ impl Conn {
             Self::Tcp(c) => c.write_payload_vectored(piece).await,
             Self::Rtc(c) => c.write_payload(piece).await,
         }
+    }
+
+    /// Writes the queued records (a chunk's header), then `piece`, handing the buffer itself
+    /// over: a data channel sends messages cut from it without copying
+    /// (`RtcStream::write_owned`). TCP writes it as [`Conn::write_payload`] does.
+    pub(super) async fn write_payload_owned(&mut self, piece: BytesMut) -> io::Result<()> {
+        match self {
+            Self::Tcp(c) => c.write_payload_vectored(&piece).await,
+            Self::Rtc(c) => {
+                c.flush().await?;
+                c.stream().write_owned(piece).await
+            }
+        }
+    }
+
+    /// Whether a plaintext chunk is best read into a buffer of its own and handed over with
+    /// [`Conn::write_payload_owned`]: a data channel, whose messages are owned buffers.
+    pub(super) fn takes_owned_payloads(&self) -> bool {
+        matches!(self, Self::Rtc(_))
     }
 
     /// Which transport carries this connection.

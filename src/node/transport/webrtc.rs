@@ -1910,6 +1910,53 @@ impl RtcStream {
     fn block(&self) -> usize {
         self.ep.block
     }
+
+    /// Sends one message of the first `min(len, block)` bytes of what the caller has
+    /// (`message(n)` makes it), or waits: while the channel is not open yet, or while SCTP
+    /// holds `WEBRTC_SEND_BUFFER_BYTES` unacknowledged (back-pressure; the driver wakes the
+    /// writer below half of it). Ready with the bytes sent; `BrokenPipe` once closed.
+    fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        len: usize,
+        message: impl FnOnce(usize) -> BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let ch = &self.ch;
+        if ch.state.get() == State::Closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let n = len.min(self.block());
+        let mut pc = ch.pc.borrow_mut();
+        let Some(mut dc) = ch.dc.get().and_then(|id| pc.data_channel(id)) else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
+        if ch.state.get() != State::Open || dc.outstanding_bytes() >= WEBRTC_SEND_BUFFER_BYTES {
+            *ch.writer.borrow_mut() = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        dc.send(clock::now(), message(n)).map_err(rtc_io)?;
+        drop(pc);
+        self.ep.touch(&self.ch);
+        Poll::Ready(Ok(n))
+    }
+
+    /// Writes all of `data` as messages cut from it without copying (`rtc` keeps each
+    /// until SCTP has it acknowledged, then frees it), where [`AsyncWrite::poll_write`]
+    /// copies a borrowed buffer into each message. Same messages, same back-pressure.
+    pub(in crate::node) async fn write_owned(&self, mut data: BytesMut) -> io::Result<()> {
+        future::poll_fn(|cx| {
+            while !data.is_empty() {
+                let len = data.len();
+                match self.poll_send(cx, len, |n| data.split_to(n)) {
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
 }
 
 impl Drop for RtcStream {
@@ -1970,19 +2017,7 @@ impl AsyncWrite for RtcStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let n = buf.len().min(self.block());
-        let mut pc = ch.pc.borrow_mut();
-        let Some(mut dc) = ch.dc.get().and_then(|id| pc.data_channel(id)) else {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        };
-        if ch.state.get() != State::Open || dc.outstanding_bytes() >= WEBRTC_SEND_BUFFER_BYTES {
-            *ch.writer.borrow_mut() = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        dc.send(clock::now(), BytesMut::from(&buf[..n])).map_err(rtc_io)?;
-        drop(pc);
-        self.ep.touch(&self.ch);
-        Poll::Ready(Ok(n))
+        self.poll_send(cx, buf.len(), |n| BytesMut::from(&buf[..n]))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
