@@ -111,6 +111,9 @@ pub struct DTLSConn {
     pub(crate) received_handshake_in_last_datagram: bool,
 }
 
+/// Most plaintext one record carries (RFC 5246 §6.2.1, which RFC 6347 §4.1 keeps).
+const RECORD_PLAINTEXT_MAX: usize = 1 << 14;
+
 impl DTLSConn {
     /// Creates a connection in the given role, ready to handshake.
     ///
@@ -215,8 +218,9 @@ impl DTLSConn {
         // the handshake, with nothing queued before it, is built, numbered and sealed here
         // in one buffer, which goes out as its own datagram. The general path below copies
         // it four times (into the record, its marshalling, the cipher's output and the
-        // datagram). Small writes keep that path so they can share a datagram.
-        if p.len() >= 1024
+        // datagram). Small writes keep that path so they can share a datagram, and so does
+        // a write over TLS's record limit (2^14 bytes of plaintext, RFC 5246 §6.2.1).
+        if (1024..=RECORD_PLAINTEXT_MAX).contains(&p.len())
             && self.is_handshake_completed()
             && self.outgoing_queued_packets.is_empty()
             && self.outgoing_packets.is_empty()

@@ -51,6 +51,20 @@ impl CryptoGcm {
         })
     }
 
+    /// The AEAD nonce of the record with header `pkt_rlh` (FuryMesh patch, see
+    /// vendor/README.md): the 4-byte implicit part from the key block, then as the explicit
+    /// part the record's own 64-bit epoch and sequence number, which never repeat under one
+    /// key (RFC 5288 §3 allows it; RFC 6347 §4.1 makes them unique per epoch). Upstream
+    /// drew the explicit part at random, which repeats with probability about n²/2⁶⁵ after
+    /// n records, and a repeated GCM nonce gives away the authentication key.
+    fn local_nonce(&self, pkt_rlh: &RecordLayerHeader) -> [u8; CRYPTO_GCM_NONCE_LENGTH] {
+        let explicit = (u64::from(pkt_rlh.epoch) << 48) | pkt_rlh.sequence_number;
+        let mut nonce = [0u8; CRYPTO_GCM_NONCE_LENGTH];
+        nonce[..4].copy_from_slice(&self.local_write_iv[..4]);
+        nonce[4..].copy_from_slice(&explicit.to_be_bytes());
+        nonce
+    }
+
     /// Protects one record, returning header plus ciphertext.
     ///
     /// # Errors
@@ -60,12 +74,7 @@ impl CryptoGcm {
         let payload = &raw[RECORD_LAYER_HEADER_SIZE..];
         let raw = &raw[..RECORD_LAYER_HEADER_SIZE];
 
-        let mut nonce = [0u8; CRYPTO_GCM_NONCE_LENGTH];
-        nonce[..4].copy_from_slice(&self.local_write_iv[..4]);
-        self.provider
-            .random()
-            .fill(&mut nonce[4..])
-            .map_err(crypto_error)?;
+        let nonce = self.local_nonce(pkt_rlh);
 
         let additional_data = generate_aead_additional_data(pkt_rlh, payload.len());
 
@@ -105,16 +114,14 @@ impl CryptoGcm {
     ///
     /// # Errors
     ///
-    /// Fails if the random source or the cipher fails.
+    /// Fails if the cipher fails.
     pub fn encrypt_in_place(
         &mut self,
         pkt_rlh: &RecordLayerHeader,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
         let payload_len = buf.len() - RECORD_LAYER_HEADER_SIZE - 8;
-        let mut nonce = [0u8; CRYPTO_GCM_NONCE_LENGTH];
-        nonce[..4].copy_from_slice(&self.local_write_iv[..4]);
-        self.provider.random().fill(&mut nonce[4..]).map_err(crypto_error)?;
+        let nonce = self.local_nonce(pkt_rlh);
         let additional_data = generate_aead_additional_data(pkt_rlh, payload_len);
         buf[RECORD_LAYER_HEADER_SIZE..RECORD_LAYER_HEADER_SIZE + 8].copy_from_slice(&nonce[4..]);
         let mut tag = [0; CRYPTO_GCM_TAG_LENGTH];
@@ -155,7 +162,7 @@ impl CryptoGcm {
         let additional_data = generate_aead_additional_data(&h, tag_start - start);
         self.remote_gcm
             .open_in_place(&nonce, &additional_data, &mut r[start..tag_start], &tag)
-            .map_err(crypto_error)?;
+            .map_err(authentication_error)?;
         r.truncate(tag_start);
         // A uniquely owned `Bytes` from a `Vec` becomes a `BytesMut` without a copy.
         let mut b =
@@ -289,6 +296,11 @@ mod tests {
         buf.extend_from_slice(&[0u8; 8]);
         buf.extend_from_slice(&payload);
         sender.encrypt_in_place(&header, &mut buf).unwrap();
+        // The explicit nonce is the record's epoch and sequence number (1 and 1 here).
+        assert_eq!(
+            &buf[RECORD_LAYER_HEADER_SIZE..RECORD_LAYER_HEADER_SIZE + 8],
+            &[0, 1, 0, 0, 0, 0, 0, 1]
+        );
         assert_eq!(buf.len(), RECORD_LAYER_HEADER_SIZE + 8 + payload.len() + CRYPTO_GCM_TAG_LENGTH);
         let copied = receiver.decrypt(&buf).unwrap();
         assert_eq!(&copied[RECORD_LAYER_HEADER_SIZE..], &payload[..]);
