@@ -237,9 +237,9 @@ pub(super) fn pread_exact(file: &std::fs::File, offset: u64, len: usize) -> io::
     let mut buf = BytesMut::with_capacity(len);
     while buf.len() < len {
         let want = len - buf.len();
-        let spare = buf.spare_capacity_mut();
-        let at = offset + (len - want) as u64;
+        let at = offset + buf.len() as u64;
         let at = libc::off_t::try_from(at).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let spare = buf.spare_capacity_mut();
         // SAFETY: `spare` is `buf`'s own spare capacity, at least `want` bytes (reserved
         // above, never shrunk), and the kernel writes at most `want` bytes into it.
         let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), want, at) };
