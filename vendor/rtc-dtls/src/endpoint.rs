@@ -1035,4 +1035,81 @@ mod tests {
         );
         Ok(())
     }
+
+    /// FuryMesh patch (see vendor/README.md): a server whose flight 4 was lost sends it
+    /// again on its own timer although the client's repeat of flight 3 reaches it first.
+    /// Both sides retransmit on the same one-second interval and the client's timer started
+    /// earlier, so on a lossy path the repeat always comes first; upstream stopped the
+    /// server's timer on it, and the handshake hung until the client gave up.
+    #[cfg(feature = "crypto-ring")]
+    #[test]
+    fn a_lost_flight_is_sent_again_after_the_peer_repeats_its_own() -> Result<()> {
+        use std::time::Duration;
+
+        fn deliver(
+            from: &mut Endpoint,
+            to: &mut Endpoint,
+            from_addr: SocketAddr,
+            now: Instant,
+        ) -> Result<(usize, bool)> {
+            let (mut datagrams, mut complete) = (0, false);
+            while let Some(transmit) = from.poll_transmit() {
+                datagrams += 1;
+                for event in to.read(now, from_addr, None, transmit.message)? {
+                    complete |= matches!(event, EndpointEvent::HandshakeComplete);
+                }
+            }
+            Ok((datagrams, complete))
+        }
+
+        let provider: Arc<dyn RTCCryptoProvider> = Arc::new(crypto::providers::RingProvider::new());
+        let suites = [CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256];
+        let client_config = config(provider.clone(), true, &suites)?;
+        let server_config = config(provider, false, &suites)?;
+        let mut client = Endpoint::new(client_addr(), TransportProtocol::UDP, None);
+        let mut server = Endpoint::new(server_addr(), TransportProtocol::UDP, Some(server_config));
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        client.connect(t0, server_addr(), client_config, None)?;
+        // Flight 1 (ClientHello), 2 (HelloVerifyRequest) and 3 (ClientHello with the cookie).
+        deliver(&mut client, &mut server, client_addr(), ms(10))?;
+        deliver(&mut server, &mut client, server_addr(), ms(20))?;
+        deliver(&mut client, &mut server, client_addr(), ms(30))?;
+        // Flight 4 (ServerHello .. ServerHelloDone) is lost.
+        let mut lost = 0;
+        while server.poll_transmit().is_some() {
+            lost += 1;
+        }
+        assert!(lost > 0, "the server answered flight 3");
+        // The client repeats flight 3 on its timer, before the server's timer fires.
+        let repeat = client
+            .poll_timeout(&server_addr())
+            .expect("the client waits for flight 4");
+        let server_due = server
+            .poll_timeout(&client_addr())
+            .expect("the server waits for flight 5");
+        assert!(repeat < server_due, "the client's timer started first");
+        client.handle_timeout(server_addr(), repeat)?;
+        let (repeated, _) = deliver(&mut client, &mut server, client_addr(), repeat)?;
+        assert!(repeated > 0, "the client repeated flight 3");
+        while server.poll_transmit().is_some() {}
+        // The server's timer survived the repeat: flight 4 goes out again.
+        let due = server
+            .poll_timeout(&client_addr())
+            .expect("the server still waits for flight 5 with a timer");
+        server.handle_timeout(client_addr(), due)?;
+        let (mut client_complete, mut server_complete) = (false, false);
+        for step in 0..8 {
+            let now = due + Duration::from_millis(step);
+            let (sent, done) = deliver(&mut server, &mut client, server_addr(), now)?;
+            assert!(step > 0 || sent > 0, "the server sent flight 4 again");
+            client_complete |= done;
+            server_complete |= deliver(&mut client, &mut server, client_addr(), now)?.1;
+        }
+        assert!(
+            client_complete && server_complete,
+            "the handshake completed after the loss"
+        );
+        Ok(())
+    }
 }

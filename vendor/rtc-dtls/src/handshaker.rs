@@ -192,7 +192,11 @@ impl DTLSConn {
                 srv_cli_str(self.state.is_client),
                 self.current_flight
             );
-            self.current_retransmit_timer = None;
+            // FuryMesh patch (see vendor/README.md): the retransmit timer keeps running until
+            // the peer's next flight is complete. Upstream stopped it on any handshake record,
+            // so a repeat of the peer's previous flight (which it sends when ours was lost, on
+            // the same one-second interval) left ours never sent again and the handshake hung
+            // until the peer gave up (RFC 6347 §4.2.4: only the next flight leaves WAITING).
             let result = self.current_flight.parse(
                 /*&mut self.handle_queue_tx,*/ &mut self.state,
                 &self.cache,
@@ -222,6 +226,7 @@ impl DTLSConn {
                         self.current_flight,
                         next_flight
                     );
+                    self.current_retransmit_timer = None;
                     if next_flight.is_last_recv_flight()
                         && self.current_flight.to_string() == next_flight.to_string()
                     {
