@@ -1036,6 +1036,70 @@ mod tests {
         Ok(())
     }
 
+    /// Delivers everything `from` has queued to `to` at `now`: the datagrams delivered, and
+    /// whether `to` completed its handshake on one of them.
+    #[cfg(feature = "crypto-ring")]
+    fn deliver(
+        from: &mut Endpoint,
+        to: &mut Endpoint,
+        from_addr: SocketAddr,
+        now: Instant,
+    ) -> Result<(usize, bool)> {
+        let (mut datagrams, mut complete) = (0, false);
+        while let Some(transmit) = from.poll_transmit() {
+            datagrams += 1;
+            for event in to.read(now, from_addr, None, transmit.message)? {
+                complete |= matches!(event, EndpointEvent::HandshakeComplete);
+            }
+        }
+        Ok((datagrams, complete))
+    }
+
+    /// Drops everything `from` has queued: how many datagrams were lost.
+    #[cfg(feature = "crypto-ring")]
+    fn lose(from: &mut Endpoint) -> usize {
+        let mut lost = 0;
+        while from.poll_transmit().is_some() {
+            lost += 1;
+        }
+        lost
+    }
+
+    /// A client and a server with certificates, the client's flight 1 queued.
+    #[cfg(feature = "crypto-ring")]
+    fn client_and_server(now: Instant) -> Result<(Endpoint, Endpoint)> {
+        let provider: Arc<dyn RTCCryptoProvider> = Arc::new(crypto::providers::RingProvider::new());
+        let suites = [CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256];
+        let client_config = config(provider.clone(), true, &suites)?;
+        let server_config = config(provider, false, &suites)?;
+        let mut client = Endpoint::new(client_addr(), TransportProtocol::UDP, None);
+        let server = Endpoint::new(server_addr(), TransportProtocol::UDP, Some(server_config));
+        client.connect(now, server_addr(), client_config, None)?;
+        Ok((client, server))
+    }
+
+    /// Runs both sides from `now`, a millisecond a step, and asserts that both complete;
+    /// `done` says which (client, server) already have.
+    #[cfg(feature = "crypto-ring")]
+    fn complete(
+        client: &mut Endpoint,
+        server: &mut Endpoint,
+        now: Instant,
+        done: (bool, bool),
+    ) -> Result<()> {
+        let (mut client_complete, mut server_complete) = done;
+        for step in 0..8 {
+            let now = now + std::time::Duration::from_millis(step);
+            client_complete |= deliver(server, client, server_addr(), now)?.1;
+            server_complete |= deliver(client, server, client_addr(), now)?.1;
+        }
+        assert!(
+            client_complete && server_complete,
+            "the handshake completed after the loss"
+        );
+        Ok(())
+    }
+
     /// FuryMesh patch (see vendor/README.md): a server whose flight 4 was lost sends it
     /// again on its own timer although the client's repeat of flight 3 reaches it first.
     /// Both sides retransmit on the same one-second interval and the client's timer started
@@ -1044,43 +1108,15 @@ mod tests {
     #[cfg(feature = "crypto-ring")]
     #[test]
     fn a_lost_flight_is_sent_again_after_the_peer_repeats_its_own() -> Result<()> {
-        use std::time::Duration;
-
-        fn deliver(
-            from: &mut Endpoint,
-            to: &mut Endpoint,
-            from_addr: SocketAddr,
-            now: Instant,
-        ) -> Result<(usize, bool)> {
-            let (mut datagrams, mut complete) = (0, false);
-            while let Some(transmit) = from.poll_transmit() {
-                datagrams += 1;
-                for event in to.read(now, from_addr, None, transmit.message)? {
-                    complete |= matches!(event, EndpointEvent::HandshakeComplete);
-                }
-            }
-            Ok((datagrams, complete))
-        }
-
-        let provider: Arc<dyn RTCCryptoProvider> = Arc::new(crypto::providers::RingProvider::new());
-        let suites = [CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256];
-        let client_config = config(provider.clone(), true, &suites)?;
-        let server_config = config(provider, false, &suites)?;
-        let mut client = Endpoint::new(client_addr(), TransportProtocol::UDP, None);
-        let mut server = Endpoint::new(server_addr(), TransportProtocol::UDP, Some(server_config));
         let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        client.connect(t0, server_addr(), client_config, None)?;
+        let ms = |n| t0 + std::time::Duration::from_millis(n);
+        let (mut client, mut server) = client_and_server(t0)?;
         // Flight 1 (ClientHello), 2 (HelloVerifyRequest) and 3 (ClientHello with the cookie).
         deliver(&mut client, &mut server, client_addr(), ms(10))?;
         deliver(&mut server, &mut client, server_addr(), ms(20))?;
         deliver(&mut client, &mut server, client_addr(), ms(30))?;
         // Flight 4 (ServerHello .. ServerHelloDone) is lost.
-        let mut lost = 0;
-        while server.poll_transmit().is_some() {
-            lost += 1;
-        }
-        assert!(lost > 0, "the server answered flight 3");
+        assert!(lose(&mut server) > 0, "the server answered flight 3");
         // The client repeats flight 3 on its timer, before the server's timer fires.
         let repeat = client
             .poll_timeout(&server_addr())
@@ -1092,24 +1128,55 @@ mod tests {
         client.handle_timeout(server_addr(), repeat)?;
         let (repeated, _) = deliver(&mut client, &mut server, client_addr(), repeat)?;
         assert!(repeated > 0, "the client repeated flight 3");
-        while server.poll_transmit().is_some() {}
-        // The server's timer survived the repeat: flight 4 goes out again.
+        lose(&mut server);
+        // The server's timer survived the repeat, unmoved: flight 4 goes out again.
         let due = server
             .poll_timeout(&client_addr())
             .expect("the server still waits for flight 5 with a timer");
+        assert_eq!(due, server_due, "the repeat moved the server's timer");
         server.handle_timeout(client_addr(), due)?;
-        let (mut client_complete, mut server_complete) = (false, false);
-        for step in 0..8 {
-            let now = due + Duration::from_millis(step);
-            let (sent, done) = deliver(&mut server, &mut client, server_addr(), now)?;
-            assert!(step > 0 || sent > 0, "the server sent flight 4 again");
-            client_complete |= done;
-            server_complete |= deliver(&mut client, &mut server, client_addr(), now)?.1;
-        }
+        let (sent, client_done) = deliver(&mut server, &mut client, server_addr(), due)?;
+        assert!(sent > 0, "the server sent flight 4 again");
+        complete(&mut client, &mut server, due, (client_done, false))
+    }
+
+    /// FuryMesh patch, the same fault the other way round: the client's flight 5 is lost,
+    /// and the server's repeat of flight 4 reaches the client before the client's timer
+    /// fires. The client sends flight 5 again on its timer and the handshake completes.
+    #[cfg(feature = "crypto-ring")]
+    #[test]
+    fn a_lost_client_flight_is_sent_again_after_the_server_repeats_its_own() -> Result<()> {
+        let t0 = Instant::now();
+        let ms = |n| t0 + std::time::Duration::from_millis(n);
+        let (mut client, mut server) = client_and_server(t0)?;
+        // Flights 1 to 4.
+        deliver(&mut client, &mut server, client_addr(), ms(10))?;
+        deliver(&mut server, &mut client, server_addr(), ms(20))?;
+        deliver(&mut client, &mut server, client_addr(), ms(30))?;
+        deliver(&mut server, &mut client, server_addr(), ms(40))?;
+        // Flight 5 (Certificate .. Finished) is lost.
+        assert!(lose(&mut client) > 0, "the client answered flight 4");
+        let server_repeat = server
+            .poll_timeout(&client_addr())
+            .expect("the server waits for flight 5");
+        let client_due = client
+            .poll_timeout(&server_addr())
+            .expect("the client waits for flight 6");
         assert!(
-            client_complete && server_complete,
-            "the handshake completed after the loss"
+            server_repeat < client_due,
+            "the server's timer started first"
         );
-        Ok(())
+        server.handle_timeout(client_addr(), server_repeat)?;
+        let (repeated, _) = deliver(&mut server, &mut client, server_addr(), server_repeat)?;
+        assert!(repeated > 0, "the server repeated flight 4");
+        lose(&mut client);
+        let due = client
+            .poll_timeout(&server_addr())
+            .expect("the client still waits for flight 6 with a timer");
+        assert_eq!(due, client_due, "the repeat moved the client's timer");
+        client.handle_timeout(server_addr(), due)?;
+        let (sent, server_done) = deliver(&mut client, &mut server, client_addr(), due)?;
+        assert!(sent > 0, "the client sent flight 5 again");
+        complete(&mut client, &mut server, due, (false, server_done))
     }
 }

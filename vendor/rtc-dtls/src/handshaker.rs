@@ -197,6 +197,7 @@ impl DTLSConn {
             // so a repeat of the peer's previous flight (which it sends when ours was lost, on
             // the same one-second interval) left ours never sent again and the handshake hung
             // until the peer gave up (RFC 6347 §4.2.4: only the next flight leaves WAITING).
+            // It stops when the next flight is in, or when a fatal error ends the handshake.
             let result = self.current_flight.parse(
                 /*&mut self.handle_queue_tx,*/ &mut self.state,
                 &self.cache,
@@ -216,6 +217,8 @@ impl DTLSConn {
                         self.notify(alert.alert_level, alert.alert_description);
                     }
                     if let Some(err) = err {
+                        // The handshake ends here: nothing more to send again.
+                        self.current_retransmit_timer = None;
                         return Err(err);
                     }
                 }
