@@ -1111,9 +1111,10 @@ async fn send_chunk(
         }
     } else if !sealed && conn.takes_owned_payloads() {
         // A data channel: the chunk is pread into memory of its own and handed over in
-        // pieces that become its messages, with no copy into them (`rtc` keeps them until
-        // acknowledged). A lease of the send-buffer budget stands for it until then, as a
-        // lent buffer would.
+        // pieces that become its messages, with no copy into them. A lease of the
+        // send-buffer budget stands for it, as a lent buffer would, until the last piece is
+        // handed over; from then on `rtc` holds it until acknowledged, within the channel's
+        // own back-pressure (`WEBRTC_SEND_BUFFER_BYTES` unacknowledged at most).
         let lease = shard.send_buffers.lease(n).await;
         let mut data = match shard.read_chunk_owned(&c.file_id, &file, c.partial, range) {
             Ok(data) => data,
